@@ -1,0 +1,55 @@
+"""The prompted-CLIP encoder: one package that turns a sketch or a photo into a vector.
+
+Used by ``training`` (learns the prompts), ``index_builder`` (embeds photos) and ``app``
+(embeds query sketches), so a checkpoint written by one is exactly what the others load.
+"""
+
+from .backbone import build_backbone, register_model_configs
+from .checkpoint import load_checkpoint, load_encoder, read_checkpoint, resolve_device, save_checkpoint
+from .config import EncoderConfig, PromptConfig, add_encoder_args
+from .errors import (
+    CheckpointError,
+    EmptySketchError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    SBIRError,
+    StrokeFormatError,
+    TooManyPointsError,
+    WeightsUnavailableError,
+)
+from .imaging import decode_image, normalise_sketch
+from .model import MODALITIES, PromptedCLIP, build_encoder
+from .preprocess import Preprocessor
+from .strokes import iter_ndjson_drawings, parse_strokes, rasterize_strokes
+
+__all__ = [
+    "MODALITIES",
+    "CheckpointError",
+    "EmptySketchError",
+    "EncoderConfig",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "InputError",
+    "Preprocessor",
+    "PromptConfig",
+    "PromptedCLIP",
+    "SBIRError",
+    "StrokeFormatError",
+    "TooManyPointsError",
+    "WeightsUnavailableError",
+    "add_encoder_args",
+    "build_backbone",
+    "build_encoder",
+    "decode_image",
+    "iter_ndjson_drawings",
+    "load_checkpoint",
+    "load_encoder",
+    "normalise_sketch",
+    "parse_strokes",
+    "rasterize_strokes",
+    "read_checkpoint",
+    "register_model_configs",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -1,0 +1,175 @@
+"""Checkpoints: the learned tensors only (safetensors) + the encoder config + a fingerprint.
+
+One ``.safetensors`` file is the checkpoint; its header metadata carries the config JSON, the
+library versions and the fingerprint, and a ``.json`` file beside it repeats them for people.
+Loading rebuilds the backbone from the config (its weights may be read from another source) and
+applies the tensors; anything that does not fit exactly is a :class:`CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, ENV_BACKBONE, ENV_PRETRAINED, EncoderConfig
+from .errors import CheckpointError
+from .model import PromptedCLIP, build_encoder
+
+FORMAT = "sbir-prompted-clip/1"
+
+
+def _versions() -> dict[str, str]:
+    found = {}
+    for package in ("torch", "open_clip_torch", "sketch-search"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "unknown"
+    return found
+
+
+def save_checkpoint(encoder: PromptedCLIP, path: str | Path, extra: dict | None = None) -> Path:
+    """Write ``path`` (.safetensors) and ``path.json`` atomically; returns the checkpoint path."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        path = path.with_suffix(".safetensors")
+    if encoder.config.is_baseline:
+        raise CheckpointError("The frozen-CLIP baseline has nothing learned to save.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    info = {
+        "format": FORMAT,
+        "config": encoder.config.to_dict(),
+        "fingerprint": encoder.fingerprint(),
+        "versions": _versions(),
+        "extra": extra or {},
+    }
+    metadata = {"format": FORMAT, "config": encoder.config.to_json(), "fingerprint": info["fingerprint"],
+                "info": json.dumps(info, sort_keys=True)}
+    # Write-then-rename so a crash never leaves a half-written checkpoint under the real name.
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp_path = Path(tmp.name)
+    try:
+        save_file(encoder.learned_state(), str(tmp_path), metadata=metadata)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict[str, torch.Tensor], dict]:
+    """Config, tensors and info of a checkpoint file, without building any model."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"Checkpoint {path} is not a readable safetensors file: {error}") from error
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path} is not an encoder checkpoint (format {metadata.get('format')!r}, expected {FORMAT})."
+        )
+    try:
+        config = EncoderConfig.from_json(metadata["config"])
+        info = json.loads(metadata.get("info", "{}"))
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"Checkpoint {path} has a broken config: {error}") from error
+    if config.is_baseline:
+        raise CheckpointError(f"Checkpoint {path} has no prompt config.")
+    info["fingerprint"] = metadata.get("fingerprint")
+    return config, tensors, info
+
+
+def apply_learned_state(encoder: PromptedCLIP, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Copy ``tensors`` into ``encoder``'s learned parameters; all names and shapes must match exactly."""
+    expected = encoder.trainable_parameters()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong_shape = [
+        f"{name}: checkpoint {tuple(tensors[name].shape)} vs model {tuple(p.shape)}"
+        for name, p in expected.items()
+        if name in tensors and tensors[name].shape != p.shape
+    ]
+    if missing or unexpected or wrong_shape:
+        details = []
+        if missing:
+            details.append(f"missing tensors: {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            details.append(f"unexpected tensors: {', '.join(unexpected[:5])}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong_shape:
+            details.append(f"shape mismatch (other width or depth?): {'; '.join(wrong_shape[:3])}")
+        raise CheckpointError(f"{source} does not fit backbone {encoder.config.backbone}: " + "; ".join(details))
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(tensors[name].to(param.dtype))
+
+
+def load_checkpoint(
+    path: str | Path,
+    *,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    device: str | torch.device = "cpu",
+) -> PromptedCLIP:
+    """Rebuild the encoder a checkpoint was trained with and apply its learned tensors.
+
+    ``backbone``, when given, must equal the checkpoint's; ``pretrained`` reads the backbone
+    weights from another source (e.g. a local copy of the same weights).
+    """
+    config, tensors, info = read_checkpoint(path)
+    if backbone is not None and backbone != config.backbone:
+        raise CheckpointError(
+            f"Checkpoint {path} was trained on backbone {config.backbone!r}, but {backbone!r} was requested."
+        )
+    if pretrained is not None and pretrained.strip().lower() == "none" and config.pretrained.lower() != "none":
+        raise CheckpointError(
+            f"Checkpoint {path} was trained on {config.backbone}/{config.pretrained} weights; "
+            "refusing to apply it to a randomly initialised backbone (pretrained=none)."
+        )
+    encoder = build_encoder(config, device, weights_source=pretrained)
+    apply_learned_state(encoder, tensors, source=f"Checkpoint {path}")
+    if info.get("fingerprint") and encoder.fingerprint() != info["fingerprint"]:
+        raise CheckpointError(f"Checkpoint {path} fails its fingerprint check (corrupt or edited).")
+    return encoder
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) → CUDA when present, else CPU; anything else as torch understands it."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was requested but no CUDA device is available.")
+    return resolved
+
+
+def load_encoder(
+    checkpoint: str | Path | None = None,
+    *,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    device: str | torch.device | None = "auto",
+) -> PromptedCLIP:
+    """The entry points' one way to get an encoder: a checkpoint, or the frozen-CLIP baseline.
+
+    ``backbone``/``pretrained`` default to ``SBIR_BACKBONE``/``SBIR_PRETRAINED``.
+    """
+    backbone = backbone or os.environ.get(ENV_BACKBONE) or None
+    pretrained = pretrained or os.environ.get(ENV_PRETRAINED) or None
+    device = resolve_device(device)
+    if checkpoint:
+        return load_checkpoint(checkpoint, backbone=backbone, pretrained=pretrained, device=device)
+    config = EncoderConfig(
+        backbone=backbone or DEFAULT_BACKBONE, pretrained=pretrained or DEFAULT_PRETRAINED, prompts=None
+    )
+    return build_encoder(config, device)

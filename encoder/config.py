@@ -1,0 +1,116 @@
+"""Encoder configuration: which backbone, where its weights come from, and how prompts are shaped.
+
+The config is plain data (JSON round-trip) so a checkpoint can carry it and every entry point
+(training, index_builder, app) can rebuild exactly the same encoder from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+DEFAULT_BACKBONE = "ViT-B-32"
+DEFAULT_PRETRAINED = "openai"
+ENV_BACKBONE = "SBIR_BACKBONE"
+ENV_PRETRAINED = "SBIR_PRETRAINED"
+
+PromptDepth = Literal["shallow", "deep"]
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Learned visual prompts (method.md, "Visual prompts").
+
+    ``n_prompts`` vectors of the transformer width are appended to the token sequence (shallow),
+    or fresh ones at every layer (deep). ``shared`` uses one prompt set for both modalities
+    (fine-grained); otherwise sketches and photos get their own (category-level).
+    ``separate_ln`` gives each modality its own copy of the visual LayerNorm affine parameters;
+    ``tune_ln`` = False leaves the LayerNorms frozen (an ablation).
+    """
+
+    n_prompts: int = 3
+    depth: PromptDepth = "shallow"
+    shared: bool = False
+    separate_ln: bool = False
+    tune_ln: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_prompts < 1:
+            raise ValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
+        if self.depth not in ("shallow", "deep"):
+            raise ValueError(f"prompt depth must be 'shallow' or 'deep', got {self.depth!r}")
+        if self.separate_ln and not self.tune_ln:
+            raise ValueError("separate_ln needs tune_ln: frozen LayerNorms cannot differ per modality")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Everything needed to rebuild an encoder. ``prompts=None`` is the frozen-CLIP baseline."""
+
+    backbone: str = DEFAULT_BACKBONE
+    pretrained: str = DEFAULT_PRETRAINED
+    prompts: PromptConfig | None = field(default_factory=PromptConfig)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.prompts is None
+
+    def with_pretrained(self, pretrained: str) -> EncoderConfig:
+        return replace(self, pretrained=pretrained)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EncoderConfig:
+        prompts = data.get("prompts")
+        return cls(
+            backbone=str(data["backbone"]),
+            pretrained=str(data["pretrained"]),
+            prompts=PromptConfig(**prompts) if prompts is not None else None,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> EncoderConfig:
+        return cls.from_dict(json.loads(text))
+
+
+def env_backbone() -> str:
+    return os.environ.get(ENV_BACKBONE) or DEFAULT_BACKBONE
+
+
+def env_pretrained() -> str:
+    return os.environ.get(ENV_PRETRAINED) or DEFAULT_PRETRAINED
+
+
+def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
+    """The one convention for every entry point: ``--backbone``/``--pretrained`` (+ ``SBIR_*``).
+
+    Defaults are read from the environment at parse time, so ``SBIR_BACKBONE=sbir-tiny
+    SBIR_PRETRAINED=none`` switches any command to the tiny offline architecture.
+    """
+    group = parser.add_argument_group("encoder")
+    group.add_argument(
+        "--backbone",
+        default=None,
+        help=f"open_clip architecture (env {ENV_BACKBONE}, default {DEFAULT_BACKBONE}); "
+        "with --checkpoint it must match the checkpoint's",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=None,
+        help=f"weights: an open_clip tag, a local file, local-dir:PATH, hf-hub:ORG/REPO, or none "
+        f"(random, tests only) (env {ENV_PRETRAINED}, default {DEFAULT_PRETRAINED})",
+    )
+    if checkpoint:
+        group.add_argument(
+            "--checkpoint",
+            default=os.environ.get("SBIR_CHECKPOINT") or None,
+            help="trained prompts (.safetensors); omitted: the frozen-CLIP baseline (env SBIR_CHECKPOINT)",
+        )

@@ -1,0 +1,128 @@
+"""Safe image decoding and sketch clean-up for real-world uploads.
+
+``decode_image`` turns untrusted bytes into a loaded PIL image or raises a specific
+:class:`InputError`; ``normalise_sketch`` turns any sketch-like image (any PIL mode, inverted,
+photographed on grey paper, tiny ink on a huge canvas) into black ink on white, cropped to the ink,
+square, at the model's input size.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+
+from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError
+
+DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)))
+WHITE = 255
+# Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
+MIN_INK_CONTRAST = 24
+
+
+def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode bytes or a file into a fully loaded, EXIF-oriented PIL image (first frame).
+
+    The pixel count is checked from the header, before any pixel memory is allocated.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        if len(source) == 0:
+            raise ImageDecodeError("The image is empty (zero bytes).")
+        stream = io.BytesIO(source)
+    else:
+        stream = Path(source)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(stream)
+            width, height = image.size
+            if width < 1 or height < 1:
+                raise ImageDecodeError(f"The image has no pixels ({width}x{height}).")
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}."
+                )
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (ImageTooLargeError, ImageDecodeError):
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise ImageTooLargeError(f"The image is too large to decode safely: {error}") from error
+    except UnidentifiedImageError as error:
+        raise ImageDecodeError("The data is not an image in any supported format.") from error
+    except FileNotFoundError as error:
+        raise ImageDecodeError(f"No such image file: {source}") from error
+    except Exception as error:  # noqa: BLE001 - PIL raises OSError/SyntaxError/ValueError/struct.error...
+        raise ImageDecodeError(f"The image is corrupt or truncated ({type(error).__name__}: {error}).") from error
+    return image
+
+
+def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
+    """Any PIL mode → float32 grey levels 0..255, transparency composited on white."""
+    mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
+        canvas.alpha_composite(rgba)
+        return np.asarray(canvas.convert("L"), dtype=np.float32)
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(values).all():
+            values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        low, high = float(values.min()), float(values.max())
+        # Wide-range images (16-bit, float) are rescaled to 0..255 by their own range.
+        if high > 255 or low < 0:
+            values = (values - low) * (255.0 / max(high - low, 1e-6))
+        return values
+    if mode == "1":
+        return np.asarray(image.convert("L"), dtype=np.float32)
+    return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
+
+
+def _paper_level(gray: np.ndarray) -> float:
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    return float(np.median(border))
+
+
+def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> Image.Image:
+    """Black ink on white, cropped to the ink's box with a margin, padded square, resized to ``size``.
+
+    White-on-black drawings (chalkboard, dark-mode canvases) are detected from the border and
+    inverted; grey paper is levelled to white. Raises :class:`EmptySketchError` when there is no ink.
+    """
+    gray = to_grayscale_on_white(image)
+    paper = _paper_level(gray)
+    if paper < 128:  # light ink on dark paper
+        gray = 255.0 - gray
+        paper = 255.0 - paper
+    darkest = float(gray.min())
+    contrast = paper - darkest
+    if contrast < MIN_INK_CONTRAST:
+        raise EmptySketchError("The sketch is blank: no strokes darker than the background were found.")
+    # Level: paper → white, darkest ink → black.
+    gray = np.clip((gray - darkest) * (255.0 / contrast), 0, 255)
+    ink = gray < 255.0 - MIN_INK_CONTRAST * 255.0 / contrast
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
+    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    cropped = Image.fromarray(gray[top:bottom, left:right].astype(np.uint8), mode="L")
+
+    side = max(cropped.width, cropped.height)
+    pad = max(2, round(margin * side))
+    square_side = side + 2 * pad
+    square = Image.new("L", (square_side, square_side), WHITE)
+    square.paste(cropped, ((square_side - cropped.width) // 2, (square_side - cropped.height) // 2))
+
+    scale = square_side / size
+    if scale >= 2:
+        # Thicken ink before a strong downscale so one-pixel strokes stay visible.
+        kernel = min(9, 2 * int(scale // 2) + 1)
+        square = square.filter(ImageFilter.MinFilter(kernel))
+    resized = square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return resized.convert("RGB")

@@ -1,0 +1,230 @@
+"""The prompted, frozen CLIP image encoder shared by training, index_builder and app.
+
+Prompts enter open_clip's ``VisionTransformer`` through narrow seams (method.md): a forward
+pre-hook on ``ln_pre`` appends the shallow prompts to the token sequence after the positional
+embedding; for deep prompts, pre-hooks on every later residual block replace the previous layer's
+prompt outputs with fresh ones. LayerNorm affine parameters are trained as copies applied with
+``torch.func.functional_call``, so the backbone's own tensors are never modified and one backbone
+can carry a separate LayerNorm set per modality.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from .backbone import Backbone, build_backbone
+from .config import EncoderConfig
+from .preprocess import Preprocessor
+
+Modality = Literal["sketch", "photo"]
+MODALITIES: tuple[Modality, ...] = ("sketch", "photo")
+SHARED = "shared"
+TEXT_TEMPLATE = "a photo of a {}"
+
+
+def _escape(name: str) -> str:
+    return name.replace(".", "__")
+
+
+def _unescape(name: str) -> str:
+    return name.replace("__", ".")
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen open_clip + learned visual prompts (+ LayerNorm affines) → L2-normalised embeddings."""
+
+    def __init__(self, config: EncoderConfig, backbone: Backbone) -> None:
+        super().__init__()
+        self.config = config
+        self.clip = backbone.model
+        self.clip.requires_grad_(False)
+        self.tokenizer = backbone.tokenizer
+        self.random_weights = backbone.random_weights
+        self.weights_source = backbone.source
+        visual = self.clip.visual
+        if not hasattr(visual, "ln_pre") or not hasattr(visual, "transformer"):
+            raise ValueError(f"Backbone {config.backbone} has no ViT image tower; prompts need one.")
+        self.width = visual.conv1.out_channels
+        self.n_layers = len(visual.transformer.resblocks)
+        image_size = visual.image_size
+        self.image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
+        self.embed_dim = int(visual.output_dim)
+        self.preprocess = Preprocessor(self.image_size, backbone.preprocess_val, backbone.preprocess_train)
+
+        self.prompts = nn.ParameterDict()
+        self.layer_norms = nn.ModuleDict()
+        self._lock = threading.RLock()  # forwards read per-call prompt state set on self
+        self._active_prompt: torch.Tensor | None = None
+        prompt_cfg = config.prompts
+        if prompt_cfg is not None:
+            depth = self.n_layers if prompt_cfg.depth == "deep" else 1
+            groups = [SHARED] if prompt_cfg.shared else list(MODALITIES)
+            for group in groups:
+                init = torch.randn(depth, prompt_cfg.n_prompts, self.width) * self.width**-0.5
+                self.prompts[group] = nn.Parameter(init)
+            if prompt_cfg.tune_ln:
+                ln_groups = list(MODALITIES) if prompt_cfg.separate_ln else [SHARED]
+                for group in ln_groups:
+                    self.layer_norms[group] = nn.ParameterDict(
+                        {_escape(n): nn.Parameter(p.detach().clone().float()) for n, p in self._visual_ln_params()}
+                    )
+            self._install_hooks(prompt_cfg.depth, prompt_cfg.n_prompts)
+
+    # ----------------------------------------------------------------- trainable state
+    def _visual_ln_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        for module_name, module in self.clip.visual.named_modules():
+            if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
+                for param_name, param in module.named_parameters(recurse=False):
+                    yield f"{module_name}.{param_name}", param
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        """Exactly the learned tensors: prompts and (copies of) the visual LayerNorm affines."""
+        return {name: p for name, p in self.named_parameters() if not name.startswith("clip.")}
+
+    def param_groups(self, prompt_lr: float, ln_lr: float, weight_decay: float = 0.0) -> list[dict]:
+        """Optimiser groups: prompts and LayerNorms get their own learning rates."""
+        groups = [
+            {
+                "name": "prompts",
+                "params": list(self.prompts.parameters()),
+                "lr": prompt_lr,
+                "weight_decay": weight_decay,
+            },
+            {"name": "layer_norms", "params": list(self.layer_norms.parameters()), "lr": ln_lr, "weight_decay": 0.0},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def learned_state(self) -> dict[str, torch.Tensor]:
+        return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
+
+    def fingerprint(self) -> str:
+        """Identity of the encoder: config (minus where weights are read from) + learned tensors."""
+        digest = hashlib.sha256()
+        identity = self.config.to_dict()
+        digest.update(repr(sorted(identity.items())).encode())
+        for name, tensor in sorted(self.learned_state().items()):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(tensor.float().numpy()).tobytes())
+        return digest.hexdigest()[:32]
+
+    # ----------------------------------------------------------------- prompt injection
+    def _install_hooks(self, depth: str, n_prompts: int) -> None:
+        visual = self.clip.visual
+        batch_first = getattr(visual.transformer, "batch_first", True)
+
+        def append_prompts(_module: nn.Module, args: tuple) -> tuple:
+            tokens = args[0]  # [B, 1 + grid², width], positional embedding already added
+            prompt = self._active_prompt[0].to(tokens.dtype)
+            prompt = prompt.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+            return (torch.cat([tokens, prompt], dim=1), *args[1:])
+
+        visual.ln_pre.register_forward_pre_hook(append_prompts)
+        if depth == "deep":
+            for layer, block in enumerate(visual.transformer.resblocks):
+                if layer == 0:
+                    continue
+
+                def replace_prompts(_module: nn.Module, args: tuple, layer: int = layer) -> tuple:
+                    tokens = args[0]
+                    prompt = self._active_prompt[layer].to(tokens.dtype)
+                    if batch_first:  # [B, L, W]
+                        fresh = prompt.unsqueeze(0).expand(tokens.shape[0], -1, -1)
+                        tokens = torch.cat([tokens[:, :-n_prompts], fresh], dim=1)
+                    else:  # [L, B, W]
+                        fresh = prompt.unsqueeze(1).expand(-1, tokens.shape[1], -1)
+                        tokens = torch.cat([tokens[:-n_prompts], fresh], dim=0)
+                    return (tokens, *args[1:])
+
+                block.register_forward_pre_hook(replace_prompts)
+
+    def _group(self, table: nn.ModuleDict | nn.ParameterDict, modality: Modality):
+        if modality in table:
+            return table[modality]
+        return table.get(SHARED)
+
+    # ----------------------------------------------------------------- encoding
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    def _autocast(self, device: torch.device):
+        if device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.autocast(device_type="cuda", dtype=dtype)
+        return contextlib.nullcontext()
+
+    def encode(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        """Image batch ``[B, 3, H, W]`` → L2-normalised float32 embeddings ``[B, D]``."""
+        if modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        device = self.device
+        images = images.to(device, non_blocking=True)
+        grad_mode = contextlib.nullcontext() if self.training else torch.inference_mode()
+        with grad_mode, self._autocast(device), self._lock:
+            visual = self.clip.visual
+            self._active_prompt = self._group(self.prompts, modality)
+            try:
+                layer_norms = self._group(self.layer_norms, modality)
+                if layer_norms is None:
+                    features = visual(images)
+                else:
+                    overrides = {_unescape(name): p for name, p in layer_norms.items()}
+                    features = functional_call(visual, overrides, (images,), strict=False)
+            finally:
+                self._active_prompt = None
+            if isinstance(features, tuple):  # output_tokens=True backbones
+                features = features[0]
+        return F.normalize(features.float(), dim=-1)
+
+    def encode_sketch(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images, "sketch")
+
+    def encode_photo(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images, "photo")
+
+    @torch.no_grad()
+    def text_features(self, class_names: Sequence[str], template: str = TEXT_TEMPLATE) -> torch.Tensor:
+        """Frozen text-tower features ``[C, D]`` (normalised) for "a photo of a {name}"."""
+        tokens = self.tokenizer([template.format(name) for name in class_names]).to(self.device)
+        with self._autocast(self.device):
+            features = self.clip.encode_text(tokens)
+        return F.normalize(features.float(), dim=-1)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.clip.logit_scale.exp().item())
+
+    def describe(self) -> dict:
+        """A JSON-friendly summary for logs, CLIs and the service's /info."""
+        return {
+            "config": self.config.to_dict(),
+            "fingerprint": self.fingerprint(),
+            "embed_dim": self.embed_dim,
+            "image_size": self.image_size,
+            "weights_source": self.weights_source,
+            "random_weights": self.random_weights,
+            "baseline": self.config.is_baseline,
+            "device": str(self.device),
+        }
+
+
+def build_encoder(
+    config: EncoderConfig, device: str | torch.device = "cpu", *, weights_source: str | None = None
+) -> PromptedCLIP:
+    """A fresh encoder (random prompts, LayerNorms copied from the backbone) on ``device``.
+
+    ``weights_source`` reads the backbone weights from elsewhere (a local copy of the same
+    weights) while ``config.pretrained`` keeps naming their identity.
+    """
+    encoder = PromptedCLIP(config, build_backbone(config.backbone, weights_source or config.pretrained))
+    return encoder.to(device).eval()

@@ -1,0 +1,58 @@
+"""Image → model input tensor, for photos and for sketches, at the backbone's input size.
+
+Photos use open_clip's own transforms (eval, or train-time augmentation). Sketches are cleaned up
+first (:func:`normalise_sketch`) and then go through the same CLIP normalisation. The object is
+small and picklable, so DataLoader workers can use it without the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch
+from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
+
+
+@dataclass
+class Preprocessor:
+    image_size: int
+    photo_eval: T.Compose
+    photo_train: T.Compose
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        normalize = next(t for t in self.photo_eval.transforms if isinstance(t, T.Normalize))
+        self._sketch_eval = T.Compose([T.ToTensor(), normalize])
+        self._sketch_train = T.Compose(
+            [
+                T.RandomHorizontalFlip(),
+                T.RandomAffine(degrees=10, translate=(0.05, 0.05), scale=(0.85, 1.05), fill=255),
+                T.ToTensor(),
+                normalize,
+            ]
+        )
+
+    def photo(self, image: Image.Image, *, train: bool = False) -> torch.Tensor:
+        return (self.photo_train if train else self.photo_eval)(image)
+
+    def sketch(self, image: Image.Image, *, train: bool = False) -> torch.Tensor:
+        clean = normalise_sketch(image, self.image_size)
+        return (self._sketch_train if train else self._sketch_eval)(clean)
+
+    def photo_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
+        return self.photo(decode_image(source, max_pixels=self.max_pixels).convert("RGB"), train=train)
+
+    def sketch_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
+        return self.sketch(decode_image(source, max_pixels=self.max_pixels), train=train)
+
+    def sketch_strokes(
+        self, data: bytes | str | dict, *, line_width: float = 3.0, max_points: int = DEFAULT_MAX_POINTS
+    ) -> torch.Tensor:
+        """Strokes in any supported format → sketch tensor (rasterised large, then normalised)."""
+        raster = rasterize_strokes(parse_strokes(data, max_points=max_points), size=256, line_width=line_width)
+        return self.sketch(raster)

@@ -1,0 +1,170 @@
+"""Vector strokes → raster sketch.
+
+Accepted formats (each parsed into a list of ``[N, 2]`` float arrays, one per stroke):
+
+* QuickDraw ndjson, simplified: ``{"drawing": [[[x0, x1, ...], [y0, y1, ...]], ...]}`` (0–255 box);
+* QuickDraw ndjson, raw: ``{"drawing": [[[x...], [y...], [t...]], ...]}`` (any coordinates, times ignored);
+* plain JSON, what the web page sends: ``{"strokes": [[[x, y], [x, y], ...], ...]}``.
+
+A bytes/str argument may hold one JSON object or ndjson (first drawing is used by
+:func:`parse_strokes`; :func:`iter_ndjson_drawings` walks all of them). Rendering is anti-aliased
+by supersampling; the drawing is scaled to fit the canvas with its aspect ratio kept.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .errors import StrokeFormatError, TooManyPointsError
+
+DEFAULT_MAX_POINTS = int(os.environ.get("SBIR_MAX_STROKE_POINTS", "20000"))
+DEFAULT_MAX_STROKES = 2000
+SUPERSAMPLE = 4
+Strokes = list[np.ndarray]
+
+
+def _as_float_array(values: Any, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise StrokeFormatError(f"{what} must hold only numbers.") from error
+    if not np.isfinite(array).all():
+        raise StrokeFormatError(f"{what} holds a non-finite coordinate (NaN or infinity).")
+    return array
+
+
+def _quickdraw_stroke(stroke: Any, index: int) -> np.ndarray:
+    if not isinstance(stroke, list) or len(stroke) not in (2, 3):
+        raise StrokeFormatError(f"QuickDraw stroke {index} must be [[x...], [y...]] or [[x...], [y...], [t...]].")
+    xs, ys = stroke[0], stroke[1]
+    if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys):
+        raise StrokeFormatError(f"QuickDraw stroke {index}: x and y lists must have the same length.")
+    return _as_float_array([xs, ys], f"QuickDraw stroke {index}").T.reshape(-1, 2)
+
+
+def _plain_stroke(stroke: Any, index: int) -> np.ndarray:
+    if not isinstance(stroke, list):
+        raise StrokeFormatError(f"Stroke {index} must be a list of [x, y] points.")
+    if not stroke:
+        return np.empty((0, 2))
+    if not all(isinstance(p, list | tuple) and len(p) >= 2 for p in stroke):
+        raise StrokeFormatError(f"Stroke {index} must be a list of [x, y] points.")
+    return _as_float_array([[p[0], p[1]] for p in stroke], f"Stroke {index}").reshape(-1, 2)
+
+
+def _declared_points(stroke: Any, quickdraw: bool) -> int:
+    if not isinstance(stroke, list) or not stroke:
+        return 0
+    if quickdraw:
+        return len(stroke[0]) if isinstance(stroke[0], list) else 0
+    return len(stroke)
+
+
+def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
+    """Parse a decoded JSON object in any supported format into strokes; validate limits."""
+    if not isinstance(obj, dict):
+        raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
+    if "strokes" in obj:
+        raw, parse = obj["strokes"], _plain_stroke
+    elif "drawing" in obj:
+        raw, parse = obj["drawing"], _quickdraw_stroke
+    else:
+        raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
+    if not isinstance(raw, list) or not raw:
+        raise StrokeFormatError("The drawing has no strokes.")
+    if len(raw) > DEFAULT_MAX_STROKES:
+        raise TooManyPointsError(f"The drawing has {len(raw)} strokes; the limit is {DEFAULT_MAX_STROKES}.")
+    quickdraw = parse is _quickdraw_stroke
+    total = 0
+    strokes: Strokes = []
+    for index, stroke in enumerate(raw):
+        # Count before converting, so an absurd payload is refused without building arrays from it.
+        total += _declared_points(stroke, quickdraw)
+        if total > max_points:
+            raise TooManyPointsError(f"The drawing has more than {max_points} points (the limit).")
+        points = parse(stroke, index)
+        if len(points):
+            strokes.append(points)
+    if not strokes:
+        raise StrokeFormatError("The drawing has no points.")
+    return strokes
+
+
+def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
+    """Parse one drawing from JSON text/bytes (object or ndjson: first line) or a decoded object."""
+    if isinstance(data, dict):
+        return strokes_from_object(data, max_points=max_points)
+    text = data.decode("utf-8", errors="strict") if isinstance(data, bytes) else data
+    text = text.strip()
+    if not text:
+        raise StrokeFormatError("The strokes payload is empty.")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        first_line = text.splitlines()[0]
+        try:
+            obj = json.loads(first_line)  # ndjson: one drawing per line
+        except json.JSONDecodeError as error:
+            raise StrokeFormatError(f"The strokes are not valid JSON: {error.msg} (line {error.lineno}).") from error
+    return strokes_from_object(obj, max_points=max_points)
+
+
+def iter_ndjson_drawings(path: str | Path, *, max_points: int = DEFAULT_MAX_POINTS) -> Iterator[Strokes]:
+    """Every drawing of a QuickDraw ndjson file; unparsable lines raise with their line number."""
+    with open(path, encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield strokes_from_object(json.loads(line), max_points=max_points)
+            except (json.JSONDecodeError, StrokeFormatError) as error:
+                raise StrokeFormatError(f"{path}:{number}: {error}") from error
+
+
+def rasterize_strokes(
+    strokes: Strokes,
+    size: int = 256,
+    *,
+    line_width: float = 3.0,
+    margin: float = 0.06,
+) -> Image.Image:
+    """Draw strokes black on white, fitted into ``size``×``size`` with the aspect ratio kept.
+
+    ``line_width`` is in output pixels. Raises :class:`StrokeFormatError` for a drawing with zero extent.
+    """
+    if not strokes:
+        raise StrokeFormatError("The drawing has no strokes.")
+    points = np.concatenate(strokes, axis=0)
+    low, high = points.min(axis=0), points.max(axis=0)
+    extent = float((high - low).max())
+    if not math.isfinite(extent) or extent <= 0:
+        raise StrokeFormatError("The drawing is degenerate: all its points are at the same place.")
+    if line_width <= 0 or not math.isfinite(line_width):
+        raise StrokeFormatError("line_width must be a positive number.")
+
+    canvas_side = size * SUPERSAMPLE
+    usable = canvas_side * (1 - 2 * margin)
+    scale = usable / extent
+    offset = (canvas_side - (high - low) * scale) / 2 - low * scale
+    pen = max(1, round(line_width * SUPERSAMPLE))
+
+    canvas = Image.new("L", (canvas_side, canvas_side), 255)
+    draw = ImageDraw.Draw(canvas)
+    for stroke in strokes:
+        xy = stroke * scale + offset
+        coords = [tuple(p) for p in xy.tolist()]
+        if len(coords) > 1:
+            draw.line(coords, fill=0, width=pen, joint="curve")
+        # Round caps at every point (and single-point strokes become dots).
+        radius = pen / 2
+        for x, y in (coords if len(coords) < 64 else [coords[0], coords[-1]]):
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=0)
+    return canvas.resize((size, size), Image.Resampling.LANCZOS).convert("RGB")
