@@ -80,8 +80,7 @@ def _create(model_name: str, pretrained: str | None, *, offline: bool):
 
     patch = mock.patch.object(hf_constants, "HF_HUB_OFFLINE", True) if offline else contextlib.nullcontext()
     with patch:
-        return open_clip.create_model_and_transforms(model_name, pretrained=pretrained)
-
+        return open_clip.create_model_and_transforms(model_name, pretrained=pretrained, require_pretrained=True)
 
 
 def _create_with_download(model_name: str, pretrained: str | None, source: str):
@@ -123,11 +122,11 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
     elif source.startswith("local-dir:"):
         folder = Path(source.removeprefix("local-dir:")).expanduser()
         if not (folder / "open_clip_config.json").is_file():
-            raise WeightsUnavailableError(
-                f"local-dir source {folder} has no open_clip_config.json. {HOW_TO_SUPPLY}"
-            )
+            raise WeightsUnavailableError(f"local-dir source {folder} has no open_clip_config.json. {HOW_TO_SUPPLY}")
         model_name = f"local-dir:{folder}"
-        model, train_tf, val_tf = _wrap_errors(lambda: open_clip.create_model_and_transforms(model_name), source)
+        model, train_tf, val_tf = _wrap_errors(
+            lambda: open_clip.create_model_and_transforms(model_name, require_pretrained=True), source
+        )
     elif source.startswith("hf-hub:"):
         model_name = source
         model, train_tf, val_tf = _create_with_download(model_name, None, source)
@@ -138,7 +137,8 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
         _require_known(backbone)
         model_name = backbone
         model, train_tf, val_tf = _wrap_errors(
-            lambda: open_clip.create_model_and_transforms(backbone, pretrained=str(path)), source
+            lambda: open_clip.create_model_and_transforms(backbone, pretrained=str(path), require_pretrained=True),
+            source,
         )
     else:
         _require_known(backbone)

@@ -150,7 +150,7 @@ class PromptedCLIP(nn.Module):
     def _group(self, table: nn.ModuleDict | nn.ParameterDict, modality: Modality):
         if modality in table:
             return table[modality]
-        return table.get(SHARED)
+        return table[SHARED] if SHARED in table else None  # noqa: SIM401 - ModuleDict has no .get
 
     # ----------------------------------------------------------------- encoding
     @property
@@ -184,7 +184,7 @@ class PromptedCLIP(nn.Module):
                 self._active_prompt = None
             if isinstance(features, tuple):  # output_tokens=True backbones
                 features = features[0]
-        return F.normalize(features.float(), dim=-1)
+            return F.normalize(features.float(), dim=-1)
 
     def encode_sketch(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images, "sketch")
