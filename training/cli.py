@@ -166,6 +166,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
                        help="folder for metrics.json, per_class_ap.csv and queries.png when those are not named")
     group.add_argument("--grid-queries", "--grid_queries", type=int, default=8)
     group.add_argument("--top-k", "--top_k", type=int, default=8, help="photos per query in the grid")
+    group.add_argument("--grid-tile", "--grid_tile", type=int, default=96, help="grid cell size in pixels")
     group.add_argument("--batch_size", "--batch-size", type=int, default=256)
     group.add_argument("--workers", type=int, default=4)
     group.add_argument("--device", default="auto")
@@ -192,7 +193,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
-                          n_grid=args.grid_queries, seed=args.seed, extra=extra)
+                          n_grid=args.grid_queries, tile=args.grid_tile, seed=args.seed, extra=extra)
     print_summary(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")
     return 0

@@ -110,6 +110,7 @@ def write_category_report(
     per_class_csv: str | Path | None,
     grid_png: str | Path | None,
     n_grid: int = 8,
+    tile: int = 96,
     seed: int = 0,
     extra: dict | None = None,
 ) -> None:
@@ -127,7 +128,7 @@ def write_category_report(
         rows = np.sort(rng.choice(len(evaluation.queries), min(n_grid, len(evaluation.queries)), replace=False))
         top = evaluation.result.top[rows]
         correct = evaluation.gallery_labels[top] == evaluation.query_labels[rows][:, None]
-        query_grid([evaluation.queries[i] for i in rows], top, evaluation.gallery, correct, grid_png)
+        query_grid([evaluation.queries[i] for i in rows], top, evaluation.gallery, correct, grid_png, size=tile)
 
 
 def print_summary(name: str, summary: dict) -> None:

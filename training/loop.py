@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm.auto import tqdm
 
-from encoder import CheckpointError, PromptedCLIP, save_checkpoint
+from encoder import CheckpointError, PromptedCLIP, resolve_device, save_checkpoint
 from encoder.checkpoint import apply_learned_state, read_checkpoint
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,9 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """
     info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                     int(os.environ.get("LOCAL_RANK", 0)))
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if device not in ("auto", "cpu", "cuda"):
-        chosen = torch.device(device)
-    else:
-        chosen = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
+    chosen = resolve_device(device)
+    if chosen.type == "cuda" and chosen.index is None:
+        chosen = torch.device("cuda", info.local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
     if info.world_size > 1 and not dist.is_initialized():
