@@ -1,6 +1,6 @@
 """Chunked ranking at benchmark scale: Q queries x G gallery, mAP@all / mAP@200 / P@100 / P@200.
 
-    python bench/training_ranking.py --queries 12000 --gallery 60000 --dim 512
+    PYTHONPATH=. python bench/training_ranking.py --queries 12000 --gallery 60000 --dim 512
 
 Prints the wall time, peak resident memory of the process and the full-matrix size it avoided.
 Features are random (the metric values are meaningless; the point is time and memory).

@@ -1,0 +1,1 @@
+"""Training and evaluation of the prompted CLIP encoder (``python -m training ...``; docs/training.md)."""

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from encoder import CheckpointError, PromptedCLIP, resolve_device, save_checkpoint
@@ -251,7 +252,7 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
     step_fn: nn.Module = _TaskStep(task, encoder)
     if rank.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
-        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids, find_unused_parameters=True)
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
 
     stopped = False
     start_time = time.time()
@@ -259,7 +260,7 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
         loader = task.train_loader(epoch)
         batches: Iterable[Any] = loader
         if skip_batches:
-            batches = itertools.islice(loader, skip_batches, None)  # same seeded order: skip what was done
+            batches = _skip_batches(loader, skip_batches)  # same seeded order: skip what was done
         total = _safe_len(loader)
         bar = tqdm(batches, total=total, initial=skip_batches, desc=f"{task.name} epoch {epoch + 1}/{options.epochs}",
                    disable=not (options.progress and rank.is_main), dynamic_ncols=True, leave=False)
@@ -306,6 +307,15 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
         print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
     encoder.eval()
     return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)
+
+
+def _skip_batches(loader: Iterable[Any], n: int) -> Iterable[Any]:
+    """The loader without its first ``n`` batches; a plain in-order DataLoader skips without reading them."""
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, SequentialSampler) and loader.batch_size:
+        rest = Subset(loader.dataset, range(min(n * loader.batch_size, len(loader.dataset)), len(loader.dataset)))
+        return DataLoader(rest, batch_size=loader.batch_size, num_workers=loader.num_workers,
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+    return itertools.islice(loader, n, None)
 
 
 def _safe_len(loader: Any) -> int | None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20
-_BYTES_PER_CELL = 40  # similarity (4) + order (8) + relevance, cumulative hits, precision (float64)
+_BYTES_PER_CELL = 64  # peak per similarity cell: scores, order, gathered labels, float64 hits/precision sums
 
 
 @dataclass

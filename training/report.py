@@ -57,7 +57,7 @@ def plot_curves(log_csv: str | Path, png: str | Path) -> None:
             xs, ys = zip(*points, strict=True)
             ax.plot(xs, ys, marker="o" if phase == "val" else None, markersize=3, label=name)
         ax.set_xlabel(xlabel)
-        ax.set_title("training loss" if phase == "train" else "validation (training classes held out)")
+        ax.set_title("training loss" if phase == "train" else "validation (held-out slice of the seen classes)")
         ax.grid(alpha=0.3)
         if series[phase]:
             ax.legend(fontsize=7)

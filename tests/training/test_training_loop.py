@@ -1,6 +1,10 @@
 """The generic loop with the category task: learning on synthetic data, checkpoints, --resume, CLIs."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,3 +95,22 @@ def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     make_dataset(tmp_path / "d", classes=["h1", "h2"], per_class=2)
     assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21"]) == 2
     assert "not in the dataset" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
+    """The DDP path for real: torchrun, two CPU processes, gloo; ranks share the epoch, rank 0 writes."""
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "ddp"
+    args = _category_args(shapes_root, unseen, out, "--max-steps", "3")
+    args[args.index("--batch_size") + 1] = "12"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "training", *args], cwd=Path(__file__).parents[2], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 process(es)" in done.stdout
+    steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
+    assert steps == [1, 2, 3]  # 96 triplets / 2 ranks / 12 per batch = 4 steps per epoch; stopped at 3
+    assert torch.load(out / "last_state.pt", weights_only=True)["batches_done"] == 3
