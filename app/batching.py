@@ -1,9 +1,11 @@
 """Micro-batching: concurrent requests are gathered into one call that runs off the event loop.
 
 A request `submit`s one item and awaits its result. One collector task takes the first waiting
-item, then keeps gathering until `max_batch` items or `max_wait_ms` have passed, and hands the
-batch to `process` in a dedicated worker thread. While that thread works the event loop keeps
-accepting requests, which queue up for the next batch, so batches grow by themselves under load.
+item and everything already queued; while more items are known to be on their way (requests inside
+`expecting()`, i.e. still decoding) it waits for them up to `max_wait_ms`, up to `max_batch` items.
+A lone request is therefore not delayed. The batch goes to `process` in a dedicated worker thread;
+while that thread works the event loop keeps accepting requests, which queue up for the next
+batch, so batches grow by themselves under load.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -61,6 +64,7 @@ class MicroBatcher(Generic[T, R]):
         self._queue: asyncio.Queue[_Pending[T, R]] | None = None
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._expected = 0  # items being prepared that will be submitted soon
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -87,6 +91,15 @@ class MicroBatcher(Generic[T, R]):
     def depth(self) -> int:
         return self._queue.qsize() if self._queue is not None else 0
 
+    @contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Announce an item that is being prepared, so a forming batch waits for it (up to max_wait)."""
+        self._expected += 1
+        try:
+            yield
+        finally:
+            self._expected -= 1
+
     async def submit(self, item: T) -> Batched[R]:
         """Queue `item` and wait for its result (exceptions raised by `process` are re-raised here)."""
         if self._queue is None or self._task is None or self._task.done():
@@ -109,7 +122,7 @@ class MicroBatcher(Generic[T, R]):
                 batch.append(self._queue.get_nowait())
                 continue
             remaining = deadline - time.perf_counter()
-            if remaining <= 0:
+            if remaining <= 0 or self._expected == 0:
                 break
             try:
                 batch.append(await asyncio.wait_for(self._queue.get(), remaining))

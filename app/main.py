@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import torch
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
@@ -41,6 +40,12 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
                         device=settings.device)
 
 
+def _warm_up(engine: SearchEngine) -> None:
+    """One pass through preprocessing and the encoder, so the first user does not pay for lazy set-up."""
+    tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
+    engine.embed([tensor])
+
+
 def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -50,8 +55,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim, metrics=metrics)
         await asyncio.to_thread(index.refresh)
         engine = SearchEngine(model, index)
-        blank = torch.zeros(3, model.image_size, model.image_size)
-        await asyncio.to_thread(engine.embed, [blank])  # warm-up: the first user should not pay for it
+        await asyncio.to_thread(_warm_up, engine)
         batcher = MicroBatcher(engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                                metrics=metrics)
         await batcher.start()

@@ -62,9 +62,10 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     timings = {"read": _ms(started)}
 
     step = time.perf_counter()
-    tensor = await run_in_threadpool(
-        to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
-    )
+    with services.batcher.expecting():
+        tensor = await run_in_threadpool(
+            to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
+        )
     timings["decode"] = _ms(step)
 
     try:

@@ -115,12 +115,14 @@ function useFile(file) {
   if (!file) return;
   const url = URL.createObjectURL(file), image = new Image();
   image.onload = () => {
+    URL.revokeObjectURL(url);
     state.strokes = [];
     state.upload = { blob: file, image };
     redraw();
     scheduleSearch(0);
   };
   image.onerror = () => {  // not displayable here: still let the server judge it (it explains why)
+    URL.revokeObjectURL(url);
     state.strokes = [];
     state.upload = null;
     redraw();
