@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder.errors import SBIRError
-from index_builder.reader import IndexNotFoundError, IndexReader, current_version
+from index_builder import IndexCorruptError, IndexNotFoundError, IndexReader, current_version
 
 from .errors import APIError
 from .metrics import Metrics
@@ -36,8 +36,10 @@ class _Loaded:
 class IndexHolder:
     """Owns the open IndexReader of `index_dir` and swaps in new versions as they are published."""
 
-    def __init__(self, index_dir: Path, *, fingerprint: str, dim: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, index_dir: Path, *, fingerprint: str, dim: int, device: str = "cpu",
+                 metrics: Metrics | None = None) -> None:
         self.index_dir = Path(index_dir)
+        self.device = device
         self.fingerprint = fingerprint
         self.dim = dim
         self.metrics = metrics
@@ -101,7 +103,11 @@ class IndexHolder:
 
     def _load(self) -> bool:
         try:
-            reader = IndexReader.open(self.index_dir)
+            reader = IndexReader.open(self.index_dir, device=self.device)
+        except IndexCorruptError as error:
+            self._note_problem(current_version(self.index_dir), "The index version is damaged and cannot be read.")
+            log.warning("cannot open index: %s", error)
+            return False
         except IndexNotFoundError:
             if self._loaded is None:
                 self.problem = "No index version has been published yet."

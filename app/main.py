@@ -52,7 +52,8 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         model = encoder or await asyncio.to_thread(load_configured_encoder, settings)
         metrics: Metrics = app.state.metrics
         fingerprint = model.fingerprint()
-        index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim, metrics=metrics)
+        index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim,
+                            device=settings.device, metrics=metrics)
         await asyncio.to_thread(index.refresh)
         engine = SearchEngine(model, index)
         await asyncio.to_thread(_warm_up, engine)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from encoder import decode_image
 from encoder.errors import InputError
-from index_builder.reader import PhotoRecord
+from index_builder import PhotoRecord
 
 from .errors import APIError
 from .inputs import sniff_image_type
@@ -75,7 +75,7 @@ class ThumbnailCache:
         try:
             image = decode_image(path, max_pixels=self.max_pixels)
         except InputError:
-            raise APIError(422, "bad_image", "The photo file cannot be decoded.") from None
+            raise APIError(404, "not_found", "The photo cannot be shown (its file does not decode).") from None
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         if image.mode not in ("RGB", "L"):
             rgba = image.convert("RGBA")

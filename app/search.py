@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from encoder import PromptedCLIP
-from index_builder.reader import PhotoRecord
+from index_builder import PhotoRecord
 
 from .index_holder import IndexHolder
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from fastapi import Header, Request
 
 from encoder import PromptedCLIP
-from index_builder.reader import IndexReader
+from index_builder import IndexReader
 
 from .batching import MicroBatcher
 from .errors import APIError
