@@ -19,11 +19,11 @@ def app_encoder():
 
 
 @pytest.fixture(scope="session")
-def app_index(tmp_path_factory) -> tuple[Path, Path]:
+def app_index(tmp_path_factory, app_encoder) -> tuple[Path, Path]:
     """(gallery, index_dir): a two-category gallery and its index, built once per session."""
     root = tmp_path_factory.mktemp("app-index")
     gallery = make_gallery(root / "gallery")
-    build_index(gallery, root / "index")
+    build_index(gallery, root / "index", app_encoder)
     return gallery, root / "index"
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,6 +14,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from index_builder.builder import BuildOptions
+from index_builder.builder import build_index as build_index_with
 from app.settings import Settings
 from tests.imagegen import draw_sketch, random_photo
 
@@ -34,16 +33,11 @@ def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed:
     return root
 
 
-def build_index(gallery: Path, index_dir: Path) -> None:
-    """Build (or incrementally update) an index with the real index_builder CLI, as `make serve` does."""
-    env = {**os.environ, **TINY_ENV}
-    env.pop("SBIR_CHECKPOINT", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "index_builder", "build", "--gallery", str(gallery), "--out", str(index_dir),
-         "--workers", "0", "--device", "cpu"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=180,
-    )
-    assert result.returncode == 0, f"index build failed:\n{result.stdout}\n{result.stderr}"
+def build_index(gallery: Path, index_dir: Path, encoder) -> None:
+    """Build (or incrementally update) an index with the real index_builder, in-process (fast)."""
+    report = build_index_with(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, workers=0, device="cpu",
+                                                    progress=False))
+    assert report.status in ("built", "unchanged"), report
 
 
 @contextlib.contextmanager

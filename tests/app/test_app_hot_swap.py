@@ -14,7 +14,7 @@ from tests.app.support import STROKES, build_index, make_gallery, serve
 
 def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_version(tmp_path, app_encoder):
     gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
-    build_index(gallery, index_dir)
+    build_index(gallery, index_dir, app_encoder)
     app = create_app(Settings(index_dir=index_dir, reload_interval_s=0.1), encoder=app_encoder)
     outcomes: list[tuple[float, int, str | None]] = []  # (start time, status, index version)
     stop = threading.Event()
@@ -37,7 +37,7 @@ def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_ve
         for worker in workers:
             worker.start()
         make_gallery(gallery, categories=("cactus",), per_category=3, seed=50)  # new photos arrive
-        build_index(gallery, index_dir)  # publishes a new version while searches run
+        build_index(gallery, index_dir, app_encoder)  # publishes a new version while searches run
         deadline = time.monotonic() + 60
         while (ready := httpx.get(f"{base}/readyz").json())["index_version"] == old:
             assert time.monotonic() < deadline, "the new version was never picked up"
