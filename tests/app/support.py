@@ -14,9 +14,9 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.settings import Settings
 from index_builder.builder import BuildOptions
 from index_builder.builder import build_index as build_index_with
-from app.settings import Settings
 from tests.imagegen import draw_sketch, random_photo
 
 REPO = Path(__file__).resolve().parents[2]
