@@ -36,9 +36,12 @@ def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_ve
         workers = [threading.Thread(target=hammer, args=(base,)) for _ in range(4)]
         for worker in workers:
             worker.start()
+        deadline = time.monotonic() + 60
+        while len(outcomes) < 8:  # searches are running on the old version
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         make_gallery(gallery, categories=("cactus",), per_category=3, seed=50)  # new photos arrive
         build_index(gallery, index_dir, app_encoder)  # publishes a new version while searches run
-        deadline = time.monotonic() + 60
         while (ready := httpx.get(f"{base}/readyz").json())["index_version"] == old:
             assert time.monotonic() < deadline, "the new version was never picked up"
             time.sleep(0.05)
