@@ -12,6 +12,7 @@ from encoder import SBIRError, add_encoder_args, load_encoder
 
 from .builder import BuildOptions, build_index
 from .checks import info, verify
+from .errors import IndexCorruptError
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -79,7 +80,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    problems = verify(args.index_dir, args.version)
+    try:
+        problems = verify(args.index_dir, args.version)
+    except IndexCorruptError as error:  # a version that cannot even be opened fails verification
+        problems = [str(error)]
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
     print(f"verify {args.index_dir}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK'}")

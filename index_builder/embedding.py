@@ -31,7 +31,7 @@ def classify_decode_error(error: Exception) -> str:
         return "not-an-image"
     if "zero bytes" in message:
         return "zero-byte"
-    if "truncated" in cause or "broken data stream" in cause or "premature end" in cause:
+    if "truncated" in cause:
         return "truncated"
     return "corrupt"
 

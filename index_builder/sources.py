@@ -165,7 +165,7 @@ def _parse_id(value: object) -> int:
 
 def read_manifest_file(manifest: str | Path) -> Scan:
     """Read a manifest: ``path`` (absolute, or relative to the manifest's folder), optional ``id``,
-    ``category`` and any other fields (kept as the photo's metadata)."""
+    ``category`` (default: the photo's folder name) and any other fields (kept as the photo's metadata)."""
     manifest_path = Path(manifest).expanduser().absolute()
     if not manifest_path.is_file():
         raise BuildError(f"Manifest {manifest_path} does not exist.")
@@ -211,8 +211,7 @@ def read_manifest_file(manifest: str | Path) -> Scan:
         if photo_id is not None:
             seen_ids.add(photo_id)
         category = row.get("category")
-        category = str(category) if category is not None else (
-            None if os.path.isabs(relative) else _first_folder(relative))
+        category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
         metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
         photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata))
     return Scan(photos, skipped, None, f"manifest:{manifest_path}")
