@@ -26,9 +26,13 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-import numpy as np
-import torch
+# Both sides (this process and the service) let idle OpenMP threads sleep instead of spin: on a shared,
+# oversubscribed CPU, spinning makes single-team processes many times slower and the ratios meaningless.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -33,10 +33,10 @@ def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed:
     return root
 
 
-def build_index(gallery: Path, index_dir: Path, encoder) -> None:
+def build_index(gallery: Path, index_dir: Path, encoder, rebuild: bool = False) -> None:
     """Build (or incrementally update) an index with the real index_builder, in-process (fast)."""
     report = build_index_with(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, workers=0, device="cpu",
-                                                    progress=False))
+                                                    progress=False, rebuild=rebuild))
     assert report.status in ("built", "unchanged"), report
 
 

@@ -9,7 +9,7 @@ import httpx
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import STROKES, build_index, make_gallery, serve
+from tests.app.support import STROKES, app_client, build_index, make_gallery, serve
 
 
 def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_version(tmp_path, app_encoder):
@@ -61,3 +61,27 @@ def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_ve
     assert not failures, failures[:5]
     assert {v for _, _, v in outcomes} == {old, new}
     assert all(v == new for t, _, v in outcomes if t > swapped_at)
+
+
+def test_an_index_built_with_another_encoder_is_refused_and_the_served_one_stays(tmp_path, app_encoder, tiny_encoder):
+    gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
+    build_index(gallery, index_dir, app_encoder)
+    with app_client(index_dir, app_encoder) as client:
+        served = client.get("/readyz").json()["index_version"]
+        # A retrained model's index (prompted encoder: another fingerprint) is published under the service.
+        build_index(gallery, index_dir, tiny_encoder, rebuild=True)
+        deadline = time.monotonic() + 30
+        while 'sbir_index_reloads_total{outcome="refused"}' not in client.get("/metrics").text:
+            assert time.monotonic() < deadline, "the incompatible version was never looked at"
+            time.sleep(0.05)
+        assert client.get("/readyz").json()["index_version"] == served
+        assert client.post("/search", json=STROKES).status_code == 200
+
+
+def test_a_service_started_on_an_index_of_another_encoder_is_not_ready(tmp_path, app_encoder, tiny_encoder):
+    gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
+    build_index(gallery, index_dir, tiny_encoder)
+    with app_client(index_dir, app_encoder) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "another encoder" in ready.json()["detail"]
+        assert client.post("/search", json=STROKES).status_code == 503
