@@ -65,7 +65,7 @@ function pointOf(event) {
 canvas.addEventListener("pointerdown", (event) => {
   if (state.pointerId !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
   event.preventDefault();
-  canvas.setPointerCapture(event.pointerId);
+  try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* pointer already gone: draw anyway */ }
   if (state.upload) { state.upload = null; }  // drawing starts a new sketch-from-strokes query
   state.pointerId = event.pointerId;
   state.current = { width: Number($("brush").value), points: [pointOf(event)] };

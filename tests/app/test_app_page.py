@@ -64,6 +64,20 @@ def test_drawing_on_the_canvas_shows_result_photos(app_index, app_encoder, tmp_p
             page.click("#clear")
             page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
 
+            # A pen (or finger) goes through the same Pointer Events path as the mouse.
+            page.evaluate("""() => {
+                const canvas = document.getElementById('canvas'), r = canvas.getBoundingClientRect();
+                const at = (x, y, type) => canvas.dispatchEvent(new PointerEvent(type, {pointerId: 7,
+                    pointerType: 'pen', isPrimary: true, bubbles: true, buttons: type === 'pointerup' ? 0 : 1,
+                    clientX: r.left + x * r.width, clientY: r.top + y * r.height}));
+                at(0.2, 0.2, 'pointerdown');
+                for (let i = 1; i <= 10; i++) at(0.2 + i * 0.06, 0.2 + i * 0.05, 'pointermove');
+                at(0.8, 0.7, 'pointerup');
+            }""")
+            page.wait_for_function("document.querySelectorAll('#grid img').length > 0", timeout=20_000)
+            page.click("#clear")
+            page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
+
             sketch = tmp_path / "upload.png"
             sketch.write_bytes(sketch_png(seed=3))
             page.set_input_files("#file", str(sketch))  # the upload path sends the file itself
