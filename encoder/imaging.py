@@ -14,7 +14,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError
 
@@ -76,7 +76,9 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
         if not np.isfinite(values).all():
             values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
         low, high = float(values.min()), float(values.max())
-        # Wide-range images (16-bit, float) are rescaled to 0..255 by their own range.
+        if mode == "F" and low >= 0 and high <= 1.0:  # float images in 0..1
+            return values * 255.0
+        # Wide-range images (16-bit, 32-bit) are rescaled to 0..255 by their own range.
         if high > 255 or low < 0:
             values = (values - low) * (255.0 / max(high - low, 1e-6))
         return values
@@ -88,6 +90,22 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
 def _paper_level(gray: np.ndarray) -> float:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(np.median(border))
+
+
+def _downscale_keeping_strokes(square: Image.Image, size: int) -> Image.Image:
+    """Resize a square grey sketch to ``size``; strong reductions first min-pool (keep the darkest
+    pixel of each block) so one-pixel strokes survive, then a final anti-aliased resize (< 2x)."""
+    factor = square.width // size
+    if factor >= 2:
+        pixels = np.asarray(square)
+        blocks = -(-square.width // factor)  # ceil
+        padded = np.full((blocks * factor, blocks * factor), WHITE, dtype=np.uint8)
+        padded[: pixels.shape[0], : pixels.shape[1]] = pixels
+        pooled = padded.reshape(blocks, factor, blocks, factor).min(axis=(1, 3))
+        square = Image.fromarray(pooled, mode="L")
+    if square.width == size:
+        return square
+    return square.resize((size, size), Image.Resampling.LANCZOS)
 
 
 def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> Image.Image:
@@ -119,10 +137,5 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
     square = Image.new("L", (square_side, square_side), WHITE)
     square.paste(cropped, ((square_side - cropped.width) // 2, (square_side - cropped.height) // 2))
 
-    scale = square_side / size
-    if scale >= 2:
-        # Thicken ink before a strong downscale so one-pixel strokes stay visible.
-        kernel = min(9, 2 * int(scale // 2) + 1)
-        square = square.filter(ImageFilter.MinFilter(kernel))
-    resized = square.resize((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    resized = _downscale_keeping_strokes(square, size)
     return resized.convert("RGB")

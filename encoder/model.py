@@ -122,7 +122,10 @@ class PromptedCLIP(nn.Module):
         visual = self.clip.visual
         batch_first = getattr(visual.transformer, "batch_first", True)
 
-        def append_prompts(_module: nn.Module, args: tuple) -> tuple:
+        # With no active prompt (the backbone called directly, outside encode) the hooks do nothing.
+        def append_prompts(_module: nn.Module, args: tuple) -> tuple | None:
+            if self._active_prompt is None:
+                return None
             tokens = args[0]  # [B, 1 + grid², width], positional embedding already added
             prompt = self._active_prompt[0].to(tokens.dtype)
             prompt = prompt.unsqueeze(0).expand(tokens.shape[0], -1, -1)
@@ -134,7 +137,9 @@ class PromptedCLIP(nn.Module):
                 if layer == 0:
                     continue
 
-                def replace_prompts(_module: nn.Module, args: tuple, layer: int = layer) -> tuple:
+                def replace_prompts(_module: nn.Module, args: tuple, layer: int = layer) -> tuple | None:
+                    if self._active_prompt is None:
+                        return None
                     tokens = args[0]
                     prompt = self._active_prompt[layer].to(tokens.dtype)
                     if batch_first:  # [B, L, W]

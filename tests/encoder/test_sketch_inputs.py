@@ -1,0 +1,187 @@
+"""Real-world sketch uploads: every PIL mode, inverted ink, EXIF, odd shapes, hostile bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from encoder import (
+    EmptySketchError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    InputError,
+    decode_image,
+    normalise_sketch,
+)
+from tests.imagegen import draw_sketch
+
+SIZE = 64
+
+
+def cross(size=(300, 200), width=6) -> Image.Image:
+    """An off-centre black cross on white: the normaliser must crop and centre it."""
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    draw.line([(40, 30), (120, 110)], fill=0, width=width)
+    draw.line([(40, 110), (120, 30)], fill=0, width=width)
+    return image
+
+
+def ink(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("L"), dtype=np.float32) < 128
+
+
+def assert_clean_square_sketch(result: Image.Image) -> None:
+    assert result.size == (SIZE, SIZE) and result.mode == "RGB"
+    mask = ink(result)
+    assert mask.sum() > 20, "ink must survive"
+    gray = np.asarray(result.convert("L"))
+    assert gray[0].min() > 230 and gray[-1].min() > 230 and gray[:, 0].min() > 230, "margins are white paper"
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    # Cropped to the ink and centred: the drawing spans most of the square, symmetric margins.
+    assert rows[-1] - rows[0] > SIZE * 0.6 and cols[-1] - cols[0] > SIZE * 0.6
+    assert abs(rows[0] - (SIZE - 1 - rows[-1])) <= 3 and abs(cols[0] - (SIZE - 1 - cols[-1])) <= 3
+
+
+def as_mode(mode: str) -> Image.Image:
+    base = cross()
+    if mode == "RGBA":  # ink on a fully transparent background
+        rgba = Image.new("RGBA", base.size, (0, 0, 0, 0))
+        rgba.putalpha(Image.eval(base, lambda v: 255 - v))
+        return rgba
+    if mode == "LA":
+        la = Image.new("LA", base.size, (0, 0))
+        la.putalpha(Image.eval(base, lambda v: 255 - v))
+        return la
+    if mode == "P-transparent":  # index 0: transparent *black* background, index 1: black ink
+        indices = (np.asarray(base) < 128).astype(np.uint8)
+        palette = Image.fromarray(indices, mode="L").convert("P")
+        palette.putpalette([0, 0, 0, 0, 0, 0] + [0] * 762)
+        palette.info["transparency"] = 0
+        return palette
+    if mode == "I;16":
+        return Image.fromarray(np.asarray(base, dtype=np.uint16) * 257)  # full 16-bit range
+    if mode == "I":
+        return Image.fromarray(np.asarray(base, dtype=np.int32) * 1000)
+    if mode == "F":
+        return Image.fromarray(np.asarray(base, dtype=np.float32) / 255.0)
+    return base.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "RGB", "RGBA", "LA", "P", "P-transparent", "CMYK", "I;16", "I", "F"])
+def test_every_mode_normalises_to_black_ink_on_white(mode):
+    assert_clean_square_sketch(normalise_sketch(as_mode(mode), SIZE))
+
+
+def test_modes_agree_with_each_other():
+    reference = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
+    for mode in ["RGBA", "I;16", "1"]:
+        other = np.asarray(normalise_sketch(as_mode(mode), SIZE).convert("L"), dtype=np.float32)
+        assert np.abs(other - reference).mean() < 12, mode
+
+
+def test_white_on_black_is_inverted():
+    normal = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
+    inverted = np.asarray(normalise_sketch(Image.eval(cross(), lambda v: 255 - v), SIZE).convert("L"), np.float32)
+    assert np.abs(normal - inverted).mean() < 3
+
+
+def test_grey_paper_is_levelled_to_white():
+    paper = Image.eval(cross(), lambda v: 90 + int(v * 0.55))  # ink 90, paper ~230
+    result = np.asarray(normalise_sketch(paper, SIZE).convert("L"))
+    assert result.max() == 255 and result.min() < 40
+
+
+@pytest.mark.parametrize("size", [(4000, 40), (40, 4000), (3, 900)])
+def test_extreme_aspect_ratios_give_a_square_sketch(size):
+    image = Image.new("L", size, 255)
+    ImageDraw.Draw(image).line([(0, 0), (size[0] - 1, size[1] - 1)], fill=0, width=2)
+    result = normalise_sketch(image, SIZE)
+    assert result.size == (SIZE, SIZE) and ink(result).sum() > 10
+
+
+def test_thin_strokes_on_a_huge_canvas_stay_visible():
+    image = Image.new("L", (3000, 3000), 255)
+    ImageDraw.Draw(image).rectangle([100, 100, 2900, 2900], outline=0, width=1)
+    gray = np.asarray(normalise_sketch(image, SIZE).convert("L"))
+    assert gray.min() < 110, "a one-pixel outline must remain dark after a 45x downscale"
+
+
+def test_exif_orientation_is_applied():
+    wide = Image.new("RGB", (300, 100), "white")
+    ImageDraw.Draw(wide).line([(20, 50), (280, 50)], fill="black", width=8)  # a horizontal bar
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored rotated: display needs a 90° turn
+    buffer = io.BytesIO()
+    wide.save(buffer, "JPEG", exif=exif.tobytes())
+    decoded = decode_image(buffer.getvalue())
+    assert decoded.size == (100, 300)
+
+
+def test_blank_canvas_is_an_empty_sketch():
+    with pytest.raises(EmptySketchError, match="blank"):
+        normalise_sketch(Image.new("RGB", (200, 200), "white"), SIZE)
+    with pytest.raises(EmptySketchError):
+        normalise_sketch(Image.new("RGBA", (200, 200), (0, 0, 0, 0)), SIZE)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims ``width``×``height`` pixels (a decompression bomb)."""
+    data = bytearray(png_bytes(Image.new("L", (8, 8), 255)))
+    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
+    data[16:29] = ihdr
+    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("payload", "error", "message"),
+    [
+        (b"", ImageDecodeError, "empty"),
+        (b"hello, I am not an image", ImageDecodeError, "not an image"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, ImageDecodeError, "image"),
+        (png_declaring(100_000, 100_000), ImageTooLargeError, "limit"),
+    ],
+    ids=["zero-bytes", "text", "broken-png", "bomb"],
+)
+def test_hostile_bytes_raise_documented_errors(payload, error, message):
+    with pytest.raises(error, match=message):
+        decode_image(payload)
+
+
+def test_truncated_image_is_a_decode_error():
+    data = png_bytes(draw_sketch((400, 400)).convert("RGB"))
+    with pytest.raises(ImageDecodeError, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2])
+    assert issubclass(ImageDecodeError, InputError) and issubclass(InputError, ValueError)
+
+
+def test_pixel_limit_is_configurable():
+    data = png_bytes(Image.new("L", (100, 100), 255))
+    with pytest.raises(ImageTooLargeError):
+        decode_image(data, max_pixels=5_000)
+    assert decode_image(data, max_pixels=10_000).size == (100, 100)
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [cross(), Image.new("L", (300, 200), 255)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:])
+    assert_clean_square_sketch(normalise_sketch(decode_image(buffer.getvalue()), SIZE))
+
+
+def test_sketch_tensor_from_file_bytes(tiny_encoder):
+    tensor = tiny_encoder.preprocess.sketch_file(png_bytes(cross()))
+    assert tensor.shape == (3, 64, 64)
+    assert tiny_encoder.encode_sketch(tensor[None]).shape == (1, tiny_encoder.embed_dim)
