@@ -14,10 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Row-wise d(a, b) = 1 − cos(a, b) for ``[B, D]`` batches."""
-    return 1.0 - F.cosine_similarity(a, b, dim=-1)
+from .losses import cosine_distance
 
 
 def separation(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

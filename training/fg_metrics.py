@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .metrics import DEFAULT_MEMORY_BYTES, chunk_rows
+
 DEFAULT_KS: tuple[int, ...] = (1, 5, 10)
 GALLERIES: tuple[str, ...] = ("within_category", "all_photos")
 
@@ -22,14 +24,15 @@ def target_ranks(
     *,
     query_groups: torch.Tensor | None = None,
     gallery_groups: torch.Tensor | None = None,
-    chunk_size: int = 1024,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> torch.Tensor:
     """1-based rank of each query's target photo when the gallery is sorted by descending score.
 
     ``queries`` ``[Q, D]`` and ``gallery`` ``[G, D]`` are normalised features (score = dot product);
     ``targets`` ``[Q]`` the gallery index of each query's true photo. With ``query_groups`` /
     ``gallery_groups`` (category ids), only gallery items of the query's own group compete.
-    Ties are broken by gallery order (as a stable sort would), so ranks are deterministic.
+    Ties are broken by gallery order (as a stable sort would), so ranks are deterministic. Queries
+    are scored in chunks sized to ``memory_bytes`` (:func:`training.metrics.chunk_rows`).
     """
     if (query_groups is None) != (gallery_groups is None):
         raise ValueError("give both query_groups and gallery_groups, or neither")
@@ -38,6 +41,7 @@ def target_ranks(
         raise ValueError(f"expected {n_queries} targets, got shape {tuple(targets.shape)}")
     gallery_index = torch.arange(gallery.shape[0], device=gallery.device)
     ranks = torch.empty(n_queries, dtype=torch.long)
+    chunk_size = chunk_rows(gallery.shape[0], memory_bytes)
     for start in range(0, n_queries, chunk_size):
         stop = min(start + chunk_size, n_queries)
         scores = queries[start:stop].float() @ gallery.float().T  # [q, G]
@@ -65,7 +69,7 @@ def fine_grained_accuracy(
     sketch_groups: torch.Tensor,
     photo_groups: torch.Tensor,
     ks: Sequence[int] = DEFAULT_KS,
-    chunk_size: int = 1024,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
 ) -> dict[str, dict[str, float]]:
     """acc@k for both galleries: ``{"within_category": {...}, "all_photos": {...}}``."""
     within = target_ranks(
@@ -74,7 +78,7 @@ def fine_grained_accuracy(
         targets,
         query_groups=sketch_groups,
         gallery_groups=photo_groups,
-        chunk_size=chunk_size,
+        memory_bytes=memory_bytes,
     )
-    everything = target_ranks(sketch_features, photo_features, targets, chunk_size=chunk_size)
+    everything = target_ranks(sketch_features, photo_features, targets, memory_bytes=memory_bytes)
     return {"within_category": accuracy_at_k(within, ks), "all_photos": accuracy_at_k(everything, ks)}

@@ -1,16 +1,18 @@
-"""P×K batches: every batch holds P categories with exactly K items each.
+"""P×K batches of fine-grained triplets: every batch holds P categories with exactly K pairs each.
 
 The fine-grained relative-separation regulariser (L_δ) compares per-category softmax
 distributions, which needs the same number of triplets for every category in a batch.
-Batches are drawn afresh each epoch from (seed, epoch); under DDP every rank draws the same
-global list and keeps its own share, so ranks never see the same batch and run equal step counts.
+Batches are drawn afresh each epoch from (seed, epoch) (:func:`training.samplers.epoch_rng`);
+under DDP every rank draws the same global list and keeps its own share
+(:func:`training.samplers.shard`), so ranks never share a batch and run equal step counts.
 """
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Collection, Hashable, Sequence
+
+from .samplers import by_label, epoch_rng, shard
 
 
 def pk_batches(
@@ -38,7 +40,7 @@ def pk_batches(
     groups: dict[Hashable, list[int]] = defaultdict(list)
     for index, label in enumerate(labels):
         groups[label].append(index)
-    rng = random.Random(seed * 1_000_003 + epoch)
+    rng = epoch_rng(seed, epoch)
     chunks: dict[Hashable, list[list[int]]] = {}
     for label in sorted(groups, key=str):
         items = groups[label]
@@ -60,5 +62,51 @@ def pk_batches(
         rng.shuffle(chosen)
         batches.append([index for label in chosen for index in chunks[label].pop()])
     rng.shuffle(batches)
-    usable = len(batches) - len(batches) % world_size
-    return batches[rank:usable:world_size]
+    return shard(batches, rank, world_size)
+
+
+def hard_triplet_batches(
+    sketch_labels: Sequence[int],
+    partners: Sequence[int],
+    photo_labels: Sequence[int],
+    categories_per_batch: int,
+    pairs_per_category: int,
+    *,
+    seed: int,
+    epoch: int,
+    rank: int = 0,
+    world_size: int = 1,
+    skip_sketches: Collection[int] = (),
+    skip_photos: Collection[int] = (),
+) -> list[list[tuple[int, int, int]]]:
+    """P×K batches of (sketch, its photo, hard negative) index triples.
+
+    The hard negative is another photo of the sketch's own category (method.md, "Hard triplet").
+    Sketches in ``skip_sketches``, sketches whose own photo is in ``skip_photos`` (files known to be
+    unreadable) and categories with fewer than two usable photos take no part.
+    """
+    photos = by_label(photo_labels, set(skip_photos))
+    skip = set(skip_sketches)
+    usable = [
+        i
+        for i, label in enumerate(sketch_labels)
+        if i not in skip and partners[i] not in skip_photos and len(photos.get(label, ())) >= 2
+    ]
+    labels = [sketch_labels[i] for i in usable]
+    batches = pk_batches(
+        labels, categories_per_batch, pairs_per_category, seed=seed, epoch=epoch, rank=rank, world_size=world_size
+    )
+    rng = epoch_rng(seed + 1, epoch)  # negatives: a stream of their own, independent of the grouping
+    triplets = []
+    for batch in batches:
+        triples = []
+        for position in batch:
+            sketch = usable[position]
+            own = partners[sketch]
+            others = photos[sketch_labels[sketch]]
+            negative = own
+            while negative == own:
+                negative = rng.choice(others)
+            triples.append((sketch, own, negative))
+        triplets.append(triples)
+    return triplets

@@ -20,7 +20,7 @@ def test_ranks_and_accuracy_on_a_constructed_ranking():
         ]
     )
     targets = torch.tensor([0, 3, 0, 2])
-    ranks = target_ranks(scores, gallery, targets, chunk_size=3)
+    ranks = target_ranks(scores, gallery, targets, memory_bytes=2 * 6 * 40)  # 2 queries per chunk
     assert ranks.tolist() == [1, 4, 6, 3]
     assert accuracy_at_k(ranks, (1, 3, 5, 10)) == {"acc_1": 0.25, "acc_3": 0.5, "acc_5": 0.75, "acc_10": 1.0}
 
