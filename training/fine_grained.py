@@ -78,8 +78,7 @@ def fine_grained_loss(
     """The total loss of one batch and its parts (floats, for logging)."""
     sketch_in, photo_in = batch.sketch.to(encoder.device), batch.positive.to(encoder.device)
     sketch = encoder.encode_sketch(sketch_in)
-    photo = encoder.encode_photo(photo_in)
-    negative = encoder.encode_photo(batch.negative)
+    photo, negative = encoder.encode_photo(torch.cat([photo_in, batch.negative.to(encoder.device)])).chunk(2)
     labels = batch.labels.to(encoder.device)
     total, parts = category_loss(
         sketch,
@@ -100,8 +99,8 @@ def fine_grained_loss(
     if config.ps_weight:
         gamma1, gamma2 = shuffle_permutations(len(batch), config.grid, generator=generator, device=sketch_in.device)
         shuffled_sketch = encoder.encode_sketch(patch_shuffle(sketch_in, gamma1, config.grid))
-        shuffled_photo = encoder.encode_photo(patch_shuffle(photo_in, gamma1, config.grid))
-        reshuffled_photo = encoder.encode_photo(patch_shuffle(photo_in, gamma2, config.grid))
+        both = torch.cat([patch_shuffle(photo_in, gamma1, config.grid), patch_shuffle(photo_in, gamma2, config.grid)])
+        shuffled_photo, reshuffled_photo = encoder.encode_photo(both).chunk(2)  # p^γ1 (positive), p^γ2 (negative)
         margin = config.margin if config.ps_margin is None else config.ps_margin
         loss_ps = triplet_loss(shuffled_sketch, shuffled_photo, reshuffled_photo, margin)
         total = total + config.ps_weight * loss_ps
