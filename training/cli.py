@@ -190,6 +190,7 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
                                  pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
                                  augment=args.augment and not args.no_augment, losses=losses)
+    task = FineGrainedTask(data, split, encoder, options, rank)
     out = Path(args.out)
     if rank.is_main:
         write_run_record(out, args, split, encoder)
@@ -198,7 +199,6 @@ def run_fine_grained(args: argparse.Namespace) -> int:
               f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
               f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
               f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
-    task = FineGrainedTask(data, split, encoder, options, rank)
     result = train(task, encoder, train_options(args), out)
     if rank.is_main:
         print(f"unreadable files: {task.bad.summary()}")
@@ -273,6 +273,9 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     from .fine_grained import evaluate_fine_grained, print_fine_grained, write_fine_grained_json
     from .pairs import load_pairs
 
+    ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
+    if ignored:
+        log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
     data = load_pairs(args.data)
     split = split_from_args(args, data)
     classes = split.test if args.classes == "test" else split.val

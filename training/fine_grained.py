@@ -211,16 +211,26 @@ class FineGrainedTask:
         self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
         self.bad = BadFiles()  # unreadable training files: skipped from the next epoch on
         self.generator = torch.Generator().manual_seed(options.seed)  # patch-shuffling permutations
+        try:  # fail now, not after the first validation, when the data cannot fill a P×K batch
+            if not self._batches(0):
+                raise ValueError("the training pairs do not fill a single batch")
+        except ValueError as error:
+            raise DataError(f"Fine-grained batches of {options.categories_per_batch} categories x "
+                            f"{options.pairs_per_category} pairs: {error}.") from error
 
-    def train_loader(self, epoch: int) -> DataLoader:
+    def _batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
         pairs, options = self.pairs, self.options
-        batches = hard_triplet_batches(
+        return hard_triplet_batches(
             pairs.sketch_labels, pairs.partners, pairs.photo_labels,
             options.categories_per_batch, options.pairs_per_category,
             seed=options.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size,
             skip_sketches={i for i, s in enumerate(pairs.sketches) if s.key in self.bad},
             skip_photos={i for i, p in enumerate(pairs.photos) if p.key in self.bad},
         )
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        pairs, options = self.pairs, self.options
+        batches = self._batches(epoch)
         triples = [t for batch in batches for t in batch]
         starts = itertools.accumulate((len(b) for b in batches), initial=0)
         positions = [list(range(start, start + len(batch))) for start, batch in zip(starts, batches, strict=False)]

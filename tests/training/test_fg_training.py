@@ -90,3 +90,6 @@ def test_cli_trains_then_evaluates_both_galleries(pairs_root, tmp_path, one_thre
     assert result["encoder"]["config"]["prompts"]["shared"] is True
     assert "within_category" in capsys.readouterr().out
     assert main(["fine-grained", *common, "--batch_size", "4", "--out", str(run)]) == 2  # run exists, no --resume
+    assert main(["fine-grained", *common, "--batch_size", "40", "--out", str(tmp_path / "big")]) == 2
+    assert "10 categories x 4 pairs" in capsys.readouterr().err  # only 2 training classes
+    assert not (tmp_path / "big").exists()  # refused before anything was written
