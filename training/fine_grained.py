@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -50,9 +50,6 @@ class FineGrainedLossConfig:
             raise ValueError("loss weights and margins must be >= 0")
         if self.ps_weight and self.grid < 2:
             raise ValueError(f"patch shuffling needs a grid of at least 2, got {self.grid}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def balanced_positions(groups: torch.Tensor) -> torch.Tensor:
@@ -145,8 +142,8 @@ def evaluate_fine_grained(
     targets = gallery_position[torch.as_tensor(pairs.partners, dtype=torch.long)[sketch_kept]]
     queries = targets >= 0
     if not bool(queries.any()):
-        raise ValueError(f"Nothing to evaluate: {int(queries.sum())} readable sketches with a readable photo, "
-                         f"{len(photo_kept)} readable photos.")
+        raise ValueError(f"Nothing to evaluate: no readable sketch has a readable photo ({len(sketch_kept)} "
+                         f"readable sketches, {len(photo_kept)} readable photos).")
     sketch_labels = torch.as_tensor(pairs.sketch_labels)[sketch_kept][queries]
     photo_labels = torch.as_tensor(pairs.photo_labels)[photo_kept]
     scores = fine_grained_accuracy(sketches[queries], photos, targets[queries], sketch_labels, photo_labels, ks)
