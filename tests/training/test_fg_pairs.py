@@ -10,7 +10,7 @@ import torch
 
 from tests.imagegen import draw_sketch, random_photo
 from training.data import DataError, TripletDataset, collate_triplets
-from training.fine_grained import balanced_positions
+from training.fine_grained import balanced_positions, evaluate_fine_grained
 from training.pairs import load_pairs, read_pair_csv, scan_sketchy_pairs
 from training.pk_sampler import hard_triplet_batches
 
@@ -125,3 +125,14 @@ def test_an_unreadable_file_is_dropped_from_the_batch_and_the_rest_rebalanced(tm
     keep = balanced_positions(batch.labels)
     assert set(Counter(batch.labels[keep].tolist()).values()) == {min(Counter(batch.labels.tolist()).values())}
     assert torch.equal(balanced_positions(torch.tensor([1, 1, 0, 0])), torch.arange(4))
+
+
+def test_evaluation_leaves_unreadable_photos_out_of_gallery_and_queries(tmp_path, tiny_encoder):
+    data = scan_sketchy_pairs(sketchy_tree(tmp_path, {"a": {"x": 2, "y": 1, "u": 0}, "b": {"z": 2, "w": 1}}))
+    pairs = data.subset(data.classes)
+    broken = next(p for p in pairs.photos if Path(p.path).stem == "x")
+    Path(broken.path).write_bytes(b"")
+    summary = evaluate_fine_grained(tiny_encoder, pairs, progress=False).summary
+    assert summary["n_gallery"] == 4 and summary["n_queries"] == 4  # x and its two sketches are gone
+    assert summary["n_unreadable"] == 1
+    assert summary["within_category"]["acc_10"] == summary["all_photos"]["acc_10"] == 1.0
