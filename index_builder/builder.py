@@ -176,7 +176,10 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         kept = {record.path for record in records}
         report.removed = sum(path not in kept for path in previous.by_path) if previous else 0
         report.size = len(records)
-        report.factory = engine.resolve_factory(len(records), encoder.embed_dim, options.index_factory)
+        # An explicit factory sticks to the index until another is given ("auto": choose by size again).
+        requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)
+        requested = None if requested == "auto" else requested
+        report.factory = engine.resolve_factory(len(records), encoder.embed_dim, requested)
 
         if previous and not options.rebuild and not (report.added or report.updated or report.removed) \
                 and report.factory == previous.manifest["index"]["factory"]:
@@ -198,7 +201,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         np.save(partial / IDS, ids)
         write_metadata(partial / METADATA, records)
         vectors = np.load(partial / VECTORS, mmap_mode="r")
-        section = engine.build(vectors, ids, partial, factory=options.index_factory, device=options.device,
+        section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
                                progress=options.progress)
         del vectors
         report.status = "built"
@@ -222,6 +225,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             "gallery": {"root": scan.gallery_root, "source": scan.source},
             "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
             "index": section,
+            "index_factory_option": requested,
             "build": report.counts(),
         }
         write_json(partial / "manifest.json", manifest)

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--out", type=Path, default=Path(os.environ.get("SBIR_INDEX_DIR", "index")),
                        help="index folder (env SBIR_INDEX_DIR, default ./index)")
     build.add_argument("--index-factory", default=None,
-                       help="FAISS index_factory string (default: chosen by gallery size)")
+                       help="FAISS index_factory string, kept for later runs until another is given "
+                       "('auto', the default: chosen by gallery size)")
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
     build.add_argument("--batch-size", type=int, default=256)
     build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers")

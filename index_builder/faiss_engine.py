@@ -2,7 +2,7 @@
 GPU when present, exact category filters.
 
 Auto choice (``--index-factory`` overrides): up to ``FLAT_MAX`` vectors an exact ``Flat`` index;
-beyond, ``IVF{nlist},Flat`` (nlist ≈ 2·√N, a power of two) trained on a sample of ``TRAIN_PER_LIST``
+beyond, ``IVF{nlist},Flat`` (nlist ≈ √N, a power of two) trained on a sample of ``TRAIN_PER_LIST``
 vectors per list; beyond ``SQ8_MIN``, ``IVF{nlist},SQ8`` (4× smaller codes). IVF's ``nprobe`` is
 calibrated at build time: the smallest power of two reaching ``RECALL_TARGET`` recall@10 against
 exact search for a sample of stored vectors used as queries (each one's own id left out).
@@ -37,7 +37,7 @@ def choose_factory(size: int, dim: int) -> str:
     """The auto-chosen FAISS factory string for ``size`` vectors of dimension ``dim``."""
     if size <= FLAT_MAX:
         return "Flat"
-    nlist = 2 ** round(math.log2(2 * math.sqrt(size)))
+    nlist = 2 ** round(math.log2(math.sqrt(size)))
     nlist = min(max(nlist, 64), 65_536)
     return f"IVF{nlist},SQ8" if size >= SQ8_MIN else f"IVF{nlist},Flat"
 

@@ -153,7 +153,7 @@ def test_manifest_gives_ids_categories_and_user_fields(make_gallery, build, tmp_
 
 def test_factory_given_or_chosen_by_size(make_gallery, build, tmp_path):
     assert choose_factory(FLAT_MAX, 512) == "Flat"
-    assert choose_factory(1_000_000, 512) == "IVF2048,Flat"
+    assert choose_factory(1_000_000, 512) == "IVF1024,Flat"
     assert choose_factory(100_000, 512).startswith("IVF") and choose_factory(10_000_000, 512).endswith("SQ8")
 
     report = build(gallery=make_gallery({"cat": 20, "dog": 20}), index_factory="IVF4,Flat")
@@ -167,6 +167,10 @@ def test_factory_given_or_chosen_by_size(make_gallery, build, tmp_path):
         _, found = reader.search(np.asarray(vectors[:5]), 40, category="dog")  # exact within the category
         dogs = {r.id for r in reader.records(ids) if r.category == "dog"}
         assert all(set(row[row >= 0].tolist()) == dogs for row in found)
+
+    write_photo(tmp_path / "gallery" / "cat" / "more.jpg", 999)
+    assert build(gallery=tmp_path / "gallery").factory == "IVF4,Flat"  # the explicit choice sticks
+    assert build(gallery=tmp_path / "gallery", index_factory="auto").factory == "Flat"
 
 
 def test_failed_build_leaves_current_serving(make_gallery, build, tmp_path):
