@@ -55,7 +55,8 @@ RUN apt-get update \
 
 # Non-root user; the data folders exist and belong to it, so named volumes mounted there start writable.
 ARG UID=10001
-RUN useradd --uid "${UID}" --user-group --create-home --shell /usr/sbin/nologin sbir \
+RUN groupadd --gid "${UID}" sbir \
+    && useradd --uid "${UID}" --gid "${UID}" --create-home --shell /usr/sbin/nologin sbir \
     && mkdir -p /data/index /data/hf /data/checkpoints /data/gallery /data/datasets /data/weights \
     && chown -R sbir:sbir /data
 
