@@ -28,7 +28,7 @@ import pytest
 
 from encoder import save_checkpoint
 from tests.deploy.deploytools import active_services, compose_config
-from tests.imagegen import random_photo
+from tests.imagegen import draw_sketch, random_photo
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = ["README.md", "docs/deploy.md"]
@@ -36,6 +36,7 @@ THIS = "tests/test_readme_commands.py"
 DEPLOY = "tests/deploy/test_deploy_files.py"
 COMPOSE = [f"{THIS}::test_compose_commands_resolve", f"{DEPLOY}::test_dockerfile_passes_hadolint"]
 FLAGS = f"{THIS}::test_python_commands_use_real_flags"
+TRAINS = f"{THIS}::test_training_commands_run"
 RUNS = f"{THIS}::test_index_and_serve_commands_run"
 MAKE_SERVE = f"{THIS}::test_make_serve_commands_run"
 
@@ -54,14 +55,15 @@ REGISTRY: dict[str, list[str]] = {
     "docker compose -f docker-compose.yml -f docker-compose.cpu.yml up -d": COMPOSE,
     "docker compose build": COMPOSE,
     "docker compose logs -f api": COMPOSE,
-    # README: CLI reference (training runs are exercised by the training tests; here their flags)
+    # README: CLI reference
     "python -m training category --data datasets/sketchy --split sketchy21 --n_prompts 3 --prompt_lr 1e-4 "
-    "--clip_LN_lr 1e-6 --batch_size 192 --workers 8 --epochs 60 --out runs/sketchy21": [FLAGS],
-    "python -m training fine-grained --data datasets/sketchy --split sketchy21 --out runs/sketchy21-fg": [FLAGS],
+    "--clip_LN_lr 1e-6 --batch_size 192 --workers 8 --epochs 60 --out runs/sketchy21": [TRAINS, FLAGS],
+    "python -m training fine-grained --data datasets/sketchy --split sketchy21 --out runs/sketchy21-fg":
+        [TRAINS, FLAGS],
     "python -m training evaluate --checkpoint runs/sketchy21/best.safetensors --data datasets/sketchy "
-    "--split sketchy21 --json eval.json": [FLAGS],
+    "--split sketchy21 --json eval.json": [TRAINS, FLAGS],
     "python -m training evaluate --checkpoint runs/sketchy21-fg/best.safetensors --data datasets/sketchy "
-    "--split sketchy21 --fine-grained --json eval-fg.json": [FLAGS],
+    "--split sketchy21 --fine-grained --json eval-fg.json": [TRAINS, FLAGS],
     "python -m index_builder build --gallery gallery --checkpoint runs/sketchy21/best.safetensors --out index":
         [RUNS, FLAGS],
     "python -m index_builder info index": [RUNS, FLAGS],
@@ -234,6 +236,11 @@ def test_compose_commands_resolve():
 
 # --- commands that run here, literally (tiny random model, tiny gallery) -----------------------------------------
 
+def _run_env() -> dict[str, str]:
+    """The environment for commands run outside the repository root: this tree's packages first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -292,20 +299,65 @@ def test_index_and_serve_commands_run(tmp_path, tiny_encoder):
         if "--checkpoint" in argv:
             save_checkpoint(tiny_encoder, tmp_path / _option(argv, "--checkpoint"))
     for argv in builds + checks:
-        result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run([sys.executable, *argv[1:]], cwd=tmp_path, env=_run_env(), capture_output=True,
+                                text=True, timeout=300)
         assert result.returncode == 0, f"{' '.join(argv)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     for argv in serves:  # on loopback and a free port instead of the shown 0.0.0.0:8000
         port = _free_port()
         argv = list(argv)
         argv[argv.index("--host") + 1], argv[argv.index("--port") + 1] = "127.0.0.1", str(port)
-        process = subprocess.Popen([sys.executable, *argv[1:]], cwd=tmp_path, stdout=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, *argv[1:]], cwd=tmp_path, env=_run_env(), stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             ready = _wait_ready(process, port)
             assert ready["ready"] is True and ready["index_version"], ready
         finally:
             _stop(process)
+
+
+# Appended to the shown training commands (argparse: the last value wins) so that they finish in seconds here.
+SHORT_RUN = {"--epochs": "1", "--max-steps": "2", "--batch_size": "8", "--workers": "0", "--no-progress": None}
+
+
+def _make_sketchy(root: Path, classes: list[str], per_class: int = 3) -> None:
+    """A tiny dataset in Sketchy's layout: photo/<c>/<id>.jpg and the sketch drawn from it, sketch/<c>/<id>-1.png."""
+    for c, name in enumerate(classes):
+        (root / "photo" / name).mkdir(parents=True)
+        (root / "sketch" / name).mkdir(parents=True)
+        for i in range(per_class):
+            seed = c * per_class + i
+            random_photo((64, 48), seed=seed).save(root / "photo" / name / f"n{seed:04d}.jpg")
+            draw_sketch((64, 64), seed=seed).save(root / "sketch" / name / f"n{seed:04d}-1.png")
+
+
+def _short(argv: list[str], help_text: str) -> list[str]:
+    extra: list[str] = []
+    for flag, value in SHORT_RUN.items():
+        if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text):
+            extra += [flag] + ([value] if value is not None else [])
+    return argv + extra
+
+
+@pytest.mark.slow
+def test_training_commands_run(tmp_path):
+    """The shown training and evaluation commands, in order, on a tiny Sketchy-layout dataset whose unseen classes
+    are the split's; each made short by SHORT_RUN. Evaluations read the checkpoints the trainings wrote."""
+    shown = [_argv(c) for c in shown_commands() if _argv(c)[:3] == ["python", "-m", "training"]]
+    assert shown
+    if not _has_cli("training"):
+        pytest.skip("`python -m training` is not in this tree yet")
+    for argv in shown:
+        data = tmp_path / _option(argv, "--data")
+        if not data.exists():
+            unseen = (ROOT / "training" / "splits" / f"{_option(argv, '--split')}.txt").read_text().split()
+            _make_sketchy(data, unseen + [f"seen_{i}" for i in range(4)])
+    for argv in sorted(shown, key=lambda a: a[3] == "evaluate"):  # trainings first: they write the checkpoints
+        command = _short(argv, _help("training", argv[3]))
+        result = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=_run_env(), capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"{' '.join(command)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+        if "--json" in argv:
+            assert json.loads((tmp_path / _option(argv, "--json")).read_text())
 
 
 def test_make_serve_commands_run(tmp_path):
