@@ -154,12 +154,50 @@ def _has_cli(package: str) -> bool:
     return importlib.util.find_spec(package) is not None and importlib.util.find_spec(f"{package}.__main__") is not None
 
 
+# Prints the --help of several `python -m` CLIs as JSON, importing torch and friends once for all of them.
+HELP_SCRIPT = """
+import contextlib, io, json, runpy, sys
+texts = {}
+for argv in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    sys.argv = [argv[0], *argv[1:], "--help"]
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            runpy.run_module(argv[0], run_name="__main__", alter_sys=True)
+    except SystemExit as done:
+        texts[" ".join(argv)] = [done.code or 0, out.getvalue()]
+print(json.dumps(texts))
+"""
+
+
+def _cli_key(package: str, subcommand: str | None) -> list[str]:
+    return [package, *([subcommand] if subcommand else [])]
+
+
 @cache
+def _all_help() -> dict[str, list]:
+    """--help of every `python -m` CLI the docs show (directly or through a Compose service), in one process."""
+    keys = {tuple(_cli_key(argv[2], argv[3] if argv[2] in SUBCOMMANDS else None))
+            for argv in (_argv(c) for c in shown_commands()) if argv[:2] == ["python", "-m"] and _has_cli(argv[2])}
+    keys |= {("index_builder", "build"), ("training", "category")}  # what the indexer and train services run
+    keys = {key for key in keys if _has_cli(key[0])}
+    result = subprocess.run([sys.executable, "-c", HELP_SCRIPT, json.dumps(sorted(keys))], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def _help(package: str, subcommand: str | None) -> str:
-    argv = [sys.executable, "-m", package, *([subcommand] if subcommand else []), "--help"]
+    key = " ".join(_cli_key(package, subcommand))
+    code, text = _all_help().get(key) or _run_help(package, subcommand)
+    assert code == 0, f"python -m {key} --help failed:\n{text[-2000:]}"
+    return text
+
+
+def _run_help(package: str, subcommand: str | None) -> list:
+    argv = [sys.executable, "-m", *_cli_key(package, subcommand), "--help"]
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{' '.join(argv[1:])} failed:\n{result.stderr[-2000:]}"
-    return result.stdout
+    return [result.returncode, result.stdout + result.stderr]
 
 
 def check_flags(argv: list[str]) -> str | None:
