@@ -76,7 +76,7 @@ VOLUME ["/data/hf", "/data/index"]
 EXPOSE 8000
 
 # /healthz answers as soon as the process is up (the model and index are /readyz's business).
-HEALTHCHECK --interval=30s --timeout=5s --start-period=120s --retries=3 \
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8000'), timeout=4)"]
 
 CMD ["python", "-m", "app"]
