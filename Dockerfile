@@ -34,14 +34,17 @@ COPY training ./training
 COPY index_builder ./index_builder
 COPY app ./app
 
+# As the Makefile installs (upgraded pip, then the project from pyproject.toml), not editable, plus the gpu extra.
 # faiss-cpu (a base dependency) and faiss-gpu (the `gpu` extra) ship the same `faiss` package: remove the CPU
 # wheel, then reinstall the GPU wheel so the files they shared are the GPU build's. `pip check` would now
 # report faiss-cpu as missing; that is expected. The last line fails the build if faiss is not the GPU build.
 # Versions are pinned by pyproject.toml (DL3013 cannot see that).
 # hadolint ignore=DL3013
-RUN pip install ".[gpu]" \
-    && pip uninstall -y faiss-cpu \
-    && pip install --no-deps --force-reinstall "faiss-gpu==$(pip show faiss-gpu | sed -n 's/^Version: //p')" \
+RUN python -m pip install --upgrade pip \
+    && python -m pip install ".[gpu]" \
+    && python -m pip uninstall -y faiss-cpu \
+    && python -m pip install --no-deps --force-reinstall \
+        "faiss-gpu==$(python -m pip show faiss-gpu | sed -n 's/^Version: //p')" \
     && python -c "import faiss, torch; assert hasattr(faiss, 'StandardGpuResources'), 'faiss is not the GPU build'; print('torch', torch.__version__, 'CUDA', torch.version.cuda, '| faiss', faiss.__version__)"
 
 # ---- final: the virtualenv on the same base, a Python interpreter, no build tools ------------------------------
