@@ -353,8 +353,9 @@ def test_index_and_serve_commands_run(tmp_path, tiny_encoder):
             _stop(process)
 
 
-# Appended to the shown training commands (argparse: the last value wins) so that they finish in seconds here.
-SHORT_RUN = {"--epochs": "1", "--max-steps": "2", "--batch_size": "8", "--workers": "0", "--no-progress": None}
+# Appended to the shown training commands (argparse: the last value wins) so that they finish in seconds here:
+# one whole epoch (so every end-of-epoch step, validation and checkpoints included, runs) of a tiny dataset.
+SHORT_RUN = {"--epochs": "1", "--batch_size": "4", "--pairs-per-category": "2", "--workers": "0", "--no-progress": None}
 
 
 def _make_sketchy(root: Path, classes: list[str], per_class: int = 3) -> None:
@@ -388,7 +389,7 @@ def test_training_commands_run(tmp_path):
         data = tmp_path / _option(argv, "--data")
         if not data.exists():
             unseen = (ROOT / "training" / "splits" / f"{_option(argv, '--split')}.txt").read_text().split()
-            _make_sketchy(data, unseen + [f"seen_{i}" for i in range(4)])
+            _make_sketchy(data, unseen + [f"seen_{i}" for i in range(6)])
     for argv in sorted(shown, key=lambda a: a[3] == "evaluate"):  # trainings first: they write the checkpoints
         command = _short(argv, _help("training", argv[3]))
         result = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=_run_env(), capture_output=True,
