@@ -1,0 +1,115 @@
+"""Split files, class splits, scanning, unreadable files, the category triplet sampler."""
+
+import pytest
+import torch
+
+from tests.imagegen import draw_sketch, random_photo
+from training.data import (
+    BadFiles,
+    CategoryDataset,
+    DataError,
+    SampleDataset,
+    class_text,
+    collate_samples,
+    make_split,
+    read_class_list,
+    split_classes_file,
+)
+from training.samplers import category_triplets, shard
+
+
+@pytest.mark.parametrize(("name", "count"), [("sketchy21", 21), ("sketchy25", 25), ("tuberlin30", 30),
+                                             ("quickdraw30", 30)])
+def test_shipped_split_files_have_the_standard_class_counts(name, count):
+    names = read_class_list(split_classes_file(name))
+    assert len(names) == len(set(names)) == count
+
+
+def test_class_names_become_text():
+    assert class_text("teddy_bear") == "teddy bear"
+    assert class_text("hot air balloon") == "hot air balloon"
+
+
+def test_unseen_file_matches_spelling_and_rejects_unknown(tmp_path):
+    classes = ["frying_pan", "teddy_bear", "cat", "dog", "cow", "bat", "ant"]
+    listing = tmp_path / "unseen.txt"
+    listing.write_text("Frying-Pan\n# comment\nteddy bear\n")
+    split = make_split(classes, unseen_file=listing, val_fraction=0.2, seed=1)
+    assert split.test == ["frying_pan", "teddy_bear"]
+    assert not set(split.val) & set(split.train) and not set(split.test) & set(split.train + split.val)
+    assert len(split.val) == 1 and len(split.train) == 4
+    listing.write_text("zebra\n")
+    with pytest.raises(DataError, match="zebra"):
+        make_split(classes, unseen_file=listing)
+
+
+def test_random_split_is_seeded_and_disjoint():
+    classes = [f"c{i:02d}" for i in range(40)]
+    a = make_split(classes, split="random", n_unseen=8, seed=3)
+    b = make_split(classes, split="random", n_unseen=8, seed=3)
+    c = make_split(classes, split="random", n_unseen=8, seed=4)
+    assert a == b and a.test != c.test
+    assert len(a.test) == 8 and len(a.val) == 3 and len(a.train) == 29
+    assert sorted(a.train + a.val + a.test) == classes
+
+
+def test_sampler_never_pairs_a_negative_of_the_anchors_class():
+    sketch_labels = [i % 4 for i in range(200)]
+    photo_labels = [i % 4 for i in range(37)]
+    for epoch in range(5):
+        triples = category_triplets(sketch_labels, photo_labels, seed=0, epoch=epoch)
+        assert len(triples) == 200
+        for s, p, n in triples:
+            assert photo_labels[p] == sketch_labels[s]
+            assert photo_labels[n] != sketch_labels[s]
+    assert category_triplets(sketch_labels, photo_labels, seed=0, epoch=1) != category_triplets(
+        sketch_labels, photo_labels, seed=0, epoch=2)
+
+
+def test_sampler_skips_known_bad_files_and_shards_evenly():
+    triples = category_triplets([0, 1, 0, 1], [0, 1, 1], seed=0, epoch=0, skip_sketches={2}, skip_photos={1})
+    assert {t[0] for t in triples} == {0, 1, 3}
+    assert all(t[1] != 1 and t[2] != 1 for t in triples)
+    shares = [shard(list(range(11)), r, 3) for r in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3] and not set(shares[0]) & set(shares[1])
+
+
+def test_scan_and_unreadable_files_are_skipped_and_counted(tmp_path, tiny_encoder):
+    for c in ("cat", "dog"):
+        (tmp_path / "sketch" / c).mkdir(parents=True)
+        (tmp_path / "photo" / c).mkdir(parents=True)
+        draw_sketch(seed=1).save(tmp_path / "sketch" / c / "a.png")
+        random_photo(seed=2).save(tmp_path / "photo" / c / "a.jpg")
+    (tmp_path / "photo" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "photo" / "dog" / "notes.txt").write_text("ignored")
+    (tmp_path / "sketch" / "bird").mkdir()  # sketches only: ignored
+    draw_sketch().save(tmp_path / "sketch" / "bird" / "b.png")
+    data = CategoryDataset.scan(tmp_path)
+    assert data.classes == ["cat", "dog"] and len(data.photos["dog"]) == 2
+    _, photos = data.subset(data.classes)
+    dataset = SampleDataset(photos, [0, 1, 1], tiny_encoder.preprocess, "photo")
+    batch = collate_samples([dataset[i] for i in range(len(dataset))])
+    assert batch.images.shape == (2, 3, 64, 64) and batch.indices.tolist() == [0, 1]
+    bad = BadFiles()
+    bad.update(batch.bad)
+    assert len(bad) == 1 and "broken.jpg" in next(iter(bad.errors)) and "1 unreadable" in bad.summary()
+
+
+def test_scan_rejects_a_wrong_root(tmp_path):
+    with pytest.raises(DataError):
+        CategoryDataset.scan(tmp_path / "missing")
+    with pytest.raises(DataError, match="sketch"):
+        CategoryDataset.scan(tmp_path)
+
+
+def test_stroke_files_are_rasterised(tmp_path, tiny_encoder):
+    (tmp_path / "sketch" / "line").mkdir(parents=True)
+    (tmp_path / "photo" / "line").mkdir(parents=True)
+    drawing = '{"drawing": [[[0, 100, 200], [0, 120, 10]]]}'
+    (tmp_path / "sketch" / "line" / "all.ndjson").write_text(drawing + "\n\n" + drawing + "\n")
+    random_photo().save(tmp_path / "photo" / "line" / "p.jpg")
+    data = CategoryDataset.scan(tmp_path)
+    assert len(data.sketches["line"]) == 2
+    dataset = SampleDataset(data.sketches["line"], [0, 0], tiny_encoder.preprocess, "sketch")
+    image, _, _, error = dataset[1]
+    assert error is None and isinstance(image, torch.Tensor) and image.shape == (3, 64, 64)

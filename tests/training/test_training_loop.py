@@ -1,0 +1,93 @@
+"""The generic loop with the category task: learning on synthetic data, checkpoints, --resume, CLIs."""
+
+import json
+
+import pytest
+import torch
+
+from encoder import EncoderConfig, PromptConfig, build_encoder, load_checkpoint
+from tests.training.synthetic_categories import make_dataset
+from training.category import CategoryOptions, CategoryTask
+from training.cli import main
+from training.data import CategoryDataset, ClassSplit
+from training.loop import TrainOptions, read_log, train
+
+VAL = ["h3", "v5", "v2", "h4"]
+
+
+@pytest.fixture(scope="module")
+def shapes_root(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("shapes"), per_class=12)
+
+
+@pytest.mark.slow
+def test_short_tiny_run_raises_validation_map_above_the_untrained_encoder(shapes_root, tmp_path):
+    data = CategoryDataset.scan(shapes_root)
+    split = ClassSplit(train=[c for c in data.classes if c not in VAL], val=VAL, test=[])
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+    task = CategoryTask(data, split, encoder, CategoryOptions(batch_size=24, workers=0, augment=False))
+    # Random weights need far larger steps than CLIP's 1e-4 / 1e-6 to move in a few steps.
+    options = TrainOptions(epochs=4, prompt_lr=1e-2, ln_lr=1e-1, progress=False, log_every=2)
+    result = train(task, encoder, options, tmp_path / "run")
+
+    untrained = result.history[0]["val_map_all"]
+    assert result.history[0]["epoch"] == 0 and len(result.history) == 5 and result.steps == 16
+    assert result.best_metric > untrained + 0.03, result.history
+    # best.safetensors holds the best epoch's encoder; last.safetensors + state are there for --resume.
+    best = load_checkpoint(result.best_checkpoint)
+    assert best.fingerprint() != build_encoder(encoder.config, "cpu").fingerprint()
+    assert (tmp_path / "run" / "last_state.pt").is_file() and (tmp_path / "run" / "curves.png").stat().st_size > 0
+    phases = {(row["phase"], row["metric"]) for row in read_log(tmp_path / "run" / "log.csv")}
+    assert {("train", "loss_tri"), ("train", "loss_cls_photo"), ("val", "val_map_200")} <= phases
+
+
+def _category_args(root, unseen, out, *extra):
+    return ["category", "--data", str(root), "--unseen-classes", str(unseen), "--val-fraction", "0.2",
+            "--batch_size", "24", "--workers", "0", "--epochs", "1", "--log-every", "1", "--no-progress",
+            "--prompt_lr", "1e-2", "--clip_LN_lr", "1e-1", "--out", str(out), *extra]
+
+
+def test_resume_continues_from_the_saved_step(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    assert main(_category_args(shapes_root, unseen, out, "--max-steps", "2")) == 0
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batches_done"]) == (2, 0, 2)
+    stopped_at = load_checkpoint(out / "last.safetensors").fingerprint()
+
+    assert main(_category_args(shapes_root, unseen, out)) == 2  # never overwrites a run without --resume
+    assert "--resume" in capsys.readouterr().err
+
+    assert main(_category_args(shapes_root, unseen, out, "--resume")) == 0
+    assert "resuming category from epoch 0, step 2" in capsys.readouterr().out
+    steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
+    assert steps == [1, 2, 3, 4]  # 8 train classes x 12 sketches / 24 = 4 steps in the epoch
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["step"], state["epoch"], state["batches_done"]) == (4, 1, 0)
+    assert load_checkpoint(out / "last.safetensors").fingerprint() != stopped_at
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["test"] == ["h6", "v6"] and len(run["split"]["val"]) == 2
+
+    # Evaluate the trained checkpoint and the frozen baseline through the same code.
+    for checkpoint in (str(out / "best.safetensors"), None):
+        report = tmp_path / ("trained" if checkpoint else "baseline")
+        args = ["evaluate", "--data", str(shapes_root), "--unseen-classes", str(unseen), "--workers", "0",
+                "--no-progress", "--out", str(report), "--top-k", "4", "--grid-queries", "3"]
+        assert main(args + (["--checkpoint", checkpoint] if checkpoint else [])) == 0
+        metrics = json.loads((report / "metrics.json").read_text())
+        assert {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"} <= set(metrics)
+        assert metrics["n_queries"] == 24 and metrics["n_gallery"] == 24
+        assert metrics["encoder"]["baseline"] is (checkpoint is None)
+        assert (report / "per_class_ap.csv").read_text().count("\n") == 3
+        assert (report / "queries.png").stat().st_size > 0
+    assert "map_all" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
+    assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--split", "random"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    make_dataset(tmp_path / "d", classes=["h1", "h2"], per_class=2)
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21"]) == 2
+    assert "not in the dataset" in capsys.readouterr().err

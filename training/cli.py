@@ -1,0 +1,232 @@
+"""``python -m training {category,evaluate} ...``: flags in the paper's spirit, errors as messages.
+
+Each subcommand is an entry of :data:`COMMANDS` (name → (add its arguments, run it)); a new task
+adds its own entry and reuses the argument groups defined here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
+from encoder.config import env_backbone, env_pretrained
+
+from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
+from .loop import TrainOptions, check_out_dir, init_distributed
+
+log = logging.getLogger("training")
+
+
+# ------------------------------------------------------------------------------ argument groups
+def add_data_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data and split")
+    group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
+    group.add_argument("--split", default="sketchy21", choices=[*known_splits(), "random"],
+                       help="unseen (test) classes: a shipped split, or 'random' (seeded, see --n-unseen)")
+    group.add_argument("--unseen-classes", "--unseen_classes", metavar="FILE", default=None,
+                       help="file with one unseen class per line (overrides --split)")
+    group.add_argument("--n-unseen", "--n_unseen", type=float, default=0.2,
+                       help="random split: number (>= 1) or fraction (< 1) of classes held out as unseen")
+    group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
+                       help="share of the seen classes held out of training to select checkpoints")
+    group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
+
+
+def add_prompt_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("prompts")
+    group.add_argument("--n_prompts", "--n-prompts", type=int, default=3)
+    group.add_argument("--prompt-depth", "--prompt_depth", choices=["shallow", "deep"], default="shallow")
+    group.add_argument("--separate-ln", "--separate_ln", action="store_true",
+                       help="separate LayerNorm parameters per modality")
+    group.add_argument("--no-ln-tuning", "--no_ln_tuning", action="store_true", help="freeze the LayerNorms")
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("optimisation")
+    group.add_argument("--prompt_lr", "--prompt-lr", type=float, default=1e-4)
+    group.add_argument("--clip_LN_lr", "--clip-ln-lr", dest="ln_lr", type=float, default=1e-6)
+    group.add_argument("--weight_decay", "--weight-decay", type=float, default=0.0, help="AdamW, prompts only")
+    group.add_argument("--batch_size", "--batch-size", type=int, default=192)
+    group.add_argument("--workers", type=int, default=8, help="DataLoader worker processes")
+    group.add_argument("--epochs", type=int, default=60)
+    group.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, curves.png")
+    group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    group.add_argument("--max-steps", "--max_steps", type=int, default=None, help="stop after this many steps")
+    group.add_argument("--log-every", "--log_every", type=int, default=10, help="steps between CSV log rows")
+    group.add_argument("--no-amp", "--no_amp", action="store_true", help="full precision on CUDA")
+    group.add_argument("--no-augment", "--no_augment", action="store_true", help="no train-time augmentation")
+    group.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: this rank's GPU)")
+    group.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bars")
+
+
+def train_options(args: argparse.Namespace) -> TrainOptions:
+    return TrainOptions(epochs=args.epochs, prompt_lr=args.prompt_lr, ln_lr=args.ln_lr,
+                        weight_decay=args.weight_decay, amp=not args.no_amp, seed=args.seed, resume=args.resume,
+                        max_steps=args.max_steps, log_every=args.log_every, progress=not args.no_progress)
+
+
+def split_from_args(args: argparse.Namespace, data: CategoryDataset) -> ClassSplit:
+    n_unseen = int(args.n_unseen) if args.n_unseen >= 1 else args.n_unseen
+    return make_split(data.classes, split=args.split, unseen_file=args.unseen_classes, n_unseen=n_unseen,
+                      val_fraction=args.val_fraction, seed=args.seed)
+
+
+def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
+    """A fresh prompted encoder from the flags, or the one in --checkpoint to continue training it."""
+    if args.checkpoint:
+        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=device)
+    prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
+                           separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning)
+    torch.manual_seed(args.seed)  # prompt initialisation
+    config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
+                           prompts=prompts)
+    return build_encoder(config, device)
+
+
+def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder) -> None:
+    """``run.json``: flags, class split and encoder; a resumed run must have the same split."""
+    check_out_dir(out, args.resume)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "run.json"
+    record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
+              "encoder": encoder.config.to_dict()}
+    if args.resume and path.is_file():
+        before = json.loads(path.read_text())
+        if before.get("split") != record["split"]:
+            raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
+    path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------ category
+def add_category_args(parser: argparse.ArgumentParser) -> None:
+    add_encoder_args(parser)
+    add_data_args(parser)
+    add_prompt_args(parser)
+    add_train_args(parser)
+    group = parser.add_argument_group("losses")
+    group.add_argument("--margin", type=float, default=0.3, help="triplet margin μ on d = 1 - cos")
+    group.add_argument("--cls_weight", "--cls-weight", "--lambda1", type=float, default=0.5,
+                       help="λ1: weight of the text classification loss (sketch + photo); 0 switches it off")
+
+
+def run_category(args: argparse.Namespace) -> int:
+    from .category import CategoryOptions, CategoryTask
+    from .loop import train
+
+    rank, device = init_distributed(args.device)
+    data = CategoryDataset.scan(args.data)
+    split = split_from_args(args, data)
+    encoder = training_encoder(args, device, shared=False)
+    out = Path(args.out)
+    if rank.is_main:
+        write_run_record(out, args, split, encoder)
+        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+              f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+    options = CategoryOptions(batch_size=args.batch_size, workers=args.workers, margin=args.margin,
+                              cls_weight=args.cls_weight, seed=args.seed, augment=not args.no_augment)
+    task = CategoryTask(data, split, encoder, options, rank)
+    result = train(task, encoder, train_options(args), out)
+    if rank.is_main:
+        print(f"unreadable files: {task.bad.summary()}")
+        if len(task.bad):
+            task.bad.write(out / "unreadable_files.json")
+        best = result.best_checkpoint or result.last_checkpoint
+        print(f"evaluate on the unseen classes with:\n  python -m training evaluate --checkpoint {best} "
+              f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+    return 0
+
+
+def _split_flags(args: argparse.Namespace) -> str:
+    if args.unseen_classes:
+        return f"--unseen-classes {args.unseen_classes}"
+    if args.split == "random":
+        return f"--split random --n-unseen {args.n_unseen:g} --seed {args.seed}"
+    return f"--split {args.split}"
+
+
+# ------------------------------------------------------------------------------ evaluate
+def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
+    add_encoder_args(parser)
+    add_data_args(parser)
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--classes", choices=["test", "val"], default="test",
+                       help="score the unseen (test) classes, or the validation slice of the seen ones")
+    group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
+    group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
+    group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
+    group.add_argument("--out", default=None,
+                       help="folder for metrics.json, per_class_ap.csv and queries.png when those are not named")
+    group.add_argument("--grid-queries", "--grid_queries", type=int, default=8)
+    group.add_argument("--top-k", "--top_k", type=int, default=8, help="photos per query in the grid")
+    group.add_argument("--batch_size", "--batch-size", type=int, default=256)
+    group.add_argument("--workers", type=int, default=4)
+    group.add_argument("--device", default="auto")
+    group.add_argument("--no-progress", "--no_progress", action="store_true")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_category, print_summary, write_category_report
+
+    data = CategoryDataset.scan(args.data)
+    split = split_from_args(args, data)
+    classes = split.test if args.classes == "test" else split.val
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    sketches, photos = data.subset(classes)
+    name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
+    print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
+          f"{len(sketches)} sketches x {len(photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
+                                   keep_top=args.top_k, progress=not args.no_progress)
+    out = Path(args.out) if args.out else None
+    json_path = args.json or (out / "metrics.json" if out else None)
+    extra = {"checkpoint": args.checkpoint, "encoder": encoder.describe(), "classes": classes,
+             "split": split.source, "class_set": args.classes}
+    write_category_report(evaluation, json_path=json_path,
+                          per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
+                          grid_png=args.grid or (out / "queries.png" if out else None),
+                          n_grid=args.grid_queries, seed=args.seed, extra=extra)
+    print_summary(name, evaluation.summary)
+    print(f"unreadable files: {evaluation.bad.summary()}")
+    return 0
+
+
+# ------------------------------------------------------------------------------ entry point
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "category": ("train category-level zero-shot SBIR prompts", add_category_args, run_category),
+    "evaluate": ("score a checkpoint (or the frozen-CLIP baseline) on unseen classes", add_evaluate_args,
+                 run_evaluate),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_args, run) in COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_args(sub)
+        sub.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (SBIRError, FileExistsError, ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()

@@ -1,0 +1,377 @@
+"""Datasets on disk: category folders, class splits, class names as text, and unreadable-file accounting.
+
+Layout (Sketchy-, TU-Berlin- and QuickDraw-Extended as distributed)::
+
+    ROOT/sketch/<category>/*   images (.png .jpg ...), stroke files (.json: one drawing,
+                               .ndjson: one drawing per line, QuickDraw style)
+    ROOT/photo/<category>/*    images
+
+Nothing here decodes a file while scanning (scans stay fast on 100k-file datasets); files are read
+in DataLoader workers, and one that cannot be read is skipped there, counted and reported by the
+caller through :class:`BadFiles` -- never a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch.utils.data import Dataset
+
+from encoder import Preprocessor, SBIRError, parse_strokes, rasterize_strokes
+
+log = logging.getLogger(__name__)
+
+Modality = Literal["sketch", "photo"]
+SPLITS_DIR = Path(__file__).with_name("splits")
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+STROKE_SUFFIXES = frozenset({".json", ".ndjson"})
+DEFAULT_VAL_FRACTION = 0.1
+
+
+class DataError(SBIRError, ValueError):
+    """The dataset or the split cannot be used as given (wrong root, unknown classes, ...)."""
+
+
+# ------------------------------------------------------------------------------------------ samples
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk. ``line`` is the byte offset of one drawing inside an ``.ndjson`` file."""
+
+    path: str
+    category: str
+    line: int | None = None
+
+    @property
+    def key(self) -> str:
+        return self.path if self.line is None else f"{self.path}@{self.line}"
+
+
+def class_text(category: str) -> str:
+    """Folder name → words for the text prompt: ``teddy_bear`` → ``teddy bear``."""
+    return re.sub(r"\s+", " ", category.replace("_", " ")).strip()
+
+
+def class_key(category: str) -> str:
+    """Spelling-insensitive class identity, so ``frying-pan``, ``frying_pan`` and ``Frying Pan`` match."""
+    return re.sub(r"[\s_\-]+", " ", category).strip().lower()
+
+
+def _ndjson_offsets(path: Path) -> list[int]:
+    offsets, position = [], 0
+    with open(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                offsets.append(position)
+            position += len(line)
+    return offsets
+
+
+def scan_modality(root: str | Path, modality: Modality) -> dict[str, list[Sample]]:
+    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored."""
+    folder = Path(root) / modality
+    if not folder.is_dir():
+        raise DataError(f"{folder} is not a folder: expected ROOT/sketch/<category>/* and ROOT/photo/<category>/*.")
+    suffixes = IMAGE_SUFFIXES | (STROKE_SUFFIXES if modality == "sketch" else frozenset())
+    found: dict[str, list[Sample]] = {}
+    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        samples: list[Sample] = []
+        for path in sorted(class_dir.rglob("*")):
+            suffix = path.suffix.lower()
+            if path.name.startswith(".") or suffix not in suffixes or not path.is_file():
+                continue
+            if suffix == ".ndjson":
+                try:
+                    samples.extend(Sample(str(path), class_dir.name, offset) for offset in _ndjson_offsets(path))
+                except OSError as error:
+                    log.warning("skipping unreadable stroke file %s: %s", path, error)
+            else:
+                samples.append(Sample(str(path), class_dir.name))
+        if samples:
+            found[class_dir.name] = samples
+    if not found:
+        raise DataError(f"{folder} has no category folders with files in them.")
+    return found
+
+
+@dataclass
+class CategoryDataset:
+    """Sketches and photos per category of one dataset root (only classes having both)."""
+
+    root: Path
+    sketches: dict[str, list[Sample]]
+    photos: dict[str, list[Sample]]
+
+    @classmethod
+    def scan(cls, root: str | Path) -> CategoryDataset:
+        root = Path(root)
+        if not root.is_dir():
+            raise DataError(f"Dataset root {root} does not exist or is not a folder.")
+        sketches, photos = scan_modality(root, "sketch"), scan_modality(root, "photo")
+        only_one = sorted(set(sketches) ^ set(photos))
+        if only_one:
+            log.warning("%d categories have only sketches or only photos and are ignored: %s",
+                        len(only_one), ", ".join(only_one[:10]))
+        common = sorted(set(sketches) & set(photos))
+        if not common:
+            raise DataError(f"{root}: no category has both sketches and photos.")
+        return cls(root, {c: sketches[c] for c in common}, {c: photos[c] for c in common})
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(self.sketches)
+
+    def subset(self, classes: Iterable[str]) -> tuple[list[Sample], list[Sample]]:
+        """(sketches, photos) of ``classes``, in class order."""
+        classes = sorted(classes)
+        return ([s for c in classes for s in self.sketches[c]], [p for c in classes for p in self.photos[c]])
+
+
+# ------------------------------------------------------------------------------------------ splits
+def known_splits() -> list[str]:
+    return sorted(p.stem for p in SPLITS_DIR.glob("*.txt"))
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """One class name per line; blank lines and ``#`` comments ignored."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"Cannot read class list {path}: {error}") from error
+    names = [line.split("#", 1)[0].strip() for line in lines]
+    names = [n for n in names if n]
+    if not names:
+        raise DataError(f"Class list {path} names no classes.")
+    return names
+
+
+def split_classes_file(name: str) -> Path:
+    """Path of a shipped split (``sketchy21``, ``sketchy25``, ``tuberlin30``, ``quickdraw30``)."""
+    path = SPLITS_DIR / f"{name}.txt"
+    if not path.is_file():
+        raise DataError(f"Unknown split {name!r}; shipped splits: {', '.join(known_splits())}, or 'random'.")
+    return path
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Disjoint class sets: ``train`` (learned on), ``val`` (checkpoint selection, drawn from the seen
+    classes) and ``test`` (the unseen classes, never looked at in training)."""
+
+    train: list[str]
+    val: list[str]
+    test: list[str]
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "train": self.train, "val": self.val, "test": self.test}
+
+
+def resolve_unseen(classes: Sequence[str], names: Sequence[str], source: str) -> list[str]:
+    """Map split-file names onto the dataset's folder names (spelling-insensitive); any miss is an error."""
+    by_key = {class_key(c): c for c in classes}
+    missing = [n for n in names if class_key(n) not in by_key]
+    if missing:
+        raise DataError(
+            f"{len(missing)} unseen classes of {source} are not in the dataset: {', '.join(missing[:10])}"
+            f"{' ...' if len(missing) > 10 else ''}. Is this the right dataset for the split?"
+        )
+    return sorted({by_key[class_key(n)] for n in names})
+
+
+def make_split(
+    classes: Sequence[str],
+    *,
+    split: str | None = "random",
+    unseen_file: str | Path | None = None,
+    n_unseen: int | float = 0.2,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+) -> ClassSplit:
+    """Unseen classes from a shipped split, a file, or a seeded random draw; then a seeded
+    validation slice (``val_fraction`` of the seen classes, at least one) held out of training.
+
+    ``n_unseen`` (random split only): a count (int >= 1) or a fraction of all classes (float < 1).
+    """
+    classes = sorted(classes)
+    rng = random.Random(seed)
+    if unseen_file is not None:
+        unseen, source = resolve_unseen(classes, read_class_list(unseen_file), str(unseen_file)), str(unseen_file)
+    elif split and split != "random":
+        unseen, source = resolve_unseen(classes, read_class_list(split_classes_file(split)), split), split
+    else:
+        count = int(n_unseen) if n_unseen >= 1 else round(n_unseen * len(classes))
+        if not 1 <= count < len(classes) - 1:
+            raise DataError(f"A random split of {len(classes)} classes cannot hold out {count} of them.")
+        unseen, source = sorted(rng.sample(classes, count)), f"random(seed={seed}, n_unseen={count})"
+    seen = [c for c in classes if c not in set(unseen)]
+    if not 0 <= val_fraction < 1:
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n_val = max(1, round(val_fraction * len(seen))) if val_fraction > 0 else 0
+    if len(seen) - n_val < 2:
+        raise DataError(f"Only {len(seen)} seen classes: too few to train on after the validation slice.")
+    val = sorted(random.Random(seed + 1).sample(seen, n_val))
+    train = [c for c in seen if c not in set(val)]
+    return ClassSplit(train=train, val=val, test=unseen, source=source)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def load_sample(sample: Sample, preprocess: Preprocessor, modality: Modality, *, train: bool = False) -> torch.Tensor:
+    """Decode one sample into a model input ``[3, S, S]``; raises on an unreadable file."""
+    suffix = Path(sample.path).suffix.lower()
+    if modality == "sketch" and suffix in STROKE_SUFFIXES:
+        if sample.line is not None:
+            with open(sample.path, "rb") as handle:
+                handle.seek(sample.line)
+                data = handle.readline()
+        else:
+            data = Path(sample.path).read_bytes()
+        raster = rasterize_strokes(parse_strokes(data), size=256)
+        return preprocess.sketch(raster, train=train)
+    if modality == "sketch":
+        return preprocess.sketch_file(sample.path, train=train)
+    return preprocess.photo_file(sample.path, train=train)
+
+
+READ_ERRORS = (SBIRError, OSError, ValueError, json.JSONDecodeError, SyntaxError)
+
+
+@dataclass
+class BadFiles:
+    """Unreadable files met while reading: skipped, counted, and reported at the end."""
+
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, error: str) -> None:
+        if key not in self.errors:
+            log.warning("skipping unreadable file %s: %s", key, error)
+        self.errors[key] = error
+
+    def update(self, items: Iterable[tuple[str, str]]) -> None:
+        for key, error in items:
+            self.add(key, error)
+
+    def __len__(self) -> int:
+        return len(self.errors)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.errors
+
+    def summary(self) -> str:
+        if not self.errors:
+            return "no unreadable files"
+        kinds = Counter(e.split(":", 1)[0] for e in self.errors.values())
+        return f"{len(self.errors)} unreadable files skipped ({', '.join(f'{k}: {n}' for k, n in kinds.items())})"
+
+    def write(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.errors, indent=2, sort_keys=True) + "\n")
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class SampleDataset(Dataset):
+    """Samples of one modality → ``(tensor | None, label, index, error)``; pair with :func:`collate_samples`."""
+
+    def __init__(self, samples: Sequence[Sample], labels: Sequence[int], preprocess: Preprocessor,
+                 modality: Modality, *, train: bool = False) -> None:
+        self.samples, self.labels, self.preprocess = samples, labels, preprocess
+        self.modality, self.train = modality, train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        try:
+            tensor = load_sample(sample, self.preprocess, self.modality, train=self.train)
+        except READ_ERRORS as error:
+            return None, self.labels[index], index, (sample.key, _describe(error))
+        return tensor, self.labels[index], index, None
+
+
+@dataclass
+class SampleBatch:
+    images: torch.Tensor  # [B, 3, S, S]
+    labels: torch.Tensor  # [B]
+    indices: torch.Tensor  # [B] positions in the dataset's sample list
+    bad: list[tuple[str, str]]  # (file, error) skipped in this batch
+
+
+def collate_samples(items) -> SampleBatch:
+    good = [it for it in items if it[0] is not None]
+    bad = [it[3] for it in items if it[0] is None]
+    if not good:
+        return SampleBatch(torch.empty(0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), bad)
+    return SampleBatch(
+        torch.stack([it[0] for it in good]),
+        torch.tensor([it[1] for it in good], dtype=torch.long),
+        torch.tensor([it[2] for it in good], dtype=torch.long),
+        bad,
+    )
+
+
+class TripletDataset(Dataset):
+    """(sketch, positive photo, negative photo) index triples → tensors; which photos they are is
+    the sampler's business (category-level: same class / other class; fine-grained: paired / same class)."""
+
+    def __init__(self, sketches: Sequence[Sample], photos: Sequence[Sample], sketch_labels: Sequence[int],
+                 photo_labels: Sequence[int], triples: Sequence[tuple[int, int, int]], preprocess: Preprocessor,
+                 *, train: bool = True) -> None:
+        self.sketches, self.photos = sketches, photos
+        self.sketch_labels, self.photo_labels = sketch_labels, photo_labels
+        self.triples, self.preprocess, self.train = triples, preprocess, train
+
+    def __len__(self) -> int:
+        return len(self.triples)
+
+    def __getitem__(self, index: int):
+        s, p, n = self.triples[index]
+        labels = (self.sketch_labels[s], self.photo_labels[p], self.photo_labels[n])
+        tensors = []
+        for sample, modality in ((self.sketches[s], "sketch"), (self.photos[p], "photo"), (self.photos[n], "photo")):
+            try:
+                tensors.append(load_sample(sample, self.preprocess, modality, train=self.train))
+            except READ_ERRORS as error:
+                return None, labels, (s, p, n), (sample.key, _describe(error))
+        return tuple(tensors), labels, (s, p, n), None
+
+
+@dataclass
+class TripletBatch:
+    sketch: torch.Tensor  # [B, 3, S, S]
+    positive: torch.Tensor
+    negative: torch.Tensor
+    labels: torch.Tensor  # [B] class of sketch and positive
+    negative_labels: torch.Tensor  # [B]
+    triples: torch.Tensor  # [B, 3] indices into the sketch / photo lists
+    bad: list[tuple[str, str]]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def collate_triplets(items) -> TripletBatch:
+    """Stack the readable triplets; unreadable ones are dropped and listed in ``bad``."""
+    good = [it for it in items if it[0] is not None]
+    bad = [it[3] for it in items if it[0] is None]
+
+    def stack(i: int) -> torch.Tensor:
+        return torch.stack([it[0][i] for it in good]) if good else torch.empty(0)
+
+    labels = torch.tensor([it[1] for it in good], dtype=torch.long).reshape(-1, 3)
+    return TripletBatch(
+        sketch=stack(0), positive=stack(1), negative=stack(2),
+        labels=labels[:, 0], negative_labels=labels[:, 2],
+        triples=torch.tensor([it[2] for it in good], dtype=torch.long).reshape(-1, 3), bad=bad,
+    )

@@ -1,0 +1,326 @@
+"""The one training loop, for every task (category-level, fine-grained): read it top to bottom.
+
+A :class:`Task` supplies batches, the loss and a validation score; the loop owns everything else:
+AdamW over the encoder's two parameter groups (prompts, LayerNorms), mixed precision on CUDA,
+data parallelism under ``torchrun`` (DDP), a checkpoint every epoch (``last.safetensors`` plus
+``last_state.pt`` for ``--resume``), ``best.safetensors`` on the task's selection metric, a CSV
+log, PNG curves and progress bars. Only rank 0 validates, logs and writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import itertools
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm.auto import tqdm
+
+from encoder import CheckpointError, PromptedCLIP, save_checkpoint
+from encoder.checkpoint import apply_learned_state, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+LAST, BEST, STATE, LOG, CURVES = "last.safetensors", "best.safetensors", "last_state.pt", "log.csv", "curves.png"
+LOG_FIELDS = ["step", "epoch", "phase", "metric", "value", "time"]
+
+
+class Task(Protocol):
+    """What a training task tells the loop (see docs/training.md)."""
+
+    name: str  # "category" | "fine-grained"
+    selection_metric: str  # key of validate()'s dict, higher is better
+
+    def train_loader(self, epoch: int) -> Iterable[Any]:
+        """Batches of one epoch (sampler seeded by epoch; this DDP rank's share)."""
+
+    def loss(self, encoder: PromptedCLIP, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss (a scalar with grad) and its parts for the log."""
+
+    def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
+        """Scores on the validation slice of the training classes."""
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 60
+    prompt_lr: float = 1e-4
+    ln_lr: float = 1e-6
+    weight_decay: float = 0.0
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported, else fp16 with a grad scaler)
+    seed: int = 0
+    resume: bool = False
+    max_steps: int | None = None  # stop after this many optimiser steps in total (tests, smoke runs)
+    log_every: int = 10
+    validate_first: bool = True  # score the untrained encoder as epoch 0
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: int
+    best_metric: float | None
+    best_epoch: int | None
+    out_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per validation
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.out_dir / LAST
+
+    @property
+    def best_checkpoint(self) -> Path | None:
+        path = self.out_dir / BEST
+        return path if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------------- distribution
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group when started by ``torchrun`` (WORLD_SIZE > 1); pick this rank's device.
+
+    NCCL on GPUs, gloo on CPU. A single process needs nothing and returns rank 0 of 1.
+    """
+    info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
+                    int(os.environ.get("LOCAL_RANK", 0)))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if device not in ("auto", "cpu", "cuda"):
+        chosen = torch.device(device)
+    else:
+        chosen = torch.device(f"cuda:{info.local_rank}" if use_cuda else "cpu")
+    if chosen.type == "cuda":
+        torch.cuda.set_device(chosen)
+    if info.world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+    return info, chosen
+
+
+def current_dist() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return DistInfo()
+
+
+class _TaskStep(nn.Module):
+    """``task.loss`` as a module forward, so DDP can wrap it and all-reduce the learned tensors' grads."""
+
+    def __init__(self, task: Task, encoder: PromptedCLIP) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.task = task
+
+    def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.loss(self.encoder, batch)
+
+
+def _no_autocast(_device: torch.device) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+# ----------------------------------------------------------------------------------- logging
+class CsvLog:
+    """Long-format CSV (step, epoch, phase, metric, value, time): any task's metrics fit one file."""
+
+    def __init__(self, path: Path, keep_until_step: int | None = None) -> None:
+        self.path = path
+        rows = []
+        if keep_until_step is not None and path.is_file():  # resuming: drop rows written after the checkpoint
+            rows = [r for r in read_log(path) if int(r["step"]) <= keep_until_step]
+        self._write(rows, "w")
+
+    def _write(self, rows: list[dict], mode: str) -> None:
+        with open(self.path, mode, newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_FIELDS)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def add(self, step: int, epoch: int, phase: str, metrics: dict[str, float]) -> None:
+        now = round(time.time(), 3)
+        self._write([{"step": step, "epoch": epoch, "phase": phase, "metric": k, "value": v, "time": now}
+                     for k, v in metrics.items()], "a")
+
+
+def read_log(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ----------------------------------------------------------------------------------- the loop
+def check_out_dir(out_dir: str | Path, resume: bool) -> None:
+    """A finished or interrupted run is never overwritten by a fresh one."""
+    if not resume and (Path(out_dir) / STATE).is_file():
+        raise FileExistsError(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out.")
+
+
+def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str | Path) -> TrainResult:
+    """Train ``encoder``'s prompts (and LayerNorms) on ``task``; files go to ``out_dir``."""
+    out_dir = Path(out_dir)
+    rank = current_dist()
+    device = encoder.device
+    torch.manual_seed(options.seed + rank.rank)
+    if not options.amp:
+        encoder._autocast = _no_autocast  # the encoder autocasts on CUDA by default; full precision on request
+    fp16 = options.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    optimizer = torch.optim.AdamW(encoder.param_groups(options.prompt_lr, options.ln_lr, options.weight_decay))
+    if not optimizer.param_groups:
+        raise CheckpointError("The encoder has nothing to train (the frozen-CLIP baseline has no prompts).")
+
+    # ---- start or resume
+    epoch, step, skip_batches = 0, 0, 0
+    best, best_epoch, history = -math.inf, None, []
+    if rank.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    resumed = options.resume and (out_dir / STATE).is_file()
+    if options.resume and not resumed and rank.is_main:
+        log.warning("--resume: no %s in %s; starting a fresh run", STATE, out_dir)
+    check_out_dir(out_dir, options.resume)
+    if resumed:
+        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+        config, tensors, info = read_checkpoint(out_dir / LAST)
+        if config != encoder.config:
+            raise CheckpointError(f"{out_dir / LAST} was trained with {config}, not {encoder.config}.")
+        apply_learned_state(encoder, tensors, source=str(out_dir / LAST))
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, step, skip_batches = state["epoch"], state["step"], state["batches_done"]
+        best = state["best"] if state["best"] is not None else -math.inf
+        best_epoch, history = state["best_epoch"], json.loads(state["history"])
+        if rank.is_main:
+            print(f"resuming {task.name} from epoch {epoch}, step {step} ({skip_batches} batches into the epoch)")
+    csv_log = CsvLog(out_dir / LOG, keep_until_step=step if resumed else None) if rank.is_main else None
+
+    def save(epoch_: int, batches_done: int, metrics: dict[str, float] | None) -> None:
+        extra = {"task": task.name, "epoch": epoch_, "step": step, "metrics": metrics or {}}
+        save_checkpoint(encoder, out_dir / LAST, extra=extra)
+        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch_,
+                 "step": step, "batches_done": batches_done, "best": best if best > -math.inf else None,
+                 "best_epoch": best_epoch, "history": json.dumps(history), "options": json.dumps(asdict(options))}
+        tmp = out_dir / (STATE + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, out_dir / STATE)
+
+    def validate(epoch_: int) -> tuple[dict[str, float] | None, bool]:
+        """Score on rank 0; returns (metrics, whether they are the best so far)."""
+        nonlocal best, best_epoch
+        metrics, improved = None, False
+        if rank.is_main:
+            encoder.eval()
+            metrics = {k: float(v) for k, v in task.validate(encoder).items()}
+            encoder.train()
+            if task.selection_metric not in metrics:
+                raise KeyError(f"validate() returned {sorted(metrics)}, without {task.selection_metric!r}")
+            csv_log.add(step, epoch_, "val", metrics)
+            history.append({"epoch": epoch_, "step": step, **metrics})
+            score = metrics[task.selection_metric]
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+            improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
+            if improved:
+                best, best_epoch = score, epoch_
+            tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
+        if rank.world_size > 1:
+            dist.barrier()
+        return metrics, improved
+
+    if options.validate_first and not resumed:
+        validate(0)
+
+    encoder.train()
+    step_fn: nn.Module = _TaskStep(task, encoder)
+    if rank.world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" else None
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids, find_unused_parameters=True)
+
+    stopped = False
+    start_time = time.time()
+    while epoch < options.epochs and not stopped:
+        loader = task.train_loader(epoch)
+        batches: Iterable[Any] = loader
+        if skip_batches:
+            batches = itertools.islice(loader, skip_batches, None)  # same seeded order: skip what was done
+        total = _safe_len(loader)
+        bar = tqdm(batches, total=total, initial=skip_batches, desc=f"{task.name} epoch {epoch + 1}/{options.epochs}",
+                   disable=not (options.progress and rank.is_main), dynamic_ncols=True, leave=False)
+        window: dict[str, list[float]] = defaultdict(list)
+        done = skip_batches
+        skip_batches = 0
+        for batch in bar:
+            loss, parts = step_fn(batch)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step, done = step + 1, done + 1
+            for key, value in parts.items():
+                window[key].append(value)
+            if rank.is_main and (step % options.log_every == 0 or done == total):
+                means = {k: sum(v) / len(v) for k, v in window.items()}
+                csv_log.add(step, epoch + 1, "train", means)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
+                window.clear()
+            if options.max_steps is not None and step >= options.max_steps:
+                stopped = total is None or done < total
+                break
+        bar.close()
+        if stopped:  # mid-epoch: save where we are so --resume picks up at this very batch
+            if rank.is_main:
+                save(epoch, done, None)
+            break
+        epoch += 1
+        metrics, improved = validate(epoch)
+        if rank.is_main:
+            save(epoch, 0, metrics)
+            if improved:
+                save_checkpoint(encoder, out_dir / BEST, extra={"task": task.name, "epoch": epoch, "step": step,
+                                                                "metrics": metrics})
+            _plot(out_dir)
+        if options.max_steps is not None and step >= options.max_steps:
+            break
+
+    if rank.is_main:
+        _plot(out_dir)
+        elapsed = time.time() - start_time
+        best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}" if best_epoch else "no best yet"
+        print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
+    encoder.eval()
+    return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)
+
+
+def _safe_len(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _plot(out_dir: Path) -> None:
+    from .report import plot_curves
+
+    try:
+        plot_curves(out_dir / LOG, out_dir / CURVES)
+    except Exception as error:  # noqa: BLE001 - a plot must never cost a training run
+        log.warning("could not plot curves: %s", error)

@@ -1,0 +1,135 @@
+"""Retrieval metrics (definitions in docs/training.md, exactly as method.md):
+
+* AP@k = (1 / min(k, R)) · Σ_{i ≤ k} P(i) · rel(i), non-interpolated; R = relevant items in the
+  whole gallery, P(i) = precision of the top i. With k = all this is sklearn's
+  ``average_precision_score`` of the query's scores.
+* P@k = (relevant among the top k) / k.
+* mAP = mean over queries that have at least one relevant gallery item.
+
+The gallery is ranked by cosine similarity in query chunks sized to a memory budget, so 12k
+sketches × 60k photos never needs the full similarity matrix at once. Ties keep gallery order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+DEFAULT_MEMORY_BYTES = 512 * 2**20
+_BYTES_PER_CELL = 40  # similarity (4) + order (8) + relevance, cumulative hits, precision (float64)
+
+
+@dataclass
+class RetrievalResult:
+    """Per-query scores of one ranking run; ``top`` holds the best gallery indices per query."""
+
+    n_relevant: np.ndarray  # [Q] relevant items in the gallery
+    ap_all: np.ndarray  # [Q] (nan where n_relevant == 0)
+    ap_at: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q]
+    precision_at: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q]
+    top: np.ndarray | None = None  # [Q, keep_top] gallery indices, best first
+    top_scores: np.ndarray | None = None  # [Q, keep_top]
+    n_gallery: int = 0
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.n_relevant > 0
+
+    def summary(self) -> dict[str, float | int]:
+        """``map_all``, ``map_<k>``, ``p_<k>``, ``n_queries``, ``n_gallery`` (+ queries without any match)."""
+        valid = self.valid
+        out: dict[str, float | int] = {"map_all": _mean(self.ap_all[valid])}
+        out |= {f"map_{k}": _mean(v[valid]) for k, v in sorted(self.ap_at.items())}
+        out |= {f"p_{k}": _mean(v[valid]) for k, v in sorted(self.precision_at.items())}
+        out |= {"n_queries": int(valid.sum()), "n_gallery": int(self.n_gallery),
+                "n_queries_without_relevant": int((~valid).sum())}
+        return out
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def chunk_rows(n_gallery: int, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> int:
+    """How many queries to rank at once so one chunk's working set stays under ``memory_bytes``."""
+    return max(1, int(memory_bytes // max(1, n_gallery * _BYTES_PER_CELL)))
+
+
+def rank_gallery(
+    queries: torch.Tensor,
+    query_labels: Sequence[int] | torch.Tensor,
+    gallery: torch.Tensor,
+    gallery_labels: Sequence[int] | torch.Tensor,
+    *,
+    ap_ks: Sequence[int] = (200,),
+    precision_ks: Sequence[int] = (100, 200),
+    keep_top: int = 0,
+    memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    device: str | torch.device | None = None,
+) -> RetrievalResult:
+    """Rank ``gallery`` [G, D] for every query [Q, D] by dot product (cosine for normalised features)
+    and score it: relevant = same label. Runs on ``device`` (default: the queries' device)."""
+    device = torch.device(device) if device is not None else queries.device
+    gallery = gallery.to(device, torch.float32)
+    g_labels = torch.as_tensor(gallery_labels, device=device)
+    q_labels_all = torch.as_tensor(query_labels)
+    n_q, n_g = queries.shape[0], gallery.shape[0]
+    if n_g == 0:
+        raise ValueError("The gallery is empty.")
+    keep_top = min(keep_top, n_g)
+    ranks = torch.arange(1, n_g + 1, device=device, dtype=torch.float64)
+    n_relevant = np.zeros(n_q, dtype=np.int64)
+    ap_all = np.zeros(n_q)
+    ap_at = {k: np.zeros(n_q) for k in ap_ks}
+    precision_at = {k: np.zeros(n_q) for k in precision_ks}
+    top = np.zeros((n_q, keep_top), dtype=np.int64)
+    top_scores = np.zeros((n_q, keep_top), dtype=np.float32)
+    step = chunk_rows(n_g, memory_bytes)
+    for start in range(0, n_q, step):
+        stop = min(start + step, n_q)
+        sims = queries[start:stop].to(device, torch.float32) @ gallery.t()
+        scores, order = torch.sort(sims, dim=1, descending=True, stable=True)
+        del sims
+        labels = q_labels_all[start:stop].to(device)
+        rel = (g_labels[order] == labels[:, None]).to(torch.float64)
+        hits = rel.cumsum(dim=1)
+        total = hits[:, -1]
+        precision = hits / ranks
+        weighted = (precision * rel).cumsum(dim=1)
+        safe_total = total.clamp(min=1)
+        n_relevant[start:stop] = total.long().cpu().numpy()
+        ap_all[start:stop] = (weighted[:, -1] / safe_total).cpu().numpy()
+        for k in ap_ks:
+            kk = min(k, n_g)
+            ap_at[k][start:stop] = (weighted[:, kk - 1] / total.clamp(max=k).clamp(min=1)).cpu().numpy()
+        for k in precision_ks:
+            precision_at[k][start:stop] = (hits[:, min(k, n_g) - 1] / k).cpu().numpy()
+        if keep_top:
+            top[start:stop] = order[:, :keep_top].cpu().numpy()
+            top_scores[start:stop] = scores[:, :keep_top].float().cpu().numpy()
+        del scores, order, rel, hits, precision, weighted
+    no_match = n_relevant == 0
+    ap_all[no_match] = np.nan
+    for values in ap_at.values():
+        values[no_match] = np.nan
+    return RetrievalResult(n_relevant, ap_all, ap_at, precision_at, top if keep_top else None,
+                           top_scores if keep_top else None, n_g)
+
+
+def per_class_ap(result: RetrievalResult, query_labels: Sequence[int], class_names: Sequence[str]) -> list[dict]:
+    """Mean AP@all (and AP@k, P@k) per query class, for the per-class CSV."""
+    labels = np.asarray(query_labels)
+    rows = []
+    for label, name in enumerate(class_names):
+        mask = (labels == label) & result.valid
+        if not mask.any():
+            continue
+        row = {"class": name, "n_queries": int(mask.sum()), "n_relevant": int(result.n_relevant[mask][0]),
+               "ap_all": float(result.ap_all[mask].mean())}
+        row |= {f"ap_{k}": float(v[mask].mean()) for k, v in sorted(result.ap_at.items())}
+        row |= {f"p_{k}": float(v[mask].mean()) for k, v in sorted(result.precision_at.items())}
+        rows.append(row)
+    return rows
