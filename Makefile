@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+GALLERY ?= gallery
+INDEX ?= index
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: venv test lint bench
+.PHONY: venv test lint bench serve
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,3 +23,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+
+# The main command: index the photos in GALLERY (incrementally) into INDEX, then serve API + page on PORT.
+serve: $(STAMP)
+	@test -d "$(GALLERY)" || { echo "GALLERY=$(GALLERY) is not a folder: make serve GALLERY=/path/to/photos" >&2; exit 2; }
+	$(PY) -m index_builder build --gallery "$(GALLERY)" --out "$(INDEX)"
+	HOST="$(HOST)" PORT="$(PORT)" $(PY) -m app --index-dir "$(INDEX)"

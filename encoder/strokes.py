@@ -34,7 +34,7 @@ Strokes = list[np.ndarray]
 def _as_float_array(values: Any, what: str) -> np.ndarray:
     try:
         array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:  # OverflowError: an integer too big for a float
         raise StrokeFormatError(f"{what} must hold only numbers.") from error
     if not np.isfinite(array).all():
         raise StrokeFormatError(f"{what} holds a non-finite coordinate (NaN or infinity).")

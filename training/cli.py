@@ -1,4 +1,4 @@
-"""``python -m training {category,evaluate} ...``: flags in the paper's spirit, errors as messages.
+"""``python -m training {category,fine-grained,evaluate} ...``: flags in the paper's spirit, errors as messages.
 
 Each subcommand is an entry of :data:`COMMANDS` (name → (add its arguments, run it)); a new task
 adds its own entry and reuses the argument groups defined here.
@@ -144,6 +144,72 @@ def run_category(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ fine-grained
+def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
+    add_encoder_args(parser)
+    add_data_args(parser)
+    add_prompt_args(parser)
+    add_train_args(parser)
+    parser.set_defaults(batch_size=64)
+    parser.description = (f"{parser.description}. --data is a folder in Sketchy's layout "
+                          "(sketch/<c>/<photo_id>-<n>.png drawn from photo/<c>/<photo_id>.jpg) or a CSV of "
+                          "sketch,photo[,category] paths; --batch_size = P categories x K pairs.")
+    group = parser.add_argument_group("fine-grained batches and losses (0 switches a term off)")
+    group.add_argument("--pairs-per-category", "--pairs_per_category", type=int, default=4,
+                       help="K: pairs per category in a batch; P = batch_size // K categories")
+    group.add_argument("--augment", action="store_true",
+                       help="train-time augmentation (off: independent flips/crops break sketch-photo alignment)")
+    group.add_argument("--margin", type=float, default=0.3, help="μ of the hard triplet on d = 1 - cos")
+    group.add_argument("--cls_weight", "--cls-weight", "--lambda2", type=float, default=0.5,
+                       help="λ2: text classification loss (sketch + photo)")
+    group.add_argument("--delta_weight", "--delta-weight", "--lambda3", type=float, default=0.1,
+                       help="λ3: relative-separation regulariser L_δ")
+    group.add_argument("--ps_weight", "--ps-weight", "--lambda4", type=float, default=1.0,
+                       help="λ4: patch-shuffling triplet L_PS")
+    group.add_argument("--ps_margin", "--ps-margin", type=float, default=None, help="μ_ps (default: --margin)")
+    group.add_argument("--grid", type=int, default=2, help="n of the n x n patch-shuffling grid")
+
+
+def run_fine_grained(args: argparse.Namespace) -> int:
+    from .fine_grained import FineGrainedLossConfig, FineGrainedOptions, FineGrainedTask
+    from .loop import train
+    from .pairs import load_pairs
+
+    rank, device = init_distributed(args.device)
+    data = load_pairs(args.data)
+    split = split_from_args(args, data)
+    encoder = training_encoder(args, device, shared=True)
+    if not (encoder.config.prompts and encoder.config.prompts.shared):
+        raise SBIRError("Fine-grained training uses one prompt shared by sketches and photos; "
+                        f"{args.checkpoint} has separate ones.")
+    if args.batch_size < args.pairs_per_category:
+        raise SBIRError(f"--batch_size {args.batch_size} is smaller than --pairs-per-category "
+                        f"{args.pairs_per_category}")
+    losses = FineGrainedLossConfig(margin=args.margin, cls_weight=args.cls_weight, delta_weight=args.delta_weight,
+                                   ps_weight=args.ps_weight, ps_margin=args.ps_margin, grid=args.grid)
+    options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
+                                 pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
+                                 augment=args.augment and not args.no_augment, losses=losses)
+    task = FineGrainedTask(data, split, encoder, options, rank)
+    out = Path(args.out)
+    if rank.is_main:
+        write_run_record(out, args, split, encoder)
+        print(f"pairs: {data.summary()}")
+        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+              f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
+              f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+    result = train(task, encoder, train_options(args), out)
+    if rank.is_main:
+        print(f"unreadable files: {task.bad.summary()}")
+        if len(task.bad):
+            task.bad.write(out / "unreadable_files.json")
+        best = result.best_checkpoint or result.last_checkpoint
+        print(f"evaluate on the unseen classes with:\n  python -m training evaluate --fine-grained --checkpoint {best} "
+              f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+    return 0
+
+
 def _split_flags(args: argparse.Namespace) -> str:
     if args.unseen_classes:
         return f"--unseen-classes {args.unseen_classes}"
@@ -159,6 +225,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("evaluation")
     group.add_argument("--classes", choices=["test", "val"], default="test",
                        help="score the unseen (test) classes, or the validation slice of the seen ones")
+    group.add_argument("--fine-grained", "--fine_grained", action="store_true",
+                       help="instance retrieval on sketch-photo pairs (--data: Sketchy layout or pairs CSV): "
+                       "acc@1/5/10 within the category and among all test photos")
     group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
     group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
@@ -176,6 +245,8 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_category, print_summary, write_category_report
 
+    if args.fine_grained:
+        return run_evaluate_fine_grained(args)
     data = CategoryDataset.scan(args.data)
     split = split_from_args(args, data)
     classes = split.test if args.classes == "test" else split.val
@@ -199,9 +270,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
+    from .fine_grained import evaluate_fine_grained, print_fine_grained, write_fine_grained_json
+    from .pairs import load_pairs
+
+    ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
+    if ignored:
+        log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
+    data = load_pairs(args.data)
+    split = split_from_args(args, data)
+    classes = split.test if args.classes == "test" else split.val
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    pairs = data.subset(classes)
+    name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
+    print(f"evaluating {name} (fine-grained) on {len(classes)} {args.classes} classes ({split.source}): "
+          f"{len(pairs)} sketches x {len(pairs.photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    evaluation = evaluate_fine_grained(encoder, pairs, batch_size=args.batch_size, workers=args.workers,
+                                       progress=not args.no_progress)
+    json_path = args.json or (Path(args.out) / "metrics.json" if args.out else None)
+    if json_path:
+        extra = {"checkpoint": args.checkpoint, "encoder": encoder.describe(), "classes": classes,
+                 "split": split.source, "class_set": args.classes, "pairs": data.summary()}
+        write_fine_grained_json(evaluation, json_path, extra)
+    print_fine_grained(name, evaluation.summary)
+    print(f"unreadable files: {evaluation.bad.summary()}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ entry point
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "category": ("train category-level zero-shot SBIR prompts", add_category_args, run_category),
+    "fine-grained": ("train fine-grained (instance-level) zero-shot SBIR prompts on sketch-photo pairs",
+                     add_fine_grained_args, run_fine_grained),
     "evaluate": ("score a checkpoint (or the frozen-CLIP baseline) on unseen classes", add_evaluate_args,
                  run_evaluate),
 }

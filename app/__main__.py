@@ -1,0 +1,61 @@
+"""`python -m app`: serve the API and the page with uvicorn (flags override SBIR_* environment variables)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from encoder import add_encoder_args
+from encoder.errors import SBIRError
+
+from .main import create_app, load_configured_encoder
+from .settings import Settings
+
+# flag → settings field, for the options that are plain values
+FLAGS = {
+    "--host": ("host", str), "--port": ("port", int), "--index-dir": ("index_dir", str),
+    "--gallery-root": ("gallery_root", str), "--device": ("device", str), "--max-batch": ("max_batch", int),
+    "--max-wait-ms": ("max_wait_ms", float), "--max-k": ("max_k", int),
+    "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
+    "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
+    "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app", description=__doc__)
+    fields = Settings.model_fields
+    for flag, (name, kind) in FLAGS.items():
+        env = name.upper() if name in ("host", "port") else f"SBIR_{name.upper()}"
+        parser.add_argument(flag, dest=name, type=kind, default=None,
+                            help=f"{fields[name].description or name} (env {env})")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    add_encoder_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {name: value for name, value in vars(args).items()
+                 if name in Settings.model_fields and value is not None}
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings(**overrides)
+    except ValueError as error:
+        print(f"error: invalid settings: {error}", file=sys.stderr)
+        return 2
+    try:
+        encoder = load_configured_encoder(settings)
+    except (SBIRError, ValueError) as error:
+        print(f"error: cannot load the encoder: {error}", file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(settings, encoder=encoder), host=settings.host, port=settings.port,
+                log_level=args.log_level)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

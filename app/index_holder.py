@@ -1,0 +1,175 @@
+"""The served index version, with hot reload: poll `current`, load the new version aside, swap atomically.
+
+Requests `lease()` the reader they use; a swap only changes which reader new leases get, and the
+old reader is closed when its last lease ends, so requests in flight finish on the version they
+started with and no request fails because of a swap. A version that cannot be loaded (broken, or
+built with another encoder) is refused with a logged reason; the previous one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from encoder.errors import SBIRError
+from index_builder import IndexCorruptError, IndexNotFoundError, IndexReader, current_version
+
+from .errors import APIError
+from .metrics import Metrics
+
+log = logging.getLogger("app.index")
+
+
+@dataclass
+class _Loaded:
+    reader: IndexReader
+    categories: frozenset[str]
+    leases: int = 0
+    retired: bool = False
+
+
+class IndexHolder:
+    """Owns the open IndexReader of `index_dir` and swaps in new versions as they are published."""
+
+    def __init__(self, index_dir: Path, *, fingerprint: str, dim: int, device: str = "cpu",
+                 metrics: Metrics | None = None) -> None:
+        self.index_dir = Path(index_dir)
+        self.device = device
+        self.fingerprint = fingerprint
+        self.dim = dim
+        self.metrics = metrics
+        self._lock = threading.Lock()
+        self._reload_lock = threading.Lock()
+        self._loaded: _Loaded | None = None
+        self._refused: str | None = None  # a version already refused (not retried until `current` changes)
+        self.problem: str | None = "The index has not been loaded yet."
+
+    # -- reading -----------------------------------------------------------------------------------
+    @property
+    def version(self) -> str | None:
+        loaded = self._loaded
+        return loaded.reader.version if loaded else None
+
+    @property
+    def ready(self) -> bool:
+        return self._loaded is not None
+
+    @contextmanager
+    def lease(self) -> Iterator[IndexReader]:
+        """The current reader, guaranteed open until the block ends (503 when none is loaded)."""
+        with self._lock:
+            loaded = self._loaded
+            if loaded is None:
+                raise APIError(503, "not_ready", self.problem or "No index is loaded.")
+            loaded.leases += 1
+        try:
+            yield loaded.reader
+        finally:
+            with self._lock:
+                loaded.leases -= 1
+                close = loaded.retired and loaded.leases == 0
+            if close:
+                loaded.reader.close()
+
+    def has_category(self, name: str) -> bool:
+        loaded = self._loaded
+        return loaded is not None and name in loaded.categories
+
+    def categories(self) -> list[str]:
+        loaded = self._loaded
+        return sorted(loaded.categories) if loaded else []
+
+    # -- reloading ---------------------------------------------------------------------------------
+    def refresh(self) -> bool:
+        """Load and swap in the version `current` names if it is new; True when a swap happened (blocking)."""
+        with self._reload_lock:
+            try:
+                version = current_version(self.index_dir)
+            except (OSError, SBIRError) as error:
+                self._note_problem(None, f"The index pointer cannot be read ({type(error).__name__}).")
+                return False
+            if version is None:
+                if self._loaded is None:
+                    self.problem = "No index version has been published yet."
+                return False
+            if version == self.version or version == self._refused:
+                return False
+            return self._load()
+
+    def _load(self) -> bool:
+        try:
+            reader = IndexReader.open(self.index_dir, device=self.device)
+        except IndexCorruptError as error:
+            self._note_problem(current_version(self.index_dir), "The index version is damaged and cannot be read.")
+            log.warning("cannot open index: %s", error)
+            return False
+        except IndexNotFoundError:
+            if self._loaded is None:
+                self.problem = "No index version has been published yet."
+            return False
+        except (OSError, SBIRError, ValueError, RuntimeError) as error:
+            self._note_problem(None, f"The new index version cannot be opened ({type(error).__name__}).")
+            log.warning("cannot open index: %s", error)
+            return False
+        reason = self._incompatibility(reader)
+        if reason is not None:
+            reader.close()
+            self._note_problem(reader.version, reason)
+            return False
+        loaded = _Loaded(reader, frozenset(reader.categories()))
+        with self._lock:
+            old, self._loaded = self._loaded, loaded
+            if old is not None:
+                old.retired = True
+                close_old = old.leases == 0
+        if old is not None and close_old:
+            old.reader.close()
+        self._refused, self.problem = None, None
+        log.info("serving index version %s (%d vectors)", reader.version, reader.size)
+        if self.metrics is not None:
+            self.metrics.index_reloads.labels("loaded").inc()
+            self.metrics.set_index(reader.version, reader.size)
+        return True
+
+    def _incompatibility(self, reader: IndexReader) -> str | None:
+        if reader.dim != self.dim:
+            return (f"Index version {reader.version} holds {reader.dim}-d vectors but the encoder makes "
+                    f"{self.dim}-d ones; rebuild the index with this encoder.")
+        if reader.fingerprint != self.fingerprint:
+            return (f"Index version {reader.version} was built with another encoder (fingerprint "
+                    f"{reader.fingerprint}, the service runs {self.fingerprint}); rebuild the index with "
+                    "this encoder or start the service with the index's checkpoint.")
+        return None
+
+    def _note_problem(self, version: str | None, reason: str) -> None:
+        if version is not None:
+            self._refused = version
+        log.error("%s", reason)
+        if self.metrics is not None:
+            self.metrics.index_reloads.labels("refused").inc()
+        if self._loaded is None:
+            self.problem = reason
+
+    async def poll_forever(self, interval_s: float) -> None:
+        """Check for a new version every `interval_s` seconds, loading it in a worker thread."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # noqa: BLE001 - polling must never die; the old version keeps serving
+                log.exception("index reload failed")
+
+    def close(self) -> None:
+        with self._lock:
+            loaded, self._loaded = self._loaded, None
+            if loaded is not None:
+                loaded.retired = True
+                close = loaded.leases == 0
+        if loaded is not None and close:
+            loaded.reader.close()
+        self.problem = "The service is shutting down."

@@ -1,0 +1,105 @@
+"""The FastAPI application: `create_app(settings)` wires routers, middleware and the lifespan.
+
+Start-up (lifespan) loads the encoder unless one is given, opens the index version `current`
+names (the service also starts without one and becomes ready when one is published), warms the
+encoder up, and starts the micro-batcher and the index poller; shutdown stops them in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+
+from encoder import PromptedCLIP, load_encoder
+
+from .batching import MicroBatcher
+from .errors import install_error_handlers
+from .index_holder import IndexHolder
+from .metrics import Metrics
+from .photos import ThumbnailCache
+from .routers import health, page, photos, search
+from .routers.page import STATIC_DIR
+from .search import SearchEngine
+from .services import Services
+from .settings import MIB, Settings
+
+log = logging.getLogger("app")
+
+
+def load_configured_encoder(settings: Settings) -> PromptedCLIP:
+    """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
+    checkpoint = str(settings.checkpoint) if settings.checkpoint else None
+    return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
+                        device=settings.device)
+
+
+def _warm_up(engine: SearchEngine) -> None:
+    """One pass through preprocessing and the encoder, so the first user does not pay for lazy set-up."""
+    tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
+    engine.embed([tensor])
+
+
+def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = encoder or await asyncio.to_thread(load_configured_encoder, settings)
+        metrics: Metrics = app.state.metrics
+        fingerprint = model.fingerprint()
+        index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim,
+                            device=settings.device, metrics=metrics)
+        await asyncio.to_thread(index.refresh)
+        engine = SearchEngine(model, index)
+        await asyncio.to_thread(_warm_up, engine)
+        batcher = MicroBatcher(engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
+                               metrics=metrics)
+        await batcher.start()
+        poller = asyncio.create_task(index.poll_forever(settings.reload_interval_s), name="index-poller")
+        app.state.services = Services(
+            settings=settings, encoder=model, metrics=metrics, index=index, engine=engine, batcher=batcher,
+            thumbnails=ThumbnailCache(settings.thumbnail_cache_mb * MIB, settings.max_image_pixels),
+            fingerprint=fingerprint,
+        )
+        if model.random_weights:
+            log.warning("the encoder has random weights: search results are meaningless")
+        try:
+            yield
+        finally:
+            app.state.services = None
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await batcher.stop()
+            index.close()
+
+    return lifespan
+
+
+def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None = None) -> FastAPI:
+    """A ready-to-serve app; pass `encoder` to reuse an already loaded model (tests, benchmarks)."""
+    settings = settings or Settings()
+    app = FastAPI(
+        title="sketch-search",
+        summary="Zero-shot sketch-based image retrieval: draw or upload a sketch, get the closest photos.",
+        version="0.1.0",
+        lifespan=_lifespan(settings, encoder),
+    )
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    app.state.services = None
+    install_error_handlers(app)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "X-API-Key"], max_age=600,
+        )
+    for router in (search.router, photos.router, health.router, page.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,43 @@
+"""Prometheus metrics of one app instance (own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("read", "decode", "queue", "encode", "search", "metadata", "total")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    """Per-stage latency, batching, queue depth, index size/version, errors by type."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.stage_seconds = Histogram(
+            "sbir_stage_seconds", "Latency of one search stage", ["stage"], buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "sbir_batch_size", "Sketches per encoder call", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.queue_depth = Gauge("sbir_queue_depth", "Sketches waiting for the encoder", registry=self.registry)
+        self.index_size = Gauge("sbir_index_size", "Vectors in the served index", registry=self.registry)
+        self.index_version = Gauge(
+            "sbir_index_version_info", "Served index version (value 1)", ["version"], registry=self.registry
+        )
+        self.index_reloads = Counter(
+            "sbir_index_reloads", "Index version loads by outcome", ["outcome"], registry=self.registry
+        )
+        self.errors = Counter("sbir_errors", "Refused or failed requests by type", ["type"], registry=self.registry)
+        self.searches = Counter("sbir_searches", "Completed searches by input kind", ["input"], registry=self.registry)
+
+    def observe_stages(self, timings_ms: dict[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1000.0)
+
+    def set_index(self, version: str | None, size: int) -> None:
+        self.index_version.clear()
+        if version is not None:
+            self.index_version.labels(version).set(1)
+        self.index_size.set(size)

@@ -1,0 +1,86 @@
+"""Gallery photos for the browser: only files the index knows, only from inside the gallery root.
+
+Paths come from the index metadata, never from the URL; both the gallery root and the photo path
+are resolved (symlinks followed) and the photo must lie inside the root. Thumbnails are made with
+the same bomb-safe decoder as uploads and kept in a small LRU cache keyed by content hash.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from PIL import Image
+
+from encoder import decode_image
+from encoder.errors import InputError
+from index_builder import PhotoRecord
+
+from .errors import APIError
+from .inputs import sniff_image_type
+
+MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
+
+
+def safe_photo_path(record: PhotoRecord, gallery_root: Path | None) -> Path:
+    """The photo's real path, if it is a file inside the (real) gallery root; 404 otherwise."""
+    not_found = APIError(404, "not_found", f"Photo {record.id} is not available.")
+    if gallery_root is None:
+        raise not_found
+    try:
+        root = gallery_root.resolve(strict=True)
+        path = Path(record.path).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing file, symlink loop
+        raise not_found from None
+    if not path.is_relative_to(root) or not path.is_file():
+        raise not_found
+    return path
+
+
+def media_type_of(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sniff_image_type(handle.read(16)) or "application/octet-stream"
+
+
+class ThumbnailCache:
+    """JPEG thumbnails by (content hash, size), least recently used evicted past `max_bytes`."""
+
+    def __init__(self, max_bytes: int, max_pixels: int) -> None:
+        self.max_bytes = max_bytes
+        self.max_pixels = max_pixels
+        self._items: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: str, path: Path, size: int) -> bytes:
+        """The thumbnail of `path` (whose content hash is `key`) fitting in size×size (blocking)."""
+        with self._lock:
+            cached = self._items.get((key, size))
+            if cached is not None:
+                self._items.move_to_end((key, size))
+                return cached
+        data = self._render(path, size)
+        with self._lock:
+            if len(data) <= self.max_bytes:
+                self._items[(key, size)] = data
+                self._bytes += len(data)
+                while self._bytes > self.max_bytes:
+                    _, evicted = self._items.popitem(last=False)
+                    self._bytes -= len(evicted)
+        return data
+
+    def _render(self, path: Path, size: int) -> bytes:
+        try:
+            image = decode_image(path, max_pixels=self.max_pixels)
+        except InputError:
+            raise APIError(404, "not_found", "The photo cannot be shown (its file does not decode).") from None
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        if image.mode not in ("RGB", "L"):
+            rgba = image.convert("RGBA")
+            image = Image.new("RGB", rgba.size, (255, 255, 255))
+            image.paste(rgba, mask=rgba.getchannel("A"))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85, optimize=True)
+        return out.getvalue()

@@ -1,0 +1,74 @@
+"""Operational endpoints: liveness, readiness, service info, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..schemas import Health, Info, Readiness
+from ..services import Services, get_services
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is alive")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
+            summary="Model and index loaded (503 until then)")
+async def readyz(request: Request) -> JSONResponse:
+    services: Services | None = getattr(request.app.state, "services", None)
+    index = services.index if services else None
+    ready = bool(index and index.ready)
+    size = 0
+    if ready:
+        try:
+            with index.lease() as reader:
+                size = reader.size
+        except Exception:  # noqa: BLE001 - a swap to nothing between the two checks: report not ready
+            ready = False
+    body = Readiness(
+        ready=ready, model_loaded=services is not None, index_loaded=ready,
+        index_version=index.version if index else None, index_size=size,
+        detail=None if ready else (index.problem if index else "The model is loading."),
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+@router.get("/info", response_model=Info, summary="Encoder config and fingerprint, index version and size, device")
+async def info(services: Services = Depends(get_services)) -> Info:
+    size = 0
+    if services.index.ready:
+        try:
+            with services.index.lease() as reader:
+                size = reader.size
+        except Exception:  # noqa: BLE001 - reported as size 0 / version None
+            size = 0
+    settings = services.settings
+    return Info(
+        encoder=services.encoder.describe(),
+        fingerprint=services.fingerprint,
+        random_weights=bool(services.encoder.random_weights),
+        warning=services.warning,
+        device=str(services.encoder.device),
+        index_version=services.index.version,
+        index_size=size,
+        categories=services.index.categories(),
+        api_key_required=settings.api_key is not None,
+        max_k=settings.max_k,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+    )
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is not None:
+        registry.queue_depth.set(services.batcher.depth)
+    return Response(generate_latest(registry.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,71 @@
+"""Typed response bodies of the API (they are the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class StrokesQuery(BaseModel):
+    """JSON body of POST /search (the encoder's stroke formats: `strokes` or QuickDraw `drawing`)."""
+
+    strokes: list[list[list[float]]] | None = Field(
+        None, description="plain strokes: [[[x, y], [x, y], ...], ...] in any coordinate range"
+    )
+    drawing: list[list[list[float]]] | None = Field(None, description="QuickDraw: [[[x...], [y...]], ...]")
+    k: int = Field(10, ge=1, description="how many photos to return (at most SBIR_MAX_K)")
+    category: str | None = Field(None, description="only photos of this category")
+
+
+class Photo(BaseModel):
+    id: int
+    score: float = Field(description="cosine similarity of sketch and photo, higher is closer")
+    url: str = Field(description="the photo file")
+    thumbnail_url: str
+    category: str | None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    results: list[Photo]
+    k: int
+    category: str | None
+    index_version: str
+    input: str = Field(description="image | strokes")
+    batch_size: int = Field(description="how many sketches shared this request's encoder call")
+    timings_ms: dict[str, float] = Field(description="read, decode, queue, encode, search, metadata, total")
+
+
+class Error(BaseModel):
+    error: str = Field(description="stable machine-readable code")
+    detail: str = Field(description="what was wrong, for people")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    model_loaded: bool
+    index_loaded: bool
+    index_version: str | None
+    index_size: int
+    detail: str | None = None
+
+
+class Info(BaseModel):
+    encoder: dict[str, Any] = Field(description="the encoder's describe(): config, fingerprint, ...")
+    fingerprint: str
+    random_weights: bool
+    warning: str | None = Field(None, description="set when results are meaningless (random weights)")
+    device: str
+    index_version: str | None
+    index_size: int
+    categories: list[str]
+    api_key_required: bool
+    max_k: int
+    max_upload_bytes: int
+    max_batch: int
+    max_wait_ms: float

@@ -1,0 +1,64 @@
+"""The long-lived objects a running service holds, created by the lifespan handler and injected into routes."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import Header, Request
+
+from encoder import PromptedCLIP
+from index_builder import IndexReader
+
+from .batching import MicroBatcher
+from .errors import APIError
+from .index_holder import IndexHolder
+from .metrics import Metrics
+from .photos import ThumbnailCache
+from .search import Query, QueryResult, SearchEngine
+from .settings import Settings
+
+RANDOM_WEIGHTS_WARNING = (
+    "The encoder has random weights (pretrained=none): search results are meaningless. "
+    "This mode is for smoke tests only."
+)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    encoder: PromptedCLIP
+    metrics: Metrics
+    index: IndexHolder
+    engine: SearchEngine
+    batcher: MicroBatcher[Query, QueryResult]
+    thumbnails: ThumbnailCache
+    fingerprint: str
+
+    def gallery_root(self, reader: IndexReader) -> Path | None:
+        """Where photos may be served from: the configured root, else the folder the index was built from."""
+        if self.settings.gallery_root is not None:
+            return self.settings.gallery_root
+        return Path(reader.gallery_root) if reader.gallery_root else None
+
+    @property
+    def warning(self) -> str | None:
+        return RANDOM_WEIGHTS_WARNING if self.encoder.random_weights else None
+
+
+def get_services(request: Request) -> Services:
+    services = getattr(request.app.state, "services", None)
+    if services is None:
+        raise APIError(503, "not_ready", "The service is starting.")
+    return services
+
+
+def require_api_key(request: Request, x_api_key: str | None = Header(None, description="needed when SBIR_API_KEY "
+                                                                                      "is set")) -> None:
+    """Refuse (401) when an API key is configured and the X-API-Key header does not match it."""
+    expected = request.app.state.settings.api_key
+    if expected is None:
+        return
+    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.get_secret_value().encode()):
+        raise APIError(401, "unauthorized", "A valid X-API-Key header is required.")

@@ -1,0 +1,258 @@
+// The draw-to-search page: Pointer Events drawing (mouse, touch, pen), undo/clear/brush, upload or
+// drag-and-drop, and a debounced live search. No framework, no build step, nothing from the network
+// but this service.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const canvas = $("canvas"), pad = $("pad"), ctx = canvas.getContext("2d");
+const DEBOUNCE_MS = 250;
+
+const state = {
+  strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
+  current: null,        // the stroke being drawn
+  pointerId: null,
+  upload: null,         // {blob, image} when the query is an uploaded file
+  timer: null,
+  controller: null,     // AbortController of the request in flight
+  seq: 0,
+  apiKeyRequired: false,
+};
+
+// ---- drawing ------------------------------------------------------------------------------------
+function resizeCanvas() {
+  const rect = canvas.getBoundingClientRect(), ratio = window.devicePixelRatio || 1;
+  canvas.width = Math.round(rect.width * ratio);
+  canvas.height = Math.round(rect.height * ratio);
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+  redraw();
+}
+
+function redraw() {
+  const rect = canvas.getBoundingClientRect();
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, rect.width, rect.height);
+  if (state.upload) {
+    const { image } = state.upload;
+    const scale = Math.min(rect.width / image.width, rect.height / image.height);
+    const w = image.width * scale, h = image.height * scale;
+    ctx.drawImage(image, (rect.width - w) / 2, (rect.height - h) / 2, w, h);
+  }
+  ctx.strokeStyle = ctx.fillStyle = "#000";
+  ctx.lineCap = ctx.lineJoin = "round";
+  for (const stroke of state.strokes) drawStroke(stroke);
+  $("hint").hidden = state.strokes.length > 0 || state.upload !== null;
+}
+
+function drawStroke({ width, points }) {
+  ctx.lineWidth = width;
+  if (points.length === 1) {
+    ctx.beginPath();
+    ctx.arc(points[0][0], points[0][1], width / 2, 0, 2 * Math.PI);
+    ctx.fill();
+    return;
+  }
+  ctx.beginPath();
+  ctx.moveTo(points[0][0], points[0][1]);
+  for (const [x, y] of points.slice(1)) ctx.lineTo(x, y);
+  ctx.stroke();
+}
+
+function pointOf(event) {
+  const rect = canvas.getBoundingClientRect();
+  return [Math.round((event.clientX - rect.left) * 10) / 10, Math.round((event.clientY - rect.top) * 10) / 10];
+}
+
+canvas.addEventListener("pointerdown", (event) => {
+  if (state.pointerId !== null || (event.pointerType === "mouse" && event.button !== 0)) return;
+  event.preventDefault();
+  try { canvas.setPointerCapture(event.pointerId); } catch (error) { /* pointer already gone: draw anyway */ }
+  if (state.upload) { state.upload = null; }  // drawing starts a new sketch-from-strokes query
+  state.pointerId = event.pointerId;
+  state.current = { width: Number($("brush").value), points: [pointOf(event)] };
+  state.strokes.push(state.current);
+  redraw();
+});
+
+canvas.addEventListener("pointermove", (event) => {
+  if (event.pointerId !== state.pointerId || !state.current) return;
+  const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
+  for (const e of (events.length ? events : [event])) state.current.points.push(pointOf(e));
+  redraw();
+  scheduleSearch();
+});
+
+function endStroke(event) {
+  if (event.pointerId !== state.pointerId) return;
+  state.pointerId = null;
+  state.current = null;
+  scheduleSearch();
+}
+canvas.addEventListener("pointerup", endStroke);
+canvas.addEventListener("pointercancel", endStroke);
+
+function undo() {
+  if (state.strokes.length) state.strokes.pop();
+  else state.upload = null;
+  redraw();
+  scheduleSearch();
+}
+
+function clearAll() {
+  state.strokes = [];
+  state.upload = null;
+  redraw();
+  showResults(null);
+}
+
+$("undo").addEventListener("click", undo);
+$("clear").addEventListener("click", clearAll);
+document.addEventListener("keydown", (event) => {
+  if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undo(); }
+});
+
+// ---- upload and drag-and-drop -------------------------------------------------------------------
+function useFile(file) {
+  if (!file) return;
+  const url = URL.createObjectURL(file), image = new Image();
+  image.onload = () => {
+    URL.revokeObjectURL(url);
+    state.strokes = [];
+    state.upload = { blob: file, image };
+    redraw();
+    scheduleSearch(0);
+  };
+  image.onerror = () => {  // not displayable here: still let the server judge it (it explains why)
+    URL.revokeObjectURL(url);
+    state.strokes = [];
+    state.upload = null;
+    redraw();
+    search({ blob: file });
+  };
+  image.src = url;
+}
+
+$("file").addEventListener("change", (event) => { useFile(event.target.files[0]); event.target.value = ""; });
+for (const name of ["dragenter", "dragover"]) {
+  pad.addEventListener(name, (event) => { event.preventDefault(); pad.classList.add("dragging"); });
+}
+for (const name of ["dragleave", "drop"]) {
+  pad.addEventListener(name, (event) => { event.preventDefault(); pad.classList.remove("dragging"); });
+}
+pad.addEventListener("drop", (event) => useFile(event.dataTransfer.files[0]));
+for (const id of ["k", "category"]) $(id).addEventListener("change", () => scheduleSearch(0));
+$("api-key").addEventListener("change", (event) => {
+  localStorage.setItem("sbir-api-key", event.target.value);
+  scheduleSearch(0);
+});
+
+// ---- searching ----------------------------------------------------------------------------------
+function scheduleSearch(delay = DEBOUNCE_MS) {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(() => search(), delay);
+}
+
+function hasInk() {
+  return state.strokes.some((s) => s.points.length > 0);
+}
+
+async function search(override) {
+  const k = Number($("k").value), category = $("category").value || null;
+  let body, headers = {};
+  if (override && override.blob) {
+    body = formFor(override.blob, k, category);
+  } else if (state.upload) {
+    body = formFor(state.upload.blob, k, category);
+  } else if (hasInk()) {
+    body = JSON.stringify({ strokes: state.strokes.map((s) => s.points), k, category });
+    headers["Content-Type"] = "application/json";
+  } else {
+    showResults(null);
+    return;
+  }
+  const key = $("api-key").value || localStorage.getItem("sbir-api-key");
+  if (key) headers["X-API-Key"] = key;
+  if (state.controller) state.controller.abort();
+  const controller = new AbortController(), seq = ++state.seq;
+  state.controller = controller;
+  try {
+    const response = await fetch("/search", { method: "POST", body, headers, signal: controller.signal });
+    const data = await response.json().catch(() => ({}));
+    if (seq !== state.seq) return;  // a newer search has started
+    if (!response.ok) {
+      if (response.status === 401) $("key-field").hidden = false;
+      $("message").textContent = data.detail || `Search failed (HTTP ${response.status}).`;
+      return;
+    }
+    $("message").textContent = "";
+    showResults(data);
+  } catch (error) {
+    if (error.name !== "AbortError" && seq === state.seq) $("message").textContent = "The service cannot be reached.";
+  }
+}
+
+function formFor(blob, k, category) {
+  const form = new FormData();
+  form.append("sketch", blob, blob.name || "sketch");
+  form.append("k", String(k));
+  if (category) form.append("category", category);
+  return form;
+}
+
+function showResults(data) {
+  const grid = $("grid");
+  grid.replaceChildren();
+  if (!data) {
+    $("summary").textContent = "Results appear here while you draw.";
+    return;
+  }
+  const t = data.timings_ms || {};
+  $("summary").textContent = `${data.results.length} photos · ${Math.round(t.total || 0)} ms ` +
+    `(encode ${Math.round(t.encode || 0)} ms, search ${(t.search || 0).toFixed(1)} ms) · index ${data.index_version}`;
+  for (const photo of data.results) {
+    const link = document.createElement("a");
+    link.href = photo.url;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.className = "result";
+    const image = document.createElement("img");
+    image.src = photo.thumbnail_url;
+    image.alt = photo.category || `photo ${photo.id}`;
+    image.loading = "lazy";
+    const meta = document.createElement("div");
+    meta.className = "meta";
+    const label = document.createElement("span");
+    label.textContent = photo.category || `#${photo.id}`;
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = photo.score.toFixed(3);
+    meta.append(label, score);
+    link.append(image, meta);
+    grid.append(link);
+  }
+}
+
+// ---- start --------------------------------------------------------------------------------------
+async function loadInfo() {
+  try {
+    const info = await (await fetch("/info")).json();
+    $("status").textContent = info.index_version
+      ? `index ${info.index_version} · ${info.index_size} photos · ${info.device}`
+      : "no index loaded yet";
+    if (info.warning) { $("warning").textContent = info.warning; $("warning").hidden = false; }
+    const select = $("category");
+    for (const name of info.categories || []) {
+      const option = document.createElement("option");
+      option.value = option.textContent = name;
+      select.append(option);
+    }
+    state.apiKeyRequired = info.api_key_required;
+    $("key-field").hidden = !info.api_key_required;
+    $("api-key").value = localStorage.getItem("sbir-api-key") || "";
+  } catch (error) {
+    $("status").textContent = "the service is not reachable";
+  }
+}
+
+window.addEventListener("resize", resizeCanvas);
+resizeCanvas();
+loadInfo();

@@ -1,0 +1,83 @@
+"""Index build throughput vs the bare encoder: how much of the encoder's speed the pipeline keeps.
+
+Builds an index of real JPEGs (sketchy-mini photos, linked repeatedly under distinct names to reach
+``--photos``) with the real builder (scan, DataLoader workers reading/hashing/decoding, encoder,
+staging, FAISS, SQLite, manifest), then times the bare encoder on ready tensors at the same batch
+size. efficiency = build photos/s (embedding phase) / encoder images/s.
+
+    python bench/index_build.py                     # tiny random architecture (default)
+    python bench/index_build.py --vit --photos 512  # ViT-B-32 with random weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from encoder import load_encoder  # noqa: E402
+from index_builder.builder import BuildOptions, build_index  # noqa: E402
+
+DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy-mini" / "photo"
+
+
+def make_gallery(source: Path, count: int, folder: Path) -> None:
+    """``count`` symlinks to the source JPEGs (repeated), one category folder per source class."""
+    files = sorted(source.glob("*/*.jpg"))
+    if not files:
+        raise SystemExit(f"No JPEGs under {source}")
+    for i in range(count):
+        src = files[i % len(files)]
+        target = folder / src.parent.name / f"{i:06d}_{src.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(src, target)
+
+
+def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
+    images = torch.randn(batch_size, 3, encoder.image_size, encoder.image_size)
+    encoder.encode_photo(images)  # warm-up
+    started = time.perf_counter()
+    for _ in range(batches):
+        encoder.encode_photo(images)
+    if encoder.device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch_size * batches / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--photos", type=int, default=3000)
+    parser.add_argument("--source", type=Path, default=Path(os.environ.get("SBIR_BENCH_PHOTOS", DEFAULT_PHOTOS)))
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+
+    backbone = "ViT-B-32" if args.vit else "sbir-tiny"
+    encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        gallery = Path(tmp) / "gallery"
+        make_gallery(args.source, args.photos, gallery)
+        report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
+                                                   batch_size=args.batch_size, workers=args.workers,
+                                                   device=args.device, progress=False))
+    batches = max(3, min(50, args.photos // args.batch_size))
+    bare = encoder_images_per_s(encoder, args.batch_size, batches)
+    print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
+          f"{args.workers} workers, {args.photos} photos")
+    print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
+          f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
+    print(f"bare encoder: {bare:.1f} images/s")
+    print(f"efficiency: {report.photos_per_s / bare:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,254 @@
+"""One build: scan → diff against the live version → embed what changed → write a new version → switch.
+
+Stable ids: a photo (its path, or the id its manifest row gives) keeps its id across runs; new
+photos get ids above every id ever handed out (``next_id`` in the manifest), so a deleted photo's id
+is never reused. Unchanged photos (same path, size and mtime) are not read at all: their vectors are
+copied from the previous version. Everything is written into ``versions/<name>.partial`` and only a
+complete version is renamed into place and made ``current``; a failure or a kill leaves the live
+version serving and the embedded vectors in ``staging/`` for the next run to resume from.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from encoder import PromptedCLIP
+
+from .embedding import embed_files
+from .engine import get_engine
+from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
+from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+from .metadata import MetadataStore, PhotoRecord, write_metadata
+from .report import BuildReport
+from .sources import Scan, read_manifest_file, scan_folder
+from .staging import Staging
+
+COPY_CHUNK = 65_536
+FROM_PREVIOUS, FROM_STAGING = 0, 1
+
+
+@dataclass
+class BuildOptions:
+    index_dir: Path
+    gallery: Path | None = None
+    manifest: Path | None = None
+    index_factory: str | None = None
+    rebuild: bool = False
+    batch_size: int = 256
+    workers: int = 4
+    device: str = "auto"
+    keep: int = 3
+    progress: bool = True
+    checkpoint: str | None = None  # recorded in the manifest, for people
+
+
+class PreviousVersion:
+    """The live version, as the base of an incremental build."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.name = folder.name
+        self.manifest = read_manifest(folder)
+        store = MetadataStore(folder / METADATA)
+        try:
+            self.by_path = {record.path: record for record in store.iter_records()}
+        finally:
+            store.close()
+        self.ids = np.load(folder / IDS)
+        self.vectors = np.load(folder / VECTORS, mmap_mode="r")
+        if len(self.ids) != len(self.by_path) or self.vectors.shape[0] != len(self.ids):
+            raise BuildError(f"Version {self.name} is inconsistent (ids, vectors and metadata differ in size).")
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["encoder"]["fingerprint"]
+
+    def row_of(self, photo_id: int) -> int:
+        return int(np.searchsorted(self.ids, photo_id))
+
+
+def _scan(options: BuildOptions) -> Scan:
+    if (options.gallery is None) == (options.manifest is None):
+        raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
+    return scan_folder(options.gallery) if options.gallery is not None else read_manifest_file(options.manifest)
+
+
+def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:
+    try:
+        previous = PreviousVersion(layout.current_dir())
+    except IndexNotFoundError:
+        if layout.current() is None:
+            return None
+        if rebuild:
+            return None  # the live version is unreadable: start over without it
+        raise BuildError(f"The current version of {layout.root} cannot be read; run with --rebuild.") from None
+    except (BuildError, OSError, ValueError, KeyError) as error:
+        if rebuild:
+            return None
+        raise BuildError(
+            f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") from None
+    fingerprint = encoder.fingerprint()
+    if not rebuild and previous.fingerprint != fingerprint:
+        old = previous.manifest["encoder"]
+        raise FingerprintMismatchError(
+            f"Index {layout.root} (version {previous.name}) was built with encoder {old['fingerprint']} "
+            f"({old.get('config')}, checkpoint {old.get('checkpoint')}); this run's encoder is {fingerprint} "
+            f"({encoder.config.to_dict()}). Vectors of different encoders cannot share an index, so incremental "
+            "mode is refused: run again with --rebuild to re-embed the whole gallery."
+        )
+    return previous
+
+
+def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
+    """Build or update the index in ``options.index_dir``; returns what was done."""
+    started = time.perf_counter()
+    layout = IndexLayout(options.index_dir)
+    report = BuildReport(index_dir=str(layout.root))
+    engine = get_engine("faiss")
+    with layout.build_lock():
+        scan = _scan(options)
+        report.source = scan.source
+        report.skipped.extend(scan.skipped)
+        previous = _previous(layout, encoder, options.rebuild)
+        report.previous = previous.name if previous else None
+        staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
+
+        # 1. What must be read and embedded: anything new, or changed on disk since the last version.
+        reused: dict[str, PhotoRecord] = {}
+        wanted = []
+        for photo in scan.photos:
+            old = previous.by_path.get(photo.path) if previous else None
+            if old and not options.rebuild and (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns):
+                reused[photo.path] = old
+                continue
+            key = (photo.path, photo.size, photo.mtime_ns)
+            if key in staging.entries or key in staging.failures:
+                report.resumed += key in staging.entries
+            else:
+                wanted.append(key)
+        embed_started = time.perf_counter()
+        embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
+                    progress=options.progress)
+        report.embed_s = time.perf_counter() - embed_started
+        report.embedded = sum(key in staging.entries for key in wanted)
+
+        # 2. The new version's records, with stable ids.
+        now = utc_now()
+        explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
+        next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
+        records: list[PhotoRecord] = []
+        sources: list[tuple[int, int]] = []
+        for photo in scan.photos:
+            old = previous.by_path.get(photo.path) if previous else None
+            if photo.path in reused:
+                sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
+            else:
+                key = (photo.path, photo.size, photo.mtime_ns)
+                if key in staging.failures:
+                    report.skipped.append(staging.failures[key])
+                    continue
+                row, sha = staging.entries[key]
+                source = (FROM_STAGING, row)
+            if photo.photo_id is not None:
+                photo_id = photo.photo_id
+            elif old is not None and old.id not in explicit:
+                photo_id = old.id
+            else:
+                photo_id, next_id = next_id, next_id + 1
+            changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (
+                sha, photo.category, photo.metadata, photo_id)
+            if old is None:
+                report.added += 1
+            elif changed:
+                report.updated += 1
+            else:
+                report.unchanged += 1
+            records.append(PhotoRecord(
+                id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
+                added_at=old.added_at if old else now, metadata=photo.metadata,
+                updated_at=now if changed else old.updated_at, mtime_ns=photo.mtime_ns,
+            ))
+            sources.append(source)
+        kept = {record.path for record in records}
+        report.removed = sum(path not in kept for path in previous.by_path) if previous else 0
+        report.size = len(records)
+        # An explicit factory sticks to the index until another is given ("auto": choose by size again).
+        requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)
+        requested = None if requested == "auto" else requested
+        report.factory = engine.resolve_factory(len(records), encoder.embed_dim, requested)
+
+        if previous and not options.rebuild and not (report.added or report.updated or report.removed) \
+                and report.factory == previous.manifest["index"]["factory"]:
+            report.status, report.version = "unchanged", previous.name
+            staging.discard()
+            layout.prune(options.keep)
+            report.elapsed_s = time.perf_counter() - started
+            return report
+
+        # 3. Write the version (vectors, ids, metadata, index, report, manifest), then switch.
+        order = sorted(range(len(records)), key=lambda i: records[i].id)
+        records = [records[i] for i in order]
+        sources = np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2)
+        name, partial = layout.start_version()
+        report.version = name
+        ids = np.array([record.id for record in records], dtype=np.int64)
+        _write_vectors(partial / VECTORS, sources, previous.vectors if previous else None, staging.vectors(),
+                       encoder.embed_dim)
+        np.save(partial / IDS, ids)
+        write_metadata(partial / METADATA, records)
+        vectors = np.load(partial / VECTORS, mmap_mode="r")
+        section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
+                               progress=options.progress)
+        del vectors
+        report.status = "built"
+        report.elapsed_s = time.perf_counter() - started
+        write_json(partial / REPORT, report.to_dict())
+        manifest = {
+            "format": FORMAT,
+            "version": name,
+            "created_at": now,
+            "previous": report.previous,
+            "size": len(records),
+            "dim": encoder.embed_dim,
+            "next_id": next_id,
+            "encoder": {
+                "fingerprint": encoder.fingerprint(),
+                "config": encoder.config.to_dict(),
+                "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
+                "random_weights": encoder.random_weights,
+                "image_size": encoder.image_size,
+            },
+            "gallery": {"root": scan.gallery_root, "source": scan.source},
+            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
+            "index": section,
+            "index_factory_option": requested,
+            "build": report.counts(),
+        }
+        write_json(partial / "manifest.json", manifest)
+        layout.publish(name, partial)
+        staging.discard()
+        layout.prune(options.keep)
+        return report
+
+
+def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None, staged: np.ndarray,
+                   dim: int) -> None:
+    """Assemble the version's vector file in id order from the previous version's rows and staged rows."""
+    if len(sources) == 0:
+        np.save(path, np.zeros((0, dim), dtype=np.float32))
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(sources), dim))
+    for start in range(0, len(sources), COPY_CHUNK):
+        kinds, rows = sources[start : start + COPY_CHUNK].T
+        block = np.empty((len(kinds), dim), dtype=np.float32)
+        for kind, table in ((FROM_PREVIOUS, previous), (FROM_STAGING, staged)):
+            mask = kinds == kind
+            if mask.any():
+                block[mask] = table[rows[mask]]
+        out[start : start + len(block)] = block
+    out.flush()
+    del out

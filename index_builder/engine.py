@@ -1,0 +1,72 @@
+"""The seam between the index format and the vector search engine.
+
+The builder hands an engine the version's vectors (rows in ascending id order) and their ids; the
+engine writes whatever files it needs into the version folder and returns the manifest section
+that lets it open them again. The reader only talks to :class:`VectorIndex`. FAISS is the one
+engine today (``faiss_engine``); another (e.g. a distributed vector database) registers here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class VectorIndex(Protocol):
+    """A loaded, read-only vector index searched by inner product (thread-safe)."""
+
+    size: int
+    dim: int
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``queries`` float32 [n, d] → (scores [n, k] float32, ids [n, k] int64), -1 padded;
+        ``allowed_ids`` (sorted int64) restricts results to those ids exactly."""
+        ...
+
+    def ids(self) -> np.ndarray:
+        """Every id the index holds (for verification)."""
+        ...
+
+    def self_check(self, ids: np.ndarray, vectors: np.ndarray) -> list[str]:
+        """Problems between the index's content and the version's stored ``vectors`` (for verify)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    name: str
+
+    def build(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        folder: Path,
+        *,
+        factory: str | None = None,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        """Index ``vectors`` [N, D] under ``ids`` [N] into ``folder``; returns the manifest's ``index`` section."""
+        ...
+
+    def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
+             ) -> VectorIndex:
+        """Load what :meth:`build` wrote (``vectors``/``ids`` are the version's stored rows, memory-mapped)."""
+        ...
+
+    def resolve_factory(self, size: int, dim: int, factory: str | None) -> str:
+        """The index description a build of ``size`` vectors would use (explicit or chosen by size)."""
+        ...
+
+
+def get_engine(name: str = "faiss") -> Engine:
+    if name == "faiss":
+        from .faiss_engine import FaissEngine
+
+        return FaissEngine()
+    raise ValueError(f"Unknown vector engine {name!r} (known: faiss).")

@@ -1,0 +1,267 @@
+"""FAISS behind the :mod:`engine` seam: index choice by size, training on a sample, nprobe calibration,
+GPU when present, exact category filters.
+
+Auto choice (``--index-factory`` overrides): up to ``FLAT_MAX`` vectors an exact ``Flat`` index;
+beyond, ``IVF{nlist},Flat`` (nlist ≈ √N, a power of two) trained on a sample of ``TRAIN_PER_LIST``
+vectors per list; beyond ``SQ8_MIN``, ``IVF{nlist},SQ8`` (4× smaller codes). IVF's ``nprobe`` is
+calibrated at build time: the smallest power of two reaching ``RECALL_TARGET`` recall@10 against
+exact search for a sample of stored vectors used as queries (each one's own id left out).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+from tqdm import tqdm
+
+from .errors import BuildError, IndexCorruptError
+
+INDEX_FILE = "index.faiss"
+FLAT_MAX = int(os.environ.get("SBIR_INDEX_FLAT_MAX", "50000"))
+SQ8_MIN = 4_000_000
+TRAIN_PER_LIST = 50
+RECALL_TARGET = 0.95
+CALIBRATION_QUERIES = 256
+EXACT_FILTER_MAX = 50_000  # category filters on approximate indexes this small are searched exactly
+ADD_CHUNK = 65_536
+SELF_RECALL_MIN = 0.9  # verify: share of stored vectors an approximate index must find in their own top 10
+EXACT_FACTORIES = ("Flat", "IDMap,Flat", "IDMap2,Flat")
+
+
+def choose_factory(size: int, dim: int) -> str:
+    """The auto-chosen FAISS factory string for ``size`` vectors of dimension ``dim``."""
+    if size <= FLAT_MAX:
+        return "Flat"
+    nlist = 2 ** round(math.log2(math.sqrt(size)))
+    nlist = min(max(nlist, 64), 65_536)
+    return f"IVF{nlist},SQ8" if size >= SQ8_MIN else f"IVF{nlist},Flat"
+
+
+def use_gpu(device: str) -> bool:
+    """GPU FAISS when the build has GPUs, the faiss build supports them, and the device allows."""
+    return device != "cpu" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+def to_gpu(index: faiss.Index) -> faiss.Index:
+    """Clone ``index`` onto all GPUs (sharded when there are several)."""
+    options = faiss.GpuMultipleClonerOptions()
+    options.shard = faiss.get_num_gpus() > 1
+    options.useFloat16 = True
+    return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = ADD_CHUNK) -> np.ndarray:
+    """Row numbers of the exact top-k by inner product, scanning ``vectors`` in chunks (memmap-friendly)."""
+    best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    best_rows = np.full((len(queries), k), -1, dtype=np.int64)
+    for start in range(0, len(vectors), chunk):
+        block = np.asarray(vectors[start : start + chunk], dtype=np.float32)
+        scores = queries @ block.T
+        rows = np.broadcast_to(np.arange(start, start + len(block)), scores.shape)
+        merged_scores = np.concatenate([best_scores, scores], axis=1)
+        merged_rows = np.concatenate([best_rows, rows], axis=1)
+        top = np.argpartition(-merged_scores, min(k, merged_scores.shape[1] - 1), axis=1)[:, :k]
+        best_scores = np.take_along_axis(merged_scores, top, axis=1)
+        best_rows = np.take_along_axis(merged_rows, top, axis=1)
+    order = np.argsort(-best_scores, axis=1)
+    return np.take_along_axis(best_rows, order, axis=1)
+
+
+def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10) -> dict:
+    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches :data:`RECALL_TARGET`."""
+    ivf = faiss.extract_index_ivf(index)
+    rng = np.random.default_rng(0)
+    rows = np.sort(rng.choice(len(vectors), size=min(CALIBRATION_QUERIES, len(vectors)), replace=False))
+    queries = np.asarray(vectors[rows], dtype=np.float32)
+    truth_rows = _exact_top_k(vectors, queries, k + 1)
+    truth = [set(ids[r[r != row]][:k].tolist()) for r, row in zip(truth_rows, rows, strict=True)]
+    chosen, recall, nprobe = ivf.nlist, 1.0, 1
+    tried = {}
+    while nprobe <= ivf.nlist:
+        _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
+        hits = [len(t & set(f[f != ids[row]][:k].tolist())) / max(len(t), 1)
+                for t, f, row in zip(truth, found, rows, strict=True)]
+        tried[nprobe] = round(float(np.mean(hits)), 4)
+        if tried[nprobe] >= RECALL_TARGET:
+            chosen, recall = nprobe, tried[nprobe]
+            break
+        nprobe *= 2
+    return {"nprobe": int(chosen), "recall_at_10": recall, "tried": tried, "queries": len(rows),
+            "target": RECALL_TARGET}
+
+
+class FaissEngine:
+    name = "faiss"
+
+    def resolve_factory(self, size: int, dim: int, factory: str | None) -> str:
+        return factory or choose_factory(size, dim)
+
+    def build(
+        self,
+        vectors: np.ndarray,
+        ids: np.ndarray,
+        folder: Path,
+        *,
+        factory: str | None = None,
+        device: str = "auto",
+        progress: bool = True,
+    ) -> dict:
+        size, dim = vectors.shape
+        factory = self.resolve_factory(size, dim, factory)
+        try:
+            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+        except RuntimeError as error:
+            raise BuildError(f"--index-factory {factory!r} is not a valid FAISS factory string: {error}") from error
+        ivf = faiss.try_extract_index_ivf(index)
+        if ivf is None and not isinstance(index, faiss.IndexIDMap):
+            index = faiss.IndexIDMap2(index)  # Flat/HNSW/PQ need the id map; IVF stores ids itself
+        gpu = use_gpu(device)
+        timings = {}
+        if not index.is_trained:
+            started = time.perf_counter()
+            self._train(index, ivf, vectors, factory, gpu)
+            timings["train_s"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        with tqdm(total=size, desc="indexing", unit="vec", disable=not progress or size == 0) as bar:
+            for start in range(0, size, ADD_CHUNK):
+                block = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
+                index.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
+                bar.update(len(block))
+        timings["add_s"] = round(time.perf_counter() - started, 3)
+        section = {"engine": self.name, "factory": factory, "file": INDEX_FILE, "metric": "inner_product",
+                   "search_params": {}, "gpu_used": gpu, "faiss_version": faiss.__version__}
+        if ivf is not None and size > 0:
+            started = time.perf_counter()
+            section["calibration"] = calibrate_nprobe(index, vectors, ids)
+            section["search_params"]["nprobe"] = section["calibration"]["nprobe"]
+            timings["calibrate_s"] = round(time.perf_counter() - started, 3)
+        section["timings"] = timings
+        faiss.write_index(index, str(folder / INDEX_FILE))
+        return section
+
+    def _train(self, index: faiss.Index, ivf: faiss.IndexIVF | None, vectors: np.ndarray, factory: str,
+               gpu: bool) -> None:
+        size = len(vectors)
+        wanted = TRAIN_PER_LIST * (ivf.nlist if ivf is not None else 1000)
+        rows = np.sort(np.random.default_rng(0).choice(size, size=min(wanted, size), replace=False))
+        sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        if ivf is not None and size < ivf.nlist:
+            raise BuildError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} lists; "
+                             f"the gallery has {size}. Use a smaller nlist or leave --index-factory out.")
+        if gpu and ivf is not None:
+            # The documented way to train IVF on GPU: k-means assignment on a GPU flat index.
+            ivf.clustering_index = to_gpu(faiss.IndexFlatL2(ivf.d))
+        try:
+            index.train(sample)
+        except RuntimeError as error:
+            raise BuildError(f"Training index {factory!r} on {len(sample)} vectors failed: {error}") from error
+        finally:
+            if ivf is not None:
+                ivf.clustering_index = None
+
+    def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
+             ) -> FaissIndex:
+        path = folder / section.get("file", INDEX_FILE)
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as error:
+            raise IndexCorruptError(f"FAISS index {path} is unreadable: {error}") from error
+        return FaissIndex(index, section, vectors, ids, gpu=use_gpu(device))
+
+
+class FaissIndex:
+    """A loaded FAISS index + the version's stored vectors (for exact filtered search)."""
+
+    def __init__(self, index: faiss.Index, section: dict, vectors: np.ndarray, ids: np.ndarray, gpu: bool = False):
+        self.cpu_index = index
+        self.size = int(index.ntotal)
+        self.dim = int(index.d)
+        self.vectors = vectors
+        self.stored_ids = ids
+        self.ivf = faiss.try_extract_index_ivf(index)
+        self.nprobe = int(section.get("search_params", {}).get("nprobe", 1))
+        if self.ivf is not None:
+            self.ivf.nprobe = self.nprobe
+        self.exact = section.get("factory") in EXACT_FACTORIES
+        self.search_index = index
+        if gpu:
+            try:
+                self.search_index = to_gpu(index)
+            except RuntimeError:  # not every index type has a GPU version (e.g. HNSW): stay on CPU
+                self.search_index = index
+
+    def ids(self) -> np.ndarray:
+        if self.ivf is not None:
+            invlists = self.ivf.invlists
+            parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                     for i in range(self.ivf.nlist) if invlists.list_size(i)]
+            return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+        return np.sort(faiss.vector_to_array(self.cpu_index.id_map))
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if allowed_ids is None:
+            scores, found = self.search_index.search(queries, k)
+        elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX:
+            scores, found = self._exact_subset(queries, k, allowed_ids)
+        else:
+            scores, found = self.cpu_index.search(queries, k, params=self._params(allowed_ids))
+        found = found.astype(np.int64, copy=False)
+        scores = np.where(found < 0, -np.inf, scores).astype(np.float32)  # FAISS pads with -1 and -inf/-3.4e38
+        return scores, found
+
+    def _params(self, allowed_ids: np.ndarray) -> faiss.SearchParameters:
+        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
+        if self.ivf is not None:
+            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
+        else:
+            params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = selector  # the params object only holds a raw pointer
+        return params
+
+    def _exact_subset(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.searchsorted(self.stored_ids, allowed_ids)
+        valid = rows < len(self.stored_ids)
+        valid[valid] = self.stored_ids[rows[valid]] == allowed_ids[valid]
+        rows = rows[valid]  # ascending, since allowed_ids is sorted
+        subset = np.asarray(self.vectors[rows], dtype=np.float32).reshape(len(rows), self.dim)
+        subset_ids = self.stored_ids[rows]
+        scores_all = queries @ subset.T
+        take = min(k, len(subset_ids))
+        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        found = np.full((len(queries), k), -1, dtype=np.int64)
+        if take:
+            top = np.argsort(-scores_all, axis=1, kind="stable")[:, :take]
+            scores[:, :take] = np.take_along_axis(scores_all, top, axis=1)
+            found[:, :take] = subset_ids[top]
+        return scores, found
+
+    def self_check(self, ids: np.ndarray, vectors: np.ndarray) -> list[str]:
+        """An exact index must hold exactly the stored vectors; an approximate one must find most of them."""
+        if self.exact:
+            flat = faiss.downcast_index(self.cpu_index.index)
+            held = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+            rows = np.searchsorted(ids, faiss.vector_to_array(self.cpu_index.id_map))
+            mismatched = 0
+            for start in range(0, len(rows), ADD_CHUNK):
+                expected = np.asarray(vectors[rows[start : start + ADD_CHUNK]])
+                same = np.isclose(held[start : start + ADD_CHUNK], expected, atol=1e-6).all(axis=1)
+                mismatched += int((~same).sum())
+            return [f"{mismatched} vectors in the FAISS index differ from vectors.npy"] if mismatched else []
+        rows = np.random.default_rng(0).choice(len(ids), size=min(200, len(ids)), replace=False)
+        _, found = self.search(np.asarray(vectors[rows]), 10)
+        recall = float(np.mean([ids[row] in hits for row, hits in zip(rows, found, strict=True)]))
+        if recall < SELF_RECALL_MIN:
+            return [f"only {recall:.0%} of sampled stored vectors find themselves in the index's top 10"]
+        return []
+
+    def close(self) -> None:
+        self.search_index = None
+        self.cpu_index = None

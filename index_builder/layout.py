@@ -1,0 +1,176 @@
+"""The on-disk layout of an index directory: versions, the ``current`` pointer, staging, the build lock.
+
+```
+INDEX_DIR/
+  current                 text file naming the live version; replaced atomically (write + rename)
+  versions/<name>/        one complete version (manifest.json written last, then renamed into place)
+  versions/<name>.partial a version being written; never read, removed by the next build
+  staging/                vectors embedded by an unfinished build (resume after a kill)
+  .lock                   flock held by the running build
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .errors import BuildError, IndexCorruptError, IndexNotFoundError
+
+FORMAT = "sbir-index/1"
+CURRENT = "current"
+VERSIONS = "versions"
+STAGING = "staging"
+PARTIAL_SUFFIX = ".partial"
+MANIFEST = "manifest.json"
+VECTORS = "vectors.npy"  # float32 [N, D], rows in ascending id order
+IDS = "ids.npy"  # int64 [N], ascending
+METADATA = "metadata.sqlite"
+REPORT = "report.json"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_version_name() -> str:
+    """Sortable by creation time, unique across processes."""
+    return datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def current_version(index_dir: str | Path) -> str | None:
+    """The name of the live version (a cheap read, fine for polling); None when there is none."""
+    try:
+        name = (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return name or None
+
+
+class IndexLayout:
+    """Paths and atomic operations on one index directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / VERSIONS
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / STAGING
+
+    def version_dir(self, name: str) -> Path:
+        return self.versions_dir / name
+
+    def current(self) -> str | None:
+        return current_version(self.root)
+
+    def current_dir(self) -> Path:
+        """The live version's folder, or :class:`IndexNotFoundError`."""
+        name = self.current()
+        if name is None:
+            raise IndexNotFoundError(f"No index in {self.root}: no '{CURRENT}' version (run `index_builder build`).")
+        folder = self.version_dir(name)
+        if not (folder / MANIFEST).is_file():
+            raise IndexNotFoundError(f"Index {self.root} names version {name!r}, but {folder} has no {MANIFEST}.")
+        return folder
+
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir() and (p / MANIFEST).is_file()
+                      and not p.name.endswith(PARTIAL_SUFFIX))
+
+    def start_version(self) -> tuple[str, Path]:
+        """A fresh ``<name>.partial`` folder to write a version into."""
+        name = new_version_name()
+        folder = self.versions_dir / f"{name}{PARTIAL_SUFFIX}"
+        folder.mkdir(parents=True)
+        return name, folder
+
+    def publish(self, name: str, partial: Path) -> Path:
+        """Rename a finished partial folder into place, then switch ``current`` to it (both atomic)."""
+        for child in partial.iterdir():
+            if child.is_file():
+                with open(child, "rb") as handle:
+                    os.fsync(handle.fileno())
+        final = self.version_dir(name)
+        os.replace(partial, final)
+        fsync_dir(self.versions_dir)
+        write_atomic(self.root / CURRENT, name + "\n")
+        return final
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` versions (never the current one) and stale partial folders."""
+        removed = []
+        current = self.current()
+        complete = self.versions()
+        doomed = [v for v in complete[: max(len(complete) - max(keep, 1), 0)] if v != current]
+        if self.versions_dir.is_dir():
+            doomed += [p.name for p in self.versions_dir.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]
+        for name in doomed:
+            shutil.rmtree(self.versions_dir / name, ignore_errors=True)
+            removed.append(name)
+        return removed
+
+    @contextlib.contextmanager
+    def build_lock(self) -> Iterator[None]:
+        """One build at a time per index directory (the kernel drops the lock if the process dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as error:
+                raise BuildError(f"Another build is running on {self.root} (lock {self.root / '.lock'}).") from error
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def read_manifest(version_dir: Path) -> dict:
+    """The version's manifest.json, checked for our format."""
+    path = version_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise IndexNotFoundError(f"{version_dir} has no {MANIFEST}.") from error
+    except (OSError, ValueError) as error:
+        raise IndexCorruptError(f"{path} is unreadable: {error}") from error
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IndexCorruptError(f"{path} is not an index manifest of format {FORMAT}.")
+    return manifest

@@ -1,0 +1,217 @@
+"""Where photos come from: a folder tree or a manifest (CSV/JSONL) → photos to index + what was skipped.
+
+Nothing here reads image bytes: the scan only lists and ``stat``s, so an incremental run over an
+unchanged gallery of millions of files stays cheap. Anything that cannot be a photo (zero bytes,
+unsupported type, broken symlinks, symlink loops, unreadable folders, bad manifest rows) becomes a
+:class:`Skipped` entry with a reason instead of an exception.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import json
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BuildError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MANIFEST_FIELDS = ("path", "id", "category")
+MAX_ID = 2**63 - 1
+
+
+@dataclass
+class SourcePhoto:
+    """One photo to index, as listed by the scan (content not read yet)."""
+
+    path: str  # absolute
+    category: str | None
+    size: int
+    mtime_ns: int
+    photo_id: int | None = None  # given by a manifest, else assigned by the builder
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Skipped:
+    """A file (or manifest row) that was not indexed, and why."""
+
+    path: str
+    reason: str  # short key: zero-byte, corrupt, truncated, not-an-image, unreadable, symlink-loop, ...
+    detail: str = ""
+
+
+@dataclass
+class Scan:
+    photos: list[SourcePhoto]
+    skipped: list[Skipped]
+    gallery_root: str | None  # the folder for folder scans; None for manifests
+    source: str  # "folder:<root>" or "manifest:<file>"
+
+
+def _stat_problem(path: str, error: OSError) -> Skipped:
+    if error.errno == errno.ELOOP:
+        return Skipped(path, "symlink-loop", "too many levels of symbolic links")
+    if isinstance(error, FileNotFoundError):
+        if os.path.islink(path):
+            return Skipped(path, "broken-symlink", f"points to missing {os.readlink(path)}")
+        return Skipped(path, "missing", "no such file")
+    return Skipped(path, "unreadable", f"{type(error).__name__}: {error.strerror or error}")
+
+
+def _check_file(path: str, info: os.stat_result) -> Skipped | None:
+    if not stat.S_ISREG(info.st_mode):
+        return Skipped(path, "not-a-file", "not a regular file")
+    if info.st_size == 0:
+        return Skipped(path, "zero-byte", "empty file")
+    return None
+
+
+def _first_folder(relative: str) -> str | None:
+    parts = Path(relative).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def scan_folder(root: str | Path) -> Scan:
+    """Walk ``root`` recursively (following symlinks, each real folder once) for image files."""
+    root_path = Path(root).expanduser().absolute()
+    if not root_path.is_dir():
+        raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
+    photos: list[SourcePhoto] = []
+    skipped: list[Skipped] = []
+    seen_dirs: set[tuple[int, int]] = set()
+
+    def walk(folder: str, ancestors: frozenset[tuple[int, int]]) -> None:
+        try:
+            info = os.stat(folder)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as error:
+            skipped.append(_stat_problem(folder, error))
+            return
+        key = (info.st_dev, info.st_ino)
+        if key in ancestors:
+            skipped.append(Skipped(folder, "symlink-loop", "folder link back to one of its parents"))
+            return
+        if key in seen_dirs:
+            skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
+            return
+        seen_dirs.add(key)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
+            path = os.path.join(folder, entry.name)
+            try:
+                entry_info = os.stat(path)  # follows symlinks
+            except OSError as error:
+                skipped.append(_stat_problem(path, error))
+                continue
+            if stat.S_ISDIR(entry_info.st_mode):
+                walk(path, ancestors | {key})
+                continue
+            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+                skipped.append(Skipped(path, "unsupported-type", f"extension {os.path.splitext(entry.name)[1]!r}"))
+                continue
+            problem = _check_file(path, entry_info)
+            if problem:
+                skipped.append(problem)
+                continue
+            relative = os.path.relpath(path, root_path)
+            photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns))
+
+    walk(str(root_path), frozenset())
+    return Scan(photos, skipped, str(root_path), f"folder:{root_path}")
+
+
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict | None, str]]:
+    """(line number, row or None, error) for each row of a CSV or JSONL manifest."""
+    suffix = path.suffix.lower()
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        if suffix == ".csv":
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise BuildError(f"Manifest {path} has no 'path' column (columns: {reader.fieldnames}).")
+            for row in reader:
+                clean = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+                yield reader.line_num, clean, ""
+        elif suffix in (".jsonl", ".ndjson"):
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as error:
+                    yield number, None, f"not JSON: {error}"
+                    continue
+                if not isinstance(row, dict):
+                    yield number, None, "not a JSON object"
+                    continue
+                yield number, {k: v for k, v in row.items() if v is not None}, ""
+        else:
+            raise BuildError(f"Manifest {path} must be .csv or .jsonl/.ndjson (got {suffix or 'no extension'}).")
+
+
+def _parse_id(value: object) -> int:
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not an id")
+    number = int(value) if isinstance(value, int) else int(str(value).strip())
+    if not 0 <= number <= MAX_ID:
+        raise ValueError(f"id {number} is outside 0..2^63-1")
+    return number
+
+
+def read_manifest_file(manifest: str | Path) -> Scan:
+    """Read a manifest: ``path`` (absolute, or relative to the manifest's folder), optional ``id``,
+    ``category`` (default: the photo's folder name) and any other fields (kept as the photo's metadata)."""
+    manifest_path = Path(manifest).expanduser().absolute()
+    if not manifest_path.is_file():
+        raise BuildError(f"Manifest {manifest_path} does not exist.")
+    base = manifest_path.parent
+    photos: list[SourcePhoto] = []
+    skipped: list[Skipped] = []
+    seen_paths: set[str] = set()
+    seen_ids: set[int] = set()
+    for line, row, error in _manifest_rows(manifest_path):
+        where = f"{manifest_path}:{line}"
+        if row is None:
+            skipped.append(Skipped(where, "bad-manifest-row", error))
+            continue
+        raw_path = row.get("path")
+        if not isinstance(raw_path, str) or not raw_path.strip():
+            skipped.append(Skipped(where, "bad-manifest-row", "no 'path'"))
+            continue
+        relative = raw_path.strip()
+        path = os.path.abspath(os.path.join(base, os.path.expanduser(relative)))
+        photo_id = None
+        if "id" in row:
+            try:
+                photo_id = _parse_id(row["id"])
+            except (TypeError, ValueError) as bad:
+                skipped.append(Skipped(path, "bad-manifest-row", f"line {line}: bad id {row['id']!r} ({bad})"))
+                continue
+            if photo_id in seen_ids:
+                skipped.append(Skipped(path, "duplicate-id", f"line {line}: id {photo_id} is listed twice"))
+                continue
+        if path in seen_paths:
+            skipped.append(Skipped(path, "duplicate-path", f"line {line}: listed twice"))
+            continue
+        try:
+            info = os.stat(path)
+        except OSError as problem:
+            skipped.append(_stat_problem(path, problem))
+            continue
+        problem = _check_file(path, info)
+        if problem:
+            skipped.append(problem)
+            continue
+        seen_paths.add(path)
+        if photo_id is not None:
+            seen_ids.add(photo_id)
+        category = row.get("category")
+        category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
+        metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
+        photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata))
+    return Scan(photos, skipped, None, f"manifest:{manifest_path}")

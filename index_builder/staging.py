@@ -1,0 +1,120 @@
+"""Vectors stream to disk as they are embedded, so a killed build resumes where it stopped.
+
+``staging/`` holds ``vectors.f32`` (raw float32 rows, appended) and ``entries.jsonl`` (one line
+per row: which file, at which size/mtime, with which content hash), plus ``failures.jsonl`` for
+files that could not be decoded. Rows are written before their entry line, so after a kill at
+any byte the consistent prefix is ``min(complete lines, complete rows)``; anything beyond is cut.
+A staging folder made with another encoder (fingerprint) or dimension is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .sources import Skipped
+
+STATE = "state.json"
+ROWS = "vectors.f32"
+ENTRIES = "entries.jsonl"
+FAILURES = "failures.jsonl"
+
+FileKey = tuple[str, int, int]  # (path, size, mtime_ns): the file as it was when embedded
+
+
+def _complete_lines(path: Path) -> tuple[list[str], int]:
+    """Lines ending in a newline and the byte length they cover (a torn last line is dropped)."""
+    if not path.is_file():
+        return [], 0
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    return data[:end].decode("utf-8").splitlines(), end
+
+
+class Staging:
+    """Append-only store of embedded vectors of one (unfinished) build."""
+
+    def __init__(self, folder: Path, fingerprint: str, dim: int) -> None:
+        self.folder = folder
+        self.dim = dim
+        self.row_bytes = 4 * dim
+        state = {"fingerprint": fingerprint, "dim": dim}
+        try:
+            previous = json.loads((folder / STATE).read_text())
+        except (OSError, ValueError):
+            previous = None
+        if previous != state:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / STATE).write_text(json.dumps(state))
+        self.entries: dict[FileKey, tuple[int, str]] = {}  # key -> (row, sha256)
+        self.failures: dict[FileKey, Skipped] = {}
+        self._recover()
+        self._rows = open(folder / ROWS, "ab")  # noqa: SIM115 - kept open for appends, closed in close()
+        self._lines = open(folder / ENTRIES, "a", encoding="utf-8")  # noqa: SIM115
+        self._failed = open(folder / FAILURES, "a", encoding="utf-8")  # noqa: SIM115
+
+    def _recover(self) -> None:
+        lines, _ = _complete_lines(self.folder / ENTRIES)
+        rows_path = self.folder / ROWS
+        n_rows = rows_path.stat().st_size // self.row_bytes if rows_path.exists() else 0
+        keep = min(len(lines), n_rows)
+        for row, line in enumerate(lines[:keep]):
+            entry = json.loads(line)
+            self.entries[(entry["path"], entry["size"], entry["mtime_ns"])] = (row, entry["sha256"])
+        # Cut torn tails so that appends continue from a consistent point.
+        with open(rows_path, "ab") as handle:
+            handle.truncate(keep * self.row_bytes)
+        (self.folder / ENTRIES).write_text("".join(line + "\n" for line in lines[:keep]), encoding="utf-8")
+        failure_lines, failure_end = _complete_lines(self.folder / FAILURES)
+        for line in failure_lines:
+            item = json.loads(line)
+            self.failures[(item["path"], item["size"], item["mtime_ns"])] = Skipped(
+                item["path"], item["reason"], item["detail"])
+        if (self.folder / FAILURES).exists():
+            with open(self.folder / FAILURES, "ab") as handle:
+                handle.truncate(failure_end)
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+    def append(self, keys: list[FileKey], hashes: list[str], vectors: np.ndarray) -> None:
+        """Add a batch of embedded files (rows first, then their entry lines)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        assert vectors.shape == (len(keys), self.dim)
+        start = self.count
+        self._rows.write(vectors.tobytes())
+        self._rows.flush()
+        text = "".join(json.dumps({"path": k[0], "size": k[1], "mtime_ns": k[2], "sha256": h}) + "\n"
+                       for k, h in zip(keys, hashes, strict=True))
+        self._lines.write(text)
+        self._lines.flush()
+        for offset, (key, sha) in enumerate(zip(keys, hashes, strict=True)):
+            self.entries[key] = (start + offset, sha)
+
+    def append_failure(self, key: FileKey, skipped: Skipped) -> None:
+        self._failed.write(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2],
+                                       "reason": skipped.reason, "detail": skipped.detail}) + "\n")
+        self._failed.flush()
+        self.failures[key] = skipped
+
+    def vectors(self) -> np.ndarray:
+        """All staged rows as a read-only memory map ``[count, dim]``."""
+        self._rows.flush()
+        os.fsync(self._rows.fileno())
+        if self.count == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.memmap(self.folder / ROWS, dtype=np.float32, mode="r", shape=(self.count, self.dim))
+
+    def close(self) -> None:
+        for handle in (self._rows, self._lines, self._failed):
+            handle.close()
+
+    def discard(self) -> None:
+        self.close()
+        shutil.rmtree(self.folder, ignore_errors=True)

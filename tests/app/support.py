@@ -1,0 +1,79 @@
+"""Helpers of the app tests: a tiny gallery, a real index built by index_builder, a served app."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from index_builder.builder import BuildOptions
+from index_builder.builder import build_index as build_index_with
+from tests.imagegen import draw_sketch, random_photo
+
+REPO = Path(__file__).resolve().parents[2]
+CATEGORIES = ("apple", "boat")
+TINY_ENV = {"SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "HF_HUB_OFFLINE": "1"}
+
+
+def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed: int = 0) -> Path:
+    """Random JPEG photos in one folder per category."""
+    for c, category in enumerate(categories):
+        (root / category).mkdir(parents=True, exist_ok=True)
+        for i in range(per_category):
+            random_photo((96, 72), seed=seed + 100 * c + i).save(root / category / f"{category}-{seed + i}.jpg")
+    return root
+
+
+def build_index(gallery: Path, index_dir: Path, encoder, rebuild: bool = False) -> None:
+    """Build (or incrementally update) an index with the real index_builder, in-process (fast)."""
+    report = build_index_with(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, workers=0, device="cpu",
+                                                    progress=False, rebuild=rebuild))
+    assert report.status in ("built", "unchanged"), report
+
+
+@contextlib.contextmanager
+def app_client(index_dir: Path, encoder, **settings) -> Iterator[TestClient]:
+    app = create_app(Settings(index_dir=index_dir, reload_interval_s=0.2, **settings), encoder=encoder)
+    with TestClient(app) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def serve(app) -> Iterator[str]:
+    """Run `app` in a real uvicorn on a free loopback port (in a thread); yields its base URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+def sketch_png(seed: int = 0) -> bytes:
+    out = io.BytesIO()
+    draw_sketch(seed=seed).save(out, "PNG")
+    return out.getvalue()
+
+
+STROKES = {"strokes": [[[10, 10], [60, 80], [120, 20]], [[30, 90], [90, 95]]]}

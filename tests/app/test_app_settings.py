@@ -1,0 +1,88 @@
+"""Settings from SBIR_* environment variables and `python -m app` flags; upload sniffing and k parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.__main__ import build_parser
+from app.errors import APIError
+from app.inputs import parse_k, sniff_image_type
+from app.photos import safe_photo_path
+from app.settings import Settings
+from index_builder import PhotoRecord
+
+
+def test_defaults_follow_the_contract(monkeypatch):
+    for name in ("SBIR_INDEX_DIR", "SBIR_MAX_BATCH", "HOST", "PORT", "SBIR_API_KEY", "SBIR_CORS_ORIGINS"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.index_dir == Path("index") and settings.device == "auto"
+    assert (settings.max_batch, settings.max_wait_ms, settings.max_k) == (32, 5.0, 100)
+    assert settings.max_upload_bytes == 10 * 1024 * 1024 and settings.reload_interval_s == 2.0
+    assert settings.port == 8000 and settings.api_key is None and settings.cors_origin_list == []
+
+
+def test_environment_variables_configure_everything(monkeypatch):
+    monkeypatch.setenv("SBIR_INDEX_DIR", "/srv/index")
+    monkeypatch.setenv("SBIR_MAX_BATCH", "8")
+    monkeypatch.setenv("SBIR_MAX_WAIT_MS", "2.5")
+    monkeypatch.setenv("SBIR_API_KEY", "hush-hush")
+    monkeypatch.setenv("SBIR_CORS_ORIGINS", "http://a.example, http://b.example")
+    monkeypatch.setenv("SBIR_GALLERY_ROOT", "")
+    monkeypatch.setenv("PORT", "9001")
+    monkeypatch.setenv("HOST", "0.0.0.0")
+    settings = Settings()
+    assert settings.index_dir == Path("/srv/index") and settings.max_batch == 8 and settings.max_wait_ms == 2.5
+    assert settings.api_key.get_secret_value() == "hush-hush" and "hush-hush" not in repr(settings)
+    assert settings.cors_origin_list == ["http://a.example", "http://b.example"]
+    assert settings.gallery_root is None and settings.port == 9001 and settings.host == "0.0.0.0"
+
+
+def test_invalid_settings_are_refused(monkeypatch):
+    monkeypatch.setenv("SBIR_MAX_BATCH", "0")
+    with pytest.raises(ValueError, match="max_batch"):
+        Settings()
+
+
+def test_cli_flags_map_to_settings():
+    args = build_parser().parse_args(["--port", "8123", "--index-dir", "/x", "--max-k", "7", "--backbone", "sbir-tiny"])
+    assert (args.port, args.index_dir, args.max_k, args.backbone) == (8123, "/x", 7, "sbir-tiny")
+
+
+@pytest.mark.parametrize("data, expected", [
+    (b"\x89PNG\r\n\x1a\n....", "image/png"), (b"\xff\xd8\xff\xe0", "image/jpeg"), (b"GIF89a..", "image/gif"),
+    (b"RIFF\0\0\0\0WEBPVP8 ", "image/webp"), (b"BM....", "image/bmp"), (b"II*\x00", "image/tiff"),
+    (b"%PDF", None), (b"", None), (b"<svg", None),
+])
+def test_image_types_are_sniffed_from_content(data, expected):
+    assert sniff_image_type(data) == expected
+
+
+def test_k_parsing():
+    assert parse_k(None, 100) == 10 and parse_k("7", 100) == 7 and parse_k(3.0, 100) == 3
+    for bad in (0, 101, "x", 2.5, True):
+        with pytest.raises(APIError):
+            parse_k(bad, 100)
+
+
+def test_photo_paths_must_resolve_inside_the_gallery_root(tmp_path):
+    gallery, outside = tmp_path / "gallery", tmp_path / "outside"
+    gallery.mkdir(), outside.mkdir()
+    (gallery / "in.jpg").write_bytes(b"x")
+    (outside / "secret.jpg").write_bytes(b"x")
+    (gallery / "link.jpg").symlink_to(outside / "secret.jpg")
+    (gallery / "loop.jpg").symlink_to(gallery / "loop.jpg")
+
+    def record(path):
+        return PhotoRecord(id=1, path=str(path), category=None, sha256="0" * 64, size=1, added_at="", metadata={})
+
+    assert safe_photo_path(record(gallery / "in.jpg"), gallery) == (gallery / "in.jpg").resolve()
+    for bad in (gallery / "link.jpg", gallery / ".." / "outside" / "secret.jpg", outside / "secret.jpg",
+                gallery / "loop.jpg", gallery / "missing.jpg", gallery):
+        with pytest.raises(APIError) as refused:
+            safe_photo_path(record(bad), gallery)
+        assert refused.value.status == 404 and str(tmp_path) not in refused.value.message
+    with pytest.raises(APIError):
+        safe_photo_path(record(gallery / "in.jpg"), None)

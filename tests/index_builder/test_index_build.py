@@ -1,0 +1,215 @@
+"""Builds: broken files are skipped with reasons, incremental runs touch exactly what changed, ids are stable."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from index_builder import BuildError, IndexReader, current_version
+from index_builder.builder import BuildOptions, build_index
+from index_builder.faiss_engine import FLAT_MAX, choose_factory
+
+from .conftest import write_photo
+
+
+def ids_by_path(index_dir) -> dict[str, int]:
+    with IndexReader.open(index_dir) as reader:
+        ids, _ = reader.vectors()
+        return {record.path: record.id for record in reader.records(ids)}
+
+
+def test_broken_files_are_skipped_and_reported(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3, "dog": 2})
+    good = (gallery / "cat" / "cat_0.jpg").read_bytes()
+    (gallery / "cat" / "zero.jpg").write_bytes(b"")
+    (gallery / "cat" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    png = bytearray((gallery / "cat" / "cat_1.png").read_bytes())
+    png[len(png) // 2 : len(png) // 2 + 16] = bytes(16)  # a damaged data stream inside a real PNG
+    (gallery / "dog" / "corrupt.png").write_bytes(bytes(png))
+    (gallery / "dog" / "text.jpg").write_text("not an image at all")
+    (gallery / "dog" / "notes.txt").write_text("a sidecar file")
+    os.symlink("loop.jpg", gallery / "dog" / "loop.jpg")  # a symlink to itself
+    os.symlink(gallery, gallery / "cat" / "back-to-root")  # a folder loop
+    os.symlink(tmp_path / "gone.jpg", gallery / "dog" / "dangling.jpg")
+    os.mkfifo(gallery / "dog" / "pipe.jpg")  # opening it would block forever
+    if os.geteuid() != 0:  # root reads anything, so only check permissions as a normal user
+        unreadable = write_photo(gallery / "dog" / "secret.jpg", 99)
+        unreadable.chmod(0)
+
+    report = build(gallery=gallery)
+
+    assert report.status == "built" and report.size == 5
+    reasons = {os.path.basename(item.path): item.reason for item in report.skipped}
+    expected = {
+        "zero.jpg": "zero-byte",
+        "truncated.jpg": "truncated",
+        "corrupt.png": "corrupt",
+        "text.jpg": "not-an-image",
+        "notes.txt": "unsupported-type",
+        "loop.jpg": "symlink-loop",
+        "back-to-root": "symlink-loop",
+        "dangling.jpg": "broken-symlink",
+        "pipe.jpg": "not-a-file",
+    }
+    if os.geteuid() != 0:
+        expected["secret.jpg"] = "unreadable"
+    assert reasons == expected
+    saved = json.loads((tmp_path / "index" / "versions" / report.version / "report.json").read_text())
+    assert saved["skipped_by_reason"]["symlink-loop"] == 2
+    assert {item["path"] for item in saved["skipped"]} == {item.path for item in report.skipped}
+    assert "skipped 9" in report.summary() or "skipped 10" in report.summary()
+
+
+def test_incremental_run_updates_exactly_what_changed(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 4, "dog": 4})
+    first = build(gallery=gallery)
+    before = ids_by_path(tmp_path / "index")
+    with IndexReader.open(tmp_path / "index") as reader:
+        old_vectors = dict(zip(reader.vectors()[0].tolist(), np.asarray(reader.vectors()[1]), strict=True))
+
+    deleted = gallery / "cat" / "cat_1.png"
+    deleted.unlink()
+    modified = gallery / "dog" / "dog_2.webp"
+    write_photo(modified, seed=4242)
+    touched = gallery / "dog" / "dog_0.jpg"  # same bytes, new mtime: re-hashed, but not an update
+    os.utime(touched, ns=(time.time_ns(), time.time_ns() + 10**9))
+    added = [write_photo(gallery / "owl" / "owl_0.jpg", 7001), write_photo(gallery / "cat" / "new.png", 7002)]
+
+    second = build(gallery=gallery)
+
+    assert (second.added, second.updated, second.removed, second.unchanged) == (2, 1, 1, 6)
+    assert second.embedded == 4  # 2 new + the modified one + the touched one (re-hashed while embedding)
+    assert second.previous == first.version and second.size == 9
+    after = ids_by_path(tmp_path / "index")
+    assert str(deleted) not in after
+    for path, photo_id in before.items():
+        if path != str(deleted):
+            assert after[path] == photo_id, path
+    new_ids = {after[str(p)] for p in added}
+    assert min(new_ids) > max(before.values())  # fresh ids, never a deleted photo's
+    with IndexReader.open(tmp_path / "index") as reader:
+        vectors = dict(zip(reader.vectors()[0].tolist(), np.asarray(reader.vectors()[1]), strict=True))
+        assert reader.record(after[str(modified)]).updated_at >= reader.record(after[str(modified)]).added_at
+    assert not np.allclose(vectors[after[str(modified)]], old_vectors[before[str(modified)]])
+    np.testing.assert_array_equal(vectors[after[str(touched)]], old_vectors[before[str(touched)]])
+
+    third = build(gallery=gallery)  # nothing changed: no new version
+    assert third.status == "unchanged" and third.version == second.version == current_version(tmp_path / "index")
+
+
+def test_rebuild_reembeds_everything_and_keeps_ids(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3})
+    build(gallery=gallery)
+    before = ids_by_path(tmp_path / "index")
+    report = build(gallery=gallery, rebuild=True)
+    assert report.status == "built" and report.embedded == 3 and report.unchanged == 3
+    assert ids_by_path(tmp_path / "index") == before
+
+
+def test_manifest_gives_ids_categories_and_user_fields(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2, "dog": 1})
+    (tmp_path / "lists").mkdir()
+    manifest = tmp_path / "lists" / "photos.csv"
+    manifest.write_text(
+        "path,id,category,photographer\n"
+        f"{gallery}/cat/cat_0.jpg,100,feline,ann\n"
+        "../gallery/cat/cat_1.png,,,bob\n"  # relative to the manifest; category = its folder's name
+        f"{gallery}/dog/dog_0.jpg,7,,\n"
+        f"{gallery}/dog/missing.jpg,8,,\n"
+        f"{gallery}/cat/cat_0.jpg,9,,\n"  # listed twice
+        ",11,,\n"
+        f"{gallery}/dog/dog_0.jpg,abc,,\n"
+    )
+    report = build(manifest=manifest)
+    assert report.size == 3
+    reasons = sorted(item.reason for item in report.skipped)
+    assert reasons == ["bad-manifest-row", "bad-manifest-row", "duplicate-path", "missing"]
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.gallery_root is None
+        first, auto, seven = reader.records([100, 101, 7])
+        assert (first.category, first.metadata) == ("feline", {"photographer": "ann"})
+        assert (auto.category, auto.metadata, auto.path) == ("cat", {"photographer": "bob"},
+                                                              str(gallery / "cat" / "cat_1.png"))
+        assert seven.path == str(gallery / "dog" / "dog_0.jpg") and seven.category == "dog"
+
+    jsonl = tmp_path / "photos.jsonl"
+    jsonl.write_text(
+        json.dumps({"path": str(gallery / "cat" / "cat_0.jpg"), "id": 100, "category": "feline",
+                    "tags": ["a", "b"]}) + "\n" + "{broken\n"
+        + json.dumps({"path": str(gallery / "dog" / "dog_0.jpg"), "category": "canine"}) + "\n"
+    )
+    report = build(manifest=jsonl)
+    assert (report.added, report.updated, report.removed) == (0, 2, 1)
+    assert [item.reason for item in report.skipped] == ["bad-manifest-row"]
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.record(100).metadata == {"tags": ["a", "b"]}
+        assert reader.record(7).category == "canine"  # the path keeps its id, its category changed
+
+
+def test_factory_given_or_chosen_by_size(make_gallery, build, tmp_path):
+    assert choose_factory(FLAT_MAX, 512) == "Flat"
+    assert choose_factory(1_000_000, 512) == "IVF1024,Flat"
+    assert choose_factory(100_000, 512).startswith("IVF") and choose_factory(10_000_000, 512).endswith("SQ8")
+
+    report = build(gallery=make_gallery({"cat": 20, "dog": 20}), index_factory="IVF4,Flat")
+    assert report.factory == "IVF4,Flat"
+    with IndexReader.open(tmp_path / "index") as reader:
+        section = reader.manifest["index"]
+        assert section["factory"] == "IVF4,Flat" and 1 <= section["search_params"]["nprobe"] <= 4
+        ids, vectors = reader.vectors()
+        _, found = reader.search(np.asarray(vectors[:5]), 1)
+        assert (found[:, 0] == ids[:5]).mean() >= 0.8
+        _, found = reader.search(np.asarray(vectors[:5]), 40, category="dog")  # exact within the category
+        dogs = {r.id for r in reader.records(ids) if r.category == "dog"}
+        assert all(set(row[row >= 0].tolist()) == dogs for row in found)
+
+    write_photo(tmp_path / "gallery" / "cat" / "more.jpg", 999)
+    assert build(gallery=tmp_path / "gallery").factory == "IVF4,Flat"  # the explicit choice sticks
+    assert build(gallery=tmp_path / "gallery", index_factory="auto").factory == "Flat"
+
+
+def test_failed_build_leaves_current_serving(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3})
+    first = build(gallery=gallery)
+    write_photo(gallery / "cat" / "more.jpg", 77)
+    with pytest.raises(BuildError, match="factory"):
+        build(gallery=gallery, index_factory="NotAFactory")
+    with pytest.raises(BuildError, match="needs at least"):
+        build(gallery=gallery, index_factory="IVF64,Flat")
+    assert current_version(tmp_path / "index") == first.version
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.size == 3
+    assert build(gallery=gallery).size == 4  # and the next good run goes on
+
+
+def test_old_versions_are_pruned(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    versions = []
+    for i in range(4):
+        write_photo(gallery / "cat" / f"extra{i}.jpg", 500 + i)
+        versions.append(build(gallery=gallery, keep=2).version)
+    kept = sorted(p.name for p in (tmp_path / "index" / "versions").iterdir())
+    assert kept == versions[-2:]
+
+
+def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline):
+    gallery = make_gallery({"cat": 5, "dog": 4})
+    (gallery / "dog" / "bad.jpg").write_bytes(b"garbage")
+    report = build(gallery=gallery, workers=2, batch_size=4)
+    assert report.size == 9 and [s.reason for s in report.skipped] == ["not-an-image"]
+    other = tmp_path / "serial"
+    serial = build_index(tiny_baseline, BuildOptions(index_dir=other, gallery=gallery, workers=0, progress=False))
+    assert serial.size == 9
+    with IndexReader.open(tmp_path / "index") as parallel, IndexReader.open(other) as single:
+        np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]), atol=1e-6)
+
+
+def test_missing_gallery_is_a_clear_error(build, tmp_path):
+    with pytest.raises(BuildError, match="does not exist"):
+        build(gallery=tmp_path / "nope")
+    shutil.rmtree(tmp_path / "index", ignore_errors=True)

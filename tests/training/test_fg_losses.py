@@ -1,0 +1,104 @@
+"""Fine-grained loss pieces: the relative-separation regulariser L_δ and patch shuffling."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from training.fg_losses import patch_shuffle, relative_separation_loss, separation, shuffle_permutations
+
+
+def kl(p: torch.Tensor, q: torch.Tensor) -> float:
+    return float((p * (p.log() - q.log())).sum())
+
+
+def test_l_delta_is_zero_when_every_category_has_the_same_distribution():
+    delta = torch.tensor([0.1, -0.2, 0.3, 0.1, -0.2, 0.3, 0.1, -0.2, 0.3])
+    groups = torch.tensor([0, 0, 0, 5, 5, 5, 2, 2, 2])
+    assert float(relative_separation_loss(delta, groups)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l_delta_ignores_order_and_a_constant_shift_within_a_category():
+    # softmax is shift-invariant: the same spread of δ around another mean is "the same distribution"
+    delta = torch.tensor([0.1, 0.4, 0.8, 0.5])
+    groups = torch.tensor([0, 0, 1, 1])
+    assert float(relative_separation_loss(delta, groups)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_l_delta_is_the_mean_kl_over_ordered_pairs_of_distinct_categories():
+    delta = torch.tensor([0.0, 1.0, 0.5, 0.5, -1.0, 2.0])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])  # batch order must not matter: shuffle below
+    order = torch.tensor([3, 0, 5, 1, 4, 2])
+    d = [torch.softmax(torch.sort(delta[groups == c]).values, 0) for c in range(3)]
+    expected = sum(kl(d[a], d[b]) for a, b in itertools.permutations(range(3), 2)) / 6
+    got = float(relative_separation_loss(delta[order], groups[order]))
+    assert got > 0
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_l_delta_gradients_flow_to_the_features():
+    torch.manual_seed(0)
+    anchor, positive, negative = (torch.randn(6, 8, requires_grad=True) for _ in range(3))
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    loss = relative_separation_loss(separation(anchor, positive, negative), groups)
+    loss.backward()
+    for tensor in (anchor, positive, negative):
+        assert tensor.grad is not None and torch.isfinite(tensor.grad).all() and tensor.grad.abs().sum() > 0
+
+
+def test_l_delta_of_one_category_is_zero_and_unequal_counts_are_refused():
+    assert float(relative_separation_loss(torch.tensor([0.3, 0.1]), torch.tensor([4, 4]))) == 0.0
+    with pytest.raises(ValueError, match="same number"):
+        relative_separation_loss(torch.tensor([0.1, 0.2, 0.3]), torch.tensor([0, 0, 1]))
+
+
+def test_patch_shuffle_is_a_true_permutation_of_pixels():
+    images = torch.arange(2 * 3 * 64 * 64, dtype=torch.float32).reshape(2, 3, 64, 64)  # every pixel unique
+    first, _ = shuffle_permutations(2, 2, generator=torch.Generator().manual_seed(1))
+    shuffled = patch_shuffle(images, first, 2)
+    assert shuffled.shape == images.shape
+    assert torch.equal(torch.sort(shuffled.flatten()).values, images.flatten())
+    assert torch.equal(patch_shuffle(images, torch.arange(4).repeat(2, 1), 2), images)  # identity stays
+
+
+def test_patch_shuffle_moves_whole_cells_to_their_permuted_places():
+    image = torch.arange(36, dtype=torch.float32).reshape(1, 1, 6, 6)
+    permutation = torch.tensor([[8, 7, 6, 5, 4, 3, 2, 1, 0]])  # 3×3 grid of 2×2 cells, reversed
+    out = patch_shuffle(image, permutation, 3)
+    for j, source in enumerate(permutation[0].tolist()):
+        row, col = divmod(j, 3)
+        src_row, src_col = divmod(source, 3)
+        assert torch.equal(
+            out[0, 0, 2 * row : 2 * row + 2, 2 * col : 2 * col + 2],
+            image[0, 0, 2 * src_row : 2 * src_row + 2, 2 * src_col : 2 * src_col + 2],
+        )
+
+
+def test_patch_shuffle_keeps_the_remainder_when_the_grid_does_not_divide_the_size():
+    images = torch.randn(1, 3, 64, 64)
+    shuffled = patch_shuffle(images, torch.tensor([[8, 7, 6, 5, 4, 3, 2, 1, 0]]), 3)  # cells of 21 px
+    assert torch.equal(shuffled[..., 63:, :], images[..., 63:, :])
+    assert torch.equal(shuffled[..., :, 63:], images[..., :, 63:])
+    assert torch.equal(torch.sort(shuffled.flatten()).values, torch.sort(images.flatten()).values)
+
+
+def test_sketch_and_photo_share_one_permutation_and_the_negative_gets_another():
+    generator = torch.Generator().manual_seed(0)
+    gamma1, gamma2 = shuffle_permutations(500, 2, generator=generator)
+    assert not (gamma1 == gamma2).all(dim=1).any()  # γ2 ≠ γ1 for every item
+    assert (gamma1 != gamma1[0]).any()  # items draw their own permutation
+    # The same image shuffled with γ1 for sketch and photo, with γ2 for the negative copy:
+    photo = torch.arange(500 * 64 * 64, dtype=torch.float32).reshape(500, 1, 64, 64)
+    sketch = photo.clone()
+    assert torch.equal(patch_shuffle(sketch, gamma1, 2), patch_shuffle(photo, gamma1, 2))
+    negative = patch_shuffle(photo, gamma2, 2)
+    assert not (negative == patch_shuffle(photo, gamma1, 2)).flatten(1).all(dim=1).any()
+
+
+def test_patch_shuffle_rejects_a_bad_grid():
+    with pytest.raises(ValueError):
+        shuffle_permutations(2, 1)
+    with pytest.raises(ValueError):
+        patch_shuffle(torch.zeros(2, 3, 8, 8), torch.zeros(2, 9, dtype=torch.long), 2)

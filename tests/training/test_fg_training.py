@@ -1,0 +1,95 @@
+"""The fine-grained task in the one training loop: it learns, and its CLI trains and evaluates."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from encoder import EncoderConfig, PromptConfig, build_encoder
+from tests.training.synthetic_pairs import make_pairs
+from training.cli import main
+from training.data import ClassSplit
+from training.fine_grained import (
+    FineGrainedLossConfig,
+    FineGrainedOptions,
+    FineGrainedTask,
+    evaluate_fine_grained,
+    fine_grained_loss,
+)
+from training.loop import TrainOptions, train
+from training.pairs import load_pairs
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models run far faster single-threaded on a busy shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pairs_root(tmp_path_factory):
+    return make_pairs(tmp_path_factory.mktemp("fg") / "data", n_classes=4, photos=8, sketches=2, seed=2)
+
+
+def test_every_loss_term_has_a_gradient_and_can_be_switched_off(pairs_root, one_thread):
+    data = load_pairs(pairs_root)
+    encoder = build_encoder(EncoderConfig("sbir-tiny", "none", PromptConfig(shared=True)), "cpu")
+    split = ClassSplit(train=data.classes[:3], val=data.classes[3:], test=[])
+    task = FineGrainedTask(data, split, encoder, FineGrainedOptions(categories_per_batch=3, pairs_per_category=2,
+                                                                    workers=0))
+    batch = next(iter(task.train_loader(0)))
+    assert len(batch) == 6
+    encoder.train()
+    total, parts = fine_grained_loss(encoder, batch, task.text_features, FineGrainedLossConfig())
+    assert {"loss_tri", "loss_cls_sketch", "loss_cls_photo", "loss_delta", "loss_ps", "loss"} <= set(parts)
+    total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in encoder.trainable_parameters().values())
+    for name, off in [("loss_cls_sketch", {"cls_weight": 0}), ("loss_delta", {"delta_weight": 0}),
+                      ("loss_ps", {"ps_weight": 0})]:
+        _, without = fine_grained_loss(encoder, batch, task.text_features, FineGrainedLossConfig(**off))
+        assert name not in without and "loss_tri" in without
+
+
+def test_short_training_raises_acc_at_1_above_the_untrained_encoder(pairs_root, tmp_path, one_thread):
+    data = load_pairs(pairs_root)
+    torch.manual_seed(0)
+    encoder = build_encoder(EncoderConfig("sbir-tiny", "none", PromptConfig(shared=True)), "cpu")
+    split = ClassSplit(train=data.classes, val=data.classes, test=[])  # memorise the training pairs
+    # λ2 is small: the random tiny text tower's class features pull a class's instances together.
+    options = FineGrainedOptions(categories_per_batch=4, pairs_per_category=4, workers=0, seed=0,
+                                 losses=FineGrainedLossConfig(cls_weight=0.05))
+    task = FineGrainedTask(data, split, encoder, options)
+    before = evaluate_fine_grained(encoder, task.pairs, progress=False).summary
+    result = train(task, encoder, TrainOptions(epochs=10, prompt_lr=2e-2, ln_lr=2e-2, progress=False), tmp_path)
+    after = evaluate_fine_grained(encoder, task.pairs, progress=False).summary
+    assert result.steps == 40
+    assert after["within_category"]["acc_1"] > before["within_category"]["acc_1"] + 0.05
+    assert result.history[0]["val_acc_1"] == pytest.approx(before["within_category"]["acc_1"])
+
+
+def test_cli_trains_then_evaluates_both_galleries(pairs_root, tmp_path, one_thread, capsys):
+    run = tmp_path / "run"
+    common = ["--data", str(pairs_root), "--split", "random", "--n-unseen", "1", "--val-fraction", "0.34",
+              "--workers", "0", "--no-progress"]
+    assert main(["fine-grained", *common, "--batch_size", "4", "--pairs-per-category", "2", "--epochs", "1",
+                 "--max-steps", "2", "--delta_weight", "0", "--out", str(run)]) == 0
+    assert (run / "last.safetensors").is_file() and (run / "log.csv").is_file()
+    metrics = tmp_path / "metrics.json"
+    assert main(["evaluate", "--fine-grained", "--checkpoint", str(run / "last.safetensors"), *common,
+                 "--json", str(metrics)]) == 0
+    result = json.loads(metrics.read_text())
+    for gallery in ("within_category", "all_photos"):
+        assert set(result[gallery]) == {"acc_1", "acc_5", "acc_10"}
+        assert all(0.0 <= v <= 1.0 for v in result[gallery].values())
+    assert result["n_queries"] == 16 and result["n_gallery"] == 8  # one unseen class: 8 photos, 16 sketches
+    assert result["encoder"]["config"]["prompts"]["shared"] is True
+    assert "within_category" in capsys.readouterr().out
+    assert main(["fine-grained", *common, "--batch_size", "4", "--out", str(run)]) == 2  # run exists, no --resume
+    assert main(["fine-grained", *common, "--batch_size", "40", "--out", str(tmp_path / "big")]) == 2
+    assert "10 categories x 4 pairs" in capsys.readouterr().err  # only 2 training classes
+    assert not (tmp_path / "big").exists()  # refused before anything was written

@@ -1,0 +1,249 @@
+"""The fine-grained (cross-category) ZS-SBIR task for the one training loop (method.md, "Fine-grained").
+
+One prompt shared by sketches and photos (``PromptConfig(shared=True)``). The objective
+
+    L = L_tri_hard + λ2 (L_cls(sketch) + L_cls(photo)) + λ3 L_δ + λ4 L_PS
+
+has a hard triplet (negative = another photo of the sketch's own category), the text
+classification loss shared with the category-level task, the relative-separation regulariser L_δ
+and the patch-shuffling triplet L_PS; each extra term is switched off by a zero weight.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from encoder import PromptedCLIP
+
+from .category import zero_loss
+from .data import BadFiles, ClassSplit, DataError, TripletBatch, TripletDataset, class_text, collate_triplets
+from .evaluate import embed_samples
+from .fg_losses import patch_shuffle, relative_separation_loss, separation, shuffle_permutations
+from .fg_metrics import DEFAULT_KS, GALLERIES, fine_grained_accuracy
+from .loop import DistInfo, current_dist
+from .losses import category_loss, triplet_loss
+from .pairs import PairedData, PairSet
+from .pk_sampler import hard_triplet_batches
+from .report import format_table
+
+
+@dataclass(frozen=True)
+class FineGrainedLossConfig:
+    """Loss weights and margins; defaults from method.md (values marked (?) there are unverified)."""
+
+    margin: float = 0.3  # μ of the hard triplet
+    cls_weight: float = 0.5  # λ2
+    delta_weight: float = 0.1  # λ3
+    ps_weight: float = 1.0  # λ4
+    ps_margin: float | None = None  # μ_ps; None = μ
+    grid: int = 2  # n of the n×n patch-shuffling grid
+
+    def __post_init__(self) -> None:
+        if min(self.margin, self.cls_weight, self.delta_weight, self.ps_weight) < 0:
+            raise ValueError("loss weights and margins must be >= 0")
+        if self.ps_weight and self.grid < 2:
+            raise ValueError(f"patch shuffling needs a grid of at least 2, got {self.grid}")
+
+
+def balanced_positions(groups: torch.Tensor) -> torch.Tensor:
+    """Positions keeping the first m items of every group, m = the smallest group's size.
+
+    P×K batches are balanced already; this only matters when unreadable files were dropped.
+    """
+    _, counts = torch.unique(groups, return_counts=True)
+    smallest = int(counts.min())
+    keep = torch.zeros_like(groups, dtype=torch.bool)
+    for value in torch.unique(groups):
+        keep[torch.nonzero(groups == value).flatten()[:smallest]] = True
+    return torch.nonzero(keep).flatten()
+
+
+def fine_grained_loss(
+    encoder: PromptedCLIP,
+    batch: TripletBatch,
+    text_features: torch.Tensor | None,
+    config: FineGrainedLossConfig,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The total loss of one batch and its parts (floats, for logging)."""
+    sketch_in, photo_in = batch.sketch.to(encoder.device), batch.positive.to(encoder.device)
+    sketch = encoder.encode_sketch(sketch_in)
+    photo, negative = encoder.encode_photo(torch.cat([photo_in, batch.negative.to(encoder.device)])).chunk(2)
+    labels = batch.labels.to(encoder.device)
+    total, parts = category_loss(
+        sketch,
+        photo,
+        negative,
+        labels,
+        text_features,
+        encoder.logit_scale,
+        margin=config.margin,
+        cls_weight=config.cls_weight,
+    )
+    if config.delta_weight:
+        keep = balanced_positions(labels)
+        delta = separation(sketch[keep], photo[keep], negative[keep])
+        loss_delta = relative_separation_loss(delta, labels[keep])
+        total = total + config.delta_weight * loss_delta
+        parts["loss_delta"] = float(loss_delta.detach())
+    if config.ps_weight:
+        gamma1, gamma2 = shuffle_permutations(len(batch), config.grid, generator=generator, device=sketch_in.device)
+        shuffled_sketch = encoder.encode_sketch(patch_shuffle(sketch_in, gamma1, config.grid))
+        both = torch.cat([patch_shuffle(photo_in, gamma1, config.grid), patch_shuffle(photo_in, gamma2, config.grid)])
+        shuffled_photo, reshuffled_photo = encoder.encode_photo(both).chunk(2)  # p^γ1 (positive), p^γ2 (negative)
+        margin = config.margin if config.ps_margin is None else config.ps_margin
+        loss_ps = triplet_loss(shuffled_sketch, shuffled_photo, reshuffled_photo, margin)
+        total = total + config.ps_weight * loss_ps
+        parts["loss_ps"] = float(loss_ps.detach())
+    parts["loss"] = float(total.detach())
+    return total, parts
+
+
+# ----------------------------------------------------------------------------------- evaluation
+@dataclass
+class FineGrainedEvaluation:
+    summary: dict  # {"within_category": {"acc_1": ...}, "all_photos": {...}, "n_queries", "n_gallery", ...}
+    bad: BadFiles
+
+
+def evaluate_fine_grained(
+    encoder: PromptedCLIP,
+    pairs: PairSet,
+    *,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 128,
+    workers: int = 0,
+    progress: bool = True,
+) -> FineGrainedEvaluation:
+    """acc@k of every sketch in ``pairs`` against all its categories' photos, in both galleries.
+
+    Each image is embedded once. Unreadable photos leave the gallery; sketches that are unreadable or
+    whose own photo is are no queries. Both are counted in ``n_unreadable``.
+    """
+    bad = BadFiles()
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        photos, photo_kept = embed_samples(encoder, pairs.photos, pairs.photo_labels, "photo",
+                                           batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+        sketches, sketch_kept = embed_samples(encoder, pairs.sketches, pairs.sketch_labels, "sketch",
+                                              batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+    finally:
+        encoder.train(was_training)
+    gallery_position = torch.full((len(pairs.photos),), -1, dtype=torch.long)
+    gallery_position[torch.as_tensor(photo_kept, dtype=torch.long)] = torch.arange(len(photo_kept))
+    targets = gallery_position[torch.as_tensor(pairs.partners, dtype=torch.long)[sketch_kept]]
+    queries = targets >= 0
+    if not bool(queries.any()):
+        raise ValueError(f"Nothing to evaluate: no readable sketch has a readable photo ({len(sketch_kept)} "
+                         f"readable sketches, {len(photo_kept)} readable photos).")
+    sketch_labels = torch.as_tensor(pairs.sketch_labels)[sketch_kept][queries]
+    photo_labels = torch.as_tensor(pairs.photo_labels)[photo_kept]
+    scores = fine_grained_accuracy(sketches[queries], photos, targets[queries], sketch_labels, photo_labels, ks)
+    summary = {**scores, "n_queries": int(queries.sum()), "n_gallery": len(photo_kept),
+               "n_classes": len(pairs.classes), "n_unreadable": len(bad)}
+    return FineGrainedEvaluation(summary, bad)
+
+
+def flat_metrics(summary: dict, prefix: str = "") -> dict[str, float]:
+    """``{"acc_1": ..., "acc_1_all": ...}``: within-category keys plain, all-photos keys with ``_all``."""
+    flat = {f"{prefix}{k}": v for k, v in summary["within_category"].items()}
+    flat |= {f"{prefix}{k}_all": v for k, v in summary["all_photos"].items()}
+    return flat
+
+
+def write_fine_grained_json(evaluation: FineGrainedEvaluation, path: str | Path, extra: dict | None = None) -> None:
+    """``{"within_category": {"acc_1", "acc_5", "acc_10"}, "all_photos": {...}, "n_queries", ...}`` + ``extra``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    payload = {**evaluation.summary, **(extra or {}), "unreadable_files": evaluation.bad.errors}
+    Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def print_fine_grained(name: str, summary: dict) -> None:
+    """One table row per gallery."""
+    keys = [*summary["within_category"], "n_queries", "n_gallery"]
+    rows = {f"{name} [{gallery}]": {**summary[gallery], "n_queries": summary["n_queries"],
+                                    "n_gallery": summary["n_gallery"]} for gallery in GALLERIES}
+    print(format_table(rows, keys))
+
+
+# ----------------------------------------------------------------------------------- the task
+@dataclass
+class FineGrainedOptions:
+    categories_per_batch: int = 16  # P
+    pairs_per_category: int = 4  # K (a batch holds P × K triplets)
+    workers: int = 8
+    seed: int = 0
+    # Off by default: independent random flips/crops of a sketch and its photo break the very spatial
+    # correspondence fine-grained matching learns (the category-level task augments).
+    augment: bool = False
+    eval_batch_size: int = 256
+    losses: FineGrainedLossConfig = field(default_factory=FineGrainedLossConfig)
+
+
+class FineGrainedTask:
+    """Fine-grained ZS-SBIR for :func:`training.loop.train`: P×K hard-triplet batches, the four losses, and
+    acc@k on the validation classes (checkpoints are picked on within-category acc@1)."""
+
+    name = "fine-grained"
+    selection_metric = "val_acc_1"
+
+    def __init__(self, data: PairedData, split: ClassSplit, encoder: PromptedCLIP, options: FineGrainedOptions,
+                 dist: DistInfo | None = None) -> None:
+        if not split.val:
+            raise DataError("Fine-grained training needs a validation slice of the training classes "
+                            "(--val-fraction > 0).")
+        self.options, self.dist, self.split = options, dist or current_dist(), split
+        self.preprocess = encoder.preprocess
+        self.pairs = data.subset(split.train)
+        self.val_pairs = data.subset(split.val)
+        # Frozen text tower: class text features are computed once (method.md).
+        self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
+        self.bad = BadFiles()  # unreadable training files: skipped from the next epoch on
+        self.generator = torch.Generator().manual_seed(options.seed)  # patch-shuffling permutations
+        try:  # fail now, not after the first validation, when the data cannot fill a P×K batch
+            if not self._batches(0):
+                raise ValueError("the training pairs do not fill a single batch")
+        except ValueError as error:
+            raise DataError(f"Fine-grained batches of {options.categories_per_batch} categories x "
+                            f"{options.pairs_per_category} pairs: {error}.") from error
+
+    def _batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
+        pairs, options = self.pairs, self.options
+        return hard_triplet_batches(
+            pairs.sketch_labels, pairs.partners, pairs.photo_labels,
+            options.categories_per_batch, options.pairs_per_category,
+            seed=options.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size,
+            skip_sketches={i for i, s in enumerate(pairs.sketches) if s.key in self.bad},
+            skip_photos={i for i, p in enumerate(pairs.photos) if p.key in self.bad},
+        )
+
+    def train_loader(self, epoch: int) -> DataLoader:
+        pairs, options = self.pairs, self.options
+        batches = self._batches(epoch)
+        triples = [t for batch in batches for t in batch]
+        starts = itertools.accumulate((len(b) for b in batches), initial=0)
+        positions = [list(range(start, start + len(batch))) for start, batch in zip(starts, batches, strict=False)]
+        dataset = TripletDataset(pairs.sketches, pairs.photos, pairs.sketch_labels, pairs.photo_labels, triples,
+                                 self.preprocess, train=options.augment)
+        return DataLoader(dataset, batch_sampler=positions, collate_fn=collate_triplets,
+                          num_workers=options.workers, pin_memory=torch.cuda.is_available())
+
+    def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
+        self.bad.update(batch.bad)
+        if len(batch) == 0:  # every triplet unreadable: a zero step keeps all DDP ranks in step
+            return zero_loss(encoder), {"loss": 0.0}
+        text = self.text_features.to(encoder.device) if self.options.losses.cls_weight else None
+        return fine_grained_loss(encoder, batch, text, self.options.losses, self.generator)
+
+    def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
+        evaluation = evaluate_fine_grained(encoder, self.val_pairs, batch_size=self.options.eval_batch_size,
+                                           workers=self.options.workers, progress=False)
+        return flat_metrics(evaluation.summary, prefix="val_")
