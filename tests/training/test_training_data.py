@@ -113,3 +113,31 @@ def test_stroke_files_are_rasterised(tmp_path, tiny_encoder):
     dataset = SampleDataset(data.sketches["line"], [0, 0], tiny_encoder.preprocess, "sketch")
     image, _, _, error = dataset[1]
     assert error is None and isinstance(image, torch.Tensor) and image.shape == (3, 64, 64)
+
+
+def test_unreadable_files_in_training_and_evaluation_are_dropped_counted_and_excluded(tmp_path, tiny_encoder):
+    from tests.training.synthetic_categories import make_dataset
+    from training.category import CategoryOptions, CategoryTask
+    from training.data import ClassSplit
+    from training.evaluate import evaluate_category
+
+    root = make_dataset(tmp_path / "d", classes=["h1", "h2", "v1", "v2"], per_class=3)
+    broken = root / "photo" / "h1" / "0.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    data = CategoryDataset.scan(root)
+    task = CategoryTask(data, ClassSplit(train=["h1", "h2", "v1"], val=["v2"], test=[]), tiny_encoder,
+                        CategoryOptions(batch_size=3, workers=0, augment=False))
+    tiny_encoder.train()
+    for epoch in range(3):  # until a triplet of epoch 0..2 draws the broken photo (seeded, so stable)
+        for batch in task.train_loader(epoch):
+            loss, _ = task.loss(tiny_encoder, batch)
+            assert torch.isfinite(loss)
+        if len(task.bad):
+            break
+    assert str(broken) in task.bad
+    later = task.train_loader(epoch + 1).dataset.triples
+    broken_index = [p.path for p in task.photos].index(str(broken))
+    assert all(broken_index not in (t[1], t[2]) for t in later)
+    tiny_encoder.eval()
+    evaluation = evaluate_category(tiny_encoder, *data.subset(["h1", "h2"]), progress=False)
+    assert evaluation.summary["n_unreadable"] == 1 and evaluation.summary["n_gallery"] == 5
