@@ -51,7 +51,7 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
     """Clone ``index`` onto all GPUs (sharded when there are several)."""
     options = faiss.GpuMultipleClonerOptions()
     options.shard = faiss.get_num_gpus() > 1
-    options.useFloat16 = True
+    options.useFloat16 = False  # keep full precision (recall is calibrated on CPU float32)
     return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
