@@ -74,7 +74,9 @@ class PreviousVersion:
 def _scan(options: BuildOptions) -> Scan:
     if (options.gallery is None) == (options.manifest is None):
         raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
-    return scan_folder(options.gallery) if options.gallery is not None else read_manifest_file(options.manifest)
+    if options.gallery is not None:
+        return scan_folder(options.gallery, progress=options.progress)
+    return read_manifest_file(options.manifest)
 
 
 def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:

@@ -55,6 +55,17 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
     return faiss.index_cpu_to_all_gpus(index, co=options)
 
 
+def _single_gpu_copy(index: faiss.Index) -> faiss.Index:
+    """A copy of a trained IVF index on GPU 0 to add vectors on (falls back to the CPU index)."""
+    try:
+        resources = faiss.StandardGpuResources()
+        copy = faiss.index_cpu_to_gpu(resources, 0, index)
+    except (RuntimeError, AttributeError):
+        return index
+    copy.referenced_objects = [resources]  # the GPU index must not outlive its resources
+    return copy
+
+
 def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = ADD_CHUNK) -> np.ndarray:
     """Row numbers of the exact top-k by inner product, scanning ``vectors`` in chunks (memmap-friendly)."""
     best_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
@@ -127,11 +138,15 @@ class FaissEngine:
             self._train(index, ivf, vectors, factory, gpu)
             timings["train_s"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
+        target = _single_gpu_copy(index) if gpu and ivf is not None else index  # IVF list assignment on GPU
         with tqdm(total=size, desc="indexing", unit="vec", disable=not progress or size == 0) as bar:
             for start in range(0, size, ADD_CHUNK):
                 block = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
-                index.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
+                target.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
                 bar.update(len(block))
+        if target is not index:
+            index = faiss.index_gpu_to_cpu(target)
+            ivf = faiss.extract_index_ivf(index)
         timings["add_s"] = round(time.perf_counter() - started, 3)
         section = {"engine": self.name, "factory": factory, "file": INDEX_FILE, "metric": "inner_product",
                    "search_params": {}, "gpu_used": gpu, "faiss_version": faiss.__version__}

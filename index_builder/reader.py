@@ -52,6 +52,10 @@ class IndexReader:
         """
         return cls(IndexLayout(index_dir).current_dir(), device=device)
 
+    def is_current(self) -> bool:
+        """False once a build has switched ``current`` to another version (time to open a new reader)."""
+        return current_version(self.folder.parent.parent) == self.version
+
     def __len__(self) -> int:
         return self.size
 

@@ -13,6 +13,7 @@ import pytest
 from index_builder import BuildError, IndexReader, current_version
 from index_builder.builder import BuildOptions, build_index
 from index_builder.faiss_engine import FLAT_MAX, choose_factory
+from index_builder.layout import IndexLayout
 
 from .conftest import write_photo
 
@@ -207,6 +208,13 @@ def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline
     assert serial.size == 9
     with IndexReader.open(tmp_path / "index") as parallel, IndexReader.open(other) as single:
         np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]), atol=1e-6)
+
+
+def test_one_build_at_a_time(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    with IndexLayout(tmp_path / "index").build_lock(), pytest.raises(BuildError, match="Another build"):
+        build(gallery=gallery)
+    assert build(gallery=gallery).size == 2
 
 
 def test_missing_gallery_is_a_clear_error(build, tmp_path):
