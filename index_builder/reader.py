@@ -98,6 +98,15 @@ class IndexReader:
     def categories(self) -> list[str]:
         return self._metadata.categories()
 
+    @property
+    def vector_index(self) -> VectorIndex:
+        """The engine's loaded index (for checks and tools)."""
+        return self._index
+
+    @property
+    def metadata_store(self) -> MetadataStore:
+        return self._metadata
+
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The stored (ids [N], vectors [N, D]) of this version, memory-mapped (for checks and tools)."""
         return self._ids, self._vectors
