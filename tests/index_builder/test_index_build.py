@@ -12,7 +12,7 @@ import pytest
 
 from index_builder import BuildError, IndexReader, current_version
 from index_builder.builder import BuildOptions, build_index
-from index_builder.faiss_engine import FLAT_MAX, choose_factory
+from index_builder.faiss_engine import FLAT_MAX, FaissEngine, choose_factory
 from index_builder.layout import IndexLayout
 
 from .conftest import write_photo
@@ -221,3 +221,24 @@ def test_missing_gallery_is_a_clear_error(build, tmp_path):
     with pytest.raises(BuildError, match="does not exist"):
         build(gallery=tmp_path / "nope")
     shutil.rmtree(tmp_path / "index", ignore_errors=True)
+
+
+def test_failure_after_embedding_keeps_staged_vectors_for_the_next_run(make_gallery, build, tmp_path, monkeypatch):
+    gallery = make_gallery({"cat": 3})
+    first = build(gallery=gallery)
+    for i in range(4):
+        write_photo(gallery / "dog" / f"d{i}.png", 300 + i)
+
+    def broken_build(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FaissEngine, "build", broken_build)
+        with pytest.raises(OSError, match="disk full"):
+            build(gallery=gallery)
+    assert current_version(tmp_path / "index") == first.version
+    assert any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())
+
+    report = build(gallery=gallery)
+    assert (report.embedded, report.resumed, report.added) == (0, 4, 4)
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())
