@@ -37,6 +37,7 @@ class BuildOptions:
     gallery: Path | None = None
     manifest: Path | None = None
     index_factory: str | None = None
+    recall_target: float = 0.95
     rebuild: bool = False
     batch_size: int = 256
     workers: int = 4
@@ -140,7 +141,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             ids = _write_rows(partial, plan, previous, staging, encoder.embed_dim)
             vectors = np.load(partial / VECTORS, mmap_mode="r")
             section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
-                                   progress=options.progress)
+                                   progress=options.progress, recall_target=options.recall_target)
             del vectors
             report.status = "built"
             report.elapsed_s = time.perf_counter() - started

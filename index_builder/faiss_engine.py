@@ -83,8 +83,9 @@ def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 
     return np.take_along_axis(best_rows, order, axis=1)
 
 
-def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10) -> dict:
-    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches :data:`RECALL_TARGET`."""
+def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10,
+                     target: float = RECALL_TARGET) -> dict:
+    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches ``target``."""
     ivf = faiss.extract_index_ivf(index)
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(len(vectors), size=min(CALIBRATION_QUERIES, len(vectors)), replace=False))
@@ -98,12 +99,12 @@ def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k
         hits = [len(t & set(f[f != ids[row]][:k].tolist())) / max(len(t), 1)
                 for t, f, row in zip(truth, found, rows, strict=True)]
         tried[nprobe] = round(float(np.mean(hits)), 4)
-        if tried[nprobe] >= RECALL_TARGET:
+        if tried[nprobe] >= target:
             chosen, recall = nprobe, tried[nprobe]
             break
         nprobe *= 2
     return {"nprobe": int(chosen), "recall_at_10": recall, "tried": tried, "queries": len(rows),
-            "target": RECALL_TARGET}
+            "target": target}
 
 
 class FaissEngine:
@@ -121,6 +122,7 @@ class FaissEngine:
         factory: str | None = None,
         device: str = "auto",
         progress: bool = True,
+        recall_target: float = RECALL_TARGET,
     ) -> dict:
         size, dim = vectors.shape
         factory = self.resolve_factory(size, dim, factory)
@@ -152,7 +154,7 @@ class FaissEngine:
                    "search_params": {}, "gpu_used": gpu, "faiss_version": faiss.__version__}
         if ivf is not None and size > 0:
             started = time.perf_counter()
-            section["calibration"] = calibrate_nprobe(index, vectors, ids)
+            section["calibration"] = calibrate_nprobe(index, vectors, ids, target=recall_target)
             section["search_params"]["nprobe"] = section["calibration"]["nprobe"]
             timings["calibrate_s"] = round(time.perf_counter() - started, 3)
         section["timings"] = timings

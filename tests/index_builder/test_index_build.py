@@ -170,7 +170,9 @@ def test_factory_given_or_chosen_by_size(make_gallery, build, tmp_path):
         assert all(set(row[row >= 0].tolist()) == dogs for row in found)
 
     write_photo(tmp_path / "gallery" / "cat" / "more.jpg", 999)
-    assert build(gallery=tmp_path / "gallery").factory == "IVF4,Flat"  # the explicit choice sticks
+    assert build(gallery=tmp_path / "gallery", recall_target=1.0).factory == "IVF4,Flat"  # the choice sticks
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.manifest["index"]["calibration"]["recall_at_10"] == 1.0
     assert build(gallery=tmp_path / "gallery", index_factory="auto").factory == "Flat"
 
 
