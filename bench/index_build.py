@@ -25,7 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from encoder import load_encoder  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 
-DEFAULT_PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "sketchy-mini" / "photo"
+# ../shared/data/... beside the repository (found from any worktree depth).
+DEFAULT_PHOTOS = next(
+    (p / "shared" / "data" / "sketchy-mini" / "photo" for p in Path(__file__).resolve().parents
+     if (p / "shared" / "data" / "sketchy-mini" / "photo").is_dir()),
+    Path("../shared/data/sketchy-mini/photo"),
+)
 
 
 def make_gallery(source: Path, count: int, folder: Path) -> None:
@@ -63,14 +68,15 @@ def main() -> None:
 
     backbone = "ViT-B-32" if args.vit else "sbir-tiny"
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device)
+    batches = max(3, min(50, args.photos // args.batch_size))
+    before = encoder_images_per_s(encoder, args.batch_size, batches)  # measured before and after the build:
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "gallery"
         make_gallery(args.source, args.photos, gallery)
         report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
                                                    batch_size=args.batch_size, workers=args.workers,
                                                    device=args.device, progress=False))
-    batches = max(3, min(50, args.photos // args.batch_size))
-    bare = encoder_images_per_s(encoder, args.batch_size, batches)
+    bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
     print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
           f"{args.workers} workers, {args.photos} photos")
     print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "

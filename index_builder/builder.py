@@ -25,7 +25,7 @@ from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_ma
 from .metadata import MetadataStore, PhotoRecord, write_metadata
 from .report import BuildReport
 from .sources import Scan, read_manifest_file, scan_folder
-from .staging import Staging
+from .staging import FileKey, Staging
 
 COPY_CHUNK = 65_536
 FROM_PREVIOUS, FROM_STAGING = 0, 1
@@ -37,6 +37,7 @@ class BuildOptions:
     gallery: Path | None = None
     manifest: Path | None = None
     index_factory: str | None = None
+    recall_target: float = 0.95
     rebuild: bool = False
     batch_size: int = 256
     workers: int = 4
@@ -74,7 +75,9 @@ class PreviousVersion:
 def _scan(options: BuildOptions) -> Scan:
     if (options.gallery is None) == (options.manifest is None):
         raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
-    return scan_folder(options.gallery) if options.gallery is not None else read_manifest_file(options.manifest)
+    if options.gallery is not None:
+        return scan_folder(options.gallery, progress=options.progress)
+    return read_manifest_file(options.manifest)
 
 
 def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:
@@ -117,122 +120,144 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         report.previous = previous.name if previous else None
         staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
 
-        # 1. What must be read and embedded: anything new, or changed on disk since the last version.
-        reused: dict[str, PhotoRecord] = {}
-        wanted = []
-        for photo in scan.photos:
-            old = previous.by_path.get(photo.path) if previous else None
-            if old and not options.rebuild and (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns):
-                reused[photo.path] = old
-                continue
-            key = (photo.path, photo.size, photo.mtime_ns)
-            if key in staging.entries or key in staging.failures:
-                report.resumed += key in staging.entries
-            else:
-                wanted.append(key)
+        reused, wanted = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
         embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
                     progress=options.progress)
         report.embed_s = time.perf_counter() - embed_started
         report.embedded = sum(key in staging.entries for key in wanted)
+        plan = _plan(scan, previous, reused, staging, report)
 
-        # 2. The new version's records, with stable ids.
-        now = utc_now()
-        explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
-        next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
-        records: list[PhotoRecord] = []
-        sources: list[tuple[int, int]] = []
-        for photo in scan.photos:
-            old = previous.by_path.get(photo.path) if previous else None
-            if photo.path in reused:
-                sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
-            else:
-                key = (photo.path, photo.size, photo.mtime_ns)
-                if key in staging.failures:
-                    report.skipped.append(staging.failures[key])
-                    continue
-                row, sha = staging.entries[key]
-                source = (FROM_STAGING, row)
-            if photo.photo_id is not None:
-                photo_id = photo.photo_id
-            elif old is not None and old.id not in explicit:
-                photo_id = old.id
-            else:
-                photo_id, next_id = next_id, next_id + 1
-            changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (
-                sha, photo.category, photo.metadata, photo_id)
-            if old is None:
-                report.added += 1
-            elif changed:
-                report.updated += 1
-            else:
-                report.unchanged += 1
-            records.append(PhotoRecord(
-                id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
-                added_at=old.added_at if old else now, metadata=photo.metadata,
-                updated_at=now if changed else old.updated_at, mtime_ns=photo.mtime_ns,
-            ))
-            sources.append(source)
-        kept = {record.path for record in records}
-        report.removed = sum(path not in kept for path in previous.by_path) if previous else 0
-        report.size = len(records)
         # An explicit factory sticks to the index until another is given ("auto": choose by size again).
         requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)
         requested = None if requested == "auto" else requested
-        report.factory = engine.resolve_factory(len(records), encoder.embed_dim, requested)
-
+        report.factory = engine.resolve_factory(report.size, encoder.embed_dim, requested)
         if previous and not options.rebuild and not (report.added or report.updated or report.removed) \
                 and report.factory == previous.manifest["index"]["factory"]:
             report.status, report.version = "unchanged", previous.name
-            staging.discard()
-            layout.prune(options.keep)
+        else:
+            name, partial = layout.start_version()
+            report.version = name
+            ids = _write_rows(partial, plan, previous, staging, encoder.embed_dim)
+            vectors = np.load(partial / VECTORS, mmap_mode="r")
+            section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
+                                   progress=options.progress, recall_target=options.recall_target)
+            del vectors
+            report.status = "built"
             report.elapsed_s = time.perf_counter() - started
-            return report
-
-        # 3. Write the version (vectors, ids, metadata, index, report, manifest), then switch.
-        order = sorted(range(len(records)), key=lambda i: records[i].id)
-        records = [records[i] for i in order]
-        sources = np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2)
-        name, partial = layout.start_version()
-        report.version = name
-        ids = np.array([record.id for record in records], dtype=np.int64)
-        _write_vectors(partial / VECTORS, sources, previous.vectors if previous else None, staging.vectors(),
-                       encoder.embed_dim)
-        np.save(partial / IDS, ids)
-        write_metadata(partial / METADATA, records)
-        vectors = np.load(partial / VECTORS, mmap_mode="r")
-        section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
-                               progress=options.progress)
-        del vectors
-        report.status = "built"
-        report.elapsed_s = time.perf_counter() - started
-        write_json(partial / REPORT, report.to_dict())
-        manifest = {
-            "format": FORMAT,
-            "version": name,
-            "created_at": now,
-            "previous": report.previous,
-            "size": len(records),
-            "dim": encoder.embed_dim,
-            "next_id": next_id,
-            "encoder": {
-                "fingerprint": encoder.fingerprint(),
-                "config": encoder.config.to_dict(),
-                "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
-                "random_weights": encoder.random_weights,
-                "image_size": encoder.image_size,
-            },
-            "gallery": {"root": scan.gallery_root, "source": scan.source},
-            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
-            "index": section,
-            "index_factory_option": requested,
-            "build": report.counts(),
-        }
-        write_json(partial / "manifest.json", manifest)
-        layout.publish(name, partial)
+            write_json(partial / REPORT, report.to_dict())
+            write_json(partial / "manifest.json", {
+                "format": FORMAT,
+                "version": name,
+                "created_at": plan.now,
+                "previous": report.previous,
+                "size": report.size,
+                "dim": encoder.embed_dim,
+                "next_id": plan.next_id,
+                "encoder": {
+                    "fingerprint": encoder.fingerprint(),
+                    "config": encoder.config.to_dict(),
+                    "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
+                    "random_weights": encoder.random_weights,
+                    "image_size": encoder.image_size,
+                },
+                "gallery": {"root": scan.gallery_root, "source": scan.source},
+                "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
+                "index": section,
+                "index_factory_option": requested,
+                "build": report.counts(),
+            })
+            layout.publish(name, partial)
         staging.discard()
         layout.prune(options.keep)
+        report.elapsed_s = time.perf_counter() - started
         return report
+
+
+def _select(scan: Scan, previous: PreviousVersion | None, staging: Staging, rebuild: bool, report: BuildReport
+            ) -> tuple[dict[str, PhotoRecord], list[FileKey]]:
+    """Photos whose previous vector is reused (same path, size, mtime) and files that must be embedded
+    (new or changed, and not already staged by an interrupted run)."""
+    reused: dict[str, PhotoRecord] = {}
+    wanted: list[FileKey] = []
+    for photo in scan.photos:
+        old = previous.by_path.get(photo.path) if previous else None
+        if old and not rebuild and (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns):
+            reused[photo.path] = old
+            continue
+        key = (photo.path, photo.size, photo.mtime_ns)
+        if key in staging.entries or key in staging.failures:
+            report.resumed += key in staging.entries
+        else:
+            wanted.append(key)
+    return reused, wanted
+
+
+@dataclass
+class Plan:
+    """The new version's records (ascending id) and where each one's vector comes from."""
+
+    records: list[PhotoRecord]
+    sources: np.ndarray  # [N, 2]: (FROM_PREVIOUS | FROM_STAGING, row)
+    next_id: int
+    now: str
+
+
+def _plan(scan: Scan, previous: PreviousVersion | None, reused: dict[str, PhotoRecord], staging: Staging,
+          report: BuildReport) -> Plan:
+    """Assign stable ids and count added / updated / unchanged / removed photos."""
+    now = utc_now()
+    explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
+    next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
+    records: list[PhotoRecord] = []
+    sources: list[tuple[int, int]] = []
+    for photo in scan.photos:
+        old = previous.by_path.get(photo.path) if previous else None
+        if photo.path in reused:
+            sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
+        else:
+            key = (photo.path, photo.size, photo.mtime_ns)
+            if key in staging.failures:
+                report.skipped.append(staging.failures[key])
+                continue
+            row, sha = staging.entries[key]
+            source = (FROM_STAGING, row)
+        if photo.photo_id is not None:
+            photo_id = photo.photo_id
+        elif old is not None and old.id not in explicit:
+            photo_id = old.id
+        else:
+            photo_id, next_id = next_id, next_id + 1
+        changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (
+            sha, photo.category, photo.metadata, photo_id)
+        if old is None:
+            report.added += 1
+        elif changed:
+            report.updated += 1
+        else:
+            report.unchanged += 1
+        records.append(PhotoRecord(
+            id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
+            added_at=old.added_at if old else now, metadata=photo.metadata,
+            updated_at=now if changed else old.updated_at, mtime_ns=photo.mtime_ns,
+        ))
+        sources.append(source)
+    kept = {record.path for record in records}
+    report.removed = sum(path not in kept for path in previous.by_path) if previous else 0
+    report.size = len(records)
+    order = sorted(range(len(records)), key=lambda i: records[i].id)
+    return Plan([records[i] for i in order], np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),
+                next_id, now)
+
+
+def _write_rows(folder: Path, plan: Plan, previous: PreviousVersion | None, staging: Staging, dim: int
+                ) -> np.ndarray:
+    """Write vectors.npy, ids.npy and metadata.sqlite of the new version; returns the ids."""
+    ids = np.array([record.id for record in plan.records], dtype=np.int64)
+    _write_vectors(folder / VECTORS, plan.sources, previous.vectors if previous else None, staging.vectors(), dim)
+    np.save(folder / IDS, ids)
+    write_metadata(folder / METADATA, plan.records)
+    return ids
 
 
 def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None, staged: np.ndarray,

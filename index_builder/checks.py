@@ -75,7 +75,7 @@ def verify(index_dir: str | Path, version: str | None = None) -> list[str]:
             problems.append(f"vectors.npy is {vectors.dtype}{list(vectors.shape)}; expected float32[{size}, {dim}]")
             return problems
         problems += _check_vectors(vectors)
-        meta = reader._metadata
+        meta = reader.metadata_store
         problems += [f"metadata: {line}" for line in meta.integrity_errors()]
         meta_ids = np.array(meta.ids(), dtype=np.int64)
         if not np.array_equal(meta_ids, ids):
@@ -84,7 +84,7 @@ def verify(index_dir: str | Path, version: str | None = None) -> list[str]:
         bad_hashes = sum(not SHA256.match(record.sha256 or "") for record in meta.iter_records())
         if bad_hashes:
             problems.append(f"metadata: {bad_hashes} photos without a valid sha256")
-        index = reader._index
+        index = reader.vector_index
         if index.size != size:
             problems.append(f"the vector index holds {index.size} vectors; the manifest says {size}")
         index_ids = index.ids()

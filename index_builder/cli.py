@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--index-factory", default=None,
                        help="FAISS index_factory string, kept for later runs until another is given "
                        "('auto', the default: chosen by gallery size)")
+    build.add_argument("--recall-target", type=float, default=0.95,
+                       help="approximate indexes: tune nprobe to this recall@10 on stored vectors (0-1]")
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
     build.add_argument("--batch-size", type=int, default=256)
     build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers")
@@ -49,11 +51,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _build(args: argparse.Namespace) -> int:
-    if args.batch_size < 1 or args.workers < 0 or args.keep < 1:
-        raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0.")
+    if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
+        raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest, index_factory=args.index_factory,
+        recall_target=args.recall_target,
         rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, device=args.device, keep=args.keep,
         progress=not args.no_progress, checkpoint=args.checkpoint,
     )

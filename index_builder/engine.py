@@ -50,8 +50,11 @@ class Engine(Protocol):
         factory: str | None = None,
         device: str = "auto",
         progress: bool = True,
+        recall_target: float = 0.95,
     ) -> dict:
-        """Index ``vectors`` [N, D] under ``ids`` [N] into ``folder``; returns the manifest's ``index`` section."""
+        """Index ``vectors`` [N, D] under ``ids`` [N] into ``folder``; returns the manifest's ``index`` section.
+
+        Approximate indexes tune their search parameters to reach ``recall_target`` recall@10."""
         ...
 
     def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"

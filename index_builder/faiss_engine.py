@@ -51,8 +51,19 @@ def to_gpu(index: faiss.Index) -> faiss.Index:
     """Clone ``index`` onto all GPUs (sharded when there are several)."""
     options = faiss.GpuMultipleClonerOptions()
     options.shard = faiss.get_num_gpus() > 1
-    options.useFloat16 = True
+    options.useFloat16 = False  # keep full precision (recall is calibrated on CPU float32)
     return faiss.index_cpu_to_all_gpus(index, co=options)
+
+
+def _single_gpu_copy(index: faiss.Index) -> faiss.Index:
+    """A copy of a trained IVF index on GPU 0 to add vectors on (falls back to the CPU index)."""
+    try:
+        resources = faiss.StandardGpuResources()
+        copy = faiss.index_cpu_to_gpu(resources, 0, index)
+    except (RuntimeError, AttributeError):
+        return index
+    copy.referenced_objects = [resources]  # the GPU index must not outlive its resources
+    return copy
 
 
 def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = ADD_CHUNK) -> np.ndarray:
@@ -72,8 +83,9 @@ def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 
     return np.take_along_axis(best_rows, order, axis=1)
 
 
-def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10) -> dict:
-    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches :data:`RECALL_TARGET`."""
+def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10,
+                     target: float = RECALL_TARGET) -> dict:
+    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches ``target``."""
     ivf = faiss.extract_index_ivf(index)
     rng = np.random.default_rng(0)
     rows = np.sort(rng.choice(len(vectors), size=min(CALIBRATION_QUERIES, len(vectors)), replace=False))
@@ -87,12 +99,12 @@ def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k
         hits = [len(t & set(f[f != ids[row]][:k].tolist())) / max(len(t), 1)
                 for t, f, row in zip(truth, found, rows, strict=True)]
         tried[nprobe] = round(float(np.mean(hits)), 4)
-        if tried[nprobe] >= RECALL_TARGET:
+        if tried[nprobe] >= target:
             chosen, recall = nprobe, tried[nprobe]
             break
         nprobe *= 2
     return {"nprobe": int(chosen), "recall_at_10": recall, "tried": tried, "queries": len(rows),
-            "target": RECALL_TARGET}
+            "target": target}
 
 
 class FaissEngine:
@@ -110,6 +122,7 @@ class FaissEngine:
         factory: str | None = None,
         device: str = "auto",
         progress: bool = True,
+        recall_target: float = RECALL_TARGET,
     ) -> dict:
         size, dim = vectors.shape
         factory = self.resolve_factory(size, dim, factory)
@@ -127,17 +140,21 @@ class FaissEngine:
             self._train(index, ivf, vectors, factory, gpu)
             timings["train_s"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
+        target = _single_gpu_copy(index) if gpu and ivf is not None else index  # IVF list assignment on GPU
         with tqdm(total=size, desc="indexing", unit="vec", disable=not progress or size == 0) as bar:
             for start in range(0, size, ADD_CHUNK):
                 block = np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32)
-                index.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
+                target.add_with_ids(block, np.ascontiguousarray(ids[start : start + ADD_CHUNK], dtype=np.int64))
                 bar.update(len(block))
+        if target is not index:
+            index = faiss.index_gpu_to_cpu(target)
+            ivf = faiss.extract_index_ivf(index)
         timings["add_s"] = round(time.perf_counter() - started, 3)
         section = {"engine": self.name, "factory": factory, "file": INDEX_FILE, "metric": "inner_product",
                    "search_params": {}, "gpu_used": gpu, "faiss_version": faiss.__version__}
         if ivf is not None and size > 0:
             started = time.perf_counter()
-            section["calibration"] = calibrate_nprobe(index, vectors, ids)
+            section["calibration"] = calibrate_nprobe(index, vectors, ids, target=recall_target)
             section["search_params"]["nprobe"] = section["calibration"]["nprobe"]
             timings["calibrate_s"] = round(time.perf_counter() - started, 3)
         section["timings"] = timings

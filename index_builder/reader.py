@@ -52,6 +52,10 @@ class IndexReader:
         """
         return cls(IndexLayout(index_dir).current_dir(), device=device)
 
+    def is_current(self) -> bool:
+        """False once a build has switched ``current`` to another version (time to open a new reader)."""
+        return current_version(self.folder.parent.parent) == self.version
+
     def __len__(self) -> int:
         return self.size
 
@@ -93,6 +97,15 @@ class IndexReader:
 
     def categories(self) -> list[str]:
         return self._metadata.categories()
+
+    @property
+    def vector_index(self) -> VectorIndex:
+        """The engine's loaded index (for checks and tools)."""
+        return self._index
+
+    @property
+    def metadata_store(self) -> MetadataStore:
+        return self._metadata
 
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The stored (ids [N], vectors [N, D]) of this version, memory-mapped (for checks and tools)."""

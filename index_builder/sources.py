@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .errors import BuildError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -76,7 +78,7 @@ def _first_folder(relative: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def scan_folder(root: str | Path) -> Scan:
+def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
     """Walk ``root`` recursively (following symlinks, each real folder once) for image files."""
     root_path = Path(root).expanduser().absolute()
     if not root_path.is_dir():
@@ -84,6 +86,7 @@ def scan_folder(root: str | Path) -> Scan:
     photos: list[SourcePhoto] = []
     skipped: list[Skipped] = []
     seen_dirs: set[tuple[int, int]] = set()
+    bar = tqdm(desc="scanning", unit="file", disable=not progress)
 
     def walk(folder: str, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
@@ -100,6 +103,7 @@ def scan_folder(root: str | Path) -> Scan:
             skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
             return
         seen_dirs.add(key)
+        bar.update(len(entries))
         for entry in entries:
             if entry.name.startswith("."):
                 continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
@@ -123,6 +127,7 @@ def scan_folder(root: str | Path) -> Scan:
             photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns))
 
     walk(str(root_path), frozenset())
+    bar.close()
     return Scan(photos, skipped, str(root_path), f"folder:{root_path}")
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from index_builder import BuildError, IndexReader, current_version
 from index_builder.builder import BuildOptions, build_index
-from index_builder.faiss_engine import FLAT_MAX, choose_factory
+from index_builder.faiss_engine import FLAT_MAX, FaissEngine, choose_factory
+from index_builder.layout import IndexLayout
 
 from .conftest import write_photo
 
@@ -169,7 +170,9 @@ def test_factory_given_or_chosen_by_size(make_gallery, build, tmp_path):
         assert all(set(row[row >= 0].tolist()) == dogs for row in found)
 
     write_photo(tmp_path / "gallery" / "cat" / "more.jpg", 999)
-    assert build(gallery=tmp_path / "gallery").factory == "IVF4,Flat"  # the explicit choice sticks
+    assert build(gallery=tmp_path / "gallery", recall_target=1.0).factory == "IVF4,Flat"  # the choice sticks
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.manifest["index"]["calibration"]["recall_at_10"] == 1.0
     assert build(gallery=tmp_path / "gallery", index_factory="auto").factory == "Flat"
 
 
@@ -209,7 +212,35 @@ def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline
         np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]), atol=1e-6)
 
 
+def test_one_build_at_a_time(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    with IndexLayout(tmp_path / "index").build_lock(), pytest.raises(BuildError, match="Another build"):
+        build(gallery=gallery)
+    assert build(gallery=gallery).size == 2
+
+
 def test_missing_gallery_is_a_clear_error(build, tmp_path):
     with pytest.raises(BuildError, match="does not exist"):
         build(gallery=tmp_path / "nope")
     shutil.rmtree(tmp_path / "index", ignore_errors=True)
+
+
+def test_failure_after_embedding_keeps_staged_vectors_for_the_next_run(make_gallery, build, tmp_path, monkeypatch):
+    gallery = make_gallery({"cat": 3})
+    first = build(gallery=gallery)
+    for i in range(4):
+        write_photo(gallery / "dog" / f"d{i}.png", 300 + i)
+
+    def broken_build(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FaissEngine, "build", broken_build)
+        with pytest.raises(OSError, match="disk full"):
+            build(gallery=gallery)
+    assert current_version(tmp_path / "index") == first.version
+    assert any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())
+
+    report = build(gallery=gallery)
+    assert (report.embedded, report.resumed, report.added) == (0, 4, 4)
+    assert not any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())

@@ -57,6 +57,18 @@ def test_reader_matches_brute_force_over_stored_vectors(make_gallery, build, tmp
     assert (found == -1).all()
 
 
+def test_reader_notices_a_new_current_version(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    first = build(gallery=gallery)
+    reader = IndexReader.open(tmp_path / "index")
+    assert reader.is_current()
+    (gallery / "cat" / "cat_0.jpg").unlink()
+    second = build(gallery=gallery)
+    assert current_version(tmp_path / "index") == second.version != first.version
+    assert not reader.is_current() and reader.size == 2  # the old reader still serves its own version
+    assert IndexReader.open(tmp_path / "index").size == 1
+
+
 def test_records_carry_metadata_in_order(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 2, "dog": 1})
     build(gallery=gallery)

@@ -34,7 +34,7 @@ def test_killed_build_keeps_previous_version_and_resumes(make_gallery, build, tm
     buffer = io.BytesIO()
     random_photo((96, 72), seed=5).save(buffer, format="JPEG")
     base = buffer.getvalue()
-    total_new = 150
+    total_new = 400  # enough that the kill lands mid-way even on an idle box
     for i in range(total_new):
         (gallery / "dog" / f"new_{i:04d}.jpg").write_bytes(base + i.to_bytes(4, "big"))
 
