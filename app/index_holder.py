@@ -121,20 +121,24 @@ class IndexHolder:
             reader.close()
             self._note_problem(reader.version, reason)
             return False
-        loaded = _Loaded(reader, frozenset(reader.categories()))
-        with self._lock:
-            old, self._loaded = self._loaded, loaded
-            if old is not None:
-                old.retired = True
-                close_old = old.leases == 0
-        if old is not None and close_old:
-            old.reader.close()
+        self._retire(_Loaded(reader, frozenset(reader.categories())))
         self._refused, self.problem = None, None
         log.info("serving index version %s (%d vectors)", reader.version, reader.size)
         if self.metrics is not None:
             self.metrics.index_reloads.labels("loaded").inc()
             self.metrics.set_index(reader.version, reader.size)
         return True
+
+    def _retire(self, replacement: _Loaded | None) -> None:
+        """Swap in ``replacement``; the old reader closes now if idle, else when its last lease ends."""
+        with self._lock:
+            old, self._loaded = self._loaded, replacement
+            close_now = False
+            if old is not None:
+                old.retired = True
+                close_now = old.leases == 0
+        if old is not None and close_now:
+            old.reader.close()
 
     def _incompatibility(self, reader: IndexReader) -> str | None:
         if reader.dim != self.dim:
@@ -165,11 +169,5 @@ class IndexHolder:
                 log.exception("index reload failed")
 
     def close(self) -> None:
-        with self._lock:
-            loaded, self._loaded = self._loaded, None
-            if loaded is not None:
-                loaded.retired = True
-                close = loaded.leases == 0
-        if loaded is not None and close:
-            loaded.reader.close()
+        self._retire(None)
         self.problem = "The service is shutting down."

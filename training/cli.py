@@ -135,12 +135,7 @@ def run_category(args: argparse.Namespace) -> int:
     task = CategoryTask(data, split, encoder, options, rank)
     result = train(task, encoder, train_options(args), out)
     if rank.is_main:
-        print(f"unreadable files: {task.bad.summary()}")
-        if len(task.bad):
-            task.bad.write(out / "unreadable_files.json")
-        best = result.best_checkpoint or result.last_checkpoint
-        print(f"evaluate on the unseen classes with:\n  python -m training evaluate --checkpoint {best} "
-              f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+        _report_run(args, task, result, out, evaluate_flags="")
     return 0
 
 
@@ -201,13 +196,18 @@ def run_fine_grained(args: argparse.Namespace) -> int:
               f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
     result = train(task, encoder, train_options(args), out)
     if rank.is_main:
-        print(f"unreadable files: {task.bad.summary()}")
-        if len(task.bad):
-            task.bad.write(out / "unreadable_files.json")
-        best = result.best_checkpoint or result.last_checkpoint
-        print(f"evaluate on the unseen classes with:\n  python -m training evaluate --fine-grained --checkpoint {best} "
-              f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+        _report_run(args, task, result, out, evaluate_flags="--fine-grained ")
     return 0
+
+
+def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flags: str) -> None:
+    """After training: unreadable files, and the command that evaluates the chosen checkpoint."""
+    print(f"unreadable files: {task.bad.summary()}")
+    if len(task.bad):
+        task.bad.write(out / "unreadable_files.json")
+    best = result.best_checkpoint or result.last_checkpoint
+    print(f"evaluate on the unseen classes with:\n  python -m training evaluate {evaluate_flags}--checkpoint {best} "
+          f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
 
 
 def _split_flags(args: argparse.Namespace) -> str:
