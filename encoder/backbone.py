@@ -83,10 +83,21 @@ def _create(model_name: str, pretrained: str | None, *, offline: bool):
         return open_clip.create_model_and_transforms(model_name, pretrained=pretrained, require_pretrained=True)
 
 
+@contextlib.contextmanager
+def _quiet_root_logger():
+    previous = logging.root.manager.disable
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _create_with_download(model_name: str, pretrained: str | None, source: str):
     """Cache first (fast, offline); the network only when allowed and the hub answers."""
     try:
-        return _create(model_name, pretrained, offline=True)
+        with _quiet_root_logger():  # open_clip logs "Failed to download" for a mere cache miss
+            return _create(model_name, pretrained, offline=True)
     except Exception as cached_error:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/ValueError
         offline_env = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         if offline_env:
