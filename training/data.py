@@ -144,7 +144,7 @@ def read_class_list(path: str | Path) -> list[str]:
     """One class name per line; blank lines and ``#`` comments ignored."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"Cannot read class list {path}: {error}") from error
     names = [line.split("#", 1)[0].strip() for line in lines]

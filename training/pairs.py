@@ -118,7 +118,7 @@ def read_pair_csv(path: str | Path) -> PairedData:
     photos: dict[str, dict[str, Sample]] = defaultdict(dict)  # insertion-ordered, unique
     pairs: dict[str, list[tuple[Sample, Sample]]] = defaultdict(list)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"Cannot read the pairs CSV {path}: {error}") from error
