@@ -1,10 +1,11 @@
-"""Acceptance findings on hostile input: BOM-prefixed lists and CSVs, bad numeric flags, checkpoints of the other task."""
+"""Acceptance findings: BOM-prefixed lists and CSVs, bad numeric flags, other-task checkpoints, Ctrl-C mid-epoch."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
-from encoder import save_checkpoint
+from encoder import EncoderConfig, PromptConfig, build_encoder, save_checkpoint
 from training.cli import build_parser, checkpoint_task
 from training.data import make_split, read_class_list
 from training.pairs import read_pair_csv
@@ -54,3 +55,35 @@ def test_checkpoint_of_the_other_task_is_named_and_warned_about(tmp_path, tiny_e
     assert checkpoint_task(str(path), "category") == "fine-grained"
     assert "trained for the fine-grained task" in capsys.readouterr().err
     assert checkpoint_task(None, "category") is None
+
+
+def test_ctrl_c_mid_epoch_saves_the_position_and_resume_finishes_the_epoch(tmp_path, monkeypatch):
+    from tests.training.synthetic_categories import make_dataset
+    from training.category import CategoryOptions, CategoryTask
+    from training.data import CategoryDataset, ClassSplit
+    from training.loop import TrainOptions, read_log, train
+
+    data = CategoryDataset.scan(make_dataset(tmp_path / "d", classes=["h1", "h2", "v1", "v2"], per_class=4))
+    split = ClassSplit(train=["h1", "h2", "v1"], val=["v2"], test=[])
+    encoder = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+    task = CategoryTask(data, split, encoder, CategoryOptions(batch_size=3, workers=0, augment=False))
+    options = TrainOptions(epochs=1, progress=False, log_every=1, validate_first=False)
+    real_loss, calls = CategoryTask.loss, []
+
+    def interrupted_loss(self, encoder_, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_loss(self, encoder_, batch)
+
+    monkeypatch.setattr(CategoryTask, "loss", interrupted_loss)
+    with pytest.raises(KeyboardInterrupt):
+        train(task, encoder, options, tmp_path / "run")
+    state = torch.load(tmp_path / "run" / "last_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["batches_done"]) == (0, 2, 2)  # was: nothing saved
+
+    monkeypatch.setattr(CategoryTask, "loss", real_loss)
+    result = train(task, encoder, TrainOptions(**{**options.__dict__, "resume": True}), tmp_path / "run")
+    assert (result.steps, result.epochs_done) == (4, 1)  # 12 training sketches / 3 = 4 steps, none repeated
+    steps = [int(r["step"]) for r in read_log(tmp_path / "run" / "log.csv") if r["metric"] == "loss"]
+    assert steps == [1, 2, 3, 4]
