@@ -87,3 +87,13 @@ def test_ctrl_c_mid_epoch_saves_the_position_and_resume_finishes_the_epoch(tmp_p
     assert (result.steps, result.epochs_done) == (4, 1)  # 12 training sketches / 3 = 4 steps, none repeated
     steps = [int(r["step"]) for r in read_log(tmp_path / "run" / "log.csv") if r["metric"] == "loss"]
     assert steps == [1, 2, 3, 4]
+
+
+def test_a_single_validation_class_is_warned_about(tmp_path, tiny_encoder, caplog):
+    from tests.training.synthetic_categories import make_dataset
+    from training.category import CategoryOptions, CategoryTask
+    from training.data import CategoryDataset, ClassSplit
+
+    data = CategoryDataset.scan(make_dataset(tmp_path, classes=["h1", "h2", "v1"], per_class=1))
+    CategoryTask(data, ClassSplit(train=["h1", "h2"], val=["v1"], test=[]), tiny_encoder, CategoryOptions(workers=0))
+    assert "mAP is 1.0 for any model" in caplog.text
