@@ -97,3 +97,28 @@ def test_a_single_validation_class_is_warned_about(tmp_path, tiny_encoder, caplo
     data = CategoryDataset.scan(make_dataset(tmp_path, classes=["h1", "h2", "v1"], per_class=1))
     CategoryTask(data, ClassSplit(train=["h1", "h2"], val=["v1"], test=[]), tiny_encoder, CategoryOptions(workers=0))
     assert "mAP is 1.0 for any model" in caplog.text
+
+
+def test_16_bit_and_transparent_photos_keep_their_content(tiny_encoder):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from tests.imagegen import random_photo
+
+    def encoded(image: Image.Image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+    grey = random_photo(seed=3).convert("L")
+    reference = tiny_encoder.preprocess.photo_file(encoded(grey))
+    wide = Image.fromarray(np.asarray(grey).astype(np.uint16) * 257).convert("I;16")  # 16-bit PNG
+    assert np.asarray(Image.open(io.BytesIO(encoded(wide)))).max() > 255
+    # was: convert("RGB") clipped every value above 255 to white, wiping the photo out
+    assert torch.allclose(tiny_encoder.preprocess.photo_file(encoded(wide)), reference, atol=0.05)
+
+    clear = Image.new("RGBA", (32, 32), (0, 0, 0, 0))  # fully transparent: shows as white, not black
+    white = tiny_encoder.preprocess.photo_file(encoded(Image.new("RGB", (32, 32), "white")))
+    assert torch.allclose(tiny_encoder.preprocess.photo_file(encoded(clear)), white)
