@@ -178,14 +178,20 @@ class ClassSplit:
 
 def resolve_unseen(classes: Sequence[str], names: Sequence[str], source: str) -> list[str]:
     """Map split-file names onto the dataset's folder names (spelling-insensitive); any miss is an error."""
-    by_key = {class_key(c): c for c in classes}
+    by_key: dict[str, list[str]] = {}
+    for c in classes:
+        by_key.setdefault(class_key(c), []).append(c)
+    twins = sorted({" = ".join(by_key[class_key(n)]) for n in names if len(by_key.get(class_key(n), ())) > 1})
+    if twins:  # one spelling would be held out while its twin trains: the "unseen" class would be seen
+        raise DataError(f"The dataset spells some unseen classes of {source} in several folders: {'; '.join(twins)}. "
+                        "Merge each into one folder.")
     missing = [n for n in names if class_key(n) not in by_key]
     if missing:
         raise DataError(
             f"{len(missing)} unseen classes of {source} are not in the dataset: {', '.join(missing[:10])}"
             f"{' ...' if len(missing) > 10 else ''}. Is this the right dataset for the split?"
         )
-    return sorted({by_key[class_key(n)] for n in names})
+    return sorted({by_key[class_key(n)][0] for n in names})
 
 
 def make_split(

@@ -122,3 +122,13 @@ def test_16_bit_and_transparent_photos_keep_their_content(tiny_encoder):
     clear = Image.new("RGBA", (32, 32), (0, 0, 0, 0))  # fully transparent: shows as white, not black
     white = tiny_encoder.preprocess.photo_file(encoded(Image.new("RGB", (32, 32), "white")))
     assert torch.allclose(tiny_encoder.preprocess.photo_file(encoded(clear)), white)
+
+
+def test_an_unseen_class_spelled_in_two_folders_is_refused(tmp_path):
+    # was: one folder silently held out, its twin ("frying_pan") trained on -- a leak into the "unseen" classes
+    from training.data import DataError
+
+    path = tmp_path / "unseen.txt"
+    path.write_text("frying pan\n")
+    with pytest.raises(DataError, match="frying-pan = frying_pan"):
+        make_split(["ant", "bee", "cat", "frying-pan", "frying_pan"], unseen_file=path)
