@@ -132,3 +132,15 @@ def test_an_unseen_class_spelled_in_two_folders_is_refused(tmp_path):
     path.write_text("frying pan\n")
     with pytest.raises(DataError, match="frying-pan = frying_pan"):
         make_split(["ant", "bee", "cat", "frying-pan", "frying_pan"], unseen_file=path)
+
+
+def test_pairs_csv_header_with_other_column_names_is_not_a_pair(tmp_path):
+    # was: "sketch_path,photo_path,label" became a pair of missing files in a category called "label"
+    from tests.imagegen import draw_sketch, random_photo
+
+    draw_sketch().save(tmp_path / "a-1.png")
+    random_photo().save(tmp_path / "a.jpg")
+    path = tmp_path / "pairs.csv"
+    path.write_text("sketch_path,photo_path,label\na-1.png,a.jpg,cat\nmissing-1.png,missing.jpg,cat\n")
+    data = read_pair_csv(path)
+    assert data.classes == ["cat"] and len(data.pairs["cat"]) == 2  # a later row with missing files stays a pair
