@@ -92,10 +92,10 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
                         max_steps=args.max_steps, log_every=args.log_every, progress=not args.no_progress)
 
 
-def split_from_args(args: argparse.Namespace, data: CategoryDataset) -> ClassSplit:
+def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_training: bool = True) -> ClassSplit:
     n_unseen = int(args.n_unseen) if args.n_unseen >= 1 else args.n_unseen
     return make_split(data.classes, split=args.split, unseen_file=args.unseen_classes, n_unseen=n_unseen,
-                      val_fraction=args.val_fraction, seed=args.seed)
+                      val_fraction=args.val_fraction, seed=args.seed, for_training=for_training)
 
 
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
@@ -281,7 +281,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
     data = CategoryDataset.scan(args.data)
-    split = split_from_args(args, data)
+    split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
@@ -312,7 +312,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
     data = load_pairs(args.data)
-    split = split_from_args(args, data)
+    split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")

@@ -202,11 +202,13 @@ def make_split(
     n_unseen: int | float = 0.2,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
+    for_training: bool = True,
 ) -> ClassSplit:
     """Unseen classes from a shipped split, a file, or a seeded random draw; then a seeded
     validation slice (``val_fraction`` of the seen classes, at least one) held out of training.
 
     ``n_unseen`` (random split only): a count (int >= 1) or a fraction of all classes (float < 1).
+    ``for_training=False`` (scoring the unseen classes): a dataset holding only them is fine.
     """
     classes = sorted(classes)
     rng = random.Random(seed)
@@ -222,8 +224,8 @@ def make_split(
     seen = [c for c in classes if c not in set(unseen)]
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = max(1, round(val_fraction * len(seen))) if val_fraction > 0 else 0
-    if len(seen) - n_val < 2:
+    n_val = max(1, round(val_fraction * len(seen))) if val_fraction > 0 and seen else 0
+    if for_training and len(seen) - n_val < 2:
         raise DataError(f"Only {len(seen)} seen classes: too few to train on after the validation slice.")
     val = sorted(random.Random(seed + 1).sample(seen, n_val))
     train = [c for c in seen if c not in set(val)]

@@ -144,3 +144,23 @@ def test_pairs_csv_header_with_other_column_names_is_not_a_pair(tmp_path):
     path.write_text("sketch_path,photo_path,label\na-1.png,a.jpg,cat\nmissing-1.png,missing.jpg,cat\n")
     data = read_pair_csv(path)
     assert data.classes == ["cat"] and len(data.pairs["cat"]) == 2  # a later row with missing files stays a pair
+
+
+def test_evaluate_runs_on_a_dataset_holding_only_the_unseen_classes(tmp_path):
+    # was: "Only 0 seen classes: too few to train on" -- evaluation needs no training classes
+    import json
+
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+    from training.data import DataError
+
+    make_dataset(tmp_path / "d", classes=["h1", "v1"], per_class=2)
+    (tmp_path / "unseen.txt").write_text("h1\nv1\n")
+    with pytest.raises(DataError):
+        make_split(["h1", "v1"], unseen_file=tmp_path / "unseen.txt")  # training still needs seen classes
+    assert make_split(["h1", "v1"], unseen_file=tmp_path / "unseen.txt", for_training=False).test == ["h1", "v1"]
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"),
+                 "--workers", "0", "--no-progress", "--json", str(tmp_path / "m.json")]) == 0
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"} <= set(metrics)
+    assert (metrics["n_queries"], metrics["n_gallery"]) == (4, 4)
