@@ -164,3 +164,13 @@ def test_evaluate_runs_on_a_dataset_holding_only_the_unseen_classes(tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"} <= set(metrics)
     assert (metrics["n_queries"], metrics["n_gallery"]) == (4, 4)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", "cuda:x"])
+def test_unknown_device_is_a_message_not_a_traceback(device):
+    # was: torch's RuntimeError escaped `python -m training ... --device tpu` as a traceback;
+    # a ValueError is what every CLI prints as "error: ..." with exit status 2
+    from encoder import resolve_device
+
+    with pytest.raises(ValueError, match="is not a device"):
+        resolve_device(device)
