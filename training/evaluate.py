@@ -97,6 +97,9 @@ def evaluate_category(
     q_labels, g_labels = np.asarray(s_labels)[q_kept], np.asarray(p_labels)[g_kept]
     result = rank_gallery(queries, q_labels, gallery, g_labels, ap_ks=AP_KS, precision_ks=PRECISION_KS,
                           keep_top=keep_top, device=encoder.device)
+    if not result.valid.any():  # every mean would be NaN (and the JSON invalid)
+        raise ValueError(f"Nothing to evaluate: none of the {len(q_kept)} readable sketches has a readable photo "
+                         "of its class in the gallery.")
     summary = result.summary()
     summary["n_unreadable"] = len(bad)
     return CategoryEvaluation(summary, result, [sketches[i] for i in q_kept], [photos[i] for i in g_kept],

@@ -174,3 +174,16 @@ def test_unknown_device_is_a_message_not_a_traceback(device):
 
     with pytest.raises(ValueError, match="is not a device"):
         resolve_device(device)
+
+
+def test_evaluation_without_any_matching_photo_is_an_error_not_nan(tmp_path, tiny_encoder):
+    # was: map_all = NaN written into the metrics JSON (not valid JSON) with exit status 0
+    from tests.imagegen import draw_sketch, random_photo
+    from training.data import Sample
+    from training.evaluate import evaluate_category
+
+    draw_sketch().save(tmp_path / "s.png")
+    random_photo().save(tmp_path / "p.jpg")
+    with pytest.raises(ValueError, match="Nothing to evaluate"):
+        evaluate_category(tiny_encoder, [Sample(str(tmp_path / "s.png"), "cat")],
+                          [Sample(str(tmp_path / "p.jpg"), "dog")], progress=False)
