@@ -246,4 +246,5 @@ class FineGrainedTask:
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
         evaluation = evaluate_fine_grained(encoder, self.val_pairs, batch_size=self.options.eval_batch_size,
                                            workers=self.options.workers, progress=False)
+        self.bad.update(evaluation.bad.errors.items())  # reported with the training files at the end
         return flat_metrics(evaluation.summary, prefix="val_")

@@ -187,3 +187,21 @@ def test_evaluation_without_any_matching_photo_is_an_error_not_nan(tmp_path, tin
     with pytest.raises(ValueError, match="Nothing to evaluate"):
         evaluate_category(tiny_encoder, [Sample(str(tmp_path / "s.png"), "cat")],
                           [Sample(str(tmp_path / "p.jpg"), "dog")], progress=False)
+
+
+def test_fine_grained_validation_reports_its_unreadable_files(tmp_path, tiny_config):
+    # was: unreadable validation files were skipped but missing from the end-of-run report (category had them)
+    from tests.training.test_fg_pairs import sketchy_tree
+    from training.data import ClassSplit
+    from training.fine_grained import FineGrainedOptions, FineGrainedTask
+    from training.pairs import scan_sketchy_pairs
+
+    sketchy_tree(tmp_path, {"cat": {"c1": 1, "c2": 1}, "dog": {"d1": 1, "d2": 1}, "eel": {"e1": 1, "e2": 1}})
+    (tmp_path / "photo" / "eel" / "e3.jpg").write_bytes(b"")
+    config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(shared=True))
+    encoder = build_encoder(config, "cpu")
+    split = ClassSplit(train=["cat", "dog"], val=["eel"], test=[])
+    options = FineGrainedOptions(categories_per_batch=2, pairs_per_category=1, workers=0)
+    task = FineGrainedTask(scan_sketchy_pairs(tmp_path), split, encoder, options)
+    task.validate(encoder)
+    assert str(tmp_path / "photo" / "eel" / "e3.jpg") in task.bad
