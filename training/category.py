@@ -86,6 +86,5 @@ class CategoryTask:
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
         evaluation = evaluate_category(encoder, self.val_sketches, self.val_photos,
                                        batch_size=self.options.eval_batch_size, workers=self.options.workers,
-                                       progress=False)
-        self.bad.update(evaluation.bad.errors.items())
+                                       progress=False, bad=self.bad)
         return {f"val_{k}": float(v) for k, v in evaluation.summary.items() if not k.startswith("n_")}

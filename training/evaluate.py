@@ -76,13 +76,17 @@ def evaluate_category(
     workers: int = 0,
     keep_top: int = 0,
     progress: bool = True,
+    bad: BadFiles | None = None,
 ) -> CategoryEvaluation:
-    """mAP@all, mAP@200, P@100, P@200 of ``sketches`` against ``photos`` (relevant = same category)."""
+    """mAP@all, mAP@200, P@100, P@200 of ``sketches`` against ``photos`` (relevant = same category).
+
+    ``bad``: where unreadable files are recorded (a training task passes its own, so each file is
+    warned about once per run, not once per validation)."""
     classes = sorted({s.category for s in sketches} | {p.category for p in photos})
     index = {c: i for i, c in enumerate(classes)}
     s_labels = [index[s.category] for s in sketches]
     p_labels = [index[p.category] for p in photos]
-    bad = BadFiles()
+    bad = BadFiles() if bad is None else bad
     was_training = encoder.training
     encoder.eval()
     try:

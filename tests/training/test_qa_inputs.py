@@ -189,8 +189,9 @@ def test_evaluation_without_any_matching_photo_is_an_error_not_nan(tmp_path, tin
                           [Sample(str(tmp_path / "p.jpg"), "dog")], progress=False)
 
 
-def test_fine_grained_validation_reports_its_unreadable_files(tmp_path, tiny_config):
-    # was: unreadable validation files were skipped but missing from the end-of-run report (category had them)
+def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tiny_config, caplog):
+    # was: unreadable validation files were skipped but missing from the end-of-run report (category had them);
+    # and validation warned about the same file again at every epoch (category: twice at the first)
     from tests.training.test_fg_pairs import sketchy_tree
     from training.data import ClassSplit
     from training.fine_grained import FineGrainedOptions, FineGrainedTask
@@ -204,4 +205,7 @@ def test_fine_grained_validation_reports_its_unreadable_files(tmp_path, tiny_con
     options = FineGrainedOptions(categories_per_batch=2, pairs_per_category=1, workers=0)
     task = FineGrainedTask(scan_sketchy_pairs(tmp_path), split, encoder, options)
     task.validate(encoder)
-    assert str(tmp_path / "photo" / "eel" / "e3.jpg") in task.bad
+    task.validate(encoder)
+    bad_photo = str(tmp_path / "photo" / "eel" / "e3.jpg")
+    assert bad_photo in task.bad
+    assert sum(bad_photo in record.getMessage() for record in caplog.records) == 1
