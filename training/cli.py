@@ -117,10 +117,16 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
     path = out / "run.json"
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
               "encoder": encoder.config.to_dict()}
-    if args.resume and path.is_file():
+    if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
         before = json.loads(path.read_text())
         if before.get("split") != record["split"]:
             raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
+        if before.get("args", {}).get("command") != getattr(args, "command", None):
+            raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
+                            f"refusing to resume it as {getattr(args, 'command', None)}.")
+        if before.get("encoder") != record["encoder"]:
+            raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
+                            f"{record['encoder']} (resume with the flags it was trained with).")
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 

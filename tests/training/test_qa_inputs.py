@@ -209,3 +209,21 @@ def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tin
     bad_photo = str(tmp_path / "photo" / "eel" / "e3.jpg")
     assert bad_photo in task.bad
     assert sum(bad_photo in record.getMessage() for record in caplog.records) == 1
+
+
+def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
+    # was: --resume with other prompt flags (or as the other task) rewrote run.json, then failed on the checkpoint
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+
+    make_dataset(tmp_path / "d", classes=["h1", "h2", "h3", "v1", "v2"], per_class=2)
+    (tmp_path / "unseen.txt").write_text("v2\n")
+    out = tmp_path / "run"
+    common = ["--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers", "0",
+              "--batch_size", "2", "--max-steps", "1", "--no-progress", "--out", str(out)]
+    assert main(["category", *common]) == 0
+    record = (out / "run.json").read_text()
+    assert main(["category", *common, "--resume", "--n_prompts", "5"]) == 2
+    assert main(["fine-grained", *common, "--resume", "--pairs-per-category", "1"]) == 2
+    assert "refusing to resume" in capsys.readouterr().err
+    assert (out / "run.json").read_text() == record
