@@ -147,7 +147,10 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` (or None) → CUDA when present, else CPU; anything else as torch understands it."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:  # "tpu", "gpu", "cuda:x": a usage error, not a traceback
+        raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N.") from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available.")
     return resolved

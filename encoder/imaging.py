@@ -87,6 +87,23 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
 
 
+def to_rgb_on_white(image: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB for photos: transparency composited on white (as a browser shows it), 16-bit,
+    32-bit and float images rescaled to 0..255 (a plain ``convert("RGB")`` clips them to white)."""
+    mode = image.mode
+    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+        canvas = Image.new("RGBA", image.size, (WHITE, WHITE, WHITE, 255))
+        canvas.alpha_composite(image.convert("RGBA"))
+        return canvas.convert("RGB")
+    if mode.startswith("I;16"):  # 16-bit: scale the type's range, 0..65535 → 0..255
+        grey = np.asarray(image, dtype=np.float32) / 257.0
+    elif mode in ("I", "F"):
+        grey = to_grayscale_on_white(image)
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8), "L").convert("RGB")
+
+
 def _paper_level(gray: np.ndarray) -> float:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(np.median(border))

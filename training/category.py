@@ -4,6 +4,7 @@ training classes."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,8 @@ from .evaluate import evaluate_category
 from .loop import DistInfo, current_dist
 from .losses import category_loss
 from .samplers import category_triplets, shard
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -43,6 +46,9 @@ class CategoryTask:
                  dist: DistInfo | None = None) -> None:
         if not split.val:
             raise DataError("Category training needs a validation slice of the training classes (--val-fraction > 0).")
+        if len(split.val) == 1:  # every validation photo is relevant to every query: mAP is 1 whatever the model
+            log.warning("the validation slice is one class (%s): its mAP is 1.0 for any model, so best.safetensors "
+                        "cannot be chosen on it; raise --val-fraction to hold out at least 2 classes", split.val[0])
         self.options, self.dist, self.split = options, dist or current_dist(), split
         self.preprocess = encoder.preprocess
         self.sketches, self.photos = data.subset(split.train)
@@ -80,6 +86,5 @@ class CategoryTask:
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
         evaluation = evaluate_category(encoder, self.val_sketches, self.val_photos,
                                        batch_size=self.options.eval_batch_size, workers=self.options.workers,
-                                       progress=False)
-        self.bad.update(evaluation.bad.errors.items())
+                                       progress=False, bad=self.bad)
         return {f"val_{k}": float(v) for k, v in evaluation.summary.items() if not k.startswith("n_")}

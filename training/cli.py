@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
+from encoder.checkpoint import read_checkpoint
 from encoder.config import env_backbone, env_pretrained
 
 from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
@@ -25,6 +26,24 @@ log = logging.getLogger("training")
 
 
 # ------------------------------------------------------------------------------ argument groups
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum``, so a bad count is a usage error, not a crash mid-run."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and split")
     group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
@@ -53,13 +72,14 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--prompt_lr", "--prompt-lr", type=float, default=1e-4)
     group.add_argument("--clip_LN_lr", "--clip-ln-lr", dest="ln_lr", type=float, default=1e-6)
     group.add_argument("--weight_decay", "--weight-decay", type=float, default=0.0, help="AdamW, prompts only")
-    group.add_argument("--batch_size", "--batch-size", type=int, default=192)
-    group.add_argument("--workers", type=int, default=8, help="DataLoader worker processes")
-    group.add_argument("--epochs", type=int, default=60)
+    group.add_argument("--batch_size", "--batch-size", type=positive_int, default=192)
+    group.add_argument("--workers", type=non_negative_int, default=8, help="DataLoader worker processes")
+    group.add_argument("--epochs", type=non_negative_int, default=60)
     group.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, curves.png")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    group.add_argument("--max-steps", "--max_steps", type=int, default=None, help="stop after this many steps")
-    group.add_argument("--log-every", "--log_every", type=int, default=10, help="steps between CSV log rows")
+    group.add_argument("--max-steps", "--max_steps", type=non_negative_int, default=None,
+                       help="stop after this many steps")
+    group.add_argument("--log-every", "--log_every", type=positive_int, default=10, help="steps between CSV log rows")
     group.add_argument("--no-amp", "--no_amp", action="store_true", help="full precision on CUDA")
     group.add_argument("--no-augment", "--no_augment", action="store_true", help="no train-time augmentation")
     group.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: this rank's GPU)")
@@ -72,10 +92,10 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
                         max_steps=args.max_steps, log_every=args.log_every, progress=not args.no_progress)
 
 
-def split_from_args(args: argparse.Namespace, data: CategoryDataset) -> ClassSplit:
+def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_training: bool = True) -> ClassSplit:
     n_unseen = int(args.n_unseen) if args.n_unseen >= 1 else args.n_unseen
     return make_split(data.classes, split=args.split, unseen_file=args.unseen_classes, n_unseen=n_unseen,
-                      val_fraction=args.val_fraction, seed=args.seed)
+                      val_fraction=args.val_fraction, seed=args.seed, for_training=for_training)
 
 
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
@@ -97,10 +117,16 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
     path = out / "run.json"
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
               "encoder": encoder.config.to_dict()}
-    if args.resume and path.is_file():
+    if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
         before = json.loads(path.read_text())
         if before.get("split") != record["split"]:
             raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
+        if before.get("args", {}).get("command") != getattr(args, "command", None):
+            raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
+                            f"refusing to resume it as {getattr(args, 'command', None)}.")
+        if before.get("encoder") != record["encoder"]:
+            raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
+                            f"{record['encoder']} (resume with the flags it was trained with).")
     path.write_text(json.dumps(record, indent=2) + "\n")
 
 
@@ -150,7 +176,7 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
                           "(sketch/<c>/<photo_id>-<n>.png drawn from photo/<c>/<photo_id>.jpg) or a CSV of "
                           "sketch,photo[,category] paths; --batch_size = P categories x K pairs.")
     group = parser.add_argument_group("fine-grained batches and losses (0 switches a term off)")
-    group.add_argument("--pairs-per-category", "--pairs_per_category", type=int, default=4,
+    group.add_argument("--pairs-per-category", "--pairs_per_category", type=positive_int, default=4,
                        help="K: pairs per category in a batch; P = batch_size // K categories")
     group.add_argument("--augment", action="store_true",
                        help="train-time augmentation (off: independent flips/crops break sketch-photo alignment)")
@@ -162,7 +188,7 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ps_weight", "--ps-weight", "--lambda4", type=float, default=1.0,
                        help="λ4: patch-shuffling triplet L_PS")
     group.add_argument("--ps_margin", "--ps-margin", type=float, default=None, help="μ_ps (default: --margin)")
-    group.add_argument("--grid", type=int, default=2, help="n of the n x n patch-shuffling grid")
+    group.add_argument("--grid", type=positive_int, default=2, help="n of the n x n patch-shuffling grid")
 
 
 def run_fine_grained(args: argparse.Namespace) -> int:
@@ -233,13 +259,26 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
     group.add_argument("--out", default=None,
                        help="folder for metrics.json, per_class_ap.csv and queries.png when those are not named")
-    group.add_argument("--grid-queries", "--grid_queries", type=int, default=8)
-    group.add_argument("--top-k", "--top_k", type=int, default=8, help="photos per query in the grid")
-    group.add_argument("--grid-tile", "--grid_tile", type=int, default=96, help="grid cell size in pixels")
-    group.add_argument("--batch_size", "--batch-size", type=int, default=256)
-    group.add_argument("--workers", type=int, default=4)
+    group.add_argument("--grid-queries", "--grid_queries", type=non_negative_int, default=8)
+    group.add_argument("--top-k", "--top_k", type=non_negative_int, default=8, help="photos per query in the grid")
+    group.add_argument("--grid-tile", "--grid_tile", type=positive_int, default=96, help="grid cell size in pixels")
+    group.add_argument("--batch_size", "--batch-size", type=positive_int, default=256)
+    group.add_argument("--workers", type=non_negative_int, default=4)
     group.add_argument("--device", default="auto")
     group.add_argument("--no-progress", "--no_progress", action="store_true")
+
+
+def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
+    """The task a checkpoint was trained for (``None``: baseline or unknown); warns when it is not
+    ``scored_as``: scoring across tasks is allowed, but a forgotten ``--fine-grained`` must not pass unnoticed."""
+    if not checkpoint:
+        return None
+    trained = read_checkpoint(checkpoint)[2].get("extra", {}).get("task")
+    if trained and trained != scored_as:
+        other = "with --fine-grained" if trained == "fine-grained" else "without --fine-grained"
+        print(f"warning: {checkpoint} was trained for the {trained} task but is scored with the {scored_as} "
+              f"protocol here (evaluate it {other} for its own task's metrics)", file=sys.stderr)
+    return trained
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -248,9 +287,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
     data = CategoryDataset.scan(args.data)
-    split = split_from_args(args, data)
+    split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
@@ -259,8 +299,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
                                    keep_top=args.top_k, progress=not args.no_progress)
     out = Path(args.out) if args.out else None
     json_path = args.json or (out / "metrics.json" if out else None)
-    extra = {"checkpoint": args.checkpoint, "encoder": encoder.describe(), "classes": classes,
-             "split": split.source, "class_set": args.classes}
+    extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
+             "classes": classes, "split": split.source, "class_set": args.classes}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
@@ -278,9 +318,10 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
     data = load_pairs(args.data)
-    split = split_from_args(args, data)
+    split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     pairs = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     print(f"evaluating {name} (fine-grained) on {len(classes)} {args.classes} classes ({split.source}): "
@@ -289,8 +330,8 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
                                        progress=not args.no_progress)
     json_path = args.json or (Path(args.out) / "metrics.json" if args.out else None)
     if json_path:
-        extra = {"checkpoint": args.checkpoint, "encoder": encoder.describe(), "classes": classes,
-                 "split": split.source, "class_set": args.classes, "pairs": data.summary()}
+        extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
+                 "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary()}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

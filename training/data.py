@@ -144,7 +144,7 @@ def read_class_list(path: str | Path) -> list[str]:
     """One class name per line; blank lines and ``#`` comments ignored."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise DataError(f"Cannot read class list {path}: {error}") from error
     names = [line.split("#", 1)[0].strip() for line in lines]
@@ -178,14 +178,20 @@ class ClassSplit:
 
 def resolve_unseen(classes: Sequence[str], names: Sequence[str], source: str) -> list[str]:
     """Map split-file names onto the dataset's folder names (spelling-insensitive); any miss is an error."""
-    by_key = {class_key(c): c for c in classes}
+    by_key: dict[str, list[str]] = {}
+    for c in classes:
+        by_key.setdefault(class_key(c), []).append(c)
+    twins = sorted({" = ".join(by_key[class_key(n)]) for n in names if len(by_key.get(class_key(n), ())) > 1})
+    if twins:  # one spelling would be held out while its twin trains: the "unseen" class would be seen
+        raise DataError(f"The dataset spells some unseen classes of {source} in several folders: {'; '.join(twins)}. "
+                        "Merge each into one folder.")
     missing = [n for n in names if class_key(n) not in by_key]
     if missing:
         raise DataError(
             f"{len(missing)} unseen classes of {source} are not in the dataset: {', '.join(missing[:10])}"
             f"{' ...' if len(missing) > 10 else ''}. Is this the right dataset for the split?"
         )
-    return sorted({by_key[class_key(n)] for n in names})
+    return sorted({by_key[class_key(n)][0] for n in names})
 
 
 def make_split(
@@ -196,11 +202,13 @@ def make_split(
     n_unseen: int | float = 0.2,
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
+    for_training: bool = True,
 ) -> ClassSplit:
     """Unseen classes from a shipped split, a file, or a seeded random draw; then a seeded
     validation slice (``val_fraction`` of the seen classes, at least one) held out of training.
 
     ``n_unseen`` (random split only): a count (int >= 1) or a fraction of all classes (float < 1).
+    ``for_training=False`` (scoring the unseen classes): a dataset holding only them is fine.
     """
     classes = sorted(classes)
     rng = random.Random(seed)
@@ -216,8 +224,8 @@ def make_split(
     seen = [c for c in classes if c not in set(unseen)]
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n_val = max(1, round(val_fraction * len(seen))) if val_fraction > 0 else 0
-    if len(seen) - n_val < 2:
+    n_val = max(1, round(val_fraction * len(seen))) if val_fraction > 0 and seen else 0
+    if for_training and len(seen) - n_val < 2:
         raise DataError(f"Only {len(seen)} seen classes: too few to train on after the validation slice.")
     val = sorted(random.Random(seed + 1).sample(seen, n_val))
     train = [c for c in seen if c not in set(val)]

@@ -76,13 +76,17 @@ def evaluate_category(
     workers: int = 0,
     keep_top: int = 0,
     progress: bool = True,
+    bad: BadFiles | None = None,
 ) -> CategoryEvaluation:
-    """mAP@all, mAP@200, P@100, P@200 of ``sketches`` against ``photos`` (relevant = same category)."""
+    """mAP@all, mAP@200, P@100, P@200 of ``sketches`` against ``photos`` (relevant = same category).
+
+    ``bad``: where unreadable files are recorded (a training task passes its own, so each file is
+    warned about once per run, not once per validation)."""
     classes = sorted({s.category for s in sketches} | {p.category for p in photos})
     index = {c: i for i, c in enumerate(classes)}
     s_labels = [index[s.category] for s in sketches]
     p_labels = [index[p.category] for p in photos]
-    bad = BadFiles()
+    bad = BadFiles() if bad is None else bad
     was_training = encoder.training
     encoder.eval()
     try:
@@ -97,6 +101,9 @@ def evaluate_category(
     q_labels, g_labels = np.asarray(s_labels)[q_kept], np.asarray(p_labels)[g_kept]
     result = rank_gallery(queries, q_labels, gallery, g_labels, ap_ks=AP_KS, precision_ks=PRECISION_KS,
                           keep_top=keep_top, device=encoder.device)
+    if not result.valid.any():  # every mean would be NaN (and the JSON invalid)
+        raise ValueError(f"Nothing to evaluate: none of the {len(q_kept)} readable sketches has a readable photo "
+                         "of its class in the gallery.")
     summary = result.summary()
     summary["n_unreadable"] = len(bad)
     return CategoryEvaluation(summary, result, [sketches[i] for i in q_kept], [photos[i] for i in g_kept],

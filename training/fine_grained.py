@@ -121,13 +121,15 @@ def evaluate_fine_grained(
     batch_size: int = 128,
     workers: int = 0,
     progress: bool = True,
+    bad: BadFiles | None = None,
 ) -> FineGrainedEvaluation:
     """acc@k of every sketch in ``pairs`` against all its categories' photos, in both galleries.
 
     Each image is embedded once. Unreadable photos leave the gallery; sketches that are unreadable or
-    whose own photo is are no queries. Both are counted in ``n_unreadable``.
+    whose own photo is are no queries. Both are counted in ``n_unreadable``; ``bad``: where they are
+    recorded (a training task passes its own, so each file is warned about once per run).
     """
-    bad = BadFiles()
+    bad = BadFiles() if bad is None else bad
     was_training = encoder.training
     encoder.eval()
     try:
@@ -245,5 +247,5 @@ class FineGrainedTask:
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
         evaluation = evaluate_fine_grained(encoder, self.val_pairs, batch_size=self.options.eval_batch_size,
-                                           workers=self.options.workers, progress=False)
+                                           workers=self.options.workers, progress=False, bad=self.bad)
         return flat_metrics(evaluation.summary, prefix="val_")

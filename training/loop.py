@@ -265,25 +265,33 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
         bar = tqdm(batches, total=total, initial=skip_batches, desc=f"{task.name} epoch {epoch + 1}/{options.epochs}",
                    disable=not (options.progress and rank.is_main), dynamic_ncols=True, leave=False)
         window: dict[str, list[float]] = defaultdict(list)
-        done = skip_batches
+        done = started = skip_batches
         skip_batches = 0
-        for batch in bar:
-            loss, parts = step_fn(batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            step, done = step + 1, done + 1
-            for key, value in parts.items():
-                window[key].append(value)
-            if rank.is_main and (step % options.log_every == 0 or done == total):
-                means = {k: sum(v) / len(v) for k, v in window.items()}
-                csv_log.add(step, epoch + 1, "train", means)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
-                window.clear()
-            if options.max_steps is not None and step >= options.max_steps:
-                stopped = total is None or done < total
-                break
+        try:
+            for batch in bar:
+                loss, parts = step_fn(batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                step, done = step + 1, done + 1
+                for key, value in parts.items():
+                    window[key].append(value)
+                if rank.is_main and (step % options.log_every == 0 or done == total):
+                    means = {k: sum(v) / len(v) for k, v in window.items()}
+                    csv_log.add(step, epoch + 1, "train", means)
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
+                    window.clear()
+                if options.max_steps is not None and step >= options.max_steps:
+                    stopped = total is None or done < total
+                    break
+        except KeyboardInterrupt:  # Ctrl-C mid-epoch: keep the steps done, so --resume continues at this batch
+            bar.close()
+            if rank.is_main and done > started:
+                save(epoch, done, None)
+                tqdm.write(f"[{task.name}] interrupted at step {step} ({done} batches into epoch {epoch + 1}); "
+                           f"saved to {out_dir}, --resume continues from there")
+            raise
         bar.close()
         if stopped:  # mid-epoch: save where we are so --resume picks up at this very batch
             if rank.is_main:

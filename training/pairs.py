@@ -6,7 +6,8 @@ Two sources:
   ``ROOT/photo/<category>/<photo_id>.<ext>`` (any common image extension; scanning is
   :func:`training.data.scan_modality`, shared with the category-level task);
 - a CSV of ``sketch,photo[,category]`` paths (relative paths resolve against the CSV's folder;
-  without a category column the photo's parent folder names it; a header row is optional).
+  without a category column the photo's parent folder names it; a header row is optional: a first
+  row naming no existing file is taken for one, whatever its column names).
 
 Every photo found, paired or not, joins its category's gallery and pool of hard negatives.
 Sketches whose photo is missing, names that do not follow the layout and malformed CSV rows are
@@ -118,7 +119,7 @@ def read_pair_csv(path: str | Path) -> PairedData:
     photos: dict[str, dict[str, Sample]] = defaultdict(dict)  # insertion-ordered, unique
     pairs: dict[str, list[tuple[Sample, Sample]]] = defaultdict(list)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"Cannot read the pairs CSV {path}: {error}") from error
@@ -132,6 +133,8 @@ def read_pair_csv(path: str | Path) -> PairedData:
             skipped["malformed csv rows"].append(f"{path}:{line_no}")
             continue
         sketch_path, photo_path = (path.parent / cells[0]).resolve(), (path.parent / cells[1]).resolve()
+        if line_no == 1 and not sketch_path.exists() and not photo_path.exists():
+            continue  # a header with other column names ("sketch_path,photo_path,label"), not a pair
         category = cells[2] if len(cells) == 3 and cells[2] else photo_path.parent.name
         photo = photos[category].setdefault(str(photo_path), Sample(str(photo_path), category))
         pairs[category].append((Sample(str(sketch_path), category), photo))
