@@ -53,7 +53,10 @@ def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PI
     except (ImageTooLargeError, ImageDecodeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"The image is too large to decode safely: {error}") from error
+        # Pillow's own guard fired (its limit, not ours): name the limit the caller set.
+        raise ImageTooLargeError(
+            f"The image declares more pixels than can be decoded safely; the limit is {max_pixels:,}."
+        ) from error
     except UnidentifiedImageError as error:
         raise ImageDecodeError("The data is not an image in any supported format.") from error
     except FileNotFoundError as error:
@@ -63,14 +66,23 @@ def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PI
     return image
 
 
+def _composited(rgba: Image.Image, background: int) -> np.ndarray:
+    canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+    canvas.alpha_composite(rgba)
+    return np.asarray(canvas.convert("L"), dtype=np.float32)
+
+
 def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
     """Any PIL mode → float32 grey levels 0..255, transparency composited on white."""
     mode = image.mode
     if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
-        canvas.alpha_composite(rgba)
-        return np.asarray(canvas.convert("L"), dtype=np.float32)
+        on_white = _composited(rgba, WHITE)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+        if np.ptp(on_white) < MIN_INK_CONTRAST <= np.ptp(alpha):
+            # Light ink on a transparent background (dark-mode apps): it only shows on black.
+            return _composited(rgba, 0)
+        return on_white
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         values = np.asarray(image, dtype=np.float32)
         if not np.isfinite(values).all():

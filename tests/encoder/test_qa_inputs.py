@@ -1,0 +1,75 @@
+"""Acceptance-run regressions of the encoder's input handling: bombs, transparent light ink, ndjson, extremes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from encoder import decode_image, load_drawing_json, normalise_sketch, parse_strokes, rasterize_strokes
+from encoder.errors import ImageTooLargeError, StrokeFormatError
+from tests.imagegen import draw_sketch
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+
+
+def test_a_bomb_past_pillows_own_guard_names_our_limit_not_pillows():
+    with pytest.raises(ImageTooLargeError) as caught:
+        decode_image(_png_declaring(100_000, 100_000), max_pixels=1_000_000)
+    assert "1,000,000" in str(caught.value) and "178956970" not in str(caught.value)
+
+
+def test_light_ink_on_a_transparent_background_is_found():
+    ink = np.asarray(draw_sketch().convert("L")) < 128
+    rgba = np.zeros((*ink.shape, 4), dtype=np.uint8)
+    rgba[..., :3] = 255  # white strokes ...
+    rgba[..., 3] = np.where(ink, 255, 0)  # ... on a fully transparent canvas
+    out = np.asarray(normalise_sketch(Image.fromarray(rgba, "RGBA"), 64).convert("L"))
+    assert (out < 128).mean() > 0.01 and out[0, 0] == 255  # dark ink on white paper
+
+
+def test_dark_ink_on_transparent_is_unchanged_and_blank_transparency_is_still_blank():
+    ink = np.asarray(draw_sketch().convert("L")) < 128
+    rgba = np.zeros((*ink.shape, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(ink, 255, 0)
+    assert (np.asarray(normalise_sketch(Image.fromarray(rgba, "RGBA"), 64).convert("L")) < 128).mean() > 0.01
+    buffer = io.BytesIO()
+    Image.new("RGBA", (50, 50), (0, 0, 0, 0)).save(buffer, "PNG")
+    with pytest.raises(ValueError, match="blank"):
+        normalise_sketch(decode_image(buffer.getvalue()), 64)
+
+
+def test_ndjson_with_several_drawings_uses_the_first():
+    first = '{"word": "cat", "drawing": [[[0, 50, 90], [0, 80, 10]]]}'
+    assert load_drawing_json((first + "\n" + '{"drawing": [[[1], [2]]]}\n').encode())["word"] == "cat"
+    assert len(parse_strokes(first + "\n{broken")) == 1
+    assert load_drawing_json(b"\xef\xbb\xbf" + first.encode())["word"] == "cat"  # UTF-8 BOM
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"\xff\xfe\x00", "UTF-8"), (b"[" * 100_000, "nested"), (b"  ", "empty"), (b'{"a": 1} {', "Extra data"),
+])
+def test_unreadable_strokes_json_is_a_stroke_format_error(data, words):
+    with pytest.raises(StrokeFormatError, match=words):
+        parse_strokes(data)
+
+
+@pytest.mark.parametrize("points", [[[-1e308, -1e308], [1e308, 1e308]], [[0, 0], [5e-324, 0]]])
+def test_coordinates_too_far_apart_or_too_close_are_refused_with_a_clear_message(points):
+    with pytest.raises(StrokeFormatError, match="too large or too small"):
+        rasterize_strokes(parse_strokes({"strokes": [points]}), size=64)
+
+
+def test_a_huge_but_finite_drawing_still_renders():
+    image = rasterize_strokes(parse_strokes({"strokes": [[[1e300, 0], [1e308, 1e308]]]}), size=64)
+    assert (np.asarray(image.convert("L")) < 128).any()
