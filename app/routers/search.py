@@ -24,7 +24,7 @@ _REQUEST_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "sketch": {"type": "string", "format": "binary", "description": "PNG/JPEG/WebP/GIF/BMP/TIFF"},
+                    "sketch": {"type": "string", "format": "binary", "description": "image or strokes file"},
                     "strokes": {"type": "string", "description": "strokes JSON (instead of a file)"},
                     "k": {"type": "integer", "default": 10},
                     "category": {"type": "string"},

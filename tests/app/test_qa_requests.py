@@ -1,0 +1,72 @@
+"""Acceptance-run regressions of /search request handling: ndjson bodies, curl defaults, form variants,
+AVIF, and a client that disconnects mid-body."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+from PIL import Image
+from starlette.requests import Request
+
+from app.errors import APIError
+from app.inputs import read_limited
+from tests.app.support import STROKES, sketch_png
+
+QUICKDRAW = {"word": "apple", "drawing": [[[10, 50, 90], [10, 80, 10]], [[20, 80], [50, 50]]]}
+NDJSON = (json.dumps(QUICKDRAW) + "\n" + json.dumps({"word": "boat", "drawing": [[[0, 9], [0, 9]]]}) + "\n").encode()
+
+
+def assert_found(response, kind: str = "strokes") -> None:
+    assert response.status_code == 200, response.text
+    assert response.json()["input"] == kind and response.json()["results"]
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-ndjson"])
+def test_a_quickdraw_ndjson_body_with_several_drawings_searches_the_first(client, content_type):
+    assert_found(client.post("/search?k=3", content=NDJSON, headers={"Content-Type": content_type}))
+
+
+@pytest.mark.parametrize("content_type", [None, "application/x-www-form-urlencoded"])
+def test_a_body_without_a_real_content_type_is_judged_by_its_bytes(client, content_type):
+    """`curl --data-binary @x` sends form-urlencoded (or, with -H 'Content-Type:', nothing)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    assert_found(client.post("/search", content=sketch_png(), headers=headers), "image")
+    assert_found(client.post("/search", content=json.dumps(STROKES).encode(), headers=headers))
+    response = client.post("/search", content=b"hello", headers={"Content-Type": "text/plain"})
+    assert response.status_code == 415 and "text/plain" in response.json()["detail"]
+
+
+def test_an_urlencoded_form_with_a_strokes_field(client):
+    response = client.post("/search", data={"strokes": json.dumps(STROKES), "k": "2"})
+    assert_found(response)
+    assert response.json()["k"] == 2
+
+
+def test_strokes_sent_as_a_file_in_either_field(client):
+    assert_found(client.post("/search", files={"strokes": ("s.json", json.dumps(STROKES).encode())}))
+    assert_found(client.post("/search", files={"sketch": ("cat.ndjson", NDJSON, "application/x-ndjson")}))
+
+
+def test_one_image_under_another_field_name_is_the_sketch(client):
+    assert_found(client.post("/search", files={"file": ("a.png", sketch_png(), "image/png")}), "image")
+
+
+def test_an_avif_sketch_is_accepted(client):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(sketch_png())).convert("RGB").save(buffer, "AVIF", quality=80)
+    assert_found(client.post("/search", content=buffer.getvalue(), headers={"Content-Type": "image/avif"}), "image")
+
+
+def test_a_client_disconnecting_mid_body_is_a_4xx_not_an_internal_error():
+    messages = iter([{"type": "http.request", "body": b"\x89PNG", "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive():
+        return next(messages)
+
+    scope = {"type": "http", "method": "POST", "path": "/search", "headers": [], "query_string": b""}
+    with pytest.raises(APIError) as caught:
+        asyncio.run(read_limited(Request(scope, receive), 1000))
+    assert caught.value.status == 400 and caught.value.code == "client_disconnected"
