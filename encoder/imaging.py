@@ -104,20 +104,13 @@ def _paper_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
-def _downscale_keeping_strokes(square: Image.Image, size: int) -> Image.Image:
-    """Resize a square grey sketch to ``size``; strong reductions first min-pool (keep the darkest
-    pixel of each block) so one-pixel strokes survive, then a final anti-aliased resize (< 2x)."""
-    factor = square.width // size
-    if factor >= 2:
-        pixels = np.asarray(square)
-        blocks = -(-square.width // factor)  # ceil
-        padded = np.full((blocks * factor, blocks * factor), WHITE, dtype=np.uint8)
-        padded[: pixels.shape[0], : pixels.shape[1]] = pixels
-        pooled = padded.reshape(blocks, factor, blocks, factor).min(axis=(1, 3))
-        square = Image.fromarray(pooled, mode="L")
-    if square.width == size:
-        return square
-    return square.resize((size, size), Image.Resampling.LANCZOS)
+def _min_pool(gray: np.ndarray, factor: int) -> np.ndarray:
+    """The darkest pixel of each ``factor``×``factor`` block (partial blocks at the edges), so that strong
+    reductions keep one-pixel strokes. Memory stays proportional to the input, whatever its shape."""
+    if factor < 2:
+        return gray
+    rows = np.minimum.reduceat(gray, np.arange(0, gray.shape[0], factor), axis=0)
+    return np.minimum.reduceat(rows, np.arange(0, gray.shape[1], factor), axis=1)
 
 
 def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> Image.Image:
@@ -141,13 +134,16 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    cropped = Image.fromarray(gray[top:bottom, left:right].astype(np.uint8), mode="L")
+    ink_box = gray[top:bottom, left:right].astype(np.uint8)
+    # Reduce before padding square: a long thin stroke (say 5x200,000 px) must not become a 200,000² canvas.
+    side = max(ink_box.shape)
+    cropped = Image.fromarray(_min_pool(ink_box, (side + 2 * max(2, round(margin * side))) // size), mode="L")
 
     side = max(cropped.width, cropped.height)
     pad = max(2, round(margin * side))
     square_side = side + 2 * pad
     square = Image.new("L", (square_side, square_side), WHITE)
     square.paste(cropped, ((square_side - cropped.width) // 2, (square_side - cropped.height) // 2))
-
-    resized = _downscale_keeping_strokes(square, size)
-    return resized.convert("RGB")
+    if square_side != size:
+        square = square.resize((size, size), Image.Resampling.LANCZOS)
+    return square.convert("RGB")

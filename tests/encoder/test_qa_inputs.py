@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
 import zlib
 
 import numpy as np
@@ -73,3 +74,18 @@ def test_coordinates_too_far_apart_or_too_close_are_refused_with_a_clear_message
 def test_a_huge_but_finite_drawing_still_renders():
     image = rasterize_strokes(parse_strokes({"strokes": [[[1e300, 0], [1e308, 1e308]]]}), size=64)
     assert (np.asarray(image.convert("L")) < 128).any()
+
+
+def test_a_long_thin_stroke_image_does_not_blow_up_into_a_huge_square():
+    """5x400,000 px is 2 MP (under any pixel limit); padding its ink box square first meant a 400,000² canvas."""
+    gray = np.full((5, 400_000), 255, dtype=np.uint8)
+    gray[2] = 0
+    tracemalloc.start()
+    try:
+        out = normalise_sketch(Image.fromarray(gray), 64)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+    ink_columns = (np.asarray(out.convert("L")) < 128).any(axis=0)
+    assert ink_columns.sum() > 50  # the stroke spans the width of the output
