@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import unicodedata
 
 import pytest
 from PIL import Image
@@ -13,7 +14,7 @@ from starlette.requests import Request
 
 from app.errors import APIError
 from app.inputs import read_limited
-from tests.app.support import STROKES, sketch_png
+from tests.app.support import STROKES, app_client, build_index, make_gallery, sketch_png
 
 QUICKDRAW = {"word": "apple", "drawing": [[[10, 50, 90], [10, 80, 10]], [[20, 80], [50, 50]]]}
 NDJSON = (json.dumps(QUICKDRAW) + "\n" + json.dumps({"word": "boat", "drawing": [[[0, 9], [0, 9]]]}) + "\n").encode()
@@ -70,3 +71,13 @@ def test_a_client_disconnecting_mid_body_is_a_4xx_not_an_internal_error():
     with pytest.raises(APIError) as caught:
         asyncio.run(read_limited(Request(scope, receive), 1000))
     assert caught.value.status == 400 and caught.value.code == "client_disconnected"
+
+
+def test_a_category_differing_only_in_unicode_normalisation_is_found(tmp_path, app_encoder):
+    nfd = unicodedata.normalize("NFD", "crème brûlée")  # how macOS writes folder names
+    gallery = make_gallery(tmp_path / "gallery", categories=(nfd, "boat"), per_category=2)
+    build_index(gallery, tmp_path / "index", app_encoder)
+    with app_client(tmp_path / "index", app_encoder) as client:
+        response = client.post("/search", json={**STROKES, "category": unicodedata.normalize("NFC", nfd)})
+        assert response.status_code == 200, response.text
+        assert {photo["category"] for photo in response.json()["results"]} == {nfd}
