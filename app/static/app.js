@@ -250,14 +250,18 @@ function showResults(data, emptyText = "Results appear here while you draw.") {
 }
 
 // ---- start --------------------------------------------------------------------------------------
+const INFO_RETRY_MS = 5000;
+
 async function loadInfo() {
   try {
     const info = await (await fetch("/info")).json();
     $("status").textContent = info.index_version
       ? `index ${info.index_version} · ${info.index_size} photos · ${info.device}`
-      : "no index loaded yet";
+      : "no index loaded yet — build one with python -m index_builder build";
+    if (!info.index_version) setTimeout(loadInfo, INFO_RETRY_MS);  // pick the index up once it is published
     if (info.warning) { $("warning").textContent = info.warning; $("warning").hidden = false; }
     const select = $("category");
+    select.replaceChildren(select.options[0]);
     for (const name of info.categories || []) {
       const option = document.createElement("option");
       option.value = option.textContent = name;
@@ -268,6 +272,7 @@ async function loadInfo() {
     $("api-key").value = localStorage.getItem("sbir-api-key") || "";
   } catch (error) {
     $("status").textContent = "the service is not reachable";
+    setTimeout(loadInfo, INFO_RETRY_MS);
   }
 }
 

@@ -8,7 +8,7 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import serve
+from tests.app.support import CATEGORIES, build_index, make_gallery, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -53,5 +53,23 @@ def test_errors_clear_old_results_and_a_lone_dot_asks_for_more(app_index, app_en
             page.wait_for_function("document.getElementById('message').textContent.includes('single dot')")
             page.wait_for_timeout(400)  # past the debounce: still no request for a dot
             assert len(searches) == sent
+        finally:
+            browser.close()
+
+
+def test_the_page_picks_up_an_index_published_after_it_loaded(app_encoder, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    gallery = make_gallery(tmp_path / "gallery", per_category=2)
+    app = create_app(Settings(index_dir=tmp_path / "index", reload_interval_s=0.2), encoder=app_encoder)
+    with serve(app) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 700})
+            page.goto(base + "/")
+            page.wait_for_function("document.getElementById('status').textContent.includes('no index')")
+            build_index(gallery, tmp_path / "index", app_encoder)
+            page.wait_for_function("document.getElementById('status').textContent.includes('4 photos')",
+                                   timeout=20_000)
+            assert page.locator("#category option").all_inner_texts() == ["all", *CATEGORIES]
         finally:
             browser.close()
