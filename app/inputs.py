@@ -91,7 +91,8 @@ def parse_k(value: Any, max_k: int) -> int:
     except (TypeError, ValueError, OverflowError):
         raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}.") from None
     if not 1 <= k <= max_k:
-        raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {k}).")
+        got = str(k) if abs(k) < 10**12 else "a number far out of range"
+        raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {got}).")
     return k
 
 
@@ -177,7 +178,8 @@ async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> 
         return await _parse_form(request, body, max_k, multipart=content_type == "multipart/form-data")
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         obj = _json_object(body)
-        return SearchRequest("strokes", obj, parse_k(obj.get("k"), max_k), parse_category(obj.get("category")))
+        params = {**request.query_params, **{key: obj[key] for key in ("k", "category") if key in obj}}
+        return SearchRequest("strokes", obj, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
         if not body:
             raise APIError(422, "bad_image", "The request body is empty.")

@@ -81,3 +81,17 @@ def test_a_category_differing_only_in_unicode_normalisation_is_found(tmp_path, a
         response = client.post("/search", json={**STROKES, "category": unicodedata.normalize("NFC", nfd)})
         assert response.status_code == 200, response.text
         assert {photo["category"] for photo in response.json()["results"]} == {nfd}
+
+
+def test_k_and_category_in_the_query_string_apply_to_json_bodies_too(client):
+    response = client.post("/search?k=2&category=boat", json=STROKES)
+    assert response.status_code == 200, response.text
+    assert response.json()["k"] == 2 and {p["category"] for p in response.json()["results"]} == {"boat"}
+    assert client.post("/search?k=2", json={**STROKES, "k": 3}).json()["k"] == 3  # the body wins
+
+
+@pytest.mark.parametrize("k", [1e308, "9" * 4000])
+def test_an_absurd_k_is_refused_without_echoing_it(client, k):
+    response = client.post("/search", json={**STROKES, "k": k})
+    assert response.status_code == 422 and response.json()["error"] == "bad_k"
+    assert len(response.text) < 200
