@@ -15,8 +15,9 @@ router = APIRouter(tags=["photos"])
 INT64_MAX = 2**63 - 1
 
 
-@router.get(
+@router.api_route(
     "/photos/{photo_id}",
+    methods=["GET", "HEAD"],
     responses={200: {"content": {"image/*": {}}}, 304: {}, 404: {"model": Error}, 422: {"model": Error}},
     response_class=Response,
     summary="A gallery photo, or its thumbnail with ?size=N",

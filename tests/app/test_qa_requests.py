@@ -95,3 +95,11 @@ def test_an_absurd_k_is_refused_without_echoing_it(client, k):
     response = client.post("/search", json={**STROKES, "k": k})
     assert response.status_code == 422 and response.json()["error"] == "bad_k"
     assert len(response.text) < 200
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/readyz", "/photos/0", "/photos/0?size=32"])
+def test_head_works_wherever_get_does(client, path):
+    """Uptime monitors and link checkers send HEAD; it was 405 everywhere."""
+    response = client.head(path)
+    assert response.status_code == 200 and not response.content
+    assert response.headers["content-type"] == client.get(path).headers["content-type"]
