@@ -15,9 +15,9 @@ router = APIRouter(tags=["photos"])
 INT64_MAX = 2**63 - 1
 
 
-@router.api_route(
+@router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
+@router.get(
     "/photos/{photo_id}",
-    methods=["GET", "HEAD"],
     responses={200: {"content": {"image/*": {}}}, 304: {}, 404: {"model": Error}, 422: {"model": Error}},
     response_class=Response,
     summary="A gallery photo, or its thumbnail with ?size=N",
