@@ -22,6 +22,8 @@ DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)
 WHITE = 255
 # Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
 MIN_INK_CONTRAST = 24
+# Cells per side of the grid on which uneven paper lighting is estimated.
+PAPER_GRID = 16
 
 
 def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -104,6 +106,32 @@ def _paper_level(gray: np.ndarray) -> float:
     return float(np.median(border))
 
 
+def _flatten_lighting(gray: np.ndarray, grid: int = PAPER_GRID) -> np.ndarray:
+    """Divide out uneven lighting (a photo of paper, darker on one side) so the paper is white everywhere.
+
+    The paper level of each cell of a ``grid``×``grid`` grid is its brightest 4x4-averaged pixel (averaging
+    keeps sensor noise out); a cell much darker than its brightest neighbour is covered by ink and takes
+    that neighbour's level. The levels are interpolated smoothly. Applied only when the cells along the
+    border differ by more than the ink contrast: evenly lit scans and drawings are returned unchanged.
+    """
+    height, width = gray.shape
+    if min(height, width) < 16 * grid:
+        return gray
+    small = gray[: height - height % 4, : width - width % 4]
+    small = small.reshape(small.shape[0] // 4, 4, small.shape[1] // 4, 4).mean(axis=(1, 3))
+    rows = np.linspace(0, small.shape[0], grid + 1).astype(int)[:-1]
+    cols = np.linspace(0, small.shape[1], grid + 1).astype(int)[:-1]
+    cells = np.maximum.reduceat(np.maximum.reduceat(small, rows, axis=0), cols, axis=1)
+    border = np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])
+    if border.max() - border.min() <= MIN_INK_CONTRAST:
+        return gray
+    padded = np.pad(cells, 1, mode="edge")
+    brightest = np.max([padded[dy:dy + grid, dx:dx + grid] for dy in range(3) for dx in range(3)], axis=0)
+    paper = np.where(cells < brightest - MIN_INK_CONTRAST, brightest, cells).astype(np.float32)
+    paper = np.asarray(Image.fromarray(paper, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(gray * (255.0 / np.maximum(paper, 1.0)), 0, 255)
+
+
 def _min_pool(gray: np.ndarray, factor: int) -> np.ndarray:
     """The darkest pixel of each ``factor``×``factor`` block (partial blocks at the edges), so that strong
     reductions keep one-pixel strokes. Memory stays proportional to the input, whatever its shape."""
@@ -123,7 +151,8 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
     paper = _paper_level(gray)
     if paper < 128:  # light ink on dark paper
         gray = 255.0 - gray
-        paper = 255.0 - paper
+    gray = _flatten_lighting(gray)
+    paper = _paper_level(gray)
     darkest = float(gray.min())
     contrast = paper - darkest
     if contrast < MIN_INK_CONTRAST:

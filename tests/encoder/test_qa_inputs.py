@@ -13,6 +13,7 @@ from PIL import Image
 
 from encoder import decode_image, load_drawing_json, normalise_sketch, parse_strokes, rasterize_strokes
 from encoder.errors import ImageTooLargeError, StrokeFormatError
+from encoder.imaging import _flatten_lighting
 from tests.imagegen import draw_sketch
 
 
@@ -89,3 +90,21 @@ def test_a_long_thin_stroke_image_does_not_blow_up_into_a_huge_square():
     assert peak < 200 * 2**20, f"peak {peak / 2**20:.0f} MiB"
     ink_columns = (np.asarray(out.convert("L")) < 128).any(axis=0)
     assert ink_columns.sum() > 50  # the stroke spans the width of the output
+
+
+def test_a_photo_of_a_sketch_under_uneven_light_comes_out_on_white_paper():
+    """Paper lit from one side (grey 140 → 235) used to leave a grey wash over the dark half."""
+    ink = np.asarray(draw_sketch((400, 400)).convert("L")) < 128
+    light = np.linspace(140, 235, ink.shape[1], dtype=np.float32)[None, :].repeat(ink.shape[0], axis=0)
+    noise = np.random.default_rng(0).normal(0, 4, ink.shape)
+    photo = np.clip(np.where(ink, 50.0, light) + noise, 0, 255).astype(np.uint8)
+    out = np.asarray(normalise_sketch(Image.fromarray(photo), 64).convert("L"))
+    left, right = out[:, :16], out[:, -16:]
+    assert np.median(left) > 235 and np.median(right) > 235  # white paper on both sides, no grey half
+    assert (out < 100).mean() > 0.01  # the strokes are still there
+
+
+def test_evenly_lit_sketches_are_untouched_by_the_lighting_correction():
+    sketch = draw_sketch((300, 300))
+    gray = np.asarray(sketch.convert("L"), dtype=np.float32)
+    assert _flatten_lighting(gray) is gray
