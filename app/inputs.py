@@ -142,11 +142,11 @@ async def _parse_form(request: Request, body: bytes, max_k: int, multipart: bool
 
 async def _form_sketch(form: FormData, k: int, category: str | None) -> SearchRequest:
     sketch, strokes = form.get("sketch"), form.get("strokes")
-    if isinstance(strokes, UploadFile):
-        return SearchRequest("strokes", _json_object(await strokes.read()), k, category)
-    if isinstance(strokes, str):
-        return SearchRequest("strokes", _json_object(strokes), k, category)
     if not isinstance(sketch, UploadFile):
+        if isinstance(strokes, UploadFile):
+            return SearchRequest("strokes", _json_object(await strokes.read()), k, category)
+        if isinstance(strokes, str):
+            return SearchRequest("strokes", _json_object(strokes), k, category)
         # One image under another name ("file", "image", ...) is taken as the sketch.
         for value in form.values():
             if isinstance(value, UploadFile) and sniff_image_type(await value.read(16)) is not None:

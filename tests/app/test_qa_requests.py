@@ -103,3 +103,9 @@ def test_head_works_wherever_get_does(client, path):
     response = client.head(path)
     assert response.status_code == 200 and not response.content
     assert response.headers["content-type"] == client.get(path).headers["content-type"]
+
+
+def test_a_sketch_file_takes_precedence_over_a_strokes_field(client):
+    response = client.post("/search", files={"sketch": ("a.png", sketch_png(), "image/png")},
+                           data={"strokes": json.dumps(STROKES)})
+    assert_found(response, "image")
