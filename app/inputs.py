@@ -56,6 +56,22 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
+def _recognised_other(data: bytes) -> str:
+    """' (it looks like X)' for common files that are not accepted, to say what was sent; else ''."""
+    head = data[:512].lstrip().lower()
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+        return " (it looks like a HEIC/HEIF photo: export it as JPEG or PNG)"
+    if head.startswith(b"%pdf"):
+        return " (it looks like a PDF document)"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return " (it looks like an SVG drawing: export it as PNG)"
+    if data.startswith(b"\x00\x00\x01\x00"):
+        return " (it looks like an ICO icon)"
+    if data.startswith(b"PK\x03\x04"):
+        return " (it looks like a ZIP archive)"
+    return ""
+
+
 def _looks_like_json(data: bytes) -> bool:
     return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
 
@@ -160,7 +176,8 @@ async def _form_sketch(form: FormData, k: int, category: str | None) -> SearchRe
             return SearchRequest("image", data, k, category)
         if _looks_like_json(data):  # a strokes file (QuickDraw ndjson, JSON) sent as the sketch
             return SearchRequest("strokes", _json_object(data), k, category)
-        raise APIError(415, "unsupported_type", f"The uploaded file is not a {IMAGE_TYPES} image or JSON strokes.")
+        raise APIError(415, "unsupported_type",
+                       f"The uploaded file is not a {IMAGE_TYPES} image or JSON strokes{_recognised_other(data)}.")
     raise APIError(422, "missing_sketch", 'The form needs a "sketch" file or a "strokes" JSON field.')
 
 
@@ -184,7 +201,8 @@ async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> 
         if not body:
             raise APIError(422, "bad_image", "The request body is empty.")
         if sniff_image_type(body) is None:
-            raise APIError(415, "unsupported_type", f"The request body is not a {IMAGE_TYPES} image.")
+            raise APIError(415, "unsupported_type",
+                           f"The request body is not a {IMAGE_TYPES} image{_recognised_other(body)}.")
         params = request.query_params
         return SearchRequest("image", body, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
     raise APIError(

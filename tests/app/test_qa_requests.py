@@ -109,3 +109,15 @@ def test_a_sketch_file_takes_precedence_over_a_strokes_field(client):
     response = client.post("/search", files={"sketch": ("a.png", sketch_png(), "image/png")},
                            data={"strokes": json.dumps(STROKES)})
     assert_found(response, "image")
+
+
+@pytest.mark.parametrize(("data", "words"), [
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64, "HEIC"),
+    (b"%PDF-1.7\n", "PDF"),
+    (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"/>', "SVG"),
+    (b"\x00\x00\x01\x00\x01\x00" + b"\x00" * 64, "ICO"),
+])
+def test_a_refused_file_of_a_common_kind_is_named(client, data, words):
+    for response in (client.post("/search", files={"sketch": ("x", data)}),
+                     client.post("/search", content=data, headers={"Content-Type": "image/png"})):
+        assert response.status_code == 415 and words in response.json()["detail"], response.text
