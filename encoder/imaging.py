@@ -22,6 +22,7 @@ DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)
 WHITE = 255
 # Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
 MIN_INK_CONTRAST = 24
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # Cells per side of the grid on which uneven paper lighting is estimated.
 PAPER_GRID = 16
 
@@ -74,10 +75,29 @@ def _composited(rgba: Image.Image, background: int) -> np.ndarray:
     return np.asarray(canvas.convert("L"), dtype=np.float32)
 
 
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB for a photo: transparency composited on white, 16/32-bit and float images
+    rescaled to 0..255 (a plain ``convert("RGB")`` clips 16-bit values to white and float 0..1 to black)."""
+    if image.mode == "RGB":
+        return image
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
+        canvas.alpha_composite(rgba)
+        return canvas.convert("RGB")
+    if image.mode in HIGH_DEPTH_MODES:
+        return Image.fromarray(np.clip(to_grayscale_on_white(image), 0, 255).astype(np.uint8), mode="L").convert("RGB")
+    return image.convert("RGB")
+
+
 def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
     """Any PIL mode → float32 grey levels 0..255, transparency composited on white."""
     mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         on_white = _composited(rgba, WHITE)
         alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
@@ -85,7 +105,7 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
             # Light ink on a transparent background (dark-mode apps): it only shows on black.
             return _composited(rgba, 0)
         return on_white
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if mode in HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float32)
         if not np.isfinite(values).all():
             values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)

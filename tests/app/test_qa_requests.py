@@ -8,6 +8,7 @@ import io
 import json
 import unicodedata
 
+import numpy as np
 import pytest
 from PIL import Image
 from starlette.requests import Request
@@ -121,3 +122,19 @@ def test_a_refused_file_of_a_common_kind_is_named(client, data, words):
     for response in (client.post("/search", files={"sketch": ("x", data)}),
                      client.post("/search", content=data, headers={"Content-Type": "image/png"})):
         assert response.status_code == 415 and words in response.json()["detail"], response.text
+
+
+def test_thumbnails_of_16_bit_and_transparent_gallery_photos(tmp_path, app_encoder):
+    """A 16-bit PNG in the gallery made GET /photos/{id}?size=N a 500 (Pillow cannot resize mode I;16)."""
+    gallery = make_gallery(tmp_path / "gallery", per_category=1)
+    gradient = np.tile(np.linspace(0, 65535, 400).astype(np.uint16), (300, 1))
+    Image.fromarray(gradient).save(gallery / "boat" / "deep.png")
+    Image.new("RGBA", (40, 30), (0, 0, 0, 0)).save(gallery / "boat" / "clear.png")
+    build_index(gallery, tmp_path / "index", app_encoder)
+    with app_client(tmp_path / "index", app_encoder) as client:
+        results = client.post("/search", json={**STROKES, "k": 4}).json()["results"]
+        assert len(results) == 4  # both odd photos were indexed
+        for result in results:
+            response = client.get(f"/photos/{result['id']}?size=64")
+            assert response.status_code == 200, response.text
+            Image.open(io.BytesIO(response.content)).verify()

@@ -13,7 +13,7 @@ from PIL import Image
 
 from encoder import decode_image, load_drawing_json, normalise_sketch, parse_strokes, rasterize_strokes
 from encoder.errors import ImageTooLargeError, StrokeFormatError
-from encoder.imaging import _flatten_lighting
+from encoder.imaging import _flatten_lighting, to_rgb
 from tests.imagegen import draw_sketch
 
 
@@ -108,3 +108,19 @@ def test_evenly_lit_sketches_are_untouched_by_the_lighting_correction():
     sketch = draw_sketch((300, 300))
     gray = np.asarray(sketch.convert("L"), dtype=np.float32)
     assert _flatten_lighting(gray) is gray
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "RGBA"])
+def test_photos_of_any_depth_or_with_transparency_become_the_same_rgb(mode):
+    """convert("RGB") clipped 16-bit photos to white, float 0..1 ones to black and showed transparency as black."""
+    grey = np.asarray(draw_sketch((80, 60)).convert("L"))
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257)
+    elif mode == "F":
+        image = Image.fromarray(grey.astype(np.float32) / 255.0, mode="F")
+    else:
+        rgba = np.zeros((*grey.shape, 4), dtype=np.uint8)
+        rgba[..., 3] = 255 - grey  # black ink, transparent paper
+        image = Image.fromarray(rgba, "RGBA")
+    rgb = np.asarray(to_rgb(image).convert("L")).astype(int)
+    assert np.abs(rgb - grey).max() <= 2
