@@ -103,10 +103,11 @@ def load_drawing_json(data: bytes | str) -> Any:
 
     Raises :class:`StrokeFormatError` for empty, non-UTF-8, invalid or absurdly nested text.
     """
-    try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes | bytearray) else data
+    try:  # UTF-8 (with or without a BOM), or UTF-16/32 as JSON allows, detected the way json.loads does
+        text = bytes(data).decode(json.detect_encoding(data)) if isinstance(data, bytes | bytearray) else data
     except UnicodeDecodeError:
         raise StrokeFormatError("The strokes are not UTF-8 text.") from None
+    text = text.removeprefix("\ufeff")
     text = text.strip()
     if not text:
         raise StrokeFormatError("The strokes payload is empty.")

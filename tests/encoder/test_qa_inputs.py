@@ -56,6 +56,8 @@ def test_ndjson_with_several_drawings_uses_the_first():
     assert load_drawing_json((first + "\n" + '{"drawing": [[[1], [2]]]}\n').encode())["word"] == "cat"
     assert len(parse_strokes(first + "\n{broken")) == 1
     assert load_drawing_json(b"\xef\xbb\xbf" + first.encode())["word"] == "cat"  # UTF-8 BOM
+    assert load_drawing_json(first.encode("utf-16"))["word"] == "cat"  # json.loads accepts UTF-16/32 too
+    assert load_drawing_json(first.encode("utf-32-le"))["word"] == "cat"
 
 
 @pytest.mark.parametrize(("data", "words"), [
