@@ -46,6 +46,12 @@ def test_errors_clear_old_results_and_a_lone_dot_asks_for_more(app_index, app_en
             assert "not a PNG" in page.inner_text("#message")  # ... and the server's reason is shown
             assert "No results" in page.inner_text("#summary")
 
+            drawing = tmp_path / "cat.ndjson"  # a QuickDraw file: the page sends it, the server reads strokes
+            drawing.write_text('{"word": "cat", "drawing": [[[10, 50, 90], [10, 80, 10]]]}\n')
+            page.set_input_files("#file", str(drawing))
+            page.wait_for_function(GRID_FILLED, timeout=20_000)
+            assert page.inner_text("#message") == ""
+
             page.click("#clear")
             assert page.inner_text("#message") == ""
             sent = len(searches)
