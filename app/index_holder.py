@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -76,9 +77,16 @@ class IndexHolder:
             if close:
                 loaded.reader.close()
 
-    def has_category(self, name: str) -> bool:
+    def find_category(self, name: str) -> str | None:
+        """The index's spelling of category `name`, also when the two differ only in Unicode normalisation
+        (a gallery folder written on macOS is NFD, a browser sends NFC); None when there is no such category."""
         loaded = self._loaded
-        return loaded is not None and name in loaded.categories
+        if loaded is None:
+            return None
+        if name in loaded.categories:
+            return name
+        wanted = unicodedata.normalize("NFC", name)
+        return next((c for c in loaded.categories if unicodedata.normalize("NFC", c) == wanted), None)
 
     def categories(self) -> list[str]:
         loaded = self._loaded

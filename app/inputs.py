@@ -7,21 +7,22 @@ normalise → tensor) is :func:`to_tensor`, run in a worker thread by the router
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from fastapi import Request
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
-from encoder import Preprocessor, decode_image
-from encoder.errors import InputError
+from encoder import Preprocessor, decode_image, load_drawing_json
+from encoder.errors import InputError, StrokeFormatError
 
 from .errors import APIError, from_input_error
 
-IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP or TIFF"
+IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
+JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
 MAX_CATEGORY_LENGTH = 200
 MAX_FORM_FIELDS = 8
 
@@ -50,7 +51,29 @@ def sniff_image_type(data: bytes) -> str | None:
         return "image/bmp"
     if data.startswith((b"II*\x00", b"MM\x00*")):
         return "image/tiff"
+    if data[4:12] in (b"ftypavif", b"ftypavis"):
+        return "image/avif"
     return None
+
+
+def _recognised_other(data: bytes) -> str:
+    """' (it looks like X)' for common files that are not accepted, to say what was sent; else ''."""
+    head = data[:512].lstrip().lower()
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+        return " (it looks like a HEIC/HEIF photo: export it as JPEG or PNG)"
+    if head.startswith(b"%pdf"):
+        return " (it looks like a PDF document)"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return " (it looks like an SVG drawing: export it as PNG)"
+    if data.startswith(b"\x00\x00\x01\x00"):
+        return " (it looks like an ICO icon)"
+    if data.startswith(b"PK\x03\x04"):
+        return " (it looks like a ZIP archive)"
+    return ""
+
+
+def _looks_like_json(data: bytes) -> bool:
+    return data.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"{", b"[")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -62,11 +85,14 @@ async def read_limited(request: Request, limit: int) -> bytes:
         if int(declared) > limit:
             raise APIError(413, "request_too_large", f"The request body is larger than the {limit:,}-byte limit.")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise APIError(413, "request_too_large", f"The request body is larger than the {limit:,}-byte limit.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise APIError(413, "request_too_large", f"The request body is larger than the {limit:,}-byte limit.")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client went away mid-body: nobody reads the answer, but it is not our fault
+        raise APIError(400, "client_disconnected", "The client disconnected before sending the whole body.") from None
     return b"".join(chunks)
 
 
@@ -81,7 +107,8 @@ def parse_k(value: Any, max_k: int) -> int:
     except (TypeError, ValueError, OverflowError):
         raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}.") from None
     if not 1 <= k <= max_k:
-        raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {k}).")
+        got = str(k) if abs(k) < 10**12 else "a number far out of range"
+        raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {got}).")
     return k
 
 
@@ -95,64 +122,93 @@ def parse_category(value: Any) -> str | None:
 
 
 def _json_object(data: bytes | str) -> dict:
+    """The drawing's JSON object (one JSON value, or ndjson whose first line is used)."""
     try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        detail = error.msg if isinstance(error, json.JSONDecodeError) else "nested too deeply or not UTF-8"
-        raise APIError(422, "bad_json", f"The strokes are not valid JSON ({detail}).") from None
+        obj = load_drawing_json(data)
+    except StrokeFormatError as error:
+        raise APIError(422, "bad_json", str(error)) from None
     if not isinstance(obj, dict):
         raise APIError(422, "bad_strokes", 'Strokes must be a JSON object with a "strokes" or "drawing" field.')
     return obj
 
 
-async def _parse_multipart(request: Request, body: bytes, max_k: int) -> SearchRequest:
+async def _parse_form(request: Request, body: bytes, max_k: int, multipart: bool) -> SearchRequest:
+    """A multipart or urlencoded form: a `sketch` file (any single file field is taken as one; a JSON
+    file is read as strokes) or a `strokes` field (text or file), plus `k` and `category`."""
     async def replay():
         yield body
 
-    parser = MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS,
-                             max_part_size=len(body) + 1)
     try:
-        form = await parser.parse()
+        if multipart:
+            form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS,
+                                         max_part_size=len(body) + 1).parse()
+        else:
+            form = await FormParser(request.headers, replay()).parse()
     except MultiPartException as error:
         raise APIError(422, "bad_multipart", f"The multipart form is malformed: {error.message}") from None
     try:
-        sketch, strokes = form.get("sketch"), form.get("strokes")
+        if len(form) > MAX_FORM_FIELDS:
+            raise APIError(422, "bad_multipart", f"The form has more than {MAX_FORM_FIELDS} fields.")
         params = {**request.query_params, **{k: v for k, v in form.items() if isinstance(v, str)}}
         k, category = parse_k(params.get("k"), max_k), parse_category(params.get("category"))
-        if isinstance(sketch, UploadFile):
-            data = await sketch.read()
-            if not data:
-                raise APIError(422, "bad_image", "The uploaded sketch file is empty (zero bytes).")
-            if sniff_image_type(data) is None:
-                raise APIError(415, "unsupported_type", f"The uploaded file is not a {IMAGE_TYPES} image.")
-            return SearchRequest("image", data, k, category)
-        if isinstance(strokes, str):
-            return SearchRequest("strokes", _json_object(strokes), k, category)
-        raise APIError(422, "missing_sketch", 'The form needs a "sketch" file or a "strokes" JSON field.')
+        return await _form_sketch(form, k, category)
     finally:
         await form.close()
+
+
+async def _form_sketch(form: FormData, k: int, category: str | None) -> SearchRequest:
+    sketch, strokes = form.get("sketch"), form.get("strokes")
+    if not isinstance(sketch, UploadFile):
+        if isinstance(strokes, UploadFile):
+            return SearchRequest("strokes", _json_object(await strokes.read()), k, category)
+        if isinstance(strokes, str):
+            return SearchRequest("strokes", _json_object(strokes), k, category)
+        # One image under another name ("file", "image", ...) is taken as the sketch.
+        for value in form.values():
+            if isinstance(value, UploadFile) and sniff_image_type(await value.read(16)) is not None:
+                await value.seek(0)
+                sketch = value
+    if isinstance(sketch, UploadFile):
+        data = await sketch.read()
+        if not data:
+            raise APIError(422, "bad_image", "The uploaded sketch file is empty (zero bytes).")
+        if sniff_image_type(data) is not None:
+            return SearchRequest("image", data, k, category)
+        if _looks_like_json(data):  # a strokes file (QuickDraw ndjson, JSON) sent as the sketch
+            return SearchRequest("strokes", _json_object(data), k, category)
+        raise APIError(415, "unsupported_type",
+                       f"The uploaded file is not a {IMAGE_TYPES} image or JSON strokes{_recognised_other(data)}.")
+    raise APIError(422, "missing_sketch", 'The form needs a "sketch" file or a "strokes" JSON field.')
 
 
 async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> SearchRequest:
     """Read and validate a /search request (JSON strokes, multipart file/strokes, or a raw image body)."""
     body = await read_limited(request, max_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type == "multipart/form-data":
-        return await _parse_multipart(request, body, max_k)
-    if content_type == "application/json" or content_type.endswith("+json"):
+    if content_type in ("", "application/x-www-form-urlencoded"):
+        # No header, or curl's default for --data/--data-binary: an image or JSON body is judged by its bytes.
+        if sniff_image_type(body) is not None:
+            content_type = "application/octet-stream"
+        elif _looks_like_json(body):
+            content_type = "application/json"
+    if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        return await _parse_form(request, body, max_k, multipart=content_type == "multipart/form-data")
+    if content_type in JSON_TYPES or content_type.endswith("+json"):
         obj = _json_object(body)
-        return SearchRequest("strokes", obj, parse_k(obj.get("k"), max_k), parse_category(obj.get("category")))
-    if content_type.startswith("image/") or content_type == "application/octet-stream":
+        params = {**request.query_params, **{key: obj[key] for key in ("k", "category") if key in obj}}
+        return SearchRequest("strokes", obj, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
+    if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
         if not body:
             raise APIError(422, "bad_image", "The request body is empty.")
         if sniff_image_type(body) is None:
-            raise APIError(415, "unsupported_type", f"The request body is not a {IMAGE_TYPES} image.")
+            raise APIError(415, "unsupported_type",
+                           f"The request body is not a {IMAGE_TYPES} image{_recognised_other(body)}.")
         params = request.query_params
         return SearchRequest("image", body, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
     raise APIError(
         415, "unsupported_type",
-        'Send multipart/form-data with a "sketch" file (or "strokes" field), application/json strokes, '
-        "or an image body.",
+        f"Content-Type {content_type[:60]!r} is not accepted. Send multipart/form-data with a \"sketch\" file "
+        '(or "strokes" field), application/json strokes, or an image body.',
     )
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from encoder import decode_image
 from encoder.errors import InputError
+from encoder.imaging import to_rgb
 from index_builder import PhotoRecord
 
 from .errors import APIError
@@ -76,11 +77,9 @@ class ThumbnailCache:
             image = decode_image(path, max_pixels=self.max_pixels)
         except InputError:
             raise APIError(404, "not_found", "The photo cannot be shown (its file does not decode).") from None
+        if image.mode != "L":
+            image = to_rgb(image)  # before resizing: Pillow cannot resize 16-bit images
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        if image.mode not in ("RGB", "L"):
-            rgba = image.convert("RGBA")
-            image = Image.new("RGB", rgba.size, (255, 255, 255))
-            image.paste(rgba, mask=rgba.getchannel("A"))
         out = io.BytesIO()
         image.save(out, "JPEG", quality=85, optimize=True)
         return out.getvalue()

@@ -21,7 +21,7 @@ from .errors import (
 from .imaging import decode_image, normalise_sketch
 from .model import MODALITIES, PromptedCLIP, build_encoder
 from .preprocess import Preprocessor
-from .strokes import iter_ndjson_drawings, parse_strokes, rasterize_strokes
+from .strokes import iter_ndjson_drawings, load_drawing_json, parse_strokes, rasterize_strokes
 
 __all__ = [
     "MODALITIES",
@@ -44,6 +44,7 @@ __all__ = [
     "decode_image",
     "iter_ndjson_drawings",
     "load_checkpoint",
+    "load_drawing_json",
     "load_encoder",
     "normalise_sketch",
     "parse_strokes",

@@ -22,6 +22,9 @@ DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)
 WHITE = 255
 # Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
 MIN_INK_CONTRAST = 24
+HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+# Cells per side of the grid on which uneven paper lighting is estimated.
+PAPER_GRID = 16
 
 
 def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -53,7 +56,10 @@ def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PI
     except (ImageTooLargeError, ImageDecodeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise ImageTooLargeError(f"The image is too large to decode safely: {error}") from error
+        # Pillow's own guard fired (its limit, not ours): name the limit the caller set.
+        raise ImageTooLargeError(
+            f"The image declares more pixels than can be decoded safely; the limit is {max_pixels:,}."
+        ) from error
     except UnidentifiedImageError as error:
         raise ImageDecodeError("The data is not an image in any supported format.") from error
     except FileNotFoundError as error:
@@ -63,15 +69,47 @@ def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PI
     return image
 
 
-def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
-    """Any PIL mode → float32 grey levels 0..255, transparency composited on white."""
-    mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
+def _composited(rgba: Image.Image, background: int) -> np.ndarray:
+    canvas = Image.new("RGBA", rgba.size, (background, background, background, 255))
+    canvas.alpha_composite(rgba)
+    return np.asarray(canvas.convert("L"), dtype=np.float32)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode → RGB for a photo: transparency composited on white, 16/32-bit and float images
+    rescaled to 0..255 (a plain ``convert("RGB")`` clips 16-bit values to white and float 0..1 to black)."""
+    if image.mode == "RGB":
+        return image
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
         canvas.alpha_composite(rgba)
-        return np.asarray(canvas.convert("L"), dtype=np.float32)
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return canvas.convert("RGB")
+    if image.mode.startswith("I;16"):  # 16-bit: scale the type's range, 0..65535 → 0..255
+        grey = np.asarray(image, dtype=np.float32) / 257.0
+    elif image.mode in HIGH_DEPTH_MODES:
+        grey = to_grayscale_on_white(image)
+    else:
+        return image.convert("RGB")
+    return Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8), mode="L").convert("RGB")
+
+
+def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
+    """Any PIL mode → float32 grey levels 0..255, transparency composited on white."""
+    mode = image.mode
+    if _has_alpha(image):
+        rgba = image.convert("RGBA")
+        on_white = _composited(rgba, WHITE)
+        alpha = np.asarray(rgba.getchannel("A"), dtype=np.float32)
+        if np.ptp(on_white) < MIN_INK_CONTRAST <= np.ptp(alpha):
+            # Light ink on a transparent background (dark-mode apps): it only shows on black.
+            return _composited(rgba, 0)
+        return on_white
+    if mode in HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float32)
         if not np.isfinite(values).all():
             values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
@@ -87,42 +125,44 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
 
 
-def to_rgb_on_white(image: Image.Image) -> Image.Image:
-    """Any PIL mode → RGB for photos: transparency composited on white (as a browser shows it), 16-bit,
-    32-bit and float images rescaled to 0..255 (a plain ``convert("RGB")`` clips them to white)."""
-    mode = image.mode
-    if mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in image.info):
-        canvas = Image.new("RGBA", image.size, (WHITE, WHITE, WHITE, 255))
-        canvas.alpha_composite(image.convert("RGBA"))
-        return canvas.convert("RGB")
-    if mode.startswith("I;16"):  # 16-bit: scale the type's range, 0..65535 → 0..255
-        grey = np.asarray(image, dtype=np.float32) / 257.0
-    elif mode in ("I", "F"):
-        grey = to_grayscale_on_white(image)
-    else:
-        return image.convert("RGB")
-    return Image.fromarray(np.clip(grey, 0, 255).round().astype(np.uint8), "L").convert("RGB")
-
-
 def _paper_level(gray: np.ndarray) -> float:
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     return float(np.median(border))
 
 
-def _downscale_keeping_strokes(square: Image.Image, size: int) -> Image.Image:
-    """Resize a square grey sketch to ``size``; strong reductions first min-pool (keep the darkest
-    pixel of each block) so one-pixel strokes survive, then a final anti-aliased resize (< 2x)."""
-    factor = square.width // size
-    if factor >= 2:
-        pixels = np.asarray(square)
-        blocks = -(-square.width // factor)  # ceil
-        padded = np.full((blocks * factor, blocks * factor), WHITE, dtype=np.uint8)
-        padded[: pixels.shape[0], : pixels.shape[1]] = pixels
-        pooled = padded.reshape(blocks, factor, blocks, factor).min(axis=(1, 3))
-        square = Image.fromarray(pooled, mode="L")
-    if square.width == size:
-        return square
-    return square.resize((size, size), Image.Resampling.LANCZOS)
+def _flatten_lighting(gray: np.ndarray, grid: int = PAPER_GRID) -> np.ndarray:
+    """Divide out uneven lighting (a photo of paper, darker on one side) so the paper is white everywhere.
+
+    The paper level of each cell of a ``grid``×``grid`` grid is its brightest 4x4-averaged pixel (averaging
+    keeps sensor noise out); a cell much darker than its brightest neighbour is covered by ink and takes
+    that neighbour's level. The levels are interpolated smoothly. Applied only when the cells along the
+    border differ by more than the ink contrast: evenly lit scans and drawings are returned unchanged.
+    """
+    height, width = gray.shape
+    if min(height, width) < 16 * grid:
+        return gray
+    small = gray[: height - height % 4, : width - width % 4]
+    small = small.reshape(small.shape[0] // 4, 4, small.shape[1] // 4, 4).mean(axis=(1, 3))
+    rows = np.linspace(0, small.shape[0], grid + 1).astype(int)[:-1]
+    cols = np.linspace(0, small.shape[1], grid + 1).astype(int)[:-1]
+    cells = np.maximum.reduceat(np.maximum.reduceat(small, rows, axis=0), cols, axis=1)
+    border = np.concatenate([cells[0], cells[-1], cells[:, 0], cells[:, -1]])
+    if border.max() - border.min() <= MIN_INK_CONTRAST:
+        return gray
+    padded = np.pad(cells, 1, mode="edge")
+    brightest = np.max([padded[dy:dy + grid, dx:dx + grid] for dy in range(3) for dx in range(3)], axis=0)
+    paper = np.where(cells < brightest - MIN_INK_CONTRAST, brightest, cells).astype(np.float32)
+    paper = np.asarray(Image.fromarray(paper, mode="F").resize((width, height), Image.Resampling.BILINEAR))
+    return np.clip(gray * (255.0 / np.maximum(paper, 1.0)), 0, 255)
+
+
+def _min_pool(gray: np.ndarray, factor: int) -> np.ndarray:
+    """The darkest pixel of each ``factor``×``factor`` block (partial blocks at the edges), so that strong
+    reductions keep one-pixel strokes. Memory stays proportional to the input, whatever its shape."""
+    if factor < 2:
+        return gray
+    rows = np.minimum.reduceat(gray, np.arange(0, gray.shape[0], factor), axis=0)
+    return np.minimum.reduceat(rows, np.arange(0, gray.shape[1], factor), axis=1)
 
 
 def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> Image.Image:
@@ -135,7 +175,8 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
     paper = _paper_level(gray)
     if paper < 128:  # light ink on dark paper
         gray = 255.0 - gray
-        paper = 255.0 - paper
+    gray = _flatten_lighting(gray)
+    paper = _paper_level(gray)
     darkest = float(gray.min())
     contrast = paper - darkest
     if contrast < MIN_INK_CONTRAST:
@@ -146,13 +187,16 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    cropped = Image.fromarray(gray[top:bottom, left:right].astype(np.uint8), mode="L")
+    ink_box = gray[top:bottom, left:right].astype(np.uint8)
+    # Reduce before padding square: a long thin stroke (say 5x200,000 px) must not become a 200,000² canvas.
+    side = max(ink_box.shape)
+    cropped = Image.fromarray(_min_pool(ink_box, (side + 2 * max(2, round(margin * side))) // size), mode="L")
 
     side = max(cropped.width, cropped.height)
     pad = max(2, round(margin * side))
     square_side = side + 2 * pad
     square = Image.new("L", (square_side, square_side), WHITE)
     square.paste(cropped, ((square_side - cropped.width) // 2, (square_side - cropped.height) // 2))
-
-    resized = _downscale_keeping_strokes(square, size)
-    return resized.convert("RGB")
+    if square_side != size:
+        square = square.resize((size, size), Image.Resampling.LANCZOS)
+    return square.convert("RGB")

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch, to_rgb_on_white
+from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch, to_rgb
 from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
 
 
@@ -45,7 +45,7 @@ class Preprocessor:
         return (self._sketch_train if train else self._sketch_eval)(clean)
 
     def photo_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
-        return self.photo(to_rgb_on_white(decode_image(source, max_pixels=self.max_pixels)), train=train)
+        return self.photo(to_rgb(decode_image(source, max_pixels=self.max_pixels)), train=train)
 
     def sketch_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
         return self.sketch(decode_image(source, max_pixels=self.max_pixels), train=train)

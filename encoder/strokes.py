@@ -98,22 +98,35 @@ def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> St
     return strokes
 
 
-def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
-    """Parse one drawing from JSON text/bytes (object or ndjson: first line) or a decoded object."""
-    if isinstance(data, dict):
-        return strokes_from_object(data, max_points=max_points)
-    text = data.decode("utf-8", errors="strict") if isinstance(data, bytes) else data
+def load_drawing_json(data: bytes | str) -> Any:
+    """Decode one drawing's JSON: a single JSON value, or ndjson (QuickDraw files), whose first line is used.
+
+    Raises :class:`StrokeFormatError` for empty, non-UTF-8, invalid or absurdly nested text.
+    """
+    try:  # UTF-8 (with or without a BOM), or UTF-16/32 as JSON allows, detected the way json.loads does
+        text = bytes(data).decode(json.detect_encoding(data)) if isinstance(data, bytes | bytearray) else data
+    except UnicodeDecodeError:
+        raise StrokeFormatError("The strokes are not UTF-8 text.") from None
+    text = text.removeprefix("\ufeff")
     text = text.strip()
     if not text:
         raise StrokeFormatError("The strokes payload is empty.")
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
-        first_line = text.splitlines()[0]
         try:
-            obj = json.loads(first_line)  # ndjson: one drawing per line
+            return json.loads(text)
         except json.JSONDecodeError as error:
-            raise StrokeFormatError(f"The strokes are not valid JSON: {error.msg} (line {error.lineno}).") from error
+            if error.msg != "Extra data":
+                raise
+            return json.loads(text.splitlines()[0])  # ndjson: one drawing per line
+    except json.JSONDecodeError as error:
+        raise StrokeFormatError(f"The strokes are not valid JSON: {error.msg} (line {error.lineno}).") from None
+    except RecursionError:
+        raise StrokeFormatError("The strokes JSON is nested too deeply.") from None
+
+
+def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
+    """Parse one drawing from JSON text/bytes (object or ndjson: first line) or a decoded object."""
+    obj = data if isinstance(data, dict) else load_drawing_json(data)
     return strokes_from_object(obj, max_points=max_points)
 
 
@@ -144,9 +157,12 @@ def rasterize_strokes(
         raise StrokeFormatError("The drawing has no strokes.")
     points = np.concatenate(strokes, axis=0)
     low, high = points.min(axis=0), points.max(axis=0)
-    extent = float((high - low).max())
-    if not math.isfinite(extent) or extent <= 0:
+    with np.errstate(over="ignore"):
+        extent = float((high - low).max())
+    if extent <= 0:
         raise StrokeFormatError("The drawing is degenerate: all its points are at the same place.")
+    if not math.isfinite(extent) or not math.isfinite(size / extent):
+        raise StrokeFormatError("The drawing's coordinates span a range too large or too small to draw.")
     if line_width <= 0 or not math.isfinite(line_width):
         raise StrokeFormatError("line_width must be a positive number.")
 

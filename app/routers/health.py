@@ -12,11 +12,13 @@ from ..services import Services, get_services
 router = APIRouter(tags=["operations"])
 
 
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz", response_model=Health, summary="The process is alive")
 async def healthz() -> Health:
     return Health(status="ok")
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}},
             summary="Model and index loaded (503 until then)")
 async def readyz(request: Request) -> JSONResponse:

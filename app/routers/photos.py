@@ -15,6 +15,7 @@ router = APIRouter(tags=["photos"])
 INT64_MAX = 2**63 - 1
 
 
+@router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
 @router.get(
     "/photos/{photo_id}",
     responses={200: {"content": {"image/*": {}}}, 304: {}, 404: {"model": Error}, 422: {"model": Error}},

@@ -24,7 +24,7 @@ _REQUEST_BODY = {
             "schema": {
                 "type": "object",
                 "properties": {
-                    "sketch": {"type": "string", "format": "binary", "description": "PNG/JPEG/WebP/GIF/BMP/TIFF"},
+                    "sketch": {"type": "string", "format": "binary", "description": "image or strokes file"},
                     "strokes": {"type": "string", "description": "strokes JSON (instead of a file)"},
                     "k": {"type": "integer", "default": 10},
                     "category": {"type": "string"},
@@ -57,8 +57,11 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     if not services.index.ready:
         raise APIError(503, "not_ready", services.index.problem or "No index is loaded.")
     query = await parse_search_request(request, settings.max_upload_bytes, settings.max_k)
-    if query.category is not None and not services.index.has_category(query.category):
-        raise APIError(422, "unknown_category", f"Unknown category {query.category[:80]!r}; see GET /info.")
+    if query.category is not None:
+        category = services.index.find_category(query.category)
+        if category is None:
+            raise APIError(422, "unknown_category", f"Unknown category {query.category[:80]!r}; see GET /info.")
+        query.category = category
     timings = {"read": _ms(started)}
 
     step = time.perf_counter()

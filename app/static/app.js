@@ -102,6 +102,7 @@ function clearAll() {
   state.upload = null;
   redraw();
   showResults(null);
+  $("message").textContent = "";
 }
 
 $("undo").addEventListener("click", undo);
@@ -155,6 +156,12 @@ function hasInk() {
   return state.strokes.some((s) => s.points.length > 0);
 }
 
+// A drawing whose points all coincide (one click) has nothing to compare: ask for more instead of searching.
+function isDotOnly() {
+  const points = state.strokes.flatMap((s) => s.points);
+  return points.every(([x, y]) => x === points[0][0] && y === points[0][1]);
+}
+
 async function search(override) {
   const k = Number($("k").value), category = $("category").value || null;
   let body, headers = {};
@@ -162,11 +169,16 @@ async function search(override) {
     body = formFor(override.blob, k, category);
   } else if (state.upload) {
     body = formFor(state.upload.blob, k, category);
+  } else if (hasInk() && isDotOnly()) {
+    showResults(null);
+    $("message").textContent = "Keep drawing: a single dot is not enough to search.";
+    return;
   } else if (hasInk()) {
     body = JSON.stringify({ strokes: state.strokes.map((s) => s.points), k, category });
     headers["Content-Type"] = "application/json";
   } else {
     showResults(null);
+    $("message").textContent = "";
     return;
   }
   const key = $("api-key").value || localStorage.getItem("sbir-api-key");
@@ -180,6 +192,7 @@ async function search(override) {
     if (seq !== state.seq) return;  // a newer search has started
     if (!response.ok) {
       if (response.status === 401) $("key-field").hidden = false;
+      showResults(null, "No results for this sketch.");  // never leave an older sketch's results on show
       $("message").textContent = data.detail || `Search failed (HTTP ${response.status}).`;
       return;
     }
@@ -198,11 +211,15 @@ function formFor(blob, k, category) {
   return form;
 }
 
-function showResults(data) {
+function showResults(data, emptyText = "Results appear here while you draw.") {
   const grid = $("grid");
   grid.replaceChildren();
   if (!data) {
-    $("summary").textContent = "Results appear here while you draw.";
+    $("summary").textContent = emptyText;
+    return;
+  }
+  if (!data.results.length) {
+    $("summary").textContent = "No photos found" + (data.category ? ` in category “${data.category}”.` : ".");
     return;
   }
   const t = data.timings_ms || {};
@@ -218,6 +235,7 @@ function showResults(data) {
     image.src = photo.thumbnail_url;
     image.alt = photo.category || `photo ${photo.id}`;
     image.loading = "lazy";
+    image.addEventListener("error", () => link.classList.add("missing"), { once: true });
     const meta = document.createElement("div");
     meta.className = "meta";
     const label = document.createElement("span");
@@ -232,14 +250,18 @@ function showResults(data) {
 }
 
 // ---- start --------------------------------------------------------------------------------------
+const INFO_RETRY_MS = 5000;
+
 async function loadInfo() {
   try {
     const info = await (await fetch("/info")).json();
     $("status").textContent = info.index_version
       ? `index ${info.index_version} · ${info.index_size} photos · ${info.device}`
-      : "no index loaded yet";
+      : "no index loaded yet — build one with python -m index_builder build";
+    if (!info.index_version) setTimeout(loadInfo, INFO_RETRY_MS);  // pick the index up once it is published
     if (info.warning) { $("warning").textContent = info.warning; $("warning").hidden = false; }
     const select = $("category");
+    select.replaceChildren(select.options[0]);
     for (const name of info.categories || []) {
       const option = document.createElement("option");
       option.value = option.textContent = name;
@@ -250,6 +272,7 @@ async function loadInfo() {
     $("api-key").value = localStorage.getItem("sbir-api-key") || "";
   } catch (error) {
     $("status").textContent = "the service is not reachable";
+    setTimeout(loadInfo, INFO_RETRY_MS);
   }
 }
 
