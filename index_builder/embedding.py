@@ -66,7 +66,7 @@ class PhotoFiles(Dataset):
             return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
         try:
             tensor = self.preprocess.photo_file(data)
-        except ImageDecodeError as error:
+        except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
             return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
         except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
             return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
