@@ -8,6 +8,7 @@ so one bad photo cannot stop a run of millions.
 from __future__ import annotations
 
 import hashlib
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ def classify_decode_error(error: Exception) -> str:
 @dataclass
 class Decoded:
     index: int
-    tensor: torch.Tensor | None
+    pixels: np.ndarray | None  # [3, S, S]; numpy crosses from workers by value (no fd passing to race on exit)
     sha256: str
     problem: Skipped | None
 
@@ -65,12 +66,12 @@ class PhotoFiles(Dataset):
         if not data:
             return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
         try:
-            tensor = self.preprocess.photo_file(data)
+            pixels = self.preprocess.photo_file(data).numpy()
         except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
             return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
         except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
             return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
-        return Decoded(index, tensor, sha256, None)
+        return Decoded(index, pixels, sha256, None)
 
 
 def _collate(items: list[Decoded]) -> list[Decoded]:
@@ -79,6 +80,9 @@ def _collate(items: list[Decoded]) -> list[Decoded]:
 
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
+    # Ctrl-C / SIGTERM reach the whole process group: the main process unwinds and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
@@ -110,12 +114,12 @@ def embed_files(
     loader = make_loader(dataset, batch_size, workers)
     with tqdm(total=len(keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1) as bar:
         for batch in loader:
-            good = [item for item in batch if item.tensor is not None]
+            good = [item for item in batch if item.pixels is not None]
             for item in batch:
                 if item.problem is not None:
                     staging.append_failure(keys[item.index], item.problem)
             if good:
-                images = torch.stack([item.tensor for item in good])
+                images = torch.from_numpy(np.stack([item.pixels for item in good]))
                 if encoder.device.type == "cuda":
                     images = images.pin_memory()
                 vectors = encoder.encode_photo(images).cpu().numpy()
