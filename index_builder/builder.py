@@ -83,12 +83,13 @@ def _scan(options: BuildOptions) -> Scan:
 def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:
     try:
         previous = PreviousVersion(layout.current_dir())
-    except IndexNotFoundError:
+    except IndexNotFoundError as error:
         if layout.current() is None:
             return None
         if rebuild:
             return None  # the live version is unreadable: start over without it
-        raise BuildError(f"The current version of {layout.root} cannot be read; run with --rebuild.") from None
+        raise BuildError(f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") \
+            from None
     except (BuildError, OSError, ValueError, KeyError) as error:
         if rebuild:
             return None

@@ -6,8 +6,11 @@ import json
 import struct
 import zlib
 
-from index_builder import current_version
+import pytest
+
+from index_builder import IndexReader, current_version
 from index_builder.cli import main
+from index_builder.errors import IndexCorruptError
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -26,3 +29,47 @@ def test_bomb_header_is_skipped_as_too_large(make_gallery, build, tmp_path):
     report = build(gallery=gallery)
     assert report.size == 2
     assert [(s.path.rsplit("/", 1)[-1], s.reason) for s in report.skipped] == [("bomb.png", "too-large")]
+
+
+@pytest.fixture()
+def built_index(make_gallery, build, tmp_path):
+    build(gallery=make_gallery({"cat": 2, "dog": 1}))
+    index_dir = tmp_path / "index"
+    return index_dir, index_dir / "versions" / current_version(index_dir)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("encoder"),
+    lambda m: m.pop("index"),
+    lambda m: m.update(size="many"),
+    lambda m: m.update(dim=m["dim"] + 1),
+])
+def test_hand_edited_manifest_is_reported_not_a_traceback(built_index, capsys, damage):
+    index_dir, version = built_index
+    manifest = json.loads((version / "manifest.json").read_text())
+    damage(manifest)
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError):
+        IndexReader.open(index_dir)
+    assert main(["verify", str(index_dir)]) == 1
+    assert "PROBLEM" in capsys.readouterr().err
+    assert main(["info", str(index_dir)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda tmp: (tmp / "a-file").write_text("x") and tmp / "a-file",
+    lambda tmp: (tmp / "a-file").write_text("x") and tmp / "a-file" / "sub",
+])
+def test_out_that_cannot_be_a_folder_is_a_clear_error(make_gallery, tmp_path, capsys, make_out):
+    out = make_out(tmp_path)
+    args = ["build", "--gallery", str(make_gallery({"cat": 1})), "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(args) == 2
+    assert "Cannot write the index folder" in capsys.readouterr().err
+
+
+def test_folder_with_a_current_subfolder_is_not_an_index(tmp_path, capsys):
+    (tmp_path / "gallery" / "current").mkdir(parents=True)
+    assert current_version(tmp_path / "gallery") is None
+    assert main(["info", str(tmp_path / "gallery")]) == 2
+    assert "No index" in capsys.readouterr().err
