@@ -128,6 +128,13 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         report.embed_s = time.perf_counter() - embed_started
         report.embedded = sum(key in staging.entries for key in wanted)
         plan = _plan(scan, previous, reused, staging, report)
+        if report.size == 0:  # an empty folder or an unmounted volume must not replace a good index
+            reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped_by_reason().items())
+            staging.close()
+            raise BuildError(
+                f"No photos to index in {scan.source.split(':', 1)[1]}"
+                + (f" ({len(report.skipped)} files skipped: {reasons})" if reasons else " (no image files found)")
+                + (f"; the live version {previous.name} is unchanged." if previous else "; no index was written."))
 
         # An explicit factory sticks to the index until another is given ("auto": choose by size again).
         requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)

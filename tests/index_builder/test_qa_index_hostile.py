@@ -73,3 +73,20 @@ def test_folder_with_a_current_subfolder_is_not_an_index(tmp_path, capsys):
     assert current_version(tmp_path / "gallery") is None
     assert main(["info", str(tmp_path / "gallery")]) == 2
     assert "No index" in capsys.readouterr().err
+
+
+def test_gallery_that_became_empty_keeps_the_live_version(make_gallery, build, tmp_path, capsys):
+    gallery = make_gallery({"cat": 2})
+    first = build(gallery=gallery)
+    for photo in (gallery / "cat").iterdir():
+        photo.unlink()
+    (gallery / "cat" / "zero.jpg").write_bytes(b"")
+    args = ["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"), "--workers", "0", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "No photos to index" in err and "zero-byte 1" in err and first.version in err
+    assert current_version(tmp_path / "index") == first.version
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["build", "--gallery", str(empty), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert current_version(tmp_path / "other") is None
