@@ -80,7 +80,7 @@ def _first_folder(relative: str) -> str | None:
 
 def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
     """Walk ``root`` recursively (following symlinks, each real folder once) for image files."""
-    root_path = Path(root).expanduser().absolute()
+    root_path = Path(os.path.abspath(Path(root).expanduser()))  # "a/../a" must name the same photos as "a"
     if not root_path.is_dir():
         raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
     photos: list[SourcePhoto] = []

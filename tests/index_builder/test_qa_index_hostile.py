@@ -90,3 +90,10 @@ def test_gallery_that_became_empty_keeps_the_live_version(make_gallery, build, t
     empty.mkdir()
     assert main(["build", "--gallery", str(empty), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
     assert current_version(tmp_path / "other") is None
+
+
+def test_gallery_spelled_with_dot_dot_keeps_ids(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    first = build(gallery=gallery)
+    again = build(gallery=gallery / ".." / gallery.name)
+    assert again.status == "unchanged" and again.version == first.version
