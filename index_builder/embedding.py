@@ -48,9 +48,10 @@ class Decoded:
 class PhotoFiles(Dataset):
     """Reads, hashes and preprocesses photo files; picklable for DataLoader workers."""
 
-    def __init__(self, paths: list[str], preprocess: Preprocessor) -> None:
+    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
+        self.known = known or {}  # path -> sha256 of the indexed content: equal bytes are not decoded again
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -65,6 +66,8 @@ class PhotoFiles(Dataset):
         sha256 = hashlib.sha256(data).hexdigest()
         if not data:
             return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
+        if self.known.get(path) == sha256:
+            return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
         try:
             pixels = self.preprocess.photo_file(data).numpy()
         except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
@@ -106,11 +109,15 @@ def embed_files(
     batch_size: int = 256,
     workers: int = 4,
     progress: bool = True,
-) -> None:
-    """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``."""
+    known: dict[str, str] | None = None,
+) -> set[FileKey]:
+    """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
+
+    Files whose content hash equals ``known[path]`` are not embedded; their keys are returned."""
+    same: set[FileKey] = set()
     if not keys:
-        return
-    dataset = PhotoFiles([key[0] for key in keys], encoder.preprocess)
+        return same
+    dataset = PhotoFiles([key[0] for key in keys], encoder.preprocess, known)
     loader = make_loader(dataset, batch_size, workers)
     with tqdm(total=len(keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1) as bar:
         for batch in loader:
@@ -118,6 +125,8 @@ def embed_files(
             for item in batch:
                 if item.problem is not None:
                     staging.append_failure(keys[item.index], item.problem)
+                elif item.pixels is None:
+                    same.add(keys[item.index])
             if good:
                 images = torch.from_numpy(np.stack([item.pixels for item in good]))
                 if encoder.device.type == "cuda":
@@ -131,3 +140,4 @@ def embed_files(
                 kept = [item for item, ok in zip(good, finite, strict=True) if ok]
                 staging.append([keys[item.index] for item in kept], [item.sha256 for item in kept], vectors[finite])
             bar.update(len(batch))
+    return same

@@ -36,6 +36,7 @@ class SourcePhoto:
     mtime_ns: int
     photo_id: int | None = None  # given by a manifest, else assigned by the builder
     metadata: dict = field(default_factory=dict)
+    ctime_ns: int = 0  # inode change time: moves on any write, even when mtime is set back
 
 
 @dataclass
@@ -124,7 +125,8 @@ def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
                 skipped.append(problem)
                 continue
             relative = os.path.relpath(path, root_path)
-            photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns))
+            photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
+                                      ctime_ns=entry_info.st_ctime_ns))
 
     walk(str(root_path), frozenset())
     bar.close()
@@ -218,5 +220,5 @@ def read_manifest_file(manifest: str | Path) -> Scan:
         category = row.get("category")
         category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
         metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
-        photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata))
+        photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata, info.st_ctime_ns))
     return Scan(photos, skipped, None, f"manifest:{manifest_path}")

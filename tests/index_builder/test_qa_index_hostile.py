@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import struct
 import zlib
 
@@ -97,3 +99,21 @@ def test_gallery_spelled_with_dot_dot_keeps_ids(make_gallery, build):
     first = build(gallery=gallery)
     again = build(gallery=gallery / ".." / gallery.name)
     assert again.status == "unchanged" and again.version == first.version
+
+
+def test_same_size_content_change_with_mtime_set_back_is_an_update(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3})
+    build(gallery=gallery)
+    photo = gallery / "cat" / "cat_0.jpg"
+    stat = photo.stat()
+    data = bytearray(photo.read_bytes())
+    data[-3] ^= 0xFF  # same size, other bytes
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.chmod(gallery / "cat" / "cat_1.png", 0o600)  # inode change only: re-hashed, vector kept
+    second = build(gallery=gallery)
+    assert (second.updated, second.unchanged, second.embedded) == (1, 2, 1)
+    with IndexReader.open(tmp_path / "index") as reader:
+        record = next(r for r in reader.records(reader.vectors()[0]) if r.path == str(photo))
+        assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert build(gallery=gallery).status == "unchanged"
