@@ -74,6 +74,14 @@ def _check_file(path: str, info: os.stat_result) -> Skipped | None:
     return None
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes come back from the OS as lone surrogates
+        return False
+    return True
+
+
 def _first_folder(relative: str) -> str | None:
     parts = Path(relative).parts
     return parts[0] if len(parts) > 1 else None
@@ -109,6 +117,10 @@ def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
             if entry.name.startswith("."):
                 continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
             path = os.path.join(folder, entry.name)
+            if not _is_utf8(entry.name):  # such a path cannot be stored, printed or served
+                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                skipped.append(Skipped(shown, "bad-file-name", "the name is not valid UTF-8; rename it"))
+                continue
             try:
                 entry_info = os.stat(path)  # follows symlinks
             except OSError as error:
@@ -181,7 +193,11 @@ def read_manifest_file(manifest: str | Path) -> Scan:
     skipped: list[Skipped] = []
     seen_paths: set[str] = set()
     seen_ids: set[int] = set()
-    for line, row, error in _manifest_rows(manifest_path):
+    try:
+        rows = list(_manifest_rows(manifest_path))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise BuildError(f"Manifest {manifest_path} cannot be read (it must be UTF-8 CSV or JSONL): {error}") from None
+    for line, row, error in rows:
         where = f"{manifest_path}:{line}"
         if row is None:
             skipped.append(Skipped(where, "bad-manifest-row", error))
@@ -191,6 +207,9 @@ def read_manifest_file(manifest: str | Path) -> Scan:
             skipped.append(Skipped(where, "bad-manifest-row", "no 'path'"))
             continue
         relative = raw_path.strip()
+        if not _is_utf8(relative):
+            skipped.append(Skipped(where, "bad-manifest-row", "the path is not valid UTF-8"))
+            continue
         path = os.path.abspath(os.path.join(base, os.path.expanduser(relative)))
         photo_id = None
         if "id" in row:
@@ -209,6 +228,9 @@ def read_manifest_file(manifest: str | Path) -> Scan:
             info = os.stat(path)
         except OSError as problem:
             skipped.append(_stat_problem(path, problem))
+            continue
+        except ValueError as bad:  # e.g. a NUL byte in the path
+            skipped.append(Skipped(where, "bad-manifest-row", f"bad path {relative!r} ({bad})"))
             continue
         problem = _check_file(path, info)
         if problem:

@@ -117,3 +117,25 @@ def test_same_size_content_change_with_mtime_set_back_is_an_update(make_gallery,
         record = next(r for r in reader.records(reader.vectors()[0]) if r.path == str(photo))
         assert record.sha256 == hashlib.sha256(data).hexdigest()
     assert build(gallery=gallery).status == "unchanged"
+
+
+def test_undecodable_names_and_manifest_rows_are_skipped_not_fatal(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 1})
+    photo = next((gallery / "cat").iterdir())
+    (gallery / "cat" / os.fsdecode(b"\xff\xfe.jpg")).write_bytes(photo.read_bytes())
+    report = build(gallery=gallery)
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-file-name"]
+    assert "\\xff\\xfe.jpg" in report.summary()
+
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text(f"path,id\n{photo},1\nbad\0name.jpg,2\n")
+    report = build(manifest=manifest, index_dir=tmp_path / "index2")
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-manifest-row"]
+
+
+@pytest.mark.parametrize("content", [b"path,id\n\"" + b"x" * 200_000 + b"\",1\n", b"path\n\xff\xfe.jpg\n"])
+def test_unparseable_manifest_is_a_clear_error(tmp_path, capsys, content):
+    manifest = tmp_path / "photos.csv"
+    manifest.write_bytes(content)
+    assert main(["build", "--manifest", str(manifest), "--out", str(tmp_path / "index"), "--no-progress"]) == 2
+    assert f"Manifest {manifest} cannot be read" in capsys.readouterr().err
