@@ -97,50 +97,61 @@ def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
     seen_dirs: set[tuple[int, int]] = set()
     bar = tqdm(desc="scanning", unit="file", disable=not progress)
 
-    def walk(folder: str, ancestors: frozenset[tuple[int, int]]) -> None:
+    def enter(folder: str, ancestors: frozenset[tuple[int, int]]) -> tuple | None:
+        """(folder, its entries, ancestors including itself), or None when it is skipped."""
         try:
             info = os.stat(folder)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
             skipped.append(_stat_problem(folder, error))
-            return
+            return None
         key = (info.st_dev, info.st_ino)
         if key in ancestors:
             skipped.append(Skipped(folder, "symlink-loop", "folder link back to one of its parents"))
-            return
+            return None
         if key in seen_dirs:
             skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
-            return
+            return None
         seen_dirs.add(key)
         bar.update(len(entries))
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
-            path = os.path.join(folder, entry.name)
-            if not _is_utf8(entry.name):  # such a path cannot be stored, printed or served
-                shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                skipped.append(Skipped(shown, "bad-file-name", "the name is not valid UTF-8; rename it"))
-                continue
-            try:
-                entry_info = os.stat(path)  # follows symlinks
-            except OSError as error:
-                skipped.append(_stat_problem(path, error))
-                continue
-            if stat.S_ISDIR(entry_info.st_mode):
-                walk(path, ancestors | {key})
-                continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
-                skipped.append(Skipped(path, "unsupported-type", f"extension {os.path.splitext(entry.name)[1]!r}"))
-                continue
-            problem = _check_file(path, entry_info)
-            if problem:
-                skipped.append(problem)
-                continue
-            relative = os.path.relpath(path, root_path)
-            photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
-                                      ctime_ns=entry_info.st_ctime_ns))
+        return folder, iter(entries), ancestors | {key}
 
-    walk(str(root_path), frozenset())
+    # Depth-first in name order with an explicit stack: any nesting depth, no recursion limit.
+    stack = [frame for frame in [enter(str(root_path), frozenset())] if frame]
+    while stack:
+        folder, entries, ancestors = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name.startswith("."):
+            continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
+        path = os.path.join(folder, entry.name)
+        if not _is_utf8(entry.name):  # such a path cannot be stored, printed or served
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            skipped.append(Skipped(shown, "bad-file-name", "the name is not valid UTF-8; rename it"))
+            continue
+        try:
+            entry_info = os.stat(path)  # follows symlinks
+        except OSError as error:
+            skipped.append(_stat_problem(path, error))
+            continue
+        if stat.S_ISDIR(entry_info.st_mode):
+            frame = enter(path, ancestors)
+            if frame:
+                stack.append(frame)
+            continue
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append(Skipped(path, "unsupported-type", f"extension {os.path.splitext(entry.name)[1]!r}"))
+            continue
+        problem = _check_file(path, entry_info)
+        if problem:
+            skipped.append(problem)
+            continue
+        relative = os.path.relpath(path, root_path)
+        photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
+                                  ctime_ns=entry_info.st_ctime_ns))
+
     bar.close()
     return Scan(photos, skipped, str(root_path), f"folder:{root_path}")
 

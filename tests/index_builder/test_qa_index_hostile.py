@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
+import sys
 import zlib
 
 import pytest
@@ -139,3 +141,15 @@ def test_unparseable_manifest_is_a_clear_error(tmp_path, capsys, content):
     manifest.write_bytes(content)
     assert main(["build", "--manifest", str(manifest), "--out", str(tmp_path / "index"), "--no-progress"]) == 2
     assert f"Manifest {manifest} cannot be read" in capsys.readouterr().err
+
+
+def test_folders_nested_deeper_than_the_recursion_limit(make_gallery, build):
+    gallery = make_gallery({"cat": 1})
+    folder = str(gallery / "cat")
+    for _ in range(sys.getrecursionlimit() + 50):
+        folder = os.path.join(folder, "d")
+        os.mkdir(folder)
+    photo = next(p for p in (gallery / "cat").iterdir() if p.is_file())
+    shutil.copy(photo, os.path.join(folder, "deep.jpg"))
+    report = build(gallery=gallery)
+    assert report.size == 2 and not report.skipped
