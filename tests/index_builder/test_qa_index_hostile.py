@@ -15,6 +15,7 @@ import pytest
 from index_builder import IndexReader, current_version
 from index_builder.cli import main
 from index_builder.errors import IndexCorruptError
+from index_builder.staging import Staging
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -145,11 +146,28 @@ def test_unparseable_manifest_is_a_clear_error(tmp_path, capsys, content):
 
 def test_folders_nested_deeper_than_the_recursion_limit(make_gallery, build):
     gallery = make_gallery({"cat": 1})
-    folder = str(gallery / "cat")
+    folders = [str(gallery / "cat")]
     for _ in range(sys.getrecursionlimit() + 50):
-        folder = os.path.join(folder, "d")
-        os.mkdir(folder)
+        folders.append(os.path.join(folders[-1], "d"))
+        os.mkdir(folders[-1])
     photo = next(p for p in (gallery / "cat").iterdir() if p.is_file())
-    shutil.copy(photo, os.path.join(folder, "deep.jpg"))
-    report = build(gallery=gallery)
-    assert report.size == 2 and not report.skipped
+    shutil.copy(photo, os.path.join(folders[-1], "deep.jpg"))
+    try:
+        report = build(gallery=gallery)
+        assert report.size == 2 and not report.skipped
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too: remove the chain bottom-up
+        os.remove(os.path.join(folders[-1], "deep.jpg"))
+        for folder in reversed(folders[1:]):
+            os.rmdir(folder)
+
+
+@pytest.mark.parametrize("damage", [("entries.jsonl", "garbage{\n"), ("failures.jsonl", '{"path": 1}\n')])
+def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, build, tmp_path, damage):
+    gallery = make_gallery({"cat": 2})
+    staging = tmp_path / "index" / "staging"
+    Staging(staging, tiny_fingerprint := "f" * 8, 4).close()
+    name, text = damage
+    with open(staging / name, "a") as handle:
+        handle.write(text)
+    assert Staging(staging, tiny_fingerprint, 4).count == 0
+    assert build(gallery=gallery).size == 2
