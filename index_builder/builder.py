@@ -79,7 +79,7 @@ def _scan(options: BuildOptions) -> Scan:
     if (options.gallery is None) == (options.manifest is None):
         raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
     if options.gallery is not None:
-        return scan_folder(options.gallery, progress=options.progress)
+        return scan_folder(options.gallery, progress=options.progress, exclude=options.index_dir)
     return read_manifest_file(options.manifest)
 
 

@@ -87,14 +87,18 @@ def _first_folder(relative: str) -> str | None:
     return parts[0] if len(parts) > 1 else None
 
 
-def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
-    """Walk ``root`` recursively (following symlinks, each real folder once) for image files."""
+def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path | None = None) -> Scan:
+    """Walk ``root`` recursively (following symlinks, each real folder once) for image files; the folder
+    ``exclude`` (the index being built, when it lies inside the gallery) is not walked."""
     root_path = Path(os.path.abspath(Path(root).expanduser()))  # "a/../a" must name the same photos as "a"
     if not root_path.is_dir():
         raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
     photos: list[SourcePhoto] = []
     skipped: list[Skipped] = []
     seen_dirs: set[tuple[int, int]] = set()
+    if exclude is not None and os.path.isdir(exclude):
+        excluded = os.stat(exclude)
+        seen_dirs.add((excluded.st_dev, excluded.st_ino))
     bar = tqdm(desc="scanning", unit="file", disable=not progress)
 
     def enter(folder: str, ancestors: frozenset[tuple[int, int]]) -> tuple | None:
@@ -110,7 +114,8 @@ def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
             skipped.append(Skipped(folder, "symlink-loop", "folder link back to one of its parents"))
             return None
         if key in seen_dirs:
-            skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
+            if exclude is None or not os.path.samefile(folder, exclude):
+                skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
             return None
         seen_dirs.add(key)
         bar.update(len(entries))

@@ -16,6 +16,7 @@ from index_builder import IndexReader, current_version
 from index_builder.cli import main
 from index_builder.errors import IndexCorruptError
 from index_builder.staging import Staging
+from .conftest import write_photo
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -171,3 +172,11 @@ def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, buil
         handle.write(text)
     assert Staging(staging, tiny_fingerprint, 4).count == 0
     assert build(gallery=gallery).size == 2
+
+
+def test_index_folder_inside_the_gallery_is_not_scanned(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    build(gallery=gallery, index_dir=gallery / "index")
+    write_photo(gallery / "cat" / "new.jpg", seed=99)
+    report = build(gallery=gallery, index_dir=gallery / "index")
+    assert (report.added, report.size, report.skipped) == (1, 3, [])
