@@ -16,6 +16,7 @@ from index_builder import IndexReader, current_version
 from index_builder.cli import main
 from index_builder.errors import IndexCorruptError
 from index_builder.staging import Staging
+
 from .conftest import write_photo
 
 
