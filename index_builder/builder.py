@@ -28,6 +28,9 @@ from .sources import Scan, read_manifest_file, scan_folder
 from .staging import FileKey, Staging
 
 COPY_CHUNK = 65_536
+# File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
+# scan never looks older than the scan.
+SCAN_CLOCK = getattr(time, "CLOCK_REALTIME_COARSE", time.CLOCK_REALTIME)
 FROM_PREVIOUS, FROM_STAGING = 0, 1
 
 
@@ -76,19 +79,20 @@ def _scan(options: BuildOptions) -> Scan:
     if (options.gallery is None) == (options.manifest is None):
         raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
     if options.gallery is not None:
-        return scan_folder(options.gallery, progress=options.progress)
+        return scan_folder(options.gallery, progress=options.progress, exclude=options.index_dir)
     return read_manifest_file(options.manifest)
 
 
 def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:
     try:
         previous = PreviousVersion(layout.current_dir())
-    except IndexNotFoundError:
+    except IndexNotFoundError as error:
         if layout.current() is None:
             return None
         if rebuild:
             return None  # the live version is unreadable: start over without it
-        raise BuildError(f"The current version of {layout.root} cannot be read; run with --rebuild.") from None
+        raise BuildError(f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") \
+            from None
     except (BuildError, OSError, ValueError, KeyError) as error:
         if rebuild:
             return None
@@ -113,6 +117,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     report = BuildReport(index_dir=str(layout.root))
     engine = get_engine("faiss")
     with layout.build_lock():
+        scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
         scan = _scan(options)
         report.source = scan.source
         report.skipped.extend(scan.skipped)
@@ -120,19 +125,27 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         report.previous = previous.name if previous else None
         staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
 
-        reused, wanted = _select(scan, previous, staging, options.rebuild, report)
+        reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
-        embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
-                    progress=options.progress)
+        same = embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
+                           progress=options.progress, known=known)
+        reused.update((path, previous.by_path[path]) for path, _, _ in same)
         report.embed_s = time.perf_counter() - embed_started
         report.embedded = sum(key in staging.entries for key in wanted)
         plan = _plan(scan, previous, reused, staging, report)
+        if report.size == 0:  # an empty folder or an unmounted volume must not replace a good index
+            reasons = ", ".join(f"{reason} {count}" for reason, count in report.skipped_by_reason().items())
+            staging.close()
+            raise BuildError(
+                f"No photos to index in {scan.source.split(':', 1)[1]}"
+                + (f" ({len(report.skipped)} files skipped: {reasons})" if reasons else " (no image files found)")
+                + (f"; the live version {previous.name} is unchanged." if previous else "; no index was written."))
 
         # An explicit factory sticks to the index until another is given ("auto": choose by size again).
         requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)
         requested = None if requested == "auto" else requested
         report.factory = engine.resolve_factory(report.size, encoder.embed_dim, requested)
-        if previous and not options.rebuild and not (report.added or report.updated or report.removed) \
+        if previous and not options.rebuild and not (report.added or report.updated or report.removed or same) \
                 and report.factory == previous.manifest["index"]["factory"]:
             report.status, report.version = "unchanged", previous.name
         else:
@@ -154,6 +167,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
                 "size": report.size,
                 "dim": encoder.embed_dim,
                 "next_id": plan.next_id,
+                "scanned_at_ns": scanned_at_ns,
                 "encoder": {
                     "fingerprint": encoder.fingerprint(),
                     "config": encoder.config.to_dict(),
@@ -175,22 +189,28 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
 
 
 def _select(scan: Scan, previous: PreviousVersion | None, staging: Staging, rebuild: bool, report: BuildReport
-            ) -> tuple[dict[str, PhotoRecord], list[FileKey]]:
-    """Photos whose previous vector is reused (same path, size, mtime) and files that must be embedded
-    (new or changed, and not already staged by an interrupted run)."""
+            ) -> tuple[dict[str, PhotoRecord], list[FileKey], dict[str, str]]:
+    """Photos whose previous vector is reused (same path, size, mtime, and not written since the previous
+    scan), files that must be read (new, changed, or written since with their mtime set back; not already
+    staged by an interrupted run), and for the latter the content hash that lets them keep their vector."""
     reused: dict[str, PhotoRecord] = {}
     wanted: list[FileKey] = []
+    known: dict[str, str] = {}
+    since = previous.manifest.get("scanned_at_ns") if previous else None
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
-        if old and not rebuild and (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns):
-            reused[photo.path] = old
-            continue
+        if old and not rebuild:
+            if (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns) and (
+                    not isinstance(since, int) or photo.ctime_ns <= since):
+                reused[photo.path] = old
+                continue
+            known[photo.path] = old.sha256  # touched, or written since with its mtime set back: compare the bytes
         key = (photo.path, photo.size, photo.mtime_ns)
         if key in staging.entries or key in staging.failures:
             report.resumed += key in staging.entries
         else:
             wanted.append(key)
-    return reused, wanted
+    return reused, wanted, known
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -94,10 +95,37 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM: unwind (closing files, releasing the build lock), then exit 128 + the signal number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    handlers = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            handlers[signum] = signal.signal(signum, _interrupt)
+    except ValueError:  # not the main thread: keep the default handlers
+        pass
     try:
         return {"build": _build, "info": _info, "verify": _verify}[args.command](args)
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"error: interrupted ({signal.Signals(signum).name}); the live version is untouched"
+              + ("; a new build resumes from the photos embedded so far." if args.command == "build" else "."),
+              file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)

@@ -8,6 +8,7 @@ so one bad photo cannot stop a run of millions.
 from __future__ import annotations
 
 import hashlib
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +40,7 @@ def classify_decode_error(error: Exception) -> str:
 @dataclass
 class Decoded:
     index: int
-    tensor: torch.Tensor | None
+    pixels: np.ndarray | None  # [3, S, S]; numpy crosses from workers by value (no fd passing to race on exit)
     sha256: str
     problem: Skipped | None
 
@@ -47,9 +48,10 @@ class Decoded:
 class PhotoFiles(Dataset):
     """Reads, hashes and preprocesses photo files; picklable for DataLoader workers."""
 
-    def __init__(self, paths: list[str], preprocess: Preprocessor) -> None:
+    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
+        self.known = known or {}  # path -> sha256 of the indexed content: equal bytes are not decoded again
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,13 +66,15 @@ class PhotoFiles(Dataset):
         sha256 = hashlib.sha256(data).hexdigest()
         if not data:
             return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
+        if self.known.get(path) == sha256:
+            return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
         try:
-            tensor = self.preprocess.photo_file(data)
-        except ImageDecodeError as error:
+            pixels = self.preprocess.photo_file(data).numpy()
+        except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
             return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
         except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
             return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
-        return Decoded(index, tensor, sha256, None)
+        return Decoded(index, pixels, sha256, None)
 
 
 def _collate(items: list[Decoded]) -> list[Decoded]:
@@ -79,6 +83,9 @@ def _collate(items: list[Decoded]) -> list[Decoded]:
 
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
+    # Ctrl-C / SIGTERM reach the whole process group: the main process unwinds and stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
@@ -102,20 +109,26 @@ def embed_files(
     batch_size: int = 256,
     workers: int = 4,
     progress: bool = True,
-) -> None:
-    """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``."""
+    known: dict[str, str] | None = None,
+) -> set[FileKey]:
+    """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
+
+    Files whose content hash equals ``known[path]`` are not embedded; their keys are returned."""
+    same: set[FileKey] = set()
     if not keys:
-        return
-    dataset = PhotoFiles([key[0] for key in keys], encoder.preprocess)
+        return same
+    dataset = PhotoFiles([key[0] for key in keys], encoder.preprocess, known)
     loader = make_loader(dataset, batch_size, workers)
     with tqdm(total=len(keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1) as bar:
         for batch in loader:
-            good = [item for item in batch if item.tensor is not None]
+            good = [item for item in batch if item.pixels is not None]
             for item in batch:
                 if item.problem is not None:
                     staging.append_failure(keys[item.index], item.problem)
+                elif item.pixels is None:
+                    same.add(keys[item.index])
             if good:
-                images = torch.stack([item.tensor for item in good])
+                images = torch.from_numpy(np.stack([item.pixels for item in good]))
                 if encoder.device.type == "cuda":
                     images = images.pin_memory()
                 vectors = encoder.encode_photo(images).cpu().numpy()
@@ -127,3 +140,4 @@ def embed_files(
                 kept = [item for item, ok in zip(good, finite, strict=True) if ok]
                 staging.append([keys[item.index] for item in kept], [item.sha256 for item in kept], vectors[finite])
             bar.update(len(batch))
+    return same

@@ -73,8 +73,8 @@ def current_version(index_dir: str | Path) -> str | None:
     """The name of the live version (a cheap read, fine for polling); None when there is none."""
     try:
         name = (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError):
-        return None
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
+        return None  # not an index folder (e.g. a gallery with a "current" sub-folder)
     return name or None
 
 
@@ -150,8 +150,14 @@ class IndexLayout:
     @contextlib.contextmanager
     def build_lock(self) -> Iterator[None]:
         """One build at a time per index directory (the kernel drops the lock if the process dies)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "a+") as handle:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed by the with below
+        except OSError as error:
+            why = "it is not a folder" if self.root.exists() and not self.root.is_dir() else error.strerror or error
+            raise BuildError(f"Cannot write the index folder {self.root}: {why} "
+                             "(--out must be a writable folder, or a path where one can be created).") from error
+        with handle:
             try:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as error:
@@ -173,4 +179,21 @@ def read_manifest(version_dir: Path) -> dict:
         raise IndexCorruptError(f"{path} is unreadable: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{path} is not an index manifest of format {FORMAT}.")
+    wrong = [key for key, kind in REQUIRED.items() if not isinstance(_field(manifest, key), kind)
+             or isinstance(_field(manifest, key), bool)]
+    if wrong:
+        raise IndexCorruptError(f"{path} is damaged: missing or malformed {', '.join(wrong)}.")
     return manifest
+
+
+# What readers and builders take from a manifest, and its type.
+REQUIRED = {"version": str, "created_at": str, "size": int, "dim": int, "encoder.fingerprint": str,
+            "encoder.config": dict, "gallery": dict, "gallery.source": str, "index": dict, "index.factory": str,
+            "build": dict}
+
+
+def _field(manifest: dict, dotted: str) -> Any:
+    value: Any = manifest
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

@@ -30,7 +30,7 @@ class IndexReader:
         self.dim: int = int(self.manifest["dim"])
         self.fingerprint: str = self.manifest["encoder"]["fingerprint"]
         self.encoder_config: dict = self.manifest["encoder"]["config"]
-        self.gallery_root: str | None = self.manifest["gallery"]["root"]
+        self.gallery_root: str | None = self.manifest["gallery"].get("root")
         try:
             self._ids = np.load(folder / IDS)
             self._vectors = np.load(folder / VECTORS, mmap_mode="r")
@@ -41,6 +41,10 @@ class IndexReader:
         self._index: VectorIndex = get_engine(section.get("engine", "faiss")).open(
             folder, section, self._vectors, self._ids, device=device)
         self.size: int = int(self._index.size)
+        if self._index.dim != self.dim:
+            self.close()
+            raise IndexCorruptError(f"Version {folder}: the vector index holds {self._index.dim}-dim vectors; "
+                                    f"its manifest says {self.dim}.")
         self._category_ids: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 

@@ -36,6 +36,7 @@ class SourcePhoto:
     mtime_ns: int
     photo_id: int | None = None  # given by a manifest, else assigned by the builder
     metadata: dict = field(default_factory=dict)
+    ctime_ns: int = 0  # inode change time: moves on any write, even when mtime is set back
 
 
 @dataclass
@@ -73,60 +74,89 @@ def _check_file(path: str, info: os.stat_result) -> Skipped | None:
     return None
 
 
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes come back from the OS as lone surrogates
+        return False
+    return True
+
+
 def _first_folder(relative: str) -> str | None:
     parts = Path(relative).parts
     return parts[0] if len(parts) > 1 else None
 
 
-def scan_folder(root: str | Path, *, progress: bool = False) -> Scan:
-    """Walk ``root`` recursively (following symlinks, each real folder once) for image files."""
-    root_path = Path(root).expanduser().absolute()
+def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path | None = None) -> Scan:
+    """Walk ``root`` recursively (following symlinks, each real folder once) for image files; the folder
+    ``exclude`` (the index being built, when it lies inside the gallery) is not walked."""
+    root_path = Path(os.path.abspath(Path(root).expanduser()))  # "a/../a" must name the same photos as "a"
     if not root_path.is_dir():
         raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
     photos: list[SourcePhoto] = []
     skipped: list[Skipped] = []
     seen_dirs: set[tuple[int, int]] = set()
+    if exclude is not None and os.path.isdir(exclude):
+        excluded = os.stat(exclude)
+        seen_dirs.add((excluded.st_dev, excluded.st_ino))
     bar = tqdm(desc="scanning", unit="file", disable=not progress)
 
-    def walk(folder: str, ancestors: frozenset[tuple[int, int]]) -> None:
+    def enter(folder: str, ancestors: frozenset[tuple[int, int]]) -> tuple | None:
+        """(folder, its entries, ancestors including itself), or None when it is skipped."""
         try:
             info = os.stat(folder)
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as error:
             skipped.append(_stat_problem(folder, error))
-            return
+            return None
         key = (info.st_dev, info.st_ino)
         if key in ancestors:
             skipped.append(Skipped(folder, "symlink-loop", "folder link back to one of its parents"))
-            return
+            return None
         if key in seen_dirs:
-            skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
-            return
+            if exclude is None or not os.path.samefile(folder, exclude):
+                skipped.append(Skipped(folder, "duplicate-folder", "already scanned through another path"))
+            return None
         seen_dirs.add(key)
         bar.update(len(entries))
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
-            path = os.path.join(folder, entry.name)
-            try:
-                entry_info = os.stat(path)  # follows symlinks
-            except OSError as error:
-                skipped.append(_stat_problem(path, error))
-                continue
-            if stat.S_ISDIR(entry_info.st_mode):
-                walk(path, ancestors | {key})
-                continue
-            if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
-                skipped.append(Skipped(path, "unsupported-type", f"extension {os.path.splitext(entry.name)[1]!r}"))
-                continue
-            problem = _check_file(path, entry_info)
-            if problem:
-                skipped.append(problem)
-                continue
-            relative = os.path.relpath(path, root_path)
-            photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns))
+        return folder, iter(entries), ancestors | {key}
 
-    walk(str(root_path), frozenset())
+    # Depth-first in name order with an explicit stack: any nesting depth, no recursion limit.
+    stack = [frame for frame in [enter(str(root_path), frozenset())] if frame]
+    while stack:
+        folder, entries, ancestors = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name.startswith("."):
+            continue  # hidden files and folders (.DS_Store, .git, ...) are not photos
+        path = os.path.join(folder, entry.name)
+        if not _is_utf8(entry.name):  # such a path cannot be stored, printed or served
+            shown = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            skipped.append(Skipped(shown, "bad-file-name", "the name is not valid UTF-8; rename it"))
+            continue
+        try:
+            entry_info = os.stat(path)  # follows symlinks
+        except OSError as error:
+            skipped.append(_stat_problem(path, error))
+            continue
+        if stat.S_ISDIR(entry_info.st_mode):
+            frame = enter(path, ancestors)
+            if frame:
+                stack.append(frame)
+            continue
+        if os.path.splitext(entry.name)[1].lower() not in IMAGE_EXTENSIONS:
+            skipped.append(Skipped(path, "unsupported-type", f"extension {os.path.splitext(entry.name)[1]!r}"))
+            continue
+        problem = _check_file(path, entry_info)
+        if problem:
+            skipped.append(problem)
+            continue
+        relative = os.path.relpath(path, root_path)
+        photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
+                                  ctime_ns=entry_info.st_ctime_ns))
+
     bar.close()
     return Scan(photos, skipped, str(root_path), f"folder:{root_path}")
 
@@ -179,7 +209,11 @@ def read_manifest_file(manifest: str | Path) -> Scan:
     skipped: list[Skipped] = []
     seen_paths: set[str] = set()
     seen_ids: set[int] = set()
-    for line, row, error in _manifest_rows(manifest_path):
+    try:
+        rows = list(_manifest_rows(manifest_path))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise BuildError(f"Manifest {manifest_path} cannot be read (it must be UTF-8 CSV or JSONL): {error}") from None
+    for line, row, error in rows:
         where = f"{manifest_path}:{line}"
         if row is None:
             skipped.append(Skipped(where, "bad-manifest-row", error))
@@ -189,6 +223,9 @@ def read_manifest_file(manifest: str | Path) -> Scan:
             skipped.append(Skipped(where, "bad-manifest-row", "no 'path'"))
             continue
         relative = raw_path.strip()
+        if not _is_utf8(relative):
+            skipped.append(Skipped(where, "bad-manifest-row", "the path is not valid UTF-8"))
+            continue
         path = os.path.abspath(os.path.join(base, os.path.expanduser(relative)))
         photo_id = None
         if "id" in row:
@@ -208,6 +245,9 @@ def read_manifest_file(manifest: str | Path) -> Scan:
         except OSError as problem:
             skipped.append(_stat_problem(path, problem))
             continue
+        except ValueError as bad:  # e.g. a NUL byte in the path
+            skipped.append(Skipped(where, "bad-manifest-row", f"bad path {relative!r} ({bad})"))
+            continue
         problem = _check_file(path, info)
         if problem:
             skipped.append(problem)
@@ -218,5 +258,5 @@ def read_manifest_file(manifest: str | Path) -> Scan:
         category = row.get("category")
         category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
         metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
-        photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata))
+        photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata, info.st_ctime_ns))
     return Scan(photos, skipped, None, f"manifest:{manifest_path}")

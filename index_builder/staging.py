@@ -53,7 +53,13 @@ class Staging:
         (folder / STATE).write_text(json.dumps(state))
         self.entries: dict[FileKey, tuple[int, str]] = {}  # key -> (row, sha256)
         self.failures: dict[FileKey, Skipped] = {}
-        self._recover()
+        try:
+            self._recover()
+        except (ValueError, KeyError, TypeError):  # damaged beyond a torn tail: start over rather than stay stuck
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+            (folder / STATE).write_text(json.dumps(state))
+            self.entries, self.failures = {}, {}
         self._rows = open(folder / ROWS, "ab")  # noqa: SIM115 - kept open for appends, closed in close()
         self._lines = open(folder / ENTRIES, "a", encoding="utf-8")  # noqa: SIM115
         self._failed = open(folder / FAILURES, "a", encoding="utf-8")  # noqa: SIM115

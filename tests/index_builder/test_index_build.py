@@ -84,7 +84,7 @@ def test_incremental_run_updates_exactly_what_changed(make_gallery, build, tmp_p
     second = build(gallery=gallery)
 
     assert (second.added, second.updated, second.removed, second.unchanged) == (2, 1, 1, 6)
-    assert second.embedded == 4  # 2 new + the modified one + the touched one (re-hashed while embedding)
+    assert second.embedded == 3  # 2 new + the modified one (the touched one is re-hashed, its vector kept)
     assert second.previous == first.version and second.size == 9
     after = ids_by_path(tmp_path / "index")
     assert str(deleted) not in after

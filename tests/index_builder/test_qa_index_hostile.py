@@ -1,0 +1,183 @@
+"""Acceptance-style regressions: hostile galleries, manifests and index folders give reasons or clear errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+import sys
+import zlib
+
+import pytest
+
+from index_builder import IndexReader, current_version
+from index_builder.cli import main
+from index_builder.errors import IndexCorruptError
+from index_builder.staging import Staging
+
+from .conftest import write_photo
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (a decompression-bomb header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def test_bomb_header_is_skipped_as_too_large(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    (gallery / "cat" / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    report = build(gallery=gallery)
+    assert report.size == 2
+    assert [(s.path.rsplit("/", 1)[-1], s.reason) for s in report.skipped] == [("bomb.png", "too-large")]
+
+
+@pytest.fixture()
+def built_index(make_gallery, build, tmp_path):
+    build(gallery=make_gallery({"cat": 2, "dog": 1}))
+    index_dir = tmp_path / "index"
+    return index_dir, index_dir / "versions" / current_version(index_dir)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda m: m.pop("encoder"),
+    lambda m: m.pop("index"),
+    lambda m: m.update(size="many"),
+    lambda m: m.update(dim=m["dim"] + 1),
+])
+def test_hand_edited_manifest_is_reported_not_a_traceback(built_index, capsys, damage):
+    index_dir, version = built_index
+    manifest = json.loads((version / "manifest.json").read_text())
+    damage(manifest)
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError):
+        IndexReader.open(index_dir)
+    assert main(["verify", str(index_dir)]) == 1
+    assert "PROBLEM" in capsys.readouterr().err
+    assert main(["info", str(index_dir)]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda tmp: (tmp / "a-file").write_text("x") and tmp / "a-file",
+    lambda tmp: (tmp / "a-file").write_text("x") and tmp / "a-file" / "sub",
+])
+def test_out_that_cannot_be_a_folder_is_a_clear_error(make_gallery, tmp_path, capsys, make_out):
+    out = make_out(tmp_path)
+    args = ["build", "--gallery", str(make_gallery({"cat": 1})), "--out", str(out), "--workers", "0", "--no-progress"]
+    assert main(args) == 2
+    assert "Cannot write the index folder" in capsys.readouterr().err
+
+
+def test_folder_with_a_current_subfolder_is_not_an_index(tmp_path, capsys):
+    (tmp_path / "gallery" / "current").mkdir(parents=True)
+    assert current_version(tmp_path / "gallery") is None
+    assert main(["info", str(tmp_path / "gallery")]) == 2
+    assert "No index" in capsys.readouterr().err
+
+
+def test_gallery_that_became_empty_keeps_the_live_version(make_gallery, build, tmp_path, capsys):
+    gallery = make_gallery({"cat": 2})
+    first = build(gallery=gallery)
+    for photo in (gallery / "cat").iterdir():
+        photo.unlink()
+    (gallery / "cat" / "zero.jpg").write_bytes(b"")
+    args = ["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"), "--workers", "0", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "No photos to index" in err and "zero-byte 1" in err and first.version in err
+    assert current_version(tmp_path / "index") == first.version
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["build", "--gallery", str(empty), "--out", str(tmp_path / "other"), "--no-progress"]) == 2
+    assert current_version(tmp_path / "other") is None
+
+
+def test_gallery_spelled_with_dot_dot_keeps_ids(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    first = build(gallery=gallery)
+    again = build(gallery=gallery / ".." / gallery.name)
+    assert again.status == "unchanged" and again.version == first.version
+
+
+def test_same_size_content_change_with_mtime_set_back_is_an_update(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3})
+    build(gallery=gallery)
+    photo = gallery / "cat" / "cat_0.jpg"
+    stat = photo.stat()
+    data = bytearray(photo.read_bytes())
+    data[-3] ^= 0xFF  # same size, other bytes
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    os.chmod(gallery / "cat" / "cat_1.png", 0o600)  # inode change only: re-hashed, vector kept
+    second = build(gallery=gallery)
+    assert (second.updated, second.unchanged, second.embedded) == (1, 2, 1)
+    with IndexReader.open(tmp_path / "index") as reader:
+        record = next(r for r in reader.records(reader.vectors()[0]) if r.path == str(photo))
+        assert record.sha256 == hashlib.sha256(data).hexdigest()
+    assert build(gallery=gallery).status == "unchanged"
+
+
+def test_undecodable_names_and_manifest_rows_are_skipped_not_fatal(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 1})
+    photo = next((gallery / "cat").iterdir())
+    (gallery / "cat" / os.fsdecode(b"\xff\xfe.jpg")).write_bytes(photo.read_bytes())
+    report = build(gallery=gallery)
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-file-name"]
+    assert "\\xff\\xfe.jpg" in report.summary()
+
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text(f"path,id\n{photo},1\nbad\0name.jpg,2\n")
+    report = build(manifest=manifest, index_dir=tmp_path / "index2")
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-manifest-row"]
+
+
+@pytest.mark.parametrize("content", [b"path,id\n\"" + b"x" * 200_000 + b"\",1\n", b"path\n\xff\xfe.jpg\n"])
+def test_unparseable_manifest_is_a_clear_error(tmp_path, capsys, content):
+    manifest = tmp_path / "photos.csv"
+    manifest.write_bytes(content)
+    assert main(["build", "--manifest", str(manifest), "--out", str(tmp_path / "index"), "--no-progress"]) == 2
+    assert f"Manifest {manifest} cannot be read" in capsys.readouterr().err
+
+
+def test_folders_nested_deeper_than_the_recursion_limit(make_gallery, build):
+    gallery = make_gallery({"cat": 1})
+    folders = [str(gallery / "cat")]
+    for _ in range(sys.getrecursionlimit() + 50):
+        folders.append(os.path.join(folders[-1], "d"))
+        os.mkdir(folders[-1])
+    photo = next(p for p in (gallery / "cat").iterdir() if p.is_file())
+    shutil.copy(photo, os.path.join(folders[-1], "deep.jpg"))
+    try:
+        report = build(gallery=gallery)
+        assert report.size == 2 and not report.skipped
+    finally:  # shutil.rmtree (pytest's clean-up) recurses too: remove the chain bottom-up
+        os.remove(os.path.join(folders[-1], "deep.jpg"))
+        for folder in reversed(folders[1:]):
+            os.rmdir(folder)
+
+
+@pytest.mark.parametrize("damage", [("entries.jsonl", "garbage{\n"), ("failures.jsonl", '{"path": 1}\n')])
+def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, build, tmp_path, damage):
+    gallery = make_gallery({"cat": 2})
+    staging = tmp_path / "index" / "staging"
+    Staging(staging, tiny_fingerprint := "f" * 8, 4).close()
+    name, text = damage
+    with open(staging / name, "a") as handle:
+        handle.write(text)
+    assert Staging(staging, tiny_fingerprint, 4).count == 0
+    assert build(gallery=gallery).size == 2
+
+
+def test_index_folder_inside_the_gallery_is_not_scanned(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    build(gallery=gallery, index_dir=gallery / "index")
+    write_photo(gallery / "cat" / "new.jpg", seed=99)
+    report = build(gallery=gallery, index_dir=gallery / "index")
+    assert (report.added, report.size, report.skipped) == (1, 3, [])
