@@ -93,6 +93,7 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
     root_path = Path(os.path.abspath(Path(root).expanduser()))  # "a/../a" must name the same photos as "a"
     if not root_path.is_dir():
         raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
+    real_root = Path(os.path.realpath(root_path))
     photos: list[SourcePhoto] = []
     skipped: list[Skipped] = []
     seen_dirs: set[tuple[int, int]] = set()
@@ -140,6 +141,11 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
             entry_info = os.stat(path)  # follows symlinks
         except OSError as error:
             skipped.append(_stat_problem(path, error))
+            continue
+        if entry.is_symlink() and not Path(os.path.realpath(path)).is_relative_to(real_root):
+            # The service serves files only from inside the gallery, so a photo it could never show
+            # is not indexed (a link to a folder outside skips that whole folder).
+            skipped.append(Skipped(path, "outside-gallery", f"links to {os.path.realpath(path)}, outside the gallery"))
             continue
         if stat.S_ISDIR(entry_info.st_mode):
             frame = enter(path, ancestors)

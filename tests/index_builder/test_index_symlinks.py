@@ -1,0 +1,33 @@
+"""Links in a folder gallery: inside ones are photos, outside ones are skipped (the app could never serve them)."""
+
+from __future__ import annotations
+
+import os
+
+from index_builder.reader import IndexReader
+
+
+def test_links_outside_the_gallery_are_skipped_and_inside_ones_indexed(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2, "dog": 2})
+    outside = make_gallery({"elsewhere": 2}, root=tmp_path / "outside", seed=50)
+    target = next((gallery / "dog").iterdir())
+    os.symlink(target, gallery / "cat" / "alias.jpg")  # inside: a photo like any other
+    os.symlink(outside / "elsewhere", gallery / "linked-folder")  # outside: the whole folder is skipped
+    os.symlink(next((outside / "elsewhere").iterdir()), gallery / "dog" / "stray.jpg")
+
+    report = build(gallery=gallery)
+
+    reasons = {os.path.basename(item.path): item.reason for item in report.skipped}
+    assert reasons == {"linked-folder": "outside-gallery", "stray.jpg": "outside-gallery"}
+    assert report.size == 5
+    with IndexReader.open(tmp_path / "index") as reader:
+        paths = {os.path.basename(r.path) for r in reader.records(range(100)) if r is not None}
+    assert "alias.jpg" in paths and "stray.jpg" not in paths
+
+
+def test_a_gallery_root_that_is_itself_a_link_is_fine(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 2})
+    link = tmp_path / "gallery-link"
+    os.symlink(gallery, link)
+    report = build(gallery=link)
+    assert report.size == 2 and report.skipped == []
