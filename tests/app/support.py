@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
@@ -22,6 +23,19 @@ from tests.imagegen import draw_sketch, random_photo
 REPO = Path(__file__).resolve().parents[2]
 CATEGORIES = ("apple", "boat")
 TINY_ENV = {"SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "HF_HUB_OFFLINE": "1"}
+
+# Debian's Chromium driven by Playwright (never `playwright install`: no browser downloads here).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+NEEDS_BROWSER = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
+
+
+def launch_chromium(playwright):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
 def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed: int = 0) -> Path:

@@ -9,15 +9,9 @@ import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import serve, sketch_png
+from tests.app.support import NEEDS_BROWSER, launch_chromium, serve, sketch_png
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+pytestmark = NEEDS_BROWSER
 
 
 def test_drawing_on_the_canvas_shows_result_photos(app_index, app_encoder, tmp_path):
@@ -26,7 +20,7 @@ def test_drawing_on_the_canvas_shows_result_photos(app_index, app_encoder, tmp_p
     shots.mkdir(parents=True, exist_ok=True)
     app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
     with serve(app) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 760})
             errors: list[str] = []

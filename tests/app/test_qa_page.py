@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import CATEGORIES, build_index, make_gallery, serve
+from tests.app.support import CATEGORIES, NEEDS_BROWSER, build_index, launch_chromium, make_gallery, serve
 
-CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
+pytestmark = NEEDS_BROWSER
 GRID_FILLED = "document.querySelectorAll('#grid img').length > 0"
 GRID_EMPTY = "document.querySelectorAll('#grid img').length === 0"
 
@@ -25,7 +17,7 @@ def test_errors_clear_old_results_and_a_lone_dot_asks_for_more(app_index, app_en
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
     with serve(app) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 700})
             searches: list[str] = []
@@ -68,7 +60,7 @@ def test_the_page_picks_up_an_index_published_after_it_loaded(app_encoder, tmp_p
     gallery = make_gallery(tmp_path / "gallery", per_category=2)
     app = create_app(Settings(index_dir=tmp_path / "index", reload_interval_s=0.2), encoder=app_encoder)
     with serve(app) as base, sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page(viewport={"width": 900, "height": 700})
             page.goto(base + "/")
