@@ -1,6 +1,6 @@
 """Index build throughput vs the bare encoder: how much of the encoder's speed the pipeline keeps.
 
-Builds an index of real JPEGs (sketchy-mini photos, linked repeatedly under distinct names to reach
+Builds an index of real JPEGs (sketchy-mini photos, copied repeatedly under distinct names to reach
 ``--photos``) with the real builder (scan, DataLoader workers reading/hashing/decoding, encoder,
 staging, FAISS, SQLite, manifest), then times the bare encoder on ready tensors at the same batch
 size. efficiency = build photos/s (embedding phase) / encoder images/s.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -34,7 +35,9 @@ DEFAULT_PHOTOS = next(
 
 
 def make_gallery(source: Path, count: int, folder: Path) -> None:
-    """``count`` symlinks to the source JPEGs (repeated), one category folder per source class."""
+    """``count`` copies of the source JPEGs (repeated), one category folder per source class.
+
+    Copies, not links: the builder skips links that point outside the gallery."""
     files = sorted(source.glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"No JPEGs under {source}")
@@ -42,7 +45,7 @@ def make_gallery(source: Path, count: int, folder: Path) -> None:
         src = files[i % len(files)]
         target = folder / src.parent.name / f"{i:06d}_{src.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(src, target)
+        shutil.copyfile(src, target)
 
 
 def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
