@@ -74,7 +74,7 @@ class ThumbnailCache:
 
     def _render(self, path: Path, size: int) -> bytes:
         try:
-            image = decode_image(path, max_pixels=self.max_pixels)
+            image = decode_image(path, max_pixels=self.max_pixels, reduce_to=size)
         except InputError:
             raise APIError(404, "not_found", "The photo cannot be shown (its file does not decode).") from None
         if image.mode != "L":

@@ -27,10 +27,14 @@ HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 PAPER_GRID = 16
 
 
-def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+) -> Image.Image:
     """Decode bytes or a file into a fully loaded, EXIF-oriented PIL image (first frame).
 
-    The pixel count is checked from the header, before any pixel memory is allocated.
+    The pixel count is checked from the header, before any pixel memory is allocated. ``reduce_to``
+    lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay >= ``reduce_to``:
+    a 12 MP photo bound for a 224 px model decodes several times faster.
     """
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
@@ -51,6 +55,8 @@ def decode_image(source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PI
                 )
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
+            if reduce_to and image.format == "JPEG":
+                image.draft(None, (reduce_to, reduce_to))
             image.load()
             image = ImageOps.exif_transpose(image)
     except (ImageTooLargeError, ImageDecodeError):

@@ -45,7 +45,8 @@ class Preprocessor:
         return (self._sketch_train if train else self._sketch_eval)(clean)
 
     def photo_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
-        return self.photo(to_rgb(decode_image(source, max_pixels=self.max_pixels)), train=train)
+        decoded = decode_image(source, max_pixels=self.max_pixels, reduce_to=self.image_size)
+        return self.photo(to_rgb(decoded), train=train)
 
     def sketch_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
         return self.sketch(decode_image(source, max_pixels=self.max_pixels), train=train)
