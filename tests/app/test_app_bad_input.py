@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import io
 import json
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.app.support import STROKES, app_client, sketch_png
+from tests.imagegen import png_declaring
 
 SECRET = "s3cret-key-do-not-echo"
 
 
-def png_with_header(width: int, height: int) -> bytes:
-    """A tiny, valid-looking PNG whose header declares width×height pixels (a decompression bomb)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = chunk(b"IDAT", zlib.compress(b"\0" * 64))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b"")
 
 
 def upload(client, data: bytes, name: str = "sketch.png", **form):
@@ -80,7 +72,7 @@ def test_corrupt_image_with_a_valid_signature_is_422(client):
 
 
 def test_decompression_bomb_is_refused_before_decoding(client):
-    assert_refused(upload(client, png_with_header(100_000, 100_000)), 413, "image_too_large", "limit")
+    assert_refused(upload(client, png_declaring(100_000, 100_000)), 413, "image_too_large", "limit")
 
 
 def test_image_over_the_pixel_limit_is_413(strict_client):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
 import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
@@ -14,20 +12,12 @@ from PIL import Image
 from encoder import decode_image, load_drawing_json, normalise_sketch, parse_strokes, rasterize_strokes
 from encoder.errors import ImageTooLargeError, StrokeFormatError
 from encoder.imaging import _flatten_lighting, to_rgb
-from tests.imagegen import draw_sketch
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    pixels = chunk(b"IDAT", zlib.compress(b"\0" * 64))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + pixels + chunk(b"IEND", b"")
+from tests.imagegen import draw_sketch, png_declaring
 
 
 def test_a_bomb_past_pillows_own_guard_names_our_limit_not_pillows():
     with pytest.raises(ImageTooLargeError) as caught:
-        decode_image(_png_declaring(100_000, 100_000), max_pixels=1_000_000)
+        decode_image(png_declaring(100_000, 100_000), max_pixels=1_000_000)
     assert "1,000,000" in str(caught.value) and "178956970" not in str(caught.value)
 
 

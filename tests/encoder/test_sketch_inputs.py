@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -18,7 +16,7 @@ from encoder import (
     decode_image,
     normalise_sketch,
 )
-from tests.imagegen import draw_sketch
+from tests.imagegen import draw_sketch, png_declaring
 
 SIZE = 64
 
@@ -136,13 +134,6 @@ def png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def png_declaring(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims ``width``×``height`` pixels (a decompression bomb)."""
-    data = bytearray(png_bytes(Image.new("L", (8, 8), 255)))
-    ihdr = struct.pack(">II", width, height) + bytes(data[24:29])
-    data[16:29] = ihdr
-    data[29:33] = struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
-    return bytes(data)
 
 
 @pytest.mark.parametrize(
