@@ -34,8 +34,6 @@ NEEDS_BROWSER = [
 ]
 
 
-def launch_chromium(playwright):
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
 def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed: int = 0) -> Path:
@@ -91,3 +89,15 @@ def sketch_png(seed: int = 0) -> bytes:
 
 
 STROKES = {"strokes": [[[10, 10], [60, 80], [120, 20]], [[30, 90], [90, 95]]]}
+
+
+@contextlib.contextmanager
+def served_page(app, viewport: dict[str, int]):
+    """`app` on a real uvicorn and a fresh page of Debian's Chromium (driven by Playwright): yields (page, base URL)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    with serve(app) as base, sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport=viewport), base
+        finally:
+            browser.close()

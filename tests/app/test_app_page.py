@@ -5,78 +5,70 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import NEEDS_BROWSER, launch_chromium, serve, sketch_png
+from tests.app.support import NEEDS_BROWSER, served_page, sketch_png
 
 pytestmark = NEEDS_BROWSER
 
 
 def test_drawing_on_the_canvas_shows_result_photos(app_index, app_encoder, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
     shots = Path(os.environ.get("SBIR_ARTIFACTS_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
-    with serve(app) as base, sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 760})
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            external: list[str] = []
-            page.on("request", lambda r: external.append(r.url) if r.url.startswith("http") and
-                    not r.url.startswith(base) else None)
-            page.goto(base + "/")
-            page.wait_for_selector("#warning:not([hidden])")
-            assert "meaningless" in page.inner_text("#warning")  # random weights are said plainly
-            assert "index" in page.inner_text("#status")
+    with served_page(app, {"width": 1100, "height": 760}) as (page, base):
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        external: list[str] = []
+        page.on("request", lambda r: external.append(r.url) if r.url.startswith("http") and
+                not r.url.startswith(base) else None)
+        page.goto(base + "/")
+        page.wait_for_selector("#warning:not([hidden])")
+        assert "meaningless" in page.inner_text("#warning")  # random weights are said plainly
+        assert "index" in page.inner_text("#status")
 
-            box = page.locator("#canvas").bounding_box()
-            x0, y0, w = box["x"], box["y"], box["width"]
-            for stroke in ([(0.2, 0.3), (0.5, 0.2), (0.8, 0.4)], [(0.3, 0.7), (0.5, 0.8), (0.7, 0.65)]):
-                page.mouse.move(x0 + stroke[0][0] * w, y0 + stroke[0][1] * w)
-                page.mouse.down()
-                for fx, fy in stroke[1:]:
-                    page.mouse.move(x0 + fx * w, y0 + fy * w, steps=8)
-                page.mouse.up()
+        box = page.locator("#canvas").bounding_box()
+        x0, y0, w = box["x"], box["y"], box["width"]
+        for stroke in ([(0.2, 0.3), (0.5, 0.2), (0.8, 0.4)], [(0.3, 0.7), (0.5, 0.8), (0.7, 0.65)]):
+            page.mouse.move(x0 + stroke[0][0] * w, y0 + stroke[0][1] * w)
+            page.mouse.down()
+            for fx, fy in stroke[1:]:
+                page.mouse.move(x0 + fx * w, y0 + fy * w, steps=8)
+            page.mouse.up()
 
-            page.wait_for_function(
-                "document.querySelectorAll('#grid img').length > 0 && "
-                "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)",
-                timeout=20_000,
-            )
-            count = page.locator("#grid img").count()
-            assert count == 8  # the whole tiny gallery (k=20 > 8 photos)
-            assert "photos" in page.inner_text("#summary")
-            first = page.locator("#grid a").first
-            assert first.get_attribute("href").startswith("/photos/") and first.get_attribute("target") == "_blank"
-            page.screenshot(path=str(shots / "app-page.png"), full_page=True)
+        page.wait_for_function(
+            "document.querySelectorAll('#grid img').length > 0 && "
+            "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)",
+            timeout=20_000,
+        )
+        count = page.locator("#grid img").count()
+        assert count == 8  # the whole tiny gallery (k=20 > 8 photos)
+        assert "photos" in page.inner_text("#summary")
+        first = page.locator("#grid a").first
+        assert first.get_attribute("href").startswith("/photos/") and first.get_attribute("target") == "_blank"
+        page.screenshot(path=str(shots / "app-page.png"), full_page=True)
 
-            page.click("#undo")
-            page.click("#clear")
-            page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
+        page.click("#undo")
+        page.click("#clear")
+        page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
 
-            # A pen (or finger) goes through the same Pointer Events path as the mouse.
-            page.evaluate("""() => {
-                const canvas = document.getElementById('canvas'), r = canvas.getBoundingClientRect();
-                const at = (x, y, type) => canvas.dispatchEvent(new PointerEvent(type, {pointerId: 7,
-                    pointerType: 'pen', isPrimary: true, bubbles: true, buttons: type === 'pointerup' ? 0 : 1,
-                    clientX: r.left + x * r.width, clientY: r.top + y * r.height}));
-                at(0.2, 0.2, 'pointerdown');
-                for (let i = 1; i <= 10; i++) at(0.2 + i * 0.06, 0.2 + i * 0.05, 'pointermove');
-                at(0.8, 0.7, 'pointerup');
-            }""")
-            page.wait_for_function("document.querySelectorAll('#grid img').length > 0", timeout=20_000)
-            page.click("#clear")
-            page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
+        # A pen (or finger) goes through the same Pointer Events path as the mouse.
+        page.evaluate("""() => {
+            const canvas = document.getElementById('canvas'), r = canvas.getBoundingClientRect();
+            const at = (x, y, type) => canvas.dispatchEvent(new PointerEvent(type, {pointerId: 7,
+                pointerType: 'pen', isPrimary: true, bubbles: true, buttons: type === 'pointerup' ? 0 : 1,
+                clientX: r.left + x * r.width, clientY: r.top + y * r.height}));
+            at(0.2, 0.2, 'pointerdown');
+            for (let i = 1; i <= 10; i++) at(0.2 + i * 0.06, 0.2 + i * 0.05, 'pointermove');
+            at(0.8, 0.7, 'pointerup');
+        }""")
+        page.wait_for_function("document.querySelectorAll('#grid img').length > 0", timeout=20_000)
+        page.click("#clear")
+        page.wait_for_function("document.querySelectorAll('#grid img').length === 0")
 
-            sketch = tmp_path / "upload.png"
-            sketch.write_bytes(sketch_png(seed=3))
-            page.set_input_files("#file", str(sketch))  # the upload path sends the file itself
-            page.wait_for_function("document.querySelectorAll('#grid img').length > 0", timeout=20_000)
-            assert not errors, errors
-            assert not external, external
-        finally:
-            browser.close()
+        sketch = tmp_path / "upload.png"
+        sketch.write_bytes(sketch_png(seed=3))
+        page.set_input_files("#file", str(sketch))  # the upload path sends the file itself
+        page.wait_for_function("document.querySelectorAll('#grid img').length > 0", timeout=20_000)
+        assert not errors, errors
+        assert not external, external
