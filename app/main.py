@@ -37,7 +37,7 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        device=settings.device)
+                        activation=settings.activation, device=settings.device)
 
 
 def _warm_up(engine: SearchEngine) -> None:

@@ -7,6 +7,7 @@ One pydantic-settings model, so every knob has a type, a default and a line of d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
 
     backbone: str | None = Field(None, description="open_clip architecture (default: encoder's, ViT-B-32)")
     pretrained: str | None = Field(None, description="backbone weights source (default: encoder's, openai)")
+    activation: Literal["auto", "gelu", "quick_gelu"] = Field(
+        "auto", description="MLP activation (auto: what the weights were trained with; a checkpoint's must agree)")
     checkpoint: Path | None = Field(None, description="trained prompts (.safetensors); none: frozen CLIP")
     index_dir: Path = Field(Path("index"), description="index directory written by index_builder")
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
