@@ -1,9 +1,10 @@
 """Who may see what: API keys (header X-API-Key) and signed photo URLs for `<img>`, which cannot send headers.
 
 With no key configured everything is open and photo URLs are plain. With keys, a photo needs a valid
-key header or a signature `sig = HMAC-SHA256(secret, "id|size|exp")` whose expiry `exp` (Unix seconds)
-has not passed. Every comparison is `hmac.compare_digest` on fixed-length digests, so a wrong key or
-signature takes the same time whatever prefix of it matches, and key lengths do not leak either.
+key header or a signature `sig = HMAC-SHA256(secret, "id|size|v|exp")` (`v`: the content tag) whose
+expiry `exp` (Unix seconds) has not passed; changing any of them voids it. Every comparison is
+`hmac.compare_digest` on fixed-length digests, so a wrong key or signature takes the same time
+whatever prefix of it matches, and key lengths do not leak either.
 """
 
 from __future__ import annotations
@@ -71,22 +72,24 @@ class Access:
         if self.required:
             expires = math.ceil((self.clock() + self.url_ttl_s) / self.step_s) * self.step_s
             params["exp"] = expires
-            params["sig"] = self.signature(photo_id, size, expires)
+            params["sig"] = self.signature(photo_id, size, tag, expires)
         return f"/photos/{photo_id}?{urlencode(params)}"
 
-    def signature(self, photo_id: int, size: int | None, expires: int) -> str:
-        message = f"{photo_id}|{size or 0}|{expires}".encode()
+    def signature(self, photo_id: int, size: int | None, tag: str | None, expires: int) -> str:
+        # exp is last and all digits, so no other (tag, exp) pair spells the same message
+        message = f"{photo_id}|{size or 0}|{tag or ''}|{expires}".encode("utf-8", "replace")
         mac = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
-    def signed_seconds_left(self, photo_id: int, size: int | None, exp: str | None, sig: str | None) -> int | None:
+    def signed_seconds_left(self, photo_id: int, size: int | None, tag: str | None, exp: str | None,
+                            sig: str | None) -> int | None:
         """Seconds a signed photo URL stays valid; None when the signature is missing, malformed, wrong or expired."""
         if exp is None or sig is None or len(sig) > _MAX_SIG_CHARS:
             return None
         if not (exp.isascii() and exp.isdigit() and len(exp) <= _MAX_EXP_DIGITS):
             return None
         expires = int(exp)
-        expected = self.signature(photo_id, size, expires)
+        expected = self.signature(photo_id, size, tag, expires)
         if not hmac.compare_digest(_digest(expected), _digest(sig)):
             return None
         left = expires - math.floor(self.clock())

@@ -37,7 +37,7 @@ async def get_photo(
     x_api_key: str | None = Header(None, description="instead of a signature, when an API key is configured"),
     services: Services = Depends(get_services),
 ) -> Response:
-    cache_control = _authorise(request, photo_id, size, exp, sig, x_api_key)
+    cache_control = _authorise(request, photo_id, size, v, exp, sig, x_api_key)
 
     def locate():
         with services.index.lease() as reader:
@@ -61,13 +61,13 @@ async def get_photo(
     return Response(data, media_type="image/jpeg", headers=headers)
 
 
-def _authorise(request: Request, photo_id: int, size: int | None, exp: str | None, sig: str | None,
-               x_api_key: str | None) -> str | None:
+def _authorise(request: Request, photo_id: int, size: int | None, v: str | None, exp: str | None,
+               sig: str | None, x_api_key: str | None) -> str | None:
     """The Cache-Control of an authorised photo request (None: the service is open); 401 otherwise."""
     access = get_access(request)
     if not access.required:
         return None
-    seconds_left = access.signed_seconds_left(photo_id, size, exp, sig)
+    seconds_left = access.signed_seconds_left(photo_id, size, v, exp, sig)
     if seconds_left is not None:
         return f"private, max-age={seconds_left}"  # never outlives the signature, never in shared caches
     if access.key_ok(x_api_key):
