@@ -7,21 +7,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import CATEGORIES, NEEDS_BROWSER, served_page
+from tests.app.support import CATEGORIES, NEEDS_BROWSER, draw_line, served_page
 
 pytestmark = NEEDS_BROWSER
 KEY = "page-key-0123456789abcdef"
 IMAGES_LOADED = ("document.querySelectorAll('#grid img').length > 0 && "
                  "[...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0)")
-
-
-def draw(page) -> None:
-    box = page.locator("#canvas").bounding_box()
-    x0, y0, w = box["x"], box["y"], box["width"]
-    page.mouse.move(x0 + 0.2 * w, y0 + 0.3 * w)
-    page.mouse.down()
-    page.mouse.move(x0 + 0.8 * w, y0 + 0.6 * w, steps=8)
-    page.mouse.up()
 
 
 def test_the_page_asks_for_the_key_and_shows_signed_photos(app_index, app_encoder):
@@ -45,7 +36,7 @@ def test_the_page_asks_for_the_key_and_shows_signed_photos(app_index, app_encode
         page.wait_for_function("document.getElementById('status').textContent.includes('8 photos')",
                                timeout=20_000)
         assert page.locator("#category option").all_inner_texts() == ["all", *CATEGORIES]
-        draw(page)
+        draw_line(page)
         page.wait_for_function(IMAGES_LOADED, timeout=20_000)
         sources = page.eval_on_selector_all("#grid img", "images => images.map(i => i.getAttribute('src'))")
         links = page.eval_on_selector_all("#grid a", "links => links.map(a => a.getAttribute('href'))")

@@ -49,6 +49,9 @@ def test_invalid_settings_are_refused(monkeypatch):
 def test_cli_flags_map_to_settings():
     args = build_parser().parse_args(["--port", "8123", "--index-dir", "/x", "--max-k", "7", "--backbone", "sbir-tiny"])
     assert (args.port, args.index_dir, args.max_k, args.backbone) == (8123, "/x", 7, "sbir-tiny")
+    assert build_parser().parse_args([]).metrics_require_key is None  # unset: the environment decides
+    access = build_parser().parse_args(["--photo-url-ttl-s", "600", "--metrics-require-key"])
+    assert (access.photo_url_ttl_s, access.metrics_require_key) == (600, True)
 
 
 @pytest.mark.parametrize("data, expected", [
