@@ -15,7 +15,7 @@ import hmac
 import math
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 MIN_KEY_LENGTH = 16  # characters; `python -c "import secrets; print(secrets.token_urlsafe(32))"` makes a good one
 _DERIVE_CONTEXT = b"sbir signed photo urls v1"
@@ -67,13 +67,13 @@ class Access:
 
     def photo_url(self, photo_id: int, size: int | None, tag: str) -> str:
         """The URL of a photo (or thumbnail) for search results: signed when keys are configured."""
-        params: dict[str, str | int] = {"size": size} if size else {}
-        params["v"] = tag
-        if self.required:
-            expires = math.ceil((self.clock() + self.url_ttl_s) / self.step_s) * self.step_s
-            params["exp"] = expires
-            params["sig"] = self.signature(photo_id, size, tag, expires)
-        return f"/photos/{photo_id}?{urlencode(params)}"
+        # built by hand: ints, a quoted tag and a base64url signature need no urlencode (half the cost of a URL)
+        sized = f"size={size}&" if size else ""
+        url = f"/photos/{photo_id}?{sized}v={quote(tag, safe='')}"
+        if not self.required:
+            return url
+        expires = math.ceil((self.clock() + self.url_ttl_s) / self.step_s) * self.step_s
+        return f"{url}&exp={expires}&sig={self.signature(photo_id, size, tag, expires)}"
 
     def signature(self, photo_id: int, size: int | None, tag: str | None, expires: int) -> str:
         # exp is last and all digits, so no other (tag, exp) pair spells the same message
