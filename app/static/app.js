@@ -158,7 +158,7 @@ function keyHeaders() {
 function askForKey(text) {
   $("key-field").hidden = false;
   $("status").textContent = text;
-  if (!$("api-key").value) $("api-key").focus();
+  if (!$("api-key").value) $("api-key").focus({ preventScroll: true });
 }
 
 // ---- searching ----------------------------------------------------------------------------------
