@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from encoder import PromptedCLIP, load_encoder
 
+from .access import Access
 from .batching import MicroBatcher
 from .errors import install_error_handlers
 from .index_holder import IndexHolder
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
         lifespan=_lifespan(settings, encoder),
     )
     app.state.settings = settings
+    app.state.access = Access.from_settings(settings)
     app.state.metrics = Metrics()
     app.state.services = None
     install_error_handlers(app)
