@@ -4,6 +4,7 @@ timeout while searches keep their pace, and bodies beyond the in-flight bound ge
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from app.body_guard import BodyGuard, BodyLimits
 from app.main import create_app
 from app.settings import MIB, Settings
 from tests.app.support import serve, sketch_png
@@ -113,33 +115,20 @@ def test_every_http_client_reads_the_413_of_an_oversized_body(served, kind, clos
         assert post(again, PNG, "image/png")[0] == 200
 
 
-def test_a_body_beyond_the_drain_bound_is_not_read_the_answer_comes_at_once(served):
+@pytest.mark.parametrize(("declared", "expect", "drained"), [
+    (200 * MIB, False, False),  # beyond the drain bound: not read, answered at once
+    (11 * MIB, True, False),  # the client waits for "100 Continue" before sending: nothing to drain
+    (11 * MIB, False, True),  # within the bound but it stops coming: drained for the drain time, no longer
+], ids=["beyond-the-drain-bound", "expect-100-continue", "stops-coming"])
+def test_a_refused_body_is_drained_only_within_its_bounds(served, declared, expect, drained):
     base, _ = served
     started = time.monotonic()
-    sock = raw_request(base, f"Content-Type: image/png\r\nContent-Length: {200 * MIB}\r\n", PNG[:1000])
-    with sock:
-        answer = read_until_closed(sock)
-    assert status_of(answer) == 413 and time.monotonic() - started < DRAIN_TIMEOUT_S
-
-
-def test_a_refused_body_that_stops_coming_is_drained_no_longer_than_the_drain_time(served):
-    base, _ = served
-    started = time.monotonic()
-    sock = raw_request(base, f"Content-Type: image/png\r\nContent-Length: {11 * MIB}\r\n", PNG[:1000])
-    with sock:
+    headers = f"Content-Type: image/png\r\nContent-Length: {declared}\r\n" + ("Expect: 100-continue\r\n" * expect)
+    with raw_request(base, headers, b"" if expect else PNG[:1000]) as sock:
         answer = read_until_closed(sock)
     took = time.monotonic() - started
-    assert status_of(answer) == 413 and DRAIN_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 1
-
-
-def test_a_client_expecting_100_continue_gets_the_413_without_sending_the_body(served):
-    base, _ = served
-    started = time.monotonic()
-    with raw_request(base, f"Content-Type: image/png\r\nContent-Length: {11 * MIB}\r\nExpect: 100-continue\r\n") \
-            as sock:
-        answer = read_until_closed(sock)
     assert status_of(answer) == 413 and b"100 Continue" not in answer
-    assert time.monotonic() - started < DRAIN_TIMEOUT_S
+    assert DRAIN_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 1 if drained else took < DRAIN_TIMEOUT_S
 
 
 def _search_latencies(base: str, n: int, until: float = float("inf")) -> list[float]:
@@ -230,3 +219,46 @@ def test_bodies_beyond_the_in_flight_bound_get_503_with_retry_after(app_index, a
             time.sleep(0.02)
         with connect(base) as connection:
             assert post(connection, PNG, "image/png")[0] == 200
+
+
+def _run_guarded(app, messages: list[dict], delay_s: float, timeout_s: float = 0.2) -> list[dict]:
+    """``app`` behind a BodyGuard, fed ``messages`` with ``delay_s`` before each → what it sent."""
+    sent: list[dict] = []
+    feed = iter(messages)
+
+    async def receive() -> dict:
+        await asyncio.sleep(delay_s)
+        return next(feed, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [(b"content-length", b"4")]}
+    guard = BodyGuard(app, BodyLimits(timeout_s=timeout_s, max_in_flight=4, drain_max_bytes=MIB, drain_timeout_s=1))
+    asyncio.run(guard(scope, receive, send))
+    assert guard.in_flight == 0
+    return sent
+
+
+def test_whatever_the_app_makes_of_a_body_timeout_the_answer_is_408():
+    async def swallowing_app(scope, receive, send):
+        try:
+            await receive()
+        except Exception:  # noqa: BLE001 - an app that turns every error into its own 500
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"oops"})
+
+    sent = _run_guarded(swallowing_app, [{"type": "http.request", "body": b"abcd"}], delay_s=0.5)
+    assert sent[0]["status"] == 408 and (b"connection", b"close") in sent[0]["headers"]
+    assert b"body_timeout" in sent[1]["body"] and len(sent) == 2
+
+
+def test_after_the_body_the_app_may_wait_for_the_disconnect_past_the_deadline():
+    async def waiting_app(scope, receive, send):
+        assert (await receive())["body"] == b"abcd"
+        assert (await receive())["type"] == "http.disconnect"  # arrives after the body deadline: no timeout
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    sent = _run_guarded(waiting_app, [{"type": "http.request", "body": b"abcd"}], delay_s=0.15)
+    assert sent[0]["status"] == 204 and sent[0]["headers"] == []
