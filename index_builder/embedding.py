@@ -2,7 +2,8 @@
 
 Each worker reads a file once, hashes those bytes (the content hash the metadata keeps) and decodes
 them with the encoder's bomb-safe decoder. A file that fails is returned as a reason, never raised,
-so one bad photo cannot stop a run of millions.
+so one bad photo cannot stop a run of millions. Workers die with the build, even a SIGKILLed one
+(``encoder.workers.WorkerInit``).
 """
 
 from __future__ import annotations
