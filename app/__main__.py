@@ -23,6 +23,9 @@ FLAGS = {
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
     "--photo-url-ttl-s": ("photo_url_ttl_s", int),
+    "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
+    "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),
+    "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
 }  # API keys and the URL secret have no flags: a command line is visible to every user of the host
 
 
@@ -56,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the encoder: {error}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings, encoder=encoder), host=settings.host, port=settings.port,
-                log_level=args.log_level)
+                log_level=args.log_level, limit_concurrency=settings.limit_concurrency,
+                timeout_keep_alive=settings.timeout_keep_alive_s)
     return 0
 
 

@@ -21,6 +21,7 @@ from encoder import PromptedCLIP, load_encoder
 
 from .access import Access
 from .batching import MicroBatcher
+from .body_guard import BodyGuard, BodyLimits
 from .errors import install_error_handlers
 from .index_holder import IndexHolder
 from .metrics import Metrics
@@ -101,6 +102,10 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
             CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"], max_age=600,
         )
+    # Outermost: it answers slow, surplus and refused uploads before anything else spends on them.
+    limits = BodyLimits(settings.body_timeout_s, settings.max_bodies_in_flight, settings.drain_max_bytes,
+                        settings.drain_timeout_s)
+    app.add_middleware(BodyGuard, limits=limits, metrics=app.state.metrics)
     for router in (search.router, photos.router, health.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

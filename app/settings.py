@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: none)")
     reload_interval_s: float = Field(2.0, gt=0, description="how often the index's `current` pointer is polled")
     thumbnail_cache_mb: int = Field(64, ge=0, description="memory for cached thumbnails")
+    # Slow and oversized requests (app/body_guard.py; the last two are uvicorn's own settings).
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this time (else 408)")
+    max_bodies_in_flight: int = Field(64, ge=1, description="most request bodies read at once (beyond: 503)")
+    drain_max_bytes: int = Field(64 * MIB, ge=0, description="most bytes of a refused body read and discarded "
+                                 "before answering, so the client reads the answer")
+    drain_timeout_s: float = Field(10.0, ge=0, description="longest such a refused body is read and discarded")
+    limit_concurrency: int | None = Field(1000, ge=1, description="most connections and tasks uvicorn serves at "
+                                          "once (beyond: 503)")
+    timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections close after this")
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
