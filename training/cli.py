@@ -110,6 +110,10 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     return build_encoder(config, device)
 
 
+# Flags that shape every batch: a resumed run must keep them (its sampler position and step count depend on them).
+BATCH_FLAGS = ("batch_size", "pairs_per_category")
+
+
 def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder) -> None:
     """``run.json``: flags, class split and encoder; a resumed run must have the same split."""
     check_out_dir(out, args.resume)
@@ -124,6 +128,11 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
         if before.get("args", {}).get("command") != getattr(args, "command", None):
             raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
                             f"refusing to resume it as {getattr(args, 'command', None)}.")
+        for flag in BATCH_FLAGS:  # another batch size changes the steps per epoch and the optimiser's schedule
+            was, now = before.get("args", {}).get(flag), getattr(args, flag, None)
+            if was is not None and was != now:
+                raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "
+                                f"(resume with --{flag} {was}, or start a new run in another --out).")
         if before.get("encoder") != record["encoder"]:
             raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
                             f"{record['encoder']} (resume with the flags it was trained with).")

@@ -227,3 +227,21 @@ def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
     assert main(["fine-grained", *common, "--resume", "--pairs-per-category", "1"]) == 2
     assert "refusing to resume" in capsys.readouterr().err
     assert (out / "run.json").read_text() == record
+
+
+def test_resume_with_another_batch_size_is_refused_before_touching_the_run(tmp_path, capsys):
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+
+    make_dataset(tmp_path / "d", classes=["h1", "h2", "h3", "v1", "v2"], per_class=2)
+    (tmp_path / "unseen.txt").write_text("v2\n")
+    out = tmp_path / "run"
+    common = ["--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers", "0",
+              "--batch_size", "2", "--max-steps", "1", "--no-progress", "--out", str(out)]
+    assert main(["category", *common]) == 0
+    before = {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()}
+    assert main(["category", *common, "--resume", "--batch_size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch_size 2" in err and "--batch_size 3" in err and "refusing to resume" in err
+    assert {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()} == before
+    assert main(["category", *common, "--resume", "--max-steps", "2"]) == 0  # the same batch size resumes
