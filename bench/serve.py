@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 
 from encoder import PromptedCLIP, decode_image, load_encoder  # noqa: E402
 from index_builder import IndexReader  # noqa: E402
+from index_builder.compatibility import encoder_section  # noqa: E402
 from index_builder.engine import get_engine  # noqa: E402
 from index_builder.layout import FORMAT, IDS, METADATA, VECTORS, IndexLayout, utc_now, write_json  # noqa: E402
 from index_builder.metadata import PhotoRecord, write_metadata  # noqa: E402
@@ -75,8 +76,7 @@ def publish_synthetic_version(index_dir: Path, encoder: PromptedCLIP, n: int, se
     write_json(partial / "manifest.json", {
         "format": FORMAT, "version": name, "created_at": now, "previous": layout.current(), "size": n,
         "dim": encoder.embed_dim, "next_id": n,
-        "encoder": {"fingerprint": encoder.fingerprint(), "config": encoder.config.to_dict(), "checkpoint": None,
-                    "random_weights": encoder.random_weights, "image_size": encoder.image_size},
+        "encoder": encoder_section(encoder),
         "gallery": {"root": str(DATA / "photo"), "source": "synthetic"},
         "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA}, "index": section, "build": {},
     })

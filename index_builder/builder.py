@@ -18,6 +18,7 @@ import numpy as np
 
 from encoder import PromptedCLIP
 
+from .compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from .embedding import embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
@@ -107,6 +108,9 @@ def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> Prev
             f"({encoder.config.to_dict()}). Vectors of different encoders cannot share an index, so incremental "
             "mode is refused: run again with --rebuild to re-embed the whole gallery."
         )
+    stale = None if rebuild else preprocessing_mismatch(previous.manifest)
+    if stale:
+        raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {layout.root}.")
     return previous
 
 
@@ -123,7 +127,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         report.skipped.extend(scan.skipped)
         previous = _previous(layout, encoder, options.rebuild)
         report.previous = previous.name if previous else None
-        staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
+        staging = Staging(layout.staging_dir, embedding_identity(encoder), encoder.embed_dim)
 
         reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
@@ -168,13 +172,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
                 "dim": encoder.embed_dim,
                 "next_id": plan.next_id,
                 "scanned_at_ns": scanned_at_ns,
-                "encoder": {
-                    "fingerprint": encoder.fingerprint(),
-                    "config": encoder.config.to_dict(),
-                    "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
-                    "random_weights": encoder.random_weights,
-                    "image_size": encoder.image_size,
-                },
+                "encoder": encoder_section(encoder, options.checkpoint),
                 "gallery": {"root": scan.gallery_root, "source": scan.source},
                 "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
                 "index": section,
