@@ -19,7 +19,7 @@ from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, bu
 from encoder.checkpoint import read_checkpoint
 from encoder.config import env_backbone, env_pretrained
 
-from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
+from .data import DEFAULT_AUGMENTATION, DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
 from .loop import TrainOptions, check_out_dir, init_distributed
 
 log = logging.getLogger("training")
@@ -56,6 +56,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of the seen classes held out of training to select checkpoints")
     group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
+    group.add_argument("--augmentation", default=DEFAULT_AUGMENTATION,
+                       help="raw Sketchy download (sketch/tx_*/<category>, photo/tx_*/<category>): the augmentation "
+                       f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
@@ -156,7 +159,7 @@ def run_category(args: argparse.Namespace) -> int:
     from .loop import train
 
     rank, device = init_distributed(args.device)
-    data = CategoryDataset.scan(args.data)
+    data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data)
     encoder = training_encoder(args, device, shared=False)
     out = Path(args.out)
@@ -206,7 +209,7 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     from .pairs import load_pairs
 
     rank, device = init_distributed(args.device)
-    data = load_pairs(args.data)
+    data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data)
     encoder = training_encoder(args, device, shared=True)
     if not (encoder.config.prompts and encoder.config.prompts.shared):
@@ -295,7 +298,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
-    data = CategoryDataset.scan(args.data)
+    data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
@@ -326,7 +329,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
-    data = load_pairs(args.data)
+    data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
