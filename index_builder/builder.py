@@ -22,11 +22,23 @@ from .compatibility import embedding_identity, encoder_section, preprocessing_mi
 from .embedding import embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
-from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+from .layout import (
+    CALIBRATION_QUERIES,
+    FORMAT,
+    IDS,
+    METADATA,
+    REPORT,
+    VECTORS,
+    IndexLayout,
+    read_manifest,
+    utc_now,
+    write_json,
+)
 from .metadata import MetadataStore, PhotoRecord, write_metadata
 from .report import BuildReport
 from .sources import Scan, read_manifest_file, scan_folder
 from .staging import FileKey, Staging
+from .tuning import saved_queries
 
 COPY_CHUNK = 65_536
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
@@ -159,6 +171,10 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             vectors = np.load(partial / VECTORS, mmap_mode="r")
             section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
                                    progress=options.progress, recall_target=options.recall_target)
+            queries = _tuning_queries(previous, encoder)
+            if queries is not None:  # the live version was tuned on real queries: keep calibrating on them
+                section = engine.tune(partial, section, vectors, ids, queries, recall_target=options.recall_target)
+                np.save(partial / CALIBRATION_QUERIES, queries)
             del vectors
             report.status = "built"
             report.elapsed_s = time.perf_counter() - started
@@ -184,6 +200,13 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         layout.prune(options.keep)
         report.elapsed_s = time.perf_counter() - started
         return report
+
+
+def _tuning_queries(previous: PreviousVersion | None, encoder: PromptedCLIP) -> np.ndarray | None:
+    """The query sample the live version was tuned on, when its queries come from this very encoder."""
+    if previous is None or previous.fingerprint != encoder.fingerprint():
+        return None
+    return saved_queries(previous.folder, encoder.embed_dim)
 
 
 def _select(scan: Scan, previous: PreviousVersion | None, staging: Staging, rebuild: bool, report: BuildReport
