@@ -42,11 +42,11 @@ if [ "$SMOKE" = 1 ]; then
     SERVE_ARGS=(--vectors 2000 --c1-requests 3 --c16-requests 16 --rounds 1 --swap-settle-s 0.5); SERVE_LIMIT=300
 else
     DEVICE=cuda; BACKBONE=ViT-B-32
-    ENCODER_ARGS=(--batch-sizes 1,32,256 --min-seconds 1); ENCODER_LIMIT=90
-    SEARCH_ARGS=(--sizes 1000000 --queries 1000 --devices cpu,cuda); SEARCH_LIMIT=150
-    PHOTOS=4096; PHOTO_SIZE=640x480; BUILD_BATCH=256; BUILD_LIMIT=90
-    TRAIN_ARGS=(--steps 200 --batch-size 64 --classes 10 --log-every 10); TRAIN_LIMIT=120
-    SERVE_ARGS=(--vectors 100000); SERVE_LIMIT=120
+    ENCODER_ARGS=(--batch-sizes 1,32,256 --min-seconds 1); ENCODER_LIMIT=60
+    SEARCH_ARGS=(--sizes 1000000 --queries 1000 --devices cpu,cuda); SEARCH_LIMIT=130
+    PHOTOS=4096; PHOTO_SIZE=640x480; BUILD_BATCH=256; BUILD_LIMIT=80
+    TRAIN_ARGS=(--steps 200 --batch-size 64 --classes 10 --log-every 10); TRAIN_LIMIT=110
+    SERVE_ARGS=(--vectors 100000); SERVE_LIMIT=100
 fi
 
 # step NAME LIMIT_S COMMAND...: run with a time limit; its log goes to WORK/NAME.log (shown when it fails).
