@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -211,8 +213,8 @@ def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tin
     assert sum(bad_photo in record.getMessage() for record in caplog.records) == 1
 
 
-def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
-    # was: --resume with other prompt flags (or as the other task) rewrote run.json, then failed on the checkpoint
+def _tiny_category_run(tmp_path) -> tuple[list[str], Path]:
+    """A finished one-step category run in tmp_path/run; returns (its flags, the run folder)."""
     from tests.training.synthetic_categories import make_dataset
     from training.cli import main
 
@@ -222,6 +224,14 @@ def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
     common = ["--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers", "0",
               "--batch_size", "2", "--max-steps", "1", "--no-progress", "--out", str(out)]
     assert main(["category", *common]) == 0
+    return common, out
+
+
+def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
+    # was: --resume with other prompt flags (or as the other task) rewrote run.json, then failed on the checkpoint
+    from training.cli import main
+
+    common, out = _tiny_category_run(tmp_path)
     record = (out / "run.json").read_text()
     assert main(["category", *common, "--resume", "--n_prompts", "5"]) == 2
     assert main(["fine-grained", *common, "--resume", "--pairs-per-category", "1"]) == 2
@@ -230,15 +240,9 @@ def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
 
 
 def test_resume_with_another_batch_size_is_refused_before_touching_the_run(tmp_path, capsys):
-    from tests.training.synthetic_categories import make_dataset
     from training.cli import main
 
-    make_dataset(tmp_path / "d", classes=["h1", "h2", "h3", "v1", "v2"], per_class=2)
-    (tmp_path / "unseen.txt").write_text("v2\n")
-    out = tmp_path / "run"
-    common = ["--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers", "0",
-              "--batch_size", "2", "--max-steps", "1", "--no-progress", "--out", str(out)]
-    assert main(["category", *common]) == 0
+    common, out = _tiny_category_run(tmp_path)
     before = {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()}
     assert main(["category", *common, "--resume", "--batch_size", "3"]) == 2
     err = capsys.readouterr().err
