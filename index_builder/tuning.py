@@ -65,8 +65,10 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
         queries = load_queries(queries_path, int(manifest["dim"]))
         section = manifest["index"]
         ids, vectors = np.load(folder / IDS), np.load(folder / VECTORS, mmap_mode="r")
-        tuned = get_engine(section.get("engine", "faiss")).tune(folder, section, vectors, ids, queries,
-                                                                recall_target=recall_target)
+        engine = get_engine(section.get("engine", "faiss"))
+        if not hasattr(engine, "tune"):
+            raise BuildError(f"The {engine.name} engine has no search parameters that `tune` can set.")
+        tuned = engine.tune(folder, section, vectors, ids, queries, recall_target=recall_target)
         del vectors
         report = {"index_dir": str(layout.root), "previous": manifest["version"], "queries": len(queries),
                   "factory": section["factory"], "before": section.get("search_params", {}),
