@@ -22,7 +22,8 @@ FLAGS = {
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
-}
+    "--photo-url-ttl-s": ("photo_url_ttl_s", int),
+}  # API keys and the URL secret have no flags: a command line is visible to every user of the host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
         env = name.upper() if name in ("host", "port") else f"SBIR_{name.upper()}"
         parser.add_argument(flag, dest=name, type=kind, default=None,
                             help=f"{fields[name].description or name} (env {env})")
+    parser.add_argument("--metrics-require-key", dest="metrics_require_key", action="store_true", default=None,
+                        help=f"{fields['metrics_require_key'].description} (env SBIR_METRICS_REQUIRE_KEY)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_encoder_args(parser)
     return parser

@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from encoder import PromptedCLIP, load_encoder
 
+from .access import Access
 from .batching import MicroBatcher
 from .errors import install_error_handlers
 from .index_holder import IndexHolder
@@ -38,7 +39,7 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        device=settings.device)
+                        activation=settings.activation, device=settings.device)
 
 
 def _warm_up(engine: SearchEngine) -> None:
@@ -105,6 +106,7 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
         lifespan=_lifespan(settings, encoder),
     )
     app.state.settings = settings
+    app.state.access = Access.from_settings(settings)
     app.state.metrics = Metrics()
     app.state.services = None
     install_error_handlers(app)

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest, index_factory=args.index_factory,
         recall_target=args.recall_target,

@@ -17,7 +17,8 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import env_backbone, env_pretrained
+from encoder.config import env_activation, env_backbone, env_pretrained
+from encoder.model import PROMPT_INITS
 
 from .data import DEFAULT_AUGMENTATION, DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
 from .loop import TrainOptions, check_out_dir, init_distributed
@@ -65,6 +66,8 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prompts")
     group.add_argument("--n_prompts", "--n-prompts", type=int, default=3)
     group.add_argument("--prompt-depth", "--prompt_depth", choices=["shallow", "deep"], default="shallow")
+    group.add_argument("--prompt-init", choices=list(PROMPT_INITS), default="normal",
+                       help="fresh prompts from N(0, 1) as the official code (normal), or N(0, 1/width) (scaled)")
     group.add_argument("--separate-ln", "--separate_ln", action="store_true",
                        help="separate LayerNorm parameters per modality")
     group.add_argument("--no-ln-tuning", "--no_ln_tuning", action="store_true", help="freeze the LayerNorms")
@@ -104,13 +107,15 @@ def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_trai
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
     """A fresh prompted encoder from the flags, or the one in --checkpoint to continue training it."""
     if args.checkpoint:
-        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=device)
+        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=device)
     prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
                            separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning)
     torch.manual_seed(args.seed)  # prompt initialisation
+    activation = env_activation() if args.activation in (None, "auto") else args.activation
     config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
-                           prompts=prompts)
-    return build_encoder(config, device)
+                           prompts=prompts, activation=activation)
+    return build_encoder(config, device, prompt_init=args.prompt_init)
 
 
 # Flags that shape every batch: a resumed run must keep them (its sampler position and step count depend on them).
@@ -301,7 +306,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
@@ -332,7 +338,8 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     pairs = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name

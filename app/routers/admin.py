@@ -7,15 +7,16 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..errors import APIError
 from ..schemas import Error, QuerySampleSaved
-from ..services import Services, get_services, require_api_key
+from ..services import Services, get_access, get_services, require_api_key
 
 router = APIRouter(prefix="/admin", tags=["operations"])
 
 
-def require_admin_key(request: Request, x_api_key: str | None = Header(None, description="the SBIR_API_KEY")) -> None:
+def require_admin_key(request: Request, x_api_key: str | None = Header(None, description="an API key")) -> None:
     """403 when no API key is configured (admin actions are never open); 401 when the header does not match."""
-    if request.app.state.settings.api_key is None:
-        raise APIError(403, "forbidden", "Admin actions need SBIR_API_KEY to be set on the service.")
+    if not get_access(request).required:
+        raise APIError(403, "forbidden", "Admin actions need an API key (SBIR_API_KEY or SBIR_API_KEYS) on the "
+                       "service.")
     require_api_key(request, x_api_key)
 
 

@@ -121,3 +121,14 @@ def served_page(app, viewport: dict[str, int]):
             yield browser.new_page(viewport=viewport), base
         finally:
             browser.close()
+
+
+def draw_line(page) -> tuple[float, float, float]:
+    """Drag one stroke across the page's canvas with the mouse; returns the canvas's (x, y, width)."""
+    box = page.locator("#canvas").bounding_box()
+    x0, y0, w = box["x"], box["y"], box["width"]
+    page.mouse.move(x0 + 0.2 * w, y0 + 0.3 * w)
+    page.mouse.down()
+    page.mouse.move(x0 + 0.8 * w, y0 + 0.6 * w, steps=8)
+    page.mouse.up()
+    return x0, y0, w

@@ -8,7 +8,8 @@ from app.query_sample import QuerySample
 from index_builder.tuning import load_queries
 from tests.app.support import STROKES, app_client
 
-KEY = {"X-API-Key": "s3cret"}
+SECRET = "query-sample-admin-key"
+KEY = {"X-API-Key": SECRET}
 
 
 def test_the_reservoir_is_bounded_and_keeps_every_query_equally_likely():
@@ -28,7 +29,7 @@ def test_the_reservoir_is_bounded_and_keeps_every_query_equally_likely():
 
 def test_the_service_saves_its_query_sample_by_the_admin_endpoint_and_on_shutdown(app_index, app_encoder, tmp_path):
     path = tmp_path / "sample" / "queries.npy"
-    with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=path, api_key="s3cret") as client:
+    with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=path, api_key=SECRET) as client:
         for _ in range(3):
             assert client.post("/search", json=STROKES, headers=KEY).status_code == 200
         assert client.post("/admin/query-sample").status_code == 401
@@ -47,8 +48,8 @@ def test_the_service_saves_its_query_sample_by_the_admin_endpoint_and_on_shutdow
 def test_the_admin_endpoint_is_off_without_an_api_key_and_without_a_sample(app_index, app_encoder, tmp_path):
     with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=tmp_path / "q.npy") as client:
         refused = client.post("/admin/query-sample", headers=KEY)
-        assert refused.status_code == 403 and "SBIR_API_KEY" in refused.json()["detail"]
-    with app_client(app_index[1], app_encoder, api_key="s3cret") as client:
+        assert refused.status_code == 403 and "API key" in refused.json()["detail"]
+    with app_client(app_index[1], app_encoder, api_key=SECRET) as client:
         off = client.post("/admin/query-sample", headers=KEY)
         assert off.status_code == 409 and "SBIR_QUERY_SAMPLE" in off.json()["detail"]
     assert not (tmp_path / "q.npy").exists()  # nothing searched: nothing saved on shutdown

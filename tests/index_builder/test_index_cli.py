@@ -73,6 +73,19 @@ def test_an_index_of_another_photo_preprocessing_is_refused_until_rebuilt(built,
     assert rebuilt["encoder"]["preprocessing"] == PREPROCESSING_VERSION
 
 
+def test_another_activation_is_another_encoder_for_the_index(built, capsys):
+    gallery, index_dir = built
+    before = current_version(index_dir)
+    args = ["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress",
+            "--activation", "quick_gelu"]
+    assert main(args) == 2
+    assert "incremental mode is refused" in capsys.readouterr().err
+    assert current_version(index_dir) == before
+    assert main([*args, "--rebuild"]) == 0
+    manifest = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    assert manifest["encoder"]["config"]["activation"] == "quick_gelu"
+
+
 def test_info_describes_the_current_version(built, capsys):
     _, index_dir = built
     assert main(["info", str(index_dir), "--json"]) == 0
