@@ -78,3 +78,9 @@ class Info(BaseModel):
     max_upload_bytes: int
     max_batch: int
     max_wait_ms: float
+
+
+class QuerySampleSaved(BaseModel):
+    vectors: int = Field(description="query vectors written to SBIR_QUERY_SAMPLE_PATH")
+    seen: int = Field(description="queries embedded since the service started")
+    capacity: int = Field(description="SBIR_QUERY_SAMPLE: the most vectors the sample keeps")

@@ -16,6 +16,7 @@ from .errors import APIError
 from .index_holder import IndexHolder
 from .metrics import Metrics
 from .photos import ThumbnailCache
+from .query_sample import QuerySample
 from .search import Query, QueryResult, SearchEngine
 from .settings import Settings
 
@@ -35,6 +36,7 @@ class Services:
     batcher: MicroBatcher[Query, QueryResult]
     thumbnails: ThumbnailCache
     fingerprint: str
+    query_sample: QuerySample | None = None
 
     def gallery_root(self, reader: IndexReader) -> Path | None:
         """Where photos may be served from: the configured root, else the folder the index was built from."""

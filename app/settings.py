@@ -61,10 +61,15 @@ class Settings(BaseSettings):
     limit_concurrency: int | None = Field(1000, ge=1, description="most connections and tasks uvicorn serves at "
                                           "once (beyond: 503)")
     timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections close after this")
+    query_sample: int = Field(0, ge=0, le=1_000_000, description="keep a uniform sample (reservoir) of this many "
+                              "query vectors for `index_builder tune` (0: off)")
+    query_sample_path: Path | None = Field(None, description="where the query sample is saved (.npy), on shutdown "
+                                           "and by POST /admin/query-sample (default: INDEX_DIR/query_sample.npy)")
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
-    @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", mode="before")
+    @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", "query_sample_path",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -95,3 +100,7 @@ class Settings(BaseSettings):
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def query_sample_file(self) -> Path:
+        return self.query_sample_path or self.index_dir / "query_sample.npy"

@@ -3,7 +3,8 @@
 ```
 INDEX_DIR/
   current                 text file naming the live version; replaced atomically (write + rename)
-  versions/<name>/        one complete version (manifest.json written last, then renamed into place)
+  versions/<name>/        one complete version (manifest.json written last, then renamed into place;
+                          files may be hard links shared with the version it was tuned from)
   versions/<name>.partial a version being written; never read, removed by the next build
   staging/                vectors embedded by an unfinished build (resume after a kill)
   .lock                   POSIX record lock (lockf) held by the running build
@@ -37,6 +38,7 @@ VECTORS = "vectors.npy"  # float32 [N, D], rows in ascending id order
 IDS = "ids.npy"  # int64 [N], ascending
 METADATA = "metadata.sqlite"
 REPORT = "report.json"
+CALIBRATION_QUERIES = "calibration_queries.npy"  # optional: real query vectors the search parameters are tuned on
 
 
 def utc_now() -> str:
