@@ -25,7 +25,9 @@ from .report import format_table, query_grid, write_csv
 
 AP_KS = (200,)
 PRECISION_KS = (100, 200)
-TABLE_KEYS = ("map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery")
+# map_200 is convention (a) (the paper's); _voc and _in_topk are (b) and (c) (docs/training.md, "Metric definitions")
+TABLE_KEYS = ("map_all", "map_all_voc", "map_200", "map_200_voc", "map_200_in_topk", "p_100", "p_200", "n_queries",
+              "n_gallery")
 
 
 def embed_samples(
