@@ -20,7 +20,7 @@ from encoder.checkpoint import read_checkpoint
 from encoder.config import env_backbone, env_pretrained
 
 from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
-from .loop import TrainOptions, check_out_dir, init_distributed
+from .loop import TrainOptions, check_out_dir, current_dist, init_distributed
 
 log = logging.getLogger("training")
 
@@ -47,14 +47,16 @@ positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and split")
     group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
-    group.add_argument("--split", default="sketchy21", choices=[*known_splits(), "random"],
-                       help="unseen (test) classes: a shipped split, or 'random' (seeded, see --n-unseen)")
+    group.add_argument("--split", default="sketchy21", choices=[*known_splits(), "random", "none"],
+                       help="unseen (test) classes: a shipped split, 'random' (seeded, see --n-unseen), or 'none' "
+                       "(--data is split already: training trains on all its classes, evaluate scores all of them)")
     group.add_argument("--unseen-classes", "--unseen_classes", metavar="FILE", default=None,
                        help="file with one unseen class per line (overrides --split)")
     group.add_argument("--n-unseen", "--n_unseen", type=float, default=0.2,
                        help="random split: number (>= 1) or fraction (< 1) of classes held out as unseen")
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
-                       help="share of the seen classes held out of training to select checkpoints")
+                       help="share of the seen classes held out of training to select checkpoints; 0: train on "
+                       "every seen class for --epochs and keep last.safetensors")
     group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
 
 
@@ -77,6 +79,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=non_negative_int, default=60)
     group.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, curves.png")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    group.add_argument("--refit", action="store_true",
+                       help="select the epoch count on the validation slice (run in OUT/select), then retrain on "
+                       "every seen class for that many epochs (OUT/last.safetensors): the paper's training set")
     group.add_argument("--max-steps", "--max_steps", type=non_negative_int, default=None,
                        help="stop after this many steps")
     group.add_argument("--log-every", "--log_every", type=positive_int, default=10, help="steps between CSV log rows")
@@ -110,13 +115,14 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     return build_encoder(config, device)
 
 
-def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder) -> None:
-    """``run.json``: flags, class split and encoder; a resumed run must have the same split."""
+def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder,
+                     extra: dict | None = None) -> None:
+    """``run.json``: flags, class split and encoder (+ ``extra``); a resumed run must have the same split."""
     check_out_dir(out, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.json"
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
-              "encoder": encoder.config.to_dict()}
+              "encoder": encoder.config.to_dict(), **(extra or {})}
     if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
         before = json.loads(path.read_text())
         if before.get("split") != record["split"]:
@@ -144,25 +150,68 @@ def add_category_args(parser: argparse.ArgumentParser) -> None:
 
 def run_category(args: argparse.Namespace) -> int:
     from .category import CategoryOptions, CategoryTask
-    from .loop import train
 
     rank, device = init_distributed(args.device)
     data = CategoryDataset.scan(args.data)
-    split = split_from_args(args, data)
-    encoder = training_encoder(args, device, shared=False)
-    out = Path(args.out)
-    if rank.is_main:
-        write_run_record(out, args, split, encoder)
-        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
-              f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
-              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
     options = CategoryOptions(batch_size=args.batch_size, workers=args.workers, margin=args.margin,
                               cls_weight=args.cls_weight, seed=args.seed, augment=not args.no_augment)
-    task = CategoryTask(data, split, encoder, options, rank)
-    result = train(task, encoder, train_options(args), out)
+
+    def make_task(split: ClassSplit, encoder):
+        return CategoryTask(data, split, encoder, options, rank)
+
+    def describe(split: ClassSplit, encoder) -> str:
+        return (f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+                f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+                f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+
+    return train_recipe(args, data, make_task, describe, device, shared=False, evaluate_flags="")
+
+
+# ------------------------------------------------------------------------------ recipes
+def train_recipe(args: argparse.Namespace, data, make_task, describe, device: torch.device, *, shared: bool,
+                 evaluate_flags: str) -> int:
+    """One run on the split (``--val-fraction 0``: on every seen class, keeping ``last``), or with
+    ``--refit`` two: the epoch count chosen on the validation slice in ``OUT/select``, then a fresh
+    run on every seen class for that many epochs in ``OUT``."""
+    rank = current_dist()
+    split, out = split_from_args(args, data), Path(args.out)
+    if not args.refit:
+        task, result = _train_run(args, split, make_task, describe, device, shared=shared, out=out,
+                                  epochs=args.epochs)
+    else:
+        if not split.val:
+            raise SBIRError("--refit selects the epoch count on the validation slice: give --val-fraction > 0.")
+        check_out_dir(out, args.resume)  # refuse now, not after the whole selection run
+        _, selection = _train_run(args, split, make_task, describe, device, shared=shared, out=out / "select",
+                                  epochs=args.epochs)
+        if not selection.best_epoch:
+            raise SBIRError(f"The selection run in {out / 'select'} stopped before an epoch was validated "
+                            "(--max-steps?): there is no epoch count to refit with.")
+        refit = {"refit": {"epochs": selection.best_epoch, "selection_run": str(out / "select"),
+                           "selection_metric": selection.best_metric}}
+        if rank.is_main:
+            print(f"refit: {selection.best_epoch} epoch(s) selected on the validation slice "
+                  f"({selection.best_metric:.4f}); retraining on all {len(split.train) + len(split.val)} seen classes")
+        task, result = _train_run(args, split.without_validation(), make_task, describe, device, shared=shared,
+                                  out=out, epochs=selection.best_epoch, extra=refit)
     if rank.is_main:
-        _report_run(args, task, result, out, evaluate_flags="")
+        _report_run(args, task, result, out, evaluate_flags=evaluate_flags)
     return 0
+
+
+def _train_run(args, split: ClassSplit, make_task, describe, device, *, shared: bool, out: Path, epochs: int,
+               extra: dict | None = None):
+    from .loop import train
+
+    rank = current_dist()
+    encoder = training_encoder(args, device, shared=shared)
+    task = make_task(split, encoder)  # refuses unusable data before anything is written
+    if rank.is_main:
+        write_run_record(out, args, split, encoder, extra)
+        print(describe(split, encoder))
+    options = train_options(args)
+    options.epochs = epochs
+    return task, train(task, encoder, options, out)
 
 
 # ------------------------------------------------------------------------------ fine-grained
@@ -193,16 +242,10 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
 
 def run_fine_grained(args: argparse.Namespace) -> int:
     from .fine_grained import FineGrainedLossConfig, FineGrainedOptions, FineGrainedTask
-    from .loop import train
     from .pairs import load_pairs
 
     rank, device = init_distributed(args.device)
     data = load_pairs(args.data)
-    split = split_from_args(args, data)
-    encoder = training_encoder(args, device, shared=True)
-    if not (encoder.config.prompts and encoder.config.prompts.shared):
-        raise SBIRError("Fine-grained training uses one prompt shared by sketches and photos; "
-                        f"{args.checkpoint} has separate ones.")
     if args.batch_size < args.pairs_per_category:
         raise SBIRError(f"--batch_size {args.batch_size} is smaller than --pairs-per-category "
                         f"{args.pairs_per_category}")
@@ -211,19 +254,21 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
                                  pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
                                  augment=args.augment and not args.no_augment, losses=losses)
-    task = FineGrainedTask(data, split, encoder, options, rank)
-    out = Path(args.out)
-    if rank.is_main:
-        write_run_record(out, args, split, encoder)
-        print(f"pairs: {data.summary()}")
-        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
-              f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
-              f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
-              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
-    result = train(task, encoder, train_options(args), out)
-    if rank.is_main:
-        _report_run(args, task, result, out, evaluate_flags="--fine-grained ")
-    return 0
+
+    def make_task(split: ClassSplit, encoder):
+        if not (encoder.config.prompts and encoder.config.prompts.shared):
+            raise SBIRError("Fine-grained training uses one prompt shared by sketches and photos; "
+                            f"{args.checkpoint} has separate ones.")
+        return FineGrainedTask(data, split, encoder, options, rank)
+
+    def describe(split: ClassSplit, encoder) -> str:
+        return (f"pairs: {data.summary()}\n"
+                f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+                f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
+                f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+                f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+
+    return train_recipe(args, data, make_task, describe, device, shared=True, evaluate_flags="--fine-grained ")
 
 
 def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flags: str) -> None:
@@ -237,6 +282,8 @@ def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flag
 
 
 def _split_flags(args: argparse.Namespace) -> str:
+    if args.split == "none" and not args.unseen_classes:  # the unseen classes live in another folder
+        return "--split none  # with --data: the folder of the unseen classes"
     if args.unseen_classes:
         return f"--unseen-classes {args.unseen_classes}"
     if args.split == "random":

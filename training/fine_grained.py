@@ -199,9 +199,6 @@ class FineGrainedTask:
 
     def __init__(self, data: PairedData, split: ClassSplit, encoder: PromptedCLIP, options: FineGrainedOptions,
                  dist: DistInfo | None = None) -> None:
-        if not split.val:
-            raise DataError("Fine-grained training needs a validation slice of the training classes "
-                            "(--val-fraction > 0).")
         self.options, self.dist, self.split = options, dist or current_dist(), split
         self.preprocess = encoder.preprocess
         self.pairs = data.subset(split.train)
@@ -246,6 +243,8 @@ class FineGrainedTask:
         return fine_grained_loss(encoder, batch, text, self.options.losses, self.generator)
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
+        if not self.split.val:  # --val-fraction 0: nothing to select on, the loop keeps last.safetensors
+            return {}
         evaluation = evaluate_fine_grained(encoder, self.val_pairs, batch_size=self.options.eval_batch_size,
                                            workers=self.options.workers, progress=False, bad=self.bad)
         return flat_metrics(evaluation.summary, prefix="val_")

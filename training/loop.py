@@ -51,7 +51,8 @@ class Task(Protocol):
         """Total loss (a scalar with grad) and its parts for the log."""
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
-        """Scores on the validation slice of the training classes."""
+        """Scores on the validation slice of the training classes; ``{}`` when there is none
+        (``--val-fraction 0``: no best.safetensors, the run's checkpoint is last.safetensors)."""
 
 
 @dataclass
@@ -231,16 +232,19 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
             encoder.eval()
             metrics = {k: float(v) for k, v in task.validate(encoder).items()}
             encoder.train()
-            if task.selection_metric not in metrics:
+            if not metrics:  # no validation slice: nothing to log or select
+                metrics = None
+            elif task.selection_metric not in metrics:
                 raise KeyError(f"validate() returned {sorted(metrics)}, without {task.selection_metric!r}")
-            csv_log.add(step, epoch_, "val", metrics)
-            history.append({"epoch": epoch_, "step": step, **metrics})
-            score = metrics[task.selection_metric]
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
-            if improved:
-                best, best_epoch = score, epoch_
-            tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
+            if metrics is not None:
+                csv_log.add(step, epoch_, "val", metrics)
+                history.append({"epoch": epoch_, "step": step, **metrics})
+                score = metrics[task.selection_metric]
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
+                if improved:
+                    best, best_epoch = score, epoch_
+                tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
         if rank.world_size > 1:
             dist.barrier()
         return metrics, improved
@@ -311,7 +315,10 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
     if rank.is_main:
         _plot(out_dir)
         elapsed = time.time() - start_time
-        best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}" if best_epoch else "no best yet"
+        if best_epoch:
+            best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}"
+        else:
+            best_text = "no best yet" if history else "no validation slice: last.safetensors is the run's checkpoint"
         print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
     encoder.eval()
     return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)

@@ -89,6 +89,69 @@ def test_resume_continues_from_the_saved_step(shapes_root, tmp_path, capsys):
     assert "map_all" in capsys.readouterr().out
 
 
+def test_val_fraction_0_trains_on_every_seen_class_and_keeps_last(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "all-seen"
+    args = _category_args(shapes_root, unseen, out)
+    args[args.index("--val-fraction") + 1] = "0"
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["val"] == [] and len(run["split"]["train"]) == 10
+    assert (out / "last.safetensors").is_file() and not (out / "best.safetensors").exists()
+    assert not [r for r in read_log(out / "log.csv") if r["phase"] == "val"]
+    steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
+    assert steps[-1] == 5  # 10 classes x 12 sketches / 24
+    printed = capsys.readouterr().out
+    assert "no validation slice" in printed and f"--checkpoint {out / 'last.safetensors'}" in printed
+
+
+@pytest.mark.slow
+def test_refit_selects_the_epoch_count_then_retrains_on_every_seen_class(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "refit"
+    args = _category_args(shapes_root, unseen, out, "--refit")
+    args[args.index("--epochs") + 1] = "3"
+    assert main(args) == 0
+    selection = torch.load(out / "select" / "last_state.pt", weights_only=True)
+    chosen = selection["best_epoch"]
+    assert selection["epoch"] == 3 and 1 <= chosen <= 3
+    select_run = json.loads((out / "select" / "run.json").read_text())
+    assert len(select_run["split"]["val"]) == 2 and len(select_run["split"]["train"]) == 8
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["val"] == [] and len(run["split"]["train"]) == 10 and run["refit"]["epochs"] == chosen
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (chosen, 5 * chosen)  # 10 classes: 5 steps per epoch
+    assert load_checkpoint(out / "last.safetensors") is not None and not (out / "best.safetensors").exists()
+    assert f"refit: {chosen} epoch(s) selected" in capsys.readouterr().out
+    assert main(args) == 2  # never overwritten without --resume
+    assert main([*args, "--resume"]) == 0  # both runs are complete: resuming changes nothing
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5 * chosen
+
+
+def test_refit_needs_a_validation_slice(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    args = _category_args(shapes_root, unseen, tmp_path / "r", "--refit")
+    args[args.index("--val-fraction") + 1] = "0"
+    assert main(args) == 2 and "--val-fraction > 0" in capsys.readouterr().err
+
+
+def test_split_none_trains_on_a_folder_of_seen_classes_and_evaluates_a_folder_of_unseen(tmp_path, capsys):
+    seen = make_dataset(tmp_path / "seen", classes=["h1", "h2", "v1", "v2"], per_class=6)
+    unseen = make_dataset(tmp_path / "unseen", classes=["h3", "v3"], per_class=6, seed=1)
+    out = tmp_path / "run"
+    assert main(["category", "--data", str(seen), "--split", "none", "--val-fraction", "0", "--batch_size", "12",
+                 "--workers", "0", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["split"]["train"] == ["h1", "h2", "v1", "v2"]
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(unseen), "--split", "none",
+                 "--workers", "0", "--no-progress", "--json", str(metrics)]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["classes"] == ["h3", "v3"] and result["n_queries"] == 12 and result["n_gallery"] == 12
+
+
 def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--split", "random"]) == 2
     assert "does not exist" in capsys.readouterr().err
