@@ -17,7 +17,7 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import env_backbone, env_pretrained
+from encoder.config import TRAINABLE_SETS, env_backbone, env_pretrained
 
 from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
 from .loop import TrainOptions, check_out_dir, current_dist, init_distributed
@@ -67,6 +67,10 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--separate-ln", "--separate_ln", action="store_true",
                        help="separate LayerNorm parameters per modality")
     group.add_argument("--no-ln-tuning", "--no_ln_tuning", action="store_true", help="freeze the LayerNorms")
+    group.add_argument("--trainable", choices=list(TRAINABLE_SETS), default="prompts+ln",
+                       help="what is learned: prompts + LayerNorms (default), or 'official' (as the official code's "
+                       "freezing: also QKV in-projections, class/positional embeddings, visual projection, at the "
+                       "LayerNorm lr) to reproduce its numbers")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -108,7 +112,7 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     if args.checkpoint:
         return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=device)
     prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
-                           separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning)
+                           separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning, trainable=args.trainable)
     torch.manual_seed(args.seed)  # prompt initialisation
     config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
                            prompts=prompts)
@@ -312,6 +316,8 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch_size", "--batch-size", type=positive_int, default=256)
     group.add_argument("--workers", type=non_negative_int, default=4)
     group.add_argument("--device", default="auto")
+    group.add_argument("--amp", action="store_true",
+                       help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")
     group.add_argument("--no-progress", "--no_progress", action="store_true")
 
 
@@ -343,7 +349,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(sketches)} sketches x {len(photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
     evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
-                                   keep_top=args.top_k, progress=not args.no_progress)
+                                   keep_top=args.top_k, progress=not args.no_progress, amp=args.amp)
     out = Path(args.out) if args.out else None
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
@@ -374,7 +380,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     print(f"evaluating {name} (fine-grained) on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(pairs)} sketches x {len(pairs.photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
     evaluation = evaluate_fine_grained(encoder, pairs, batch_size=args.batch_size, workers=args.workers,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, amp=args.amp)
     json_path = args.json or (Path(args.out) / "metrics.json" if args.out else None)
     if json_path:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),

@@ -122,21 +122,24 @@ def evaluate_fine_grained(
     workers: int = 0,
     progress: bool = True,
     bad: BadFiles | None = None,
+    amp: bool = False,
 ) -> FineGrainedEvaluation:
     """acc@k of every sketch in ``pairs`` against all its categories' photos, in both galleries.
 
     Each image is embedded once. Unreadable photos leave the gallery; sketches that are unreadable or
     whose own photo is are no queries. Both are counted in ``n_unreadable``; ``bad``: where they are
-    recorded (a training task passes its own, so each file is warned about once per run).
+    recorded (a training task passes its own, so each file is warned about once per run). ``amp``:
+    embed under CUDA autocast (default fp32).
     """
     bad = BadFiles() if bad is None else bad
     was_training = encoder.training
     encoder.eval()
     try:
-        photos, photo_kept = embed_samples(encoder, pairs.photos, pairs.photo_labels, "photo",
-                                           batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+        photos, photo_kept = embed_samples(encoder, pairs.photos, pairs.photo_labels, "photo", batch_size=batch_size,
+                                           workers=workers, bad=bad, progress=progress, amp=amp)
         sketches, sketch_kept = embed_samples(encoder, pairs.sketches, pairs.sketch_labels, "sketch",
-                                              batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+                                              batch_size=batch_size, workers=workers, bad=bad, progress=progress,
+                                              amp=amp)
     finally:
         encoder.train(was_training)
     gallery_position = torch.full((len(pairs.photos),), -1, dtype=torch.long)

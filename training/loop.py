@@ -9,7 +9,6 @@ log, PNG curves and progress bars. Only rank 0 validates, logs and writes files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import itertools
 import json
@@ -136,10 +135,6 @@ class _TaskStep(nn.Module):
         return self.task.loss(self.encoder, batch)
 
 
-def _no_autocast(_device: torch.device) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------------- logging
 class CsvLog:
     """Long-format CSV (step, epoch, phase, metric, value, time): any task's metrics fit one file."""
@@ -182,8 +177,7 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
     rank = current_dist()
     device = encoder.device
     torch.manual_seed(options.seed + rank.rank)
-    if not options.amp:
-        encoder._autocast = _no_autocast  # the encoder autocasts on CUDA by default; full precision on request
+    encoder.amp = options.amp  # the encoder autocasts on CUDA by default; full precision on request
     fp16 = options.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     optimizer = torch.optim.AdamW(encoder.param_groups(options.prompt_lr, options.ln_lr, options.weight_decay))

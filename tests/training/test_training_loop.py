@@ -177,3 +177,39 @@ def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
     steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
     assert steps == [1, 2, 3]  # 96 triplets / 2 ranks / 12 per batch = 4 steps per epoch; stopped at 3
     assert torch.load(out / "last_state.pt", weights_only=True)["batches_done"] == 3
+
+
+def test_trainable_official_trains_saves_and_evaluates_the_official_tensors(shapes_root, tmp_path):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "official"
+    assert main(_category_args(shapes_root, unseen, out, "--trainable", "official", "--max-steps", "1")) == 0
+    assert json.loads((out / "run.json").read_text())["encoder"]["prompts"]["trainable"] == "official"
+    trained = load_checkpoint(out / "last.safetensors")
+    untrained = build_encoder(trained.config, "cpu")
+    moved = [n for n, p in trained.backbone_tensors.items() if not torch.equal(p, untrained.backbone_tensors[n])]
+    assert "positional_embedding" in moved and any("in_proj_weight" in n for n in moved)
+    report = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(shapes_root),
+                 "--unseen-classes", str(unseen), "--workers", "0", "--no-progress", "--out", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["encoder"]["fingerprint"] == trained.fingerprint()
+    assert main(_category_args(shapes_root, unseen, tmp_path / "x", "--trainable", "official", "--no-ln-tuning")) == 2
+
+
+def test_evaluation_embeds_in_full_precision_unless_amp_is_asked_for(shapes_root, tiny_encoder):
+    from training.cli import build_parser
+    from training.evaluate import evaluate_category
+
+    data = CategoryDataset.scan(shapes_root)
+    sketches, photos = data.subset(["h1", "v1"])
+    seen = []
+    encode = tiny_encoder.encode
+    tiny_encoder.encode = lambda images, modality: seen.append(tiny_encoder.amp) or encode(images, modality)
+    evaluate_category(tiny_encoder, sketches[:4], photos[:4], progress=False)
+    assert seen and not any(seen) and tiny_encoder.amp is True  # fp32 while scoring, bf16 setting restored
+    seen.clear()
+    evaluate_category(tiny_encoder, sketches[:4], photos[:4], progress=False, amp=True)
+    assert seen and all(seen)
+    parse = build_parser().parse_args
+    assert parse(["evaluate", "--data", "d"]).amp is False and parse(["evaluate", "--data", "d", "--amp"]).amp
