@@ -21,6 +21,8 @@ from encoder.config import TRAINABLE_SETS, env_backbone, env_pretrained
 
 from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
 from .loop import TrainOptions, check_out_dir, current_dist, init_distributed
+from .pairs import GALLERY_CHOICES
+from .protocols import compare_counts
 
 log = logging.getLogger("training")
 
@@ -305,6 +307,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fine-grained", "--fine_grained", action="store_true",
                        help="instance retrieval on sketch-photo pairs (--data: Sketchy layout or pairs CSV): "
                        "acc@1/5/10 within the category and among all test photos")
+    group.add_argument("--fg-gallery", "--fg_gallery", choices=list(GALLERY_CHOICES), default="paired",
+                       help="fine-grained gallery: the photos the test sketches were drawn from (the protocol: "
+                       "Sketchy basic's, also inside Sketchy-Extended's folders), or every photo found")
     group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
     group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
@@ -348,12 +353,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(sketches)} sketches x {len(photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    counts, standard = compare_counts(split.source, len(sketches), len(photos))
+    print(counts)
     evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
                                    keep_top=args.top_k, progress=not args.no_progress, amp=args.amp)
     out = Path(args.out) if args.out else None
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
-             "classes": classes, "split": split.source, "class_set": args.classes}
+             "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
+             "precision": "amp" if args.amp else "fp32"}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
@@ -375,16 +383,24 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     classes = split.test if args.classes == "test" else split.val
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
-    pairs = data.subset(classes)
+    pairs = data.subset(classes, gallery=args.fg_gallery)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
+    found = sum(len(data.photos[c]) for c in classes)
     print(f"evaluating {name} (fine-grained) on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(pairs)} sketches x {len(pairs.photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    print(f"gallery: {len(pairs.photos):,} photos ({args.fg_gallery}: "
+          + ("the photos the test sketches were drawn from" if args.fg_gallery == "paired" else "every photo found")
+          + f"; {found:,} found in these classes)")
+    counts, standard = compare_counts(split.source, len(pairs), len(pairs.photos), fine_grained=True)
+    print(counts)
     evaluation = evaluate_fine_grained(encoder, pairs, batch_size=args.batch_size, workers=args.workers,
                                        progress=not args.no_progress, amp=args.amp)
     json_path = args.json or (Path(args.out) / "metrics.json" if args.out else None)
     if json_path:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
-                 "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary()}
+                 "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
+                 "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
+                 "precision": "amp" if args.amp else "fp32"}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

@@ -205,7 +205,7 @@ class FineGrainedTask:
         self.options, self.dist, self.split = options, dist or current_dist(), split
         self.preprocess = encoder.preprocess
         self.pairs = data.subset(split.train)
-        self.val_pairs = data.subset(split.val)
+        self.val_pairs = data.subset(split.val, gallery="paired")  # scored as the test protocol is
         # Frozen text tower: class text features are computed once (method.md).
         self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
         self.bad = BadFiles()  # unreadable training files: skipped from the next epoch on

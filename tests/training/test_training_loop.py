@@ -213,3 +213,20 @@ def test_evaluation_embeds_in_full_precision_unless_amp_is_asked_for(shapes_root
     assert seen and all(seen)
     parse = build_parser().parse_args
     assert parse(["evaluate", "--data", "d"]).amp is False and parse(["evaluate", "--data", "d", "--amp"]).amp
+
+
+def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsys):
+    from tests.imagegen import draw_sketch, random_photo
+    from training.data import read_class_list, split_classes_file
+
+    for i, name in enumerate(read_class_list(split_classes_file("sketchy21"))):
+        for modality, image, suffix in (("sketch", draw_sketch(seed=i), "png"), ("photo", random_photo(seed=i), "jpg")):
+            (tmp_path / "d" / modality / name).mkdir(parents=True)
+            image.save(tmp_path / "d" / modality / name / f"0.{suffix}")
+    path = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "21 sketches x 21 photos here; standard sketchy21 protocol: 12,694 sketches x 10,453 photos" in printed
+    result = json.loads(path.read_text())
+    assert result["standard_test_set"]["photos"] == 10_453 and result["precision"] == "fp32"
