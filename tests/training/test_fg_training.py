@@ -102,8 +102,9 @@ def test_cli_trains_then_evaluates_both_galleries(pairs_root, tmp_path, one_thre
 def test_evaluate_scores_the_paired_gallery_by_default_and_every_photo_on_request(tmp_path, one_thread, capsys):
     root = make_pairs(tmp_path / "data", n_classes=2, photos=4, sketches=1, seed=3)
     for c in range(2):  # unsketched photos, as Sketchy-Extended's folders add them
+        folder = root / "photo" / f"class{c:02d}"
         for i in range(3):
-            shutil.copy(root / "photo" / f"class{c:02d}" / f"p{c}_0.png", root / "photo" / f"class{c:02d}" / f"x{i}.png")
+            shutil.copy(folder / f"p{c}_0.png", folder / f"x{i}.png")
     common = ["evaluate", "--fine-grained", "--data", str(root), "--split", "none", "--workers", "0", "--no-progress"]
     results = {}
     for gallery in ("paired", "all"):
