@@ -149,3 +149,12 @@ def test_evaluation_summary_and_table_name_every_convention():
     assert names <= set(summary) and names <= set(TABLE_KEYS)
     header = format_table({"run": summary}, TABLE_KEYS).splitlines()[0].split()
     assert header == list(TABLE_KEYS)  # wide names are never cut or run together
+
+
+def test_the_device_path_of_the_voc_sum_equals_the_cpu_path():
+    from training.metrics import _interpolated_precision_sum_torch, interpolated_precision_sum
+
+    rel = (torch.rand(7, 300, generator=torch.Generator().manual_seed(0)) < 0.1).double()
+    precision = rel.cumsum(1) / torch.arange(1, 301, dtype=torch.float64)
+    torch.testing.assert_close(interpolated_precision_sum(precision, rel),
+                               _interpolated_precision_sum_torch(precision, rel))
