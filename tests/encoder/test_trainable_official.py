@@ -69,3 +69,28 @@ def test_autocast_is_off_when_the_encoder_is_set_to_full_precision():
     assert encoder.amp is True  # indexing and serving keep bf16 on CUDA
     encoder.amp = False
     assert not isinstance(encoder._autocast(torch.device("cuda")), torch.autocast)
+
+
+def test_index_builder_indexes_and_the_app_loads_with_the_official_tensors(tmp_path, capsys):
+    import json
+
+    from app.main import load_configured_encoder
+    from app.settings import Settings
+    from index_builder.cli import main as index_main
+    from tests.imagegen import random_photo
+
+    encoder = build_encoder(OFFICIAL)
+    with torch.no_grad():
+        for p in encoder.backbone_tensors.values():
+            p.add_(torch.randn_like(p) * 0.2)
+    path = save_checkpoint(encoder, tmp_path / "official.safetensors")
+    (tmp_path / "gallery").mkdir()
+    for i in range(2):
+        random_photo(seed=i).save(tmp_path / "gallery" / f"{i}.jpg")
+    assert index_main(["build", "--gallery", str(tmp_path / "gallery"), "--checkpoint", str(path),
+                       "--out", str(tmp_path / "index"), "--device", "cpu"]) == 0
+    manifest = json.loads(next((tmp_path / "index" / "versions").glob("*/manifest.json")).read_text())
+    assert manifest["encoder"]["fingerprint"] == encoder.fingerprint()
+    served = load_configured_encoder(Settings(checkpoint=path, device="cpu"))
+    assert served.fingerprint() == encoder.fingerprint()
+    assert torch.allclose(served.encode_sketch(images()), encoder.encode_sketch(images()), atol=1e-6)
