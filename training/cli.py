@@ -283,13 +283,13 @@ def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flag
     if len(task.bad):
         task.bad.write(out / "unreadable_files.json")
     best = result.best_checkpoint or result.last_checkpoint
+    # --split none: the unseen classes live in another folder, which only the user can name
+    data = "UNSEEN_CLASSES_ROOT" if args.split == "none" and not args.unseen_classes else args.data
     print(f"evaluate on the unseen classes with:\n  python -m training evaluate {evaluate_flags}--checkpoint {best} "
-          f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+          f"--data {data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
 
 
 def _split_flags(args: argparse.Namespace) -> str:
-    if args.split == "none" and not args.unseen_classes:  # the unseen classes live in another folder
-        return "--split none  # with --data: the folder of the unseen classes"
     if args.unseen_classes:
         return f"--unseen-classes {args.unseen_classes}"
     if args.split == "random":

@@ -116,3 +116,12 @@ def test_evaluate_scores_the_paired_gallery_by_default_and_every_photo_on_reques
     assert results["paired"]["gallery"] == "paired" and results["paired"]["photos_found"] == 14
     assert results["paired"]["n_queries"] == results["all"]["n_queries"] == 8
     assert "gallery: 8 photos (paired" in capsys.readouterr().out
+
+
+def test_fine_grained_trains_on_every_seen_class_with_val_fraction_0(pairs_root, tmp_path, one_thread):
+    run = tmp_path / "run"
+    assert main(["fine-grained", "--data", str(pairs_root), "--split", "none", "--val-fraction", "0", "--workers", "0",
+                 "--no-progress", "--batch_size", "4", "--pairs-per-category", "2", "--epochs", "1",
+                 "--max-steps", "2", "--out", str(run)]) == 0
+    assert json.loads((run / "run.json").read_text())["split"]["train"] == load_pairs(pairs_root).classes
+    assert (run / "last.safetensors").is_file() and not (run / "best.safetensors").exists()

@@ -145,6 +145,7 @@ def test_split_none_trains_on_a_folder_of_seen_classes_and_evaluates_a_folder_of
     assert main(["category", "--data", str(seen), "--split", "none", "--val-fraction", "0", "--batch_size", "12",
                  "--workers", "0", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
     assert json.loads((out / "run.json").read_text())["split"]["train"] == ["h1", "h2", "v1", "v2"]
+    assert "--data UNSEEN_CLASSES_ROOT --split none" in capsys.readouterr().out
     metrics = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(unseen), "--split", "none",
                  "--workers", "0", "--no-progress", "--json", str(metrics)]) == 0
