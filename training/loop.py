@@ -315,6 +315,10 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
             best_text = "no best yet" if history else "no validation slice: last.safetensors is the run's checkpoint"
         print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
     encoder.eval()
+    if rank.world_size > 1:  # only rank 0 validated: every rank returns its selection (--refit acts on it)
+        shared = [best, best_epoch, history]
+        dist.broadcast_object_list(shared, src=0)
+        best, best_epoch, history = shared
     return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)
 
 

@@ -231,3 +231,21 @@ def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsy
     assert "21 sketches x 21 photos here; standard sketchy21 protocol: 12,694 sketches x 10,453 photos" in printed
     result = json.loads(path.read_text())
     assert result["standard_test_set"]["photos"] == 10_453 and result["precision"] == "fp32"
+
+
+@pytest.mark.slow
+def test_refit_under_torchrun_agrees_on_the_epoch_count_across_ranks(shapes_root, tmp_path):
+    """Only rank 0 validates; the other rank must retrain for the same epoch count, or DDP would hang."""
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "ddp-refit"
+    args = _category_args(shapes_root, unseen, out, "--refit")
+    args[args.index("--batch_size") + 1] = "12"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "training", *args], cwd=Path(__file__).parents[2], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads((out / "run.json").read_text())["refit"]["epochs"] == 1
+    # 10 classes x 12 sketches / 2 ranks / 12 per batch = 5 steps (the selection run had 4)
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5
