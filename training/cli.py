@@ -339,6 +339,13 @@ def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     return trained
 
 
+def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
+    classes = split.test if args.classes == "test" else split.val
+    if not classes:  # e.g. --classes val with --split none or --val-fraction 0
+        raise SBIRError(f"The split ({split.source}) has no {args.classes} classes to score.")
+    return classes
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_category, print_summary, write_category_report
 
@@ -346,7 +353,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return run_evaluate_fine_grained(args)
     data = CategoryDataset.scan(args.data)
     split = split_from_args(args, data, for_training=False)
-    classes = split.test if args.classes == "test" else split.val
+    classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
@@ -380,7 +387,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
     data = load_pairs(args.data)
     split = split_from_args(args, data, for_training=False)
-    classes = split.test if args.classes == "test" else split.val
+    classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     pairs = data.subset(classes, gallery=args.fg_gallery)

@@ -151,6 +151,8 @@ def test_split_none_trains_on_a_folder_of_seen_classes_and_evaluates_a_folder_of
                  "--workers", "0", "--no-progress", "--json", str(metrics)]) == 0
     result = json.loads(metrics.read_text())
     assert result["classes"] == ["h3", "v3"] and result["n_queries"] == 12 and result["n_gallery"] == 12
+    assert main(["evaluate", "--data", str(unseen), "--split", "none", "--classes", "val", "--workers", "0"]) == 2
+    assert "has no val classes to score" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
