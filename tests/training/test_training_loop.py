@@ -163,19 +163,25 @@ def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     assert "not in the dataset" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
-    """The DDP path for real: torchrun, two CPU processes, gloo; ranks share the epoch, rank 0 writes."""
+def _torchrun_category(root, tmp_path, out, *extra) -> subprocess.CompletedProcess:
+    """``torchrun`` with two CPU processes (gloo) on the category task, batches of 12, unseen h6 and v6."""
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("h6\nv6\n")
-    out = tmp_path / "ddp"
-    args = _category_args(shapes_root, unseen, out, "--max-steps", "3")
+    args = _category_args(root, unseen, out, *extra)
     args[args.index("--batch_size") + 1] = "12"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "training", *args], cwd=Path(__file__).parents[2], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
+    """The DDP path for real: torchrun, two CPU processes, gloo; ranks share the epoch, rank 0 writes."""
+    out = tmp_path / "ddp"
+    done = _torchrun_category(shapes_root, tmp_path, out, "--max-steps", "3")
     assert "2 process(es)" in done.stdout
     steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
     assert steps == [1, 2, 3]  # 96 triplets / 2 ranks / 12 per batch = 4 steps per epoch; stopped at 3
@@ -238,16 +244,8 @@ def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsy
 @pytest.mark.slow
 def test_refit_under_torchrun_agrees_on_the_epoch_count_across_ranks(shapes_root, tmp_path):
     """Only rank 0 validates; the other rank must retrain for the same epoch count, or DDP would hang."""
-    unseen = tmp_path / "unseen.txt"
-    unseen.write_text("h6\nv6\n")
     out = tmp_path / "ddp-refit"
-    args = _category_args(shapes_root, unseen, out, "--refit")
-    args[args.index("--batch_size") + 1] = "12"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "training", *args], cwd=Path(__file__).parents[2], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    _torchrun_category(shapes_root, tmp_path, out, "--refit")
     assert json.loads((out / "run.json").read_text())["refit"]["epochs"] == 1
     # 10 classes x 12 sketches / 2 ranks / 12 per batch = 5 steps (the selection run had 4)
     assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5
