@@ -23,6 +23,8 @@ PromptDepth = Literal["shallow", "deep"]
 # (x * sigmoid(1.702 x)); most later open_clip weights with exact GELU. Weights under the wrong one still load,
 # but every layer computes something else than what was trained (open_clip issues #441, #771).
 ACTIVATIONS = ("gelu", "quick_gelu")
+Trainable = Literal["prompts+ln", "official"]
+TRAINABLE_SETS: tuple[str, ...] = ("prompts+ln", "official")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,9 @@ class PromptConfig:
     (fine-grained); otherwise sketches and photos get their own (category-level).
     ``separate_ln`` gives each modality its own copy of the visual LayerNorm affine parameters;
     ``tune_ln`` = False leaves the LayerNorms frozen (an ablation).
+    ``trainable`` = "official" also learns what the official code's freezing left trainable: every
+    image-tower tensor not named ``weight``/``bias`` (attention in-projections, class and positional
+    embeddings, the visual projection), shared by both modalities, at the LayerNorm learning rate.
     """
 
     n_prompts: int = 3
@@ -41,6 +46,7 @@ class PromptConfig:
     shared: bool = False
     separate_ln: bool = False
     tune_ln: bool = True
+    trainable: Trainable = "prompts+ln"
 
     def __post_init__(self) -> None:
         if self.n_prompts < 1:
@@ -49,6 +55,16 @@ class PromptConfig:
             raise ValueError(f"prompt depth must be 'shallow' or 'deep', got {self.depth!r}")
         if self.separate_ln and not self.tune_ln:
             raise ValueError("separate_ln needs tune_ln: frozen LayerNorms cannot differ per modality")
+        if self.trainable not in TRAINABLE_SETS:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE_SETS)}, got {self.trainable!r}")
+        if self.trainable == "official" and not self.tune_ln:
+            raise ValueError("trainable 'official' trains the LayerNorms too: it cannot be combined with tune_ln off")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.trainable == "prompts+ln":  # omitted at its default: older checkpoints and indexes keep their identity
+            del data["trainable"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -76,7 +92,9 @@ class EncoderConfig:
         return replace(self, pretrained=pretrained)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["prompts"] = self.prompts.to_dict() if self.prompts is not None else None
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)

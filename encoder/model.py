@@ -72,8 +72,11 @@ class PromptedCLIP(nn.Module):
 
         self.prompts = nn.ParameterDict()
         self.layer_norms = nn.ModuleDict()
+        self.backbone_tensors = nn.ParameterDict()  # trainable="official": copies, shared by both modalities
         self._lock = threading.RLock()  # forwards read per-call prompt state set on self
         self._active_prompt: torch.Tensor | None = None
+        # bf16 (fp16) autocast on CUDA: indexing, serving and training; evaluation turns it off (fp32 metrics)
+        self.amp = True
         prompt_cfg = config.prompts
         if prompt_cfg is not None:
             depth = self.n_layers if prompt_cfg.depth == "deep" else 1
@@ -87,6 +90,9 @@ class PromptedCLIP(nn.Module):
                     self.layer_norms[group] = nn.ParameterDict(
                         {_escape(n): nn.Parameter(p.detach().clone().float()) for n, p in self._visual_ln_params()}
                     )
+            if prompt_cfg.trainable == "official":
+                for name, param in self._official_params():
+                    self.backbone_tensors[_escape(name)] = nn.Parameter(param.detach().clone().float())
             self._install_hooks(prompt_cfg.depth, prompt_cfg.n_prompts)
 
     # ----------------------------------------------------------------- trainable state
@@ -96,8 +102,17 @@ class PromptedCLIP(nn.Module):
                 for param_name, param in module.named_parameters(recurse=False):
                     yield f"{module_name}.{param_name}", param
 
+    def _official_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """What the official code's freezing left trainable besides LayerNorms: it froze ``.weight`` and
+        ``.bias`` of every other module, so QKV in-projections, class/positional embeddings and ``proj`` stayed."""
+        layer_norms = {name for name, _ in self._visual_ln_params()}
+        for name, param in self.clip.visual.named_parameters():
+            if name.rsplit(".", 1)[-1] not in ("weight", "bias") and name not in layer_norms:
+                yield name, param
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        """Exactly the learned tensors: prompts and (copies of) the visual LayerNorm affines."""
+        """Exactly the learned tensors: prompts, (copies of) the visual LayerNorm affines and, with
+        ``trainable="official"``, (copies of) the official code's extra tensors."""
         return {name: p for name, p in self.named_parameters() if not name.startswith("clip.")}
 
     def param_groups(self, prompt_lr: float, ln_lr: float, weight_decay: float = 0.0) -> list[dict]:
@@ -110,6 +125,8 @@ class PromptedCLIP(nn.Module):
                 "weight_decay": weight_decay,
             },
             {"name": "layer_norms", "params": list(self.layer_norms.parameters()), "lr": ln_lr, "weight_decay": 0.0},
+            # the official code trained these at its LayerNorm rate
+            {"name": "backbone", "params": list(self.backbone_tensors.parameters()), "lr": ln_lr, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
 
@@ -179,7 +196,7 @@ class PromptedCLIP(nn.Module):
         return next(self.clip.parameters()).device
 
     def _autocast(self, device: torch.device):
-        if device.type == "cuda":
+        if device.type == "cuda" and self.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()
@@ -196,11 +213,9 @@ class PromptedCLIP(nn.Module):
             self._active_prompt = self._group(self.prompts, modality)
             try:
                 layer_norms = self._group(self.layer_norms, modality)
-                if layer_norms is None:
-                    features = visual(images)
-                else:
-                    overrides = {_unescape(name): p for name, p in layer_norms.items()}
-                    features = functional_call(visual, overrides, (images,), strict=False)
+                overrides = {_unescape(name): p for name, p in (layer_norms or {}).items()}
+                overrides |= {_unescape(name): p for name, p in self.backbone_tensors.items()}
+                features = functional_call(visual, overrides, (images,), strict=False) if overrides else visual(images)
             finally:
                 self._active_prompt = None
             if isinstance(features, tuple):  # output_tokens=True backbones

@@ -206,6 +206,10 @@ class ClassSplit:
     def to_dict(self) -> dict:
         return {"source": self.source, "train": self.train, "val": self.val, "test": self.test}
 
+    def without_validation(self) -> ClassSplit:
+        """Every seen class a training class (``--refit``'s second run): the validation slice rejoins training."""
+        return ClassSplit(train=sorted(self.train + self.val), val=[], test=self.test, source=self.source)
+
 
 def resolve_unseen(classes: Sequence[str], names: Sequence[str], source: str) -> list[str]:
     """Map split-file names onto the dataset's folder names (spelling-insensitive); any miss is an error."""
@@ -235,15 +239,21 @@ def make_split(
     seed: int = 0,
     for_training: bool = True,
 ) -> ClassSplit:
-    """Unseen classes from a shipped split, a file, or a seeded random draw; then a seeded
-    validation slice (``val_fraction`` of the seen classes, at least one) held out of training.
+    """Unseen classes from a shipped split, a file, a seeded random draw, or none; then a seeded
+    validation slice (``val_fraction`` of the seen classes, at least one; none for 0) held out of training.
 
     ``n_unseen`` (random split only): a count (int >= 1) or a fraction of all classes (float < 1).
     ``for_training=False`` (scoring the unseen classes): a dataset holding only them is fine.
+    ``split="none"``: the dataset is already split: in training every class is a training class,
+    in evaluation (``for_training=False``) every class is an unseen one.
     """
     classes = sorted(classes)
     rng = random.Random(seed)
-    if unseen_file is not None:
+    if unseen_file is None and split == "none":
+        unseen, source = ([] if for_training else list(classes)), "none"
+        if for_training:
+            warn_if_holding_a_benchmark(classes)
+    elif unseen_file is not None:
         unseen, source = resolve_unseen(classes, read_class_list(unseen_file), str(unseen_file)), str(unseen_file)
     elif split and split != "random":
         unseen, source = resolve_unseen(classes, read_class_list(split_classes_file(split)), split), split
@@ -261,6 +271,16 @@ def make_split(
     val = sorted(random.Random(seed + 1).sample(seen, n_val))
     train = [c for c in seen if c not in set(val)]
     return ClassSplit(train=train, val=val, test=unseen, source=source)
+
+
+def warn_if_holding_a_benchmark(classes: Sequence[str]) -> None:
+    """``--split none`` on a folder holding every unseen class of a shipped split: they would be trained on."""
+    keys = {class_key(c) for c in classes}
+    for name in known_splits():
+        unseen = read_class_list(split_classes_file(name))
+        if all(class_key(c) in keys for c in unseen):
+            log.warning("--split none trains on every class of the dataset, including all %d unseen classes of "
+                        "%s: scores on that benchmark would not be zero-shot", len(unseen), name)
 
 
 # ------------------------------------------------------------------------------------------ reading

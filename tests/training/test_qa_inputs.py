@@ -199,8 +199,8 @@ def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tin
     from training.fine_grained import FineGrainedOptions, FineGrainedTask
     from training.pairs import scan_sketchy_pairs
 
-    sketchy_tree(tmp_path, {"cat": {"c1": 1, "c2": 1}, "dog": {"d1": 1, "d2": 1}, "eel": {"e1": 1, "e2": 1}})
-    (tmp_path / "photo" / "eel" / "e3.jpg").write_bytes(b"")
+    sketchy_tree(tmp_path, {"cat": {"c1": 1, "c2": 1}, "dog": {"d1": 1, "d2": 1}, "eel": {"e1": 1, "e2": 1, "e3": 1}})
+    (tmp_path / "photo" / "eel" / "e3.jpg").write_bytes(b"")  # sketched: validation's (paired) gallery holds it
     config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(shared=True))
     encoder = build_encoder(config, "cpu")
     split = ClassSplit(train=["cat", "dog"], val=["eel"], test=[])

@@ -53,6 +53,27 @@ def test_random_split_is_seeded_and_disjoint():
     assert sorted(a.train + a.val + a.test) == classes
 
 
+def test_split_none_trains_on_every_class_and_evaluates_every_class():
+    classes = ["cat", "dog", "cow", "bat"]
+    training = make_split(classes, split="none", val_fraction=0.0)
+    assert (training.train, training.val, training.test, training.source) == (sorted(classes), [], [], "none")
+    with_slice = make_split(classes, split="none", val_fraction=0.25, seed=0)
+    assert len(with_slice.val) == 1 and sorted(with_slice.train + with_slice.val) == sorted(classes)
+    assert make_split(classes, split="none", for_training=False).test == sorted(classes)
+
+
+def test_split_none_warns_when_the_folder_holds_a_benchmarks_unseen_classes(caplog):
+    classes = [*read_class_list(split_classes_file("sketchy21")), "zebra", "lion"]
+    make_split(classes, split="none", val_fraction=0.0)
+    assert "all 21 unseen classes of sketchy21" in caplog.text
+
+
+def test_refit_split_puts_the_validation_slice_back_into_training():
+    split = make_split([f"c{i}" for i in range(12)], split="random", n_unseen=2, val_fraction=0.2, seed=0)
+    refit = split.without_validation()
+    assert refit.val == [] and refit.test == split.test and refit.train == sorted(split.train + split.val)
+
+
 def test_sampler_never_pairs_a_negative_of_the_anchors_class():
     sketch_labels = [i % 4 for i in range(200)]
     photo_labels = [i % 4 for i in range(37)]
