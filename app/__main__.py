@@ -22,6 +22,8 @@ FLAGS = {
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
+    "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
+    "--milvus-timeout-s": ("milvus_timeout_s", float),
 }
 
 

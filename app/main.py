@@ -18,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from encoder import PromptedCLIP, load_encoder
+from index_builder.engine import open_source
 
 from .batching import MicroBatcher
 from .errors import install_error_handlers
@@ -52,8 +53,10 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         model = encoder or await asyncio.to_thread(load_configured_encoder, settings)
         metrics: Metrics = app.state.metrics
         fingerprint = model.fingerprint()
-        index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim,
-                            device=settings.device, metrics=metrics)
+        source = open_source(settings.engine, index_dir=settings.index_dir, milvus_uri=settings.milvus_uri,
+                             collection=settings.collection, timeout_s=settings.milvus_timeout_s)
+        index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
+                            metrics=metrics)
         await asyncio.to_thread(index.refresh)
         engine = SearchEngine(model, index)
         await asyncio.to_thread(_warm_up, engine)

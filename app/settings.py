@@ -7,8 +7,9 @@ One pydantic-settings model, so every knob has a type, a default and a line of d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.imaging import DEFAULT_MAX_PIXELS
@@ -26,6 +27,10 @@ class Settings(BaseSettings):
     pretrained: str | None = Field(None, description="backbone weights source (default: encoder's, openai)")
     checkpoint: Path | None = Field(None, description="trained prompts (.safetensors); none: frozen CLIP")
     index_dir: Path = Field(Path("index"), description="index directory written by index_builder")
+    engine: Literal["faiss", "milvus"] = Field("faiss", description="vector engine: faiss (index_dir) | milvus")
+    milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
+    collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
+    milvus_timeout_s: float = Field(5.0, gt=0, le=600, description="longest wait for one Milvus call")
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
                                       "(default: the folder the index was built from)")
     device: str = Field("auto", description="auto | cpu | cuda")
@@ -42,10 +47,16 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
-    @field_validator("checkpoint", "gallery_root", "api_key", mode="before")
+    @field_validator("checkpoint", "gallery_root", "api_key", "milvus_uri", "collection", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _engine_needs_its_location(self) -> Settings:
+        if self.engine == "milvus" and not (self.milvus_uri and self.collection):
+            raise ValueError("engine milvus needs milvus_uri and collection (SBIR_MILVUS_URI, SBIR_COLLECTION)")
+        return self
 
     @property
     def cors_origin_list(self) -> list[str]:

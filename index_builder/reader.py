@@ -124,3 +124,32 @@ class IndexReader:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class FolderSource:
+    """The live version of an index folder (FAISS): the ``current`` pointer file names it."""
+
+    def __init__(self, index_dir: str | Path) -> None:
+        self.index_dir = Path(index_dir)
+
+    def describe(self) -> str:
+        return str(self.index_dir)
+
+    def current(self) -> str | None:
+        return current_version(self.index_dir)
+
+    def open(self, device: str = "cpu") -> IndexReader:
+        return IndexReader.open(self.index_dir, device=device)
+
+    def info(self, version: str | None = None) -> dict:
+        from .checks import info
+
+        return info(self.index_dir, version)
+
+    def verify(self, version: str | None = None) -> list[str]:
+        from .checks import verify
+
+        return verify(self.index_dir, version)
+
+    def close(self) -> None:
+        """Nothing held between calls."""
