@@ -20,6 +20,8 @@ from index_builder.milvus.reader import category_filter
 from tests.app.support import REPO, TINY_ENV, make_gallery
 from tests.imagegen import random_photo
 
+pytestmark = pytest.mark.slow  # one real server for the session; each test builds into it
+
 
 def test_build_then_incremental_update_in_place(milvus, milvus_build, collection, tmp_path):
     gallery = make_gallery(tmp_path / "gallery", per_category=3)
