@@ -7,11 +7,18 @@ code the builder runs (``FaissEngine.build``: factory by size, training on a sam
 calibration) and searched through ``FaissIndex.search``, as the reader does.
 
     python bench/search.py --sizes 100000 1000000
+    python bench/search.py --engine milvus --sizes 100000   # FAISS and Milvus side by side, same vectors
+
+With ``--engine milvus`` the same vectors also go into a Milvus collection through the engine's own code
+(``MilvusConnection``: create, load, insert, flush, wait for the index) and are searched through ``MilvusReader``
+as the app does (gRPC, consistency Strong). The server is ``--milvus-uri``, or else a Milvus standalone started
+from the PyPI ``milvus`` package in a temp folder (the tests' server).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -25,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from index_builder.faiss_engine import FaissEngine  # noqa: E402
+from index_builder.layout import FORMAT  # noqa: E402
 
 CHUNK = 100_000
 
@@ -59,7 +67,41 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path) -> dict:
+def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index_type: str,
+               index_params: dict, search_params: dict) -> dict:
+    """Build a photo collection of ``vectors`` with the engine's own calls, search it with ``MilvusReader``."""
+    from index_builder.milvus.client import new_version_name
+    from index_builder.milvus.reader import MilvusReader
+
+    size, dim = vectors.shape
+    name = new_version_name("bench")
+    started = time.perf_counter()
+    connection.create_photos(name, dim, index_type, index_params)
+    connection.load(name, timeout=3600)
+    empty = {"path": "", "category": "", "sha256": "", "size": 0, "mtime_ns": 0, "added_at": "", "updated_at": "",
+             "metadata": "{}"}
+    for start in range(0, size, 2000):
+        block = np.asarray(vectors[start : start + 2000])
+        rows = [{"id": start + i, "vector": row, **empty} for i, row in enumerate(block.tolist())]
+        connection.call(lambda rows=rows: connection.client.insert(name, rows, timeout=600), what="insert")
+    insert_s = time.perf_counter() - started
+    connection.call(lambda: connection.client.flush(name, timeout=3600), what="flush")
+    connection.wait_indexed(name, size, timeout=7200)
+    build_s = time.perf_counter() - started
+    connection.write_manifest(name, {
+        "format": FORMAT, "version": name, "created_at": "", "size": size, "dim": dim, "build": {},
+        "encoder": {"fingerprint": "bench", "config": {}}, "gallery": {"source": "bench"},
+        "index": {"engine": "milvus", "factory": index_type, "search_params": search_params}})
+    reader = MilvusReader(connection, name)
+    found = np.concatenate([reader.search(queries[i : i + 100], 10)[1] for i in range(0, len(queries), 100)])
+    result = {"index": index_type, "params": search_params, "recall": recall_at_10(found, truth),
+              "latency_ms": median_latency_ms(lambda q: reader.search(q, 10), queries, 200),
+              "insert_s": insert_s, "build_s": build_s}
+    connection.drop(name)
+    return result
+
+
+def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path, milvus=None) -> dict:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(clusters, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
@@ -89,8 +131,33 @@ def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder
         "speedup": flat_ms / auto_ms, "build_s": build_s, "timings": section.get("timings"),
     }
     index.close()
+    if milvus is not None:
+        result["milvus"] = [run_milvus(milvus, vectors, queries, truth, *config) for config in MILVUS_CONFIGS]
     os.remove(folder / "vectors.npy")
     return result
+
+
+# (index type, index params, search params): the engine's default, and HNSW with an explicit search breadth
+MILVUS_CONFIGS = [("AUTOINDEX", {}, {}), ("HNSW", {"M": 16, "efConstruction": 200}, {"ef": 64})]
+
+
+@contextlib.contextmanager
+def milvus_connection(uri: str | None):
+    """A connection to ``uri``, or to a Milvus standalone started in a temp folder for this run."""
+    from index_builder.milvus.client import MilvusConnection
+
+    if uri:
+        yield MilvusConnection(uri, timeout=600)
+        return
+    from tests.milvus.server import MilvusProcess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = MilvusProcess(Path(tmp))
+        server.start()
+        try:
+            yield MilvusConnection(server.uri, timeout=600)
+        finally:
+            server.stop()
 
 
 def main() -> None:
@@ -100,18 +167,39 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=1.0, help="cluster spread (noise norm relative to centre)")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--engine", choices=["faiss", "milvus"], default="faiss",
+                        help="milvus: also build and search Milvus collections of the same vectors, side by side")
+    parser.add_argument("--milvus-uri", default=None, help="a running Milvus (default: start a local standalone)")
     args = parser.parse_args()
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, "
           f"{args.clusters} clusters, noise {args.noise}")
     print("| N | auto index | nprobe | recall@10 auto | latency auto (ms) | latency flat (ms) | speed-up | build s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp))
-        print(f"| {r['size']:,} | {r['factory']} | {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
-              f"{r['latency_auto_ms']:.2f} | {r['latency_flat_ms']:.2f} | {r['speedup']:.1f}× | {r['build_s']:.1f} |",
-              flush=True)
-        print(f"  timings {r['timings']}", flush=True)
+    results = []
+    with contextlib.ExitStack() as stack:
+        milvus = stack.enter_context(milvus_connection(args.milvus_uri)) if args.engine == "milvus" else None
+        for size in args.sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp), milvus)
+            results.append(r)
+            print(f"| {r['size']:,} | {r['factory']} | {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
+                  f"{r['latency_auto_ms']:.2f} | {r['latency_flat_ms']:.2f} | {r['speedup']:.1f}× | "
+                  f"{r['build_s']:.1f} |", flush=True)
+            print(f"  timings {r['timings']}", flush=True)
+    if milvus is not None:
+        print("\nFAISS and Milvus on the same vectors (recall@10 vs exact; latency = median single query, k=10;"
+              " ratio = latency / FAISS exact flat):")
+        print("| N | engine | index | search params | recall@10 | latency (ms) | ratio vs flat | build s |")
+        print("| ---: | --- | --- | --- | ---: | ---: | ---: | ---: |")
+        for r in results:
+            print(f"| {r['size']:,} | faiss | Flat (exact) | - | 1.000 | {r['latency_flat_ms']:.2f} | 1.00 | - |")
+            print(f"| {r['size']:,} | faiss | {r['factory']} | nprobe {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
+                  f"{r['latency_auto_ms']:.2f} | {r['latency_auto_ms'] / r['latency_flat_ms']:.2f} | "
+                  f"{r['build_s']:.1f} |")
+            for m in r["milvus"]:
+                print(f"| {r['size']:,} | milvus | {m['index']} | {m['params'] or 'default'} | {m['recall']:.3f} | "
+                      f"{m['latency_ms']:.2f} | {m['latency_ms'] / r['latency_flat_ms']:.2f} | "
+                      f"{m['build_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":
