@@ -17,6 +17,7 @@ from ..checks import SHA256, check_vectors
 from ..errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
 from ..layout import REQUIRED, field_of
 from ..metadata import PhotoRecord
+from ..reader import checked_queries, no_hits
 from .client import DEFAULT_TIMEOUT_S, PHOTO_FIELDS, MilvusConnection
 
 SELF_RECALL_MIN = 0.9
@@ -74,15 +75,9 @@ class MilvusReader:
         return self.size
 
     def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.asarray(vectors, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"Query vectors must have shape [n, {self.dim}], got {list(np.shape(vectors))}.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        found = np.full((len(queries), k), -1, dtype=np.int64)
+        """As :meth:`IndexReader.search`: top-``k`` by inner product, -1 / -inf padded, ``category`` exact."""
+        queries = checked_queries(vectors, self.dim, k)
+        scores, found = no_hits(len(queries), k)
         if len(queries) == 0 or self.size == 0 or (category is not None and category not in self._categories):
             return scores, found
         expression = category_filter(category) if category is not None else ""

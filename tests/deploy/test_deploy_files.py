@@ -109,7 +109,8 @@ def test_milvus_override_runs_milvus_standalone_and_points_api_and_indexer_at_it
         services = compose_config(files)["services"]
         assert {"milvus", "milvus-etcd", "milvus-minio"} <= set(services)
         milvus = services["milvus"]
-        assert milvus["image"].startswith("milvusdb/milvus:v2.") and milvus["command"] == ["milvus", "run", "standalone"]
+        assert milvus["image"].startswith("milvusdb/milvus:v2.")
+        assert milvus["command"] == ["milvus", "run", "standalone"]
         assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
         assert milvus["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
         assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])

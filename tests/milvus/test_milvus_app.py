@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from app.__main__ import main as app_main
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import STROKES, make_gallery, serve
+from tests.app.support import STROKES, hammer, make_gallery, serve
 
 pytestmark = pytest.mark.slow  # one real server for the session; each test builds into it
 
@@ -30,23 +30,12 @@ def test_a_rebuild_switches_the_alias_under_16_searching_clients(milvus, milvus_
     outcomes: list[tuple[float, int, str | None]] = []
     stop = threading.Event()
 
-    def hammer(base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = client.post("/search", json={**STROKES, "k": 5, "category": "apple"})
-                    version = response.json().get("index_version") if response.status_code == 200 else None
-                    outcomes.append((started, response.status_code, version or response.text))
-                except httpx.HTTPError as error:
-                    outcomes.append((started, -1, repr(error)))
-                time.sleep(0.02)
-
     with serve(milvus_app(milvus, collection, tiny_baseline)) as base:
         old = httpx.get(f"{base}/readyz").json()["index_version"]
         first = httpx.post(f"{base}/search", json={**STROKES, "k": 3}).json()["results"][0]
         assert httpx.get(f"{base}/photos/{first['id']}").status_code == 200  # records come from Milvus
-        workers = [threading.Thread(target=hammer, args=(base,)) for _ in range(16)]
+        body = {**STROKES, "k": 5, "category": "apple"}
+        workers = [threading.Thread(target=hammer, args=(base, outcomes, stop, body, 0.02)) for _ in range(16)]
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + 120
