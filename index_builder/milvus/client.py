@@ -32,9 +32,6 @@ PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_a
 QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
 T = TypeVar("T")
 
-# pymilvus logs every failed call with a traceback at ERROR, also expected ones (an alias that does not exist yet);
-# the errors raised here carry its message, so keep only its critical lines.
-logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
 
 
 def check_name(collection: str) -> str:
@@ -74,6 +71,9 @@ class MilvusConnection:
         if self._client is None:
             from pymilvus import MilvusClient  # the optional `milvus` extra
 
+            # pymilvus logs every failed call with a traceback at ERROR, also expected ones (an alias that does
+            # not exist yet); the errors raised here carry its message, so keep only its critical lines.
+            logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
             self._client = self.call(lambda: MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout),
                                      what="connect")
         return self._client

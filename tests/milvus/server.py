@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import time
+import urllib.request
 from pathlib import Path
 
 from milvus import MilvusServer, MilvusServerConfig
@@ -45,15 +47,41 @@ class MilvusProcess:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        server = MilvusServer(ReusablePortConfig())
+    def start(self, timeout_s: float = 150) -> None:
+        server = MilvusServer(ReusablePortConfig(), wait_for_started=False)
         server.set_base_dir(str(self.base_dir))
         server.listen_port = self.port
-        server.start()  # waits for /healthz
-        if server.listen_port != self.port:
+        server.start()
+        try:
+            self._wait_healthy(server, timeout_s)
+            if server.listen_port != self.port:
+                raise RuntimeError(f"Milvus came up on port {server.listen_port}, not {self.port}")
+        except BaseException:
             server.stop()
-            raise RuntimeError(f"Milvus came up on port {server.listen_port}, not {self.port}")
+            raise
         self.server = server
+
+    def _wait_healthy(self, server: MilvusServer, timeout_s: float) -> None:
+        """Until /healthz answers OK; fails at once (with the server's log) when the process exits."""
+        deadline = time.monotonic() + timeout_s
+        url = f"http://127.0.0.1:{server.webservice_port}/healthz"
+        while time.monotonic() < deadline:
+            if server.server_proc.poll() is not None:
+                raise RuntimeError(f"Milvus exited with {server.server_proc.returncode} while starting "
+                                   f"(another Milvus on this host holds its fixed etcd peer port 2380?):\n"
+                                   + self._log_tail())
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if b"OK" in response.read():
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"Milvus did not become healthy within {timeout_s:.0f} s:\n" + self._log_tail())
+
+    def _log_tail(self) -> str:
+        log = self.base_dir / "logs" / "milvus-stdout.log"
+        return log.read_text(errors="replace")[-2000:] if log.is_file() else "(no log)"
 
     def kill(self) -> None:
         """SIGKILL, as a crash or an OOM kill would."""
