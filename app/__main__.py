@@ -23,7 +23,7 @@ FLAGS = {
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
     "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
-    "--milvus-timeout-s": ("milvus_timeout_s", float),
+    "--milvus-timeout-s": ("milvus_timeout_s", float), "--milvus-consistency": ("milvus_consistency", str),
 }
 
 

@@ -110,8 +110,8 @@ class IndexHolder:
                 version = self.source.current()
             except EngineUnavailableError as error:
                 if self.unavailable is None:
-                    log.error("%s", error)
-                self.unavailable = f"The vector index server cannot be reached: {error}"
+                    log.error("%s", error)  # the details (server address) go to the log only
+                self.unavailable = "The vector index server cannot be reached; retrying (see the service log)."
                 return False
             except (OSError, SBIRError) as error:
                 self._note_problem(None, f"The index pointer cannot be read ({type(error).__name__}).")

@@ -54,7 +54,8 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         metrics: Metrics = app.state.metrics
         fingerprint = model.fingerprint()
         source = open_source(settings.engine, index_dir=settings.index_dir, milvus_uri=settings.milvus_uri,
-                             collection=settings.collection, timeout_s=settings.milvus_timeout_s)
+                             collection=settings.collection, timeout_s=settings.milvus_timeout_s,
+                             consistency=settings.milvus_consistency)
         index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
                             metrics=metrics)
         await asyncio.to_thread(index.refresh)

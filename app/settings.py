@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
     collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
     milvus_timeout_s: float = Field(5.0, gt=0, le=600, description="longest wait for one Milvus call")
+    milvus_consistency: Literal["Strong", "Bounded"] = Field(
+        "Strong", description="Milvus search consistency: Strong (sees every write; waits ~200 ms for the server's "
+        "time tick) or Bounded (at once; may miss the last few seconds of writes)")
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
                                       "(default: the folder the index was built from)")
     device: str = Field("auto", description="auto | cpu | cuda")

@@ -95,7 +95,7 @@ ENGINES = ("faiss", "milvus")
 
 
 def open_source(engine: str = "faiss", *, index_dir: str | Path | None = None, milvus_uri: str | None = None,
-                collection: str | None = None, timeout_s: float = 10.0) -> IndexSource:
+                collection: str | None = None, timeout_s: float = 10.0, consistency: str = "Strong") -> IndexSource:
     """The :class:`IndexSource` of ``engine``: ``index_dir`` for FAISS, ``milvus_uri`` + ``collection`` for Milvus."""
     if engine == "faiss":
         from .reader import FolderSource
@@ -107,7 +107,7 @@ def open_source(engine: str = "faiss", *, index_dir: str | Path | None = None, m
 
         if not milvus_uri or not collection:
             raise BuildError("--engine milvus needs --milvus-uri and --collection (SBIR_MILVUS_URI, SBIR_COLLECTION).")
-        return MilvusSource(milvus_uri, collection, timeout=timeout_s)
+        return MilvusSource(milvus_uri, collection, timeout=timeout_s, consistency=consistency)
     raise ValueError(f"Unknown vector engine {engine!r} (known: {', '.join(ENGINES)}).")
 
 

@@ -18,7 +18,7 @@ from ..errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundErr
 from ..layout import REQUIRED, field_of
 from ..metadata import PhotoRecord
 from ..reader import checked_queries, no_hits
-from .client import DEFAULT_TIMEOUT_S, PHOTO_FIELDS, MilvusConnection
+from .client import CONSISTENCY, DEFAULT_TIMEOUT_S, PHOTO_FIELDS, MilvusConnection
 
 SELF_RECALL_MIN = 0.9
 SAMPLE = 200
@@ -58,8 +58,9 @@ def checked_manifest(connection: MilvusConnection, version: str) -> dict:
 class MilvusReader:
     """A read-only view of one Milvus photo collection (thread-safe: the client is)."""
 
-    def __init__(self, connection: MilvusConnection, version: str) -> None:
+    def __init__(self, connection: MilvusConnection, version: str, consistency: str = CONSISTENCY) -> None:
         self.connection = connection
+        self.consistency = consistency
         self.manifest = checked_manifest(connection, version)
         self.version: str = version
         self.dim: int = int(self.manifest["dim"])
@@ -84,7 +85,7 @@ class MilvusReader:
         params = {"metric_type": "IP", "params": self.search_params}
         hits = self._call(lambda: self.connection.client.search(
             self.version, data=queries.tolist(), limit=k, filter=expression, search_params=params,
-            output_fields=[], timeout=self.connection.timeout), what="search")
+            output_fields=[], consistency_level=self.consistency, timeout=self.connection.timeout), what="search")
         for row, row_hits in enumerate(hits):
             for column, hit in enumerate(list(row_hits)[:k]):
                 found[row, column] = int(hit["id"])
@@ -144,10 +145,12 @@ class MilvusReader:
 class MilvusSource:
     """The live index behind a Milvus alias: polled by the app, described and verified by the CLI."""
 
-    def __init__(self, uri: str, alias: str, *, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+    def __init__(self, uri: str, alias: str, *, timeout: float = DEFAULT_TIMEOUT_S, consistency: str = CONSISTENCY
+                 ) -> None:
         from .client import check_name
 
         self.alias = check_name(alias)
+        self.consistency = consistency
         self.connection = MilvusConnection(uri, timeout=timeout)
 
     def describe(self) -> str:
@@ -161,7 +164,7 @@ class MilvusSource:
         if version is None:
             raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
                                      "(run `index_builder build --engine milvus`).")
-        return MilvusReader(self.connection, version)
+        return MilvusReader(self.connection, version, self.consistency)
 
     def _reader(self, version: str | None) -> MilvusReader:
         if version is None:
