@@ -21,8 +21,8 @@ class StrokesQuery(BaseModel):
 class Photo(BaseModel):
     id: int
     score: float = Field(description="cosine similarity of sketch and photo, higher is closer")
-    url: str = Field(description="the photo file")
-    thumbnail_url: str
+    url: str = Field(description="the photo file (signed and expiring when an API key is configured)")
+    thumbnail_url: str = Field(description="a 256 px thumbnail (signed likewise)")
     category: str | None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -55,6 +55,14 @@ class Readiness(BaseModel):
     detail: str | None = None
 
 
+class LockedInfo(BaseModel):
+    """GET /info without a valid key, when one is configured: only that a key is needed."""
+
+    api_key_required: bool = True
+    authorized: bool = False
+    detail: str
+
+
 class Info(BaseModel):
     encoder: dict[str, Any] = Field(description="the encoder's describe(): config, fingerprint, ...")
     fingerprint: str
@@ -65,7 +73,14 @@ class Info(BaseModel):
     index_size: int
     categories: list[str]
     api_key_required: bool
+    authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")
     max_k: int
     max_upload_bytes: int
     max_batch: int
     max_wait_ms: float
+
+
+class QuerySampleSaved(BaseModel):
+    vectors: int = Field(description="query vectors written to SBIR_QUERY_SAMPLE_PATH")
+    seen: int = Field(description="queries embedded since the service started")
+    capacity: int = Field(description="SBIR_QUERY_SAMPLE: the most vectors the sample keeps")

@@ -3,6 +3,7 @@ switch, the same top-k as FAISS, fingerprint refusal, a build SIGKILLed half-way
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from tests.imagegen import random_photo
 pytestmark = pytest.mark.slow  # one real server for the session; each test builds into it
 
 
-def test_build_then_incremental_update_in_place(milvus, milvus_build, collection, tmp_path):
+def test_build_then_incremental_update_in_place(milvus, milvus_build, collection, tmp_path, capsys):
     gallery = make_gallery(tmp_path / "gallery", per_category=3)
     first = milvus_build(gallery)
     assert first.status == "built" and first.size == 6 and first.factory == "AUTOINDEX"
@@ -50,7 +51,11 @@ def test_build_then_incremental_update_in_place(milvus, milvus_build, collection
     assert records["apple-0.jpg"].mtime_ns == 1 and records["apple-0.jpg"].updated_at >= first_updated
     assert source.verify() == []
     assert milvus_build(gallery).status == "unchanged"
-    info = source.info()
+    flags = ["--engine", "milvus", "--milvus-uri", milvus.uri, "--collection", collection]
+    assert cli_main(["verify", *flags]) == 0
+    capsys.readouterr()
+    assert cli_main(["info", *flags, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
     assert info["size"] == 6 and info["index"]["engine"] == "milvus" and info["versions"] == [first.version]
 
 
@@ -95,7 +100,8 @@ def test_a_build_killed_mid_way_leaves_the_served_collection_intact(milvus, milv
     source = open_source("milvus", milvus_uri=milvus.uri, collection=collection)
     command = [sys.executable, "-m", "index_builder", "build", "--gallery", str(gallery), "--out",
                str(tmp_path / "work"), "--engine", "milvus", "--milvus-uri", milvus.uri, "--collection", collection,
-               "--rebuild", "--workers", "0", "--no-progress"]
+               "--rebuild", "--workers", "0", "--no-progress", "--milvus-index", "HNSW", "--milvus-index-params",
+               '{"M": 8, "efConstruction": 64}', "--milvus-search-params", '{"ef": 32}']
     env = {**os.environ, **TINY_ENV, "PYTHONPATH": str(REPO)}
     build = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
