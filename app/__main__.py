@@ -26,6 +26,8 @@ FLAGS = {
     "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
     "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),
     "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
+    "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
+    "--milvus-timeout-s": ("milvus_timeout_s", float), "--milvus-consistency": ("milvus_consistency", str),
 }  # API keys and the URL secret have no flags: a command line is visible to every user of the host
 
 

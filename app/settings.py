@@ -33,6 +33,13 @@ class Settings(BaseSettings):
         "auto", description="MLP activation (auto: what the weights were trained with; a checkpoint's must agree)")
     checkpoint: Path | None = Field(None, description="trained prompts (.safetensors); none: frozen CLIP")
     index_dir: Path = Field(Path("index"), description="index directory written by index_builder")
+    engine: Literal["faiss", "milvus"] = Field("faiss", description="vector engine: faiss (index_dir) | milvus")
+    milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
+    collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
+    milvus_timeout_s: float = Field(5.0, gt=0, le=600, description="longest wait for one Milvus call")
+    milvus_consistency: Literal["Strong", "Bounded"] = Field(
+        "Strong", description="Milvus search consistency: Strong (sees every write; waits ~200 ms for the server's "
+        "time tick) or Bounded (at once; may miss the last few seconds of writes)")
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
                                       "(default: the folder the index was built from)")
     device: str = Field("auto", description="auto | cpu | cuda")
@@ -69,7 +76,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
     @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", "query_sample_path",
-                     mode="before")
+                     "milvus_uri", "collection", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -96,6 +103,12 @@ class Settings(BaseSettings):
         """Every configured key (SBIR_API_KEY and SBIR_API_KEYS), surrounding spaces removed."""
         keys = [self.api_key, *self._split(self.api_keys)]
         return [key.get_secret_value().strip() for key in keys if key is not None]
+
+    @model_validator(mode="after")
+    def _engine_needs_its_location(self) -> Settings:
+        if self.engine == "milvus" and not (self.milvus_uri and self.collection):
+            raise ValueError("engine milvus needs milvus_uri and collection (SBIR_MILVUS_URI, SBIR_COLLECTION)")
+        return self
 
     @property
     def cors_origin_list(self) -> list[str]:

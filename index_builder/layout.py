@@ -213,8 +213,8 @@ def read_manifest(version_dir: Path) -> dict:
         raise IndexCorruptError(f"{path} is unreadable: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{path} is not an index manifest of format {FORMAT}.")
-    wrong = [key for key, kind in REQUIRED.items() if not isinstance(_field(manifest, key), kind)
-             or isinstance(_field(manifest, key), bool)]
+    wrong = [key for key, kind in REQUIRED.items() if not isinstance(field_of(manifest, key), kind)
+             or isinstance(field_of(manifest, key), bool)]
     if wrong:
         raise IndexCorruptError(f"{path} is damaged: missing or malformed {', '.join(wrong)}.")
     return manifest
@@ -226,7 +226,7 @@ REQUIRED = {"version": str, "created_at": str, "size": int, "dim": int, "encoder
             "build": dict}
 
 
-def _field(manifest: dict, dotted: str) -> Any:
+def field_of(manifest: dict, dotted: str) -> Any:
     value: Any = manifest
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None

@@ -35,7 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
     body = Readiness(
         ready=ready, model_loaded=services is not None, index_loaded=ready,
         index_version=index.version if index else None, index_size=size,
-        detail=None if ready else (index.problem if index else "The model is loading."),
+        detail=None if ready else (index.reason if index else "The model is loading."),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 

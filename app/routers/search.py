@@ -56,7 +56,7 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     settings = services.settings
     started = time.perf_counter()
     if not services.index.ready:
-        raise APIError(503, "not_ready", services.index.problem or "No index is loaded.")
+        raise APIError(503, "not_ready", services.index.reason or "No index is loaded.")
     query = await parse_search_request(request, settings.max_upload_bytes, settings.max_k)
     if query.category is not None:
         category = services.index.find_category(query.category)

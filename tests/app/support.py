@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -99,6 +100,20 @@ def serve(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def hammer(base: str, outcomes: list, stop: threading.Event, body: dict, pause_s: float = 0.01) -> None:
+    """POST /search with ``body`` until ``stop``; appends (start time, status, index version or error text)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                response = client.post("/search", json=body)
+                version = response.json().get("index_version") if response.status_code == 200 else response.text
+                outcomes.append((started, response.status_code, version))
+            except httpx.HTTPError as error:  # a dropped connection counts as a failure
+                outcomes.append((started, -1, repr(error)))
+            time.sleep(pause_s)  # leave the two CPU cores some room for the build
 
 
 def sketch_png(seed: int = 0) -> bytes:

@@ -11,7 +11,7 @@ import httpx
 from app.main import create_app
 from app.settings import Settings
 from index_builder import current_version
-from tests.app.support import STROKES, app_client, build_index, make_gallery, serve
+from tests.app.support import STROKES, app_client, build_index, hammer, make_gallery, serve
 
 
 def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_version(tmp_path, app_encoder):
@@ -21,21 +21,10 @@ def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_ve
     outcomes: list[tuple[float, int, str | None]] = []  # (start time, status, index version)
     stop = threading.Event()
 
-    def hammer(base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = client.post("/search", json={**STROKES, "k": 20})
-                    version = response.json().get("index_version") if response.status_code == 200 else None
-                    outcomes.append((started, response.status_code, version))
-                except httpx.HTTPError as error:  # a dropped connection counts as a failure
-                    outcomes.append((started, -1, repr(error)))
-                time.sleep(0.01)  # leave the two CPU cores some room for the build
-
     with serve(app) as base:
         old = httpx.get(f"{base}/readyz").json()["index_version"]
-        workers = [threading.Thread(target=hammer, args=(base,)) for _ in range(4)]
+        workers = [threading.Thread(target=hammer, args=(base, outcomes, stop, {**STROKES, "k": 20}))
+                   for _ in range(4)]
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + 60
