@@ -26,7 +26,7 @@ from .metrics import Metrics
 from .photos import ThumbnailCache
 from .routers import health, page, photos, search
 from .routers.page import STATIC_DIR
-from .search import SearchEngine
+from .search import Query, SearchEngine
 from .services import Services
 from .settings import MIB, Settings
 
@@ -41,9 +41,11 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
 
 
 def _warm_up(engine: SearchEngine) -> None:
-    """One pass through preprocessing and the encoder, so the first user does not pay for lazy set-up."""
+    """One pass through preprocessing and the encoder (text tower too), so the first user does not pay for
+    lazy set-up."""
     tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
-    engine.embed([tensor])
+    text = "warm up" if engine.encoder.has_text_tower else None
+    engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
 
 
 def _lifespan(settings: Settings, encoder: PromptedCLIP | None):

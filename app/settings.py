@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from encoder.imaging import DEFAULT_MAX_PIXELS
 from encoder.strokes import DEFAULT_MAX_POINTS
 
+from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
+
 MIB = 1024 * 1024
 
 
@@ -35,6 +37,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MIB, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest uploaded image (width*height)")
     max_stroke_points: int = Field(DEFAULT_MAX_POINTS, ge=1, description="most points in a strokes drawing")
+    text_weight: float = Field(DEFAULT_TEXT_WEIGHT, ge=0, le=1, description="default weight of the text in a "
+                               "sketch + text (or like + text) query; a request may set text_weight")
+    max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1, le=10_000, description="longest query text, in characters")
     api_key: SecretStr | None = Field(None, description="when set, POST /search needs header X-API-Key")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: none)")
     reload_interval_s: float = Field(2.0, gt=0, description="how often the index's `current` pointer is polled")

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..query_fields import query_kinds
 from ..schemas import Health, Info, Readiness
 from ..services import Services, get_services
 
@@ -64,6 +65,9 @@ async def info(services: Services = Depends(get_services)) -> Info:
         max_upload_bytes=settings.max_upload_bytes,
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
+        query_kinds=query_kinds(services.encoder.has_text_tower),
+        text_weight=settings.text_weight,
+        max_text_chars=settings.max_text_chars,
     )
 
 
