@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,7 +123,7 @@ def test_like_plus_text(client, stored):
 def test_a_photo_upload_finds_itself_through_the_photo_branch(client, stored):
     ids, _, records = stored
     record = records[int(ids[5])]
-    data = open(record.path, "rb").read()
+    data = Path(record.path).read_bytes()
     body = ok(client.post("/search", files={"photo": ("p.jpg", data, "image/jpeg")}, data={"as": "photo"}))
     assert body["query"] == "photo" and body["input"] == "image"
     assert body["results"][0]["id"] == record.id and body["results"][0]["score"] > 0.999
@@ -273,8 +274,8 @@ def test_text_that_is_not_utf8_is_422_however_it_comes(client):
     refused(client.post("/search?text=%FF%FE"), 422, "bad_text", "UTF-8")
     refused(client.post("/search", content=b'{"text": "\\ud800"}', headers={"Content-Type": "application/json"}),
             422, "bad_text", "UTF-8")
-    refused(client.post("/search", content="text=%C3%28", headers={"Content-Type": "application/x-www-form-urlencoded"}),
-            422, "bad_text", "UTF-8")
+    urlencoded = {"Content-Type": "application/x-www-form-urlencoded"}
+    refused(client.post("/search", content="text=%C3%28", headers=urlencoded), 422, "bad_text", "UTF-8")
 
 
 def test_a_refused_query_leaves_the_service_answering(client):
