@@ -284,3 +284,11 @@ def test_a_refused_query_leaves_the_service_answering(client):
     assert ok(client.post("/search", json={"text": "apple"}))["results"]
     metrics = client.get("/metrics").text
     assert 'sbir_queries_total{kind="text"}' in metrics and 'sbir_errors_total{type="text_too_long"}' in metrics
+
+
+def test_an_encoder_without_a_text_tower_says_so_and_refuses_text(app_index, app_encoder, monkeypatch):
+    monkeypatch.setattr(app_encoder, "tokenizer", None)  # as an image-only open_clip model would load
+    with app_client(app_index[1], app_encoder) as image_only:
+        assert set(image_only.get("/info").json()["query_kinds"]) == {"sketch", "photo", "like"}
+        refused(image_only.post("/search", json={"text": "apple"}), 422, "text_unsupported", "text tower")
+        assert ok(image_only.post("/search", json=STROKES))["query"] == "sketch"
