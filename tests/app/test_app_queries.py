@@ -292,3 +292,20 @@ def test_an_encoder_without_a_text_tower_says_so_and_refuses_text(app_index, app
         assert set(image_only.get("/info").json()["query_kinds"]) == {"sketch", "photo", "like"}
         refused(image_only.post("/search", json={"text": "apple"}), 422, "text_unsupported", "text tower")
         assert ok(image_only.post("/search", json=STROKES))["query"] == "sketch"
+
+
+def test_text_settings_come_from_env_and_flags_and_apply(app_index, app_encoder, monkeypatch):
+    from app.__main__ import build_parser
+    from app.settings import Settings
+
+    args = build_parser().parse_args(["--text-weight", "0.6", "--max-text-chars", "12"])
+    assert (args.text_weight, args.max_text_chars) == (0.6, 12)
+    monkeypatch.setenv("SBIR_TEXT_WEIGHT", "0.6")
+    monkeypatch.setenv("SBIR_MAX_TEXT_CHARS", "12")
+    assert (Settings().text_weight, Settings().max_text_chars) == (0.6, 12)
+    monkeypatch.setenv("SBIR_TEXT_WEIGHT", "1.5")
+    with pytest.raises(ValueError, match="text_weight"):
+        Settings()
+    with app_client(app_index[1], app_encoder, text_weight=0.6, max_text_chars=12) as configured:
+        assert ok(configured.post("/search", json={**STROKES, "text": "apple"}))["text_weight"] == 0.6
+        refused(configured.post("/search", json={"text": "a" * 13}), 422, "text_too_long", "12")
