@@ -65,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, error: APIError) -> JSONResponse:
         count(request, error.code)
-        headers = {"WWW-Authenticate": "X-API-Key"} if error.status == 401 else None
+        # a refusal must not be cached in place of the answer an authorised request gets
+        headers = {"WWW-Authenticate": "X-API-Key", "Cache-Control": "no-store"} if error.status == 401 else None
         return JSONResponse(_body(error.code, error.message), status_code=error.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from encoder.errors import SBIRError
 from index_builder import IndexCorruptError, IndexNotFoundError, IndexReader, current_version
+from index_builder.compatibility import preprocessing_mismatch
 
 from .errors import APIError
 from .metrics import Metrics
@@ -156,7 +157,7 @@ class IndexHolder:
             return (f"Index version {reader.version} was built with another encoder (fingerprint "
                     f"{reader.fingerprint}, the service runs {self.fingerprint}); rebuild the index with "
                     "this encoder or start the service with the index's checkpoint.")
-        return None
+        return preprocessing_mismatch(reader.manifest)
 
     def _note_problem(self, version: str | None, reason: str) -> None:
         if version is not None:

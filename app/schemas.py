@@ -37,8 +37,8 @@ class StrokesQuery(BaseModel):
 class Photo(BaseModel):
     id: int
     score: float = Field(description="cosine similarity of sketch and photo, higher is closer")
-    url: str = Field(description="the photo file")
-    thumbnail_url: str
+    url: str = Field(description="the photo file (signed and expiring when an API key is configured)")
+    thumbnail_url: str = Field(description="a 256 px thumbnail (signed likewise)")
     category: str | None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -76,6 +76,14 @@ class Readiness(BaseModel):
     detail: str | None = None
 
 
+class LockedInfo(BaseModel):
+    """GET /info without a valid key, when one is configured: only that a key is needed."""
+
+    api_key_required: bool = True
+    authorized: bool = False
+    detail: str
+
+
 class Info(BaseModel):
     encoder: dict[str, Any] = Field(description="the encoder's describe(): config, fingerprint, ...")
     fingerprint: str
@@ -86,6 +94,7 @@ class Info(BaseModel):
     index_size: int
     categories: list[str]
     api_key_required: bool
+    authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")
     max_k: int
     max_upload_bytes: int
     max_batch: int
@@ -93,3 +102,9 @@ class Info(BaseModel):
     query_kinds: list[str] = Field(description="query kinds the loaded encoder answers (text needs a text tower)")
     text_weight: float = Field(description="default text_weight of composed queries")
     max_text_chars: int = Field(description="longest query text")
+
+
+class QuerySampleSaved(BaseModel):
+    vectors: int = Field(description="query vectors written to SBIR_QUERY_SAMPLE_PATH")
+    seen: int = Field(description="queries embedded since the service started")
+    capacity: int = Field(description="SBIR_QUERY_SAMPLE: the most vectors the sample keeps")

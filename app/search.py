@@ -21,6 +21,7 @@ from index_builder import PhotoRecord
 
 from .index_holder import IndexHolder
 from .query_fields import DEFAULT_TEXT_WEIGHT
+from .query_sample import QuerySample
 
 
 @dataclass
@@ -70,9 +71,10 @@ def _ms(since: float) -> float:
 class SearchEngine:
     """Encoder + served index; `run_batch` is called from one worker thread at a time."""
 
-    def __init__(self, encoder: PromptedCLIP, index: IndexHolder) -> None:
+    def __init__(self, encoder: PromptedCLIP, index: IndexHolder, sample: QuerySample | None = None) -> None:
         self.encoder = encoder
         self.index = index
+        self.sample = sample  # opt-in (SBIR_QUERY_SAMPLE): query vectors kept for `index_builder tune`
 
     def embed(self, tensors: list[torch.Tensor], modality: Modality = "sketch") -> np.ndarray:
         batch = torch.stack(tensors).to(self.encoder.device)
@@ -96,6 +98,8 @@ class SearchEngine:
         started = time.perf_counter()
         vectors = self.query_vectors(queries)
         encode_ms = _ms(started)
+        if self.sample is not None:
+            self.sample.add(vectors)
         with self.index.lease() as reader:
             started = time.perf_counter()
             groups: dict[str | None, list[int]] = defaultdict(list)

@@ -16,8 +16,13 @@ DEFAULT_BACKBONE = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
 ENV_BACKBONE = "SBIR_BACKBONE"
 ENV_PRETRAINED = "SBIR_PRETRAINED"
+ENV_ACTIVATION = "SBIR_ACTIVATION"
 
 PromptDepth = Literal["shallow", "deep"]
+# The MLP activation of the transformer towers. OpenAI's CLIP weights were trained with QuickGELU
+# (x * sigmoid(1.702 x)); most later open_clip weights with exact GELU. Weights under the wrong one still load,
+# but every layer computes something else than what was trained (open_clip issues #441, #771).
+ACTIVATIONS = ("gelu", "quick_gelu")
 
 
 @dataclass(frozen=True)
@@ -48,11 +53,20 @@ class PromptConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Everything needed to rebuild an encoder. ``prompts=None`` is the frozen-CLIP baseline."""
+    """Everything needed to rebuild an encoder. ``prompts=None`` is the frozen-CLIP baseline.
+
+    ``activation`` None means "what the weights were trained with" (resolved when the backbone is built: the
+    encoder's own config always holds the resolved value, so checkpoints and indexes record it).
+    """
 
     backbone: str = DEFAULT_BACKBONE
     pretrained: str = DEFAULT_PRETRAINED
     prompts: PromptConfig | None = field(default_factory=PromptConfig)
+    activation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def is_baseline(self) -> bool:
@@ -74,6 +88,7 @@ class EncoderConfig:
             backbone=str(data["backbone"]),
             pretrained=str(data["pretrained"]),
             prompts=PromptConfig(**prompts) if prompts is not None else None,
+            activation=data.get("activation"),
         )
 
     @classmethod
@@ -87,6 +102,11 @@ def env_backbone() -> str:
 
 def env_pretrained() -> str:
     return os.environ.get(ENV_PRETRAINED) or DEFAULT_PRETRAINED
+
+
+def env_activation() -> str | None:
+    value = (os.environ.get(ENV_ACTIVATION) or "auto").strip().lower()
+    return None if value == "auto" else value
 
 
 def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
@@ -107,6 +127,14 @@ def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True
         default=None,
         help=f"weights: an open_clip tag, a local file, local-dir:PATH, hf-hub:ORG/REPO, or none "
         f"(random, tests only) (env {ENV_PRETRAINED}, default {DEFAULT_PRETRAINED})",
+    )
+    group.add_argument(
+        "--activation",
+        choices=["auto", *ACTIVATIONS],
+        default=None,
+        help=f"MLP activation (env {ENV_ACTIVATION}, default auto: what the weights were trained with, read from "
+        "the open_clip tag or the weights' open_clip_config.json; for a plain weights file the architecture's own, "
+        "so name a '-quickgelu' architecture or pass quick_gelu for OpenAI weights). A contradiction is refused.",
     )
     if checkpoint:
         group.add_argument(

@@ -15,6 +15,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .backbone import Backbone, build_backbone
+from .backbone import Backbone, build_backbone, trained_activation
 from .config import EncoderConfig
 from .preprocess import Preprocessor
 
@@ -31,6 +32,10 @@ Modality = Literal["sketch", "photo"]
 MODALITIES: tuple[Modality, ...] = ("sketch", "photo")
 SHARED = "shared"
 TEXT_TEMPLATE = "a photo of a {}"
+# How fresh prompts are drawn. "normal": N(0, 1), as the official code (torch.randn); "scaled": N(0, 1/width), the
+# scale of CLIP's own embeddings. The prompts pass through ln_pre, so the forward is the same, but Adam's steps are
+# ~width^0.5 (28x for ViT-B/32) larger relative to a scaled prompt: the two train differently at one learning rate.
+PROMPT_INITS = ("normal", "scaled")
 
 
 def class_text(category: str) -> str:
@@ -49,9 +54,13 @@ def _unescape(name: str) -> str:
 class PromptedCLIP(nn.Module):
     """Frozen open_clip + learned visual prompts (+ LayerNorm affines) → L2-normalised embeddings."""
 
-    def __init__(self, config: EncoderConfig, backbone: Backbone) -> None:
+    def __init__(self, config: EncoderConfig, backbone: Backbone, *, prompt_init: str = "normal") -> None:
         super().__init__()
-        self.config = config
+        if prompt_init not in PROMPT_INITS:
+            raise ValueError(f"prompt_init must be one of {', '.join(PROMPT_INITS)}, got {prompt_init!r}")
+        if config.activation not in (None, backbone.activation):
+            raise ValueError(f"config asks for {config.activation}, but the backbone computes {backbone.activation}")
+        self.config = replace(config, activation=backbone.activation)
         self.clip = backbone.model
         self.clip.requires_grad_(False)
         self.tokenizer = backbone.tokenizer
@@ -75,9 +84,9 @@ class PromptedCLIP(nn.Module):
         if prompt_cfg is not None:
             depth = self.n_layers if prompt_cfg.depth == "deep" else 1
             groups = [SHARED] if prompt_cfg.shared else list(MODALITIES)
+            scale = self.width**-0.5 if prompt_init == "scaled" else 1.0
             for group in groups:
-                init = torch.randn(depth, prompt_cfg.n_prompts, self.width) * self.width**-0.5
-                self.prompts[group] = nn.Parameter(init)
+                self.prompts[group] = nn.Parameter(torch.randn(depth, prompt_cfg.n_prompts, self.width) * scale)
             if prompt_cfg.tune_ln:
                 ln_groups = list(MODALITIES) if prompt_cfg.separate_ln else [SHARED]
                 for group in ln_groups:
@@ -113,10 +122,17 @@ class PromptedCLIP(nn.Module):
     def learned_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
 
-    def fingerprint(self) -> str:
-        """Identity of the encoder: config (minus where weights are read from) + learned tensors."""
+    def fingerprint(self, *, record_activation: bool = True) -> str:
+        """Identity of the encoder: config (minus where weights are read from) + learned tensors.
+
+        GELU was the implicit activation of every config written before the field existed, so it stays out of the
+        identity: those checkpoints and indexes keep their fingerprints, while a QuickGELU encoder gets a new one.
+        ``record_activation=False`` gives the fingerprint such an older record was written with.
+        """
         digest = hashlib.sha256()
         identity = self.config.to_dict()
+        if identity.get("activation") == "gelu" or not record_activation:
+            identity.pop("activation", None)
         digest.update(repr(sorted(identity.items())).encode())
         for name, tensor in sorted(self.learned_state().items()):
             digest.update(name.encode())
@@ -238,12 +254,18 @@ class PromptedCLIP(nn.Module):
 
 
 def build_encoder(
-    config: EncoderConfig, device: str | torch.device = "cpu", *, weights_source: str | None = None
+    config: EncoderConfig,
+    device: str | torch.device = "cpu",
+    *,
+    weights_source: str | None = None,
+    prompt_init: str = "normal",
 ) -> PromptedCLIP:
     """A fresh encoder (random prompts, LayerNorms copied from the backbone) on ``device``.
 
     ``weights_source`` reads the backbone weights from elsewhere (a local copy of the same
-    weights) while ``config.pretrained`` keeps naming their identity.
+    weights) while ``config.pretrained`` keeps naming their identity, and so the activation they need.
     """
-    encoder = PromptedCLIP(config, build_backbone(config.backbone, weights_source or config.pretrained))
+    activation = config.activation or trained_activation(config.backbone, config.pretrained.strip())
+    backbone = build_backbone(config.backbone, weights_source or config.pretrained, activation)
+    encoder = PromptedCLIP(config, backbone, prompt_init=prompt_init)
     return encoder.to(device).eval()

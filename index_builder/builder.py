@@ -18,14 +18,27 @@ import numpy as np
 
 from encoder import PromptedCLIP
 
+from .compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from .embedding import embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
-from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+from .layout import (
+    CALIBRATION_QUERIES,
+    FORMAT,
+    IDS,
+    METADATA,
+    REPORT,
+    VECTORS,
+    IndexLayout,
+    read_manifest,
+    utc_now,
+    write_json,
+)
 from .metadata import MetadataStore, PhotoRecord, write_metadata
 from .report import BuildReport
 from .sources import Scan, read_manifest_file, scan_folder
 from .staging import FileKey, Staging
+from .tuning import saved_queries
 
 COPY_CHUNK = 65_536
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
@@ -107,6 +120,9 @@ def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> Prev
             f"({encoder.config.to_dict()}). Vectors of different encoders cannot share an index, so incremental "
             "mode is refused: run again with --rebuild to re-embed the whole gallery."
         )
+    stale = None if rebuild else preprocessing_mismatch(previous.manifest)
+    if stale:
+        raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {layout.root}.")
     return previous
 
 
@@ -123,7 +139,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         report.skipped.extend(scan.skipped)
         previous = _previous(layout, encoder, options.rebuild)
         report.previous = previous.name if previous else None
-        staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
+        staging = Staging(layout.staging_dir, embedding_identity(encoder), encoder.embed_dim)
 
         reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
@@ -155,6 +171,10 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             vectors = np.load(partial / VECTORS, mmap_mode="r")
             section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
                                    progress=options.progress, recall_target=options.recall_target)
+            queries = _tuning_queries(previous, encoder)
+            if queries is not None:  # the live version was tuned on real queries: keep calibrating on them
+                section = engine.tune(partial, section, vectors, ids, queries, recall_target=options.recall_target)
+                np.save(partial / CALIBRATION_QUERIES, queries)
             del vectors
             report.status = "built"
             report.elapsed_s = time.perf_counter() - started
@@ -168,13 +188,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
                 "dim": encoder.embed_dim,
                 "next_id": plan.next_id,
                 "scanned_at_ns": scanned_at_ns,
-                "encoder": {
-                    "fingerprint": encoder.fingerprint(),
-                    "config": encoder.config.to_dict(),
-                    "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
-                    "random_weights": encoder.random_weights,
-                    "image_size": encoder.image_size,
-                },
+                "encoder": encoder_section(encoder, options.checkpoint),
                 "gallery": {"root": scan.gallery_root, "source": scan.source},
                 "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
                 "index": section,
@@ -186,6 +200,13 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         layout.prune(options.keep)
         report.elapsed_s = time.perf_counter() - started
         return report
+
+
+def _tuning_queries(previous: PreviousVersion | None, encoder: PromptedCLIP) -> np.ndarray | None:
+    """The query sample the live version was tuned on, when its queries come from this very encoder."""
+    if previous is None or previous.fingerprint != encoder.fingerprint():
+        return None
+    return saved_queries(previous.folder, encoder.embed_dim)
 
 
 def _select(scan: Scan, previous: PreviousVersion | None, staging: Staging, rebuild: bool, report: BuildReport

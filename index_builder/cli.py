@@ -1,4 +1,4 @@
-"""``python -m index_builder build | info | verify`` (exit 0 ok, 1 verify found problems, 2 error)."""
+"""``python -m index_builder build | tune | info | verify`` (exit 0 ok, 1 verify found problems, 2 error)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from encoder import SBIRError, add_encoder_args, load_encoder
 from .builder import BuildOptions, build_index
 from .checks import info, verify
 from .errors import IndexCorruptError
+from .tuning import tune_index
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -42,6 +43,16 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
     add_encoder_args(build)
 
+    tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
+                               "efSearch) on real query vectors; published as a new version")
+    tune.add_argument("index_dir", type=Path)
+    tune.add_argument("--queries", type=Path, required=True,
+                      help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
+                      "SBIR_QUERY_SAMPLE)")
+    tune.add_argument("--recall-target", type=float, default=0.95, help="recall@10 to reach against exact search")
+    tune.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
+    tune.add_argument("--json", action="store_true", help="print the result as JSON")
+
     for name, text in (("info", "describe the current version"), ("verify", "check that a version is consistent")):
         command = commands.add_parser(name, help=text)
         command.add_argument("index_dir", type=Path)
@@ -54,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest, index_factory=args.index_factory,
         recall_target=args.recall_target,
@@ -63,6 +75,23 @@ def _build(args: argparse.Namespace) -> int:
     )
     report = build_index(encoder, options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    if args.keep < 1 or not 0 < args.recall_target <= 1:
+        raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")
+    result = tune_index(args.index_dir, args.queries, recall_target=args.recall_target, keep=args.keep)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["status"] == "unchanged":
+        print(f"tune {args.index_dir}: nothing to tune ({result['reason']}); version {result['version']} unchanged")
+    else:
+        calibration = result["calibration"]
+        print(f"tune {args.index_dir}: {result['before']} -> {result['after']} on {calibration['queries']} query "
+              f"vectors (recall@10 {calibration['recall_at_10']}, target {calibration['target']}"
+              f"{'' if calibration['reached'] else ', NOT reached at the largest setting'}); "
+              f"published version {result['version']}")
     return 0
 
 
@@ -116,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: keep the default handlers
         pass
     try:
-        return {"build": _build, "info": _info, "verify": _verify}[args.command](args)
+        return {"build": _build, "tune": _tune, "info": _info, "verify": _verify}[args.command](args)
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

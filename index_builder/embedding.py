@@ -2,7 +2,8 @@
 
 Each worker reads a file once, hashes those bytes (the content hash the metadata keeps) and decodes
 them with the encoder's bomb-safe decoder. A file that fails is returned as a reason, never raised,
-so one bad photo cannot stop a run of millions.
+so one bad photo cannot stop a run of millions. Workers die with the build, even a SIGKILLed one
+(``encoder.workers.WorkerInit``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from encoder import ImageDecodeError, ImageTooLargeError, Preprocessor, PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .sources import Skipped
 from .staging import FileKey, Staging
@@ -81,7 +83,7 @@ def _collate(items: list[Decoded]) -> list[Decoded]:
     return items
 
 
-def _worker_init(_worker_id: int) -> None:
+def _quiet_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
     # Ctrl-C / SIGTERM reach the whole process group: the main process unwinds and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -95,7 +97,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=WorkerInit(_quiet_worker) if workers > 0 else None,  # a killed build leaves no worker
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

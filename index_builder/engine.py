@@ -57,6 +57,13 @@ class Engine(Protocol):
         Approximate indexes tune their search parameters to reach ``recall_target`` recall@10."""
         ...
 
+    def tune(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, *,
+             recall_target: float = 0.95) -> dict:
+        """``section`` (what :meth:`build` returned for ``folder``) with its search parameters recalibrated to
+        ``recall_target`` recall@10 on real ``queries`` [Q, D]; returned unchanged when there is nothing to tune.
+        Must not modify the files in ``folder`` (a served version)."""
+        ...
+
     def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
              ) -> VectorIndex:
         """Load what :meth:`build` wrote (``vectors``/``ids`` are the version's stored rows, memory-mapped)."""

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .data import BadFiles, CategoryDataset, ClassSplit, DataError, TripletBatch, TripletDataset, class_text
 from .data import collate_triplets as collate
@@ -71,7 +72,8 @@ class CategoryTask:
                                  self.preprocess, train=self.options.augment)
         return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=False,
                           num_workers=self.options.workers, collate_fn=collate,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                          worker_init_fn=WorkerInit())
 
     def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
         self.bad.update(batch.bad)

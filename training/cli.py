@@ -17,9 +17,10 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import env_backbone, env_pretrained
+from encoder.config import env_activation, env_backbone, env_pretrained
+from encoder.model import PROMPT_INITS
 
-from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
+from .data import DEFAULT_AUGMENTATION, DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
 from .loop import TrainOptions, check_out_dir, init_distributed
 
 log = logging.getLogger("training")
@@ -56,12 +57,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of the seen classes held out of training to select checkpoints")
     group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
+    group.add_argument("--augmentation", default=DEFAULT_AUGMENTATION,
+                       help="raw Sketchy download (sketch/tx_*/<category>, photo/tx_*/<category>): the augmentation "
+                       f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prompts")
     group.add_argument("--n_prompts", "--n-prompts", type=int, default=3)
     group.add_argument("--prompt-depth", "--prompt_depth", choices=["shallow", "deep"], default="shallow")
+    group.add_argument("--prompt-init", choices=list(PROMPT_INITS), default="normal",
+                       help="fresh prompts from N(0, 1) as the official code (normal), or N(0, 1/width) (scaled)")
     group.add_argument("--separate-ln", "--separate_ln", action="store_true",
                        help="separate LayerNorm parameters per modality")
     group.add_argument("--no-ln-tuning", "--no_ln_tuning", action="store_true", help="freeze the LayerNorms")
@@ -101,13 +107,19 @@ def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_trai
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
     """A fresh prompted encoder from the flags, or the one in --checkpoint to continue training it."""
     if args.checkpoint:
-        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=device)
+        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=device)
     prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
                            separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning)
     torch.manual_seed(args.seed)  # prompt initialisation
+    activation = env_activation() if args.activation in (None, "auto") else args.activation
     config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
-                           prompts=prompts)
-    return build_encoder(config, device)
+                           prompts=prompts, activation=activation)
+    return build_encoder(config, device, prompt_init=args.prompt_init)
+
+
+# Flags that shape every batch: a resumed run must keep them (its sampler position and step count depend on them).
+BATCH_FLAGS = ("batch_size", "pairs_per_category")
 
 
 def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder) -> None:
@@ -124,6 +136,11 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
         if before.get("args", {}).get("command") != getattr(args, "command", None):
             raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
                             f"refusing to resume it as {getattr(args, 'command', None)}.")
+        for flag in BATCH_FLAGS:  # another batch size changes the steps per epoch and the optimiser's schedule
+            was, now = before.get("args", {}).get(flag), getattr(args, flag, None)
+            if was is not None and was != now:
+                raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "
+                                f"(resume with --{flag} {was}, or start a new run in another --out).")
         if before.get("encoder") != record["encoder"]:
             raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
                             f"{record['encoder']} (resume with the flags it was trained with).")
@@ -147,7 +164,7 @@ def run_category(args: argparse.Namespace) -> int:
     from .loop import train
 
     rank, device = init_distributed(args.device)
-    data = CategoryDataset.scan(args.data)
+    data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data)
     encoder = training_encoder(args, device, shared=False)
     out = Path(args.out)
@@ -197,7 +214,7 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     from .pairs import load_pairs
 
     rank, device = init_distributed(args.device)
-    data = load_pairs(args.data)
+    data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data)
     encoder = training_encoder(args, device, shared=True)
     if not (encoder.config.prompts and encoder.config.prompts.shared):
@@ -286,10 +303,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
-    data = CategoryDataset.scan(args.data)
+    data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
@@ -317,10 +335,11 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
-    data = load_pairs(args.data)
+    data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
     classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     pairs = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name

@@ -6,6 +6,11 @@ Layout (Sketchy-, TU-Berlin- and QuickDraw-Extended as distributed)::
                                .ndjson: one drawing per line, QuickDraw style)
     ROOT/photo/<category>/*    images
 
+The raw Sketchy download nests one more level, an augmentation folder per modality
+(``ROOT/sketch/tx_000000000000/<category>/*``, ``ROOT/photo/tx_000000000000/<category>/*``, ...); such
+a layout is recognised and one augmentation is read (``tx_000000000000`` by default, as the papers and the
+benchmarks use), instead of taking the ``tx_*`` folders for categories.
+
 Nothing here decodes a file while scanning (scans stay fast on 100k-file datasets); files are read
 in DataLoader workers, and one that cannot be read is skipped there, counted and reported by the
 caller through :class:`BadFiles` -- never a crash.
@@ -36,6 +41,8 @@ SPLITS_DIR = Path(__file__).with_name("splits")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 STROKE_SUFFIXES = frozenset({".json", ".ndjson"})
 DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_AUGMENTATION = "tx_000000000000"  # raw Sketchy: non-uniformly scaled to the bounding box, no augmentation
+AUGMENTATION_DIR = re.compile(r"^tx_\d{12}$")
 
 
 class DataError(SBIRError, ValueError):
@@ -71,14 +78,37 @@ def _ndjson_offsets(path: Path) -> list[int]:
     return offsets
 
 
-def scan_modality(root: str | Path, modality: Modality) -> dict[str, list[Sample]]:
-    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored."""
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def category_root(root: str | Path, modality: Modality, augmentation: str = DEFAULT_AUGMENTATION) -> Path:
+    """The folder holding ``<category>/`` folders of ``modality``: ``ROOT/<modality>``, or in the raw Sketchy
+    layout (only ``tx_<12 digits>`` folders in it) ``ROOT/<modality>/<augmentation>``."""
     folder = Path(root) / modality
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: expected ROOT/sketch/<category>/* and ROOT/photo/<category>/*.")
+    children = _visible_dirs(folder)
+    if not children or not all(AUGMENTATION_DIR.match(child.name) for child in children):
+        return folder
+    chosen = folder / augmentation
+    if not chosen.is_dir():
+        raise DataError(f"{folder} is in the raw Sketchy layout (augmentation folders "
+                        f"{', '.join(child.name for child in children)}) but has no {augmentation!r}; "
+                        "choose one with --augmentation.")
+    log.info("%s: raw Sketchy layout, reading augmentation %s", folder, augmentation)
+    return chosen
+
+
+def scan_modality(root: str | Path, modality: Modality, augmentation: str = DEFAULT_AUGMENTATION
+                  ) -> dict[str, list[Sample]]:
+    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored.
+
+    In the raw Sketchy layout the categories are read from the ``augmentation`` folder (:func:`category_root`)."""
+    folder = category_root(root, modality, augmentation)
     suffixes = IMAGE_SUFFIXES | (STROKE_SUFFIXES if modality == "sketch" else frozenset())
     found: dict[str, list[Sample]] = {}
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for class_dir in _visible_dirs(folder):
         samples: list[Sample] = []
         for path in sorted(class_dir.rglob("*")):
             suffix = path.suffix.lower()
@@ -107,11 +137,12 @@ class CategoryDataset:
     photos: dict[str, list[Sample]]
 
     @classmethod
-    def scan(cls, root: str | Path) -> CategoryDataset:
+    def scan(cls, root: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> CategoryDataset:
+        """Categories with both sketches and photos (raw Sketchy layout: of one ``augmentation``)."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"Dataset root {root} does not exist or is not a folder.")
-        sketches, photos = scan_modality(root, "sketch"), scan_modality(root, "photo")
+        sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
         only_one = sorted(set(sketches) ^ set(photos))
         if only_one:
             log.warning("%d categories have only sketches or only photos and are ignored: %s",

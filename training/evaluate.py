@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .data import BadFiles, Modality, Sample, SampleDataset, collate_samples
 from .metrics import RetrievalResult, per_class_ap, rank_gallery
@@ -42,7 +43,7 @@ def embed_samples(
     """Embed ``samples`` once each → (features ``[N, D]`` on CPU, indices of the samples kept)."""
     dataset = SampleDataset(samples, labels, encoder.preprocess, modality)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_samples,
-                        pin_memory=encoder.device.type == "cuda")
+                        pin_memory=encoder.device.type == "cuda", worker_init_fn=WorkerInit())
     features, kept = [], []
     for batch in tqdm(loader, desc=f"embedding {modality}es", disable=not progress, leave=False):
         if bad is not None:

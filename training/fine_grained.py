@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .category import zero_loss
 from .data import BadFiles, ClassSplit, DataError, TripletBatch, TripletDataset, class_text, collate_triplets
@@ -236,7 +237,8 @@ class FineGrainedTask:
         dataset = TripletDataset(pairs.sketches, pairs.photos, pairs.sketch_labels, pairs.photo_labels, triples,
                                  self.preprocess, train=options.augment)
         return DataLoader(dataset, batch_sampler=positions, collate_fn=collate_triplets,
-                          num_workers=options.workers, pin_memory=torch.cuda.is_available())
+                          num_workers=options.workers, pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=WorkerInit())
 
     def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
         self.bad.update(batch.bad)

@@ -322,7 +322,8 @@ def _skip_batches(loader: Iterable[Any], n: int) -> Iterable[Any]:
     if isinstance(loader, DataLoader) and isinstance(loader.sampler, SequentialSampler) and loader.batch_size:
         rest = Subset(loader.dataset, range(min(n * loader.batch_size, len(loader.dataset)), len(loader.dataset)))
         return DataLoader(rest, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                          worker_init_fn=loader.worker_init_fn)
     return itertools.islice(loader, n, None)
 
 

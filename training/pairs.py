@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DataError, Sample, scan_modality
+from .data import DEFAULT_AUGMENTATION, DataError, Sample, scan_modality
 
 SKETCH_NAME = re.compile(r"^(?P<photo_id>.+)-(?P<n>\d+)$")
 CSV_HEADER = ("sketch", "photo")
@@ -91,9 +91,10 @@ class PairedData:
         return text
 
 
-def scan_sketchy_pairs(root: str | Path) -> PairedData:
-    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` pairs with photo ``<photo_id>``."""
-    sketches, photos = scan_modality(root, "sketch"), scan_modality(root, "photo")
+def scan_sketchy_pairs(root: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> PairedData:
+    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` pairs with photo ``<photo_id>``
+    (the raw download's layout: of one ``augmentation`` folder)."""
+    sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
     skipped: dict[str, list[str]] = defaultdict(list)
     pairs: dict[str, list[tuple[Sample, Sample]]] = {}
     for category in sorted(sketches):
@@ -141,11 +142,11 @@ def read_pair_csv(path: str | Path) -> PairedData:
     return PairedData(dict(pairs), {c: list(v.values()) for c, v in photos.items()}, dict(skipped))
 
 
-def load_pairs(source: str | Path) -> PairedData:
+def load_pairs(source: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> PairedData:
     """A Sketchy-layout folder or a ``.csv`` file of pairs; :class:`DataError` when nothing is usable."""
     source = Path(source)
     if source.is_dir():
-        data = scan_sketchy_pairs(source)
+        data = scan_sketchy_pairs(source, augmentation)
     elif source.is_file() and source.suffix.lower() == ".csv":
         data = read_pair_csv(source)
     else:

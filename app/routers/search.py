@@ -13,9 +13,10 @@ from ..inputs import QueryLimits, parse_search_request, to_tensor
 from ..query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
 from ..schemas import AS_HELP, LIKE_HELP, TEXT_HELP, TEXT_WEIGHT_HELP, Error, Photo, SearchResponse, StrokesQuery
 from ..search import Query
-from ..services import Services, get_services, require_api_key
+from ..services import Services, get_access, get_services, require_api_key
 
 router = APIRouter(tags=["search"])
+THUMBNAIL_SIZE = 256  # the page's result tiles
 
 _REQUEST_BODY = {
     "required": True,
@@ -122,14 +123,15 @@ async def search(request: Request, services: Services = Depends(get_services)) -
         services.metrics.searches.labels(query.kind).inc()
     services.metrics.queries.labels(query.query_kind).inc()
 
+    access = get_access(request)
     photos = []
     for match in result.matches:
         tag = match.record.sha256[:16]
         photos.append(Photo(
             id=match.id,
             score=match.score,
-            url=f"/photos/{match.id}?v={tag}",
-            thumbnail_url=f"/photos/{match.id}?size=256&v={tag}",
+            url=access.photo_url(match.id, None, tag),
+            thumbnail_url=access.photo_url(match.id, THUMBNAIL_SIZE, tag),
             category=match.record.category,
             metadata=match.record.metadata or {},
         ))

@@ -179,8 +179,23 @@ $("text-weight").addEventListener("input", () => { state.weightSet = true; sched
 $("unlike").addEventListener("click", () => { setLike(null); scheduleSearch(0); });
 $("api-key").addEventListener("change", (event) => {
   localStorage.setItem("sbir-api-key", event.target.value);
+  loadInfo();  // the categories and index details come with the key
   scheduleSearch(0);
 });
+
+// ---- API key ------------------------------------------------------------------------------------
+// With a key configured the page asks for it once and sends it on /search and /info; result photos come
+// as signed URLs, so <img> needs no header.
+function keyHeaders() {
+  const key = $("api-key").value || localStorage.getItem("sbir-api-key");
+  return key ? { "X-API-Key": key } : {};
+}
+
+function askForKey(text) {
+  $("key-field").hidden = false;
+  $("status").textContent = text;
+  if (!$("api-key").value) $("api-key").focus({ preventScroll: true });
+}
 
 // ---- searching ----------------------------------------------------------------------------------
 function scheduleSearch(delay = DEBOUNCE_MS) {
@@ -227,8 +242,7 @@ async function search(override) {
     $("message").textContent = "";
     return;
   }
-  const key = $("api-key").value || localStorage.getItem("sbir-api-key");
-  if (key) headers["X-API-Key"] = key;
+  Object.assign(headers, keyHeaders());
   if (state.controller) state.controller.abort();
   const controller = new AbortController(), seq = ++state.seq;
   state.controller = controller;
@@ -237,7 +251,7 @@ async function search(override) {
     const data = await response.json().catch(() => ({}));
     if (seq !== state.seq) return;  // a newer search has started
     if (!response.ok) {
-      if (response.status === 401) $("key-field").hidden = false;
+      if (response.status === 401) askForKey("an API key is required");
       showResults(null, "No results for this sketch.");  // never leave an older sketch's results on show
       $("message").textContent = data.detail || `Search failed (HTTP ${response.status}).`;
       return;
@@ -310,8 +324,15 @@ function showResults(data, emptyText = "Results appear here while you draw.") {
 const INFO_RETRY_MS = 5000;
 
 async function loadInfo() {
+  if (!$("api-key").value) $("api-key").value = localStorage.getItem("sbir-api-key") || "";
   try {
-    const info = await (await fetch("/info")).json();
+    const sent = keyHeaders();
+    const info = await (await fetch("/info", { headers: sent })).json();
+    state.apiKeyRequired = info.api_key_required;
+    if (info.authorized === false) {
+      askForKey(sent["X-API-Key"] ? "this API key is not accepted — check it" : "enter the API key to search");
+      return;
+    }
     $("status").textContent = info.index_version
       ? `index ${info.index_version} · ${info.index_size} photos · ${info.device}`
       : "no index loaded yet — build one with python -m index_builder build";
@@ -331,9 +352,7 @@ async function loadInfo() {
       $("text-weight").value = String(info.text_weight);
       updateWeightField();
     }
-    state.apiKeyRequired = info.api_key_required;
     $("key-field").hidden = !info.api_key_required;
-    $("api-key").value = localStorage.getItem("sbir-api-key") || "";
   } catch (error) {
     $("status").textContent = "the service is not reachable";
     setTimeout(loadInfo, INFO_RETRY_MS);

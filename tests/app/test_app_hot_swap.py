@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,6 +10,7 @@ import httpx
 
 from app.main import create_app
 from app.settings import Settings
+from index_builder import current_version
 from tests.app.support import STROKES, app_client, build_index, make_gallery, serve
 
 
@@ -84,4 +86,17 @@ def test_a_service_started_on_an_index_of_another_encoder_is_not_ready(tmp_path,
     with app_client(index_dir, app_encoder) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "another encoder" in ready.json()["detail"]
+        assert client.post("/search", json=STROKES).status_code == 503
+
+
+def test_a_service_started_on_an_index_of_an_older_photo_preprocessing_is_not_ready(tmp_path, app_encoder):
+    gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
+    build_index(gallery, index_dir, app_encoder)
+    manifest_path = index_dir / "versions" / current_version(index_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["encoder"]["preprocessing"]  # built before photo preprocessing was versioned
+    manifest_path.write_text(json.dumps(manifest))
+    with app_client(index_dir, app_encoder) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "rebuild with --rebuild" in ready.json()["detail"]
         assert client.post("/search", json=STROKES).status_code == 503

@@ -141,3 +141,50 @@ def test_unreadable_files_in_training_and_evaluation_are_dropped_counted_and_exc
     tiny_encoder.eval()
     evaluation = evaluate_category(tiny_encoder, *data.subset(["h1", "h2"]), progress=False)
     assert evaluation.summary["n_unreadable"] == 1 and evaluation.summary["n_gallery"] == 5
+
+
+def _raw_sketchy(root, classes=("ant", "bee", "cat", "dog", "eel")):
+    """The raw Sketchy download's nesting, tiny: an augmentation folder above the categories of each modality."""
+    for augmentation, modality in (("tx_000000000000", "sketch"), ("tx_000000000010", "sketch"),
+                                   ("tx_000000000000", "photo"), ("tx_000100000000", "photo")):
+        for c, category in enumerate(classes):
+            folder = root / modality / augmentation / category
+            folder.mkdir(parents=True)
+            for i in range(2):
+                name = f"n{c:03d}_{i}"
+                if modality == "sketch":
+                    draw_sketch(seed=c * 10 + i).save(folder / f"{name}-1.png")
+                else:
+                    random_photo((40, 32), seed=c * 10 + i).save(folder / f"{name}.jpg")
+    return root
+
+
+def test_the_raw_sketchy_layout_reads_one_augmentation_not_tx_folders_as_classes(tmp_path):
+    from training.pairs import scan_sketchy_pairs
+
+    root = _raw_sketchy(tmp_path / "sketchy")
+    data = CategoryDataset.scan(root)
+    assert data.classes == ["ant", "bee", "cat", "dog", "eel"]
+    assert all("/tx_000000000000/" in s.path for samples in data.sketches.values() for s in samples)
+    assert all("/tx_000000000000/" in p.path for samples in data.photos.values() for p in samples)
+    assert sum(map(len, data.sketches.values())) == 10
+    pairs = scan_sketchy_pairs(root)
+    assert pairs.classes == data.classes and sum(len(p) for p in pairs.pairs.values()) == 10
+    with pytest.raises(DataError, match="--augmentation") as refused:  # photos have no tx_000000000010
+        CategoryDataset.scan(root, augmentation="tx_000000000010")
+    assert "tx_000100000000" in str(refused.value)
+
+
+def test_training_with_a_random_split_runs_on_the_raw_sketchy_layout(tmp_path, capsys):
+    import json
+
+    from training.cli import main
+
+    root = _raw_sketchy(tmp_path / "sketchy")
+    out = tmp_path / "run"
+    assert main(["category", "--data", str(root), "--split", "random", "--n-unseen", "2", "--val-fraction", "0.34",
+                 "--workers", "0", "--batch_size", "2", "--max-steps", "1", "--epochs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    split = json.loads((out / "run.json").read_text())["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == ["ant", "bee", "cat", "dog", "eel"]
+    assert len(split["test"]) == 2
