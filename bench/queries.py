@@ -95,6 +95,16 @@ def measure(encoder: PromptedCLIP, data: Path, workdir: Path, weights: Sequence[
     }
 
 
+def summary(figures: dict) -> str:
+    """The figures as two lines of ratios: words against the sketch alone, like against chance."""
+    alone = figures["sketch_p10"]
+    lifts = ", ".join(f"w={w} {p:.3f} (×{p / alone:.2f})" for w, p in figures["sketch_text_p10"].items())
+    return (f"P@10 sketch alone {alone:.3f}; with its class name: {lifts}; class name alone "
+            f"{figures['text_p10']:.3f} (chance {figures['chance']:.3f})\n"
+            f"P@10 like {figures['like_p10']:.3f} = ×{figures['like_p10'] / figures['like_chance']:.1f} chance "
+            f"({figures['like_chance']:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=40)
@@ -114,14 +124,9 @@ def main() -> None:
                    "cls_weight": args.cls_weight, "lr_scale": args.lr_scale,
                    **measure(encoder, test_data, root, args.weights)}
     print(json.dumps(figures, indent=2))
-    print(f"P@10 sketch alone {figures['sketch_p10']:.3f}; with its class name: " + ", ".join(
-        f"w={w} {p:.3f} (×{p / figures['sketch_p10']:.2f})" for w, p in figures["sketch_text_p10"].items())
-        + f"; class name alone {figures['text_p10']:.3f} (chance {figures['chance']:.3f})")
-    print(f"P@10 like {figures['like_p10']:.3f} = ×{figures['like_p10'] / figures['like_chance']:.1f} chance "
-          f"({figures['like_chance']:.3f})")
+    print(summary(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
-
 
 if __name__ == "__main__":
     main()
