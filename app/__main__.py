@@ -22,6 +22,7 @@ FLAGS = {
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
+    "--text-weight": ("text_weight", float), "--max-text-chars": ("max_text_chars", int),
     "--photo-url-ttl-s": ("photo_url_ttl_s", int),
     "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
     "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),

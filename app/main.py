@@ -30,7 +30,7 @@ from .photos import ThumbnailCache
 from .query_sample import QuerySample
 from .routers import admin, health, page, photos, search
 from .routers.page import STATIC_DIR
-from .search import SearchEngine
+from .search import Query, SearchEngine
 from .services import Services
 from .settings import MIB, Settings
 
@@ -45,9 +45,11 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
 
 
 def _warm_up(engine: SearchEngine) -> None:
-    """One pass through preprocessing and the encoder, so the first user does not pay for lazy set-up."""
+    """One pass through preprocessing and the encoder (text tower too), so the first user does not pay for
+    lazy set-up."""
     tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
-    engine.embed([tensor])
+    text = "warm up" if engine.encoder.has_text_tower else None
+    engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
 
 
 def _save_sample(sample: QuerySample, settings: Settings) -> None:

@@ -16,6 +16,7 @@ from encoder.imaging import DEFAULT_MAX_PIXELS
 from encoder.strokes import DEFAULT_MAX_POINTS
 
 from .access import MIN_KEY_LENGTH
+from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
 
 MIB = 1024 * 1024
 
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MIB, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest uploaded image (width*height)")
     max_stroke_points: int = Field(DEFAULT_MAX_POINTS, ge=1, description="most points in a strokes drawing")
+    text_weight: float = Field(DEFAULT_TEXT_WEIGHT, ge=0, le=1, description="default weight of the text in a "
+                               "sketch + text (or like + text) query; a request may set text_weight")
+    max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1, le=10_000, description="longest query text, in characters")
     api_key: SecretStr | None = Field(None, description="when set, search, /info details and photos need "
                                       "header X-API-Key (or a signed photo URL)")
     api_keys: SecretStr | None = Field(None, description="more keys, comma-separated (rotation); any one works")

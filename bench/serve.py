@@ -5,6 +5,7 @@ in index_builder's version format, records pointing at real photos) with the ViT
 (random weights are fine for speed). Printed, and written as JSON with --json:
 
 * p50/p99 of one search at concurrency 1 ÷ the same sketch decoded + encoded + searched in-process;
+* p50 of a text-only and of a sketch + text search at concurrency 1 ÷ the sketch-only search's (interleaved);
 * throughput at concurrency 16 ÷ the bare encoder's images/s at the batch size the service formed;
 * the same load while a new index version is published: failed requests (target 0).
 
@@ -118,11 +119,13 @@ def bare_encoder(encoder: PromptedCLIP, batch: int, images: int) -> tuple[int, f
     return batch * repeats, time.perf_counter() - started
 
 
-def search_once(http: httpx.Client, sketch: bytes) -> tuple[int, float, int, str | None]:
-    """(status, seconds, batch size, index version) of one multipart search."""
+def search_once(http: httpx.Client, sketch: bytes | None, fields: dict | None = None
+                ) -> tuple[int, float, int, str | None]:
+    """(status, seconds, batch size, index version) of one form search: a sketch file and/or `fields` (text)."""
     started = time.perf_counter()
+    files = {"sketch": ("s.png", sketch, "image/png")} if sketch is not None else None
     try:
-        response = http.post("/search", files={"sketch": ("s.png", sketch, "image/png")}, data={"k": "10"})
+        response = http.post("/search", files=files, data={"k": "10", **(fields or {})})
     except httpx.HTTPError as error:  # a dropped connection is a failure too
         return -1, time.perf_counter() - started, 0, repr(error)
     body = response.json() if response.status_code == 200 else {}
@@ -220,19 +223,24 @@ def main() -> None:
         direct = InProcess(encoder, index_dir, args.device)
         try:
             wait_ready(server, base)
-            # Concurrency 1, interleaved with the in-process path so that machine noise hits both alike.
-            in_process, single = [], []
+            # Concurrency 1, interleaved with the in-process path (and the text queries) so that machine noise hits
+            # all alike.
+            in_process, single, text_only, with_text = [], [], [], []
+            words = {"text": "a dog on a sofa"}
             with httpx.Client(base_url=base, timeout=600) as http:
                 for i in range(args.c1_requests + 2):
                     took = direct.once(sketch)
-                    status, served, _, _ = search_once(http, sketch)
-                    if status != 200:
-                        raise SystemExit(f"search failed with HTTP {status}")
+                    timed = [search_once(http, sketch, None), search_once(http, None, words),
+                             search_once(http, sketch, words)]
+                    if any(status != 200 for status, *_ in timed):
+                        raise SystemExit(f"search failed with HTTP {[status for status, *_ in timed]}")
                     if i >= 2:  # two warm-up rounds
                         in_process.append(took)
-                        single.append(served)
+                        for kind, (_, served, _, _) in zip((single, text_only, with_text), timed, strict=True):
+                            kind.append(served)
             print(f"c=1: service p50 {np.median(single) * 1000:.0f} ms, "
-                  f"in-process {np.median(in_process) * 1000:.0f} ms", flush=True)
+                  f"in-process {np.median(in_process) * 1000:.0f} ms, text-only {np.median(text_only) * 1000:.0f} ms, "
+                  f"sketch + text {np.median(with_text) * 1000:.0f} ms", flush=True)
 
             # Concurrency 16 against the bare encoder at the batch size the service formed, in alternating rounds.
             per_client = max(1, args.c16_requests // 16)
@@ -281,6 +289,7 @@ def main() -> None:
         "c1_requests": len(single),
         "in_process_p50_ms": np.median(in_process) * 1000, "in_process_p99_ms": percentile(in_process, 99) * 1000,
         "c1_p50_ms": np.median(single) * 1000, "c1_p99_ms": percentile(single, 99) * 1000,
+        "c1_text_p50_ms": np.median(text_only) * 1000, "c1_sketch_text_p50_ms": np.median(with_text) * 1000,
         "c16_requests": served_n, "c16_per_s": served_n / served_s, "c16_mean_batch": statistics.fmean(batches),
         "c16_failed": c16_failed, "bare_encoder_per_s": bare_n / bare_s,
         "swap_requests": swap["requests"], "swap_failed": swap["failed"], "swap_per_s": swap["ok"] / swap["seconds"],
@@ -289,9 +298,13 @@ def main() -> None:
     }
     figures["p50_ratio"] = figures["c1_p50_ms"] / figures["in_process_p50_ms"]
     figures["p99_ratio"] = figures["c1_p99_ms"] / figures["in_process_p99_ms"]
+    figures["text_p50_ratio"] = figures["c1_text_p50_ms"] / figures["c1_p50_ms"]
+    figures["sketch_text_p50_ratio"] = figures["c1_sketch_text_p50_ms"] / figures["c1_p50_ms"]
     figures["throughput_ratio"] = figures["c16_per_s"] / figures["bare_encoder_per_s"]
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}, indent=2))
     print(f"\nlatency c=1 ÷ in-process: p50 {figures['p50_ratio']:.2f}, p99 {figures['p99_ratio']:.2f} (target ≤ 1.15)")
+    print(f"c=1 p50 ÷ sketch-only: text-only {figures['text_p50_ratio']:.2f}, "
+          f"sketch + text {figures['sketch_text_p50_ratio']:.2f}")
     print(f"throughput c=16 ÷ bare encoder at the same batch: {figures['throughput_ratio']:.2f} (target ≥ 0.85)")
     print(f"index swap under load: {swap['failed']} failed of {swap['requests']} (target 0), "
           f"new version served: {figures['swap_new_version_served']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -35,6 +36,11 @@ TEXT_TEMPLATE = "a photo of a {}"
 # scale of CLIP's own embeddings. The prompts pass through ln_pre, so the forward is the same, but Adam's steps are
 # ~width^0.5 (28x for ViT-B/32) larger relative to a scaled prompt: the two train differently at one learning rate.
 PROMPT_INITS = ("normal", "scaled")
+
+
+def class_text(category: str) -> str:
+    """A class name (folder name or typed words) → the words of the text prompt: ``teddy_bear`` → ``teddy bear``."""
+    return re.sub(r"\s+", " ", category.replace("_", " ")).strip()
 
 
 def _escape(name: str) -> str:
@@ -235,6 +241,14 @@ class PromptedCLIP(nn.Module):
         with self._autocast(self.device):
             features = self.clip.encode_text(tokens)
         return F.normalize(features.float(), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Free text (queries) → ``[B, D]`` through the frozen text tower, with the prompt the training uses."""
+        return self.text_features([class_text(text) for text in texts])
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.tokenizer is not None and callable(getattr(self.clip, "encode_text", None))
 
     @property
     def logit_scale(self) -> float:

@@ -112,6 +112,16 @@ class IndexReader:
     def categories(self) -> list[str]:
         return self._metadata.categories()
 
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        """The stored (normalised) vector of photo ``photo_id`` as float32 ``[D]``; None for an unknown id.
+
+        The builder writes ids in ascending order, so the row is a binary search away.
+        """
+        row = int(np.searchsorted(self._ids, photo_id))
+        if photo_id < 0 or row >= len(self._ids) or int(self._ids[row]) != photo_id:
+            return None
+        return np.array(self._vectors[row], dtype=np.float32)
+
     @property
     def vector_index(self) -> VectorIndex:
         """The engine's loaded index (for checks and tools)."""

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from encoder import Preprocessor, SBIRError, parse_strokes, rasterize_strokes
+from encoder.model import class_text  # noqa: F401 - one spelling of class names as text, shared with the app
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,6 @@ class Sample:
     @property
     def key(self) -> str:
         return self.path if self.line is None else f"{self.path}@{self.line}"
-
-
-def class_text(category: str) -> str:
-    """Folder name → words for the text prompt: ``teddy_bear`` → ``teddy bear``."""
-    return re.sub(r"\s+", " ", category.replace("_", " ")).strip()
 
 
 def class_key(category: str) -> str:

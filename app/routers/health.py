@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..query_fields import query_kinds
 from ..schemas import Health, Info, LockedInfo, Readiness
 from ..services import Services, get_access, get_services, require_api_key
 
@@ -70,6 +71,9 @@ async def info(request: Request, services: Services = Depends(get_services),
         max_upload_bytes=settings.max_upload_bytes,
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
+        query_kinds=query_kinds(services.encoder.has_text_tower),
+        text_weight=settings.text_weight,
+        max_text_chars=settings.max_text_chars,
     )
 
 
