@@ -126,6 +126,15 @@ class MilvusReader:
     def record(self, photo_id: int) -> PhotoRecord | None:
         return self.records([photo_id])[0]
 
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        """The stored (normalised) vector of photo ``photo_id`` as float32 ``[D]``; None for an unknown id."""
+        if photo_id < 0:
+            return None
+        rows = self._call(lambda: self.connection.client.query(
+            self.version, filter=f"id in [{int(photo_id)}]", output_fields=["vector"],
+            timeout=self.connection.timeout), what="read a stored vector")
+        return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
+
     def categories(self) -> list[str]:
         return list(self._categories)
 

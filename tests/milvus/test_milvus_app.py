@@ -61,6 +61,20 @@ def test_a_rebuild_switches_the_alias_under_16_searching_clients(milvus, milvus_
     assert {v for _, _, v in outcomes} == {old, ready["index_version"]}
 
 
+def test_more_like_this_reads_the_stored_vector_from_milvus(milvus, milvus_build, collection, tmp_path,
+                                                            tiny_baseline):
+    milvus_build(make_gallery(tmp_path / "gallery"))
+    with TestClient(milvus_app(milvus, collection, tiny_baseline)) as client:
+        seed = client.post("/search", json={**STROKES, "k": 1}).json()["results"][0]["id"]
+        liked = client.post("/search", json={"like": seed, "k": 3})
+        assert liked.status_code == 200, liked.text
+        body = liked.json()
+        assert body["query"] == "like" and len(body["results"]) == 3
+        assert seed not in [r["id"] for r in body["results"]]  # the liked photo is left out
+        unknown = client.post("/search", json={"like": 10_000, "k": 3})
+        assert unknown.status_code == 422 and "10000" in unknown.json()["detail"]
+
+
 def test_milvus_killed_under_the_app_is_a_503_and_the_app_recovers_by_itself(milvus, milvus_build, collection,
                                                                               tmp_path, tiny_baseline):
     milvus_build(make_gallery(tmp_path / "gallery"))
