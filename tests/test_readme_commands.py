@@ -396,7 +396,7 @@ def _make_sketchy(root: Path, classes: list[str], per_class: int = 3) -> None:
 def _short(argv: list[str], help_text: str) -> list[str]:
     extra: list[str] = []
     for flag, value in SHORT_RUN.items():
-        if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", help_text):
+        if re.search(rf"\[{re.escape(flag)}(?![\w-])", help_text):  # in the usage line, not a help text's prose
             extra += [flag] + ([value] if value is not None else [])
     return argv + extra
 
