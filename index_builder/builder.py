@@ -18,7 +18,7 @@ import numpy as np
 
 from encoder import PromptedCLIP
 
-from .embedding import embed_files
+from .embedding import Distributor, embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
 from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_manifest, utc_now, write_json
@@ -48,6 +48,7 @@ class BuildOptions:
     keep: int = 3
     progress: bool = True
     checkpoint: str | None = None  # recorded in the manifest, for people
+    distributor: Distributor | None = None  # where photos are read and embedded (None: local)
 
 
 class PreviousVersion:
@@ -127,8 +128,8 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
 
         reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
-        same = embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
-                           progress=options.progress, known=known)
+        same = embed_files(encoder, wanted, staging, distributor=options.distributor, batch_size=options.batch_size,
+                           workers=options.workers, progress=options.progress, known=known)
         reused.update((path, previous.by_path[path]) for path, _, _ in same)
         report.embed_s = time.perf_counter() - embed_started
         report.embedded = sum(key in staging.entries for key in wanted)
