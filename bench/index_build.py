@@ -7,6 +7,12 @@ size. efficiency = build photos/s (embedding phase) / encoder images/s.
 
     python bench/index_build.py                     # tiny random architecture (default)
     python bench/index_build.py --vit --photos 512  # ViT-B-32 with random weights
+    python bench/index_build.py --distributor ray   # also the Ray build of the same gallery: Ray ÷ local
+
+With ``--distributor ray`` the same gallery is built twice more with the Ray distributor (a local
+cluster started here, or ``--ray-address``): ratio = Ray photos/s ÷ local photos/s (embedding phases).
+A one-photo Ray build first measures the fixed cost of a Ray build (actor start, encoder rebuild),
+which the steady ratio leaves out.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from encoder import load_encoder  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
+from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
 
 # ../shared/data/... beside the repository (found from any worktree depth).
 DEFAULT_PHOTOS = next(
@@ -59,6 +66,30 @@ def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
     return batch_size * batches / (time.perf_counter() - started)
 
 
+def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
+    """Build the same gallery with the Ray distributor and print Ray ÷ local."""
+    connect(args.ray_address)  # before the clock runs, as a real cluster is up before a build
+    import ray
+
+    try:
+        distributor = RayDistributor(actors=args.ray_actors, decoders=args.ray_decoders, device=args.device)
+        one = tmp / "one"
+        make_gallery(args.source, 1, one)
+        options = {"batch_size": args.batch_size, "device": args.device, "distributor": distributor, "progress": False}
+        fixed = build_index(encoder, BuildOptions(index_dir=tmp / "one-index", gallery=one, **options)).embed_s
+        report = build_index(encoder, BuildOptions(index_dir=tmp / "ray-index", gallery=gallery, **options))
+        resources = ray.cluster_resources()
+    finally:
+        ray.shutdown()
+    steady = report.embedded / max(report.embed_s - fixed, 1e-9)
+    print(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, "
+          f"actors {args.ray_actors or 'auto'}, decoders {args.ray_decoders or 'auto'}; "
+          f"fixed cost of a build {fixed:.1f} s")
+    print(f"ray build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
+          f"(without the fixed cost {steady:.1f} photos/s)")
+    print(f"ray ÷ local: {report.photos_per_s / local.photos_per_s:.2f} (steady {steady / local.photos_per_s:.2f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=3000)
@@ -67,6 +98,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--distributor", choices=["local", "ray"], default="local",
+                        help="ray: also build with the Ray distributor and print Ray ÷ local")
+    parser.add_argument("--ray-address", default=os.environ.get(ENV_ADDRESS), help="default: a local cluster")
+    parser.add_argument("--ray-actors", type=int, default=None)
+    parser.add_argument("--ray-decoders", type=int, default=None)
     args = parser.parse_args()
 
     backbone = "ViT-B-32" if args.vit else "sbir-tiny"
@@ -79,13 +115,15 @@ def main() -> None:
         report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
                                                    batch_size=args.batch_size, workers=args.workers,
                                                    device=args.device, progress=False))
-    bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
-    print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
-          f"{args.workers} workers, {args.photos} photos")
-    print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
-          f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
-    print(f"bare encoder: {bare:.1f} images/s")
-    print(f"efficiency: {report.photos_per_s / bare:.2f}")
+        bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
+        print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
+              f"{args.workers} workers, {args.photos} photos")
+        print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
+              f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
+        print(f"bare encoder: {bare:.1f} images/s")
+        print(f"efficiency: {report.photos_per_s / bare:.2f}")
+        if args.distributor == "ray":
+            ray_versus_local(encoder, args, gallery, Path(tmp), report)
 
 
 if __name__ == "__main__":

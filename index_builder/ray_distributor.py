@@ -48,6 +48,30 @@ def _ray() -> Any:
     return ray
 
 
+def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
+    """Join the cluster at ``address`` (else ``SBIR_RAY_ADDRESS``; else start a local one, in ``temp_dir``);
+    False when this process was already connected (the caller's connection is then used and kept)."""
+    address = address or os.environ.get(ENV_ADDRESS) or None
+    # Read when ray is imported: no usage reports from galleries' builds (opt in with RAY_USAGE_STATS_ENABLED=1);
+    # a cluster of this machine only binds loopback.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    options = {"logging_level": logging.WARNING, "include_dashboard": False}
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(address="local", _temp_dir=temp_dir or os.environ.get(ENV_TEMP_DIR) or DEFAULT_TEMP_DIR,
+                     **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise BuildError(f"Cannot connect to the Ray cluster at {address or 'a new local cluster'}: {error}") from None
+    return True
+
+
 def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
     """The reader step over a Ray batch of (index, path, known) rows; pixels are zeros where nothing decoded."""
     decoded = [read_photo(int(index), str(path), preprocess, str(known) or None)
@@ -150,14 +174,8 @@ class RayDistributor:
             raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.device!r}.")
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
-        address = self.address or os.environ.get(ENV_ADDRESS) or None
-        # Read when ray is imported: no usage reports from galleries' builds (opt in with RAY_USAGE_STATS_ENABLED=1);
-        # a cluster of this machine only binds loopback.
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if address is None:
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         ray = _ray()
-        connected_here = self._connect(ray, address)
+        connected_here = connect(self.address, self.temp_dir)
         try:
             self._embed(ray, encoder, job, writer)
         except ray.exceptions.RayError as error:
@@ -166,22 +184,6 @@ class RayDistributor:
         finally:
             if connected_here:
                 ray.shutdown()
-
-    def _connect(self, ray: Any, address: str | None) -> bool:
-        """Join the cluster (or start a local one); False when the caller had already connected."""
-        if ray.is_initialized():
-            return False
-        options = {"logging_level": logging.WARNING, "configure_logging": True, "include_dashboard": False}
-        try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(address="local", _temp_dir=self.temp_dir or os.environ.get(ENV_TEMP_DIR) or DEFAULT_TEMP_DIR,
-                         **options)
-        except (ConnectionError, RuntimeError, ValueError) as error:
-            raise BuildError(f"Cannot connect to the Ray cluster at {address or 'a new local cluster'}: {error}") \
-                from None
-        return True
 
     def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
         import pyarrow as pa

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,10 +17,10 @@ from index_builder.embedding import embed_files
 from index_builder.layout import IndexLayout
 from index_builder.ray_distributor import RayDistributor
 from index_builder.staging import ENTRIES, Staging
-from tests.imagegen import random_photo
 
 from .conftest import add_broken_files, write_photo
-from .raycluster import MARK, ROOT
+from .killing import kill_build_mid_embedding, write_distinct_photos
+from .raycluster import MARK
 
 pytestmark = pytest.mark.slow
 
@@ -128,35 +124,16 @@ def test_actor_dying_mid_batch_loses_and_duplicates_no_photo(ray_driver, make_ga
         np.testing.assert_allclose(ray_vectors[ray_entries[key][0]], local_vectors[row], atol=1e-5)
 
 
-def staged_rows(index_dir: Path) -> int:
-    entries = index_dir / "staging" / ENTRIES
-    return entries.read_bytes().count(b"\n") if entries.exists() else 0
-
-
 def test_killed_ray_driver_resumes_without_redoing_finished_photos(ray_cluster, ray_driver, build, tiny_baseline,
                                                                    tmp_path):
-    gallery = tmp_path / "gallery"
-    (gallery / "dog").mkdir(parents=True)
-    buffer = io.BytesIO()
-    random_photo((96, 72), seed=5).save(buffer, format="JPEG")
-    total = 400  # distinct files (a unique trailer each), enough that the kill lands mid-way
-    for i in range(total):
-        (gallery / "dog" / f"new_{i:04d}.jpg").write_bytes(buffer.getvalue() + i.to_bytes(4, "big"))
-    index_dir = tmp_path / "index"
+    gallery, index_dir = tmp_path / "gallery", tmp_path / "index"
+    total = 400  # enough that the kill lands mid-way
+    write_distinct_photos(gallery / "dog", total)
     # Marked: the cluster's check for leftover processes covers this driver too.
-    env = {**os.environ, "SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "PYTHONPATH": str(ROOT),
-           **ray_cluster.driver_env, MARK: ray_cluster.mark}
-    command = [sys.executable, "-m", "index_builder", "build", "--gallery", str(gallery), "--out", str(index_dir),
-               "--distributor", "ray", "--ray-address", ray_cluster.address, "--ray-decoders", "1",
-               "--batch-size", "2", "--no-progress"]
-    driver = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while staged_rows(index_dir) < 8 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.005)
-    driver.send_signal(signal.SIGKILL)
-    driver.wait()
-    assert driver.returncode == -signal.SIGKILL, driver.stderr.read().decode()[-3000:]
-    assert 0 < staged_rows(index_dir) < total, "the kill came too late or too early to test resuming"
+    staged = kill_build_mid_embedding(
+        gallery, index_dir, "--distributor", "ray", "--ray-address", ray_cluster.address, "--ray-decoders", "1",
+        env={**ray_cluster.driver_env, MARK: ray_cluster.mark}, timeout=240)
+    assert 0 < staged < total, "the kill came too late or too early to test resuming"
     staging = Staging(IndexLayout(index_dir).staging_dir, tiny_baseline.fingerprint(), tiny_baseline.embed_dim)
     finished = staging.count  # what survived the kill whole (a torn tail is cut, as the next build does)
     staging.close()
