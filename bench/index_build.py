@@ -9,10 +9,10 @@ size. efficiency = build photos/s (embedding phase) / encoder images/s.
     python bench/index_build.py --vit --photos 512  # ViT-B-32 with random weights
     python bench/index_build.py --distributor ray   # also the Ray build of the same gallery: Ray ÷ local
 
-With ``--distributor ray`` the same gallery is built twice more with the Ray distributor (a local
-cluster started here, or ``--ray-address``): ratio = Ray photos/s ÷ local photos/s (embedding phases).
-A one-photo Ray build first measures the fixed cost of a Ray build (actor start, encoder rebuild),
-which the steady ratio leaves out.
+With ``--distributor ray`` the gallery is also built with the Ray distributor (a local cluster started
+here, or ``--ray-address``): ratio = Ray photos/s ÷ local photos/s (embedding phases). A Ray build of a
+quarter of the gallery first gives the steady rate by difference, (N - N/4) / (t_N - t_N/4), which leaves
+out the fixed cost of a Ray build (actor start, encoder rebuild, Dataset planning).
 """
 
 from __future__ import annotations
@@ -73,21 +73,25 @@ def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
 
     try:
         distributor = RayDistributor(actors=args.ray_actors, decoders=args.ray_decoders, device=args.device)
-        one = tmp / "one"
-        make_gallery(args.source, 1, one)
+        quarter = tmp / "quarter"
+        make_gallery(args.source, max(1, args.photos // 4), quarter)
         options = {"batch_size": args.batch_size, "device": args.device, "distributor": distributor, "progress": False}
-        fixed = build_index(encoder, BuildOptions(index_dir=tmp / "one-index", gallery=one, **options)).embed_s
+        small = build_index(encoder, BuildOptions(index_dir=tmp / "quarter-index", gallery=quarter, **options))
         report = build_index(encoder, BuildOptions(index_dir=tmp / "ray-index", gallery=gallery, **options))
         resources = ray.cluster_resources()
     finally:
         ray.shutdown()
-    steady = report.embedded / max(report.embed_s - fixed, 1e-9)
+    ratio = report.photos_per_s / local.photos_per_s
     print(f"ray: {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs, "
-          f"actors {args.ray_actors or 'auto'}, decoders {args.ray_decoders or 'auto'}; "
-          f"fixed cost of a build {fixed:.1f} s")
+          f"actors {args.ray_actors or 'auto'}, decoders {args.ray_decoders or 'auto'}")
     print(f"ray build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
-          f"(without the fixed cost {steady:.1f} photos/s)")
-    print(f"ray ÷ local: {report.photos_per_s / local.photos_per_s:.2f} (steady {steady / local.photos_per_s:.2f})")
+          f"({report.embed_s:.1f} s; a quarter of them {small.embed_s:.1f} s)")
+    if report.embed_s <= small.embed_s:  # the fixed cost varied more than the work: use more photos
+        print(f"ray ÷ local: {ratio:.2f} (steady: not measurable with {report.embedded} photos)")
+        return
+    steady = (report.embedded - small.embedded) / (report.embed_s - small.embed_s)
+    print(f"steady {steady:.1f} photos/s, fixed cost of a build ≈ {report.embed_s - report.embedded / steady:.1f} s")
+    print(f"ray ÷ local: {ratio:.2f} (steady {steady / local.photos_per_s:.2f})")
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ ENV_ADDRESS = "SBIR_RAY_ADDRESS"
 ENV_TEMP_DIR = "SBIR_RAY_TMPDIR"
 # Ray's Unix sockets live under its temp dir and must stay under ~107 bytes: keep the default short.
 DEFAULT_TEMP_DIR = "/tmp/sbir-ray"
-# CPUs a read task and an actor reserve on CPU-only clusters: fractional, so that actors never take every CPU
-# and starve the read tasks that feed them (which hangs the run); unequal, so that Ray Data does not fuse reading
-# into the actors.
-CPU_ONLY_SHARES = (0.25, 0.5)
+# CPUs a read task and an actor reserve on CPU-only clusters: fractional, so that even a 1-CPU node runs an actor
+# and a read task at once (an actor holding every CPU starves the reads that feed it, and the run hangs); unequal,
+# so that Ray Data does not fuse reading into the actors. Reads are the CPU-heavy side here.
+CPU_ONLY_SHARES = (0.5, 0.25)
 
 
 def _ray() -> Any:
