@@ -11,8 +11,9 @@ size. efficiency = build photos/s (embedding phase) / encoder images/s.
 
 With ``--distributor ray`` the gallery is also built with the Ray distributor (a local cluster started
 here, or ``--ray-address``): ratio = Ray photos/s ÷ local photos/s (embedding phases). A Ray build of a
-quarter of the gallery first gives the steady rate by difference, (N - N/4) / (t_N - t_N/4), which leaves
-out the fixed cost of a Ray build (actor start, encoder rebuild, Dataset planning).
+quarter of the gallery first (after a warm-up build that starts the read workers) gives the steady rate
+by difference, (N - N/4) / (t_N - t_N/4), which leaves out the fixed cost of a Ray build (actor start,
+encoder rebuild, Dataset planning).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
         quarter = tmp / "quarter"
         make_gallery(args.source, max(1, args.photos // 4), quarter)
         options = {"batch_size": args.batch_size, "device": args.device, "distributor": distributor, "progress": False}
+        # Warm-up: the job's first build also starts its read-task worker processes; later builds reuse them.
+        build_index(encoder, BuildOptions(index_dir=tmp / "warm-index", gallery=quarter, **options))
         small = build_index(encoder, BuildOptions(index_dir=tmp / "quarter-index", gallery=quarter, **options))
         report = build_index(encoder, BuildOptions(index_dir=tmp / "ray-index", gallery=gallery, **options))
         resources = ray.cluster_resources()

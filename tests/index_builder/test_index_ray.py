@@ -40,7 +40,8 @@ def snapshot(index_dir: Path) -> dict:
         "ids": {record.path: record.id for record in records},
         "vectors": dict(zip(ids.tolist(), np.array(vectors), strict=True)),
         "files": sorted(path.name for path in folder.iterdir()),
-        "manifest": {key: manifest[key] for key in ("format", "size", "dim", "next_id", "index")},
+        "manifest": {key: manifest[key] for key in ("format", "size", "dim", "next_id")},
+        "index": {key: value for key, value in manifest["index"].items() if key != "timings"},
         "sections": sorted(manifest),
         "encoder": manifest["encoder"]["fingerprint"],
     }
@@ -48,7 +49,7 @@ def snapshot(index_dir: Path) -> dict:
 
 def assert_same_index(local: dict, distributed: dict) -> None:
     assert distributed["ids"] == local["ids"]
-    for part in ("files", "manifest", "sections"):
+    for part in ("files", "manifest", "index", "sections"):
         assert distributed[part] == local[part]
     assert distributed["encoder"] == local["encoder"]
     for photo_id, vector in local["vectors"].items():
