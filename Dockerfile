@@ -41,7 +41,7 @@ COPY app ./app
 # Versions are pinned by pyproject.toml (DL3013 cannot see that).
 # hadolint ignore=DL3013
 RUN python -m pip install --upgrade pip \
-    && python -m pip install ".[gpu]" \
+    && python -m pip install ".[gpu,milvus]" \
     && python -m pip uninstall -y faiss-cpu \
     && python -m pip install --no-deps --force-reinstall \
         "faiss-gpu==$(python -m pip show faiss-gpu | sed -n 's/^Version: //p')" \

@@ -22,7 +22,14 @@ FLAGS = {
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
-}
+    "--text-weight": ("text_weight", float), "--max-text-chars": ("max_text_chars", int),
+    "--photo-url-ttl-s": ("photo_url_ttl_s", int),
+    "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
+    "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),
+    "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
+    "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
+    "--milvus-timeout-s": ("milvus_timeout_s", float), "--milvus-consistency": ("milvus_consistency", str),
+}  # API keys and the URL secret have no flags: a command line is visible to every user of the host
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
         env = name.upper() if name in ("host", "port") else f"SBIR_{name.upper()}"
         parser.add_argument(flag, dest=name, type=kind, default=None,
                             help=f"{fields[name].description or name} (env {env})")
+    parser.add_argument("--metrics-require-key", dest="metrics_require_key", action="store_true", default=None,
+                        help=f"{fields['metrics_require_key'].description} (env SBIR_METRICS_REQUIRE_KEY)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_encoder_args(parser)
     return parser
@@ -53,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the encoder: {error}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings, encoder=encoder), host=settings.host, port=settings.port,
-                log_level=args.log_level)
+                log_level=args.log_level, limit_concurrency=settings.limit_concurrency,
+                timeout_keep_alive=settings.timeout_keep_alive_s)
     return 0
 
 

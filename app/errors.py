@@ -21,6 +21,7 @@ from encoder.errors import (
     StrokeFormatError,
     TooManyPointsError,
 )
+from index_builder.errors import EngineUnavailableError
 
 log = logging.getLogger("app")
 
@@ -65,8 +66,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, error: APIError) -> JSONResponse:
         count(request, error.code)
-        headers = {"WWW-Authenticate": "X-API-Key"} if error.status == 401 else None
+        # a refusal must not be cached in place of the answer an authorised request gets
+        headers = {"WWW-Authenticate": "X-API-Key", "Cache-Control": "no-store"} if error.status == 401 else None
         return JSONResponse(_body(error.code, error.message), status_code=error.status, headers=headers)
+
+    @app.exception_handler(EngineUnavailableError)
+    async def _engine_unavailable(request: Request, error: EngineUnavailableError) -> JSONResponse:
+        count(request, "index_unavailable")  # a server engine (Milvus) did not answer within its timeout
+        log.warning("vector index unavailable on %s: %s", request.url.path, error)
+        return JSONResponse(_body("index_unavailable", "The vector index server cannot be reached; retry shortly."),
+                            status_code=503, headers={"Retry-After": "2"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder.errors import SBIRError
-from index_builder import IndexCorruptError, IndexNotFoundError, IndexReader, current_version
+from index_builder import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, IndexReader
+from index_builder.compatibility import preprocessing_mismatch
+from index_builder.engine import IndexSource, open_source
 
 from .errors import APIError
 from .metrics import Metrics
@@ -35,11 +37,14 @@ class _Loaded:
 
 
 class IndexHolder:
-    """Owns the open IndexReader of `index_dir` and swaps in new versions as they are published."""
+    """Owns the open reader of `source`'s live version and swaps in new versions as they are published.
 
-    def __init__(self, index_dir: Path, *, fingerprint: str, dim: int, device: str = "cpu",
+    With a server engine (Milvus) the source can be unreachable: then the service is not ready (503 with the
+    reason) until a poll reaches it again; the loaded reader is kept, so it serves again at once."""
+
+    def __init__(self, source: IndexSource | Path, *, fingerprint: str, dim: int, device: str = "cpu",
                  metrics: Metrics | None = None) -> None:
-        self.index_dir = Path(index_dir)
+        self.source = open_source(index_dir=source) if isinstance(source, (str, Path)) else source
         self.device = device
         self.fingerprint = fingerprint
         self.dim = dim
@@ -49,6 +54,7 @@ class IndexHolder:
         self._loaded: _Loaded | None = None
         self._refused: str | None = None  # a version already refused (not retried until `current` changes)
         self.problem: str | None = "The index has not been loaded yet."
+        self.unavailable: str | None = None  # why the engine's server cannot be reached (None: it can)
 
     # -- reading -----------------------------------------------------------------------------------
     @property
@@ -58,15 +64,20 @@ class IndexHolder:
 
     @property
     def ready(self) -> bool:
-        return self._loaded is not None
+        return self._loaded is not None and self.unavailable is None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the service is not ready (None when it is)."""
+        return self.unavailable or (None if self._loaded is not None else self.problem or "No index is loaded.")
 
     @contextmanager
     def lease(self) -> Iterator[IndexReader]:
-        """The current reader, guaranteed open until the block ends (503 when none is loaded)."""
+        """The current reader, guaranteed open until the block ends (503 when none is loaded or reachable)."""
         with self._lock:
             loaded = self._loaded
-            if loaded is None:
-                raise APIError(503, "not_ready", self.problem or "No index is loaded.")
+            if loaded is None or self.unavailable is not None:
+                raise APIError(503, "not_ready", self.reason or "No index is loaded.")
             loaded.leases += 1
         try:
             yield loaded.reader
@@ -97,10 +108,18 @@ class IndexHolder:
         """Load and swap in the version `current` names if it is new; True when a swap happened (blocking)."""
         with self._reload_lock:
             try:
-                version = current_version(self.index_dir)
+                version = self.source.current()
+            except EngineUnavailableError as error:
+                if self.unavailable is None:
+                    log.error("%s", error)  # the details (server address) go to the log only
+                self.unavailable = "The vector index server cannot be reached; retrying (see the service log)."
+                return False
             except (OSError, SBIRError) as error:
                 self._note_problem(None, f"The index pointer cannot be read ({type(error).__name__}).")
                 return False
+            if self.unavailable is not None:
+                log.info("the vector index server is reachable again")
+                self.unavailable = None
             if version is None:
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
@@ -111,9 +130,9 @@ class IndexHolder:
 
     def _load(self) -> bool:
         try:
-            reader = IndexReader.open(self.index_dir, device=self.device)
+            reader = self.source.open(self.device)
         except IndexCorruptError as error:
-            self._note_problem(current_version(self.index_dir), "The index version is damaged and cannot be read.")
+            self._note_problem(self._current_or_none(), "The index version is damaged and cannot be read.")
             log.warning("cannot open index: %s", error)
             return False
         except IndexNotFoundError:
@@ -137,6 +156,12 @@ class IndexHolder:
             self.metrics.set_index(reader.version, reader.size)
         return True
 
+    def _current_or_none(self) -> str | None:
+        try:
+            return self.source.current()
+        except (OSError, SBIRError):
+            return None
+
     def _retire(self, replacement: _Loaded | None) -> None:
         """Swap in ``replacement``; the old reader closes now if idle, else when its last lease ends."""
         with self._lock:
@@ -156,7 +181,7 @@ class IndexHolder:
             return (f"Index version {reader.version} was built with another encoder (fingerprint "
                     f"{reader.fingerprint}, the service runs {self.fingerprint}); rebuild the index with "
                     "this encoder or start the service with the index's checkpoint.")
-        return None
+        return preprocessing_mismatch(reader.manifest)
 
     def _note_problem(self, version: str | None, reason: str) -> None:
         if version is not None:
@@ -178,4 +203,5 @@ class IndexHolder:
 
     def close(self) -> None:
         self._retire(None)
+        self.source.close()
         self.problem = "The service is shutting down."

@@ -1,4 +1,5 @@
-"""Turning an untrusted /search request into a validated query: body size, content type, k, category.
+"""Turning an untrusted /search request into a validated query: body size, content type, k, category, and the
+query fields beside the picture (:mod:`app.query_fields`).
 
 Reading enforces the byte limit as the body streams in (413 before the rest is read); image types are
 sniffed from the bytes (415), never taken from a header; the heavy part (decode, rasterise,
@@ -7,7 +8,8 @@ normalise → tensor) is :func:`to_tensor`, run in a worker thread by the router
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -18,8 +20,18 @@ from starlette.requests import ClientDisconnect
 
 from encoder import Preprocessor, decode_image, load_drawing_json
 from encoder.errors import InputError, StrokeFormatError
+from encoder.imaging import to_rgb
 
 from .errors import APIError, from_input_error
+from .query_fields import (
+    DEFAULT_TEXT_WEIGHT,
+    FIELDS,
+    MAX_TEXT_CHARS,
+    QueryFields,
+    check_combination,
+    parse_query_fields,
+    query_kind,
+)
 
 IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
@@ -29,12 +41,18 @@ MAX_FORM_FIELDS = 8
 
 @dataclass
 class SearchRequest:
-    """A parsed, size-checked /search request; `payload` is image bytes or a decoded strokes object."""
+    """A parsed, size-checked /search request; `payload` is image bytes, a decoded strokes object, or None
+    when the query is only text and/or a liked photo."""
 
-    kind: Literal["image", "strokes"]
-    payload: bytes | dict
+    kind: Literal["image", "strokes"] | None
+    payload: bytes | dict | None
     k: int
     category: str | None
+    fields: QueryFields = field(default_factory=QueryFields)
+
+    @property
+    def query_kind(self) -> str:
+        return query_kind(self.kind, self.fields)
 
 
 def sniff_image_type(data: bytes) -> str | None:
@@ -132,16 +150,60 @@ def _json_object(data: bytes | str) -> dict:
     return obj
 
 
-async def _parse_form(request: Request, body: bytes, max_k: int, multipart: bool) -> SearchRequest:
+class _MultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, also noting the fields whose bytes are not UTF-8 (it reads those as
+    latin-1 without a word, which would turn broken `text` into other words)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.not_utf8: set[str] = set()
+
+    def on_part_end(self) -> None:
+        part = self._current_part
+        if part.file is None:
+            try:
+                bytes(part.data).decode("utf-8")
+            except UnicodeDecodeError:
+                self.not_utf8.add(part.field_name)
+        super().on_part_end()
+
+
+@dataclass
+class QueryLimits:
+    """What a request may ask for, from the settings."""
+
+    max_k: int
+    max_text_chars: int = MAX_TEXT_CHARS
+    default_text_weight: float = DEFAULT_TEXT_WEIGHT
+
+
+def _request(picture: Literal["image", "strokes"] | None, payload: bytes | dict | None, params: Mapping[str, Any],
+             limits: QueryLimits, not_utf8: Collection[str] = ()) -> SearchRequest:
+    fields = parse_query_fields(params, max_text_chars=limits.max_text_chars,
+                                default_weight=limits.default_text_weight, not_utf8=not_utf8)
+    k, category = parse_k(params.get("k"), limits.max_k), parse_category(params.get("category"))
+    check_combination(picture, fields)
+    return SearchRequest(picture, payload, k, category, fields)
+
+
+def _without_picture(params: Mapping[str, Any]) -> bool:
+    """The request names a query of its own (text or a liked photo), so no sketch is needed."""
+    return any(params.get(name) not in (None, "") for name in ("text", "like"))
+
+
+async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multipart: bool) -> SearchRequest:
     """A multipart or urlencoded form: a `sketch` file (any single file field is taken as one; a JSON
-    file is read as strokes) or a `strokes` field (text or file), plus `k` and `category`."""
+    file is read as strokes) or a `strokes` field (text or file), plus the query fields."""
     async def replay():
         yield body
 
+    not_utf8: set[str] = set()
     try:
         if multipart:
-            form = await MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS,
-                                         max_part_size=len(body) + 1).parse()
+            parser = _MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS,
+                                      max_part_size=len(body) + 1)
+            form = await parser.parse()
+            not_utf8 = parser.not_utf8
         else:
             form = await FormParser(request.headers, replay()).parse()
     except MultiPartException as error:
@@ -150,20 +212,21 @@ async def _parse_form(request: Request, body: bytes, max_k: int, multipart: bool
         if len(form) > MAX_FORM_FIELDS:
             raise APIError(422, "bad_multipart", f"The form has more than {MAX_FORM_FIELDS} fields.")
         params = {**request.query_params, **{k: v for k, v in form.items() if isinstance(v, str)}}
-        k, category = parse_k(params.get("k"), max_k), parse_category(params.get("category"))
-        return await _form_sketch(form, k, category)
+        picture, payload = await _form_picture(form, required=not _without_picture(params))
+        return _request(picture, payload, params, limits, not_utf8)
     finally:
         await form.close()
 
 
-async def _form_sketch(form: FormData, k: int, category: str | None) -> SearchRequest:
+async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image", "strokes"] | None, Any]:
+    """(kind, payload) of the form's sketch or photo; (None, None) when there is none and none is `required`."""
     sketch, strokes = form.get("sketch"), form.get("strokes")
     if not isinstance(sketch, UploadFile):
         if isinstance(strokes, UploadFile):
-            return SearchRequest("strokes", _json_object(await strokes.read()), k, category)
+            return "strokes", _json_object(await strokes.read())
         if isinstance(strokes, str):
-            return SearchRequest("strokes", _json_object(strokes), k, category)
-        # One image under another name ("file", "image", ...) is taken as the sketch.
+            return "strokes", _json_object(strokes)
+        # One image under another name ("file", "image", "photo", ...) is taken as the picture.
         for value in form.values():
             if isinstance(value, UploadFile) and sniff_image_type(await value.read(16)) is not None:
                 await value.seek(0)
@@ -173,16 +236,20 @@ async def _form_sketch(form: FormData, k: int, category: str | None) -> SearchRe
         if not data:
             raise APIError(422, "bad_image", "The uploaded sketch file is empty (zero bytes).")
         if sniff_image_type(data) is not None:
-            return SearchRequest("image", data, k, category)
+            return "image", data
         if _looks_like_json(data):  # a strokes file (QuickDraw ndjson, JSON) sent as the sketch
-            return SearchRequest("strokes", _json_object(data), k, category)
+            return "strokes", _json_object(data)
         raise APIError(415, "unsupported_type",
                        f"The uploaded file is not a {IMAGE_TYPES} image or JSON strokes{_recognised_other(data)}.")
-    raise APIError(422, "missing_sketch", 'The form needs a "sketch" file or a "strokes" JSON field.')
+    if required:
+        raise APIError(422, "missing_sketch",
+                       'The form needs a "sketch" file, a "strokes" JSON field, "text" or "like".')
+    return None, None
 
 
-async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> SearchRequest:
-    """Read and validate a /search request (JSON strokes, multipart file/strokes, or a raw image body)."""
+async def parse_search_request(request: Request, max_bytes: int, limits: QueryLimits) -> SearchRequest:
+    """Read and validate a /search request (JSON strokes, multipart file/strokes, a raw image body, or only
+    query fields), fields in the body taking precedence over the query string."""
     body = await read_limited(request, max_bytes)
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("", "application/x-www-form-urlencoded"):
@@ -192,19 +259,24 @@ async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> 
         elif _looks_like_json(body):
             content_type = "application/json"
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        return await _parse_form(request, body, max_k, multipart=content_type == "multipart/form-data")
+        return await _parse_form(request, body, limits, multipart=content_type == "multipart/form-data")
     if content_type in JSON_TYPES or content_type.endswith("+json"):
         obj = _json_object(body)
-        params = {**request.query_params, **{key: obj[key] for key in ("k", "category") if key in obj}}
-        return SearchRequest("strokes", obj, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
+        params = {**request.query_params, **{key: obj[key] for key in ("k", "category", *FIELDS) if key in obj}}
+        drawn = any(obj.get(key) is not None for key in ("strokes", "drawing"))
+        if drawn or not _without_picture(params):
+            return _request("strokes", obj, params, limits)
+        return _request(None, None, params, limits)
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
+        params = request.query_params
+        if not body and _without_picture(params):
+            return _request(None, None, params, limits)
         if not body:
             raise APIError(422, "bad_image", "The request body is empty.")
         if sniff_image_type(body) is None:
             raise APIError(415, "unsupported_type",
                            f"The request body is not a {IMAGE_TYPES} image{_recognised_other(body)}.")
-        params = request.query_params
-        return SearchRequest("image", body, parse_k(params.get("k"), max_k), parse_category(params.get("category")))
+        return _request("image", body, params, limits)
     raise APIError(
         415, "unsupported_type",
         f"Content-Type {content_type[:60]!r} is not accepted. Send multipart/form-data with a \"sketch\" file "
@@ -213,8 +285,12 @@ async def parse_search_request(request: Request, max_bytes: int, max_k: int) -> 
 
 
 def to_tensor(request: SearchRequest, preprocess: Preprocessor, max_pixels: int, max_points: int) -> torch.Tensor:
-    """Decode and normalise the sketch into the model's input tensor `[3, S, S]` (blocking; run in a thread)."""
+    """Decode and normalise the sketch (or photo) into the model's input tensor `[3, S, S]` (blocking; run in a
+    thread). A photo goes through the same decoding and transforms as the index's photos."""
     try:
+        if request.kind == "image" and request.fields.upload_as == "photo":
+            image = decode_image(request.payload, max_pixels=max_pixels, reduce_to=preprocess.image_size)
+            return preprocess.photo(to_rgb(image))
         if request.kind == "image":
             return preprocess.sketch(decode_image(request.payload, max_pixels=max_pixels))
         return preprocess.sketch_strokes(request.payload, max_points=max_points)

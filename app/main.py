@@ -18,15 +18,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from encoder import PromptedCLIP, load_encoder
+from index_builder.engine import open_source
 
+from .access import Access
 from .batching import MicroBatcher
+from .body_guard import BodyGuard, BodyLimits
 from .errors import install_error_handlers
 from .index_holder import IndexHolder
 from .metrics import Metrics
 from .photos import ThumbnailCache
-from .routers import health, page, photos, search
+from .query_sample import QuerySample
+from .routers import admin, health, page, photos, search
 from .routers.page import STATIC_DIR
-from .search import SearchEngine
+from .search import Query, SearchEngine
 from .services import Services
 from .settings import MIB, Settings
 
@@ -37,13 +41,25 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        device=settings.device)
+                        activation=settings.activation, device=settings.device)
 
 
 def _warm_up(engine: SearchEngine) -> None:
-    """One pass through preprocessing and the encoder, so the first user does not pay for lazy set-up."""
+    """One pass through preprocessing and the encoder (text tower too), so the first user does not pay for
+    lazy set-up."""
     tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
-    engine.embed([tensor])
+    text = "warm up" if engine.encoder.has_text_tower else None
+    engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
+
+
+def _save_sample(sample: QuerySample, settings: Settings) -> None:
+    """On shutdown: keep the query sample for `index_builder tune` (a failure is logged, never raised)."""
+    try:
+        saved = sample.save(settings.query_sample_file)
+    except OSError as error:
+        log.error("could not save the query sample to %s: %s", settings.query_sample_file, error)
+    else:
+        log.info("saved %d query vectors (of %d seen) to %s", saved, sample.seen, settings.query_sample_file)
 
 
 def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
@@ -52,10 +68,14 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         model = encoder or await asyncio.to_thread(load_configured_encoder, settings)
         metrics: Metrics = app.state.metrics
         fingerprint = model.fingerprint()
-        index = IndexHolder(settings.index_dir, fingerprint=fingerprint, dim=model.embed_dim,
-                            device=settings.device, metrics=metrics)
+        source = open_source(settings.engine, index_dir=settings.index_dir, milvus_uri=settings.milvus_uri,
+                             collection=settings.collection, timeout_s=settings.milvus_timeout_s,
+                             consistency=settings.milvus_consistency)
+        index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
+                            metrics=metrics)
         await asyncio.to_thread(index.refresh)
-        engine = SearchEngine(model, index)
+        sample = QuerySample(settings.query_sample, model.embed_dim) if settings.query_sample else None
+        engine = SearchEngine(model, index, sample)
         await asyncio.to_thread(_warm_up, engine)
         batcher = MicroBatcher(engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
                                metrics=metrics)
@@ -64,7 +84,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         app.state.services = Services(
             settings=settings, encoder=model, metrics=metrics, index=index, engine=engine, batcher=batcher,
             thumbnails=ThumbnailCache(settings.thumbnail_cache_mb * MIB, settings.max_image_pixels),
-            fingerprint=fingerprint,
+            fingerprint=fingerprint, query_sample=sample,
         )
         if model.random_weights:
             log.warning("the encoder has random weights: search results are meaningless")
@@ -77,6 +97,8 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
                 await poller
             await batcher.stop()
             index.close()
+            if sample is not None and len(sample):
+                _save_sample(sample, settings)
 
     return lifespan
 
@@ -91,6 +113,7 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
         lifespan=_lifespan(settings, encoder),
     )
     app.state.settings = settings
+    app.state.access = Access.from_settings(settings)
     app.state.metrics = Metrics()
     app.state.services = None
     install_error_handlers(app)
@@ -99,7 +122,11 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
             CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "X-API-Key"], max_age=600,
         )
-    for router in (search.router, photos.router, health.router, page.router):
+    # Outermost: it answers slow, surplus and refused uploads before anything else spends on them.
+    limits = BodyLimits(settings.body_timeout_s, settings.max_bodies_in_flight, settings.drain_max_bytes,
+                        settings.drain_timeout_s)
+    app.add_middleware(BodyGuard, limits=limits, metrics=app.state.metrics)
+    for router in (search.router, photos.router, health.router, admin.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

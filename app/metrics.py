@@ -30,7 +30,12 @@ class Metrics:
             "sbir_index_reloads", "Index version loads by outcome", ["outcome"], registry=self.registry
         )
         self.errors = Counter("sbir_errors", "Refused or failed requests by type", ["type"], registry=self.registry)
-        self.searches = Counter("sbir_searches", "Completed searches by input kind", ["input"], registry=self.registry)
+        self.bodies_in_flight = Gauge("sbir_bodies_in_flight", "Requests reading a body now",
+                                      registry=self.registry)
+        self.searches = Counter("sbir_searches", "Completed searches with a picture, by its format", ["input"],
+                                registry=self.registry)
+        self.queries = Counter("sbir_queries", "Completed searches by query kind (sketch, text, like+text, ...)",
+                               ["kind"], registry=self.registry)
 
     def observe_stages(self, timings_ms: dict[str, float]) -> None:
         for stage, ms in timings_ms.items():

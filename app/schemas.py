@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+
+from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
+
+TEXT_HELP = ("words to search for (the frozen CLIP text tower, prompt 'a photo of a {text}'), alone or with a "
+             f"sketch, photo or liked photo; at most {MAX_TEXT_CHARS} characters by default (SBIR_MAX_TEXT_CHARS)")
+TEXT_WEIGHT_HELP = ("0..1: weight of the text in a composed query, the normalised (1-w)·picture + w·text "
+                    f"(default {DEFAULT_TEXT_WEIGHT}, SBIR_TEXT_WEIGHT)")
+LIKE_HELP = "id of an indexed photo: its stored vector is the query (more like this); not with a sketch"
+AS_HELP = "photo: the uploaded image is a photo, embedded by the photo branch; sketch (default) otherwise"
 
 
 class StrokesQuery(BaseModel):
-    """JSON body of POST /search (the encoder's stroke formats: `strokes` or QuickDraw `drawing`)."""
+    """JSON body of POST /search: a sketch as strokes (the encoder's formats: `strokes` or QuickDraw `drawing`),
+    text, a liked photo, or strokes/liked photo with text. Every field may also go in the query string."""
+
+    model_config = ConfigDict(populate_by_name=True)
 
     strokes: list[list[list[float]]] | None = Field(
         None, description="plain strokes: [[[x, y], [x, y], ...], ...] in any coordinate range"
@@ -16,13 +28,17 @@ class StrokesQuery(BaseModel):
     drawing: list[list[list[float]]] | None = Field(None, description="QuickDraw: [[[x...], [y...]], ...]")
     k: int = Field(10, ge=1, description="how many photos to return (at most SBIR_MAX_K)")
     category: str | None = Field(None, description="only photos of this category")
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description=TEXT_HELP)
+    text_weight: float = Field(DEFAULT_TEXT_WEIGHT, ge=0, le=1, description=TEXT_WEIGHT_HELP)
+    like: int | None = Field(None, ge=0, description=LIKE_HELP)
+    upload_as: Literal["sketch", "photo"] = Field("sketch", alias="as", description=AS_HELP)
 
 
 class Photo(BaseModel):
     id: int
     score: float = Field(description="cosine similarity of sketch and photo, higher is closer")
-    url: str = Field(description="the photo file")
-    thumbnail_url: str
+    url: str = Field(description="the photo file (signed and expiring when an API key is configured)")
+    thumbnail_url: str = Field(description="a 256 px thumbnail (signed likewise)")
     category: str | None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -32,7 +48,12 @@ class SearchResponse(BaseModel):
     k: int
     category: str | None
     index_version: str
-    input: str = Field(description="image | strokes")
+    query: str = Field(description="the query kind that ran: sketch | photo | like | text | sketch+text | "
+                       "photo+text | like+text")
+    input: str | None = Field(description="format of the uploaded picture: image | strokes (null without one)")
+    text: str | None = Field(None, description="the query text as searched (trimmed, NFC)")
+    like: int | None = Field(None, description="the photo whose stored vector was the query (left out of results)")
+    text_weight: float | None = Field(None, description="weight of the text in a composed query (null otherwise)")
     batch_size: int = Field(description="how many sketches shared this request's encoder call")
     timings_ms: dict[str, float] = Field(description="read, decode, queue, encode, search, metadata, total")
 
@@ -55,6 +76,14 @@ class Readiness(BaseModel):
     detail: str | None = None
 
 
+class LockedInfo(BaseModel):
+    """GET /info without a valid key, when one is configured: only that a key is needed."""
+
+    api_key_required: bool = True
+    authorized: bool = False
+    detail: str
+
+
 class Info(BaseModel):
     encoder: dict[str, Any] = Field(description="the encoder's describe(): config, fingerprint, ...")
     fingerprint: str
@@ -65,7 +94,17 @@ class Info(BaseModel):
     index_size: int
     categories: list[str]
     api_key_required: bool
+    authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")
     max_k: int
     max_upload_bytes: int
     max_batch: int
     max_wait_ms: float
+    query_kinds: list[str] = Field(description="query kinds the loaded encoder answers (text needs a text tower)")
+    text_weight: float = Field(description="default text_weight of composed queries")
+    max_text_chars: int = Field(description="longest query text")
+
+
+class QuerySampleSaved(BaseModel):
+    vectors: int = Field(description="query vectors written to SBIR_QUERY_SAMPLE_PATH")
+    seen: int = Field(description="queries embedded since the service started")
+    capacity: int = Field(description="SBIR_QUERY_SAMPLE: the most vectors the sample keeps")

@@ -1,7 +1,9 @@
-"""The batch step of a search, run in the encoder's worker thread: encode sketches, search, fetch metadata.
+"""The batch step of a search, run in the encoder's worker thread: encode the queries, search, fetch metadata.
 
-It is the `process` function of the micro-batcher: one encoder call for the whole batch, then one
-index search per distinct category filter, all on one leased index version.
+It is the `process` function of the micro-batcher: one encoder call per modality (sketches, photos)
+and one text-tower call for the whole batch, then one index search per distinct category filter, all
+on one leased index version. A composed query is the normalised weighted sum of its picture (or
+stored photo) vector and its text vector.
 """
 
 from __future__ import annotations
@@ -13,17 +15,27 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from encoder import PromptedCLIP
+from encoder import MODALITIES, PromptedCLIP
+from encoder.model import Modality
 from index_builder import PhotoRecord
 
 from .index_holder import IndexHolder
+from .query_fields import DEFAULT_TEXT_WEIGHT
+from .query_sample import QuerySample
 
 
 @dataclass
 class Query:
-    tensor: torch.Tensor  # [3, S, S], already normalised
+    """One search: a picture tensor (sketch or photo), text, a stored photo vector, or a picture/vector with text."""
+
     k: int
     category: str | None
+    tensor: torch.Tensor | None = None  # [3, S, S], already normalised
+    modality: Modality = "sketch"
+    text: str | None = None
+    vector: np.ndarray | None = None  # a stored photo vector (`like`)
+    text_weight: float = DEFAULT_TEXT_WEIGHT
+    exclude: int | None = None  # a photo not to return (the liked one itself)
 
 
 @dataclass
@@ -40,6 +52,18 @@ class QueryResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
+def compose(base: np.ndarray | None, text: np.ndarray | None, text_weight: float) -> np.ndarray:
+    """The query vector: the picture's (or stored photo's), the text's, or their normalised weighted sum."""
+    if base is None or text is None:
+        vector = base if text is None else text
+        assert vector is not None, "a query has a picture, a stored vector or text"
+        return np.asarray(vector, dtype=np.float32)
+    mixed = (1.0 - text_weight) * base + text_weight * text
+    norm = float(np.linalg.norm(mixed))
+    # Opposite vectors at equal weight cancel out; any direction is then as good as another: keep the picture's.
+    return (mixed / norm if norm > 1e-6 else base).astype(np.float32)
+
+
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 
@@ -47,18 +71,35 @@ def _ms(since: float) -> float:
 class SearchEngine:
     """Encoder + served index; `run_batch` is called from one worker thread at a time."""
 
-    def __init__(self, encoder: PromptedCLIP, index: IndexHolder) -> None:
+    def __init__(self, encoder: PromptedCLIP, index: IndexHolder, sample: QuerySample | None = None) -> None:
         self.encoder = encoder
         self.index = index
+        self.sample = sample  # opt-in (SBIR_QUERY_SAMPLE): query vectors kept for `index_builder tune`
 
-    def embed(self, tensors: list[torch.Tensor]) -> np.ndarray:
+    def embed(self, tensors: list[torch.Tensor], modality: Modality = "sketch") -> np.ndarray:
         batch = torch.stack(tensors).to(self.encoder.device)
-        return self.encoder.encode_sketch(batch).float().cpu().numpy()
+        return self.encoder.encode(batch, modality).float().cpu().numpy()
+
+    def query_vectors(self, queries: list[Query]) -> np.ndarray:
+        """One vector per query: at most one encoder call per modality and one text-tower call for the batch."""
+        base: list[np.ndarray | None] = [q.vector for q in queries]
+        for modality in MODALITIES:
+            positions = [p for p, q in enumerate(queries) if q.tensor is not None and q.modality == modality]
+            if positions:
+                for p, vector in zip(positions, self.embed([queries[p].tensor for p in positions], modality),
+                                     strict=True):
+                    base[p] = vector
+        texts = [p for p, q in enumerate(queries) if q.text is not None]
+        text_vectors = dict(zip(texts, self.encoder.encode_text([queries[p].text for p in texts]).cpu().numpy(),
+                                strict=True)) if texts else {}
+        return np.stack([compose(base[p], text_vectors.get(p), q.text_weight) for p, q in enumerate(queries)])
 
     def run_batch(self, queries: list[Query]) -> list[QueryResult]:
         started = time.perf_counter()
-        vectors = self.embed([q.tensor for q in queries])
+        vectors = self.query_vectors(queries)
         encode_ms = _ms(started)
+        if self.sample is not None:
+            self.sample.add(vectors)
         with self.index.lease() as reader:
             started = time.perf_counter()
             groups: dict[str | None, list[int]] = defaultdict(list)
@@ -66,12 +107,14 @@ class SearchEngine:
                 groups[query.category].append(position)
             hits: list[list[tuple[int, float]]] = [[] for _ in queries]
             for category, positions in groups.items():
-                k = max(queries[p].k for p in positions)
+                k = max(queries[p].k + (queries[p].exclude is not None) for p in positions)
                 scores, ids = reader.search(np.ascontiguousarray(vectors[positions]), k, category=category)
                 for row, position in enumerate(positions):
+                    query = queries[position]
                     hits[position] = [
-                        (int(i), float(s)) for s, i in zip(scores[row], ids[row], strict=True) if i >= 0
-                    ][: queries[position].k]
+                        (int(i), float(s)) for s, i in zip(scores[row], ids[row], strict=True)
+                        if i >= 0 and i != query.exclude
+                    ][: query.k]
             search_ms = _ms(started) / len(queries)  # one call served them all: share the cost
             results = []
             for query_hits in hits:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,11 +10,13 @@ from fastapi import Header, Request
 from encoder import PromptedCLIP
 from index_builder import IndexReader
 
+from .access import Access
 from .batching import MicroBatcher
 from .errors import APIError
 from .index_holder import IndexHolder
 from .metrics import Metrics
 from .photos import ThumbnailCache
+from .query_sample import QuerySample
 from .search import Query, QueryResult, SearchEngine
 from .settings import Settings
 
@@ -35,6 +36,7 @@ class Services:
     batcher: MicroBatcher[Query, QueryResult]
     thumbnails: ThumbnailCache
     fingerprint: str
+    query_sample: QuerySample | None = None
 
     def gallery_root(self, reader: IndexReader) -> Path | None:
         """Where photos may be served from: the configured root, else the folder the index was built from."""
@@ -54,11 +56,12 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def require_api_key(request: Request, x_api_key: str | None = Header(None, description="needed when SBIR_API_KEY "
-                                                                                      "is set")) -> None:
-    """Refuse (401) when an API key is configured and the X-API-Key header does not match it."""
-    expected = request.app.state.settings.api_key
-    if expected is None:
-        return
-    if x_api_key is None or not secrets.compare_digest(x_api_key.encode(), expected.get_secret_value().encode()):
+def get_access(request: Request) -> Access:
+    return request.app.state.access
+
+
+def require_api_key(request: Request, x_api_key: str | None = Header(None, description="needed when an API key "
+                                                                                      "is configured")) -> None:
+    """Refuse (401) when API keys are configured and the X-API-Key header is none of them."""
+    if not get_access(request).key_ok(x_api_key):
         raise APIError(401, "unauthorized", "A valid X-API-Key header is required.")

@@ -7,12 +7,16 @@ One pydantic-settings model, so every knob has a type, a default and a line of d
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.imaging import DEFAULT_MAX_PIXELS
 from encoder.strokes import DEFAULT_MAX_POINTS
+
+from .access import MIN_KEY_LENGTH
+from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
 
 MIB = 1024 * 1024
 
@@ -20,12 +24,23 @@ MIB = 1024 * 1024
 class Settings(BaseSettings):
     """Everything the service can be told; unknown environment variables are ignored."""
 
-    model_config = SettingsConfigDict(env_prefix="SBIR_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a refused key must not be printed in the start-up error
+    model_config = SettingsConfigDict(env_prefix="SBIR_", extra="ignore", populate_by_name=True,
+                                      hide_input_in_errors=True)
 
     backbone: str | None = Field(None, description="open_clip architecture (default: encoder's, ViT-B-32)")
     pretrained: str | None = Field(None, description="backbone weights source (default: encoder's, openai)")
+    activation: Literal["auto", "gelu", "quick_gelu"] = Field(
+        "auto", description="MLP activation (auto: what the weights were trained with; a checkpoint's must agree)")
     checkpoint: Path | None = Field(None, description="trained prompts (.safetensors); none: frozen CLIP")
     index_dir: Path = Field(Path("index"), description="index directory written by index_builder")
+    engine: Literal["faiss", "milvus"] = Field("faiss", description="vector engine: faiss (index_dir) | milvus")
+    milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
+    collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
+    milvus_timeout_s: float = Field(5.0, gt=0, le=600, description="longest wait for one Milvus call")
+    milvus_consistency: Literal["Strong", "Bounded"] = Field(
+        "Strong", description="Milvus search consistency: Strong (sees every write; waits ~200 ms for the server's "
+        "time tick) or Bounded (at once; may miss the last few seconds of writes)")
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
                                       "(default: the folder the index was built from)")
     device: str = Field("auto", description="auto | cpu | cuda")
@@ -35,18 +50,74 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * MIB, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest uploaded image (width*height)")
     max_stroke_points: int = Field(DEFAULT_MAX_POINTS, ge=1, description="most points in a strokes drawing")
-    api_key: SecretStr | None = Field(None, description="when set, POST /search needs header X-API-Key")
+    text_weight: float = Field(DEFAULT_TEXT_WEIGHT, ge=0, le=1, description="default weight of the text in a "
+                               "sketch + text (or like + text) query; a request may set text_weight")
+    max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1, le=10_000, description="longest query text, in characters")
+    api_key: SecretStr | None = Field(None, description="when set, search, /info details and photos need "
+                                      "header X-API-Key (or a signed photo URL)")
+    api_keys: SecretStr | None = Field(None, description="more keys, comma-separated (rotation); any one works")
+    url_secret: SecretStr | None = Field(None, description="HMAC secret of signed photo URLs "
+                                         "(default: derived from the keys)")
+    photo_url_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of a signed photo URL, seconds")
+    metrics_require_key: bool = Field(False, description="GET /metrics also needs X-API-Key")
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS (empty: none)")
     reload_interval_s: float = Field(2.0, gt=0, description="how often the index's `current` pointer is polled")
     thumbnail_cache_mb: int = Field(64, ge=0, description="memory for cached thumbnails")
+    # Slow and oversized requests (app/body_guard.py; the last two are uvicorn's own settings).
+    body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this time (else 408)")
+    max_bodies_in_flight: int = Field(64, ge=1, description="most request bodies read at once (beyond: 503)")
+    drain_max_bytes: int = Field(64 * MIB, ge=0, description="most bytes of a refused body read and discarded "
+                                 "before answering, so the client reads the answer")
+    drain_timeout_s: float = Field(10.0, ge=0, description="longest such a refused body is read and discarded")
+    limit_concurrency: int | None = Field(1000, ge=1, description="most connections and tasks uvicorn serves at "
+                                          "once (beyond: 503)")
+    timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections close after this")
+    query_sample: int = Field(0, ge=0, le=1_000_000, description="keep a uniform sample (reservoir) of this many "
+                              "query vectors for `index_builder tune` (0: off)")
+    query_sample_path: Path | None = Field(None, description="where the query sample is saved (.npy), on shutdown "
+                                           "and by POST /admin/query-sample (default: INDEX_DIR/query_sample.npy)")
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
-    @field_validator("checkpoint", "gallery_root", "api_key", mode="before")
+    @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", "query_sample_path",
+                     "milvus_uri", "collection", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @model_validator(mode="after")
+    def _keys_are_long_enough(self) -> Settings:
+        for name, values in (("SBIR_API_KEY", [self.api_key]), ("SBIR_API_KEYS", self._split(self.api_keys)),
+                             ("SBIR_URL_SECRET", [self.url_secret])):
+            for position, value in enumerate(values, 1):
+                if value is not None and len(value.get_secret_value().strip()) < MIN_KEY_LENGTH:
+                    which = f"key {position} of {name}" if name == "SBIR_API_KEYS" else name
+                    raise ValueError(
+                        f"{which} is shorter than {MIN_KEY_LENGTH} characters; use a long random one, e.g. "
+                        "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        return self
+
+    @staticmethod
+    def _split(keys: SecretStr | None) -> list[SecretStr]:
+        text = keys.get_secret_value() if keys else ""
+        return [SecretStr(part) for part in text.split(",") if part.strip()]
+
+    @property
+    def api_key_list(self) -> list[str]:
+        """Every configured key (SBIR_API_KEY and SBIR_API_KEYS), surrounding spaces removed."""
+        keys = [self.api_key, *self._split(self.api_keys)]
+        return [key.get_secret_value().strip() for key in keys if key is not None]
+
+    @model_validator(mode="after")
+    def _engine_needs_its_location(self) -> Settings:
+        if self.engine == "milvus" and not (self.milvus_uri and self.collection):
+            raise ValueError("engine milvus needs milvus_uri and collection (SBIR_MILVUS_URI, SBIR_COLLECTION)")
+        return self
+
     @property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    @property
+    def query_sample_file(self) -> Path:
+        return self.query_sample_path or self.index_dir / "query_sample.npy"

@@ -84,7 +84,13 @@ def main() -> None:
         print(f"{batch:>5} {rate['bare']:>11.1f} {rate['sketch']:>13.1f} {rate['photo']:>12.1f} "
               f"{row['sketch_ratio']:>12.3f} {row['photo_ratio']:>11.3f} {token_ratio:>12.3f}")
     if args.json:
-        args.json.write_text(json.dumps({"device": str(device), "backbone": args.backbone, "rows": results}, indent=2))
+        autocast = None
+        if device.type == "cuda":
+            autocast = "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # what PromptedCLIP._autocast picks
+        host = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpus": os.cpu_count(),
+                "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
+        args.json.write_text(json.dumps({"device": str(device), "backbone": args.backbone, "autocast": autocast,
+                                         "host": host, "rows": results}, indent=2))
 
 
 if __name__ == "__main__":

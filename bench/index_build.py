@@ -19,6 +19,7 @@ encoder rebuild, Dataset planning).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -104,15 +105,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
+    parser.add_argument("--backbone", default=None, help="any architecture (random weights); overrides --vit")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--distributor", choices=["local", "ray"], default="local",
                         help="ray: also build with the Ray distributor and print Ray ÷ local")
     parser.add_argument("--ray-address", default=os.environ.get(ENV_ADDRESS), help="default: a local cluster")
     parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument("--ray-decoders", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    backbone = "ViT-B-32" if args.vit else "sbir-tiny"
+    backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device)
     batches = max(3, min(50, args.photos // args.batch_size))
     before = encoder_images_per_s(encoder, args.batch_size, batches)  # measured before and after the build:
@@ -129,6 +132,15 @@ def main() -> None:
               f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
         print(f"bare encoder: {bare:.1f} images/s")
         print(f"efficiency: {report.photos_per_s / bare:.2f}")
+        if args.json:
+            args.json.write_text(json.dumps({
+                "backbone": backbone, "device": str(encoder.device), "photos": args.photos,
+                "batch_size": args.batch_size, "workers": args.workers, "embedded": report.embedded,
+                "build_photos_per_s": round(report.photos_per_s, 1),
+                "whole_build_photos_per_s": round(report.size / report.elapsed_s, 1),
+                "build_s": round(report.elapsed_s, 2), "bare_encoder_per_s": round(bare, 1),
+                "efficiency": round(report.photos_per_s / bare, 3), "factory": report.factory,
+            }, indent=2) + "\n")
         if args.distributor == "ray":
             ray_versus_local(encoder, args, gallery, Path(tmp), report)
 

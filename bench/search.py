@@ -4,14 +4,23 @@ Synthetic data: N unit vectors of dimension 512 drawn from a mixture of ``--clus
 clusters (real CLIP embeddings are clustered, not uniform on the sphere), and held-out queries from
 the same mixture. Ground truth is the exact (flat) top 10. The auto index is built by the very
 code the builder runs (``FaissEngine.build``: factory by size, training on a sample, nprobe
-calibration) and searched through ``FaissIndex.search``, as the reader does.
+calibration) and searched through ``FaissIndex.search``, as the reader does, on each of ``--devices``
+(``cuda``: the index cloned to the GPUs, as the reader does with ``device="auto"``).
 
-    python bench/search.py --sizes 100000 1000000
+    python bench/search.py --sizes 100000 1000000 [--devices cpu,cuda] [--json out.json]
+    python bench/search.py --engine milvus --sizes 100000   # FAISS and Milvus side by side, same vectors
+
+With ``--engine milvus`` the same vectors also go into a Milvus collection through the engine's own code
+(``MilvusConnection``: create, load, insert, flush, wait for the index) and are searched through ``MilvusReader``
+as the app does (gRPC; consistency Strong and Bounded). The server is ``--milvus-uri``, or else a Milvus standalone
+started from the PyPI ``milvus`` package in a temp folder (the tests' server).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import statistics
 import sys
@@ -25,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from index_builder.faiss_engine import FaissEngine  # noqa: E402
+from index_builder.layout import FORMAT  # noqa: E402
 
 CHUNK = 100_000
 
@@ -59,7 +69,45 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f[:10]) & set(t[:10])) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
-def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path) -> dict:
+def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index_type: str,
+               index_params: dict, searches: list[tuple[dict, str]]) -> list[dict]:
+    """Build a photo collection of ``vectors`` with the engine's own calls, search it with ``MilvusReader``."""
+    from index_builder.milvus.client import new_version_name
+    from index_builder.milvus.reader import MilvusReader
+
+    size, dim = vectors.shape
+    name = new_version_name("bench")
+    started = time.perf_counter()
+    connection.create_photos(name, dim, index_type, index_params)
+    connection.load(name, timeout=3600)
+    empty = {"path": "", "category": "", "sha256": "", "size": 0, "mtime_ns": 0, "added_at": "", "updated_at": "",
+             "metadata": "{}"}
+    for start in range(0, size, 2000):
+        block = np.asarray(vectors[start : start + 2000])
+        rows = [{"id": start + i, "vector": row, **empty} for i, row in enumerate(block.tolist())]
+        connection.call(lambda rows=rows: connection.client.insert(name, rows, timeout=600), what="insert")
+    insert_s = time.perf_counter() - started
+    connection.call(lambda: connection.client.flush(name, timeout=3600), what="flush")
+    connection.wait_indexed(name, size, timeout=7200)
+    build_s = time.perf_counter() - started
+    connection.write_manifest(name, {
+        "format": FORMAT, "version": name, "created_at": "", "size": size, "dim": dim, "build": {},
+        "encoder": {"fingerprint": "bench", "config": {}}, "gallery": {"source": "bench"},
+        "index": {"engine": "milvus", "factory": index_type, "search_params": {}}})
+    results = []
+    for search_params, consistency in searches:
+        reader = MilvusReader(connection, name, consistency)
+        reader.search_params = search_params
+        found = np.concatenate([reader.search(queries[i : i + 100], 10)[1] for i in range(0, len(queries), 100)])
+        results.append({"index": index_type, "params": search_params, "consistency": consistency,
+                        "recall": recall_at_10(found, truth), "insert_s": insert_s, "build_s": build_s,
+                        "latency_ms": median_latency_ms(lambda q, reader=reader: reader.search(q, 10), queries, 100)})
+    connection.drop(name)
+    return results
+
+
+def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path,
+        devices: tuple[str, ...] = ("cpu",), milvus=None) -> dict:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(clusters, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
@@ -78,19 +126,59 @@ def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder
 
     engine = FaissEngine()
     started = time.perf_counter()
-    section = engine.build(vectors, ids, folder, progress=False)
+    section = engine.build(vectors, ids, folder, progress=False, device=devices[-1])
     build_s = time.perf_counter() - started
-    index = engine.open(folder, section, vectors, ids, device="cpu")
-    _, found = index.search(queries, 10)
-    auto_ms = median_latency_ms(top10(index), queries, 200)
-    result = {
-        "size": size, "factory": section["factory"], "nprobe": section["search_params"].get("nprobe"),
-        "recall_auto": recall_at_10(found, truth), "latency_auto_ms": auto_ms, "latency_flat_ms": flat_ms,
-        "speedup": flat_ms / auto_ms, "build_s": build_s, "timings": section.get("timings"),
-    }
-    index.close()
+    result = {"size": size, "factory": section["factory"], "nprobe": section["search_params"].get("nprobe"),
+              "latency_flat_ms": flat_ms, "build_s": build_s, "build_gpu": section["gpu_used"],
+              "timings": section.get("timings"), "devices": {}}
+    for device in devices:  # the same index searched on each device, as the reader opens it
+        index = engine.open(folder, section, vectors, ids, device=device)
+        _, found = index.search(queries, 10)
+        started = time.perf_counter()
+        index.search(queries, 10)  # one batch of all queries: throughput
+        batch_s = time.perf_counter() - started
+        latency = median_latency_ms(top10(index), queries, 200)
+        result["devices"][device] = {
+            "gpu": index.search_index is not index.cpu_index, "recall": recall_at_10(found, truth),
+            "latency_ms": latency, "speedup_vs_flat_cpu": flat_ms / latency,
+            "batch_queries_per_s": len(queries) / batch_s}
+        index.close()
+    first = result["devices"][devices[0]]
+    result.update(recall_auto=first["recall"], latency_auto_ms=first["latency_ms"],
+                  speedup=first["speedup_vs_flat_cpu"])
+    if milvus is not None:
+        result["milvus"] = [row for config in MILVUS_CONFIGS
+                            for row in run_milvus(milvus, vectors, queries, truth, *config)]
     os.remove(folder / "vectors.npy")
     return result
+
+
+# (index type, index params, [(search params, consistency), ...]): the engine's default, and HNSW with explicit
+# search breadths; each searched with Strong consistency (the default: waits for the server's time tick) and Bounded
+MILVUS_CONFIGS = [
+    ("AUTOINDEX", {}, [({}, "Strong"), ({}, "Bounded")]),
+    ("HNSW", {"M": 16, "efConstruction": 200},
+     [({"ef": 32}, "Bounded"), ({"ef": 64}, "Strong"), ({"ef": 64}, "Bounded")]),
+]
+
+
+@contextlib.contextmanager
+def milvus_connection(uri: str | None):
+    """A connection to ``uri``, or to a Milvus standalone started in a temp folder for this run."""
+    from index_builder.milvus.client import MilvusConnection
+
+    if uri:
+        yield MilvusConnection(uri, timeout=600)
+        return
+    from tests.milvus.server import MilvusProcess
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = MilvusProcess(Path(tmp))
+        server.start()
+        try:
+            yield MilvusConnection(server.uri, timeout=600)
+        finally:
+            server.stop()
 
 
 def main() -> None:
@@ -100,18 +188,55 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=1.0, help="cluster spread (noise norm relative to centre)")
     parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--devices", default="cpu", help="comma-separated reader devices to compare, e.g. cpu,cuda "
+                        "(the last one also builds: IVF training on the GPU)")
+    parser.add_argument("--json", type=Path, default=None, help="write every row here")
+    parser.add_argument("--engine", choices=["faiss", "milvus"], default="faiss",
+                        help="milvus: also build and search Milvus collections of the same vectors, side by side")
+    parser.add_argument("--milvus-uri", default=None, help="a running Milvus (default: start a local standalone)")
     args = parser.parse_args()
+    devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
+    rows = []
     print(f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads, dim {args.dim}, "
           f"{args.clusters} clusters, noise {args.noise}")
     print("| N | auto index | nprobe | recall@10 auto | latency auto (ms) | latency flat (ms) | speed-up | build s |")
     print("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size in args.sizes:
-        with tempfile.TemporaryDirectory() as tmp:
-            r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp))
-        print(f"| {r['size']:,} | {r['factory']} | {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
-              f"{r['latency_auto_ms']:.2f} | {r['latency_flat_ms']:.2f} | {r['speedup']:.1f}× | {r['build_s']:.1f} |",
-              flush=True)
-        print(f"  timings {r['timings']}", flush=True)
+    with contextlib.ExitStack() as stack:
+        milvus = stack.enter_context(milvus_connection(args.milvus_uri)) if args.engine == "milvus" else None
+        for size in args.sizes:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp), devices, milvus)
+            rows.append(r)
+            print(f"| {r['size']:,} | {r['factory']} | {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
+                  f"{r['latency_auto_ms']:.2f} | {r['latency_flat_ms']:.2f} | {r['speedup']:.1f}× | "
+                  f"{r['build_s']:.1f} |", flush=True)
+            print(f"  timings {r['timings']}", flush=True)
+            for device, row in r["devices"].items():
+                print(f"  {device}: gpu={row['gpu']} recall {row['recall']:.3f}, one query {row['latency_ms']:.3f} "
+                      f"ms, batch of {args.queries}: {row['batch_queries_per_s']:.0f} queries/s", flush=True)
+    if args.engine == "milvus":
+        print_side_by_side(rows)
+    if args.json:
+        args.json.write_text(json.dumps({"faiss": faiss.__version__, "gpus": faiss.get_num_gpus()
+                                         if hasattr(faiss, "get_num_gpus") else 0, "rows": rows}, indent=2) + "\n")
+
+
+def print_side_by_side(rows: list[dict]) -> None:
+    print("\nFAISS and Milvus on the same vectors (recall@10 vs exact; latency = median single query, k=10;"
+          " ratio = latency / FAISS exact flat):")
+    print("| N | engine | index | search params | consistency | recall@10 | latency (ms) | ratio vs flat "
+          "| build s |")
+    print("| ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(f"| {r['size']:,} | faiss | Flat (exact) | - | - | 1.000 | {r['latency_flat_ms']:.2f} | 1.00 | - |")
+        print(f"| {r['size']:,} | faiss | {r['factory']} | nprobe {r['nprobe'] or '-'} | - | "
+              f"{r['recall_auto']:.3f} | {r['latency_auto_ms']:.2f} | "
+              f"{r['latency_auto_ms'] / r['latency_flat_ms']:.2f} | {r['build_s']:.1f} |")
+        for m in r["milvus"]:
+            print(f"| {r['size']:,} | milvus | {m['index']} | {m['params'] or 'default'} | {m['consistency']} | "
+                  f"{m['recall']:.3f} | "
+                  f"{m['latency_ms']:.2f} | {m['latency_ms'] / r['latency_flat_ms']:.2f} | "
+                  f"{m['build_s']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

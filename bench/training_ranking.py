@@ -1,4 +1,4 @@
-"""Chunked ranking at benchmark scale: Q queries x G gallery, mAP@all / mAP@200 / P@100 / P@200.
+"""Chunked ranking at benchmark scale: Q queries x G gallery, mAP@all / mAP@200 (three conventions) / P@100 / P@200.
 
     PYTHONPATH=. python bench/training_ranking.py --queries 12000 --gallery 60000 --dim 512
 

@@ -20,11 +20,12 @@ from .errors import (
 )
 from .imaging import decode_image, normalise_sketch
 from .model import MODALITIES, PromptedCLIP, build_encoder
-from .preprocess import Preprocessor
+from .preprocess import PREPROCESSING_VERSION, Preprocessor
 from .strokes import iter_ndjson_drawings, load_drawing_json, parse_strokes, rasterize_strokes
 
 __all__ = [
     "MODALITIES",
+    "PREPROCESSING_VERSION",
     "CheckpointError",
     "EmptySketchError",
     "EncoderConfig",

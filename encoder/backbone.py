@@ -11,10 +11,12 @@ is tried first with the hub forced offline, and the network is only used when th
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import socket
 import urllib.parse
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
@@ -23,7 +25,8 @@ import open_clip
 import torch
 from torch import nn
 
-from .errors import WeightsUnavailableError
+from .config import ACTIVATIONS
+from .errors import ActivationMismatchError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,7 @@ class Backbone:
     tokenizer: object
     random_weights: bool
     source: str  # where the weights were actually read from (may differ from the config's identity)
+    activation: str  # the MLP activation the built model computes ("gelu" or "quick_gelu")
 
 
 def _is_file_like(source: str) -> bool:
@@ -75,29 +79,57 @@ def _hub_reachable() -> bool:
         return False
 
 
-def _create(model_name: str, pretrained: str | None, *, offline: bool):
+# open_clip reports a weights cache miss this way; expected while the cache is tried first, noise otherwise.
+_CACHE_MISS_MESSAGES = ("Failed to download weights", "Could not find/download default weights")
+
+
+class _DropCacheMissRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(_CACHE_MISS_MESSAGES)
+
+
+@contextlib.contextmanager
+def _without_cache_miss_records():
+    """Hide only open_clip's cache-miss records; every other message (its compatibility warnings) is logged."""
+    dropper = _DropCacheMissRecords()
+    logging.root.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logging.root.removeFilter(dropper)
+
+
+def _open_clip_create(model_name: str, pretrained: str | None, quick_gelu: bool, **kwargs):
+    """open_clip's factory; its QuickGELU mismatch warning is an error, its other warnings reach the log."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        created = open_clip.create_model_and_transforms(
+            model_name, pretrained=pretrained, force_quick_gelu=quick_gelu, **kwargs
+        )
+    for warning in caught:
+        message = str(warning.message)
+        if "QuickGELU mismatch" in message:
+            raise ActivationMismatchError(f"{model_name}/{pretrained}: {message} {HOW_TO_CHOOSE_ACTIVATION}")
+        if not issubclass(warning.category, DeprecationWarning):
+            log.warning("open_clip: %s", message)
+    return created
+
+
+def _create(model_name: str, pretrained: str | None, quick_gelu: bool, *, offline: bool):
     import huggingface_hub.constants as hf_constants
 
     patch = mock.patch.object(hf_constants, "HF_HUB_OFFLINE", True) if offline else contextlib.nullcontext()
     with patch:
-        return open_clip.create_model_and_transforms(model_name, pretrained=pretrained, require_pretrained=True)
+        return _open_clip_create(model_name, pretrained, quick_gelu, require_pretrained=True)
 
 
-@contextlib.contextmanager
-def _quiet_root_logger():
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def _create_with_download(model_name: str, pretrained: str | None, source: str):
+def _create_with_download(model_name: str, pretrained: str | None, source: str, quick_gelu: bool):
     """Cache first (fast, offline); the network only when allowed and the hub answers."""
     try:
-        with _quiet_root_logger():  # open_clip logs "Failed to download" for a mere cache miss
-            return _create(model_name, pretrained, offline=True)
+        with _without_cache_miss_records():
+            return _create(model_name, pretrained, quick_gelu, offline=True)
+    except ActivationMismatchError:
+        raise
     except Exception as cached_error:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/ValueError
         offline_env = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
         if offline_env:
@@ -111,24 +143,100 @@ def _create_with_download(model_name: str, pretrained: str | None, source: str):
                 f"(offline?). {HOW_TO_SUPPLY}"
             ) from cached_error
     try:
-        return _create(model_name, pretrained, offline=False)
+        return _create(model_name, pretrained, quick_gelu, offline=False)
+    except ActivationMismatchError:
+        raise
     except Exception as error:  # noqa: BLE001
         raise WeightsUnavailableError(
             f"Downloading pretrained weights {source!r} failed: {error}. {HOW_TO_SUPPLY}"
         ) from error
 
 
-def build_backbone(backbone: str, pretrained: str) -> Backbone:
-    """Build the open_clip model ``backbone`` with weights from ``pretrained``, frozen, in eval mode."""
+# ----------------------------------------------------------------- activation
+HOW_TO_CHOOSE_ACTIVATION = (
+    "The activation follows the weights: open_clip tags and open_clip_config.json say which one they were trained "
+    "with; for a plain weights file name a '-quickgelu' architecture (e.g. ViT-B-32-quickgelu for OpenAI weights) "
+    "or pass --activation quick_gelu (env SBIR_ACTIVATION)."
+)
+
+
+def _flag(quick_gelu: bool) -> str:
+    return "quick_gelu" if quick_gelu else "gelu"
+
+
+def architecture_activation(model_name: str) -> str:
+    """The activation an open_clip architecture name builds by itself (``-quickgelu`` configs say so)."""
+    register_model_configs()
+    config = open_clip.get_model_config(model_name) or {}
+    return _flag(bool(config.get("quick_gelu", False)))
+
+
+def trained_activation(backbone: str, source: str) -> str | None:
+    """The activation the weights from ``source`` were trained with, where the source records it.
+
+    An open_clip tag: its pretrained config (``quick_gelu`` for OpenAI's) or the architecture's own; a
+    ``local-dir:`` folder or an ``hf-hub:`` repository: its ``open_clip_config.json`` (for the hub, once it is in the
+    cache); a plain file or random weights (``none``) record nothing.
+    """
+    if source.startswith(("local-dir:", "hf-hub:")):
+        if source.startswith("local-dir:"):
+            config_path = Path(source.removeprefix("local-dir:")).expanduser() / "open_clip_config.json"
+        else:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(source.removeprefix("hf-hub:"), "open_clip_config.json")
+            if not isinstance(cached, str):
+                return None  # not fetched yet: checked again once the build has fetched it
+            config_path = Path(cached)
+        try:
+            model_cfg = json.loads(config_path.read_text()).get("model_cfg", {})
+        except (OSError, ValueError, AttributeError):
+            return None  # the build reports the unreadable folder
+        return _flag(bool(model_cfg.get("quick_gelu", False)))
+    if source.lower() == "none" or _is_file_like(source):
+        return None
+    tag_config = open_clip.get_pretrained_cfg(backbone, source) or {}
+    if not tag_config:
+        return None
+    return _flag(bool(tag_config.get("quick_gelu", False))) if "quick_gelu" in tag_config \
+        else architecture_activation(backbone)
+
+
+def built_activation(model: nn.Module) -> str:
+    """What the built model computes: any open_clip ``QuickGELU`` module means QuickGELU."""
+    return _flag(any(type(module).__name__ == "QuickGELU" for module in model.modules()))
+
+
+def resolve_activation(backbone: str, source: str, requested: str | None) -> str | None:
+    """The activation to build: the weights' own; ``requested`` must agree with it where the weights record one."""
+    if requested is not None and requested not in ACTIVATIONS:
+        raise ActivationMismatchError(f"Unknown activation {requested!r} (known: {', '.join(ACTIVATIONS)}).")
+    trained = trained_activation(backbone, source)
+    if requested is not None and trained is not None and requested != trained:
+        raise ActivationMismatchError(
+            f"Weights {backbone}/{source} were trained with {trained}, but {requested} was requested. "
+            f"{HOW_TO_CHOOSE_ACTIVATION}"
+        )
+    return requested or trained
+
+
+def build_backbone(backbone: str, pretrained: str, activation: str | None = None) -> Backbone:
+    """Build the open_clip model ``backbone`` with weights from ``pretrained``, frozen, in eval mode.
+
+    ``activation`` None builds what the weights were trained with; a value that contradicts the weights is an
+    :class:`ActivationMismatchError`, as is a built model that does not compute the intended activation.
+    """
     register_model_configs()
     source = pretrained.strip()
     random_weights = source.lower() == "none"
+    intended = resolve_activation(backbone, source, activation)
+    quick_gelu = intended == "quick_gelu"
 
     if random_weights:
         _require_known(backbone)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(RANDOM_SEED)
-            model, train_tf, val_tf = open_clip.create_model_and_transforms(backbone, pretrained=None)
+            model, train_tf, val_tf = _open_clip_create(backbone, None, quick_gelu)
         model_name = backbone
     elif source.startswith("local-dir:"):
         folder = Path(source.removeprefix("local-dir:")).expanduser()
@@ -136,11 +244,11 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
             raise WeightsUnavailableError(f"local-dir source {folder} has no open_clip_config.json. {HOW_TO_SUPPLY}")
         model_name = f"local-dir:{folder}"
         model, train_tf, val_tf = _wrap_errors(
-            lambda: open_clip.create_model_and_transforms(model_name, require_pretrained=True), source
+            lambda: _open_clip_create(model_name, None, quick_gelu, require_pretrained=True), source
         )
     elif source.startswith("hf-hub:"):
         model_name = source
-        model, train_tf, val_tf = _create_with_download(model_name, None, source)
+        model, train_tf, val_tf = _create_with_download(model_name, None, source, quick_gelu)
     elif _is_file_like(source) or Path(source).expanduser().is_file():
         path = Path(source).expanduser()
         if not path.is_file():
@@ -148,8 +256,7 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
         _require_known(backbone)
         model_name = backbone
         model, train_tf, val_tf = _wrap_errors(
-            lambda: open_clip.create_model_and_transforms(backbone, pretrained=str(path), require_pretrained=True),
-            source,
+            lambda: _open_clip_create(backbone, str(path), quick_gelu, require_pretrained=True), source
         )
     else:
         _require_known(backbone)
@@ -160,8 +267,16 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
                 f"nor an existing file. {HOW_TO_SUPPLY}"
             )
         model_name = backbone
-        model, train_tf, val_tf = _create_with_download(backbone, source, f"{backbone}/{source}")
+        model, train_tf, val_tf = _create_with_download(backbone, source, f"{backbone}/{source}", quick_gelu)
 
+    if source.startswith("hf-hub:"):
+        resolve_activation(backbone, source, activation)  # the repository's config is in the cache now
+    built = built_activation(model)
+    if intended is not None and built != intended:
+        # e.g. gelu asked of a '-quickgelu' architecture, or of an hf-hub repo whose config says quick_gelu
+        raise ActivationMismatchError(
+            f"{model_name} builds {built}, but {intended} was requested. {HOW_TO_CHOOSE_ACTIVATION}"
+        )
     model.eval()
     model.requires_grad_(False)
     return Backbone(
@@ -171,6 +286,7 @@ def build_backbone(backbone: str, pretrained: str) -> Backbone:
         tokenizer=open_clip.get_tokenizer(model_name),
         random_weights=random_weights,
         source=source,
+        activation=built,
     )
 
 
@@ -185,7 +301,7 @@ def _require_known(backbone: str) -> None:
 def _wrap_errors(build, source: str):
     try:
         return build()
-    except WeightsUnavailableError:
+    except (WeightsUnavailableError, ActivationMismatchError):
         raise
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one documented error
         raise WeightsUnavailableError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -18,8 +19,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, ENV_BACKBONE, ENV_PRETRAINED, EncoderConfig
-from .errors import CheckpointError
+from .backbone import architecture_activation
+from .config import (
+    DEFAULT_BACKBONE,
+    DEFAULT_PRETRAINED,
+    ENV_BACKBONE,
+    ENV_PRETRAINED,
+    EncoderConfig,
+    env_activation,
+)
+from .errors import ActivationMismatchError, CheckpointError
 from .model import PromptedCLIP, build_encoder
 
 FORMAT = "sbir-prompted-clip/1"
@@ -80,14 +89,26 @@ def read_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict[str, torch.Te
             f"{path} is not an encoder checkpoint (format {metadata.get('format')!r}, expected {FORMAT})."
         )
     try:
-        config = EncoderConfig.from_json(metadata["config"])
+        stored = json.loads(metadata["config"])
+        config = EncoderConfig.from_dict(stored)
         info = json.loads(metadata.get("info", "{}"))
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"Checkpoint {path} has a broken config: {error}") from error
     if config.is_baseline:
         raise CheckpointError(f"Checkpoint {path} has no prompt config.")
+    if "activation" not in stored:
+        info["activation_recorded"] = False
+        config = _with_legacy_activation(config)
     info["fingerprint"] = metadata.get("fingerprint")
     return config, tensors, info
+
+
+def _with_legacy_activation(config: EncoderConfig) -> EncoderConfig:
+    """A checkpoint written before the activation was recorded was trained under what open_clip built then: the
+    architecture's own activation for tags and files (never forced), the config file's for local-dir:/hf-hub:."""
+    if config.pretrained.startswith(("local-dir:", "hf-hub:")):
+        return config
+    return replace(config, activation=architecture_activation(config.backbone))
 
 
 def apply_learned_state(encoder: PromptedCLIP, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -119,11 +140,12 @@ def load_checkpoint(
     *,
     backbone: str | None = None,
     pretrained: str | None = None,
+    activation: str | None = None,
     device: str | torch.device = "cpu",
 ) -> PromptedCLIP:
     """Rebuild the encoder a checkpoint was trained with and apply its learned tensors.
 
-    ``backbone``, when given, must equal the checkpoint's; ``pretrained`` reads the backbone
+    ``backbone`` and ``activation``, when given, must equal the checkpoint's; ``pretrained`` reads the backbone
     weights from another source (e.g. a local copy of the same weights).
     """
     config, tensors, info = read_checkpoint(path)
@@ -136,9 +158,24 @@ def load_checkpoint(
             f"Checkpoint {path} was trained on {config.backbone}/{config.pretrained} weights; "
             "refusing to apply it to a randomly initialised backbone (pretrained=none)."
         )
-    encoder = build_encoder(config, device, weights_source=pretrained)
+    if activation is not None and config.activation is not None and activation != config.activation:
+        raise CheckpointError(
+            f"Checkpoint {path} was trained under {config.activation}; refusing to load it under {activation}."
+        )
+    try:
+        encoder = build_encoder(config, device, weights_source=pretrained)
+    except ActivationMismatchError as error:
+        recorded = "" if info.get("activation_recorded", True) else (
+            " (it predates recorded activations, so it was trained under the architecture's own)"
+        )
+        raise CheckpointError(
+            f"Checkpoint {path} was trained under {config.activation}{recorded}, but its backbone weights need "
+            f"another activation: {error} Retrain the prompts on the correctly built backbone."
+        ) from error
     apply_learned_state(encoder, tensors, source=f"Checkpoint {path}")
-    if info.get("fingerprint") and encoder.fingerprint() != info["fingerprint"]:
+    expected = info.get("fingerprint")
+    legacy = not info.get("activation_recorded", True)
+    if expected and expected not in (encoder.fingerprint(), legacy and encoder.fingerprint(record_activation=False)):
         raise CheckpointError(f"Checkpoint {path} fails its fingerprint check (corrupt or edited).")
     return encoder
 
@@ -161,18 +198,23 @@ def load_encoder(
     *,
     backbone: str | None = None,
     pretrained: str | None = None,
+    activation: str | None = None,
     device: str | torch.device | None = "auto",
 ) -> PromptedCLIP:
     """The entry points' one way to get an encoder: a checkpoint, or the frozen-CLIP baseline.
 
-    ``backbone``/``pretrained`` default to ``SBIR_BACKBONE``/``SBIR_PRETRAINED``.
+    ``backbone``/``pretrained``/``activation`` default to ``SBIR_BACKBONE``/``SBIR_PRETRAINED``/``SBIR_ACTIVATION``
+    (activation ``auto`` or unset: what the weights were trained with).
     """
     backbone = backbone or os.environ.get(ENV_BACKBONE) or None
     pretrained = pretrained or os.environ.get(ENV_PRETRAINED) or None
+    activation = env_activation() if activation in (None, "auto") else activation
     device = resolve_device(device)
     if checkpoint:
-        return load_checkpoint(checkpoint, backbone=backbone, pretrained=pretrained, device=device)
+        return load_checkpoint(checkpoint, backbone=backbone, pretrained=pretrained, activation=activation,
+                               device=device)
     config = EncoderConfig(
-        backbone=backbone or DEFAULT_BACKBONE, pretrained=pretrained or DEFAULT_PRETRAINED, prompts=None
+        backbone=backbone or DEFAULT_BACKBONE, pretrained=pretrained or DEFAULT_PRETRAINED, prompts=None,
+        activation=activation,
     )
     return build_encoder(config, device)

@@ -16,8 +16,15 @@ DEFAULT_BACKBONE = "ViT-B-32"
 DEFAULT_PRETRAINED = "openai"
 ENV_BACKBONE = "SBIR_BACKBONE"
 ENV_PRETRAINED = "SBIR_PRETRAINED"
+ENV_ACTIVATION = "SBIR_ACTIVATION"
 
 PromptDepth = Literal["shallow", "deep"]
+# The MLP activation of the transformer towers. OpenAI's CLIP weights were trained with QuickGELU
+# (x * sigmoid(1.702 x)); most later open_clip weights with exact GELU. Weights under the wrong one still load,
+# but every layer computes something else than what was trained (open_clip issues #441, #771).
+ACTIVATIONS = ("gelu", "quick_gelu")
+Trainable = Literal["prompts+ln", "official"]
+TRAINABLE_SETS: tuple[str, ...] = ("prompts+ln", "official")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,9 @@ class PromptConfig:
     (fine-grained); otherwise sketches and photos get their own (category-level).
     ``separate_ln`` gives each modality its own copy of the visual LayerNorm affine parameters;
     ``tune_ln`` = False leaves the LayerNorms frozen (an ablation).
+    ``trainable`` = "official" also learns what the official code's freezing left trainable: every
+    image-tower tensor not named ``weight``/``bias`` (attention in-projections, class and positional
+    embeddings, the visual projection), shared by both modalities, at the LayerNorm learning rate.
     """
 
     n_prompts: int = 3
@@ -36,6 +46,7 @@ class PromptConfig:
     shared: bool = False
     separate_ln: bool = False
     tune_ln: bool = True
+    trainable: Trainable = "prompts+ln"
 
     def __post_init__(self) -> None:
         if self.n_prompts < 1:
@@ -44,15 +55,34 @@ class PromptConfig:
             raise ValueError(f"prompt depth must be 'shallow' or 'deep', got {self.depth!r}")
         if self.separate_ln and not self.tune_ln:
             raise ValueError("separate_ln needs tune_ln: frozen LayerNorms cannot differ per modality")
+        if self.trainable not in TRAINABLE_SETS:
+            raise ValueError(f"trainable must be one of {', '.join(TRAINABLE_SETS)}, got {self.trainable!r}")
+        if self.trainable == "official" and not self.tune_ln:
+            raise ValueError("trainable 'official' trains the LayerNorms too: it cannot be combined with tune_ln off")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.trainable == "prompts+ln":  # omitted at its default: older checkpoints and indexes keep their identity
+            del data["trainable"]
+        return data
 
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Everything needed to rebuild an encoder. ``prompts=None`` is the frozen-CLIP baseline."""
+    """Everything needed to rebuild an encoder. ``prompts=None`` is the frozen-CLIP baseline.
+
+    ``activation`` None means "what the weights were trained with" (resolved when the backbone is built: the
+    encoder's own config always holds the resolved value, so checkpoints and indexes record it).
+    """
 
     backbone: str = DEFAULT_BACKBONE
     pretrained: str = DEFAULT_PRETRAINED
     prompts: PromptConfig | None = field(default_factory=PromptConfig)
+    activation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.activation is not None and self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
 
     @property
     def is_baseline(self) -> bool:
@@ -62,7 +92,9 @@ class EncoderConfig:
         return replace(self, pretrained=pretrained)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["prompts"] = self.prompts.to_dict() if self.prompts is not None else None
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -74,6 +106,7 @@ class EncoderConfig:
             backbone=str(data["backbone"]),
             pretrained=str(data["pretrained"]),
             prompts=PromptConfig(**prompts) if prompts is not None else None,
+            activation=data.get("activation"),
         )
 
     @classmethod
@@ -87,6 +120,11 @@ def env_backbone() -> str:
 
 def env_pretrained() -> str:
     return os.environ.get(ENV_PRETRAINED) or DEFAULT_PRETRAINED
+
+
+def env_activation() -> str | None:
+    value = (os.environ.get(ENV_ACTIVATION) or "auto").strip().lower()
+    return None if value == "auto" else value
 
 
 def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
@@ -107,6 +145,14 @@ def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True
         default=None,
         help=f"weights: an open_clip tag, a local file, local-dir:PATH, hf-hub:ORG/REPO, or none "
         f"(random, tests only) (env {ENV_PRETRAINED}, default {DEFAULT_PRETRAINED})",
+    )
+    group.add_argument(
+        "--activation",
+        choices=["auto", *ACTIVATIONS],
+        default=None,
+        help=f"MLP activation (env {ENV_ACTIVATION}, default auto: what the weights were trained with, read from "
+        "the open_clip tag or the weights' open_clip_config.json; for a plain weights file the architecture's own, "
+        "so name a '-quickgelu' architecture or pass quick_gelu for OpenAI weights). A contradiction is refused.",
     )
     if checkpoint:
         group.add_argument(

@@ -42,3 +42,7 @@ class WeightsUnavailableError(SBIRError):
 
 class CheckpointError(SBIRError):
     """A checkpoint is unreadable or does not fit the backbone it is loaded onto."""
+
+
+class ActivationMismatchError(SBIRError, ValueError):
+    """The requested MLP activation (or a checkpoint's) contradicts what the backbone weights were trained with."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -22,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .backbone import Backbone, build_backbone
+from .backbone import Backbone, build_backbone, trained_activation
 from .config import EncoderConfig
 from .preprocess import Preprocessor
 
@@ -30,6 +32,15 @@ Modality = Literal["sketch", "photo"]
 MODALITIES: tuple[Modality, ...] = ("sketch", "photo")
 SHARED = "shared"
 TEXT_TEMPLATE = "a photo of a {}"
+# How fresh prompts are drawn. "normal": N(0, 1), as the official code (torch.randn); "scaled": N(0, 1/width), the
+# scale of CLIP's own embeddings. The prompts pass through ln_pre, so the forward is the same, but Adam's steps are
+# ~width^0.5 (28x for ViT-B/32) larger relative to a scaled prompt: the two train differently at one learning rate.
+PROMPT_INITS = ("normal", "scaled")
+
+
+def class_text(category: str) -> str:
+    """A class name (folder name or typed words) → the words of the text prompt: ``teddy_bear`` → ``teddy bear``."""
+    return re.sub(r"\s+", " ", category.replace("_", " ")).strip()
 
 
 def _escape(name: str) -> str:
@@ -43,9 +54,13 @@ def _unescape(name: str) -> str:
 class PromptedCLIP(nn.Module):
     """Frozen open_clip + learned visual prompts (+ LayerNorm affines) → L2-normalised embeddings."""
 
-    def __init__(self, config: EncoderConfig, backbone: Backbone) -> None:
+    def __init__(self, config: EncoderConfig, backbone: Backbone, *, prompt_init: str = "normal") -> None:
         super().__init__()
-        self.config = config
+        if prompt_init not in PROMPT_INITS:
+            raise ValueError(f"prompt_init must be one of {', '.join(PROMPT_INITS)}, got {prompt_init!r}")
+        if config.activation not in (None, backbone.activation):
+            raise ValueError(f"config asks for {config.activation}, but the backbone computes {backbone.activation}")
+        self.config = replace(config, activation=backbone.activation)
         self.clip = backbone.model
         self.clip.requires_grad_(False)
         self.tokenizer = backbone.tokenizer
@@ -63,21 +78,27 @@ class PromptedCLIP(nn.Module):
 
         self.prompts = nn.ParameterDict()
         self.layer_norms = nn.ModuleDict()
+        self.backbone_tensors = nn.ParameterDict()  # trainable="official": copies, shared by both modalities
         self._lock = threading.RLock()  # forwards read per-call prompt state set on self
         self._active_prompt: torch.Tensor | None = None
+        # bf16 (fp16) autocast on CUDA: indexing, serving and training; evaluation turns it off (fp32 metrics)
+        self.amp = True
         prompt_cfg = config.prompts
         if prompt_cfg is not None:
             depth = self.n_layers if prompt_cfg.depth == "deep" else 1
             groups = [SHARED] if prompt_cfg.shared else list(MODALITIES)
+            scale = self.width**-0.5 if prompt_init == "scaled" else 1.0
             for group in groups:
-                init = torch.randn(depth, prompt_cfg.n_prompts, self.width) * self.width**-0.5
-                self.prompts[group] = nn.Parameter(init)
+                self.prompts[group] = nn.Parameter(torch.randn(depth, prompt_cfg.n_prompts, self.width) * scale)
             if prompt_cfg.tune_ln:
                 ln_groups = list(MODALITIES) if prompt_cfg.separate_ln else [SHARED]
                 for group in ln_groups:
                     self.layer_norms[group] = nn.ParameterDict(
                         {_escape(n): nn.Parameter(p.detach().clone().float()) for n, p in self._visual_ln_params()}
                     )
+            if prompt_cfg.trainable == "official":
+                for name, param in self._official_params():
+                    self.backbone_tensors[_escape(name)] = nn.Parameter(param.detach().clone().float())
             self._install_hooks(prompt_cfg.depth, prompt_cfg.n_prompts)
 
     # ----------------------------------------------------------------- trainable state
@@ -87,8 +108,17 @@ class PromptedCLIP(nn.Module):
                 for param_name, param in module.named_parameters(recurse=False):
                     yield f"{module_name}.{param_name}", param
 
+    def _official_params(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """What the official code's freezing left trainable besides LayerNorms: it froze ``.weight`` and
+        ``.bias`` of every other module, so QKV in-projections, class/positional embeddings and ``proj`` stayed."""
+        layer_norms = {name for name, _ in self._visual_ln_params()}
+        for name, param in self.clip.visual.named_parameters():
+            if name.rsplit(".", 1)[-1] not in ("weight", "bias") and name not in layer_norms:
+                yield name, param
+
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
-        """Exactly the learned tensors: prompts and (copies of) the visual LayerNorm affines."""
+        """Exactly the learned tensors: prompts, (copies of) the visual LayerNorm affines and, with
+        ``trainable="official"``, (copies of) the official code's extra tensors."""
         return {name: p for name, p in self.named_parameters() if not name.startswith("clip.")}
 
     def param_groups(self, prompt_lr: float, ln_lr: float, weight_decay: float = 0.0) -> list[dict]:
@@ -101,16 +131,25 @@ class PromptedCLIP(nn.Module):
                 "weight_decay": weight_decay,
             },
             {"name": "layer_norms", "params": list(self.layer_norms.parameters()), "lr": ln_lr, "weight_decay": 0.0},
+            # the official code trained these at its LayerNorm rate
+            {"name": "backbone", "params": list(self.backbone_tensors.parameters()), "lr": ln_lr, "weight_decay": 0.0},
         ]
         return [g for g in groups if g["params"]]
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
 
-    def fingerprint(self) -> str:
-        """Identity of the encoder: config (minus where weights are read from) + learned tensors."""
+    def fingerprint(self, *, record_activation: bool = True) -> str:
+        """Identity of the encoder: config (minus where weights are read from) + learned tensors.
+
+        GELU was the implicit activation of every config written before the field existed, so it stays out of the
+        identity: those checkpoints and indexes keep their fingerprints, while a QuickGELU encoder gets a new one.
+        ``record_activation=False`` gives the fingerprint such an older record was written with.
+        """
         digest = hashlib.sha256()
         identity = self.config.to_dict()
+        if identity.get("activation") == "gelu" or not record_activation:
+            identity.pop("activation", None)
         digest.update(repr(sorted(identity.items())).encode())
         for name, tensor in sorted(self.learned_state().items()):
             digest.update(name.encode())
@@ -163,7 +202,7 @@ class PromptedCLIP(nn.Module):
         return next(self.clip.parameters()).device
 
     def _autocast(self, device: torch.device):
-        if device.type == "cuda":
+        if device.type == "cuda" and self.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
             return torch.autocast(device_type="cuda", dtype=dtype)
         return contextlib.nullcontext()
@@ -180,11 +219,9 @@ class PromptedCLIP(nn.Module):
             self._active_prompt = self._group(self.prompts, modality)
             try:
                 layer_norms = self._group(self.layer_norms, modality)
-                if layer_norms is None:
-                    features = visual(images)
-                else:
-                    overrides = {_unescape(name): p for name, p in layer_norms.items()}
-                    features = functional_call(visual, overrides, (images,), strict=False)
+                overrides = {_unescape(name): p for name, p in (layer_norms or {}).items()}
+                overrides |= {_unescape(name): p for name, p in self.backbone_tensors.items()}
+                features = functional_call(visual, overrides, (images,), strict=False) if overrides else visual(images)
             finally:
                 self._active_prompt = None
             if isinstance(features, tuple):  # output_tokens=True backbones
@@ -205,6 +242,14 @@ class PromptedCLIP(nn.Module):
             features = self.clip.encode_text(tokens)
         return F.normalize(features.float(), dim=-1)
 
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Free text (queries) → ``[B, D]`` through the frozen text tower, with the prompt the training uses."""
+        return self.text_features([class_text(text) for text in texts])
+
+    @property
+    def has_text_tower(self) -> bool:
+        return self.tokenizer is not None and callable(getattr(self.clip, "encode_text", None))
+
     @property
     def logit_scale(self) -> float:
         return float(self.clip.logit_scale.exp().item())
@@ -224,12 +269,18 @@ class PromptedCLIP(nn.Module):
 
 
 def build_encoder(
-    config: EncoderConfig, device: str | torch.device = "cpu", *, weights_source: str | None = None
+    config: EncoderConfig,
+    device: str | torch.device = "cpu",
+    *,
+    weights_source: str | None = None,
+    prompt_init: str = "normal",
 ) -> PromptedCLIP:
     """A fresh encoder (random prompts, LayerNorms copied from the backbone) on ``device``.
 
     ``weights_source`` reads the backbone weights from elsewhere (a local copy of the same
-    weights) while ``config.pretrained`` keeps naming their identity.
+    weights) while ``config.pretrained`` keeps naming their identity, and so the activation they need.
     """
-    encoder = PromptedCLIP(config, build_backbone(config.backbone, weights_source or config.pretrained))
+    activation = config.activation or trained_activation(config.backbone, config.pretrained.strip())
+    backbone = build_backbone(config.backbone, weights_source or config.pretrained, activation)
+    encoder = PromptedCLIP(config, backbone, prompt_init=prompt_init)
     return encoder.to(device).eval()

@@ -17,6 +17,12 @@ from torchvision import transforms as T
 from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch, to_rgb
 from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
 
+# Bump whenever photo preprocessing changes the tensors it makes (decoding, colour handling, resizing, crop):
+# an index records the version it was embedded with, and one embedded with another is refused (rebuild it).
+#   1: full-size decode, then open_clip's resize + centre crop
+#   2: JPEGs decoded at a reduced DCT scale that keeps the model's input size (encoder/imaging.py)
+PREPROCESSING_VERSION = 2
+
 
 @dataclass
 class Preprocessor:

@@ -1,15 +1,16 @@
-"""Index builder: embeds a photo gallery into a versioned FAISS index, and reads it back.
+"""Index builder: embeds a photo gallery into a versioned FAISS index (or a Milvus collection), and reads it back.
 
 ``python -m index_builder build|info|verify``; the app uses :class:`IndexReader`.
 """
 
-from .errors import BuildError, FingerprintMismatchError, IndexCorruptError, IndexNotFoundError
+from .errors import BuildError, EngineUnavailableError, FingerprintMismatchError, IndexCorruptError, IndexNotFoundError
 from .layout import current_version
 from .metadata import PhotoRecord
 from .reader import IndexReader
 
 __all__ = [
     "BuildError",
+    "EngineUnavailableError",
     "FingerprintMismatchError",
     "IndexCorruptError",
     "IndexNotFoundError",

@@ -18,14 +18,27 @@ import numpy as np
 
 from encoder import PromptedCLIP
 
+from .compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from .embedding import Distributor, embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
-from .layout import FORMAT, IDS, METADATA, REPORT, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+from .layout import (
+    CALIBRATION_QUERIES,
+    FORMAT,
+    IDS,
+    METADATA,
+    REPORT,
+    VECTORS,
+    IndexLayout,
+    read_manifest,
+    utc_now,
+    write_json,
+)
 from .metadata import MetadataStore, PhotoRecord, write_metadata
 from .report import BuildReport
 from .sources import Scan, read_manifest_file, scan_folder
 from .staging import FileKey, Staging
+from .tuning import saved_queries
 
 COPY_CHUNK = 65_536
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
@@ -48,6 +61,12 @@ class BuildOptions:
     keep: int = 3
     progress: bool = True
     checkpoint: str | None = None  # recorded in the manifest, for people
+    engine: str = "faiss"  # faiss (a folder of versions) | milvus (a Milvus alias; index_dir keeps staging + lock)
+    milvus_uri: str | None = None
+    collection: str | None = None
+    index_params: dict | None = None  # Milvus index build params (e.g. {"M": 16}); None: the type's defaults
+    search_params: dict | None = None  # Milvus search params (e.g. {"ef": 64}); None: the type's defaults
+    milvus_timeout_s: float = 10.0
     distributor: Distributor | None = None  # where photos are read and embedded (None: local)
 
 
@@ -84,47 +103,100 @@ def _scan(options: BuildOptions) -> Scan:
     return read_manifest_file(options.manifest)
 
 
-def _previous(layout: IndexLayout, encoder: PromptedCLIP, rebuild: bool) -> PreviousVersion | None:
-    try:
-        previous = PreviousVersion(layout.current_dir())
-    except IndexNotFoundError as error:
-        if layout.current() is None:
-            return None
-        if rebuild:
-            return None  # the live version is unreadable: start over without it
-        raise BuildError(f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") \
-            from None
-    except (BuildError, OSError, ValueError, KeyError) as error:
-        if rebuild:
-            return None
-        raise BuildError(
-            f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") from None
+def check_fingerprint(previous: PreviousVersion | None, encoder: PromptedCLIP, rebuild: bool, where: str) -> None:
+    """Refuse an incremental build with another encoder than the live version's (vectors would not compare)."""
     fingerprint = encoder.fingerprint()
-    if not rebuild and previous.fingerprint != fingerprint:
+    if previous is None or rebuild:
+        return
+    if previous.fingerprint != fingerprint:
         old = previous.manifest["encoder"]
         raise FingerprintMismatchError(
-            f"Index {layout.root} (version {previous.name}) was built with encoder {old['fingerprint']} "
+            f"Index {where} (version {previous.name}) was built with encoder {old['fingerprint']} "
             f"({old.get('config')}, checkpoint {old.get('checkpoint')}); this run's encoder is {fingerprint} "
             f"({encoder.config.to_dict()}). Vectors of different encoders cannot share an index, so incremental "
             "mode is refused: run again with --rebuild to re-embed the whole gallery."
         )
-    return previous
+    stale = preprocessing_mismatch(previous.manifest)
+    if stale:
+        raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {where}.")
+
+
+class FolderTarget:
+    """Versions as folders with vectors.npy + the engine's files (FAISS), switched by the ``current`` file."""
+
+    def __init__(self, options: BuildOptions) -> None:
+        self.options = options
+        self.layout = IndexLayout(options.index_dir)
+        self.engine = get_engine(options.engine)
+        self.where = str(self.layout.root)
+
+    def previous(self, rebuild: bool) -> PreviousVersion | None:
+        layout = self.layout
+        try:
+            return PreviousVersion(layout.current_dir())
+        except IndexNotFoundError as error:
+            if layout.current() is None or rebuild:
+                return None  # no index yet, or the live version is unreadable and we start over without it
+            raise BuildError(f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") \
+                from None
+        except (BuildError, OSError, ValueError, KeyError) as error:
+            if rebuild:
+                return None
+            raise BuildError(
+                f"The current version of {layout.root} cannot be read ({error}); run with --rebuild.") from None
+
+    def resolve_factory(self, size: int, dim: int, requested: str | None) -> str:
+        return self.engine.resolve_factory(size, dim, requested)
+
+    def write(self, plan: Plan, previous: PreviousVersion | None, staging: Staging, report: BuildReport,
+              manifest: dict, requested: str | None, dim: int) -> None:
+        """Write and publish a new version; ``manifest`` lacks what the target adds (version, index, build)."""
+        options = self.options
+        name, partial = self.layout.start_version()
+        report.version = name
+        ids = _write_rows(partial, plan, previous, staging, dim)
+        vectors = np.load(partial / VECTORS, mmap_mode="r")
+        section = self.engine.build(vectors, ids, partial, factory=requested, device=options.device,
+                                    progress=options.progress, recall_target=options.recall_target)
+        queries = _tuning_queries(previous, manifest["encoder"]["fingerprint"], dim)
+        if queries is not None:  # the live version was tuned on real queries: keep calibrating on them
+            section = self.engine.tune(partial, section, vectors, ids, queries, recall_target=options.recall_target)
+            np.save(partial / CALIBRATION_QUERIES, queries)
+        del vectors
+        write_json(partial / REPORT, report.to_dict())
+        manifest.update(version=name, index=section, build=report.counts(),
+                        files={"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT})
+        write_json(partial / "manifest.json", manifest)
+        self.layout.publish(name, partial)
+
+    def prune(self, keep: int) -> None:
+        self.layout.prune(keep)
+
+
+def build_target(options: BuildOptions):
+    """Where this build writes: a folder of versions (FAISS) or a Milvus alias."""
+    if options.engine == "milvus":
+        from .milvus.target import MilvusTarget
+
+        return MilvusTarget(options)
+    return FolderTarget(options)
 
 
 def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     """Build or update the index in ``options.index_dir``; returns what was done."""
     started = time.perf_counter()
-    layout = IndexLayout(options.index_dir)
+    layout = IndexLayout(options.index_dir)  # the build lock and the staging folder, for every engine
     report = BuildReport(index_dir=str(layout.root))
-    engine = get_engine("faiss")
+    target = build_target(options)
     with layout.build_lock():
         scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
         scan = _scan(options)
         report.source = scan.source
         report.skipped.extend(scan.skipped)
-        previous = _previous(layout, encoder, options.rebuild)
+        previous = target.previous(options.rebuild)
+        check_fingerprint(previous, encoder, options.rebuild, target.where)
         report.previous = previous.name if previous else None
-        staging = Staging(layout.staging_dir, encoder.fingerprint(), encoder.embed_dim)
+        staging = Staging(layout.staging_dir, embedding_identity(encoder), encoder.embed_dim)
 
         reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
@@ -145,48 +217,35 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         # An explicit factory sticks to the index until another is given ("auto": choose by size again).
         requested = options.index_factory or (previous.manifest.get("index_factory_option") if previous else None)
         requested = None if requested == "auto" else requested
-        report.factory = engine.resolve_factory(report.size, encoder.embed_dim, requested)
+        report.factory = target.resolve_factory(report.size, encoder.embed_dim, requested)
         if previous and not options.rebuild and not (report.added or report.updated or report.removed or same) \
                 and report.factory == previous.manifest["index"]["factory"]:
             report.status, report.version = "unchanged", previous.name
         else:
-            name, partial = layout.start_version()
-            report.version = name
-            ids = _write_rows(partial, plan, previous, staging, encoder.embed_dim)
-            vectors = np.load(partial / VECTORS, mmap_mode="r")
-            section = engine.build(vectors, ids, partial, factory=requested, device=options.device,
-                                   progress=options.progress, recall_target=options.recall_target)
-            del vectors
-            report.status = "built"
-            report.elapsed_s = time.perf_counter() - started
-            write_json(partial / REPORT, report.to_dict())
-            write_json(partial / "manifest.json", {
+            report.status, report.elapsed_s = "built", time.perf_counter() - started
+            target.write(plan, previous, staging, report, {
                 "format": FORMAT,
-                "version": name,
                 "created_at": plan.now,
                 "previous": report.previous,
                 "size": report.size,
                 "dim": encoder.embed_dim,
                 "next_id": plan.next_id,
                 "scanned_at_ns": scanned_at_ns,
-                "encoder": {
-                    "fingerprint": encoder.fingerprint(),
-                    "config": encoder.config.to_dict(),
-                    "checkpoint": str(Path(options.checkpoint).absolute()) if options.checkpoint else None,
-                    "random_weights": encoder.random_weights,
-                    "image_size": encoder.image_size,
-                },
+                "encoder": encoder_section(encoder, options.checkpoint),
                 "gallery": {"root": scan.gallery_root, "source": scan.source},
-                "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
-                "index": section,
                 "index_factory_option": requested,
-                "build": report.counts(),
-            })
-            layout.publish(name, partial)
+            }, requested, encoder.embed_dim)
         staging.discard()
-        layout.prune(options.keep)
+        target.prune(options.keep)
         report.elapsed_s = time.perf_counter() - started
         return report
+
+
+def _tuning_queries(previous: PreviousVersion | None, fingerprint: str, dim: int) -> np.ndarray | None:
+    """The query sample the live version was tuned on, when its queries come from this very encoder."""
+    if previous is None or previous.fingerprint != fingerprint:
+        return None
+    return saved_queries(previous.folder, dim)
 
 
 def _select(scan: Scan, previous: PreviousVersion | None, staging: Staging, rebuild: bool, report: BuildReport

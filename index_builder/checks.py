@@ -74,7 +74,7 @@ def verify(index_dir: str | Path, version: str | None = None) -> list[str]:
         if vectors.shape != (size, dim) or vectors.dtype != np.float32:
             problems.append(f"vectors.npy is {vectors.dtype}{list(vectors.shape)}; expected float32[{size}, {dim}]")
             return problems
-        problems += _check_vectors(vectors)
+        problems += check_vectors(vectors)
         meta = reader.metadata_store
         problems += [f"metadata: {line}" for line in meta.integrity_errors()]
         meta_ids = np.array(meta.ids(), dtype=np.int64)
@@ -98,7 +98,7 @@ def verify(index_dir: str | Path, version: str | None = None) -> list[str]:
     return problems
 
 
-def _check_vectors(vectors: np.ndarray) -> list[str]:
+def check_vectors(vectors: np.ndarray) -> list[str]:
     not_finite = not_unit = 0
     for start in range(0, len(vectors), CHUNK):
         block = np.asarray(vectors[start : start + CHUNK])

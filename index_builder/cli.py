@@ -1,4 +1,4 @@
-"""``python -m index_builder build | info | verify`` (exit 0 ok, 1 verify found problems, 2 error)."""
+"""``python -m index_builder build | tune | info | verify`` (exit 0 ok, 1 verify found problems, 2 error)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,45 @@ from pathlib import Path
 from encoder import SBIRError, add_encoder_args, load_encoder
 
 from .builder import BuildOptions, build_index
-from .checks import info, verify
 from .embedding import DISTRIBUTORS, Distributor, get_distributor
-from .errors import IndexCorruptError
+from .engine import ENGINES, open_source
+from .errors import BuildError, IndexCorruptError
+from .tuning import tune_index
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+
+
+def add_engine_args(parser: argparse.ArgumentParser) -> None:
+    """Which vector engine holds the index: FAISS in an index folder (default) or a Milvus server."""
+    group = parser.add_argument_group("vector engine")
+    group.add_argument("--engine", choices=ENGINES, default=os.environ.get("SBIR_ENGINE", "faiss"),
+                       help="faiss: versions in an index folder; milvus: a Milvus alias (env SBIR_ENGINE)")
+    group.add_argument("--milvus-uri", default=os.environ.get("SBIR_MILVUS_URI") or None,
+                       help="Milvus server, e.g. http://127.0.0.1:19530 (env SBIR_MILVUS_URI)")
+    group.add_argument("--collection", default=os.environ.get("SBIR_COLLECTION") or None,
+                       help="Milvus alias the index is served under (env SBIR_COLLECTION)")
+    group.add_argument("--milvus-timeout-s", type=float, default=float(os.environ.get("SBIR_MILVUS_TIMEOUT_S", 10)),
+                       help="longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S)")
+
+
+def parse_params(text: str | None, flag: str) -> dict | None:
+    """``--milvus-index-params '{"M": 16}'`` → dict (a CLI error when it is not a JSON object)."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise BuildError(f"{flag} must be a JSON object, e.g. '{{\"M\": 16}}': {error}") from None
+    if not isinstance(value, dict):
+        raise BuildError(f"{flag} must be a JSON object, e.g. '{{\"M\": 16}}'.")
+    return value
+
+
+def _source(args: argparse.Namespace):
+    if args.engine == "faiss" and args.index_dir is None:
+        raise BuildError("Give the index folder (or --engine milvus with --milvus-uri and --collection).")
+    return open_source(args.engine, index_dir=args.index_dir, milvus_uri=args.milvus_uri,
+                       collection=args.collection, timeout_s=args.milvus_timeout_s)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--gallery", type=Path, help="folder of photos (recursive; category = first sub-folder)")
     source.add_argument("--manifest", type=Path, help="CSV/JSONL with path and optional id, category, other fields")
     build.add_argument("--out", type=Path, default=Path(os.environ.get("SBIR_INDEX_DIR", "index")),
-                       help="index folder (env SBIR_INDEX_DIR, default ./index)")
+                       help="index folder (env SBIR_INDEX_DIR, default ./index); with --engine milvus it keeps only "
+                       "the build lock and the staging a killed build resumes from")
     build.add_argument("--index-factory", default=None,
                        help="FAISS index_factory string, kept for later runs until another is given "
                        "('auto', the default: chosen by gallery size)")
@@ -51,12 +86,30 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
+    add_engine_args(build)
+    build.add_argument("--milvus-index", default=None,
+                       help="Milvus index type: AUTOINDEX (default), FLAT, IVF_FLAT, IVF_PQ, HNSW, or the server's GPU "
+                       "types (GPU_CAGRA, GPU_IVF_PQ); kept for later runs until another is given")
+    build.add_argument("--milvus-index-params", default=None, help='Milvus index params as JSON, e.g. \'{"M": 16}\'')
+    build.add_argument("--milvus-search-params", default=None,
+                       help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
     add_encoder_args(build)
+
+    tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
+                               "efSearch) on real query vectors; published as a new version")
+    tune.add_argument("index_dir", type=Path)
+    tune.add_argument("--queries", type=Path, required=True,
+                      help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
+                      "SBIR_QUERY_SAMPLE)")
+    tune.add_argument("--recall-target", type=float, default=0.95, help="recall@10 to reach against exact search")
+    tune.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
+    tune.add_argument("--json", action="store_true", help="print the result as JSON")
 
     for name, text in (("info", "describe the current version"), ("verify", "check that a version is consistent")):
         command = commands.add_parser(name, help=text)
-        command.add_argument("index_dir", type=Path)
+        command.add_argument("index_dir", type=Path, nargs="?", default=None, help="index folder (FAISS)")
         command.add_argument("--version", default=None, help="a version name (default: current)")
+        add_engine_args(command)
         if name == "info":
             command.add_argument("--json", action="store_true")
     return parser
@@ -66,14 +119,23 @@ def _build(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
     distributor = _distributor(args)
+    milvus = args.engine == "milvus"
+    if milvus and args.index_factory:
+        raise BuildError("--index-factory is FAISS's; with --engine milvus use --milvus-index.")
+    if milvus and not (args.milvus_uri and args.collection):
+        raise BuildError("--engine milvus needs --milvus-uri and --collection (env SBIR_MILVUS_URI, SBIR_COLLECTION).")
+    index_params = parse_params(args.milvus_index_params, "--milvus-index-params")
+    search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
     # With Ray the actors embed on the cluster's devices; the driver's copy only describes the encoder.
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           device="cpu" if args.distributor != "local" else args.device)
+                           activation=args.activation, device="cpu" if args.distributor != "local" else args.device)
     options = BuildOptions(
-        index_dir=args.out, gallery=args.gallery, manifest=args.manifest, index_factory=args.index_factory,
-        recall_target=args.recall_target,
+        index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
+        index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
         rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, device=args.device, keep=args.keep,
-        progress=not args.no_progress, checkpoint=args.checkpoint, distributor=distributor,
+        progress=not args.no_progress, checkpoint=args.checkpoint, engine=args.engine, milvus_uri=args.milvus_uri,
+        collection=args.collection, index_params=index_params, search_params=search_params,
+        milvus_timeout_s=args.milvus_timeout_s, distributor=distributor,
     )
     report = build_index(encoder, options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
@@ -85,10 +147,29 @@ def _distributor(args: argparse.Namespace) -> Distributor:
         return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
                                device=args.device)
     return get_distributor(args.distributor)
+def _tune(args: argparse.Namespace) -> int:
+    if args.keep < 1 or not 0 < args.recall_target <= 1:
+        raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")
+    result = tune_index(args.index_dir, args.queries, recall_target=args.recall_target, keep=args.keep)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["status"] == "unchanged":
+        print(f"tune {args.index_dir}: nothing to tune ({result['reason']}); version {result['version']} unchanged")
+    else:
+        calibration = result["calibration"]
+        print(f"tune {args.index_dir}: {result['before']} -> {result['after']} on {calibration['queries']} query "
+              f"vectors (recall@10 {calibration['recall_at_10']}, target {calibration['target']}"
+              f"{'' if calibration['reached'] else ', NOT reached at the largest setting'}); "
+              f"published version {result['version']}")
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    data = info(args.index_dir, args.version)
+    source = _source(args)
+    try:
+        data = source.info(args.version)
+    finally:
+        source.close()
     if args.json:
         print(json.dumps(data, indent=2))
         return 0
@@ -106,13 +187,16 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    source = _source(args)
     try:
-        problems = verify(args.index_dir, args.version)
+        problems = source.verify(args.version)
     except IndexCorruptError as error:  # a version that cannot even be opened fails verification
         problems = [str(error)]
+    finally:
+        source.close()
     for problem in problems:
         print(f"PROBLEM: {problem}", file=sys.stderr)
-    print(f"verify {args.index_dir}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK'}")
+    print(f"verify {source.describe()}: {'FAILED, ' + str(len(problems)) + ' problem(s)' if problems else 'OK'}")
     return 1 if problems else 0
 
 
@@ -137,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: keep the default handlers
         pass
     try:
-        return {"build": _build, "info": _info, "verify": _verify}[args.command](args)
+        return {"build": _build, "tune": _tune, "info": _info, "verify": _verify}[args.command](args)
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -19,3 +19,7 @@ class BuildError(SBIRError):
 
 class FingerprintMismatchError(BuildError):
     """The encoder differs from the one the current version was built with: incremental mode is refused."""
+
+
+class EngineUnavailableError(SBIRError):
+    """The vector engine's server cannot be reached or answer in time (a temporary condition: retry later)."""

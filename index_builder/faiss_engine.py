@@ -3,9 +3,10 @@ GPU when present, exact category filters.
 
 Auto choice (``--index-factory`` overrides): up to ``FLAT_MAX`` vectors an exact ``Flat`` index;
 beyond, ``IVF{nlist},Flat`` (nlist ≈ √N, a power of two) trained on a sample of ``TRAIN_PER_LIST``
-vectors per list; beyond ``SQ8_MIN``, ``IVF{nlist},SQ8`` (4× smaller codes). IVF's ``nprobe`` is
-calibrated at build time: the smallest power of two reaching ``RECALL_TARGET`` recall@10 against
-exact search for a sample of stored vectors used as queries (each one's own id left out).
+vectors per list; beyond ``SQ8_MIN``, ``IVF{nlist},SQ8`` (4× smaller codes). IVF's ``nprobe`` (HNSW's
+``efSearch``) is calibrated at build time: the smallest power of two reaching ``RECALL_TARGET`` recall@10
+against exact search for a sample of stored vectors used as queries (each one's own id left out), and
+again by ``tune`` on real query vectors (sketches sit farther from photos than photos from each other).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ SQ8_MIN = 4_000_000
 TRAIN_PER_LIST = 50
 RECALL_TARGET = 0.95
 CALIBRATION_QUERIES = 256
+TUNE_QUERIES_MAX = 2048  # real query vectors used by `tune` (a sample when more are given)
 EXACT_FILTER_MAX = 50_000  # category filters on approximate indexes this small are searched exactly
 ADD_CHUNK = 65_536
 SELF_RECALL_MIN = 0.9  # verify: share of stored vectors an approximate index must find in their own top 10
@@ -83,28 +85,70 @@ def _exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 
     return np.take_along_axis(best_rows, order, axis=1)
 
 
-def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, k: int = 10,
-                     target: float = RECALL_TARGET) -> dict:
-    """Smallest power-of-two nprobe whose recall@k (self excluded) reaches ``target``."""
-    ivf = faiss.extract_index_ivf(index)
+def search_knob(index: faiss.Index) -> tuple[str, list[int]] | None:
+    """The search parameter that trades recall for speed, and the values calibration tries (ascending):
+    IVF ``nprobe`` (powers of two up to nlist), HNSW ``efSearch``; None for exact indexes."""
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None:
+        return "nprobe", sorted({*(2**i for i in range(ivf.nlist.bit_length()) if 2**i < ivf.nlist), ivf.nlist})
+    if _hnsw_of(index) is not None:
+        return "efSearch", [2**i for i in range(4, 13)]  # 16 .. 4096
+    return None
+
+
+def _hnsw_of(index: faiss.Index) -> faiss.IndexHNSW | None:
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
+    return inner if isinstance(inner, faiss.IndexHNSW) else None
+
+
+def _search_params(knob: str, value: int, selector: faiss.IDSelector | None = None) -> faiss.SearchParameters:
+    kind = faiss.SearchParametersIVF if knob == "nprobe" else faiss.SearchParametersHNSW
+    params = kind(**{knob: int(value)}) if selector is None else kind(sel=selector, **{knob: int(value)})
+    params.keep_alive = selector  # the params object only holds a raw pointer
+    return params
+
+
+def calibrate(index: faiss.Index, vectors: np.ndarray, ids: np.ndarray, *, queries: np.ndarray | None = None,
+              k: int = 10, target: float = RECALL_TARGET) -> dict | None:
+    """The smallest tried value of the index's search knob whose recall@k against exact search reaches ``target``.
+
+    Queries: ``queries`` when given (real query vectors, e.g. sketches the service saw; up to
+    ``TUNE_QUERIES_MAX`` of them), else ``CALIBRATION_QUERIES`` stored vectors with their own id left out.
+    None for an exact index (nothing to calibrate)."""
+    knob = search_knob(index)
+    if knob is None or len(vectors) == 0:
+        return None
+    name, values = knob
     rng = np.random.default_rng(0)
-    rows = np.sort(rng.choice(len(vectors), size=min(CALIBRATION_QUERIES, len(vectors)), replace=False))
-    queries = np.asarray(vectors[rows], dtype=np.float32)
-    truth_rows = _exact_top_k(vectors, queries, k + 1)
-    truth = [set(ids[r[r != row]][:k].tolist()) for r, row in zip(truth_rows, rows, strict=True)]
-    chosen, recall, nprobe = ivf.nlist, 1.0, 1
-    tried = {}
-    while nprobe <= ivf.nlist:
-        _, found = index.search(queries, k + 1, params=faiss.SearchParametersIVF(nprobe=nprobe))
-        hits = [len(t & set(f[f != ids[row]][:k].tolist())) / max(len(t), 1)
-                for t, f, row in zip(truth, found, rows, strict=True)]
-        tried[nprobe] = round(float(np.mean(hits)), 4)
-        if tried[nprobe] >= target:
-            chosen, recall = nprobe, tried[nprobe]
+    if queries is None:
+        rows = np.sort(rng.choice(len(vectors), size=min(CALIBRATION_QUERIES, len(vectors)), replace=False))
+        sample, own = np.asarray(vectors[rows], dtype=np.float32), ids[rows]
+    else:
+        picked = np.sort(rng.choice(len(queries), size=min(TUNE_QUERIES_MAX, len(queries)), replace=False))
+        sample, own = np.ascontiguousarray(queries[picked], dtype=np.float32), np.full(len(picked), -2)
+    truth_rows = _exact_top_k(vectors, sample, k + 1)
+    truth = [set(t[t != o][:k].tolist()) for t, o in zip(ids[truth_rows], own, strict=True)]
+    tried: dict[int, float] = {}
+    for value in values:
+        _, found = index.search(sample, k + 1, params=_search_params(name, value))
+        hits = [len(t & set(f[f != o][:k].tolist())) / max(len(t), 1) for t, f, o in zip(truth, found, own,
+                                                                                            strict=True)]
+        tried[value] = round(float(np.mean(hits)), 4)
+        if tried[value] >= target:
             break
-        nprobe *= 2
-    return {"nprobe": int(chosen), "recall_at_10": recall, "tried": tried, "queries": len(rows),
-            "target": target}
+    chosen = next((v for v, recall in tried.items() if recall >= target), values[-1])
+    return {"param": name, name: int(chosen), "recall_at_10": tried.get(chosen, tried[max(tried)]),
+            "reached": tried.get(chosen, 0.0) >= target, "tried": tried, "queries": len(sample),
+            "source": "stored vectors (self excluded)" if queries is None else "query vectors", "target": target}
+
+
+def _calibrated(section: dict, calibration: dict | None) -> dict:
+    """``section`` with ``calibration`` and the search parameter it chose."""
+    if calibration is None:
+        return section
+    name = calibration["param"]
+    return {**section, "calibration": calibration, "search_params": {**section.get("search_params", {}),
+                                                                      name: calibration[name]}}
 
 
 class FaissEngine:
@@ -152,14 +196,19 @@ class FaissEngine:
         timings["add_s"] = round(time.perf_counter() - started, 3)
         section = {"engine": self.name, "factory": factory, "file": INDEX_FILE, "metric": "inner_product",
                    "search_params": {}, "gpu_used": gpu, "faiss_version": faiss.__version__}
-        if ivf is not None and size > 0:
+        if search_knob(index) is not None and size > 0:
             started = time.perf_counter()
-            section["calibration"] = calibrate_nprobe(index, vectors, ids, target=recall_target)
-            section["search_params"]["nprobe"] = section["calibration"]["nprobe"]
+            section = _calibrated(section, calibrate(index, vectors, ids, target=recall_target))
             timings["calibrate_s"] = round(time.perf_counter() - started, 3)
         section["timings"] = timings
         faiss.write_index(index, str(folder / INDEX_FILE))
         return section
+
+    def tune(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, *,
+             recall_target: float = RECALL_TARGET) -> dict:
+        """``section`` recalibrated on real ``queries`` (the index file is only read); unchanged when exact."""
+        index = self._read(folder, section)
+        return _calibrated(section, calibrate(index, vectors, ids, queries=queries, target=recall_target))
 
     def _train(self, index: faiss.Index, ivf: faiss.IndexIVF | None, vectors: np.ndarray, factory: str,
                gpu: bool) -> None:
@@ -183,12 +232,15 @@ class FaissEngine:
 
     def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
              ) -> FaissIndex:
+        return FaissIndex(self._read(folder, section), section, vectors, ids, gpu=use_gpu(device))
+
+    @staticmethod
+    def _read(folder: Path, section: dict) -> faiss.Index:
         path = folder / section.get("file", INDEX_FILE)
         try:
-            index = faiss.read_index(str(path))
+            return faiss.read_index(str(path))
         except RuntimeError as error:
             raise IndexCorruptError(f"FAISS index {path} is unreadable: {error}") from error
-        return FaissIndex(index, section, vectors, ids, gpu=use_gpu(device))
 
 
 class FaissIndex:
@@ -201,9 +253,13 @@ class FaissIndex:
         self.vectors = vectors
         self.stored_ids = ids
         self.ivf = faiss.try_extract_index_ivf(index)
-        self.nprobe = int(section.get("search_params", {}).get("nprobe", 1))
+        knob = search_knob(index)
+        self.knob = knob[0] if knob else None
+        self.knob_value = int(section.get("search_params", {}).get(self.knob, 1 if self.ivf is not None else 16))
         if self.ivf is not None:
-            self.ivf.nprobe = self.nprobe
+            self.ivf.nprobe = self.knob_value
+        elif self.knob == "efSearch":
+            _hnsw_of(index).hnsw.efSearch = self.knob_value
         self.exact = section.get("factory") in EXACT_FACTORIES
         self.search_index = index
         if gpu:
@@ -236,10 +292,9 @@ class FaissIndex:
 
     def _params(self, allowed_ids: np.ndarray) -> faiss.SearchParameters:
         selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
-        if self.ivf is not None:
-            params = faiss.SearchParametersIVF(sel=selector, nprobe=self.nprobe)
-        else:
-            params = faiss.SearchParameters(sel=selector)
+        if self.knob is not None:
+            return _search_params(self.knob, self.knob_value, selector)
+        params = faiss.SearchParameters(sel=selector)
         params.keep_alive = selector  # the params object only holds a raw pointer
         return params
 

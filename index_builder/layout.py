@@ -3,21 +3,24 @@
 ```
 INDEX_DIR/
   current                 text file naming the live version; replaced atomically (write + rename)
-  versions/<name>/        one complete version (manifest.json written last, then renamed into place)
+  versions/<name>/        one complete version (manifest.json written last, then renamed into place;
+                          files may be hard links shared with the version it was tuned from)
   versions/<name>.partial a version being written; never read, removed by the next build
   staging/                vectors embedded by an unfinished build (resume after a kill)
-  .lock                   flock held by the running build
+  .lock                   POSIX record lock (lockf) held by the running build
 ```
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ VECTORS = "vectors.npy"  # float32 [N, D], rows in ascending id order
 IDS = "ids.npy"  # int64 [N], ascending
 METADATA = "metadata.sqlite"
 REPORT = "report.json"
+CALIBRATION_QUERIES = "calibration_queries.npy"  # optional: real query vectors the search parameters are tuned on
 
 
 def utc_now() -> str:
@@ -149,23 +153,53 @@ class IndexLayout:
 
     @contextlib.contextmanager
     def build_lock(self) -> Iterator[None]:
-        """One build at a time per index directory (the kernel drops the lock if the process dies)."""
+        """One build at a time per index directory, released by the kernel when the building process dies.
+
+        A POSIX record lock (``lockf``): unlike ``flock`` it belongs to the process, so DataLoader workers
+        forked while it is held do not hold it too, and a SIGKILLed build frees it even if one of them
+        lingers. Such a lock is also dropped when the process closes *any* descriptor of the file, and it
+        never conflicts within one process: a registry of the folders this process is building into
+        refuses a second build there without opening the file."""
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed by the with below
+            folder = os.stat(self.root)
         except OSError as error:
-            why = "it is not a folder" if self.root.exists() and not self.root.is_dir() else error.strerror or error
-            raise BuildError(f"Cannot write the index folder {self.root}: {why} "
-                             "(--out must be a writable folder, or a path where one can be created).") from error
-        with handle:
+            raise self._unwritable(error) from error
+        key = (folder.st_dev, folder.st_ino)
+        with _HELD_GUARD:
+            if key in _HELD:
+                raise BuildError(f"Another build is running on {self.root} (in this process).")
+            _HELD.add(key)
+        try:
             try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as error:
-                raise BuildError(f"Another build is running on {self.root} (lock {self.root / '.lock'}).") from error
-            try:
-                yield
-            finally:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+                handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed by the with below
+            except OSError as error:
+                raise self._unwritable(error) from error
+            with handle:
+                try:
+                    fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError as error:
+                    if error.errno not in (errno.EACCES, errno.EAGAIN):
+                        raise
+                    raise BuildError(f"Another build is running on {self.root} (lock {self.root / '.lock'}).") \
+                        from error
+                try:
+                    yield
+                finally:
+                    fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
+        finally:
+            with _HELD_GUARD:
+                _HELD.discard(key)
+
+    def _unwritable(self, error: OSError) -> BuildError:
+        why = "it is not a folder" if self.root.exists() and not self.root.is_dir() else error.strerror or error
+        return BuildError(f"Cannot write the index folder {self.root}: {why} "
+                          "(--out must be a writable folder, or a path where one can be created).")
+
+
+# (st_dev, st_ino) of the index folders this process holds the build lock of (see build_lock).
+_HELD: set[tuple[int, int]] = set()
+_HELD_GUARD = threading.Lock()
 
 
 def read_manifest(version_dir: Path) -> dict:
@@ -179,8 +213,8 @@ def read_manifest(version_dir: Path) -> dict:
         raise IndexCorruptError(f"{path} is unreadable: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{path} is not an index manifest of format {FORMAT}.")
-    wrong = [key for key, kind in REQUIRED.items() if not isinstance(_field(manifest, key), kind)
-             or isinstance(_field(manifest, key), bool)]
+    wrong = [key for key, kind in REQUIRED.items() if not isinstance(field_of(manifest, key), kind)
+             or isinstance(field_of(manifest, key), bool)]
     if wrong:
         raise IndexCorruptError(f"{path} is damaged: missing or malformed {', '.join(wrong)}.")
     return manifest
@@ -192,7 +226,7 @@ REQUIRED = {"version": str, "created_at": str, "size": int, "dim": int, "encoder
             "build": dict}
 
 
-def _field(manifest: dict, dotted: str) -> Any:
+def field_of(manifest: dict, dotted: str) -> Any:
     value: Any = manifest
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None

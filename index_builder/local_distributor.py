@@ -1,4 +1,6 @@
-"""The default distributor: DataLoader worker processes run the reader, this process runs the model."""
+"""The default distributor: DataLoader worker processes run the reader, this process runs the model.
+
+Workers die with the build, even a SIGKILLed one (``encoder.workers.WorkerInit``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from encoder import Preprocessor, PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .embedding import Decoded, EmbedJob, Outcome, StagingWriter, read_photo
 
@@ -34,7 +37,7 @@ def _collate(items: list[Decoded]) -> list[Decoded]:
     return items
 
 
-def _worker_init(_worker_id: int) -> None:
+def _quiet_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
     # Ctrl-C / SIGTERM reach the whole process group: the main process unwinds and stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -48,7 +51,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=WorkerInit(_quiet_worker) if workers > 0 else None,  # a killed build leaves no worker
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

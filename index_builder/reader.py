@@ -20,6 +20,23 @@ from .metadata import MetadataStore, PhotoRecord
 __all__ = ["IndexReader", "PhotoRecord", "current_version"]
 
 
+def checked_queries(vectors: np.ndarray, dim: int, k: int) -> np.ndarray:
+    """``vectors`` as float32 [n, dim] (one vector may be 1-d); ValueError for another shape or k < 1."""
+    queries = np.asarray(vectors, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries[None, :]
+    if queries.ndim != 2 or queries.shape[1] != dim:
+        raise ValueError(f"Query vectors must have shape [n, {dim}], got {list(np.shape(vectors))}.")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+    return queries
+
+
+def no_hits(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The all-padding result: scores -inf, ids -1."""
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
 class IndexReader:
     """A read-only view of one index version."""
 
@@ -70,17 +87,10 @@ class IndexReader:
 
         ``category`` restricts results to photos of that category exactly (unknown category: all -1).
         """
-        queries = np.asarray(vectors, dtype=np.float32)
-        if queries.ndim == 1:
-            queries = queries[None, :]
-        if queries.ndim != 2 or queries.shape[1] != self.dim:
-            raise ValueError(f"Query vectors must have shape [n, {self.dim}], got {list(np.shape(vectors))}.")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}.")
+        queries = checked_queries(vectors, self.dim, k)
         allowed = None if category is None else self._ids_of(category)
         if len(queries) == 0 or self.size == 0 or (allowed is not None and len(allowed) == 0):
-            return (np.full((len(queries), k), -np.inf, dtype=np.float32),
-                    np.full((len(queries), k), -1, dtype=np.int64))
+            return no_hits(len(queries), k)
         return self._index.search(np.ascontiguousarray(queries), k, allowed)
 
     def _ids_of(self, category: str) -> np.ndarray:
@@ -101,6 +111,16 @@ class IndexReader:
 
     def categories(self) -> list[str]:
         return self._metadata.categories()
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        """The stored (normalised) vector of photo ``photo_id`` as float32 ``[D]``; None for an unknown id.
+
+        The builder writes ids in ascending order, so the row is a binary search away.
+        """
+        row = int(np.searchsorted(self._ids, photo_id))
+        if photo_id < 0 or row >= len(self._ids) or int(self._ids[row]) != photo_id:
+            return None
+        return np.array(self._vectors[row], dtype=np.float32)
 
     @property
     def vector_index(self) -> VectorIndex:
@@ -124,3 +144,32 @@ class IndexReader:
 
     def __exit__(self, *_exc: object) -> None:
         self.close()
+
+
+class FolderSource:
+    """The live version of an index folder (FAISS): the ``current`` pointer file names it."""
+
+    def __init__(self, index_dir: str | Path) -> None:
+        self.index_dir = Path(index_dir)
+
+    def describe(self) -> str:
+        return str(self.index_dir)
+
+    def current(self) -> str | None:
+        return current_version(self.index_dir)
+
+    def open(self, device: str = "cpu") -> IndexReader:
+        return IndexReader.open(self.index_dir, device=device)
+
+    def info(self, version: str | None = None) -> dict:
+        from .checks import info
+
+        return info(self.index_dir, version)
+
+    def verify(self, version: str | None = None) -> list[str]:
+        from .checks import verify
+
+        return verify(self.index_dir, version)
+
+    def close(self) -> None:
+        """Nothing held between calls."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from encoder import save_checkpoint
-from tests.deploy.deploytools import active_services, compose_config
+from tests.deploy.deploytools import MILVUS_OVERRIDE, active_services, compose_config
 from tests.imagegen import draw_sketch, random_photo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +53,8 @@ REGISTRY: dict[str, list[str]] = {
     "docker compose run --rm train category --data /data/datasets/sketchy --split sketchy21 "
     "--out /data/checkpoints/sketchy21": COMPOSE,
     "docker compose -f docker-compose.yml -f docker-compose.cpu.yml up -d": COMPOSE,
+    "docker compose -f docker-compose.yml -f docker-compose.milvus.yml up -d": COMPOSE,
+    "docker compose -f docker-compose.yml -f docker-compose.milvus.yml run --rm indexer": COMPOSE,
     "docker compose build": COMPOSE,
     "docker compose logs -f api": COMPOSE,
     # README: CLI reference
@@ -272,7 +274,9 @@ def test_compose_commands_resolve():
         if subcommand == "up":
             named = [word for word in rest if not word.startswith("-")]
             assert set(named) <= set(services)
-            assert active_services(globals_) == {"api"}, "`up` must start the API alone"
+            # the Milvus override also starts the Milvus server and its etcd and MinIO
+            expected = {"api"} | ({"milvus", "milvus-etcd", "milvus-minio"} if MILVUS_OVERRIDE in globals_ else set())
+            assert active_services(globals_) == expected, "`up` must start the API alone (and Milvus, if chosen)"
         elif subcommand == "run":
             words = list(rest)
             while words[0].startswith("-"):

@@ -11,8 +11,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
-from .data import BadFiles, CategoryDataset, ClassSplit, DataError, TripletBatch, TripletDataset, class_text
+from .data import BadFiles, CategoryDataset, ClassSplit, TripletBatch, TripletDataset, class_text
 from .data import collate_triplets as collate
 from .evaluate import evaluate_category
 from .loop import DistInfo, current_dist
@@ -44,8 +45,6 @@ class CategoryTask:
 
     def __init__(self, data: CategoryDataset, split: ClassSplit, encoder: PromptedCLIP, options: CategoryOptions,
                  dist: DistInfo | None = None) -> None:
-        if not split.val:
-            raise DataError("Category training needs a validation slice of the training classes (--val-fraction > 0).")
         if len(split.val) == 1:  # every validation photo is relevant to every query: mAP is 1 whatever the model
             log.warning("the validation slice is one class (%s): its mAP is 1.0 for any model, so best.safetensors "
                         "cannot be chosen on it; raise --val-fraction to hold out at least 2 classes", split.val[0])
@@ -71,7 +70,8 @@ class CategoryTask:
                                  self.preprocess, train=self.options.augment)
         return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=False,
                           num_workers=self.options.workers, collate_fn=collate,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                          pin_memory=torch.cuda.is_available(), persistent_workers=False,
+                          worker_init_fn=WorkerInit())
 
     def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
         self.bad.update(batch.bad)
@@ -84,6 +84,8 @@ class CategoryTask:
                              self.logit_scale, margin=self.options.margin, cls_weight=self.options.cls_weight)
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
+        if not self.split.val:  # --val-fraction 0: nothing to select on, the loop keeps last.safetensors
+            return {}
         evaluation = evaluate_category(encoder, self.val_sketches, self.val_photos,
                                        batch_size=self.options.eval_batch_size, workers=self.options.workers,
                                        progress=False, bad=self.bad)

@@ -17,10 +17,20 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import env_backbone, env_pretrained
+from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
+from encoder.model import PROMPT_INITS
 
-from .data import DEFAULT_VAL_FRACTION, CategoryDataset, ClassSplit, known_splits, make_split
-from .loop import TrainOptions, check_out_dir, init_distributed
+from .data import (
+    DEFAULT_AUGMENTATION,
+    DEFAULT_VAL_FRACTION,
+    CategoryDataset,
+    ClassSplit,
+    known_splits,
+    make_split,
+)
+from .loop import TrainOptions, check_out_dir, current_dist, init_distributed
+from .pairs import GALLERY_CHOICES
+from .protocols import compare_counts
 
 log = logging.getLogger("training")
 
@@ -47,24 +57,35 @@ positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and split")
     group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
-    group.add_argument("--split", default="sketchy21", choices=[*known_splits(), "random"],
-                       help="unseen (test) classes: a shipped split, or 'random' (seeded, see --n-unseen)")
+    group.add_argument("--split", default="sketchy21", choices=[*known_splits(), "random", "none"],
+                       help="unseen (test) classes: a shipped split, 'random' (seeded, see --n-unseen), or 'none' "
+                       "(--data is split already: training trains on all its classes, evaluate scores all of them)")
     group.add_argument("--unseen-classes", "--unseen_classes", metavar="FILE", default=None,
                        help="file with one unseen class per line (overrides --split)")
     group.add_argument("--n-unseen", "--n_unseen", type=float, default=0.2,
                        help="random split: number (>= 1) or fraction (< 1) of classes held out as unseen")
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
-                       help="share of the seen classes held out of training to select checkpoints")
+                       help="share of the seen classes held out of training to select checkpoints; 0: train on "
+                       "every seen class for --epochs and keep last.safetensors")
     group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
+    group.add_argument("--augmentation", default=DEFAULT_AUGMENTATION,
+                       help="raw Sketchy download (sketch/tx_*/<category>, photo/tx_*/<category>): the augmentation "
+                       f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")
 
 
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prompts")
     group.add_argument("--n_prompts", "--n-prompts", type=int, default=3)
     group.add_argument("--prompt-depth", "--prompt_depth", choices=["shallow", "deep"], default="shallow")
+    group.add_argument("--prompt-init", choices=list(PROMPT_INITS), default="normal",
+                       help="fresh prompts from N(0, 1) as the official code (normal), or N(0, 1/width) (scaled)")
     group.add_argument("--separate-ln", "--separate_ln", action="store_true",
                        help="separate LayerNorm parameters per modality")
     group.add_argument("--no-ln-tuning", "--no_ln_tuning", action="store_true", help="freeze the LayerNorms")
+    group.add_argument("--trainable", choices=list(TRAINABLE_SETS), default="prompts+ln",
+                       help="what is learned: prompts + LayerNorms (default), or 'official' (as the official code's "
+                       "freezing: also QKV in-projections, class/positional embeddings, visual projection, at the "
+                       "LayerNorm lr) to reproduce its numbers")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -77,6 +98,9 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--epochs", type=non_negative_int, default=60)
     group.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, curves.png")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    group.add_argument("--refit", action="store_true",
+                       help="select the epoch count on the validation slice (run in OUT/select), then retrain on "
+                       "every seen class for that many epochs (OUT/last.safetensors): the paper's training set")
     group.add_argument("--max-steps", "--max_steps", type=non_negative_int, default=None,
                        help="stop after this many steps")
     group.add_argument("--log-every", "--log_every", type=positive_int, default=10, help="steps between CSV log rows")
@@ -101,22 +125,29 @@ def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_trai
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
     """A fresh prompted encoder from the flags, or the one in --checkpoint to continue training it."""
     if args.checkpoint:
-        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=device)
+        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=device)
     prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
-                           separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning)
+                           separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning, trainable=args.trainable)
     torch.manual_seed(args.seed)  # prompt initialisation
+    activation = env_activation() if args.activation in (None, "auto") else args.activation
     config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
-                           prompts=prompts)
-    return build_encoder(config, device)
+                           prompts=prompts, activation=activation)
+    return build_encoder(config, device, prompt_init=args.prompt_init)
 
 
-def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder) -> None:
-    """``run.json``: flags, class split and encoder; a resumed run must have the same split."""
+# Flags that shape every batch: a resumed run must keep them (its sampler position and step count depend on them).
+BATCH_FLAGS = ("batch_size", "pairs_per_category")
+
+
+def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder,
+                     extra: dict | None = None) -> None:
+    """``run.json``: flags, class split and encoder (+ ``extra``); a resumed run must have the same split."""
     check_out_dir(out, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.json"
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
-              "encoder": encoder.config.to_dict()}
+              "encoder": encoder.config.to_dict(), **(extra or {})}
     if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
         before = json.loads(path.read_text())
         if before.get("split") != record["split"]:
@@ -124,6 +155,11 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
         if before.get("args", {}).get("command") != getattr(args, "command", None):
             raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
                             f"refusing to resume it as {getattr(args, 'command', None)}.")
+        for flag in BATCH_FLAGS:  # another batch size changes the steps per epoch and the optimiser's schedule
+            was, now = before.get("args", {}).get(flag), getattr(args, flag, None)
+            if was is not None and was != now:
+                raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "
+                                f"(resume with --{flag} {was}, or start a new run in another --out).")
         if before.get("encoder") != record["encoder"]:
             raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
                             f"{record['encoder']} (resume with the flags it was trained with).")
@@ -144,25 +180,68 @@ def add_category_args(parser: argparse.ArgumentParser) -> None:
 
 def run_category(args: argparse.Namespace) -> int:
     from .category import CategoryOptions, CategoryTask
-    from .loop import train
 
     rank, device = init_distributed(args.device)
-    data = CategoryDataset.scan(args.data)
-    split = split_from_args(args, data)
-    encoder = training_encoder(args, device, shared=False)
-    out = Path(args.out)
-    if rank.is_main:
-        write_run_record(out, args, split, encoder)
-        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
-              f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
-              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+    data = CategoryDataset.scan(args.data, args.augmentation)
     options = CategoryOptions(batch_size=args.batch_size, workers=args.workers, margin=args.margin,
                               cls_weight=args.cls_weight, seed=args.seed, augment=not args.no_augment)
-    task = CategoryTask(data, split, encoder, options, rank)
-    result = train(task, encoder, train_options(args), out)
+
+    def make_task(split: ClassSplit, encoder):
+        return CategoryTask(data, split, encoder, options, rank)
+
+    def describe(split: ClassSplit, encoder) -> str:
+        return (f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+                f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+                f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+
+    return train_recipe(args, data, make_task, describe, device, shared=False, evaluate_flags="")
+
+
+# ------------------------------------------------------------------------------ recipes
+def train_recipe(args: argparse.Namespace, data, make_task, describe, device: torch.device, *, shared: bool,
+                 evaluate_flags: str) -> int:
+    """One run on the split (``--val-fraction 0``: on every seen class, keeping ``last``), or with
+    ``--refit`` two: the epoch count chosen on the validation slice in ``OUT/select``, then a fresh
+    run on every seen class for that many epochs in ``OUT``."""
+    rank = current_dist()
+    split, out = split_from_args(args, data), Path(args.out)
+    if not args.refit:
+        task, result = _train_run(args, split, make_task, describe, device, shared=shared, out=out,
+                                  epochs=args.epochs)
+    else:
+        if not split.val:
+            raise SBIRError("--refit selects the epoch count on the validation slice: give --val-fraction > 0.")
+        check_out_dir(out, args.resume)  # refuse now, not after the whole selection run
+        _, selection = _train_run(args, split, make_task, describe, device, shared=shared, out=out / "select",
+                                  epochs=args.epochs)
+        if not selection.best_epoch:
+            raise SBIRError(f"The selection run in {out / 'select'} stopped before an epoch was validated "
+                            "(--max-steps?): there is no epoch count to refit with.")
+        refit = {"refit": {"epochs": selection.best_epoch, "selection_run": str(out / "select"),
+                           "selection_metric": selection.best_metric}}
+        if rank.is_main:
+            print(f"refit: {selection.best_epoch} epoch(s) selected on the validation slice "
+                  f"({selection.best_metric:.4f}); retraining on all {len(split.train) + len(split.val)} seen classes")
+        task, result = _train_run(args, split.without_validation(), make_task, describe, device, shared=shared,
+                                  out=out, epochs=selection.best_epoch, extra=refit)
     if rank.is_main:
-        _report_run(args, task, result, out, evaluate_flags="")
+        _report_run(args, task, result, out, evaluate_flags=evaluate_flags)
     return 0
+
+
+def _train_run(args, split: ClassSplit, make_task, describe, device, *, shared: bool, out: Path, epochs: int,
+               extra: dict | None = None):
+    from .loop import train
+
+    rank = current_dist()
+    encoder = training_encoder(args, device, shared=shared)
+    task = make_task(split, encoder)  # refuses unusable data before anything is written
+    if rank.is_main:
+        write_run_record(out, args, split, encoder, extra)
+        print(describe(split, encoder))
+    options = train_options(args)
+    options.epochs = epochs
+    return task, train(task, encoder, options, out)
 
 
 # ------------------------------------------------------------------------------ fine-grained
@@ -193,16 +272,10 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
 
 def run_fine_grained(args: argparse.Namespace) -> int:
     from .fine_grained import FineGrainedLossConfig, FineGrainedOptions, FineGrainedTask
-    from .loop import train
     from .pairs import load_pairs
 
     rank, device = init_distributed(args.device)
-    data = load_pairs(args.data)
-    split = split_from_args(args, data)
-    encoder = training_encoder(args, device, shared=True)
-    if not (encoder.config.prompts and encoder.config.prompts.shared):
-        raise SBIRError("Fine-grained training uses one prompt shared by sketches and photos; "
-                        f"{args.checkpoint} has separate ones.")
+    data = load_pairs(args.data, args.augmentation)
     if args.batch_size < args.pairs_per_category:
         raise SBIRError(f"--batch_size {args.batch_size} is smaller than --pairs-per-category "
                         f"{args.pairs_per_category}")
@@ -211,19 +284,21 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
                                  pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
                                  augment=args.augment and not args.no_augment, losses=losses)
-    task = FineGrainedTask(data, split, encoder, options, rank)
-    out = Path(args.out)
-    if rank.is_main:
-        write_run_record(out, args, split, encoder)
-        print(f"pairs: {data.summary()}")
-        print(f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
-              f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
-              f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
-              f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
-    result = train(task, encoder, train_options(args), out)
-    if rank.is_main:
-        _report_run(args, task, result, out, evaluate_flags="--fine-grained ")
-    return 0
+
+    def make_task(split: ClassSplit, encoder):
+        if not (encoder.config.prompts and encoder.config.prompts.shared):
+            raise SBIRError("Fine-grained training uses one prompt shared by sketches and photos; "
+                            f"{args.checkpoint} has separate ones.")
+        return FineGrainedTask(data, split, encoder, options, rank)
+
+    def describe(split: ClassSplit, encoder) -> str:
+        return (f"pairs: {data.summary()}\n"
+                f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
+                f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
+                f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
+                f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
+
+    return train_recipe(args, data, make_task, describe, device, shared=True, evaluate_flags="--fine-grained ")
 
 
 def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flags: str) -> None:
@@ -232,8 +307,10 @@ def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flag
     if len(task.bad):
         task.bad.write(out / "unreadable_files.json")
     best = result.best_checkpoint or result.last_checkpoint
+    # --split none: the unseen classes live in another folder, which only the user can name
+    data = "UNSEEN_CLASSES_ROOT" if args.split == "none" and not args.unseen_classes else args.data
     print(f"evaluate on the unseen classes with:\n  python -m training evaluate {evaluate_flags}--checkpoint {best} "
-          f"--data {args.data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+          f"--data {data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
 
 
 def _split_flags(args: argparse.Namespace) -> str:
@@ -254,6 +331,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fine-grained", "--fine_grained", action="store_true",
                        help="instance retrieval on sketch-photo pairs (--data: Sketchy layout or pairs CSV): "
                        "acc@1/5/10 within the category and among all test photos")
+    group.add_argument("--fg-gallery", "--fg_gallery", choices=list(GALLERY_CHOICES), default="paired",
+                       help="fine-grained gallery: the photos the test sketches were drawn from (the protocol: "
+                       "Sketchy basic's, also inside Sketchy-Extended's folders), or every photo found")
     group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
     group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
@@ -265,6 +345,8 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch_size", "--batch-size", type=positive_int, default=256)
     group.add_argument("--workers", type=non_negative_int, default=4)
     group.add_argument("--device", default="auto")
+    group.add_argument("--amp", action="store_true",
+                       help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")
     group.add_argument("--no-progress", "--no_progress", action="store_true")
 
 
@@ -281,26 +363,37 @@ def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     return trained
 
 
+def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
+    classes = split.test if args.classes == "test" else split.val
+    if not classes:  # e.g. --classes val with --split none or --val-fraction 0
+        raise SBIRError(f"The split ({split.source}) has no {args.classes} classes to score.")
+    return classes
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_category, print_summary, write_category_report
 
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
-    data = CategoryDataset.scan(args.data)
+    data = CategoryDataset.scan(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
-    classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    classes = scored_classes(args, split)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(sketches)} sketches x {len(photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    counts, standard = compare_counts(split.source, len(sketches), len(photos))
+    print(counts)
     evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
-                                   keep_top=args.top_k, progress=not args.no_progress)
+                                   keep_top=args.top_k, progress=not args.no_progress, amp=args.amp)
     out = Path(args.out) if args.out else None
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
-             "classes": classes, "split": split.source, "class_set": args.classes}
+             "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
+             "precision": "amp" if args.amp else "fp32"}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
@@ -317,21 +410,30 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
-    data = load_pairs(args.data)
+    data = load_pairs(args.data, args.augmentation)
     split = split_from_args(args, data, for_training=False)
-    classes = split.test if args.classes == "test" else split.val
-    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained, device=args.device)
+    classes = scored_classes(args, split)
+    encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                           activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
-    pairs = data.subset(classes)
+    pairs = data.subset(classes, gallery=args.fg_gallery)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
+    found = sum(len(data.photos[c]) for c in classes)
     print(f"evaluating {name} (fine-grained) on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(pairs)} sketches x {len(pairs.photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
+    print(f"gallery: {len(pairs.photos):,} photos ({args.fg_gallery}: "
+          + ("the photos the test sketches were drawn from" if args.fg_gallery == "paired" else "every photo found")
+          + f"; {found:,} found in these classes)")
+    counts, standard = compare_counts(split.source, len(pairs), len(pairs.photos), fine_grained=True)
+    print(counts)
     evaluation = evaluate_fine_grained(encoder, pairs, batch_size=args.batch_size, workers=args.workers,
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, amp=args.amp)
     json_path = args.json or (Path(args.out) / "metrics.json" if args.out else None)
     if json_path:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
-                 "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary()}
+                 "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
+                 "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
+                 "precision": "amp" if args.amp else "fp32"}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

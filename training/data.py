@@ -6,6 +6,11 @@ Layout (Sketchy-, TU-Berlin- and QuickDraw-Extended as distributed)::
                                .ndjson: one drawing per line, QuickDraw style)
     ROOT/photo/<category>/*    images
 
+The raw Sketchy download nests one more level, an augmentation folder per modality
+(``ROOT/sketch/tx_000000000000/<category>/*``, ``ROOT/photo/tx_000000000000/<category>/*``, ...); such
+a layout is recognised and one augmentation is read (``tx_000000000000`` by default, as the papers and the
+benchmarks use), instead of taking the ``tx_*`` folders for categories.
+
 Nothing here decodes a file while scanning (scans stay fast on 100k-file datasets); files are read
 in DataLoader workers, and one that cannot be read is skipped there, counted and reported by the
 caller through :class:`BadFiles` -- never a crash.
@@ -27,6 +32,7 @@ import torch
 from torch.utils.data import Dataset
 
 from encoder import Preprocessor, SBIRError, parse_strokes, rasterize_strokes
+from encoder.model import class_text  # noqa: F401 - one spelling of class names as text, shared with the app
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ SPLITS_DIR = Path(__file__).with_name("splits")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 STROKE_SUFFIXES = frozenset({".json", ".ndjson"})
 DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_AUGMENTATION = "tx_000000000000"  # raw Sketchy: non-uniformly scaled to the bounding box, no augmentation
+AUGMENTATION_DIR = re.compile(r"^tx_\d{12}$")
 
 
 class DataError(SBIRError, ValueError):
@@ -55,11 +63,6 @@ class Sample:
         return self.path if self.line is None else f"{self.path}@{self.line}"
 
 
-def class_text(category: str) -> str:
-    """Folder name → words for the text prompt: ``teddy_bear`` → ``teddy bear``."""
-    return re.sub(r"\s+", " ", category.replace("_", " ")).strip()
-
-
 def class_key(category: str) -> str:
     """Spelling-insensitive class identity, so ``frying-pan``, ``frying_pan`` and ``Frying Pan`` match."""
     return re.sub(r"[\s_\-]+", " ", category).strip().lower()
@@ -75,14 +78,37 @@ def _ndjson_offsets(path: Path) -> list[int]:
     return offsets
 
 
-def scan_modality(root: str | Path, modality: Modality) -> dict[str, list[Sample]]:
-    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored."""
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def category_root(root: str | Path, modality: Modality, augmentation: str = DEFAULT_AUGMENTATION) -> Path:
+    """The folder holding ``<category>/`` folders of ``modality``: ``ROOT/<modality>``, or in the raw Sketchy
+    layout (only ``tx_<12 digits>`` folders in it) ``ROOT/<modality>/<augmentation>``."""
     folder = Path(root) / modality
     if not folder.is_dir():
         raise DataError(f"{folder} is not a folder: expected ROOT/sketch/<category>/* and ROOT/photo/<category>/*.")
+    children = _visible_dirs(folder)
+    if not children or not all(AUGMENTATION_DIR.match(child.name) for child in children):
+        return folder
+    chosen = folder / augmentation
+    if not chosen.is_dir():
+        raise DataError(f"{folder} is in the raw Sketchy layout (augmentation folders "
+                        f"{', '.join(child.name for child in children)}) but has no {augmentation!r}; "
+                        "choose one with --augmentation.")
+    log.info("%s: raw Sketchy layout, reading augmentation %s", folder, augmentation)
+    return chosen
+
+
+def scan_modality(root: str | Path, modality: Modality, augmentation: str = DEFAULT_AUGMENTATION
+                  ) -> dict[str, list[Sample]]:
+    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored.
+
+    In the raw Sketchy layout the categories are read from the ``augmentation`` folder (:func:`category_root`)."""
+    folder = category_root(root, modality, augmentation)
     suffixes = IMAGE_SUFFIXES | (STROKE_SUFFIXES if modality == "sketch" else frozenset())
     found: dict[str, list[Sample]] = {}
-    for class_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for class_dir in _visible_dirs(folder):
         samples: list[Sample] = []
         for path in sorted(class_dir.rglob("*")):
             suffix = path.suffix.lower()
@@ -111,11 +137,12 @@ class CategoryDataset:
     photos: dict[str, list[Sample]]
 
     @classmethod
-    def scan(cls, root: str | Path) -> CategoryDataset:
+    def scan(cls, root: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> CategoryDataset:
+        """Categories with both sketches and photos (raw Sketchy layout: of one ``augmentation``)."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"Dataset root {root} does not exist or is not a folder.")
-        sketches, photos = scan_modality(root, "sketch"), scan_modality(root, "photo")
+        sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
         only_one = sorted(set(sketches) ^ set(photos))
         if only_one:
             log.warning("%d categories have only sketches or only photos and are ignored: %s",
@@ -175,6 +202,10 @@ class ClassSplit:
     def to_dict(self) -> dict:
         return {"source": self.source, "train": self.train, "val": self.val, "test": self.test}
 
+    def without_validation(self) -> ClassSplit:
+        """Every seen class a training class (``--refit``'s second run): the validation slice rejoins training."""
+        return ClassSplit(train=sorted(self.train + self.val), val=[], test=self.test, source=self.source)
+
 
 def resolve_unseen(classes: Sequence[str], names: Sequence[str], source: str) -> list[str]:
     """Map split-file names onto the dataset's folder names (spelling-insensitive); any miss is an error."""
@@ -204,15 +235,21 @@ def make_split(
     seed: int = 0,
     for_training: bool = True,
 ) -> ClassSplit:
-    """Unseen classes from a shipped split, a file, or a seeded random draw; then a seeded
-    validation slice (``val_fraction`` of the seen classes, at least one) held out of training.
+    """Unseen classes from a shipped split, a file, a seeded random draw, or none; then a seeded
+    validation slice (``val_fraction`` of the seen classes, at least one; none for 0) held out of training.
 
     ``n_unseen`` (random split only): a count (int >= 1) or a fraction of all classes (float < 1).
     ``for_training=False`` (scoring the unseen classes): a dataset holding only them is fine.
+    ``split="none"``: the dataset is already split: in training every class is a training class,
+    in evaluation (``for_training=False``) every class is an unseen one.
     """
     classes = sorted(classes)
     rng = random.Random(seed)
-    if unseen_file is not None:
+    if unseen_file is None and split == "none":
+        unseen, source = ([] if for_training else list(classes)), "none"
+        if for_training:
+            warn_if_holding_a_benchmark(classes)
+    elif unseen_file is not None:
         unseen, source = resolve_unseen(classes, read_class_list(unseen_file), str(unseen_file)), str(unseen_file)
     elif split and split != "random":
         unseen, source = resolve_unseen(classes, read_class_list(split_classes_file(split)), split), split
@@ -230,6 +267,16 @@ def make_split(
     val = sorted(random.Random(seed + 1).sample(seen, n_val))
     train = [c for c in seen if c not in set(val)]
     return ClassSplit(train=train, val=val, test=unseen, source=source)
+
+
+def warn_if_holding_a_benchmark(classes: Sequence[str]) -> None:
+    """``--split none`` on a folder holding every unseen class of a shipped split: they would be trained on."""
+    keys = {class_key(c) for c in classes}
+    for name in known_splits():
+        unseen = read_class_list(split_classes_file(name))
+        if all(class_key(c) in keys for c in unseen):
+            log.warning("--split none trains on every class of the dataset, including all %d unseen classes of "
+                        "%s: scores on that benchmark would not be zero-shot", len(unseen), name)
 
 
 # ------------------------------------------------------------------------------------------ reading

@@ -7,8 +7,9 @@ reported. With no checkpoint the same code scores the frozen-CLIP baseline.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .data import BadFiles, Modality, Sample, SampleDataset, collate_samples
 from .metrics import RetrievalResult, per_class_ap, rank_gallery
@@ -25,7 +27,20 @@ from .report import format_table, query_grid, write_csv
 
 AP_KS = (200,)
 PRECISION_KS = (100, 200)
-TABLE_KEYS = ("map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery")
+# map_200 is convention (a) (the paper's); _voc and _in_topk are (b) and (c) (docs/training.md, "Metric definitions")
+TABLE_KEYS = ("map_all", "map_all_voc", "map_200", "map_200_voc", "map_200_in_topk", "p_100", "p_200", "n_queries",
+              "n_gallery")
+
+
+@contextlib.contextmanager
+def precision(encoder: PromptedCLIP, amp: bool) -> Iterator[None]:
+    """Run ``encoder`` with (``amp``) or without CUDA autocast for a while, then restore its setting."""
+    before = encoder.amp
+    encoder.amp = amp
+    try:
+        yield
+    finally:
+        encoder.amp = before
 
 
 def embed_samples(
@@ -38,17 +53,21 @@ def embed_samples(
     workers: int = 0,
     bad: BadFiles | None = None,
     progress: bool = True,
+    amp: bool = False,
 ) -> tuple[torch.Tensor, np.ndarray]:
-    """Embed ``samples`` once each → (features ``[N, D]`` on CPU, indices of the samples kept)."""
+    """Embed ``samples`` once each → (features ``[N, D]`` on CPU, indices of the samples kept).
+
+    Full precision unless ``amp``: scores are measured in fp32 (indexing and serving keep bf16)."""
     dataset = SampleDataset(samples, labels, encoder.preprocess, modality)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_samples,
-                        pin_memory=encoder.device.type == "cuda")
+                        pin_memory=encoder.device.type == "cuda", worker_init_fn=WorkerInit())
     features, kept = [], []
     for batch in tqdm(loader, desc=f"embedding {modality}es", disable=not progress, leave=False):
         if bad is not None:
             bad.update(batch.bad)
         if len(batch.indices):
-            features.append(encoder.encode(batch.images, modality).cpu())
+            with precision(encoder, amp):
+                features.append(encoder.encode(batch.images, modality).cpu())
             kept.append(batch.indices.numpy())
     if not features:
         return torch.empty(0, encoder.embed_dim), np.empty(0, dtype=np.int64)
@@ -77,11 +96,12 @@ def evaluate_category(
     keep_top: int = 0,
     progress: bool = True,
     bad: BadFiles | None = None,
+    amp: bool = False,
 ) -> CategoryEvaluation:
     """mAP@all, mAP@200, P@100, P@200 of ``sketches`` against ``photos`` (relevant = same category).
 
     ``bad``: where unreadable files are recorded (a training task passes its own, so each file is
-    warned about once per run, not once per validation)."""
+    warned about once per run, not once per validation). ``amp``: embed under CUDA autocast (default fp32)."""
     classes = sorted({s.category for s in sketches} | {p.category for p in photos})
     index = {c: i for i, c in enumerate(classes)}
     s_labels = [index[s.category] for s in sketches]
@@ -91,9 +111,9 @@ def evaluate_category(
     encoder.eval()
     try:
         gallery, g_kept = embed_samples(encoder, photos, p_labels, "photo", batch_size=batch_size, workers=workers,
-                                        bad=bad, progress=progress)
+                                        bad=bad, progress=progress, amp=amp)
         queries, q_kept = embed_samples(encoder, sketches, s_labels, "sketch", batch_size=batch_size,
-                                        workers=workers, bad=bad, progress=progress)
+                                        workers=workers, bad=bad, progress=progress, amp=amp)
     finally:
         encoder.train(was_training)
     if not len(g_kept) or not len(q_kept):

@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from encoder import PromptedCLIP
+from encoder.workers import WorkerInit
 
 from .category import zero_loss
 from .data import BadFiles, ClassSplit, DataError, TripletBatch, TripletDataset, class_text, collate_triplets
@@ -122,21 +123,24 @@ def evaluate_fine_grained(
     workers: int = 0,
     progress: bool = True,
     bad: BadFiles | None = None,
+    amp: bool = False,
 ) -> FineGrainedEvaluation:
     """acc@k of every sketch in ``pairs`` against all its categories' photos, in both galleries.
 
     Each image is embedded once. Unreadable photos leave the gallery; sketches that are unreadable or
     whose own photo is are no queries. Both are counted in ``n_unreadable``; ``bad``: where they are
-    recorded (a training task passes its own, so each file is warned about once per run).
+    recorded (a training task passes its own, so each file is warned about once per run). ``amp``:
+    embed under CUDA autocast (default fp32).
     """
     bad = BadFiles() if bad is None else bad
     was_training = encoder.training
     encoder.eval()
     try:
-        photos, photo_kept = embed_samples(encoder, pairs.photos, pairs.photo_labels, "photo",
-                                           batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+        photos, photo_kept = embed_samples(encoder, pairs.photos, pairs.photo_labels, "photo", batch_size=batch_size,
+                                           workers=workers, bad=bad, progress=progress, amp=amp)
         sketches, sketch_kept = embed_samples(encoder, pairs.sketches, pairs.sketch_labels, "sketch",
-                                              batch_size=batch_size, workers=workers, bad=bad, progress=progress)
+                                              batch_size=batch_size, workers=workers, bad=bad, progress=progress,
+                                              amp=amp)
     finally:
         encoder.train(was_training)
     gallery_position = torch.full((len(pairs.photos),), -1, dtype=torch.long)
@@ -199,13 +203,10 @@ class FineGrainedTask:
 
     def __init__(self, data: PairedData, split: ClassSplit, encoder: PromptedCLIP, options: FineGrainedOptions,
                  dist: DistInfo | None = None) -> None:
-        if not split.val:
-            raise DataError("Fine-grained training needs a validation slice of the training classes "
-                            "(--val-fraction > 0).")
         self.options, self.dist, self.split = options, dist or current_dist(), split
         self.preprocess = encoder.preprocess
         self.pairs = data.subset(split.train)
-        self.val_pairs = data.subset(split.val)
+        self.val_pairs = data.subset(split.val, gallery="paired")  # scored as the test protocol is
         # Frozen text tower: class text features are computed once (method.md).
         self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
         self.bad = BadFiles()  # unreadable training files: skipped from the next epoch on
@@ -236,7 +237,8 @@ class FineGrainedTask:
         dataset = TripletDataset(pairs.sketches, pairs.photos, pairs.sketch_labels, pairs.photo_labels, triples,
                                  self.preprocess, train=options.augment)
         return DataLoader(dataset, batch_sampler=positions, collate_fn=collate_triplets,
-                          num_workers=options.workers, pin_memory=torch.cuda.is_available())
+                          num_workers=options.workers, pin_memory=torch.cuda.is_available(),
+                          worker_init_fn=WorkerInit())
 
     def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
         self.bad.update(batch.bad)
@@ -246,6 +248,8 @@ class FineGrainedTask:
         return fine_grained_loss(encoder, batch, text, self.options.losses, self.generator)
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
+        if not self.split.val:  # --val-fraction 0: nothing to select on, the loop keeps last.safetensors
+            return {}
         evaluation = evaluate_fine_grained(encoder, self.val_pairs, batch_size=self.options.eval_batch_size,
                                            workers=self.options.workers, progress=False, bad=self.bad)
         return flat_metrics(evaluation.summary, prefix="val_")

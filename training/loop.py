@@ -9,7 +9,6 @@ log, PNG curves and progress bars. Only rank 0 validates, logs and writes files.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import itertools
 import json
@@ -51,7 +50,8 @@ class Task(Protocol):
         """Total loss (a scalar with grad) and its parts for the log."""
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
-        """Scores on the validation slice of the training classes."""
+        """Scores on the validation slice of the training classes; ``{}`` when there is none
+        (``--val-fraction 0``: no best.safetensors, the run's checkpoint is last.safetensors)."""
 
 
 @dataclass
@@ -135,10 +135,6 @@ class _TaskStep(nn.Module):
         return self.task.loss(self.encoder, batch)
 
 
-def _no_autocast(_device: torch.device) -> contextlib.AbstractContextManager:
-    return contextlib.nullcontext()
-
-
 # ----------------------------------------------------------------------------------- logging
 class CsvLog:
     """Long-format CSV (step, epoch, phase, metric, value, time): any task's metrics fit one file."""
@@ -181,8 +177,7 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
     rank = current_dist()
     device = encoder.device
     torch.manual_seed(options.seed + rank.rank)
-    if not options.amp:
-        encoder._autocast = _no_autocast  # the encoder autocasts on CUDA by default; full precision on request
+    encoder.amp = options.amp  # the encoder autocasts on CUDA by default; full precision on request
     fp16 = options.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     optimizer = torch.optim.AdamW(encoder.param_groups(options.prompt_lr, options.ln_lr, options.weight_decay))
@@ -231,16 +226,19 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
             encoder.eval()
             metrics = {k: float(v) for k, v in task.validate(encoder).items()}
             encoder.train()
-            if task.selection_metric not in metrics:
+            if not metrics:  # no validation slice: nothing to log or select
+                metrics = None
+            elif task.selection_metric not in metrics:
                 raise KeyError(f"validate() returned {sorted(metrics)}, without {task.selection_metric!r}")
-            csv_log.add(step, epoch_, "val", metrics)
-            history.append({"epoch": epoch_, "step": step, **metrics})
-            score = metrics[task.selection_metric]
-            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-            improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
-            if improved:
-                best, best_epoch = score, epoch_
-            tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
+            if metrics is not None:
+                csv_log.add(step, epoch_, "val", metrics)
+                history.append({"epoch": epoch_, "step": step, **metrics})
+                score = metrics[task.selection_metric]
+                shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+                improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
+                if improved:
+                    best, best_epoch = score, epoch_
+                tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
         if rank.world_size > 1:
             dist.barrier()
         return metrics, improved
@@ -311,9 +309,16 @@ def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str
     if rank.is_main:
         _plot(out_dir)
         elapsed = time.time() - start_time
-        best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}" if best_epoch else "no best yet"
+        if best_epoch:
+            best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}"
+        else:
+            best_text = "no best yet" if history else "no validation slice: last.safetensors is the run's checkpoint"
         print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
     encoder.eval()
+    if rank.world_size > 1:  # only rank 0 validated: every rank returns its selection (--refit acts on it)
+        shared = [best, best_epoch, history]
+        dist.broadcast_object_list(shared, src=0)
+        best, best_epoch, history = shared
     return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)
 
 
@@ -322,7 +327,8 @@ def _skip_batches(loader: Iterable[Any], n: int) -> Iterable[Any]:
     if isinstance(loader, DataLoader) and isinstance(loader.sampler, SequentialSampler) and loader.batch_size:
         rest = Subset(loader.dataset, range(min(n * loader.batch_size, len(loader.dataset)), len(loader.dataset)))
         return DataLoader(rest, batch_size=loader.batch_size, num_workers=loader.num_workers,
-                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+                          collate_fn=loader.collate_fn, pin_memory=loader.pin_memory, drop_last=loader.drop_last,
+                          worker_init_fn=loader.worker_init_fn)
     return itertools.islice(loader, n, None)
 
 

@@ -9,23 +9,29 @@ Two sources:
   without a category column the photo's parent folder names it; a header row is optional: a first
   row naming no existing file is taken for one, whatever its column names).
 
-Every photo found, paired or not, joins its category's gallery and pool of hard negatives.
-Sketches whose photo is missing, names that do not follow the layout and malformed CSV rows are
-skipped and counted. Like :mod:`training.data`, nothing is decoded here: unreadable files are
-skipped (and counted) where they are read.
+Every photo found, paired or not, joins its category's pool of hard negatives; the evaluation
+gallery is by default only the photos that sketches were drawn from (``gallery="paired"``, the
+protocol's Sketchy basic photos even when the folder holds Sketchy-Extended's), or every photo
+(``gallery="all"``). Sketches whose photo is missing, names that do not follow the layout and
+malformed CSV rows are skipped and counted; photo ids found twice in a category are warned about.
+Like :mod:`training.data`, nothing is decoded here: unreadable files are skipped (and counted)
+where they are read.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DataError, Sample, scan_modality
+from .data import DEFAULT_AUGMENTATION, DataError, Sample, scan_modality
 
+log = logging.getLogger(__name__)
+GALLERY_CHOICES = ("paired", "all")
 SKETCH_NAME = re.compile(r"^(?P<photo_id>.+)-(?P<n>\d+)$")
 CSV_HEADER = ("sketch", "photo")
 
@@ -58,15 +64,21 @@ class PairedData:
         """Categories that have at least one pair."""
         return sorted(c for c, pairs in self.pairs.items() if pairs)
 
-    def subset(self, classes: Iterable[str]) -> PairSet:
-        """Pairs and photos of ``classes``, flattened in class order."""
+    def subset(self, classes: Iterable[str], gallery: str = "all") -> PairSet:
+        """Pairs and photos of ``classes``, flattened in class order. ``gallery``: ``all`` photos (training:
+        the hard-negative pool) or only the ``paired`` ones, which sketches of these classes were drawn from."""
+        if gallery not in GALLERY_CHOICES:
+            raise ValueError(f"gallery must be one of {', '.join(GALLERY_CHOICES)}, got {gallery!r}")
         classes = sorted(classes)
         missing = [c for c in classes if c not in self.photos]
         if missing:
             raise DataError(f"no photos for categories: {', '.join(missing[:10])}")
+        paired = {photo.key for name in classes for _, photo in self.pairs.get(name, [])}
         photos, photo_labels, position = [], [], {}
         for label, name in enumerate(classes):
             for photo in self.photos[name]:
+                if gallery == "paired" and photo.key not in paired:
+                    continue
                 position[photo.key] = len(photos)
                 photos.append(photo)
                 photo_labels.append(label)
@@ -91,13 +103,15 @@ class PairedData:
         return text
 
 
-def scan_sketchy_pairs(root: str | Path) -> PairedData:
-    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` pairs with photo ``<photo_id>``."""
-    sketches, photos = scan_modality(root, "sketch"), scan_modality(root, "photo")
+def scan_sketchy_pairs(root: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> PairedData:
+    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` pairs with photo ``<photo_id>``
+    (the raw download's layout: of one ``augmentation`` folder)."""
+    sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
     skipped: dict[str, list[str]] = defaultdict(list)
     pairs: dict[str, list[tuple[Sample, Sample]]] = {}
     for category in sorted(sketches):
         by_id = {Path(photo.path).stem: photo for photo in reversed(photos.get(category, []))}
+        _warn_duplicate_ids(category, photos.get(category, []))
         found = []
         for sketch in sketches[category]:
             match = SKETCH_NAME.match(Path(sketch.path).stem)
@@ -110,6 +124,19 @@ def scan_sketchy_pairs(root: str | Path) -> PairedData:
         if found:
             pairs[category] = found
     return PairedData(pairs, photos, dict(skipped))
+
+
+def _warn_duplicate_ids(category: str, photos: list[Sample]) -> None:
+    """Two photos of one category with one id (``a.jpg`` and ``a.png``, or in two subfolders): a sketch
+    named ``a-1`` pairs with the first only, and the other sits in the gallery as an unpaired near-twin."""
+    stems: dict[str, list[str]] = defaultdict(list)
+    for photo in photos:
+        stems[Path(photo.path).stem].append(photo.path)
+    twins = {stem: paths for stem, paths in stems.items() if len(paths) > 1}
+    if twins:
+        stem, paths = next(iter(sorted(twins.items())))
+        log.warning("photo/%s: %d photo ids appear more than once (e.g. %s: %s); sketches pair with the first",
+                    category, len(twins), stem, ", ".join(paths))
 
 
 def read_pair_csv(path: str | Path) -> PairedData:
@@ -141,11 +168,11 @@ def read_pair_csv(path: str | Path) -> PairedData:
     return PairedData(dict(pairs), {c: list(v.values()) for c, v in photos.items()}, dict(skipped))
 
 
-def load_pairs(source: str | Path) -> PairedData:
+def load_pairs(source: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> PairedData:
     """A Sketchy-layout folder or a ``.csv`` file of pairs; :class:`DataError` when nothing is usable."""
     source = Path(source)
     if source.is_dir():
-        data = scan_sketchy_pairs(source)
+        data = scan_sketchy_pairs(source, augmentation)
     elif source.is_file() and source.suffix.lower() == ".csv":
         data = read_pair_csv(source)
     else:

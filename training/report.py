@@ -18,12 +18,13 @@ from .data import READ_ERRORS, STROKE_SUFFIXES, Sample
 def format_table(rows: dict[str, dict[str, float | int]], keys: Sequence[str]) -> str:
     """A plain-text table: one row per named result (e.g. "baseline", "trained"), one column per key."""
     width = max([len(name) for name in rows] + [8])
-    lines = [" ".join([f"{'':<{width}}"] + [f"{k:>10}" for k in keys])]
+    columns = [max(10, len(k)) for k in keys]
+    lines = [" ".join([f"{'':<{width}}"] + [f"{k:>{c}}" for k, c in zip(keys, columns, strict=True)])]
     for name, values in rows.items():
         cells = []
-        for key in keys:
+        for key, c in zip(keys, columns, strict=True):
             value = values.get(key, float("nan"))
-            cells.append(f"{value:>10d}" if isinstance(value, int) else f"{value:>10.4f}")
+            cells.append(f"{value:>{c}d}" if isinstance(value, int) else f"{value:>{c}.4f}")
         lines.append(" ".join([f"{name:<{width}}", *cells]))
     return "\n".join(lines)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..schemas import Health, Info, Readiness
-from ..services import Services, get_services
+from ..query_fields import query_kinds
+from ..schemas import Health, Info, LockedInfo, Readiness
+from ..services import Services, get_access, get_services, require_api_key
 
 router = APIRouter(tags=["operations"])
 
@@ -35,13 +36,19 @@ async def readyz(request: Request) -> JSONResponse:
     body = Readiness(
         ready=ready, model_loaded=services is not None, index_loaded=ready,
         index_version=index.version if index else None, index_size=size,
-        detail=None if ready else (index.problem if index else "The model is loading."),
+        detail=None if ready else (index.reason if index else "The model is loading."),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get("/info", response_model=Info, summary="Encoder config and fingerprint, index version and size, device")
-async def info(services: Services = Depends(get_services)) -> Info:
+@router.get("/info", response_model=Info | LockedInfo,
+            summary="Encoder config and fingerprint, index version and size, device (with a key, when one is set)")
+async def info(request: Request, services: Services = Depends(get_services),
+               x_api_key: str | None = Header(None, description="needed for the details when a key is configured"),
+               ) -> Info | LockedInfo:
+    access = get_access(request)
+    if not access.key_ok(x_api_key):  # the page learns it must ask for a key; nothing about the gallery
+        return LockedInfo(detail="This service needs an API key: send it in the X-API-Key header.")
     size = 0
     if services.index.ready:
         try:
@@ -59,16 +66,23 @@ async def info(services: Services = Depends(get_services)) -> Info:
         index_version=services.index.version,
         index_size=size,
         categories=services.index.categories(),
-        api_key_required=settings.api_key is not None,
+        api_key_required=access.required,
         max_k=settings.max_k,
         max_upload_bytes=settings.max_upload_bytes,
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
+        query_kinds=query_kinds(services.encoder.has_text_tower),
+        text_weight=settings.text_weight,
+        max_text_chars=settings.max_text_chars,
     )
 
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics")
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, x_api_key: str | None = Header(None, description="needed when "
+                                                                                    "SBIR_METRICS_REQUIRE_KEY is set")
+                  ) -> Response:
+    if request.app.state.settings.metrics_require_key:
+        require_api_key(request, x_api_key)
     registry = request.app.state.metrics
     services: Services | None = getattr(request.app.state, "services", None)
     if services is not None:

@@ -1,15 +1,20 @@
-"""GET /photos/{id}: a gallery photo (or its thumbnail), only for ids the served index knows."""
+"""GET /photos/{id}: a gallery photo (or its thumbnail), only for ids the served index knows.
+
+With API keys configured a photo needs a valid signature (the URLs in search results carry one) or
+an X-API-Key header; the check comes first, so an unauthorised caller learns nothing, not even which
+ids exist, and the answer is cached only privately.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from ..errors import APIError
 from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, media_type_of, safe_photo_path
 from ..schemas import Error
-from ..services import Services, get_services
+from ..services import Services, get_access, get_services
 
 router = APIRouter(tags=["photos"])
 INT64_MAX = 2**63 - 1
@@ -18,7 +23,7 @@ INT64_MAX = 2**63 - 1
 @router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
 @router.get(
     "/photos/{photo_id}",
-    responses={200: {"content": {"image/*": {}}}, 304: {}, 404: {"model": Error}, 422: {"model": Error}},
+    responses={200: {"content": {"image/*": {}}}, 304: {}, **{code: {"model": Error} for code in (401, 404, 422)}},
     response_class=Response,
     summary="A gallery photo, or its thumbnail with ?size=N",
 )
@@ -27,8 +32,13 @@ async def get_photo(
     photo_id: int = Path(ge=0, le=INT64_MAX),
     size: int | None = Query(None, ge=MIN_THUMBNAIL, le=MAX_THUMBNAIL, description="thumbnail box side, px"),
     v: str | None = Query(None, max_length=64, description="content tag from search results (enables long caching)"),
+    exp: str | None = Query(None, description="expiry of a signed URL, Unix seconds (from search results)"),
+    sig: str | None = Query(None, description="signature of a signed URL (from search results)"),
+    x_api_key: str | None = Header(None, description="instead of a signature, when an API key is configured"),
     services: Services = Depends(get_services),
 ) -> Response:
+    cache_control = _authorise(request, photo_id, size, v, exp, sig, x_api_key)
+
     def locate():
         with services.index.lease() as reader:
             record = reader.record(photo_id)
@@ -38,11 +48,10 @@ async def get_photo(
 
     record, path = await run_in_threadpool(locate)
     etag = f'"{record.sha256[:32]}-{size or 0}"'
-    immutable = v is not None and record.sha256.startswith(v)
-    headers = {
-        "ETag": etag,
-        "Cache-Control": "public, max-age=31536000, immutable" if immutable else "public, max-age=300",
-    }
+    if cache_control is None:  # an open service
+        immutable = v is not None and record.sha256.startswith(v)
+        cache_control = "public, max-age=31536000, immutable" if immutable else "public, max-age=300"
+    headers = {"ETag": etag, "Cache-Control": cache_control}
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
     if size is None:
@@ -50,3 +59,18 @@ async def get_photo(
         return FileResponse(path, media_type=media_type, headers=headers)
     data = await run_in_threadpool(services.thumbnails.get, record.sha256, path, size)
     return Response(data, media_type="image/jpeg", headers=headers)
+
+
+def _authorise(request: Request, photo_id: int, size: int | None, v: str | None, exp: str | None,
+               sig: str | None, x_api_key: str | None) -> str | None:
+    """The Cache-Control of an authorised photo request (None: the service is open); 401 otherwise."""
+    access = get_access(request)
+    if not access.required:
+        return None
+    seconds_left = access.signed_seconds_left(photo_id, size, v, exp, sig)
+    if seconds_left is not None:
+        return f"private, max-age={seconds_left}"  # never outlives the signature, never in shared caches
+    if access.key_ok(x_api_key):
+        return "private, max-age=300"
+    raise APIError(401, "unauthorized", "This photo needs a valid signed URL (from search results) "
+                   "or an X-API-Key header.")

@@ -9,12 +9,14 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..batching import BatcherClosedError
 from ..errors import APIError
-from ..inputs import parse_search_request, to_tensor
-from ..schemas import Error, Photo, SearchResponse, StrokesQuery
+from ..inputs import QueryLimits, parse_search_request, to_tensor
+from ..query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
+from ..schemas import AS_HELP, LIKE_HELP, TEXT_HELP, TEXT_WEIGHT_HELP, Error, Photo, SearchResponse, StrokesQuery
 from ..search import Query
-from ..services import Services, get_services, require_api_key
+from ..services import Services, get_access, get_services, require_api_key
 
 router = APIRouter(tags=["search"])
+THUMBNAIL_SIZE = 256  # the page's result tiles
 
 _REQUEST_BODY = {
     "required": True,
@@ -28,13 +30,39 @@ _REQUEST_BODY = {
                     "strokes": {"type": "string", "description": "strokes JSON (instead of a file)"},
                     "k": {"type": "integer", "default": 10},
                     "category": {"type": "string"},
+                    "text": {"type": "string", "maxLength": MAX_TEXT_CHARS, "description": TEXT_HELP},
+                    "text_weight": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_TEXT_WEIGHT,
+                                    "description": TEXT_WEIGHT_HELP},
+                    "like": {"type": "integer", "minimum": 0, "description": LIKE_HELP},
+                    "as": {"type": "string", "enum": ["sketch", "photo"], "default": "sketch", "description": AS_HELP},
                 },
             }
         },
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "image/*": {"schema": {"type": "string", "format": "binary"},
+                    "description": "a raw sketch (or photo with ?as=photo) body; the other fields in the query string"},
     },
 }
+_QUERY_STRING = [
+    {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
+    for name, schema, description in (
+        ("k", {"type": "integer", "minimum": 1}, "how many photos to return"),
+        ("category", {"type": "string"}, "only photos of this category"),
+        ("text", {"type": "string", "maxLength": MAX_TEXT_CHARS}, TEXT_HELP),
+        ("text_weight", {"type": "number", "minimum": 0, "maximum": 1}, TEXT_WEIGHT_HELP),
+        ("like", {"type": "integer", "minimum": 0}, LIKE_HELP),
+        ("as", {"type": "string", "enum": ["sketch", "photo"]}, AS_HELP),
+    )
+]
 _ERRORS = {code: {"model": Error} for code in (401, 413, 415, 422, 503)}
+
+
+def _stored_vector(services: Services, photo_id: int):
+    """The indexed vector of photo `photo_id` (422 when the served index has no such photo)."""
+    with services.index.lease() as reader:
+        vector = reader.vector(photo_id)
+    if vector is None:
+        raise APIError(422, "unknown_photo", f"Photo {photo_id} is not in the index; like needs an indexed photo id.")
+    return vector
 
 
 def _ms(since: float) -> float:
@@ -45,18 +73,24 @@ def _ms(since: float) -> float:
     "/search",
     response_model=SearchResponse,
     responses=_ERRORS,
-    openapi_extra={"requestBody": _REQUEST_BODY},
+    openapi_extra={"requestBody": _REQUEST_BODY, "parameters": _QUERY_STRING},
     dependencies=[Depends(require_api_key)],
-    summary="Find the photos closest to a sketch",
+    summary="Find the photos closest to a sketch, a photo, text, a liked photo, or a sketch/photo/like with text",
 )
 async def search(request: Request, services: Services = Depends(get_services)) -> SearchResponse:
-    """Send JSON strokes, a multipart `sketch` file (or `strokes` field), or a raw image body;
-    `k` and `category` go in the JSON body, the form, or the query string."""
+    """Send JSON strokes, a multipart `sketch` file (or `strokes` field), or a raw image body, and/or `text`,
+    or `like=<photo id>` (with or without `text`); `as=photo` reads an uploaded image as a photo. `k`, `category`,
+    `text`, `text_weight`, `like` and `as` go in the JSON body, the form, or the query string. The response's
+    `query` says which kind ran."""
     settings = services.settings
     started = time.perf_counter()
     if not services.index.ready:
-        raise APIError(503, "not_ready", services.index.problem or "No index is loaded.")
-    query = await parse_search_request(request, settings.max_upload_bytes, settings.max_k)
+        raise APIError(503, "not_ready", services.index.reason or "No index is loaded.")
+    limits = QueryLimits(settings.max_k, settings.max_text_chars, settings.text_weight)
+    query = await parse_search_request(request, settings.max_upload_bytes, limits)
+    fields = query.fields
+    if fields.text is not None and not services.encoder.has_text_tower:
+        raise APIError(422, "text_unsupported", "The loaded encoder has no text tower; see query_kinds in GET /info.")
     if query.category is not None:
         category = services.index.find_category(query.category)
         if category is None:
@@ -65,14 +99,19 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     timings = {"read": _ms(started)}
 
     step = time.perf_counter()
-    with services.batcher.expecting():
-        tensor = await run_in_threadpool(
-            to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
-        )
+    job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight)
+    if query.kind is not None:
+        with services.batcher.expecting():
+            job.tensor = await run_in_threadpool(
+                to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
+            )
+    elif fields.like is not None:
+        job.vector = await run_in_threadpool(_stored_vector, services, fields.like)
+        job.exclude = fields.like
     timings["decode"] = _ms(step)
 
     try:
-        batched = await services.batcher.submit(Query(tensor, query.k, query.category))
+        batched = await services.batcher.submit(job)
     except BatcherClosedError as error:
         raise APIError(503, "not_ready", str(error)) from None
     result = batched.value
@@ -80,20 +119,25 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     timings.update({name: round(ms, 3) for name, ms in result.timings_ms.items()})
     timings["total"] = _ms(started)
     services.metrics.observe_stages(timings)
-    services.metrics.searches.labels(query.kind).inc()
+    if query.kind is not None:
+        services.metrics.searches.labels(query.kind).inc()
+    services.metrics.queries.labels(query.query_kind).inc()
 
+    access = get_access(request)
     photos = []
     for match in result.matches:
         tag = match.record.sha256[:16]
         photos.append(Photo(
             id=match.id,
             score=match.score,
-            url=f"/photos/{match.id}?v={tag}",
-            thumbnail_url=f"/photos/{match.id}?size=256&v={tag}",
+            url=access.photo_url(match.id, None, tag),
+            thumbnail_url=access.photo_url(match.id, THUMBNAIL_SIZE, tag),
             category=match.record.category,
             metadata=match.record.metadata or {},
         ))
     return SearchResponse(
         results=photos, k=query.k, category=query.category, index_version=result.index_version,
-        input=query.kind, batch_size=batched.batch_size, timings_ms=timings,
+        query=query.query_kind, input=query.kind, text=fields.text, like=fields.like,
+        text_weight=fields.text_weight if "+text" in query.query_kind else None,
+        batch_size=batched.batch_size, timings_ms=timings,
     )

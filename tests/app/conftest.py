@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from encoder import load_encoder
-from tests.app.support import app_client, build_index, make_gallery
+from tests.app.support import app_client, build_index, make_gallery, require_browser
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +33,9 @@ def client(app_index, app_encoder) -> Iterator[TestClient]:
         yield test_client
 
 
+
+
+@pytest.fixture(scope="session")
+def browser_available() -> None:
+    """Used by the page tests (NEEDS_BROWSER): skip, or under SBIR_REQUIRE_BROWSER=1 fail, before any set-up."""
+    require_browser()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
+import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
@@ -28,10 +31,27 @@ TINY_ENV = {"SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "HF_HUB_OFF
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run"]
-NEEDS_BROWSER = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
-]
+REQUIRE_BROWSER = "SBIR_REQUIRE_BROWSER"  # "1" (set by .ci/run): a missing browser fails the page tests
+NEEDS_BROWSER = [pytest.mark.browser, pytest.mark.usefixtures("browser_available")]
+
+
+def browser_missing() -> str | None:
+    """Why the page tests cannot drive a browser here, or None when they can."""
+    if not CHROMIUM.exists():
+        return f"Debian's chromium is not installed at {CHROMIUM} (.ci/run installs it)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright package is not installed (it comes with `pip install -e '.[dev]'`)"
+    return None
+
+
+def require_browser() -> None:
+    """Skip a page test when there is no browser; fail it instead under SBIR_REQUIRE_BROWSER=1 (CI never skips)."""
+    reason = browser_missing()
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_BROWSER) == "1":
+        pytest.fail(f"{reason}; {REQUIRE_BROWSER}=1 forbids skipping the browser tests", pytrace=False)
+    pytest.skip(reason)
 
 
 
@@ -82,6 +102,20 @@ def serve(app) -> Iterator[str]:
         sock.close()
 
 
+def hammer(base: str, outcomes: list, stop: threading.Event, body: dict, pause_s: float = 0.01) -> None:
+    """POST /search with ``body`` until ``stop``; appends (start time, status, index version or error text)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                response = client.post("/search", json=body)
+                version = response.json().get("index_version") if response.status_code == 200 else response.text
+                outcomes.append((started, response.status_code, version))
+            except httpx.HTTPError as error:  # a dropped connection counts as a failure
+                outcomes.append((started, -1, repr(error)))
+            time.sleep(pause_s)  # leave the two CPU cores some room for the build
+
+
 def sketch_png(seed: int = 0) -> bytes:
     out = io.BytesIO()
     draw_sketch(seed=seed).save(out, "PNG")
@@ -94,10 +128,22 @@ STROKES = {"strokes": [[[10, 10], [60, 80], [120, 20]], [[30, 90], [90, 95]]]}
 @contextlib.contextmanager
 def served_page(app, viewport: dict[str, int]):
     """`app` on a real uvicorn and a fresh page of Debian's Chromium (driven by Playwright): yields (page, base URL)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    require_browser()
+    from playwright import sync_api
     with serve(app) as base, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             yield browser.new_page(viewport=viewport), base
         finally:
             browser.close()
+
+
+def draw_line(page) -> tuple[float, float, float]:
+    """Drag one stroke across the page's canvas with the mouse; returns the canvas's (x, y, width)."""
+    box = page.locator("#canvas").bounding_box()
+    x0, y0, w = box["x"], box["y"], box["width"]
+    page.mouse.move(x0 + 0.2 * w, y0 + 0.3 * w)
+    page.mouse.down()
+    page.mouse.move(x0 + 0.8 * w, y0 + 0.6 * w, steps=8)
+    page.mouse.up()
+    return x0, y0, w

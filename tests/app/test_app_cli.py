@@ -22,3 +22,18 @@ def test_unavailable_weights_stop_with_the_encoders_message(tmp_path, monkeypatc
 def test_invalid_settings_stop_with_a_message(capsys):
     assert main(["--max-batch", "0"]) == 2
     assert "max_batch" in capsys.readouterr().err
+
+
+def test_slow_client_settings_reach_the_app_and_uvicorn(monkeypatch):
+    import app.__main__ as entry
+
+    monkeypatch.setenv("SBIR_BODY_TIMEOUT_S", "7.5")
+    monkeypatch.setenv("SBIR_LIMIT_CONCURRENCY", "321")
+    served = {}
+    monkeypatch.setattr(entry, "load_configured_encoder", lambda settings: None)
+    monkeypatch.setattr(entry, "create_app", lambda settings, encoder: settings)
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: served.update(options, settings=app))
+    assert main(["--max-bodies-in-flight", "3", "--timeout-keep-alive-s", "2"]) == 0
+    settings = served["settings"]
+    assert (settings.body_timeout_s, settings.max_bodies_in_flight) == (7.5, 3)
+    assert (served["limit_concurrency"], served["timeout_keep_alive"]) == (321, 2.0)

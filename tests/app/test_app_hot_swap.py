@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -9,7 +10,8 @@ import httpx
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import STROKES, app_client, build_index, make_gallery, serve
+from index_builder import current_version
+from tests.app.support import STROKES, app_client, build_index, hammer, make_gallery, serve
 
 
 def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_version(tmp_path, app_encoder):
@@ -19,21 +21,10 @@ def test_requests_during_an_index_swap_all_succeed_and_later_ones_see_the_new_ve
     outcomes: list[tuple[float, int, str | None]] = []  # (start time, status, index version)
     stop = threading.Event()
 
-    def hammer(base: str) -> None:
-        with httpx.Client(base_url=base, timeout=30) as client:
-            while not stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = client.post("/search", json={**STROKES, "k": 20})
-                    version = response.json().get("index_version") if response.status_code == 200 else None
-                    outcomes.append((started, response.status_code, version))
-                except httpx.HTTPError as error:  # a dropped connection counts as a failure
-                    outcomes.append((started, -1, repr(error)))
-                time.sleep(0.01)  # leave the two CPU cores some room for the build
-
     with serve(app) as base:
         old = httpx.get(f"{base}/readyz").json()["index_version"]
-        workers = [threading.Thread(target=hammer, args=(base,)) for _ in range(4)]
+        workers = [threading.Thread(target=hammer, args=(base, outcomes, stop, {**STROKES, "k": 20}))
+                   for _ in range(4)]
         for worker in workers:
             worker.start()
         deadline = time.monotonic() + 60
@@ -84,4 +75,17 @@ def test_a_service_started_on_an_index_of_another_encoder_is_not_ready(tmp_path,
     with app_client(index_dir, app_encoder) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "another encoder" in ready.json()["detail"]
+        assert client.post("/search", json=STROKES).status_code == 503
+
+
+def test_a_service_started_on_an_index_of_an_older_photo_preprocessing_is_not_ready(tmp_path, app_encoder):
+    gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
+    build_index(gallery, index_dir, app_encoder)
+    manifest_path = index_dir / "versions" / current_version(index_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["encoder"]["preprocessing"]  # built before photo preprocessing was versioned
+    manifest_path.write_text(json.dumps(manifest))
+    with app_client(index_dir, app_encoder) as client:
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "rebuild with --rebuild" in ready.json()["detail"]
         assert client.post("/search", json=STROKES).status_code == 503

@@ -28,14 +28,14 @@ def test_environment_variables_configure_everything(monkeypatch):
     monkeypatch.setenv("SBIR_INDEX_DIR", "/srv/index")
     monkeypatch.setenv("SBIR_MAX_BATCH", "8")
     monkeypatch.setenv("SBIR_MAX_WAIT_MS", "2.5")
-    monkeypatch.setenv("SBIR_API_KEY", "hush-hush")
+    monkeypatch.setenv("SBIR_API_KEY", "hush-hush-hush-hush")
     monkeypatch.setenv("SBIR_CORS_ORIGINS", "http://a.example, http://b.example")
     monkeypatch.setenv("SBIR_GALLERY_ROOT", "")
     monkeypatch.setenv("PORT", "9001")
     monkeypatch.setenv("HOST", "0.0.0.0")
     settings = Settings()
     assert settings.index_dir == Path("/srv/index") and settings.max_batch == 8 and settings.max_wait_ms == 2.5
-    assert settings.api_key.get_secret_value() == "hush-hush" and "hush-hush" not in repr(settings)
+    assert settings.api_key.get_secret_value() == "hush-hush-hush-hush" and "hush-hush-hush-hush" not in repr(settings)
     assert settings.cors_origin_list == ["http://a.example", "http://b.example"]
     assert settings.gallery_root is None and settings.port == 9001 and settings.host == "0.0.0.0"
 
@@ -49,6 +49,9 @@ def test_invalid_settings_are_refused(monkeypatch):
 def test_cli_flags_map_to_settings():
     args = build_parser().parse_args(["--port", "8123", "--index-dir", "/x", "--max-k", "7", "--backbone", "sbir-tiny"])
     assert (args.port, args.index_dir, args.max_k, args.backbone) == (8123, "/x", 7, "sbir-tiny")
+    assert build_parser().parse_args([]).metrics_require_key is None  # unset: the environment decides
+    access = build_parser().parse_args(["--photo-url-ttl-s", "600", "--metrics-require-key"])
+    assert (access.photo_url_ttl_s, access.metrics_require_key) == (600, True)
 
 
 @pytest.mark.parametrize("data, expected", [

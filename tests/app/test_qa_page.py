@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.support import CATEGORIES, NEEDS_BROWSER, build_index, make_gallery, served_page
+from tests.app.support import CATEGORIES, NEEDS_BROWSER, build_index, draw_line, make_gallery, served_page
 
 pytestmark = NEEDS_BROWSER
 GRID_FILLED = "document.querySelectorAll('#grid img').length > 0"
@@ -17,12 +17,7 @@ def test_errors_clear_old_results_and_a_lone_dot_asks_for_more(app_index, app_en
         searches: list[str] = []
         page.on("request", lambda r: searches.append(r.url) if r.url.endswith("/search") else None)
         page.goto(base + "/")
-        box = page.locator("#canvas").bounding_box()
-        x0, y0, w = box["x"], box["y"], box["width"]
-        page.mouse.move(x0 + 0.2 * w, y0 + 0.3 * w)
-        page.mouse.down()
-        page.mouse.move(x0 + 0.8 * w, y0 + 0.6 * w, steps=8)
-        page.mouse.up()
+        x0, y0, w = draw_line(page)
         page.wait_for_function(GRID_FILLED, timeout=20_000)
 
         not_an_image = tmp_path / "notes.txt"

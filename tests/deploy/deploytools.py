@@ -20,6 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = "docker-compose.yml"
 CPU_OVERRIDE = "docker-compose.cpu.yml"
+MILVUS_OVERRIDE = "docker-compose.milvus.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 
 

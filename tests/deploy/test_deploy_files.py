@@ -10,6 +10,7 @@ from tests.deploy.deploytools import (
     COMPOSE_FILE,
     CPU_OVERRIDE,
     ENV_EXAMPLE,
+    MILVUS_OVERRIDE,
     ROOT,
     active_services,
     compose_config,
@@ -20,6 +21,8 @@ from tests.deploy.deploytools import (
 
 GPU_FILES = ["-f", COMPOSE_FILE]
 CPU_FILES = ["-f", COMPOSE_FILE, "-f", CPU_OVERRIDE]
+MILVUS_FILES = ["-f", COMPOSE_FILE, "-f", MILVUS_OVERRIDE]
+MILVUS_CPU_FILES = ["-f", COMPOSE_FILE, "-f", CPU_OVERRIDE, "-f", MILVUS_OVERRIDE]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
@@ -53,7 +56,7 @@ def test_image_installs_the_project_with_the_gpu_extra_from_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     gpu = project["project"]["optional-dependencies"]["gpu"]
     assert any(req.startswith("faiss-gpu") for req in gpu)
-    assert 'pip install ".[gpu]"' in DOCKERFILE
+    assert 'pip install ".[gpu,milvus]"' in DOCKERFILE
     assert "pip uninstall -y faiss-cpu" in DOCKERFILE  # same `faiss` package in both wheels: the CPU one goes
     # every package the project installs is copied into the build context and not excluded by .dockerignore
     packages = project["tool"]["setuptools"]["packages"]["find"]["include"]
@@ -101,6 +104,30 @@ def test_cpu_override_drops_every_gpu_reservation():
         assert service["environment"]["SBIR_DEVICE"] == "cpu"
 
 
+def test_milvus_override_runs_milvus_standalone_and_points_api_and_indexer_at_it():
+    for files in (MILVUS_FILES, MILVUS_CPU_FILES):
+        services = compose_config(files)["services"]
+        assert {"milvus", "milvus-etcd", "milvus-minio"} <= set(services)
+        milvus = services["milvus"]
+        assert milvus["image"].startswith("milvusdb/milvus:v2.")
+        assert milvus["command"] == ["milvus", "run", "standalone"]
+        assert milvus["environment"]["ETCD_ENDPOINTS"] == "milvus-etcd:2379"
+        assert milvus["environment"]["MINIO_ADDRESS"] == "milvus-minio:9000"
+        assert "9091/healthz" in " ".join(milvus["healthcheck"]["test"])
+        for name in ("api", "indexer"):
+            env = services[name]["environment"]
+            assert (env["SBIR_ENGINE"], env["SBIR_MILVUS_URI"], env["SBIR_COLLECTION"]) == (
+                "milvus", "http://milvus:19530", "photos")
+            assert services[name]["depends_on"]["milvus"]["condition"] == "service_healthy"
+        assert active_services(files) == {"api", "milvus", "milvus-etcd", "milvus-minio"}
+    assert _gpu_devices(compose_config(MILVUS_CPU_FILES)["services"]["api"]) == []
+
+
+def test_image_installs_the_milvus_extra():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert any(req.startswith("pymilvus") for req in project["project"]["optional-dependencies"]["milvus"])
+
+
 def test_every_documented_value_in_env_example_is_accepted(tmp_path):
     env_file = uncommented_env_example(tmp_path)
     services = compose_config([], env_file=env_file)["services"]  # COMPOSE_FILE in it selects the CPU override
@@ -110,7 +137,7 @@ def test_every_documented_value_in_env_example_is_accepted(tmp_path):
 
 def test_env_example_documents_every_variable_the_compose_files_read():
     used: set[str] = set()
-    for name in (COMPOSE_FILE, CPU_OVERRIDE):
+    for name in (COMPOSE_FILE, CPU_OVERRIDE, MILVUS_OVERRIDE):
         text = (ROOT / name).read_text()
         used |= set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))  # interpolated
         used |= set(re.findall(r"^\s+([A-Z][A-Z0-9_]*):\s*$", text, re.MULTILINE))  # passed through when set

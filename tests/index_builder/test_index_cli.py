@@ -10,7 +10,7 @@ import faiss
 import numpy as np
 import pytest
 
-from encoder import save_checkpoint
+from encoder import PREPROCESSING_VERSION, save_checkpoint
 from index_builder import current_version
 from index_builder.cli import main
 
@@ -47,6 +47,43 @@ def test_changed_encoder_refuses_incremental_mode(built, tmp_path, tiny_encoder,
     manifest = json.loads((version_dir(index_dir) / "manifest.json").read_text())
     assert manifest["encoder"]["fingerprint"] == tiny_encoder.fingerprint()
     assert manifest["encoder"]["checkpoint"] == str(checkpoint)
+
+
+@pytest.mark.parametrize("recorded", [None, PREPROCESSING_VERSION - 1])
+def test_an_index_of_another_photo_preprocessing_is_refused_until_rebuilt(built, capsys, recorded):
+    gallery, index_dir = built
+    before = current_version(index_dir)
+    manifest_path = version_dir(index_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert manifest["encoder"]["preprocessing"] == PREPROCESSING_VERSION
+    if recorded is None:
+        del manifest["encoder"]["preprocessing"]  # an index built before preprocessing was versioned
+    else:
+        manifest["encoder"]["preprocessing"] = recorded
+    manifest_path.write_text(json.dumps(manifest))
+    args = ["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "rebuild with --rebuild" in err and f"version {PREPROCESSING_VERSION}" in err
+    assert current_version(index_dir) == before and not (index_dir / "staging").exists()
+
+    assert main([*args, "--rebuild", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["embedded"] == 7
+    rebuilt = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    assert rebuilt["encoder"]["preprocessing"] == PREPROCESSING_VERSION
+
+
+def test_another_activation_is_another_encoder_for_the_index(built, capsys):
+    gallery, index_dir = built
+    before = current_version(index_dir)
+    args = ["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress",
+            "--activation", "quick_gelu"]
+    assert main(args) == 2
+    assert "incremental mode is refused" in capsys.readouterr().err
+    assert current_version(index_dir) == before
+    assert main([*args, "--rebuild"]) == 0
+    manifest = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    assert manifest["encoder"]["config"]["activation"] == "quick_gelu"
 
 
 def test_info_describes_the_current_version(built, capsys):

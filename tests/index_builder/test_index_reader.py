@@ -57,6 +57,19 @@ def test_reader_matches_brute_force_over_stored_vectors(make_gallery, build, tmp
     assert (found == -1).all()
 
 
+def test_reader_gives_the_stored_vector_of_an_id(make_gallery, build, tmp_path):
+    build(gallery=make_gallery({"cat": 3, "dog": 2}))
+    with IndexReader.open(tmp_path / "index") as reader:
+        ids, vectors = reader.vectors()
+        for row, photo_id in enumerate(ids):
+            vector = reader.vector(int(photo_id))
+            assert vector.dtype == np.float32 and vector.shape == (reader.dim,)
+            np.testing.assert_array_equal(vector, vectors[row])
+        assert reader.vector(int(ids.max()) + 1) is None and reader.vector(-1) is None
+        vector[:] = 0  # a copy: the memory-mapped version is read-only and stays intact
+        assert np.linalg.norm(reader.vector(int(ids[-1]))) > 0.99
+
+
 def test_reader_notices_a_new_current_version(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 2})
     first = build(gallery=gallery)

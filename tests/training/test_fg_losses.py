@@ -102,3 +102,46 @@ def test_patch_shuffle_rejects_a_bad_grid():
         shuffle_permutations(2, 1)
     with pytest.raises(ValueError):
         patch_shuffle(torch.zeros(2, 3, 8, 8), torch.zeros(2, 9, dtype=torch.long), 2)
+
+
+def test_l_delta_sees_only_the_shape_of_each_categorys_spread_never_its_level():
+    # A softmax inside each category ignores a common shift of that category's δ: categories that are
+    # separated by different amounts on average but spread alike cost nothing; only spreads are compared.
+    generator = torch.Generator().manual_seed(0)
+    delta = torch.randn(20, generator=generator) * 0.05
+    groups = torch.arange(4).repeat_interleave(5)
+    shifts = torch.tensor([-0.3, 0.0, 0.2, 0.45]).repeat_interleave(5)
+    base = relative_separation_loss(delta, groups)
+    assert float(relative_separation_loss(delta + shifts, groups)) == pytest.approx(float(base), abs=1e-7)  # float32
+    widened = delta.clone()
+    widened[:5] *= 3  # one category's spread changes shape: now L_δ moves
+    assert float(relative_separation_loss(widened, groups)) > float(base) * 1.5
+
+
+def _clip_like_batch(seed: int, categories: int = 16, per_category: int = 4, dim: int = 512):
+    """Features as a pretrained CLIP gives them at the start of fine-grained training: sketch–photo
+    cosine ~0.28 to its own photo, ~0.23 to another photo of its category (the hard negative)."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def noise() -> torch.Tensor:
+        return torch.randn(categories, per_category, dim, generator=generator) / dim**0.5
+
+    centre = torch.nn.functional.normalize(torch.randn(categories, 1, dim, generator=generator), dim=-1)
+    photo = torch.nn.functional.normalize(0.9 * centre + noise(), dim=-1)
+    negative = torch.nn.functional.normalize(0.9 * centre + noise(), dim=-1)
+    sketch = torch.nn.functional.normalize(0.1 * photo + 0.3 * centre + noise(), dim=-1)
+    groups = torch.arange(categories).repeat_interleave(per_category)
+    return sketch.reshape(-1, dim), photo.reshape(-1, dim), negative.reshape(-1, dim), groups
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_l_delta_is_about_1e4_to_4e3_beside_a_triplet_of_about_0_3(seed):
+    from training.losses import triplet_loss
+
+    sketch, photo, negative, groups = _clip_like_batch(seed)
+    delta = separation(sketch, photo, negative)
+    l_delta = float(relative_separation_loss(delta, groups))
+    l_tri = float(triplet_loss(sketch, photo, negative, 0.3))
+    assert 0.2 < l_tri < 0.35
+    assert 1e-4 <= l_delta <= 4e-3
+    assert 0.1 * l_delta < 0.01 * l_tri  # at λ3 = 0.1 it is well under 1 % of the objective's triplet part

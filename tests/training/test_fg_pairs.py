@@ -48,6 +48,29 @@ def test_sketchy_layout_pairs_each_sketch_with_the_photo_it_was_drawn_from(tmp_p
     assert "7 pairs, 5 photos (4 paired), 2 categories" in data.summary()
 
 
+def test_paired_gallery_keeps_only_the_photos_sketches_were_drawn_from(tmp_path):
+    # Sketchy-Extended's photo folders hold many unsketched photos beside Sketchy basic's
+    data = scan_sketchy_pairs(sketchy_tree(tmp_path, {"a": {"x": 2, "y": 0, "u": 0}, "b": {"z": 1, "w": 0}}))
+    paired, every = data.subset(["a", "b"], gallery="paired"), data.subset(["a", "b"], gallery="all")
+    assert len(every.photos) == 5 and len(paired.photos) == 2
+    assert sorted(Path(p.path).stem for p in paired.photos) == ["x", "z"]
+    assert len(paired) == len(every) == 3
+    for label, partner in zip(paired.sketch_labels, paired.partners, strict=True):
+        assert paired.photo_labels[partner] == label
+    for sketch, partner in zip(paired.sketches, paired.partners, strict=True):
+        assert drawn_from(sketch.path) == Path(paired.photos[partner].path).stem
+    with pytest.raises(ValueError, match="gallery"):
+        data.subset(["a"], gallery="some")
+
+
+def test_duplicate_photo_ids_in_a_category_are_warned_about(tmp_path, caplog):
+    sketchy_tree(tmp_path, {"a": {"x": 1, "y": 1}})
+    random_photo(seed=9).save(tmp_path / "photo" / "a" / "x.png")  # x.jpg exists too
+    data = scan_sketchy_pairs(tmp_path)
+    assert "photo/a: 1 photo ids appear more than once (e.g. x:" in caplog.text
+    assert Path(data.pairs["a"][0][1].path).name == "x.jpg"  # the first one found is the pair
+
+
 def test_subset_flattens_pairs_with_partner_indices(tmp_path):
     data = scan_sketchy_pairs(sketchy_tree(tmp_path, {"a": {"x": 2, "y": 1}, "b": {"z": 1, "w": 0}, "c": {"v": 1}}))
     pairs = data.subset(["b", "a"])

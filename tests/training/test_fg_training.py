@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -88,8 +89,39 @@ def test_cli_trains_then_evaluates_both_galleries(pairs_root, tmp_path, one_thre
         assert all(0.0 <= v <= 1.0 for v in result[gallery].values())
     assert result["n_queries"] == 16 and result["n_gallery"] == 8  # one unseen class: 8 photos, 16 sketches
     assert result["encoder"]["config"]["prompts"]["shared"] is True
-    assert "within_category" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "within_category" in printed and "gallery: 8 photos (paired" in printed
+    assert result["gallery"] == "paired" and result["standard_test_set"] == {}
     assert main(["fine-grained", *common, "--batch_size", "4", "--out", str(run)]) == 2  # run exists, no --resume
+    capsys.readouterr()
     assert main(["fine-grained", *common, "--batch_size", "40", "--out", str(tmp_path / "big")]) == 2
     assert "10 categories x 4 pairs" in capsys.readouterr().err  # only 2 training classes
     assert not (tmp_path / "big").exists()  # refused before anything was written
+
+
+def test_evaluate_scores_the_paired_gallery_by_default_and_every_photo_on_request(tmp_path, one_thread, capsys):
+    root = make_pairs(tmp_path / "data", n_classes=2, photos=4, sketches=1, seed=3)
+    for c in range(2):  # unsketched photos, as Sketchy-Extended's folders add them
+        folder = root / "photo" / f"class{c:02d}"
+        for i in range(3):
+            shutil.copy(folder / f"p{c}_0.png", folder / f"x{i}.png")
+    common = ["evaluate", "--fine-grained", "--data", str(root), "--split", "none", "--workers", "0", "--no-progress"]
+    results = {}
+    for gallery in ("paired", "all"):
+        path = tmp_path / f"{gallery}.json"
+        extra = [] if gallery == "paired" else ["--fg-gallery", "all"]
+        assert main([*common, *extra, "--json", str(path)]) == 0
+        results[gallery] = json.loads(path.read_text())
+    assert results["paired"]["n_gallery"] == 8 and results["all"]["n_gallery"] == 14
+    assert results["paired"]["gallery"] == "paired" and results["paired"]["photos_found"] == 14
+    assert results["paired"]["n_queries"] == results["all"]["n_queries"] == 8
+    assert "gallery: 8 photos (paired" in capsys.readouterr().out
+
+
+def test_fine_grained_trains_on_every_seen_class_with_val_fraction_0(pairs_root, tmp_path, one_thread):
+    run = tmp_path / "run"
+    assert main(["fine-grained", "--data", str(pairs_root), "--split", "none", "--val-fraction", "0", "--workers", "0",
+                 "--no-progress", "--batch_size", "4", "--pairs-per-category", "2", "--epochs", "1",
+                 "--max-steps", "2", "--out", str(run)]) == 0
+    assert json.loads((run / "run.json").read_text())["split"]["train"] == load_pairs(pairs_root).classes
+    assert (run / "last.safetensors").is_file() and not (run / "best.safetensors").exists()

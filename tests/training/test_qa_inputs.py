@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -197,8 +199,8 @@ def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tin
     from training.fine_grained import FineGrainedOptions, FineGrainedTask
     from training.pairs import scan_sketchy_pairs
 
-    sketchy_tree(tmp_path, {"cat": {"c1": 1, "c2": 1}, "dog": {"d1": 1, "d2": 1}, "eel": {"e1": 1, "e2": 1}})
-    (tmp_path / "photo" / "eel" / "e3.jpg").write_bytes(b"")
+    sketchy_tree(tmp_path, {"cat": {"c1": 1, "c2": 1}, "dog": {"d1": 1, "d2": 1}, "eel": {"e1": 1, "e2": 1, "e3": 1}})
+    (tmp_path / "photo" / "eel" / "e3.jpg").write_bytes(b"")  # sketched: validation's (paired) gallery holds it
     config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(shared=True))
     encoder = build_encoder(config, "cpu")
     split = ClassSplit(train=["cat", "dog"], val=["eel"], test=[])
@@ -211,8 +213,8 @@ def test_fine_grained_validation_reports_its_unreadable_files_once(tmp_path, tin
     assert sum(bad_photo in record.getMessage() for record in caplog.records) == 1
 
 
-def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
-    # was: --resume with other prompt flags (or as the other task) rewrote run.json, then failed on the checkpoint
+def _tiny_category_run(tmp_path) -> tuple[list[str], Path]:
+    """A finished one-step category run in tmp_path/run; returns (its flags, the run folder)."""
     from tests.training.synthetic_categories import make_dataset
     from training.cli import main
 
@@ -222,8 +224,28 @@ def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
     common = ["--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers", "0",
               "--batch_size", "2", "--max-steps", "1", "--no-progress", "--out", str(out)]
     assert main(["category", *common]) == 0
+    return common, out
+
+
+def test_a_refused_resume_leaves_the_run_record_intact(tmp_path, capsys):
+    # was: --resume with other prompt flags (or as the other task) rewrote run.json, then failed on the checkpoint
+    from training.cli import main
+
+    common, out = _tiny_category_run(tmp_path)
     record = (out / "run.json").read_text()
     assert main(["category", *common, "--resume", "--n_prompts", "5"]) == 2
     assert main(["fine-grained", *common, "--resume", "--pairs-per-category", "1"]) == 2
     assert "refusing to resume" in capsys.readouterr().err
     assert (out / "run.json").read_text() == record
+
+
+def test_resume_with_another_batch_size_is_refused_before_touching_the_run(tmp_path, capsys):
+    from training.cli import main
+
+    common, out = _tiny_category_run(tmp_path)
+    before = {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()}
+    assert main(["category", *common, "--resume", "--batch_size", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch_size 2" in err and "--batch_size 3" in err and "refusing to resume" in err
+    assert {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()} == before
+    assert main(["category", *common, "--resume", "--max-steps", "2"]) == 0  # the same batch size resumes

@@ -53,6 +53,27 @@ def test_random_split_is_seeded_and_disjoint():
     assert sorted(a.train + a.val + a.test) == classes
 
 
+def test_split_none_trains_on_every_class_and_evaluates_every_class():
+    classes = ["cat", "dog", "cow", "bat"]
+    training = make_split(classes, split="none", val_fraction=0.0)
+    assert (training.train, training.val, training.test, training.source) == (sorted(classes), [], [], "none")
+    with_slice = make_split(classes, split="none", val_fraction=0.25, seed=0)
+    assert len(with_slice.val) == 1 and sorted(with_slice.train + with_slice.val) == sorted(classes)
+    assert make_split(classes, split="none", for_training=False).test == sorted(classes)
+
+
+def test_split_none_warns_when_the_folder_holds_a_benchmarks_unseen_classes(caplog):
+    classes = [*read_class_list(split_classes_file("sketchy21")), "zebra", "lion"]
+    make_split(classes, split="none", val_fraction=0.0)
+    assert "all 21 unseen classes of sketchy21" in caplog.text
+
+
+def test_refit_split_puts_the_validation_slice_back_into_training():
+    split = make_split([f"c{i}" for i in range(12)], split="random", n_unseen=2, val_fraction=0.2, seed=0)
+    refit = split.without_validation()
+    assert refit.val == [] and refit.test == split.test and refit.train == sorted(split.train + split.val)
+
+
 def test_sampler_never_pairs_a_negative_of_the_anchors_class():
     sketch_labels = [i % 4 for i in range(200)]
     photo_labels = [i % 4 for i in range(37)]
@@ -141,3 +162,50 @@ def test_unreadable_files_in_training_and_evaluation_are_dropped_counted_and_exc
     tiny_encoder.eval()
     evaluation = evaluate_category(tiny_encoder, *data.subset(["h1", "h2"]), progress=False)
     assert evaluation.summary["n_unreadable"] == 1 and evaluation.summary["n_gallery"] == 5
+
+
+def _raw_sketchy(root, classes=("ant", "bee", "cat", "dog", "eel")):
+    """The raw Sketchy download's nesting, tiny: an augmentation folder above the categories of each modality."""
+    for augmentation, modality in (("tx_000000000000", "sketch"), ("tx_000000000010", "sketch"),
+                                   ("tx_000000000000", "photo"), ("tx_000100000000", "photo")):
+        for c, category in enumerate(classes):
+            folder = root / modality / augmentation / category
+            folder.mkdir(parents=True)
+            for i in range(2):
+                name = f"n{c:03d}_{i}"
+                if modality == "sketch":
+                    draw_sketch(seed=c * 10 + i).save(folder / f"{name}-1.png")
+                else:
+                    random_photo((40, 32), seed=c * 10 + i).save(folder / f"{name}.jpg")
+    return root
+
+
+def test_the_raw_sketchy_layout_reads_one_augmentation_not_tx_folders_as_classes(tmp_path):
+    from training.pairs import scan_sketchy_pairs
+
+    root = _raw_sketchy(tmp_path / "sketchy")
+    data = CategoryDataset.scan(root)
+    assert data.classes == ["ant", "bee", "cat", "dog", "eel"]
+    assert all("/tx_000000000000/" in s.path for samples in data.sketches.values() for s in samples)
+    assert all("/tx_000000000000/" in p.path for samples in data.photos.values() for p in samples)
+    assert sum(map(len, data.sketches.values())) == 10
+    pairs = scan_sketchy_pairs(root)
+    assert pairs.classes == data.classes and sum(len(p) for p in pairs.pairs.values()) == 10
+    with pytest.raises(DataError, match="--augmentation") as refused:  # photos have no tx_000000000010
+        CategoryDataset.scan(root, augmentation="tx_000000000010")
+    assert "tx_000100000000" in str(refused.value)
+
+
+def test_training_with_a_random_split_runs_on_the_raw_sketchy_layout(tmp_path, capsys):
+    import json
+
+    from training.cli import main
+
+    root = _raw_sketchy(tmp_path / "sketchy")
+    out = tmp_path / "run"
+    assert main(["category", "--data", str(root), "--split", "random", "--n-unseen", "2", "--val-fraction", "0.34",
+                 "--workers", "0", "--batch_size", "2", "--max-steps", "1", "--epochs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    split = json.loads((out / "run.json").read_text())["split"]
+    assert sorted(split["train"] + split["val"] + split["test"]) == ["ant", "bee", "cat", "dog", "eel"]
+    assert len(split["test"]) == 2

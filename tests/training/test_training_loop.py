@@ -89,6 +89,72 @@ def test_resume_continues_from_the_saved_step(shapes_root, tmp_path, capsys):
     assert "map_all" in capsys.readouterr().out
 
 
+def test_val_fraction_0_trains_on_every_seen_class_and_keeps_last(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "all-seen"
+    args = _category_args(shapes_root, unseen, out)
+    args[args.index("--val-fraction") + 1] = "0"
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["val"] == [] and len(run["split"]["train"]) == 10
+    assert (out / "last.safetensors").is_file() and not (out / "best.safetensors").exists()
+    assert not [r for r in read_log(out / "log.csv") if r["phase"] == "val"]
+    steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
+    assert steps[-1] == 5  # 10 classes x 12 sketches / 24
+    printed = capsys.readouterr().out
+    assert "no validation slice" in printed and f"--checkpoint {out / 'last.safetensors'}" in printed
+
+
+@pytest.mark.slow
+def test_refit_selects_the_epoch_count_then_retrains_on_every_seen_class(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "refit"
+    args = _category_args(shapes_root, unseen, out, "--refit")
+    args[args.index("--epochs") + 1] = "3"
+    assert main(args) == 0
+    selection = torch.load(out / "select" / "last_state.pt", weights_only=True)
+    chosen = selection["best_epoch"]
+    assert selection["epoch"] == 3 and 1 <= chosen <= 3
+    select_run = json.loads((out / "select" / "run.json").read_text())
+    assert len(select_run["split"]["val"]) == 2 and len(select_run["split"]["train"]) == 8
+    run = json.loads((out / "run.json").read_text())
+    assert run["split"]["val"] == [] and len(run["split"]["train"]) == 10 and run["refit"]["epochs"] == chosen
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (chosen, 5 * chosen)  # 10 classes: 5 steps per epoch
+    assert load_checkpoint(out / "last.safetensors") is not None and not (out / "best.safetensors").exists()
+    assert f"refit: {chosen} epoch(s) selected" in capsys.readouterr().out
+    assert main(args) == 2  # never overwritten without --resume
+    assert main([*args, "--resume"]) == 0  # both runs are complete: resuming changes nothing
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5 * chosen
+
+
+def test_refit_needs_a_validation_slice(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    args = _category_args(shapes_root, unseen, tmp_path / "r", "--refit")
+    args[args.index("--val-fraction") + 1] = "0"
+    assert main(args) == 2 and "--val-fraction > 0" in capsys.readouterr().err
+
+
+def test_split_none_trains_on_a_folder_of_seen_classes_and_evaluates_a_folder_of_unseen(tmp_path, capsys):
+    seen = make_dataset(tmp_path / "seen", classes=["h1", "h2", "v1", "v2"], per_class=6)
+    unseen = make_dataset(tmp_path / "unseen", classes=["h3", "v3"], per_class=6, seed=1)
+    out = tmp_path / "run"
+    assert main(["category", "--data", str(seen), "--split", "none", "--val-fraction", "0", "--batch_size", "12",
+                 "--workers", "0", "--epochs", "1", "--no-progress", "--out", str(out)]) == 0
+    assert json.loads((out / "run.json").read_text())["split"]["train"] == ["h1", "h2", "v1", "v2"]
+    assert "--data UNSEEN_CLASSES_ROOT --split none" in capsys.readouterr().out
+    metrics = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(unseen), "--split", "none",
+                 "--workers", "0", "--no-progress", "--json", str(metrics)]) == 0
+    result = json.loads(metrics.read_text())
+    assert result["classes"] == ["h3", "v3"] and result["n_queries"] == 12 and result["n_gallery"] == 12
+    assert main(["evaluate", "--data", str(unseen), "--split", "none", "--classes", "val", "--workers", "0"]) == 2
+    assert "has no val classes to score" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "nowhere"), "--split", "random"]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -97,20 +163,89 @@ def test_cli_reports_bad_input_as_a_message(tmp_path, capsys):
     assert "not in the dataset" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
-    """The DDP path for real: torchrun, two CPU processes, gloo; ranks share the epoch, rank 0 writes."""
+def _torchrun_category(root, tmp_path, out, *extra) -> subprocess.CompletedProcess:
+    """``torchrun`` with two CPU processes (gloo) on the category task, batches of 12, unseen h6 and v6."""
     unseen = tmp_path / "unseen.txt"
     unseen.write_text("h6\nv6\n")
-    out = tmp_path / "ddp"
-    args = _category_args(shapes_root, unseen, out, "--max-steps", "3")
+    args = _category_args(root, unseen, out, *extra)
     args[args.index("--batch_size") + 1] = "12"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                            "-m", "training", *args], cwd=Path(__file__).parents[2], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_under_torchrun_on_cpu(shapes_root, tmp_path):
+    """The DDP path for real: torchrun, two CPU processes, gloo; ranks share the epoch, rank 0 writes."""
+    out = tmp_path / "ddp"
+    done = _torchrun_category(shapes_root, tmp_path, out, "--max-steps", "3")
     assert "2 process(es)" in done.stdout
     steps = [int(r["step"]) for r in read_log(out / "log.csv") if r["phase"] == "train" and r["metric"] == "loss"]
     assert steps == [1, 2, 3]  # 96 triplets / 2 ranks / 12 per batch = 4 steps per epoch; stopped at 3
     assert torch.load(out / "last_state.pt", weights_only=True)["batches_done"] == 3
+
+
+def test_trainable_official_trains_saves_and_evaluates_the_official_tensors(shapes_root, tmp_path):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "official"
+    assert main(_category_args(shapes_root, unseen, out, "--trainable", "official", "--max-steps", "1")) == 0
+    assert json.loads((out / "run.json").read_text())["encoder"]["prompts"]["trainable"] == "official"
+    trained = load_checkpoint(out / "last.safetensors")
+    untrained = build_encoder(trained.config, "cpu")
+    moved = [n for n, p in trained.backbone_tensors.items() if not torch.equal(p, untrained.backbone_tensors[n])]
+    assert "positional_embedding" in moved and any("in_proj_weight" in n for n in moved)
+    report = tmp_path / "eval"
+    assert main(["evaluate", "--checkpoint", str(out / "last.safetensors"), "--data", str(shapes_root),
+                 "--unseen-classes", str(unseen), "--workers", "0", "--no-progress", "--out", str(report)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["encoder"]["fingerprint"] == trained.fingerprint()
+    assert main(_category_args(shapes_root, unseen, tmp_path / "x", "--trainable", "official", "--no-ln-tuning")) == 2
+
+
+def test_evaluation_embeds_in_full_precision_unless_amp_is_asked_for(shapes_root, tiny_encoder):
+    from training.cli import build_parser
+    from training.evaluate import evaluate_category
+
+    data = CategoryDataset.scan(shapes_root)
+    sketches, photos = data.subset(["h1", "v1"])
+    seen = []
+    encode = tiny_encoder.encode
+    tiny_encoder.encode = lambda images, modality: seen.append(tiny_encoder.amp) or encode(images, modality)
+    evaluate_category(tiny_encoder, sketches[:4], photos[:4], progress=False)
+    assert seen and not any(seen) and tiny_encoder.amp is True  # fp32 while scoring, bf16 setting restored
+    seen.clear()
+    evaluate_category(tiny_encoder, sketches[:4], photos[:4], progress=False, amp=True)
+    assert seen and all(seen)
+    parse = build_parser().parse_args
+    assert parse(["evaluate", "--data", "d"]).amp is False and parse(["evaluate", "--data", "d", "--amp"]).amp
+
+
+def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsys):
+    from tests.imagegen import draw_sketch, random_photo
+    from training.data import read_class_list, split_classes_file
+
+    for i, name in enumerate(read_class_list(split_classes_file("sketchy21"))):
+        for modality, image, suffix in (("sketch", draw_sketch(seed=i), "png"), ("photo", random_photo(seed=i), "jpg")):
+            (tmp_path / "d" / modality / name).mkdir(parents=True)
+            image.save(tmp_path / "d" / modality / name / f"0.{suffix}")
+    path = tmp_path / "m.json"
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "21 sketches x 21 photos here; standard sketchy21 protocol: 12,694 sketches x 10,453 photos" in printed
+    result = json.loads(path.read_text())
+    assert result["standard_test_set"]["photos"] == 10_453 and result["precision"] == "fp32"
+
+
+@pytest.mark.slow
+def test_refit_under_torchrun_agrees_on_the_epoch_count_across_ranks(shapes_root, tmp_path):
+    """Only rank 0 validates; the other rank must retrain for the same epoch count, or DDP would hang."""
+    out = tmp_path / "ddp-refit"
+    _torchrun_category(shapes_root, tmp_path, out, "--refit")
+    assert json.loads((out / "run.json").read_text())["refit"]["epochs"] == 1
+    # 10 classes x 12 sketches / 2 ranks / 12 per batch = 5 steps (the selection run had 4)
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5

@@ -70,3 +70,91 @@ def test_queries_without_relevant_items_are_excluded_and_counted():
     assert summary["n_queries"] == 1 and summary["n_queries_without_relevant"] == 1
     assert summary["map_all"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
     assert set(summary) >= {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"}
+
+
+# ---------------------------------------------------------------- the three published mAP@k conventions
+def _ranked(rel):
+    """One query of class 1 whose gallery ranks exactly as ``rel`` (1 = relevant)."""
+    scores = torch.linspace(1.0, 0.0, len(rel))
+    return torch.tensor([[1.0, 0.0]]), [1], torch.stack([scores, torch.zeros_like(scores)], 1), list(rel)
+
+
+def test_the_three_map_conventions_on_a_hand_computed_ranking():
+    # rel = [0,1,1,0,1,1,0,1]: R = 5; P at the relevant ranks 2,3,5,6,8 = 1/2, 2/3, 3/5, 4/6, 5/8
+    result = rank_gallery(*_ranked([0, 1, 1, 0, 1, 1, 0, 1]), ap_ks=(4,), precision_ks=())
+    # (a) non-interpolated, / min(k, R): top 4 holds ranks 2 and 3
+    assert result.ap_at[4][0] == pytest.approx((1 / 2 + 2 / 3) / 4)
+    # (b) VOC: the list is cut at 4, each hit takes the best precision at or below it (2/3 for both)
+    assert result.ap_at_voc[4][0] == pytest.approx((2 / 3 + 2 / 3) / 4)
+    # (c) / relevant inside the top 4 (2 of them)
+    assert result.ap_at_in_topk[4][0] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # over the whole ranking (c) is (a); VOC lifts ranks 2 and 5 to 2/3
+    assert result.ap_all[0] == pytest.approx((1 / 2 + 2 / 3 + 3 / 5 + 4 / 6 + 5 / 8) / 5)
+    assert result.ap_all_voc[0] == pytest.approx((4 * (2 / 3) + 5 / 8) / 5)
+    summary = result.summary()
+    assert summary["map_4"] == pytest.approx(7 / 24) and summary["map_4_voc"] == pytest.approx(1 / 3)
+    assert summary["map_4_in_topk"] == pytest.approx(7 / 12) and "map_all_voc" in summary
+
+
+def test_voc_interpolation_looks_only_inside_the_cut_list():
+    # rel = [0,1,0,1,1,1]: inside the top 2 the envelope at rank 2 is P(2) = 1/2, not the later 4/6
+    result = rank_gallery(*_ranked([0, 1, 0, 1, 1, 1]), ap_ks=(2,), precision_ks=())
+    assert result.ap_at_voc[2][0] == pytest.approx((1 / 2) / 2)
+    assert result.ap_at_in_topk[2][0] == pytest.approx(1 / 2)
+    assert result.ap_all_voc[0] == pytest.approx((4 / 6 + 4 / 6 + 4 / 6 + 4 / 6) / 4)
+
+
+def test_no_hit_inside_the_top_k_scores_zero_in_every_convention():
+    result = rank_gallery(*_ranked([0, 0, 1]), ap_ks=(2,), precision_ks=())
+    assert result.ap_at[2][0] == result.ap_at_voc[2][0] == result.ap_at_in_topk[2][0] == 0.0
+
+
+def _voc_ap(rel: np.ndarray, denominator: int) -> float:
+    """The published VOC recipe step by step: recall/precision curve, envelope, area under the steps."""
+    hits = np.cumsum(rel)
+    recall = np.concatenate([[0.0], hits / denominator, [1.0]])
+    precision = np.concatenate([[0.0], hits / np.arange(1, len(rel) + 1), [0.0]])
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = max(precision[i], precision[i + 1])
+    steps = np.nonzero(recall[1:] != recall[:-1])[0]
+    return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_conventions_match_their_reference_recipes_on_random_rankings(seed):
+    q, ql, g, gl = _random_problem(seed, n_q=20, n_g=120, n_classes=3)
+    k = 30
+    result = rank_gallery(q, ql, g, gl, ap_ks=(k,), precision_ks=())
+    sims = (q @ g.t()).numpy().astype(np.float64)
+    for i in range(len(ql)):
+        order = np.argsort(-sims[i], kind="stable")
+        rel = (gl[order] == ql[i]).astype(float)
+        n_rel = int(rel.sum())
+        # (c) is sklearn's AP of the top k alone (SEM-PCYC's apsak), 0 without a hit there
+        top = rel[:k]
+        expected_c = average_precision_score(top, sims[i][order][:k]) if top.any() else 0.0
+        assert result.ap_at_in_topk[k][i] == pytest.approx(expected_c, abs=1e-9)
+        assert result.ap_at_voc[k][i] == pytest.approx(_voc_ap(top, min(k, n_rel)), abs=1e-9)
+        assert result.ap_all_voc[i] == pytest.approx(_voc_ap(rel, n_rel), abs=1e-9)
+        assert result.ap_at_voc[k][i] >= result.ap_at[k][i] - 1e-12  # interpolation never lowers AP
+
+
+def test_evaluation_summary_and_table_name_every_convention():
+    from training.evaluate import TABLE_KEYS
+    from training.report import format_table
+
+    q, ql, g, gl = _random_problem(4)
+    summary = rank_gallery(q, ql, g, gl).summary()
+    names = {"map_all", "map_all_voc", "map_200", "map_200_voc", "map_200_in_topk"}
+    assert names <= set(summary) and names <= set(TABLE_KEYS)
+    header = format_table({"run": summary}, TABLE_KEYS).splitlines()[0].split()
+    assert header == list(TABLE_KEYS)  # wide names are never cut or run together
+
+
+def test_the_device_path_of_the_voc_sum_equals_the_cpu_path():
+    from training.metrics import _interpolated_precision_sum_torch, interpolated_precision_sum
+
+    rel = (torch.rand(7, 300, generator=torch.Generator().manual_seed(0)) < 0.1).double()
+    precision = rel.cumsum(1) / torch.arange(1, 301, dtype=torch.float64)
+    torch.testing.assert_close(interpolated_precision_sum(precision, rel),
+                               _interpolated_precision_sum_torch(precision, rel))

@@ -1,0 +1,174 @@
+"""Request bodies under control: a read deadline, a bound on bodies read at once, a lingering drain.
+
+Pure ASGI middleware (it wraps ``receive`` and ``send``), outermost in the app:
+
+- **Deadline**: a request's whole body must arrive within ``timeout_s`` of its headers, however slowly
+  it trickles; otherwise the answer is 408 and the connection closes.
+- **Bound**: at most ``max_in_flight`` requests are reading a body at once (each at most the upload
+  limit, so their memory is bounded); one more is answered 503 with ``Retry-After``. A slot is freed
+  as soon as its body is complete, so slow searches do not hold one.
+- **Lingering drain**: a response that starts before the body has been read (413 on a declared
+  Content-Length, 401, ...) first reads and discards the rest of the body, at most ``drain_max_bytes``
+  within ``drain_timeout_s`` (and the body deadline), as nginx's lingering close does, then answers
+  with ``Connection: close``.
+  Closing a socket that still holds unread data makes the kernel reset it, and a client still sending
+  (Python's http.client and urllib send the whole body before reading) loses the answer with it.
+  Beyond the bounds the connection is closed regardless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .metrics import Metrics
+
+RETRY_AFTER_S = 1
+
+
+class BodyTimeoutError(Exception):
+    """The body did not arrive within the deadline (raised from ``receive``; the middleware answers 408)."""
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    timeout_s: float
+    max_in_flight: int
+    drain_max_bytes: int
+    drain_timeout_s: float
+
+
+class BodyGuard:
+    """The middleware; ``in_flight`` counts the requests reading a body now (one event loop: a plain int)."""
+
+    def __init__(self, app: ASGIApp, limits: BodyLimits, metrics: Metrics | None = None) -> None:
+        self.app = app
+        self.limits = limits
+        self.metrics = metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(self, scope, receive, send)
+        if exchange.complete:  # no body: nothing to guard
+            await self.app(scope, receive, send)
+            return
+        if self.in_flight >= self.limits.max_in_flight:
+            await exchange.drain()
+            await exchange.refuse(503, "busy", "Too many uploads in progress; retry shortly.",
+                                  [(b"retry-after", str(RETRY_AFTER_S).encode())])
+            return
+        exchange.take_slot()
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except BodyTimeoutError:
+            if not exchange.answered:
+                await exchange.refuse_timeout()
+        finally:
+            exchange.release_slot()
+
+    def _count(self, delta: int) -> None:
+        self.in_flight += delta
+        if self.metrics is not None:
+            self.metrics.bodies_in_flight.set(self.in_flight)
+
+
+class _Exchange:
+    """One request's body state between the server and the app."""
+
+    def __init__(self, guard: BodyGuard, scope: Scope, receive: Receive, send: Send) -> None:
+        self.guard, self.limits = guard, guard.limits
+        self._receive, self._send = receive, send
+        headers = {name.lower(): value for name, value in scope["headers"]}
+        length = headers.get(b"content-length", b"").strip()
+        self.declared = int(length) if length.isdigit() else None
+        self.expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
+        self.complete = self.declared in (None, 0) and b"transfer-encoding" not in headers
+        self.read = 0
+        self.deadline = asyncio.get_running_loop().time() + self.limits.timeout_s
+        self.timed_out = False
+        self.answered = False  # a response has started (the app's, or one of ours)
+        self.replaced = False  # the app's response is being dropped for ours
+        self.holds_slot = False
+
+    def take_slot(self) -> None:
+        self.holds_slot = True
+        self.guard._count(+1)
+
+    def release_slot(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.guard._count(-1)
+
+    def _note(self, message: Message) -> None:
+        if message["type"] == "http.request":
+            self.read += len(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+        self.complete = True  # the last chunk, or the client left
+        self.release_slot()
+
+    async def receive(self) -> Message:
+        if self.complete:  # afterwards the app may wait for http.disconnect as long as it likes
+            return await self._receive()
+        remaining = self.deadline - asyncio.get_running_loop().time()
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            async with asyncio.timeout(remaining):
+                message = await self._receive()
+        except TimeoutError:
+            self.timed_out = True
+            raise BodyTimeoutError(f"the request body took longer than {self.limits.timeout_s:g} s") from None
+        self._note(message)
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            if self.timed_out:  # whatever the app made of the timeout, the answer is 408
+                self.replaced = True
+                await self.refuse_timeout()
+                return
+            if not self.complete:
+                await self.drain()
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            self.answered = True
+        elif self.replaced:
+            return
+        await self._send(message)
+
+    async def drain(self) -> None:
+        """Read and discard the rest of the body, within the drain bounds (size and time)."""
+        if self.expects_continue and self.read == 0:
+            return  # the client waits for "100 Continue" before sending: there is nothing to drain
+        if self.declared is not None and self.declared - self.read > self.limits.drain_max_bytes:
+            return
+        start, loop = self.read, asyncio.get_running_loop()
+        try:  # no body is read past its deadline, drained or not
+            async with asyncio.timeout_at(min(loop.time() + self.limits.drain_timeout_s, self.deadline)):
+                while not self.complete and self.read - start <= self.limits.drain_max_bytes:
+                    self._note(await self._receive())
+        except TimeoutError:
+            pass
+
+    async def refuse_timeout(self) -> None:
+        await self.refuse(408, "body_timeout",
+                          f"The request body did not arrive within {self.limits.timeout_s:g} seconds.")
+
+    async def refuse(self, status: int, code: str, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+        """Our own JSON error (the app's shape), then the connection closes."""
+        self.answered = True
+        body = json.dumps({"error": code, "detail": detail}).encode()
+        await self._send({"type": "http.response.start", "status": status, "headers": [
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"), *headers]})
+        await self._send({"type": "http.response.body", "body": body})
+        if self.guard.metrics is not None:
+            self.guard.metrics.errors.labels(code).inc()

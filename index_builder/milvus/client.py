@@ -1,0 +1,236 @@
+"""The Milvus connection and data model, using only API that Milvus 2.3 and 2.6 both have.
+
+Data model: the name a user gives (``--collection NAME``) is an *alias*; it points at one photo collection
+``NAME__v<time>`` (a version). Photo collections hold the id (INT64 primary key), the vector (FLOAT_VECTOR, IP
+metric) and the photo record. The manifest of every version (the encoder fingerprint included) is one row of the
+shared metadata collection ``MANIFESTS``, keyed by a hash of the version's name. Every call has a timeout, so an
+unreachable server is an :class:`EngineUnavailableError` after at most ``timeout`` seconds, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from ..errors import BuildError, EngineUnavailableError, IndexNotFoundError
+
+MANIFESTS = "sbir_manifests"
+VERSION_SEPARATOR = "__v"
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,180}$")
+# Writes and reads are Strong by default: a search right after a build sees the whole build. Searches wait for the
+# server's time tick for that (≈ 200 ms on a standalone 2.3, docs/benchmarks.md); "Bounded" answers at once but may
+# miss rows written in the last few seconds (Milvus's graceful time, 5 s by default).
+CONSISTENCY = "Strong"
+CONSISTENCY_LEVELS = ("Strong", "Bounded")
+DEFAULT_TIMEOUT_S = 10.0
+VARCHAR_MAX = 65_535
+PATH_MAX = 4_096
+PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata"]
+QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
+T = TypeVar("T")
+
+
+
+def check_name(collection: str) -> str:
+    if not collection or not NAME.match(collection) or VERSION_SEPARATOR in collection:
+        raise BuildError(f"--collection {collection!r} is not a valid Milvus name (letters, digits and underscores, "
+                         f"starting with a letter or underscore, without {VERSION_SEPARATOR!r}).")
+    return collection
+
+
+def new_version_name(alias: str) -> str:
+    """Sortable by creation time; Milvus names allow only letters, digits and underscores."""
+    return f"{alias}{VERSION_SEPARATOR}{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+
+
+def manifest_key(version: str) -> int:
+    return int.from_bytes(hashlib.sha256(version.encode()).digest()[:7], "big")
+
+
+def _is_missing(message: str) -> bool:
+    text = message.lower()
+    return any(word in text for word in ("not found", "not exist", "doesn't exist", "does not exist"))
+
+
+class MilvusConnection:
+    """One MilvusClient with bounded timeouts; a failed call drops the client so the next one reconnects."""
+
+    def __init__(self, uri: str, *, timeout: float = DEFAULT_TIMEOUT_S, token: str = "") -> None:
+        if not uri or not isinstance(uri, str):
+            raise BuildError("A Milvus URI is needed (--milvus-uri or SBIR_MILVUS_URI, e.g. http://127.0.0.1:19530).")
+        self.uri = uri
+        self.timeout = float(timeout)
+        self.token = token
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from pymilvus import MilvusClient  # the optional `milvus` extra
+
+            # pymilvus logs every failed call with a traceback at ERROR, also expected ones (an alias that does
+            # not exist yet); the errors raised here carry its message, so keep only its critical lines.
+            logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+            self._client = self.call(lambda: MilvusClient(uri=self.uri, token=self.token, timeout=self.timeout),
+                                     what="connect")
+        return self._client
+
+    def call(self, action: Callable[[], T], *, what: str, missing: str | None = None) -> T:
+        """Run ``action``; map Milvus failures: ``missing`` names what a not-found error means, else unavailable."""
+        from pymilvus.exceptions import MilvusException, ParamError
+
+        try:
+            return action()
+        except (EngineUnavailableError, IndexNotFoundError, BuildError):
+            raise  # already ours (e.g. the connect inside an action)
+        except ParamError as error:
+            raise BuildError(f"Milvus at {self.uri} refused {what}: {error.message}") from None
+        except MilvusException as error:
+            if missing is not None and _is_missing(error.message):
+                raise IndexNotFoundError(missing) from None
+            self.reset()
+            raise EngineUnavailableError(f"Milvus at {self.uri} is unavailable ({what}: {error.message}).") from None
+        except Exception as error:  # noqa: BLE001 - grpc and socket errors of every kind: the server is unreachable
+            self.reset()
+            raise EngineUnavailableError(f"Milvus at {self.uri} is unavailable ({what}: {type(error).__name__}: "
+                                         f"{error}).") from None
+
+    def reset(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
+                client.close()
+
+    # -- aliases and versions -----------------------------------------------------------------------
+    def alias_target(self, alias: str) -> str | None:
+        """The collection ``alias`` points at; None when there is no such alias."""
+        try:
+            described = self.call(lambda: self.client.describe_alias(alias, timeout=self.timeout),
+                                  what=f"describe alias {alias}", missing="no alias")
+        except IndexNotFoundError:
+            return None
+        return described.get("collection_name") or None
+
+    def versions(self, alias: str) -> list[str]:
+        """Photo collections of ``alias``, oldest first (complete or not)."""
+        names = self.call(lambda: self.client.list_collections(timeout=self.timeout), what="list collections")
+        return sorted(n for n in names if n.startswith(alias + VERSION_SEPARATOR))
+
+    def switch_alias(self, alias: str, collection: str) -> None:
+        """Point ``alias`` at ``collection`` in one server-side step (searches see the old or the new one)."""
+        if self.alias_target(alias) is None:
+            self.call(lambda: self.client.create_alias(collection, alias, timeout=self.timeout), what="create alias")
+        else:
+            self.call(lambda: self.client.alter_alias(collection, alias, timeout=self.timeout), what="alter alias")
+
+    def drop(self, collection: str) -> None:
+        self.call(lambda: self.client.drop_collection(collection, timeout=self.timeout), what=f"drop {collection}")
+        self.delete_manifest(collection)
+
+    # -- manifests ----------------------------------------------------------------------------------
+    def _ensure_manifests(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        client = self.client
+        if self.call(lambda: client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
+            return
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("key", DataType.INT64, is_primary=True)
+        schema.add_field("version", DataType.VARCHAR, max_length=256)
+        schema.add_field("manifest", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus 2.3 needs a vector field to load
+        index = client.prepare_index_params()
+        index.add_index(field_name="unused", index_type="FLAT", metric_type="IP")
+        self.call(lambda: client.create_collection(MANIFESTS, schema=schema, index_params=index,
+                                                   consistency_level=CONSISTENCY, timeout=self.timeout),
+                  what="create the manifests collection")
+
+    def read_manifest(self, version: str) -> dict | None:
+        if not self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
+            return None
+        rows = self.call(lambda: self.client.query(MANIFESTS, filter=f"key in [{manifest_key(version)}]",
+                                                   output_fields=["version", "manifest"], timeout=self.timeout),
+                         what="read a manifest")
+        rows = [row for row in rows if row["version"] == version]
+        return json.loads(rows[0]["manifest"]) if rows else None
+
+    def write_manifest(self, version: str, manifest: dict) -> None:
+        text = json.dumps(manifest, sort_keys=True)
+        if len(text.encode()) > VARCHAR_MAX:
+            raise BuildError(f"The manifest of {version} is {len(text.encode())} bytes; Milvus holds {VARCHAR_MAX}.")
+        self._ensure_manifests()
+        row = {"key": manifest_key(version), "version": version, "manifest": text, "unused": [0.0, 0.0]}
+        self.call(lambda: self.client.upsert(MANIFESTS, [row], timeout=self.timeout), what="write a manifest")
+
+    def delete_manifest(self, version: str) -> None:
+        if self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
+            self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in [{manifest_key(version)}]",
+                                                 timeout=self.timeout), what="delete a manifest")
+
+    # -- photo collections --------------------------------------------------------------------------
+    def create_photos(self, name: str, dim: int, index_type: str, index_params: dict) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        schema = MilvusClient.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("path", DataType.VARCHAR, max_length=PATH_MAX)
+        schema.add_field("category", DataType.VARCHAR, max_length=1024)
+        schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+        schema.add_field("size", DataType.INT64)
+        schema.add_field("mtime_ns", DataType.INT64)
+        schema.add_field("added_at", DataType.VARCHAR, max_length=64)
+        schema.add_field("updated_at", DataType.VARCHAR, max_length=64)
+        schema.add_field("metadata", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        index = self.client.prepare_index_params()
+        index.add_index(field_name="vector", index_name="vector", index_type=index_type, metric_type="IP",
+                        params=index_params)
+        self.call(lambda: self.client.create_collection(name, schema=schema, consistency_level=CONSISTENCY,
+                                                        timeout=self.timeout), what=f"create {name}")
+        try:
+            self.call(lambda: self.client.create_index(name, index, timeout=self.timeout),
+                      what=f"create a {index_type} index")
+        except EngineUnavailableError as error:
+            self.drop(name)
+            raise BuildError(f"Milvus cannot build index type {index_type!r} with params {index_params}: "
+                             f"{error}") from None
+
+    def load(self, name: str, timeout: float | None = None) -> None:
+        self.call(lambda: self.client.load_collection(name, timeout=timeout or self.timeout), what=f"load {name}")
+
+    def wait_indexed(self, name: str, rows: int, *, timeout: float) -> None:
+        """Until the vector index covers ``rows`` rows (searches before that scan unindexed segments)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            described = self.call(lambda: self.client.describe_index(name, "vector", timeout=self.timeout),
+                                  what="describe the index")
+            if int(described.get("indexed_rows", rows)) >= rows or rows < 1024:  # small segments stay unindexed
+                return
+            time.sleep(0.5)
+        raise EngineUnavailableError(f"Milvus did not finish indexing {name} within {timeout:.0f} s.")
+
+    def query_all(self, name: str, fields: list[str], *, missing: str) -> list[dict[str, Any]]:
+        """Every row of ``name`` (paged by primary key, so any size fits Milvus's query window)."""
+        rows: list[dict] = []
+        last = -1
+        while True:
+            page = self.call(lambda last=last: self.client.query(name, filter=f"id > {last}", output_fields=fields,
+                                                       limit=QUERY_LIMIT, timeout=self.timeout),
+                             what=f"read {name}", missing=missing)
+            if not page:
+                return rows
+            page.sort(key=lambda row: row["id"])
+            rows += page
+            last = page[-1]["id"]
+            if len(page) < QUERY_LIMIT:
+                return rows
+
+    def close(self) -> None:
+        self.reset()

@@ -1,0 +1,224 @@
+"""Serving a Milvus photo collection: the reader the app leases, and the source it polls (the alias).
+
+A :class:`MilvusReader` is bound to one photo collection (a version); the alias names the live one, so a rebuild's
+alias switch shows up as a new :meth:`MilvusSource.current` and the app opens a new reader beside the old one.
+Category filters are Milvus expressions (``category == "..."``); records come from the collection itself.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..checks import SHA256, check_vectors
+from ..errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
+from ..layout import REQUIRED, field_of
+from ..metadata import PhotoRecord
+from ..reader import checked_queries, no_hits
+from .client import CONSISTENCY, DEFAULT_TIMEOUT_S, PHOTO_FIELDS, MilvusConnection
+
+SELF_RECALL_MIN = 0.9
+SAMPLE = 200
+
+
+def category_filter(category: str) -> str:
+    """A Milvus filter expression matching ``category`` exactly (JSON string quoting escapes quotes)."""
+    return f"category == {json.dumps(category, ensure_ascii=False)}"
+
+
+def to_record(row: dict) -> PhotoRecord:
+    return PhotoRecord(
+        id=int(row["id"]), path=row["path"], category=row["category"] or None, sha256=row["sha256"],
+        size=int(row["size"]), added_at=row["added_at"], metadata=json.loads(row["metadata"] or "{}"),
+        updated_at=row["updated_at"], mtime_ns=int(row["mtime_ns"]),
+    )
+
+
+def to_row(record: PhotoRecord, vector: np.ndarray) -> dict:
+    return {"id": int(record.id), "vector": np.asarray(vector, dtype=np.float32).tolist(), "path": record.path,
+            "category": record.category or "", "sha256": record.sha256, "size": int(record.size),
+            "mtime_ns": int(record.mtime_ns), "added_at": record.added_at, "updated_at": record.updated_at,
+            "metadata": json.dumps(record.metadata, sort_keys=True)}
+
+
+def checked_manifest(connection: MilvusConnection, version: str) -> dict:
+    manifest = connection.read_manifest(version)
+    if manifest is None:
+        raise IndexCorruptError(f"Milvus collection {version} has no manifest in the metadata collection "
+                                "(an unfinished build?).")
+    wrong = [key for key in REQUIRED if field_of(manifest, key) is None]
+    if wrong:
+        raise IndexCorruptError(f"The manifest of Milvus collection {version} lacks {', '.join(wrong)}.")
+    return manifest
+
+
+class MilvusReader:
+    """A read-only view of one Milvus photo collection (thread-safe: the client is)."""
+
+    def __init__(self, connection: MilvusConnection, version: str, consistency: str = CONSISTENCY) -> None:
+        self.connection = connection
+        self.consistency = consistency
+        self.manifest = checked_manifest(connection, version)
+        self.version: str = version
+        self.dim: int = int(self.manifest["dim"])
+        self.size: int = int(self.manifest["size"])
+        self.fingerprint: str = self.manifest["encoder"]["fingerprint"]
+        self.encoder_config: dict = self.manifest["encoder"]["config"]
+        self.gallery_root: str | None = self.manifest["gallery"].get("root")
+        self.search_params: dict = dict(self.manifest["index"].get("search_params") or {})
+        self._categories = list(self.manifest.get("categories") or [])
+        self._loading = threading.Lock()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def search(self, vectors: np.ndarray, k: int, category: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`IndexReader.search`: top-``k`` by inner product, -1 / -inf padded, ``category`` exact."""
+        queries = checked_queries(vectors, self.dim, k)
+        scores, found = no_hits(len(queries), k)
+        if len(queries) == 0 or self.size == 0 or (category is not None and category not in self._categories):
+            return scores, found
+        expression = category_filter(category) if category is not None else ""
+        params = {"metric_type": "IP", "params": self.search_params}
+        hits = self._call(lambda: self.connection.client.search(
+            self.version, data=queries.tolist(), limit=k, filter=expression, search_params=params,
+            output_fields=[], consistency_level=self.consistency, timeout=self.connection.timeout), what="search")
+        for row, row_hits in enumerate(hits):
+            for column, hit in enumerate(list(row_hits)[:k]):
+                found[row, column] = int(hit["id"])
+                scores[row, column] = float(hit["distance"])
+        return scores, found
+
+    def _call(self, action, *, what: str):
+        try:
+            return self.connection.call(action, what=what)
+        except EngineUnavailableError as error:
+            if "not loaded" in str(error).lower():
+                self._reload()  # a restarted server reloads by itself; asking makes it sooner
+            raise
+
+    def _reload(self) -> None:
+        if self._loading.acquire(blocking=False):
+            def load() -> None:
+                try:
+                    self.connection.load(self.version)
+                except EngineUnavailableError:
+                    pass
+                finally:
+                    self._loading.release()
+
+            threading.Thread(target=load, daemon=True, name="milvus-load").start()
+
+    def records(self, ids: Sequence[int] | np.ndarray) -> list[PhotoRecord | None]:
+        wanted = sorted({int(i) for i in np.asarray(ids).reshape(-1) if int(i) >= 0})
+        found: dict[int, PhotoRecord] = {}
+        for start in range(0, len(wanted), 1000):
+            chunk = wanted[start : start + 1000]
+            rows = self._call(lambda chunk=chunk: self.connection.client.query(
+                self.version, filter=f"id in {chunk}", output_fields=PHOTO_FIELDS,
+                timeout=self.connection.timeout), what="read photo records")
+            found.update((int(row["id"]), to_record(row)) for row in rows)
+        return [found.get(int(i)) for i in np.asarray(ids).reshape(-1)]
+
+    def record(self, photo_id: int) -> PhotoRecord | None:
+        return self.records([photo_id])[0]
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        """The stored (normalised) vector of photo ``photo_id`` as float32 ``[D]``; None for an unknown id."""
+        if photo_id < 0:
+            return None
+        rows = self._call(lambda: self.connection.client.query(
+            self.version, filter=f"id in [{int(photo_id)}]", output_fields=["vector"],
+            timeout=self.connection.timeout), what="read a stored vector")
+        return np.asarray(rows[0]["vector"], dtype=np.float32) if rows else None
+
+    def categories(self) -> list[str]:
+        return list(self._categories)
+
+    def all_rows(self, fields: list[str]) -> list[dict]:
+        return self.connection.query_all(self.version, fields, missing=f"Milvus collection {self.version} is gone.")
+
+    def close(self) -> None:
+        """Nothing to free: the connection belongs to the source."""
+
+    def __enter__(self) -> MilvusReader:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class MilvusSource:
+    """The live index behind a Milvus alias: polled by the app, described and verified by the CLI."""
+
+    def __init__(self, uri: str, alias: str, *, timeout: float = DEFAULT_TIMEOUT_S, consistency: str = CONSISTENCY
+                 ) -> None:
+        from .client import check_name
+
+        self.alias = check_name(alias)
+        self.consistency = consistency
+        self.connection = MilvusConnection(uri, timeout=timeout)
+
+    def describe(self) -> str:
+        return f"Milvus {self.connection.uri} collection {self.alias}"
+
+    def current(self) -> str | None:
+        return self.connection.alias_target(self.alias)
+
+    def open(self, device: str = "cpu") -> MilvusReader:  # noqa: ARG002 - the server decides where it searches
+        version = self.current()
+        if version is None:
+            raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
+                                     "(run `index_builder build --engine milvus`).")
+        return MilvusReader(self.connection, version, self.consistency)
+
+    def _reader(self, version: str | None) -> MilvusReader:
+        if version is None:
+            return self.open()
+        if version not in self.connection.versions(self.alias):
+            raise IndexNotFoundError(f"{self.describe()} has no version {version!r}.")
+        return MilvusReader(self.connection, version)
+
+    def info(self, version: str | None = None) -> dict:
+        reader = self._reader(version)
+        manifest = reader.manifest
+        return {
+            "index_dir": self.describe(), "current": self.current(), "version": reader.version,
+            "created_at": manifest["created_at"], "size": manifest["size"], "dim": manifest["dim"],
+            "encoder": manifest["encoder"], "gallery": manifest["gallery"], "index": manifest["index"],
+            "categories": len(reader.categories()), "build": manifest["build"],
+            "versions": self.connection.versions(self.alias), "disk_bytes": 0,
+        }
+
+    def verify(self, version: str | None = None) -> list[str]:
+        """Rows = manifest size, ids unique, vectors finite and unit-norm, valid hashes, the manifest's categories,
+        and most stored vectors find themselves in their own top 10."""
+        reader = self._reader(version)
+        rows = reader.all_rows(["id", "vector", "category", "sha256"])
+        problems: list[str] = []
+        ids = np.array([row["id"] for row in rows], dtype=np.int64)
+        if len(ids) != reader.size:
+            problems.append(f"the collection holds {len(ids)} photos; the manifest says {reader.size}")
+        if len(np.unique(ids)) != len(ids) or (len(ids) and ids.min() < 0):
+            problems.append("the collection's ids are not unique non-negative ids")
+        vectors = np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), reader.dim)
+        problems += check_vectors(vectors)
+        bad = sum(not SHA256.match(row["sha256"] or "") for row in rows)
+        if bad:
+            problems.append(f"{bad} photos without a valid sha256")
+        held = sorted({row["category"] for row in rows if row["category"]})
+        if held != sorted(reader.categories()):
+            problems.append(f"the collection's categories {held[:5]} differ from the manifest's")
+        if len(ids):
+            sample = np.random.default_rng(0).choice(len(ids), size=min(SAMPLE, len(ids)), replace=False)
+            _, found = reader.search(vectors[sample], 10)
+            recall = float(np.mean([ids[row] in hits for row, hits in zip(sample, found, strict=True)]))
+            if recall < SELF_RECALL_MIN:
+                problems.append(f"only {recall:.0%} of sampled stored vectors find themselves in their top 10")
+        return problems
+
+    def close(self) -> None:
+        self.connection.close()

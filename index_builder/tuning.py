@@ -1,0 +1,92 @@
+"""``tune``: recalibrate the live version's search parameters (IVF nprobe, HNSW efSearch) on real query vectors.
+
+The build calibrates with stored photo vectors as queries; sketches sit farther from the photos, so their recall
+at the same setting can be lower. ``tune`` measures it on query vectors the service saw (``SBIR_QUERY_SAMPLE``)
+and publishes the result as a new version: the served version is never modified, the new one hard-links its
+files (copies where links fail) and adds the manifest and the query sample, and ``current`` switches atomically,
+so a running service swaps it in like any build. Later builds calibrate on the sample they find in the version.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from .engine import get_engine
+from .errors import BuildError
+from .layout import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+
+
+def load_queries(path: str | Path, dim: int) -> np.ndarray:
+    """Query vectors [Q, dim] from a ``.npy`` file, checked (finite, non-zero rows), as float32."""
+    try:
+        queries = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise BuildError(f"Cannot read query vectors from {path}: {error}") from error
+    if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0 or queries.dtype.kind not in "fiu":
+        raise BuildError(f"{path} holds {queries.dtype}{list(queries.shape)}; expected numbers of shape "
+                         f"[Q >= 1, {dim}] "
+                         "(query vectors of the index's encoder).")
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    usable = np.isfinite(queries).all(axis=1) & (np.abs(queries).sum(axis=1) > 0)
+    if not usable.all():
+        raise BuildError(f"{path}: {int((~usable).sum())} of {len(queries)} query vectors are zero or not finite.")
+    return queries
+
+
+def saved_queries(folder: Path, dim: int) -> np.ndarray | None:
+    """The query sample a version was tuned on, or None (none kept, or unreadable: calibrate without it)."""
+    path = folder / CALIBRATION_QUERIES
+    if not path.is_file():
+        return None
+    try:
+        return load_queries(path, dim)
+    except BuildError:
+        return None
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # a file system without hard links: a copy is as good, only bigger
+        shutil.copy2(source, target)
+
+
+def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target: float = 0.95, keep: int = 3
+               ) -> dict:
+    """Recalibrate the live version on the query vectors in ``queries_path``; returns what was done."""
+    layout = IndexLayout(index_dir)
+    with layout.build_lock():
+        folder = layout.current_dir()
+        manifest = read_manifest(folder)
+        queries = load_queries(queries_path, int(manifest["dim"]))
+        section = manifest["index"]
+        ids, vectors = np.load(folder / IDS), np.load(folder / VECTORS, mmap_mode="r")
+        engine = get_engine(section.get("engine", "faiss"))
+        if not hasattr(engine, "tune"):
+            raise BuildError(f"The {engine.name} engine has no search parameters that `tune` can set.")
+        tuned = engine.tune(folder, section, vectors, ids, queries, recall_target=recall_target)
+        del vectors
+        report = {"index_dir": str(layout.root), "previous": manifest["version"], "queries": len(queries),
+                  "factory": section["factory"], "before": section.get("search_params", {}),
+                  "after": tuned.get("search_params", {}), "calibration": tuned.get("calibration")}
+        if tuned == section:
+            return {**report, "status": "unchanged", "version": manifest["version"],
+                    "reason": f"{section['factory']} is exact: it has no search parameter to tune"}
+        name, partial = layout.start_version()
+        for child in folder.iterdir():
+            if child.is_file() and child.name not in (MANIFEST, CALIBRATION_QUERIES):
+                _link_or_copy(child, partial / child.name)
+        np.save(partial / CALIBRATION_QUERIES, queries)
+        write_json(partial / MANIFEST, {
+            **manifest, "version": name, "created_at": utc_now(), "previous": manifest["version"], "index": tuned,
+            "files": {**manifest.get("files", {}), "calibration_queries": CALIBRATION_QUERIES},
+            "tuned": {"at": utc_now(), "queries": len(queries), "from": str(Path(queries_path).absolute()),
+                      "recall_target": recall_target},
+        })
+        layout.publish(name, partial)
+        layout.prune(keep)
+        return {**report, "status": "tuned", "version": name}

@@ -1,0 +1,25 @@
+"""Embedded use: with milvus-lite the Milvus URI may be a local file (no server); the same engine code runs."""
+
+from __future__ import annotations
+
+from index_builder.builder import BuildOptions, build_index
+from index_builder.engine import open_source
+from tests.app.support import make_gallery
+
+
+def test_a_milvus_lite_file_holds_an_index_built_updated_and_rebuilt(tmp_path, tiny_baseline):
+    gallery = make_gallery(tmp_path / "gallery", per_category=2)
+    uri = str(tmp_path / "milvus.db")
+    options = dict(index_dir=tmp_path / "work", gallery=gallery, workers=0, progress=False, engine="milvus",
+                   milvus_uri=uri, collection="lite")
+    first = build_index(tiny_baseline, BuildOptions(**options))
+    (gallery / "apple" / "apple-0.jpg").unlink()
+    second = build_index(tiny_baseline, BuildOptions(**options))
+    assert second.version == first.version and (second.removed, second.size) == (1, 3)
+    third = build_index(tiny_baseline, BuildOptions(**options, rebuild=True))
+    source = open_source("milvus", milvus_uri=uri, collection="lite")
+    try:
+        assert source.current() == third.version != first.version and source.verify() == []
+        assert len(source.open().records(range(4))) == 4 and source.open().size == 3
+    finally:
+        source.close()
