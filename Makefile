@@ -13,7 +13,7 @@ PORT ?= 8000
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,milvus]'
+	$(PY) -m pip install -q -e '.[dev,milvus,distributed]'
 	touch $(STAMP)
 
 venv: $(STAMP)

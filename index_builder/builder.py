@@ -19,7 +19,7 @@ import numpy as np
 from encoder import PromptedCLIP
 
 from .compatibility import embedding_identity, encoder_section, preprocessing_mismatch
-from .embedding import embed_files
+from .embedding import Distributor, embed_files
 from .engine import get_engine
 from .errors import BuildError, FingerprintMismatchError, IndexNotFoundError
 from .layout import (
@@ -67,6 +67,7 @@ class BuildOptions:
     index_params: dict | None = None  # Milvus index build params (e.g. {"M": 16}); None: the type's defaults
     search_params: dict | None = None  # Milvus search params (e.g. {"ef": 64}); None: the type's defaults
     milvus_timeout_s: float = 10.0
+    distributor: Distributor | None = None  # where photos are read and embedded (None: local)
 
 
 class PreviousVersion:
@@ -199,8 +200,8 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
 
         reused, wanted, known = _select(scan, previous, staging, options.rebuild, report)
         embed_started = time.perf_counter()
-        same = embed_files(encoder, wanted, staging, batch_size=options.batch_size, workers=options.workers,
-                           progress=options.progress, known=known)
+        same = embed_files(encoder, wanted, staging, distributor=options.distributor, batch_size=options.batch_size,
+                           workers=options.workers, progress=options.progress, known=known)
         reused.update((path, previous.by_path[path]) for path, _, _ in same)
         report.embed_s = time.perf_counter() - embed_started
         report.embedded = sum(key in staging.entries for key in wanted)

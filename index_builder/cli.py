@@ -12,6 +12,7 @@ from pathlib import Path
 from encoder import SBIRError, add_encoder_args, load_encoder
 
 from .builder import BuildOptions, build_index
+from .embedding import DISTRIBUTORS, Distributor, get_distributor
 from .engine import ENGINES, open_source
 from .errors import BuildError, IndexCorruptError
 from .tuning import tune_index
@@ -70,7 +71,17 @@ def _parser() -> argparse.ArgumentParser:
                        help="approximate indexes: tune nprobe to this recall@10 on stored vectors (0-1]")
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
     build.add_argument("--batch-size", type=int, default=256)
-    build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers")
+    build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers (local)")
+    build.add_argument("--distributor", choices=DISTRIBUTORS, default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
+                       help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
+                       "cluster (ray; needs the `distributed` extra) (env SBIR_DISTRIBUTOR)")
+    build.add_argument("--ray-address", default=os.environ.get("SBIR_RAY_ADDRESS"),
+                       help="ray: the cluster to join, e.g. HOST:6379 or auto (env SBIR_RAY_ADDRESS; default: start "
+                       "a local cluster for this run)")
+    build.add_argument("--ray-actors", type=int, default=None,
+                       help="ray: encoder actors (default one per GPU of the cluster, 1 without GPUs)")
+    build.add_argument("--ray-decoders", type=int, default=None,
+                       help="ray: most decoding tasks at once (default: as many as the cluster's CPUs allow)")
     build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=["auto", "cpu", "cuda"])
     build.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -107,6 +118,7 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
+    distributor = _distributor(args)
     milvus = args.engine == "milvus"
     if milvus and args.index_factory:
         raise BuildError("--index-factory is FAISS's; with --engine milvus use --milvus-index.")
@@ -114,21 +126,27 @@ def _build(args: argparse.Namespace) -> int:
         raise BuildError("--engine milvus needs --milvus-uri and --collection (env SBIR_MILVUS_URI, SBIR_COLLECTION).")
     index_params = parse_params(args.milvus_index_params, "--milvus-index-params")
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
+    # With Ray the actors embed on the cluster's devices; the driver's copy only describes the encoder.
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=args.device)
+                           activation=args.activation, device="cpu" if args.distributor != "local" else args.device)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
         rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, device=args.device, keep=args.keep,
         progress=not args.no_progress, checkpoint=args.checkpoint, engine=args.engine, milvus_uri=args.milvus_uri,
         collection=args.collection, index_params=index_params, search_params=search_params,
-        milvus_timeout_s=args.milvus_timeout_s,
+        milvus_timeout_s=args.milvus_timeout_s, distributor=distributor,
     )
     report = build_index(encoder, options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
     return 0
 
 
+def _distributor(args: argparse.Namespace) -> Distributor:
+    if args.distributor == "ray":
+        return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
+                               device=args.device)
+    return get_distributor(args.distributor)
 def _tune(args: argparse.Namespace) -> int:
     if args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")

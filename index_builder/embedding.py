@@ -1,27 +1,33 @@
-"""Photo files → vectors: DataLoader workers read, hash and decode; the encoder's photo branch embeds.
+"""Photo files → vectors in three steps, as clip-retrieval splits them: reader → model → writer.
 
-Each worker reads a file once, hashes those bytes (the content hash the metadata keeps) and decodes
-them with the encoder's bomb-safe decoder. A file that fails is returned as a reason, never raised,
-so one bad photo cannot stop a run of millions. Workers die with the build, even a SIGKILLed one
-(``encoder.workers.WorkerInit``).
+- reader (:func:`read_photo`): reads a file once, hashes those bytes (the content hash the metadata
+  keeps) and decodes them with the encoder's bomb-safe decoder; a file that fails is returned as a
+  reason, never raised, so one bad photo cannot stop a run of millions.
+- model: the encoder's photo branch on a batch of decoded pixels.
+- writer (:class:`StagingWriter`): appends every outcome (vector or failure) to the build's staging, on
+  the driver, as results arrive, so a killed build resumes from them.
+
+A :class:`Distributor` decides where the reader and the model run: ``local`` (DataLoader workers + the
+encoder in this process, the default) or ``ray`` (Ray tasks + an actor pool on a cluster). Every
+distributor feeds the same writer, so staging, skip reasons and the published index do not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from encoder import ImageDecodeError, ImageTooLargeError, Preprocessor, PromptedCLIP
-from encoder.workers import WorkerInit
 
+from .errors import BuildError
 from .sources import Skipped
 from .staging import FileKey, Staging
+
+DISTRIBUTORS = ("local", "ray")
 
 
 def classify_decode_error(error: Exception) -> str:
@@ -41,66 +47,120 @@ def classify_decode_error(error: Exception) -> str:
 
 @dataclass
 class Decoded:
-    index: int
-    pixels: np.ndarray | None  # [3, S, S]; numpy crosses from workers by value (no fd passing to race on exit)
+    """The reader's result for one file: pixels to embed, or a problem, or neither (content already indexed)."""
+
+    index: int  # position in the job's keys
+    pixels: np.ndarray | None  # [3, S, S]; numpy crosses processes by value (no fd passing to race on exit)
     sha256: str
     problem: Skipped | None
 
 
-class PhotoFiles(Dataset):
-    """Reads, hashes and preprocesses photo files; picklable for DataLoader workers."""
-
-    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None) -> None:
-        self.paths = paths
-        self.preprocess = preprocess
-        self.known = known or {}  # path -> sha256 of the indexed content: equal bytes are not decoded again
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> Decoded:
-        path = self.paths[index]
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as error:
-            return Decoded(index, None, "", Skipped(path, "unreadable", f"{type(error).__name__}: {error.strerror}"))
-        sha256 = hashlib.sha256(data).hexdigest()
-        if not data:
-            return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
-        if self.known.get(path) == sha256:
-            return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
-        try:
-            pixels = self.preprocess.photo_file(data).numpy()
-        except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
-            return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
-        except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
-            return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
-        return Decoded(index, pixels, sha256, None)
+def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: str | None = None) -> Decoded:
+    """The reader step: read, hash and decode one file (``known_sha256``: equal bytes are not decoded again)."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        return Decoded(index, None, "", Skipped(path, "unreadable", f"{type(error).__name__}: {error.strerror}"))
+    sha256 = hashlib.sha256(data).hexdigest()
+    if not data:
+        return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
+    if known_sha256 == sha256:
+        return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
+    try:
+        pixels = preprocess.photo_file(data).numpy()
+    except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
+        return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
+    except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
+        return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
+    return Decoded(index, pixels, sha256, None)
 
 
-def _collate(items: list[Decoded]) -> list[Decoded]:
-    return items
+@dataclass
+class Outcome:
+    """One file after the reader and the model: ``vector`` when embedded, ``problem`` when skipped,
+    neither when its content equals the indexed one."""
+
+    index: int
+    sha256: str
+    problem: Skipped | None = None
+    vector: np.ndarray | None = None
 
 
-def _quiet_worker(_worker_id: int) -> None:
-    torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
-    # Ctrl-C / SIGTERM reach the whole process group: the main process unwinds and stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+@dataclass
+class EmbedJob:
+    """What to embed: ``keys[i]`` is the file of index ``i``; ``known[path]`` its indexed content hash."""
+
+    keys: list[FileKey]
+    batch_size: int = 256
+    workers: int = 4  # local distributor: DataLoader processes
+    known: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def paths(self) -> list[str]:
+        return [key[0] for key in self.keys]
 
 
-def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-        worker_init_fn=WorkerInit(_quiet_worker) if workers > 0 else None,  # a killed build leaves no worker
-        prefetch_factor=4 if workers > 0 else None,
-        persistent_workers=False,
-    )
+class StagingWriter:
+    """The writer step: outcomes → staging (vectors, failures) and the set of files whose content is unchanged.
+
+    An outcome for a file already written is ignored: a distributor that re-runs a batch (a retried task
+    whose first result did arrive) cannot duplicate a row."""
+
+    def __init__(self, job: EmbedJob, staging: Staging, progress: bool) -> None:
+        self.job = job
+        self.staging = staging
+        self.same: set[FileKey] = set()
+        self._done: set[int] = set()
+        self._bar = tqdm(total=len(job.keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1)
+
+    def write(self, outcomes: list[Outcome]) -> None:
+        fresh = [item for item in outcomes if item.index not in self._done]
+        embedded: list[Outcome] = []
+        for item in fresh:
+            self._done.add(item.index)
+            key = self.job.keys[item.index]
+            if item.problem is not None:
+                self.staging.append_failure(key, item.problem)
+            elif item.vector is None:
+                self.same.add(key)
+            elif not np.isfinite(item.vector).all():
+                self.staging.append_failure(key, Skipped(key[0], "not-finite", "the encoder returned NaN/inf"))
+            else:
+                embedded.append(item)
+        if embedded:
+            self.staging.append([self.job.keys[item.index] for item in embedded], [item.sha256 for item in embedded],
+                                np.stack([item.vector for item in embedded]))
+        self._bar.update(len(fresh))
+
+    @property
+    def missing(self) -> int:
+        """Files of the job with no outcome yet."""
+        return len(self.job.keys) - len(self._done)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+class Distributor(Protocol):
+    """Runs the reader and the model over a job and hands every outcome to the writer (in any order)."""
+
+    name: str
+
+    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None: ...
+
+
+def get_distributor(name: str = "local", **options) -> Distributor:
+    """A distributor by name; ``options`` are its own (e.g. the Ray address)."""
+    if name == "local":
+        from .local_distributor import LocalDistributor
+
+        return LocalDistributor(**options)
+    if name == "ray":
+        from .ray_distributor import RayDistributor
+
+        return RayDistributor(**options)
+    raise ValueError(f"Unknown distributor {name!r} (known: {', '.join(DISTRIBUTORS)}).")
 
 
 def embed_files(
@@ -108,6 +168,7 @@ def embed_files(
     keys: list[FileKey],
     staging: Staging,
     *,
+    distributor: Distributor | None = None,
     batch_size: int = 256,
     workers: int = 4,
     progress: bool = True,
@@ -116,30 +177,14 @@ def embed_files(
     """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
 
     Files whose content hash equals ``known[path]`` are not embedded; their keys are returned."""
-    same: set[FileKey] = set()
     if not keys:
-        return same
-    dataset = PhotoFiles([key[0] for key in keys], encoder.preprocess, known)
-    loader = make_loader(dataset, batch_size, workers)
-    with tqdm(total=len(keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1) as bar:
-        for batch in loader:
-            good = [item for item in batch if item.pixels is not None]
-            for item in batch:
-                if item.problem is not None:
-                    staging.append_failure(keys[item.index], item.problem)
-                elif item.pixels is None:
-                    same.add(keys[item.index])
-            if good:
-                images = torch.from_numpy(np.stack([item.pixels for item in good]))
-                if encoder.device.type == "cuda":
-                    images = images.pin_memory()
-                vectors = encoder.encode_photo(images).cpu().numpy()
-                finite = np.isfinite(vectors).all(axis=1)
-                for item, ok in zip(good, finite, strict=True):
-                    if not ok:
-                        staging.append_failure(keys[item.index], Skipped(dataset.paths[item.index], "not-finite",
-                                                                         "the encoder returned NaN/inf"))
-                kept = [item for item, ok in zip(good, finite, strict=True) if ok]
-                staging.append([keys[item.index] for item in kept], [item.sha256 for item in kept], vectors[finite])
-            bar.update(len(batch))
-    return same
+        return set()
+    job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
+    writer = StagingWriter(job, staging, progress)
+    try:
+        (distributor or get_distributor("local")).run(encoder, job, writer)
+    finally:
+        writer.close()
+    if writer.missing:  # a distributor that stopped early must not look like a finished embedding step
+        raise BuildError(f"The embedding step returned no result for {writer.missing} of {len(keys)} photos.")
+    return writer.same

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from index_builder.builder import BuildOptions, build_index
 from tests.imagegen import random_photo
+
+from .raycluster import LocalRayCluster
 
 FORMATS = ("jpg", "png", "webp")
 
@@ -16,6 +19,39 @@ def write_photo(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     random_photo(size, seed=seed).save(path)
     return path
+
+
+def add_broken_files(gallery: Path, outside: Path) -> dict[str, str]:
+    """Damaged, odd and unreadable entries in a ``make_gallery`` folder → {file name: expected skip reason}.
+
+    ``outside`` is a folder outside the gallery (for a dangling link)."""
+    good = (gallery / "cat" / "cat_0.jpg").read_bytes()
+    (gallery / "cat" / "zero.jpg").write_bytes(b"")
+    (gallery / "cat" / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    png = bytearray((gallery / "cat" / "cat_1.png").read_bytes())
+    png[len(png) // 2 : len(png) // 2 + 16] = bytes(16)  # a damaged data stream inside a real PNG
+    (gallery / "dog" / "corrupt.png").write_bytes(bytes(png))
+    (gallery / "dog" / "text.jpg").write_text("not an image at all")
+    (gallery / "dog" / "notes.txt").write_text("a sidecar file")
+    os.symlink("loop.jpg", gallery / "dog" / "loop.jpg")  # a symlink to itself
+    os.symlink(gallery, gallery / "cat" / "back-to-root")  # a folder loop
+    os.symlink(outside / "gone.jpg", gallery / "dog" / "dangling.jpg")
+    os.mkfifo(gallery / "dog" / "pipe.jpg")  # opening it would block forever
+    expected = {
+        "zero.jpg": "zero-byte",
+        "truncated.jpg": "truncated",
+        "corrupt.png": "corrupt",
+        "text.jpg": "not-an-image",
+        "notes.txt": "unsupported-type",
+        "loop.jpg": "symlink-loop",
+        "back-to-root": "symlink-loop",
+        "dangling.jpg": "broken-symlink",
+        "pipe.jpg": "not-a-file",
+    }
+    if os.geteuid() != 0:  # root reads anything, so only check permissions as a normal user
+        write_photo(gallery / "dog" / "secret.jpg", 99).chmod(0)
+        expected["secret.jpg"] = "unreadable"
+    return expected
 
 
 @pytest.fixture()
@@ -44,3 +80,28 @@ def build(tmp_path, tiny_baseline):
         return build_index(encoder or tiny_baseline, BuildOptions(**options))
 
     return run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster for the session; its teardown fails if any of its processes outlive it."""
+    cluster = LocalRayCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        survivors = cluster.stop()
+        assert not survivors, f"Ray processes outlived the cluster (killed now): {survivors}"
+
+
+@pytest.fixture(scope="session")
+def ray_driver(ray_cluster):
+    """This test process connected to the cluster, as a Ray driver (the Ray distributor reuses the connection)."""
+    os.environ.update(ray_cluster.driver_env)  # read when ray is imported
+    import ray
+
+    ray.init(address=ray_cluster.address, logging_level="warning")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

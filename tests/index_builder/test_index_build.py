@@ -15,7 +15,7 @@ from index_builder.builder import BuildOptions, build_index
 from index_builder.faiss_engine import FLAT_MAX, FaissEngine, choose_factory
 from index_builder.layout import IndexLayout
 
-from .conftest import write_photo
+from .conftest import add_broken_files, write_photo
 
 
 def ids_by_path(index_dir) -> dict[str, int]:
@@ -26,39 +26,12 @@ def ids_by_path(index_dir) -> dict[str, int]:
 
 def test_broken_files_are_skipped_and_reported(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 3, "dog": 2})
-    good = (gallery / "cat" / "cat_0.jpg").read_bytes()
-    (gallery / "cat" / "zero.jpg").write_bytes(b"")
-    (gallery / "cat" / "truncated.jpg").write_bytes(good[: len(good) // 2])
-    png = bytearray((gallery / "cat" / "cat_1.png").read_bytes())
-    png[len(png) // 2 : len(png) // 2 + 16] = bytes(16)  # a damaged data stream inside a real PNG
-    (gallery / "dog" / "corrupt.png").write_bytes(bytes(png))
-    (gallery / "dog" / "text.jpg").write_text("not an image at all")
-    (gallery / "dog" / "notes.txt").write_text("a sidecar file")
-    os.symlink("loop.jpg", gallery / "dog" / "loop.jpg")  # a symlink to itself
-    os.symlink(gallery, gallery / "cat" / "back-to-root")  # a folder loop
-    os.symlink(tmp_path / "gone.jpg", gallery / "dog" / "dangling.jpg")
-    os.mkfifo(gallery / "dog" / "pipe.jpg")  # opening it would block forever
-    if os.geteuid() != 0:  # root reads anything, so only check permissions as a normal user
-        unreadable = write_photo(gallery / "dog" / "secret.jpg", 99)
-        unreadable.chmod(0)
+    expected = add_broken_files(gallery, tmp_path)
 
     report = build(gallery=gallery)
 
     assert report.status == "built" and report.size == 5
     reasons = {os.path.basename(item.path): item.reason for item in report.skipped}
-    expected = {
-        "zero.jpg": "zero-byte",
-        "truncated.jpg": "truncated",
-        "corrupt.png": "corrupt",
-        "text.jpg": "not-an-image",
-        "notes.txt": "unsupported-type",
-        "loop.jpg": "symlink-loop",
-        "back-to-root": "symlink-loop",
-        "dangling.jpg": "broken-symlink",
-        "pipe.jpg": "not-a-file",
-    }
-    if os.geteuid() != 0:
-        expected["secret.jpg"] = "unreadable"
     assert reasons == expected
     saved = json.loads((tmp_path / "index" / "versions" / report.version / "report.json").read_text())
     assert saved["skipped_by_reason"]["symlink-loop"] == 2

@@ -1,0 +1,215 @@
+"""The Ray Data distributor: the reader in Ray tasks, the model in an actor pool, the writer on the driver.
+
+The driver turns the job's paths into a Dataset; ``map_batches`` runs :func:`read_photo` in tasks (any
+node; photos are read by path, so every node needs the gallery at the same path) and
+:class:`EncoderActor` in a fixed pool (one encoder per actor, one GPU each on GPU clusters, a fraction of a
+CPU on CPU-only ones so that read tasks always find room). Each actor rebuilds the encoder once from the
+config and tensors the driver put in the object store: workers need the code, not the checkpoint or
+the backbone weights. Outcomes stream back to the driver's writer, batch by batch, into staging.
+
+A crashed actor (or a lost node) is restarted and its batch retried by Ray Data (its default: actors restart
+and retry system failures without limit; the reader never raises, so application errors do not occur). The
+writer drops any outcome it already has, so a retry cannot duplicate a photo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
+
+from .embedding import EmbedJob, Outcome, StagingWriter, read_photo
+from .errors import BuildError
+from .sources import Skipped
+
+ENV_ADDRESS = "SBIR_RAY_ADDRESS"
+ENV_TEMP_DIR = "SBIR_RAY_TMPDIR"
+# Ray's Unix sockets live under its temp dir and must stay under ~107 bytes: keep the default short.
+DEFAULT_TEMP_DIR = "/tmp/sbir-ray"
+# CPUs a read task and an actor reserve on CPU-only clusters: fractional, so that even a 1-CPU node runs an actor
+# and a read task at once (an actor holding every CPU starves the reads that feed it, and the run hangs); unequal,
+# so that Ray Data does not fuse reading into the actors. Reads are the CPU-heavy side here.
+CPU_ONLY_SHARES = (0.5, 0.25)
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the `data` extra, not only the core
+    except ImportError as error:
+        raise BuildError("--distributor ray needs Ray Data: pip install 'sketch-search[distributed]' "
+                         f"(or 'ray[data]'): {error}") from None
+    return ray
+
+
+def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
+    """Join the cluster at ``address`` (else ``SBIR_RAY_ADDRESS``; else start a local one, in ``temp_dir``);
+    False when this process was already connected (the caller's connection is then used and kept)."""
+    address = address or os.environ.get(ENV_ADDRESS) or None
+    # Read when ray is imported: no usage reports from galleries' builds (opt in with RAY_USAGE_STATS_ENABLED=1);
+    # a cluster of this machine only binds loopback.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if address is None:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray = _ray()
+    if ray.is_initialized():
+        return False
+    options = {"logging_level": logging.WARNING, "include_dashboard": False}
+    try:
+        if address:
+            ray.init(address=address, **options)
+        else:
+            ray.init(address="local", _temp_dir=temp_dir or os.environ.get(ENV_TEMP_DIR) or DEFAULT_TEMP_DIR,
+                     **options)
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise BuildError(f"Cannot connect to the Ray cluster at {address or 'a new local cluster'}: {error}") from None
+    return True
+
+
+def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
+    """The reader step over a Ray batch of (index, path, known) rows; pixels are zeros where nothing decoded."""
+    decoded = [read_photo(int(index), str(path), preprocess, str(known) or None)
+               for index, path, known in zip(batch["index"], batch["path"], batch["known"], strict=True)]
+    size = preprocess.image_size
+    pixels = np.zeros((len(decoded), 3, size, size), dtype=np.float32)
+    for row, item in enumerate(decoded):
+        if item.pixels is not None:
+            pixels[row] = item.pixels
+    return {
+        "index": np.array([item.index for item in decoded], dtype=np.int64),
+        "sha256": np.array([item.sha256 for item in decoded], dtype=object),
+        "reason": np.array([item.problem.reason if item.problem else "" for item in decoded], dtype=object),
+        "detail": np.array([item.problem.detail if item.problem else "" for item in decoded], dtype=object),
+        "decoded": np.array([item.pixels is not None for item in decoded], dtype=bool),
+        "pixels": pixels,
+    }
+
+
+@dataclass(frozen=True)
+class EncoderPayload:
+    """What an actor needs to rebuild the driver's encoder exactly (put in the object store once)."""
+
+    config: EncoderConfig
+    state: dict[str, torch.Tensor]  # every tensor, frozen backbone included: no weights needed on workers
+    fingerprint: str
+
+    @classmethod
+    def of(cls, encoder: PromptedCLIP) -> EncoderPayload:
+        state = {name: tensor.detach().cpu() for name, tensor in encoder.state_dict().items()}
+        return cls(encoder.config, state, encoder.fingerprint())
+
+    def build(self, device: str) -> PromptedCLIP:
+        encoder = build_encoder(self.config, device, weights_source="none")  # shape only; the state replaces it
+        encoder.load_state_dict(self.state, strict=True)
+        if encoder.fingerprint() != self.fingerprint:
+            raise RuntimeError(f"The encoder rebuilt on this worker has fingerprint {encoder.fingerprint()}, "
+                               f"the driver's is {self.fingerprint} (different code versions?).")
+        return encoder
+
+
+class EncoderActor:
+    """The model step in a Ray actor: one encoder, built once, embeds batch after batch."""
+
+    def __init__(self, payload: list, fail_once: str | None = None) -> None:
+        import ray
+
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.encoder = ray.get(payload[0]).build(device)  # in a list: Ray leaves nested refs unresolved
+        self.fail_once = fail_once
+
+    def _maybe_fail(self) -> None:
+        """Test hook: the first actor to claim ``fail_once`` (a file path) dies mid-batch."""
+        try:
+            with open(self.fail_once, "x"):
+                pass
+        except FileExistsError:
+            return
+        os._exit(1)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.fail_once:
+            self._maybe_fail()
+        decoded = batch["decoded"]
+        vectors = np.zeros((len(decoded), self.encoder.embed_dim), dtype=np.float32)
+        if decoded.any():
+            images = torch.from_numpy(np.ascontiguousarray(batch["pixels"][decoded]))
+            vectors[decoded] = self.encoder.encode_photo(images).cpu().numpy()
+        return {**{name: batch[name] for name in ("index", "sha256", "reason", "detail", "decoded")},
+                "vector": vectors}
+
+
+def outcomes(batch: dict[str, np.ndarray], job: EmbedJob) -> list[Outcome]:
+    """A result batch of the actor pool → outcomes for the writer."""
+    found = []
+    for row, index in enumerate(batch["index"].tolist()):
+        reason = str(batch["reason"][row])
+        problem = Skipped(job.keys[index][0], reason, str(batch["detail"][row])) if reason else None
+        vector = batch["vector"][row] if batch["decoded"][row] else None
+        found.append(Outcome(index, str(batch["sha256"][row]), problem, vector))
+    return found
+
+
+@dataclass
+class RayDistributor:
+    """Embed on a Ray cluster: ``address`` (else ``SBIR_RAY_ADDRESS``, else a local cluster for this run)."""
+
+    address: str | None = None
+    actors: int | None = None  # encoder actors; default one per GPU of the cluster, 1 on CPU-only clusters
+    decoders: int | None = None  # most read tasks at once; default as many as the cluster's CPUs allow
+    device: str = "auto"  # auto: GPUs when the cluster has them; cpu; cuda (the cluster must have GPUs)
+    temp_dir: str | None = None  # a local cluster's temp dir (default SBIR_RAY_TMPDIR, else /tmp/sbir-ray)
+    fail_once: str | None = None  # tests: see EncoderActor._maybe_fail
+    name: str = "ray"
+
+    def __post_init__(self) -> None:
+        if self.actors is not None and self.actors < 1 or self.decoders is not None and self.decoders < 1:
+            raise BuildError("--ray-actors and --ray-decoders must be >= 1.")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.device!r}.")
+
+    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
+        ray = _ray()
+        connected_here = connect(self.address, self.temp_dir)
+        try:
+            self._embed(ray, encoder, job, writer)
+        except ray.exceptions.RayError as error:
+            raise BuildError(f"The Ray embedding step failed ({type(error).__name__}: {error}); the photos embedded "
+                             "so far are staged and the next run resumes from them.") from None
+        finally:
+            if connected_here:
+                ray.shutdown()
+
+    def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
+        import pyarrow as pa
+
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # the writer's bar counts photos; Ray's would interleave with it
+        context.print_on_execution_start = False
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if self.device == "cuda" and not gpus:
+            raise BuildError("--device cuda was requested but the Ray cluster has no GPU.")
+        on_gpu = gpus > 0 and self.device != "cpu"
+        reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
+        payload = ray.put(EncoderPayload.of(encoder))
+        step = job.batch_size  # one block per batch: every batch can be read by another task at once
+        blocks = [pa.table({
+            "index": pa.array(range(start, min(start + step, len(job.keys))), pa.int64()),
+            "path": [key[0] for key in job.keys[start:start + step]],
+            "known": [job.known.get(key[0], "") for key in job.keys[start:start + step]],
+        }) for start in range(0, len(job.keys), step)]
+        results = ray.data.from_arrow(blocks).map_batches(
+            read_batch, fn_kwargs={"preprocess": encoder.preprocess}, batch_size=job.batch_size,
+            batch_format="numpy", num_cpus=reader_cpus, compute=ray.data.TaskPoolStrategy(size=self.decoders),
+        ).map_batches(
+            EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once},
+            batch_size=job.batch_size, batch_format="numpy", num_cpus=actor_cpus, num_gpus=1 if on_gpu else 0,
+            compute=ray.data.ActorPoolStrategy(size=self.actors or (gpus if on_gpu else 1)),
+        )
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            writer.write(outcomes(batch, job))
