@@ -9,7 +9,8 @@ every query goes through POST /search. Printed (and written as JSON with --json)
 * P@10 of every sketch alone, with its class name at each --weights, and of the class name alone;
 * P@10 of `like` on every indexed photo (itself left out) ÷ chance ((per-class - 1) / (photos - 1)).
 
-    PYTHONPATH=. python bench/queries.py [--epochs 40] [--cls-weight 3] [--weights 0.3 0.5]
+    PYTHONPATH=. python bench/queries.py [--epochs 40] [--cls-weight 3] [--weights 0.3 0.5] [--seed 0]
+                                         [--distinct-names]
 """
 
 from __future__ import annotations
@@ -31,10 +32,43 @@ from app.settings import Settings  # noqa: E402
 from encoder import EncoderConfig, PromptConfig, PromptedCLIP, build_encoder, load_checkpoint  # noqa: E402
 from index_builder import IndexReader  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
-from tests.training.synthetic_categories import make_dataset  # noqa: E402
+from tests.training.synthetic_categories import CLASSES, make_dataset  # noqa: E402
 from training.category import CategoryOptions, CategoryTask  # noqa: E402
-from training.data import CategoryDataset, ClassSplit  # noqa: E402
+from training.data import CategoryDataset, ClassSplit, known_splits, read_class_list, split_classes_file  # noqa: E402
 from training.loop import TrainOptions, train  # noqa: E402
+
+
+def fresh_encoder(seed: int = 0) -> PromptedCLIP:
+    """The untrained sbir-tiny encoder the synthetic runs start from (random backbone and text tower)."""
+    torch.manual_seed(seed)
+    return build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+
+
+def name_pool() -> list[str]:
+    """Candidate class names: the words of the shipped unseen-class lists (plain nouns)."""
+    return sorted({name for split in known_splits() for name in read_class_list(split_classes_file(split))})
+
+
+@torch.no_grad()
+def distinct_names(encoder: PromptedCLIP, pool: Sequence[str], count: int) -> list[str]:
+    """`count` names of `pool` whose text-tower prompts are far apart: greedy max-min on their cosines.
+
+    The random text tower maps the patterns' own names ("h2", "h3") to nearly one vector (mean cosine 0.83), so
+    a class name could not tell the classes apart; the names are ours to choose, so we choose ones it can.
+    """
+    features = encoder.text_features(list(pool))
+    cosine = features @ features.T
+    first, second = divmod(int((cosine + 2 * torch.eye(len(pool))).argmin()), len(pool))
+    chosen = [first, second]
+    while len(chosen) < count:
+        rest = [k for k in range(len(pool)) if k not in chosen]
+        chosen.append(min(rest, key=lambda k: float(cosine[k, chosen].max())))
+    return [pool[k] for k in chosen]
+
+
+def synthetic_class_names(seed: int = 0) -> dict[str, str]:
+    """Pattern → class folder name: the synthetic classes renamed to names the fresh encoder's text tower separates."""
+    return dict(zip(CLASSES, distinct_names(fresh_encoder(seed), name_pool(), len(CLASSES)), strict=True))
 
 
 def train_synthetic_encoder(data: Path, out: Path, *, epochs: int, cls_weight: float, lr_scale: float = 1.0,
@@ -42,8 +76,7 @@ def train_synthetic_encoder(data: Path, out: Path, *, epochs: int, cls_weight: f
     """Prompts learned on every class of `data` (two of them also serve as validation, which the loop needs)."""
     dataset = CategoryDataset.scan(data)
     split = ClassSplit(train=dataset.classes, val=dataset.classes[:2], test=[])
-    torch.manual_seed(seed)
-    encoder = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+    encoder = fresh_encoder(seed)
     task = CategoryTask(dataset, split, encoder, CategoryOptions(batch_size=24, workers=0, augment=False,
                                                                  cls_weight=cls_weight, seed=seed))
     # Random weights need far larger steps than CLIP's 1e-4 / 1e-6 to move in a few epochs (as the training tests).
@@ -112,21 +145,28 @@ def main() -> None:
     parser.add_argument("--lr-scale", type=float, default=1.0, help="× the training tests' learning rates")
     parser.add_argument("--per-class", type=int, default=12, help="sketches and photos per class, train and test")
     parser.add_argument("--weights", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument("--seed", type=int, default=0, help="training seed; the data seeds are 2·seed and 2·seed + 1")
+    parser.add_argument("--distinct-names", action="store_true",
+                        help="name the classes with the words whose text prompts are furthest apart (not h1…v6)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    names = synthetic_class_names(args.seed) if args.distinct_names else None
     with tempfile.TemporaryDirectory(prefix="bench-queries-") as tmp:
         root = Path(tmp)
-        training_data = make_dataset(root / "train", per_class=args.per_class, seed=0)
-        test_data = make_dataset(root / "test", per_class=args.per_class, seed=1)  # new drawings, same classes
+        training_data = make_dataset(root / "train", per_class=args.per_class, seed=2 * args.seed, names=names)
+        # new drawings, same classes
+        test_data = make_dataset(root / "test", per_class=args.per_class, seed=2 * args.seed + 1, names=names)
         encoder = train_synthetic_encoder(training_data, root / "run", epochs=args.epochs, cls_weight=args.cls_weight,
-                                          lr_scale=args.lr_scale)
+                                          lr_scale=args.lr_scale, seed=args.seed)
         figures = {"machine": "2-core CPU, no GPU (dev box), synthetic data", "epochs": args.epochs,
-                   "cls_weight": args.cls_weight, "lr_scale": args.lr_scale,
+                   "cls_weight": args.cls_weight, "lr_scale": args.lr_scale, "seed": args.seed,
+                   "class_names": names or "patterns (h1…v6)",
                    **measure(encoder, test_data, root, args.weights)}
     print(json.dumps(figures, indent=2))
     print(summary(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
 
 if __name__ == "__main__":
     main()

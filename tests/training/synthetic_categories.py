@@ -4,11 +4,13 @@ A class is a pattern of parallel lines: its count (1-6) and orientation (h/v), e
 Sketches: black lines on white. Photos: the same pattern in a random dark colour on a random light
 background. The colours are class-independent nuisance, so what training learns (match the pattern,
 ignore the colour) carries over to held-out classes, which the frozen random tiny encoder alone
-does poorly.
+does poorly. ``names`` gives the class folders other names than the pattern's (``{"h3": "camel"}``), for
+tests whose text tower has to tell the classes apart by name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +33,13 @@ def draw_pattern(name: str, rng: np.random.Generator, *, sketch: bool, size: int
     return image
 
 
-def make_dataset(root: Path, classes: list[str] | None = None, per_class: int = 12, seed: int = 0) -> Path:
+def make_dataset(root: Path, classes: list[str] | None = None, per_class: int = 12, seed: int = 0,
+                 names: Mapping[str, str] | None = None) -> Path:
     """Write ``root/sketch/<class>/*.png`` and ``root/photo/<class>/*.jpg``; returns ``root``."""
     rng = np.random.default_rng(seed)
     for name in classes or CLASSES:
         for modality in ("sketch", "photo"):
-            folder = root / modality / name
+            folder = root / modality / (names or {}).get(name, name)
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
                 image = draw_pattern(name, rng, sketch=modality == "sketch")
