@@ -1,16 +1,18 @@
 """Quality of the query kinds on synthetic data (not a test): do words lift sketch search, does `like` find its class.
 
-A tiny encoder (sbir-tiny, random backbone: no weights exist here) learns its prompts on the synthetic
-line-pattern classes of the training tests (tests/training/synthetic_categories.py), with the classification
-loss that pulls sketches and photos towards the frozen text tower's prompt for their class. New drawings and
+A tiny CLIP (sbir-tiny: no real weights exist here) is first pretrained contrastively on the synthetic photos and
+their class names (--pretrain-steps; 0 keeps the random backbone, whose text tower cannot tell the names apart),
+then frozen; its prompts are learned on the synthetic line-pattern classes of the training tests
+(tests/training/synthetic_categories.py), with the classification loss that pulls sketches and photos towards the
+frozen text tower's prompt for their class. New drawings and
 photos of the same classes (another seed) are indexed by index_builder and served by the app in-process;
 every query goes through POST /search. Printed (and written as JSON with --json):
 
 * P@10 of every sketch alone, with its class name at each --weights, and of the class name alone;
 * P@10 of `like` on every indexed photo (itself left out) ÷ chance ((per-class - 1) / (photos - 1)).
 
-    PYTHONPATH=. python bench/queries.py [--epochs 40] [--cls-weight 3] [--weights 0.3 0.5] [--seed 0]
-                                         [--distinct-names]
+    PYTHONPATH=. python bench/queries.py [--pretrain-steps 400] [--epochs 40] [--cls-weight 3] [--lr-scale 1]
+                                         [--weights 0.3 0.5] [--seed 0] [--distinct-names]
 """
 
 from __future__ import annotations
@@ -24,12 +26,21 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.main import create_app  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from encoder import EncoderConfig, PromptConfig, PromptedCLIP, build_encoder, load_checkpoint  # noqa: E402
+from encoder import (  # noqa: E402
+    EncoderConfig,
+    PromptConfig,
+    PromptedCLIP,
+    build_backbone,
+    build_encoder,
+    load_checkpoint,
+)
+from encoder.model import TEXT_TEMPLATE  # noqa: E402
 from index_builder import IndexReader  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 from tests.training.synthetic_categories import CLASSES, make_dataset  # noqa: E402
@@ -38,10 +49,42 @@ from training.data import CategoryDataset, ClassSplit, known_splits, read_class_
 from training.loop import TrainOptions, train  # noqa: E402
 
 
-def fresh_encoder(seed: int = 0) -> PromptedCLIP:
-    """The untrained sbir-tiny encoder the synthetic runs start from (random backbone and text tower)."""
+def fresh_encoder(seed: int = 0, pretrained: str = "none") -> PromptedCLIP:
+    """The untrained prompted sbir-tiny encoder the synthetic runs start from (``none``: random backbone)."""
     torch.manual_seed(seed)
-    return build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+    return build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained=pretrained, prompts=PromptConfig()), "cpu")
+
+
+def pretrain_synthetic_clip(data: Path, out: Path, *, steps: int = 400, seed: int = 0) -> Path:
+    """A tiny CLIP that knows the synthetic world: both towers of sbir-tiny trained contrastively on the *photos*
+    of ``data`` and their class prompts ("a photo of a {class}"), then saved as a plain weights file.
+
+    The stand-in for CLIP's web pretraining, which random weights are not: the frozen text tower then tells the
+    classes apart by name, as CLIP's does for real words. Sketches are never seen (the domain gap the prompts close).
+    """
+    torch.manual_seed(seed)
+    backbone = build_backbone("sbir-tiny", "none")
+    model = backbone.model.train().requires_grad_(True)
+    preprocess = fresh_encoder(seed).preprocess
+    classes = sorted(p.name for p in (data / "photo").iterdir() if p.is_dir())
+    files = sorted((data / "photo").glob("*/*.jpg"))
+    images = torch.stack([preprocess.photo_file(path) for path in files])
+    labels = torch.tensor([classes.index(path.parent.name) for path in files])
+    tokens = backbone.tokenizer([TEXT_TEMPLATE.format(name) for name in classes])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        batch = torch.randint(len(images), (64,), generator=generator)
+        image_features = F.normalize(model.encode_image(images[batch]), dim=-1)
+        text_features = F.normalize(model.encode_text(tokens), dim=-1)
+        loss = F.cross_entropy(model.logit_scale.exp() * image_features @ text_features.T, labels[batch])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    path = out / "sbir-tiny-synthetic-clip.pt"
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
 
 
 def name_pool() -> list[str]:
@@ -72,11 +115,11 @@ def synthetic_class_names(seed: int = 0) -> dict[str, str]:
 
 
 def train_synthetic_encoder(data: Path, out: Path, *, epochs: int, cls_weight: float, lr_scale: float = 1.0,
-                            seed: int = 0) -> PromptedCLIP:
+                            seed: int = 0, pretrained: str = "none") -> PromptedCLIP:
     """Prompts learned on every class of `data` (two of them also serve as validation, which the loop needs)."""
     dataset = CategoryDataset.scan(data)
     split = ClassSplit(train=dataset.classes, val=dataset.classes[:2], test=[])
-    encoder = fresh_encoder(seed)
+    encoder = fresh_encoder(seed, pretrained)
     task = CategoryTask(dataset, split, encoder, CategoryOptions(batch_size=24, workers=0, augment=False,
                                                                  cls_weight=cls_weight, seed=seed))
     # Random weights need far larger steps than CLIP's 1e-4 / 1e-6 to move in a few epochs (as the training tests).
@@ -148,6 +191,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed; the data seeds are 2·seed and 2·seed + 1")
     parser.add_argument("--distinct-names", action="store_true",
                         help="name the classes with the words whose text prompts are furthest apart (not h1…v6)")
+    parser.add_argument("--pretrain-steps", type=int, default=400,
+                        help="contrastive steps of the tiny CLIP on the training photos and class names before the "
+                        "prompts are learned (0: the random backbone and text tower)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     names = synthetic_class_names(args.seed) if args.distinct_names else None
@@ -156,10 +202,13 @@ def main() -> None:
         training_data = make_dataset(root / "train", per_class=args.per_class, seed=2 * args.seed, names=names)
         # new drawings, same classes
         test_data = make_dataset(root / "test", per_class=args.per_class, seed=2 * args.seed + 1, names=names)
+        pretrained = str(pretrain_synthetic_clip(training_data, root / "clip", steps=args.pretrain_steps,
+                                                 seed=args.seed)) if args.pretrain_steps else "none"
         encoder = train_synthetic_encoder(training_data, root / "run", epochs=args.epochs, cls_weight=args.cls_weight,
-                                          lr_scale=args.lr_scale, seed=args.seed)
+                                          lr_scale=args.lr_scale, seed=args.seed, pretrained=pretrained)
         figures = {"machine": "2-core CPU, no GPU (dev box), synthetic data", "epochs": args.epochs,
                    "cls_weight": args.cls_weight, "lr_scale": args.lr_scale, "seed": args.seed,
+                   "pretrain_steps": args.pretrain_steps,
                    "class_names": names or "patterns (h1…v6)",
                    **measure(encoder, test_data, root, args.weights)}
     print(json.dumps(figures, indent=2))
