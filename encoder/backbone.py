@@ -171,6 +171,16 @@ def architecture_activation(model_name: str) -> str:
     return _flag(bool(config.get("quick_gelu", False)))
 
 
+def _config_file(source: str) -> Path | None:
+    """Where a ``local-dir:`` or ``hf-hub:`` source keeps its ``open_clip_config.json`` (the hub's: once cached)."""
+    if source.startswith("local-dir:"):
+        return Path(source.removeprefix("local-dir:")).expanduser() / "open_clip_config.json"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source.removeprefix("hf-hub:"), "open_clip_config.json")
+    return Path(cached) if isinstance(cached, str) else None
+
+
 def trained_activation(backbone: str, source: str) -> str | None:
     """The activation the weights from ``source`` were trained with, where the source records it.
 
@@ -179,15 +189,9 @@ def trained_activation(backbone: str, source: str) -> str | None:
     cache); a plain file or random weights (``none``) record nothing.
     """
     if source.startswith(("local-dir:", "hf-hub:")):
-        if source.startswith("local-dir:"):
-            config_path = Path(source.removeprefix("local-dir:")).expanduser() / "open_clip_config.json"
-        else:
-            from huggingface_hub import try_to_load_from_cache
-
-            cached = try_to_load_from_cache(source.removeprefix("hf-hub:"), "open_clip_config.json")
-            if not isinstance(cached, str):
-                return None  # not fetched yet: checked again once the build has fetched it
-            config_path = Path(cached)
+        config_path = _config_file(source)
+        if config_path is None:
+            return None  # not fetched yet: checked again once the build has fetched it
         try:
             model_cfg = json.loads(config_path.read_text()).get("model_cfg", {})
         except (OSError, ValueError, AttributeError):
@@ -198,8 +202,9 @@ def trained_activation(backbone: str, source: str) -> str | None:
     tag_config = open_clip.get_pretrained_cfg(backbone, source) or {}
     if not tag_config:
         return None
-    return _flag(bool(tag_config.get("quick_gelu", False))) if "quick_gelu" in tag_config \
-        else architecture_activation(backbone)
+    if "quick_gelu" in tag_config:
+        return _flag(bool(tag_config["quick_gelu"]))
+    return architecture_activation(backbone)
 
 
 def built_activation(model: nn.Module) -> str:
