@@ -162,19 +162,18 @@ def load_checkpoint(
         raise CheckpointError(
             f"Checkpoint {path} was trained under {config.activation}; refusing to load it under {activation}."
         )
+    legacy = not info.get("activation_recorded", True)  # written before the activation was recorded
     try:
         encoder = build_encoder(config, device, weights_source=pretrained)
     except ActivationMismatchError as error:
-        recorded = "" if info.get("activation_recorded", True) else (
-            " (it predates recorded activations, so it was trained under the architecture's own)"
-        )
+        recorded = " (it predates recorded activations, so it was trained under the architecture's own)" \
+            if legacy else ""
         raise CheckpointError(
             f"Checkpoint {path} was trained under {config.activation}{recorded}, but its backbone weights need "
             f"another activation: {error} Retrain the prompts on the correctly built backbone."
         ) from error
     apply_learned_state(encoder, tensors, source=f"Checkpoint {path}")
     expected = info.get("fingerprint")
-    legacy = not info.get("activation_recorded", True)
     if expected and expected not in (encoder.fingerprint(), legacy and encoder.fingerprint(record_activation=False)):
         raise CheckpointError(f"Checkpoint {path} fails its fingerprint check (corrupt or edited).")
     return encoder
