@@ -105,9 +105,9 @@ def _scan(options: BuildOptions) -> Scan:
 
 def check_fingerprint(previous: PreviousVersion | None, encoder: PromptedCLIP, rebuild: bool, where: str) -> None:
     """Refuse an incremental build with another encoder than the live version's (vectors would not compare)."""
-    fingerprint = encoder.fingerprint()
     if previous is None or rebuild:
         return
+    fingerprint = encoder.fingerprint()
     if previous.fingerprint != fingerprint:
         old = previous.manifest["encoder"]
         raise FingerprintMismatchError(
