@@ -63,13 +63,13 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     """Build or update the index ``options`` name; returns what was done."""
     started = time.perf_counter()
     writer = options.writer()
-    staging_dir = Path(options.index_dir).expanduser().absolute() / STAGING
-    with build_lock(options.index_dir):
+    work_dir = Path(options.index_dir).expanduser().absolute()  # the lock and staging, whatever the backend
+    with build_lock(work_dir):
         scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
         scan = scan_step(options)
         previous = writer.previous(options.rebuild)
         check_fingerprint(previous, encoder, options.rebuild, writer.where)
-        staging = Staging(staging_dir, embedding_identity(encoder), encoder.embed_dim)
+        staging = Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim)
         selection = select(scan, previous, staging, options.rebuild)
         embed_started = time.perf_counter()
         same = embed_step(encoder, selection, staging, options)
@@ -77,7 +77,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         reused = {**selection.reused, **{path: previous.by_path[path] for path, _, _ in same}}
         planned = plan(scan, previous, reused, staging)
         report = BuildReport(
-            index_dir=str(Path(options.index_dir).expanduser().absolute()), source=scan.source,
+            index_dir=str(work_dir), source=scan.source,
             previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
             size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
             unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),

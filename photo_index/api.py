@@ -9,13 +9,11 @@ imports a backend.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 import numpy as np
-
-from .errors import BuildError, IndexCorruptError, IndexNotFoundError
 
 # Where a row of a new version gets its vector: the previous version's row, or the build's staging row.
 FROM_PREVIOUS, FROM_STAGING = 0, 1
@@ -180,38 +178,3 @@ class Writer(Protocol):
     def prune(self, keep: int) -> None:
         """Delete all but the newest ``keep`` complete versions (never the live one) and unfinished ones."""
         ...
-
-
-def live_base(open_live: Callable[[], Previous], *, rebuild: bool, what: str) -> Previous | None:
-    """The live version as a build's base. When it cannot be read: None with ``rebuild`` (the build starts over
-    without it), else a :class:`BuildError` that says so (the live version is never silently replaced)."""
-    try:
-        return open_live()
-    except (IndexNotFoundError, BuildError, OSError, ValueError, KeyError) as error:
-        if rebuild:
-            return None
-        kind = "damaged" if isinstance(error, IndexCorruptError) else "unreadable"
-        raise BuildError(f"{what} is {kind} ({error}); run with --rebuild.") from None
-
-
-def checked_queries(vectors: np.ndarray, dim: int, k: int) -> np.ndarray:
-    """``vectors`` as float32 [n, dim] (one vector may be 1-d); ValueError for another shape or k < 1."""
-    queries = np.asarray(vectors, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[None, :]
-    if queries.ndim != 2 or queries.shape[1] != dim:
-        raise ValueError(f"Query vectors must have shape [n, {dim}], got {list(np.shape(vectors))}.")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
-    return queries
-
-
-def no_hits(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The all-padding result: scores -inf, ids -1."""
-    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
-
-
-def version_report(report: Mapping, version: str) -> tuple[dict, dict]:
-    """(the full report, its counts for the manifest's ``build`` section) of ``version``."""
-    full = {**report, "version": version}
-    return full, {**full, "skipped": len(full.get("skipped") or [])}

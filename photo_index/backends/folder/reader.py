@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ... import checks
-from ...api import PhotoRecord, StoredRows, checked_queries, no_hits
+from ...api import PhotoRecord, StoredRows
 from ...errors import IndexCorruptError, IndexNotFoundError
 from ...format import IDS, METADATA, VECTORS, IndexLayout, current_version, read_manifest
+from ...queries import checked_queries, no_hits
 from .faiss_index import FaissEngine, FaissIndex
 from .records import MetadataStore
 

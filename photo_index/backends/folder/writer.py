@@ -8,19 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...api import (
-    FROM_PREVIOUS,
-    FROM_STAGING,
-    PhotoRecord,
-    PublishOptions,
-    VersionContent,
-    live_base,
-    version_report,
-)
+from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
 from ...atomic import write_json
 from ...errors import BuildError
 from ...format import CALIBRATION_QUERIES, IDS, MANIFEST, METADATA, REPORT, VECTORS, IndexLayout, read_manifest
 from ...location import FolderLocation
+from ...publishing import live_base, version_report
 from .calibration import saved_queries
 from .faiss_index import FaissEngine
 from .records import MetadataStore, write_metadata

@@ -14,10 +14,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ... import checks
-from ...api import PhotoRecord, StoredRows, checked_queries, no_hits
+from ...api import PhotoRecord, StoredRows
 from ...errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
 from ...format import REQUIRED, field_of
 from ...location import DEFAULT_CONSISTENCY, MilvusLocation
+from ...queries import checked_queries, no_hits
 from .client import PHOTO_FIELDS, MilvusConnection
 
 

@@ -15,18 +15,11 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ...api import (
-    FROM_PREVIOUS,
-    FROM_STAGING,
-    PhotoRecord,
-    PublishOptions,
-    VersionContent,
-    live_base,
-    version_report,
-)
+from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
 from ...errors import BuildError, EngineUnavailableError
 from ...format import expired
 from ...location import MilvusLocation
+from ...publishing import live_base, version_report
 from .client import MilvusConnection, new_version_name
 from .reader import PHOTO_FIELDS, checked_manifest, to_record, to_row
 
