@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -45,6 +45,29 @@ def category_triplets(
     anchor's class from the negatives' classes). Sketches whose class has
     no photo, and the ``skip_*`` indices (files known to be unreadable), are left out.
     """
+    return _triplets(sketch_labels, photo_labels, seed=seed, epoch=epoch, skip_sketches=skip_sketches,
+                     skip_photos=skip_photos, shuffle=True)
+
+
+def class_run_triplets(
+    sketch_labels: Sequence[int],
+    photo_labels: Sequence[int],
+    *,
+    seed: int,
+    epoch: int,
+    skip_sketches: Collection[int] = (),
+    skip_photos: Collection[int] = (),
+) -> list[tuple[int, int, int]]:
+    """The official code's order: every sketch once, class after class (in label order), each class's sketches in
+    their scan order, the same order every epoch (its DataLoader does not shuffle). So a batch is a run of one or
+    two classes. Positives and negatives are drawn as in :func:`category_triplets`."""
+    return _triplets(sketch_labels, photo_labels, seed=seed, epoch=epoch, skip_sketches=skip_sketches,
+                     skip_photos=skip_photos, shuffle=False)
+
+
+def _triplets(sketch_labels: Sequence[int], photo_labels: Sequence[int], *, seed: int, epoch: int,
+              skip_sketches: Collection[int], skip_photos: Collection[int],
+              shuffle: bool) -> list[tuple[int, int, int]]:
     rng = epoch_rng(seed, epoch)
     photos = by_label(photo_labels, set(skip_photos))
     classes = sorted(photos)
@@ -52,7 +75,10 @@ def category_triplets(
         raise ValueError("Category triplets need photos of at least two classes.")
     skip = set(skip_sketches)
     anchors = [i for i, label in enumerate(sketch_labels) if i not in skip and label in photos]
-    rng.shuffle(anchors)
+    if shuffle:
+        rng.shuffle(anchors)
+    else:  # class runs; a stable sort keeps each class's scan order
+        anchors.sort(key=lambda i: sketch_labels[i])
     triples = []
     for anchor in anchors:
         label = sketch_labels[anchor]
@@ -61,3 +87,8 @@ def category_triplets(
         other_class = classes[other if classes[other] != label else len(classes) - 1]
         triples.append((anchor, positive, rng.choice(photos[other_class])))
     return triples
+
+
+TripletSampler = Callable[..., list[tuple[int, int, int]]]
+# --sampler: "shuffled" (ours, the default) or "official" (class runs in a fixed order, as the official code)
+CATEGORY_SAMPLERS: dict[str, TripletSampler] = {"shuffled": category_triplets, "official": class_run_triplets}
