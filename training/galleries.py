@@ -5,9 +5,9 @@ Sketchy-Extended photo folders (duplicates included), and 10,453 after de-duplic
 ``protocols.CATEGORY`` records). ``--gallery list`` scores every photo found, ``--gallery dedup`` keeps the first of
 each group of identical images within a category. mAP moves with the gallery, so every report names it.
 
-Two files are "the same image" when their difference hashes are equal: the image reduced to 9x8 grey pixels, one bit
-per pair of horizontal neighbours (brighter or not). A re-encoded or resized copy keeps its hash; a crop or an edit
-does not, so only true copies are dropped.
+Two files of one category are "the same image" when their 16x16 colour thumbnails (box-averaged) differ nowhere by
+more than 8 of 255 levels. A re-encoded or resized copy stays within that (JPEG noise averages out in a cell of
+the thumbnail); a crop, an edit or another photo with any visible difference in one cell does not.
 """
 
 from __future__ import annotations
@@ -19,21 +19,21 @@ import numpy as np
 from PIL import Image
 
 from encoder import decode_image
+from encoder.imaging import to_rgb
 
 from .data import READ_ERRORS, Sample
 
-HASH_SIZE = 8
+THUMBNAIL = 16  # pixels per side of the thumbnail compared
+SAME_IMAGE_LEVELS = 8.0  # largest difference (of 255) between two copies' thumbnails, in any cell and channel
 
 
-def difference_hash(path: str) -> int | None:
-    """64-bit difference hash of an image file; None when it cannot be read (evaluation reports it later)."""
+def thumbnail(path: str) -> np.ndarray | None:
+    """A 16x16 RGB box-averaged thumbnail (float32); None when the file cannot be read (reported later)."""
     try:
-        image = decode_image(path, reduce_to=4 * HASH_SIZE)
+        image = decode_image(path, reduce_to=2 * THUMBNAIL)
+        return np.asarray(to_rgb(image).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), dtype=np.float32)
     except READ_ERRORS:
         return None
-    grey = np.asarray(image.convert("L").resize((HASH_SIZE + 1, HASH_SIZE), Image.Resampling.BOX), dtype=np.int16)
-    bits = (grey[:, 1:] > grey[:, :-1]).flatten()
-    return int(np.packbits(bits).view(">u8")[0])
 
 
 @dataclass
@@ -51,21 +51,33 @@ class Gallery:
                 "first of each kept)")
 
 
-def deduplicate(photos: Sequence[Sample], fingerprint: Callable[[str], int | None] = difference_hash) -> Gallery:
-    """Keep the first photo of every (category, image hash); unreadable files stay (they are reported later)."""
-    first: dict[tuple[str, int], Sample] = {}
-    kept, duplicates = [], []
-    for photo in photos:
-        digest = fingerprint(photo.path) if photo.line is None else None
-        if digest is None:
-            kept.append(photo)
-            continue
-        original = first.setdefault((photo.category, digest), photo)
-        if original is photo:
-            kept.append(photo)
-        else:
-            duplicates.append((photo, original))
-    return Gallery("dedup", kept, duplicates)
+def deduplicate(photos: Sequence[Sample]) -> Gallery:
+    """Keep the first photo of every group of copies within a category (order kept); unreadable files stay."""
+    copy_of: dict[int, int] = {}  # index of a dropped photo -> index of the photo kept in its place
+    for indices in _by_category(photos).values():
+        kept = np.empty((len(indices), THUMBNAIL, THUMBNAIL, 3), dtype=np.float32)
+        kept_index: list[int] = []
+        for index in indices:
+            small = thumbnail(photos[index].path) if photos[index].line is None else None
+            if small is None:
+                continue
+            if kept_index:
+                difference = np.abs(kept[:len(kept_index)] - small).max(axis=(1, 2, 3))
+                closest = int(difference.argmin())
+                if difference[closest] <= SAME_IMAGE_LEVELS:
+                    copy_of[index] = kept_index[closest]
+                    continue
+            kept[len(kept_index)] = small
+            kept_index.append(index)
+    return Gallery("dedup", [p for i, p in enumerate(photos) if i not in copy_of],
+                   [(photos[i], photos[j]) for i, j in sorted(copy_of.items())])
+
+
+def _by_category(photos: Sequence[Sample]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, photo in enumerate(photos):
+        groups.setdefault(photo.category, []).append(index)
+    return groups
 
 
 def choose_gallery(photos: Sequence[Sample], name: str) -> Gallery:

@@ -84,6 +84,9 @@ def test_resume_continues_from_the_saved_step(shapes_root, tmp_path, capsys):
         assert {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"} <= set(metrics)
         assert metrics["n_queries"] == 24 and metrics["n_gallery"] == 24
         assert metrics["encoder"]["baseline"] is (checkpoint is None)
+        # trained with the default canvas framing, recorded in the checkpoint; evaluation follows it
+        assert metrics["sketch_framing"] == "canvas"
+        assert metrics["encoder"]["config"].get("sketch_framing") == ("canvas" if checkpoint else None)
         assert (report / "per_class_ap.csv").read_text().count("\n") == 3
         assert (report / "queries.png").stat().st_size > 0
     assert "map_all" in capsys.readouterr().out
@@ -237,8 +240,28 @@ def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsy
                  "--json", str(path)]) == 0
     printed = capsys.readouterr().out
     assert "21 sketches x 21 photos here; standard sketchy21 protocol: 12,694 sketches x 10,453 photos" in printed
+    assert "gallery: 21 photos (dedup: 0 duplicate images dropped" in printed
+    assert "sketch framing: canvas (the benchmark framing" in printed  # the frozen-CLIP baseline
+    assert "[gallery dedup: 21 photos]" in printed
     result = json.loads(path.read_text())
     assert result["standard_test_set"]["photos"] == 10_453 and result["precision"] == "fp32"
+    assert (result["gallery"], result["n_gallery"], result["sketch_framing"]) == ("dedup", 21, "canvas")
+    assert result["map_200_div_k"] <= result["map_200"]
+
+    # A copy of one photo: dropped by default, counted with --gallery list (as the ZSE-SBIR / SAKE lists count)
+    first = sorted((tmp_path / "d" / "photo").iterdir())[0]
+    (first / "1.png").write_bytes((first / "0.jpg").read_bytes())
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path), "--gallery", "list", "--sketch-framing", "ink"]) == 0
+    printed = capsys.readouterr().out
+    assert "gallery: 22 photos (list" in printed and "standard sketchy21 protocol: 12,694 sketches x 12,553" in printed
+    assert "sketch framing: ink (--sketch-framing)" in printed
+    result = json.loads(path.read_text())
+    assert (result["gallery"], result["n_gallery"], result["photos_found"]) == ("list", 22, 22)
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path)]) == 0
+    assert "gallery: 21 photos (dedup: 1 duplicate images dropped" in capsys.readouterr().out
+    assert json.loads(path.read_text())["n_duplicates_dropped"] == 1
 
 
 @pytest.mark.slow
