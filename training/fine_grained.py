@@ -201,8 +201,10 @@ def write_fine_grained_json(evaluation: FineGrainedEvaluation, path: str | Path,
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
-PROTOCOL_GALLERY = ("the official protocol's gallery: Sketchy basic's 100 photos per category (2,100 for the 21 "
-                    "unseen classes), so within-category acc@k ranks each sketch's photo among 100")
+PROTOCOL_GALLERY = ("the standard protocol's gallery: Sketchy basic's 100 photos per category (2,100 for the 21 "
+                    "unseen classes), so within-category acc@k ranks each sketch's photo among 100; the official "
+                    "code's instance-level check ranks among its test sketches' paired photos, one entry per sketch, "
+                    "all categories together")
 
 
 def print_fine_grained(name: str, summary: dict) -> None:

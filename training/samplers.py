@@ -41,8 +41,8 @@ def category_triplets(
     """One (sketch, positive, negative) index triple per sketch, in a shuffled order.
 
     Positive: a random photo of the sketch's class. Negative: a random photo of a uniformly drawn
-    *different* class (never the anchor's own, as in the official code, whose dataset removes the
-    anchor's class from the negatives' classes). Sketches whose class has
+    *different* class (never the anchor's own; the stored official code draws the negative's class from all
+    training classes, the anchor's included, 1 time in 104: docs/training.md). Sketches whose class has
     no photo, and the ``skip_*`` indices (files known to be unreadable), are left out.
     """
     return _triplets(sketch_labels, photo_labels, seed=seed, epoch=epoch, skip_sketches=skip_sketches,
