@@ -18,7 +18,7 @@ from .data import collate_triplets as collate
 from .evaluate import evaluate_category
 from .loop import DistInfo, current_dist
 from .losses import DEFAULT_MARGIN, category_loss
-from .samplers import CATEGORY_SAMPLERS, shard
+from .samplers import category_triplets, shard
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,8 @@ class CategoryTask:
     def train_loader(self, epoch: int) -> DataLoader:
         skip_s = {i for i, s in enumerate(self.sketches) if s.key in self.bad}
         skip_p = {i for i, p in enumerate(self.photos) if p.key in self.bad}
-        sampler = CATEGORY_SAMPLERS[self.options.sampler]
-        triples = sampler(self.sketch_labels, self.photo_labels, seed=self.options.seed, epoch=epoch,
-                          skip_sketches=skip_s, skip_photos=skip_p)
+        triples = category_triplets(self.sketch_labels, self.photo_labels, seed=self.options.seed, epoch=epoch,
+                                    skip_sketches=skip_s, skip_photos=skip_p, order=self.options.sampler)
         triples = shard(triples, self.dist.rank, self.dist.world_size)
         dataset = TripletDataset(self.sketches, self.photos, self.sketch_labels, self.photo_labels, triples,
                                  self.preprocess, train=self.options.augment)

@@ -37,37 +37,15 @@ def category_triplets(
     epoch: int,
     skip_sketches: Collection[int] = (),
     skip_photos: Collection[int] = (),
+    order: str = "shuffled",
 ) -> list[tuple[int, int, int]]:
-    """One (sketch, positive, negative) index triple per sketch, in a shuffled order.
+    """One (sketch, positive, negative) index triple per sketch, in the ``order`` of :data:`CATEGORY_SAMPLERS`.
 
     Positive: a random photo of the sketch's class. Negative: a random photo of a uniformly drawn
     *different* class (never the anchor's own; the stored official code draws the negative's class from all
     training classes, the anchor's included, 1 time in 104: docs/training.md). Sketches whose class has
     no photo, and the ``skip_*`` indices (files known to be unreadable), are left out.
     """
-    return _triplets(sketch_labels, photo_labels, seed=seed, epoch=epoch, skip_sketches=skip_sketches,
-                     skip_photos=skip_photos, shuffle=True)
-
-
-def class_run_triplets(
-    sketch_labels: Sequence[int],
-    photo_labels: Sequence[int],
-    *,
-    seed: int,
-    epoch: int,
-    skip_sketches: Collection[int] = (),
-    skip_photos: Collection[int] = (),
-) -> list[tuple[int, int, int]]:
-    """The official code's order: every sketch once, class after class (in label order), each class's sketches in
-    their scan order, the same order every epoch (its DataLoader does not shuffle). So a batch is a run of one or
-    two classes. Positives and negatives are drawn as in :func:`category_triplets`."""
-    return _triplets(sketch_labels, photo_labels, seed=seed, epoch=epoch, skip_sketches=skip_sketches,
-                     skip_photos=skip_photos, shuffle=False)
-
-
-def _triplets(sketch_labels: Sequence[int], photo_labels: Sequence[int], *, seed: int, epoch: int,
-              skip_sketches: Collection[int], skip_photos: Collection[int],
-              shuffle: bool) -> list[tuple[int, int, int]]:
     rng = epoch_rng(seed, epoch)
     photos = by_label(photo_labels, set(skip_photos))
     classes = sorted(photos)
@@ -75,10 +53,7 @@ def _triplets(sketch_labels: Sequence[int], photo_labels: Sequence[int], *, seed
         raise ValueError("Category triplets need photos of at least two classes.")
     skip = set(skip_sketches)
     anchors = [i for i, label in enumerate(sketch_labels) if i not in skip and label in photos]
-    if shuffle:
-        rng.shuffle(anchors)
-    else:  # class runs; a stable sort keeps each class's scan order
-        anchors.sort(key=lambda i: sketch_labels[i])
+    CATEGORY_SAMPLERS[order](anchors, sketch_labels, rng)
     triples = []
     for anchor in anchors:
         label = sketch_labels[anchor]
@@ -89,6 +64,19 @@ def _triplets(sketch_labels: Sequence[int], photo_labels: Sequence[int], *, seed
     return triples
 
 
-TripletSampler = Callable[..., list[tuple[int, int, int]]]
-# --sampler: "shuffled" (ours, the default) or "official" (class runs in a fixed order, as the official code)
-CATEGORY_SAMPLERS: dict[str, TripletSampler] = {"shuffled": category_triplets, "official": class_run_triplets}
+def _shuffled(anchors: list[int], _labels: Sequence[int], rng: random.Random) -> None:
+    """Ours: a new order every epoch, so every batch mixes classes."""
+    rng.shuffle(anchors)
+
+
+def _class_runs(anchors: list[int], labels: Sequence[int], _rng: random.Random) -> None:
+    """The official code's: class after class (label order), each class's sketches in scan order, the same every
+    epoch (its DataLoader does not shuffle), so a batch is a run of one or two classes."""
+    anchors.sort(key=lambda i: labels[i])  # stable: keeps each class's scan order
+
+
+# --sampler: how the anchors of an epoch are ordered ("shuffled", ours and the default; "official")
+CATEGORY_SAMPLERS: dict[str, Callable[[list[int], Sequence[int], random.Random], None]] = {
+    "shuffled": _shuffled,
+    "official": _class_runs,
+}

@@ -12,7 +12,7 @@ from training.data import Sample
 from training.fine_grained import FineGrainedLossConfig
 from training.galleries import choose_gallery, deduplicate
 from training.protocols import compare_counts
-from training.samplers import CATEGORY_SAMPLERS, class_run_triplets
+from training.samplers import category_triplets
 
 
 def _parse(*argv: str):
@@ -48,7 +48,7 @@ PHOTO_LABELS = [0, 0, 1, 1, 2, 2]
 def test_the_official_sampler_yields_class_runs_in_a_fixed_order_every_epoch():
     assert _parse("category", "--data", "d", "--out", "o").sampler == "shuffled"
     assert _parse("category", "--data", "d", "--out", "o", "--sampler", "official").sampler == "official"
-    epochs = [class_run_triplets(SKETCH_LABELS, PHOTO_LABELS, seed=0, epoch=e) for e in range(3)]
+    epochs = [category_triplets(SKETCH_LABELS, PHOTO_LABELS, seed=0, epoch=e, order="official") for e in range(3)]
     anchors = [[t[0] for t in triples] for triples in epochs]
     # class 0's sketches in scan order, then class 1's, then class 2's; the same in every epoch
     assert anchors[0] == anchors[1] == anchors[2] == [1, 3, 6, 2, 5, 8, 0, 4, 7]
@@ -60,12 +60,11 @@ def test_the_official_sampler_yields_class_runs_in_a_fixed_order_every_epoch():
 def test_our_sampler_mixes_classes_in_every_batch_and_reorders_each_epoch():
     labels = [c for c in range(4) for _ in range(25)]
     photos = [c for c in range(4) for _ in range(3)]
-    sampler = CATEGORY_SAMPLERS["shuffled"]
-    first, second = (sampler(labels, photos, seed=0, epoch=e) for e in (0, 1))
+    first, second = (category_triplets(labels, photos, seed=0, epoch=e) for e in (0, 1))
     assert [t[0] for t in first] != [t[0] for t in second]
     batches = [first[i:i + 10] for i in range(0, 100, 10)]
     assert all(len({labels[t[0]] for t in batch}) > 1 for batch in batches)
-    official = CATEGORY_SAMPLERS["official"](labels, photos, seed=0, epoch=0)
+    official = category_triplets(labels, photos, seed=0, epoch=0, order="official")
     assert sum(len({labels[t[0]] for t in official[i:i + 10]}) == 1 for i in range(0, 100, 10)) >= 7
 
 
