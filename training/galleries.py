@@ -30,7 +30,9 @@ SAME_IMAGE_LEVELS = 8.0  # largest difference (of 255) between two copies' thumb
 def thumbnail(path: str) -> np.ndarray | None:
     """A 16x16 RGB box-averaged thumbnail (float32); None when the file cannot be read (reported later)."""
     try:
-        image = decode_image(path, reduce_to=2 * THUMBNAIL)
+        # JPEGs decode at a reduced DCT scale, but not below 8 pixels per thumbnail cell: at 2 per cell the scaled
+        # decode differs from a full one by up to ~18 levels (a PNG copy of a JPEG would not be found); at 8, by 1.
+        image = decode_image(path, reduce_to=8 * THUMBNAIL)
         return np.asarray(to_rgb(image).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX), dtype=np.float32)
     except READ_ERRORS:
         return None

@@ -77,21 +77,21 @@ def _photo(tmp_path, name: str, image: Image.Image, category: str = "cow", **sav
 
 
 def test_dedup_drops_copies_of_one_image_in_a_category_and_list_keeps_every_file(tmp_path):
-    original = random_photo((160, 120), seed=1).resize((40, 30)).resize((160, 120))  # smooth enough to re-encode
+    original = random_photo((32, 24), seed=1).resize((640, 480), Image.Resampling.BICUBIC)
     photos = [
-        _photo(tmp_path, "a.png", original),
-        _photo(tmp_path, "b.jpg", random_photo((160, 120), seed=2)),
-        _photo(tmp_path, "a_copy.jpg", original, quality=90),  # re-encoded copy
-        _photo(tmp_path, "a_large.png", original.resize((320, 240))),  # resized copy
-        _photo(tmp_path, "a.png", original, category="saw"),  # the same image in another class is no duplicate
+        _photo(tmp_path, "a.jpg", original, quality=90),
+        _photo(tmp_path, "b.jpg", random_photo((32, 24), seed=2).resize((640, 480), Image.Resampling.BICUBIC)),
+        _photo(tmp_path, "a_copy.jpg", original, quality=75),  # re-encoded copy
+        _photo(tmp_path, "a_large.jpg", original.resize((1280, 960)), quality=85),  # resized copy
+        _photo(tmp_path, "a.png", original),  # the same pixels in another format (decoded in full, not DCT-scaled)
+        _photo(tmp_path, "a.jpg", original, category="saw", quality=90),  # in another class it is no duplicate
     ]
     gallery = deduplicate(photos)
-    assert [p.path for p in gallery.photos] == [photos[0].path, photos[1].path, photos[4].path]
-    assert [(d.path, o.path) for d, o in gallery.duplicates] == [(photos[2].path, photos[0].path),
-                                                                 (photos[3].path, photos[0].path)]
-    assert "3 photos (dedup: 2 duplicate images dropped" in gallery.describe()
+    assert [p.path for p in gallery.photos] == [photos[0].path, photos[1].path, photos[5].path]
+    assert [(d.path, o.path) for d, o in gallery.duplicates] == [(p.path, photos[0].path) for p in photos[2:5]]
+    assert "3 photos (dedup: 3 duplicate images dropped" in gallery.describe()
     listed = choose_gallery(photos, "list")
-    assert listed.photos == photos and "5 photos (list" in listed.describe()
+    assert listed.photos == photos and "6 photos (list" in listed.describe()
 
 
 def test_unreadable_photos_stay_in_the_deduplicated_gallery_to_be_reported_where_they_are_read(tmp_path):
