@@ -272,3 +272,15 @@ def test_refit_under_torchrun_agrees_on_the_epoch_count_across_ranks(shapes_root
     assert json.loads((out / "run.json").read_text())["refit"]["epochs"] == 1
     # 10 classes x 12 sketches / 2 ranks / 12 per batch = 5 steps (the selection run had 4)
     assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5
+
+
+def test_the_category_task_orders_its_batches_by_the_chosen_sampler(shapes_root, tiny_encoder):
+    data = CategoryDataset.scan(shapes_root)
+    split = ClassSplit(train=[c for c in data.classes if c not in VAL], val=[], test=[])
+    runs = {}
+    for sampler in ("shuffled", "official"):
+        task = CategoryTask(data, split, tiny_encoder, CategoryOptions(batch_size=12, workers=0, sampler=sampler))
+        dataset = task.train_loader(0).dataset
+        runs[sampler] = [task.sketch_labels[s] for s, _, _ in dataset.triples]
+    assert runs["official"] == sorted(runs["official"])  # class after class: every batch of 12 is one class
+    assert runs["shuffled"] != sorted(runs["shuffled"]) and sorted(runs["shuffled"]) == runs["official"]
