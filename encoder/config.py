@@ -24,9 +24,10 @@ PromptDepth = Literal["shallow", "deep"]
 # but every layer computes something else than what was trained (open_clip issues #441, #771).
 ACTIVATIONS = ("gelu", "quick_gelu")
 Trainable = Literal["prompts+ln", "official"]
-# How the training sketches were framed (encoder.imaging.SKETCH_FRAMINGS): "ink" (cropped to the ink; every encoder
+# How sketches are framed (encoder.imaging.normalise_sketch): "ink" (cropped to the ink: uploads, and every encoder
 # trained before the field existed) or "canvas" (the whole canvas padded to square, as the official code does).
 SketchFraming = Literal["ink", "canvas"]
+SKETCH_FRAMINGS: tuple[str, ...] = ("ink", "canvas")
 TRAINABLE_SETS: tuple[str, ...] = ("prompts+ln", "official")
 
 
@@ -87,8 +88,8 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.activation is not None and self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        if self.sketch_framing not in ("ink", "canvas"):
-            raise ValueError(f"sketch_framing must be 'ink' or 'canvas', got {self.sketch_framing!r}")
+        if self.sketch_framing not in SKETCH_FRAMINGS:
+            raise ValueError(f"sketch_framing must be one of {', '.join(SKETCH_FRAMINGS)}, got {self.sketch_framing!r}")
 
     @property
     def is_baseline(self) -> bool:

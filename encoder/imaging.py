@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import SKETCH_FRAMINGS
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError
 
 DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)))
@@ -171,17 +172,13 @@ def _min_pool(gray: np.ndarray, factor: int) -> np.ndarray:
     return np.minimum.reduceat(rows, np.arange(0, gray.shape[1], factor), axis=1)
 
 
-# How a sketch's frame is chosen. "ink": crop to the ink's box (+ margin), for uploads, whose canvas is arbitrary.
-# "canvas": keep the whole canvas, only padded to square, for dataset sketches drawn over their photo's frame
-# (Sketchy), where a stroke's place in the frame is information (fine-grained matching, patch shuffling).
-SKETCH_FRAMINGS: tuple[str, ...] = ("ink", "canvas")
-
-
 def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, framing: str = "ink") -> Image.Image:
-    """Black ink on white, square, resized to ``size``; ``framing`` picks the frame (:data:`SKETCH_FRAMINGS`).
+    """Black ink on white, square, resized to ``size``; ``framing`` picks the frame (``SKETCH_FRAMINGS``).
 
-    ``ink`` crops to the ink's box with a ``margin`` and centres it; ``canvas`` keeps the whole canvas, padded to
-    square with white (centred), so every stroke keeps its place relative to the canvas. White-on-black drawings
+    ``ink`` crops to the ink's box with a ``margin`` and centres it (uploads, whose canvas is arbitrary);
+    ``canvas`` keeps the whole canvas, padded to square with white (centred), so every stroke keeps its place
+    relative to the canvas (dataset sketches drawn over their photo's frame, as Sketchy's: that place is
+    information for fine-grained matching and patch shuffling). White-on-black drawings
     (chalkboard, dark-mode canvases) are detected from the border and inverted; grey paper is levelled to white.
     Raises :class:`EmptySketchError` when there is no ink.
     """

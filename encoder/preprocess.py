@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from .imaging import DEFAULT_MAX_PIXELS, SKETCH_FRAMINGS, decode_image, normalise_sketch, to_rgb
+from .config import SKETCH_FRAMINGS
+from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch, to_rgb
 from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
 
 # Bump whenever photo preprocessing changes the tensors it makes (decoding, colour handling, resizing, crop):

@@ -17,8 +17,7 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
-from encoder.imaging import SKETCH_FRAMINGS
+from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
 
 from .data import (
