@@ -41,7 +41,7 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        activation=settings.activation, device=settings.device)
+                        activation=settings.activation, device=settings.device, precision=settings.precision)
 
 
 def _warm_up(engine: SearchEngine) -> None:
@@ -72,7 +72,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
                              collection=settings.collection, timeout_s=settings.milvus_timeout_s,
                              consistency=settings.milvus_consistency)
         index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
-                            metrics=metrics)
+                            metrics=metrics, precision=model.precision)
         await asyncio.to_thread(index.refresh)
         sample = QuerySample(settings.query_sample, model.embed_dim) if settings.query_sample else None
         engine = SearchEngine(model, index, sample)

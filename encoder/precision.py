@@ -137,7 +137,7 @@ def apply_precision(encoder, choice: PrecisionChoice) -> PrecisionChoice:
     return choice
 
 
-def precision_note(recorded: str | None, running: str) -> str | None:
+def precision_note(recorded: str | None, running: str, newcomers: str = "queries") -> str | None:
     """A line for the log when vectors recorded at ``recorded`` precision meet a ``running`` encoder's, else None.
 
     They mix fine (cosine >= 0.999, well inside the distances that separate neighbours); a version written before
@@ -145,7 +145,7 @@ def precision_note(recorded: str | None, running: str) -> str | None:
     recorded = recorded or "fp32 (not recorded)"
     if recorded.split()[0] == running:
         return None
-    return (f"the index's vectors were embedded in {recorded}, queries are embedded in {running}: they agree to "
+    return (f"the index's vectors were embedded in {recorded}, {newcomers} are embedded in {running}: they agree to "
             "cosine >= 0.999, so search works; rebuild the index to have one precision throughout")
 
 

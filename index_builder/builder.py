@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from encoder import PromptedCLIP
+from encoder.precision import log as precision_log
+from encoder.precision import precision_note
 
 from .compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from .embedding import Distributor, embed_files
@@ -119,6 +121,8 @@ def check_fingerprint(previous: PreviousVersion | None, encoder: PromptedCLIP, r
     stale = preprocessing_mismatch(previous.manifest)
     if stale:
         raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {where}.")
+    if note := precision_note(previous.manifest["encoder"].get("precision"), encoder.precision, "new photos"):
+        precision_log.info("index %s: %s", where, note)
 
 
 class FolderTarget:
@@ -186,7 +190,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     """Build or update the index in ``options.index_dir``; returns what was done."""
     started = time.perf_counter()
     layout = IndexLayout(options.index_dir)  # the build lock and the staging folder, for every engine
-    report = BuildReport(index_dir=str(layout.root))
+    report = BuildReport(index_dir=str(layout.root), precision=encoder.precision)
     target = build_target(options)
     with layout.build_lock():
         scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)

@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from encoder import SBIRError, add_encoder_args, load_encoder
+from encoder import SBIRError, add_encoder_args, add_precision_arg, load_encoder
 
 from .builder import BuildOptions, build_index
 from .embedding import DISTRIBUTORS, Distributor, get_distributor
@@ -94,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--milvus-search-params", default=None,
                        help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
     add_encoder_args(build)
+    add_precision_arg(build)
 
     tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
                                "efSearch) on real query vectors; published as a new version")
@@ -128,7 +129,8 @@ def _build(args: argparse.Namespace) -> int:
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
     # With Ray the actors embed on the cluster's devices; the driver's copy only describes the encoder.
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device="cpu" if args.distributor != "local" else args.device)
+                           activation=args.activation, device="cpu" if args.distributor != "local" else args.device,
+                           precision=args.precision)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import torch
 
-from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
+from encoder import (
+    EncoderConfig,
+    PromptConfig,
+    SBIRError,
+    add_encoder_args,
+    add_precision_arg,
+    build_encoder,
+    load_encoder,
+)
 from encoder.checkpoint import read_checkpoint
 from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
@@ -347,6 +355,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto")
     group.add_argument("--amp", action="store_true",
                        help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")
+    add_precision_arg(group, default="fp32")  # scores are measured in fp32 unless asked
     group.add_argument("--no-progress", "--no_progress", action="store_true")
 
 
@@ -371,7 +380,7 @@ def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_category, print_summary, write_category_report
+    from .evaluate import evaluate_category, print_summary, scored_precision, write_category_report
 
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
@@ -379,7 +388,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = split_from_args(args, data, for_training=False)
     classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=args.device)
+                           activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "category")
     sketches, photos = data.subset(classes)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
@@ -393,7 +402,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
              "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
-             "precision": "amp" if args.amp else "fp32"}
+             "precision": scored_precision(encoder, args.amp)}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
@@ -404,6 +413,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
+    from .evaluate import scored_precision
     from .fine_grained import evaluate_fine_grained, print_fine_grained, write_fine_grained_json
     from .pairs import load_pairs
 
@@ -414,7 +424,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     split = split_from_args(args, data, for_training=False)
     classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=args.device)
+                           activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     pairs = data.subset(classes, gallery=args.fg_gallery)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
@@ -433,7 +443,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
                  "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
                  "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
-                 "precision": "amp" if args.amp else "fp32"}
+                 "precision": scored_precision(encoder, args.amp)}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")
