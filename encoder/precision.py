@@ -69,6 +69,17 @@ def native_bf16_flags(flags: frozenset[str] | None) -> list[str]:
     return sorted((flags or frozenset()) & {AMX_FLAG, AVX512_BF16_FLAG, "amx_tile", "amx_int8", "bf16"})
 
 
+def cpu_description(cpuinfo: Path = CPUINFO) -> dict:
+    """The CPU for benchmark reports: model name, cores, native bf16 flags (empty where unknown)."""
+    model = "unknown CPU"
+    try:
+        model = next((line.partition(":")[2].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+                      if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"model": model, "cores": os.cpu_count(), "bf16_flags": native_bf16_flags(cpu_flags(cpuinfo))}
+
+
 def probe_bf16_speedup(size: int = 384, reps: int = 5) -> float:
     """fp32 time ÷ bf16 time of a transformer-sized matmul on this CPU (interleaved medians; ~50 ms)."""
     a = torch.randn(size, size * 2)
