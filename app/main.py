@@ -78,7 +78,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         engine = SearchEngine(model, index, sample)
         await asyncio.to_thread(_warm_up, engine)
         batcher = MicroBatcher(engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                               metrics=metrics)
+                               metrics=metrics, prepare_threads=settings.decode_threads or None)
         await batcher.start()
         poller = asyncio.create_task(index.poll_forever(settings.reload_interval_s), name="index-poller")
         app.state.services = Services(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import numpy as np
 
@@ -53,3 +54,20 @@ def test_precision_flag_and_environment(monkeypatch):
     assert args.precision == "bf16"
     monkeypatch.setenv("SBIR_PRECISION", "fp32")
     assert Settings().precision == "fp32"
+
+
+def test_uploads_and_thumbnails_are_decoded_in_the_bounded_pool(app_index, app_encoder, monkeypatch):
+    import app.routers.search as search_router
+
+    threads: list[str] = []
+    to_tensor = search_router.to_tensor
+    monkeypatch.setattr(search_router, "to_tensor",
+                        lambda *args: threads.append(threading.current_thread().name) or to_tensor(*args))
+    with app_client(app_index[1], app_encoder, decode_threads=1) as client:
+        body = client.post("/search", files={"sketch": ("s.png", sketch_png(), "image/png")}, data={"k": "2"}).json()
+        thumbnails = client.app.state.services.thumbnails
+        seen: list[str] = []
+        get = thumbnails.get
+        monkeypatch.setattr(thumbnails, "get", lambda *args: seen.append(threading.current_thread().name) or get(*args))
+        assert client.get(body["results"][0]["thumbnail_url"]).status_code == 200
+    assert threads and all(name.startswith("prepare") for name in threads + seen) and seen
