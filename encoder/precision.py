@@ -15,6 +15,7 @@ searched in another (:func:`precision_note` says so once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import statistics
@@ -72,11 +73,9 @@ def native_bf16_flags(flags: frozenset[str] | None) -> list[str]:
 def cpu_description(cpuinfo: Path = CPUINFO) -> dict:
     """The CPU for benchmark reports: model name, cores, native bf16 flags (empty where unknown)."""
     model = "unknown CPU"
-    try:
+    with contextlib.suppress(OSError):
         model = next((line.partition(":")[2].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
                       if line.startswith("model name")), model)
-    except OSError:
-        pass
     return {"model": model, "cores": os.cpu_count(), "bf16_flags": native_bf16_flags(cpu_flags(cpuinfo))}
 
 
