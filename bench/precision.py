@@ -100,9 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     top32, top16 = scores["fp32"].top, scores["bf16"].top
     overlap = np.array([len(set(a) & set(b)) / TOP for a, b in zip(top32, top16, strict=True)])
     cosine = min(float((vectors["fp32"][i] * vectors["bf16"][i]).sum(-1).min()) for i in range(2))
+    # Why a ranking moves: how far apart the 10th and 11th photos are (fp32), against how much bf16 moves a score.
+    scores32 = vectors["fp32"][0] @ vectors["fp32"][1].T
+    scores16 = vectors["bf16"][0] @ vectors["bf16"][1].T
+    top11 = scores32.topk(TOP + 1, dim=1)
+    gap = float((top11.values[:, TOP - 1] - top11.values[:, TOP]).median())
+    shift = float((scores16 - scores32).gather(1, top11.indices[:, :TOP]).abs().median())
     figures = {
         "backbone": args.backbone, "pretrained": args.pretrained, "checkpoint": args.checkpoint, "cpu": cpu,
         "sketches": len(sketches), "photos": len(photos), "classes": len(classes),
+        "score_gap_10th_11th_median": gap, "score_shift_bf16_median": shift,
         "top10_overlap_mean": float(overlap.mean()), "top10_overlap_min": float(overlap.min()),
         "queries_with_identical_top10": float((overlap == 1).mean()), "min_cosine": cosine,
         **{f"map_all_{p}": r.summary()["map_all"] for p, r in scores.items()},
@@ -112,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     figures["map_all_delta"] = figures["map_all_bf16"] - figures["map_all_fp32"]
     print(f"top-10 overlap bf16 vs fp32: mean {overlap.mean():.4f}, worst query {overlap.min():.1f} "
           f"(identical top-10 for {figures['queries_with_identical_top10']:.1%} of queries; target mean >= 0.95)")
+    print(f"median score gap between the 10th and 11th photo (fp32) {gap:.2e}; median |score change| of a top-10 "
+          f"photo under bf16 {shift:.2e}")
     print(f"min cosine bf16 vs fp32: {cosine:.5f}; mAP@all delta {figures['map_all_delta']:+.4f} (target |.| <= 0.005)"
           f"; embedding time bf16 / fp32 {seconds['bf16'] / seconds['fp32']:.2f}")
     if args.json:
