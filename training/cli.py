@@ -15,18 +15,11 @@ from pathlib import Path
 
 import torch
 
-from encoder import (
-    EncoderConfig,
-    PromptConfig,
-    SBIRError,
-    add_encoder_args,
-    add_precision_arg,
-    build_encoder,
-    load_encoder,
-)
+from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
 from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
+from encoder.precision import add_precision_arg
 
 from .data import (
     DEFAULT_AUGMENTATION,
