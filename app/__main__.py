@@ -17,8 +17,9 @@ from .settings import Settings
 # flag → settings field, for the options that are plain values
 FLAGS = {
     "--host": ("host", str), "--port": ("port", int), "--index-dir": ("index_dir", str),
-    "--gallery-root": ("gallery_root", str), "--device": ("device", str), "--max-batch": ("max_batch", int),
-    "--max-wait-ms": ("max_wait_ms", float), "--max-k": ("max_k", int),
+    "--gallery-root": ("gallery_root", str), "--device": ("device", str),
+    "--precision": ("precision", str), "--max-batch": ("max_batch", int),
+    "--max-wait-ms": ("max_wait_ms", float), "--decode-threads": ("decode_threads", int), "--max-k": ("max_k", int),
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder.errors import SBIRError
+from encoder.precision import precision_note
 from photo_index import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, Reader, Source, open_source
 from photo_index.compatibility import preprocessing_mismatch
 
@@ -42,12 +43,14 @@ class IndexHolder:
     reason) until a poll reaches it again; the loaded reader is kept, so it serves again at once."""
 
     def __init__(self, source: Source | Path, *, fingerprint: str, dim: int, device: str = "cpu",
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, precision: str | None = None) -> None:
         self.source = open_source(source) if isinstance(source, (str, Path)) else source
         self.device = device
         self.fingerprint = fingerprint
         self.dim = dim
         self.metrics = metrics
+        self.precision = precision  # the encoder's: an index embedded in another one is noted once in the log
+        self._precision_notes: set[str] = set()
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
         self._loaded: _Loaded | None = None
@@ -147,6 +150,7 @@ class IndexHolder:
             reader.close()
             self._note_problem(reader.version, reason)
             return False
+        self._note_precision(reader.manifest)
         self._retire(_Loaded(reader, frozenset(reader.categories())))
         self._refused, self.problem = None, None
         log.info("serving index version %s (%d vectors)", reader.version, reader.size)
@@ -181,6 +185,12 @@ class IndexHolder:
                     f"{reader.fingerprint}, the service runs {self.fingerprint}); rebuild the index with "
                     "this encoder or start the service with the index's checkpoint.")
         return preprocessing_mismatch(reader.manifest)
+
+    def _note_precision(self, manifest: dict) -> None:
+        note = precision_note(manifest.get("encoder", {}).get("precision"), self.precision) if self.precision else None
+        if note is not None and note not in self._precision_notes:
+            self._precision_notes.add(note)
+            log.info("%s", note)
 
     def _note_problem(self, version: str | None, reason: str) -> None:
         if version is not None:

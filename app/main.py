@@ -41,7 +41,7 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        activation=settings.activation, device=settings.device)
+                        activation=settings.activation, device=settings.device, precision=settings.precision)
 
 
 def _warm_up(engine: SearchEngine) -> None:
@@ -70,13 +70,13 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         fingerprint = model.fingerprint()
         source = open_source(settings.location)
         index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
-                            metrics=metrics)
+                            metrics=metrics, precision=model.precision)
         await asyncio.to_thread(index.refresh)
         sample = QuerySample(settings.query_sample, model.embed_dim) if settings.query_sample else None
         engine = SearchEngine(model, index, sample)
         await asyncio.to_thread(_warm_up, engine)
         batcher = MicroBatcher(engine.run_batch, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-                               metrics=metrics)
+                               metrics=metrics, prepare_threads=settings.decode_threads or None)
         await batcher.start()
         poller = asyncio.create_task(index.poll_forever(settings.reload_interval_s), name="index-poller")
         app.state.services = Services(

@@ -90,6 +90,8 @@ class Info(BaseModel):
     random_weights: bool
     warning: str | None = Field(None, description="set when results are meaningless (random weights)")
     device: str
+    precision: str = Field(description="what the encoder computes in: fp32, bf16 (weights and inputs) or "
+                           "bf16-/fp16-autocast (CUDA); set by SBIR_PRECISION")
     index_version: str | None
     index_size: int
     categories: list[str]

@@ -47,8 +47,13 @@ class Settings(BaseSettings):
     gallery_root: Path | None = Field(None, description="photos are served only from inside this folder "
                                       "(default: the folder the index was built from)")
     device: str = Field("auto", description="auto | cpu | cuda")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="inference precision: auto = bf16 weights and inputs on a CPU with native bf16 (AMX, or "
+        "avx512_bf16 confirmed by a timing probe), the autocast on CUDA, fp32 elsewhere")
     max_batch: int = Field(32, ge=1, le=4096, description="most sketches encoded in one call")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest a sketch waits for a batch to fill")
+    decode_threads: int = Field(0, ge=0, le=256, description="threads that decode uploads beside the encoder (0: "
+                                "one per 8 cores, at least 1); more compete with the encoder's threads for the cores")
     max_k: int = Field(100, ge=1, le=10_000, description="largest k a search may ask for")
     max_upload_bytes: int = Field(10 * MIB, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest uploaded image (width*height)")

@@ -1,11 +1,16 @@
-"""Encoder throughput: prompted sketch/photo branches vs the bare open_clip ``encode_image``.
+"""Encoder throughput: prompted sketch/photo branches vs the bare open_clip ``encode_image``, at a precision.
 
 Prints images/s per batch size and the ratio prompted ÷ bare (target ≥ 0.95). Random weights are
 fine for speed. Measurements are interleaved (bare, sketch, photo, bare, ...) so machine noise hits
 all three alike. Shallow prompts add ``n_prompts`` tokens to the sequence (ViT-B-32: 50 → 53), so a
 part of the gap is the method's own extra compute; the token ratio is printed beside it.
 
-    python bench/encoder.py --backbone ViT-B-32 --batch-sizes 1,8,32,128 [--device cuda] [--json out.json]
+``--precision`` (auto | fp32 | bf16, encoder/precision.py) sets what all three run in. When it is not fp32, an fp32
+copy of the same (seeded) weights runs in the same rotation: the table adds sketch img/s ÷ the fp32 sketch branch's
+and the smallest cosine between the two precisions' vectors. The CPU's bf16 flags are printed and written.
+
+    python bench/encoder.py --backbone ViT-B-32 --batch-sizes 1,8,32,128 [--device cuda] [--precision bf16]
+                            [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -23,7 +29,17 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder import EncoderConfig, PromptConfig, build_encoder, resolve_device  # noqa: E402
+from encoder import (  # noqa: E402
+    EncoderConfig,
+    PromptConfig,
+    PromptedCLIP,
+    add_precision_arg,
+    apply_precision,
+    build_encoder,
+    resolve_device,
+    resolve_precision,
+)
+from encoder.precision import cpu_description  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -31,48 +47,80 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=os.environ.get("SBIR_BACKBONE", "ViT-B-32"))
     parser.add_argument("--batch-sizes", default="1,8,32,128")
     parser.add_argument("--device", default="auto")
+    add_precision_arg(parser)  # default auto, as the service and the indexer
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per batch size and variant")
     parser.add_argument("--min-reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    device = resolve_device(args.device)
-    prompted = build_encoder(EncoderConfig(args.backbone, "none", PromptConfig()), device)
+
+def build(backbone: str, device: torch.device, precision: str) -> tuple[PromptedCLIP, PromptedCLIP | None]:
+    """The encoder at ``precision``, and an fp32 twin (the same prompts too) when that is not fp32."""
+    encoder = build_encoder(EncoderConfig(backbone, "none", PromptConfig()), device)
+    twin = build_encoder(encoder.config, device)
+    twin.load_state_dict(encoder.state_dict())
+    apply_precision(encoder, resolve_precision(precision, device))
+    return encoder, (twin if encoder.precision != "fp32" else None)
+
+
+def variants(prompted: PromptedCLIP, fp32: PromptedCLIP | None) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """The timed functions: bare open_clip, the two prompted branches, and the fp32 sketch branch when compared."""
+    device, dtype = prompted.device, prompted.weights_dtype
     bare_model = prompted.clip  # the same weights; the bare path bypasses prompts and LN copies
-    size = prompted.image_size
-    tokens = (size // prompted.clip.visual.patch_size[0]) ** 2 + 1
-    token_ratio = tokens / (tokens + prompted.config.prompts.n_prompts)
 
     def bare(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode(), prompted._autocast(device):
-            return F.normalize(bare_model.encode_image(x.to(device)).float(), dim=-1)
+            return F.normalize(bare_model.encode_image(x.to(device, dtype)).float(), dim=-1)
 
-    variants = {"bare": bare, "sketch": prompted.encode_sketch, "photo": prompted.encode_photo}
-    print(f"device={device} backbone={args.backbone} input={size}px threads={torch.get_num_threads()}")
+    timed = {"bare": bare, "sketch": prompted.encode_sketch, "photo": prompted.encode_photo}
+    if fp32 is not None:
+        timed["fp32_sketch"] = fp32.encode_sketch
+    return timed
+
+
+def time_batch(timed: dict[str, Callable], x: torch.Tensor, device: torch.device, min_seconds: float,
+               min_reps: int) -> dict[str, float]:
+    """Median seconds of each function on ``x``, in rotation until each has had ``min_seconds`` and ``min_reps``."""
+    for fn in timed.values():  # warm-up
+        fn(x)
+    _sync(device)
+    times: dict[str, list[float]] = {name: [] for name in timed}
+    started = time.perf_counter()
+    while time.perf_counter() - started < min_seconds * len(timed) or min(len(t) for t in times.values()) < min_reps:
+        for name, fn in timed.items():
+            t0 = time.perf_counter()
+            fn(x)
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    prompted, fp32 = build(args.backbone, device, args.precision)
+    timed = variants(prompted, fp32)
+    size = prompted.image_size
+    tokens = (size // prompted.clip.visual.patch_size[0]) ** 2 + 1
+    token_ratio = tokens / (tokens + prompted.config.prompts.n_prompts)
+    cpu = cpu_description()
+
+    print(f"device={device} backbone={args.backbone} input={size}px threads={torch.get_num_threads()} "
+          f"precision={prompted.precision} ({prompted.precision_choice.reason})")
+    print(f"cpu: {cpu['model']}, {cpu['cores']} cores, native bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}")
+    compare = f" {'fp32 img/s':>11} {'vs fp32':>8} {'min cos':>8}" if fp32 is not None else ""
     print(f"{'batch':>5} {'bare img/s':>11} {'sketch img/s':>13} {'photo img/s':>12} "
-          f"{'sketch/bare':>12} {'photo/bare':>11} {'token ratio':>12}")
+          f"{'sketch/bare':>12} {'photo/bare':>11} {'token ratio':>12}{compare}")
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         x = torch.randn(batch, 3, size, size, device=device)
-        for fn in variants.values():  # warm-up
-            fn(x)
-        _sync(device)
-        times: dict[str, list[float]] = {name: [] for name in variants}
-        started = time.perf_counter()
-        while time.perf_counter() - started < args.min_seconds * len(variants) or min(
-            len(t) for t in times.values()
-        ) < args.min_reps:
-            for name, fn in variants.items():
-                t0 = time.perf_counter()
-                fn(x)
-                _sync(device)
-                times[name].append(time.perf_counter() - t0)
-        rate = {name: batch / statistics.median(t) for name, t in times.items()}
+        rate = {name: batch / seconds for name, seconds in
+                time_batch(timed, x, device, args.min_seconds, args.min_reps).items()}
         row = {
             "batch": batch,
             **{f"{name}_img_s": round(r, 1) for name, r in rate.items()},
@@ -80,17 +128,25 @@ def main() -> None:
             "photo_ratio": round(rate["photo"] / rate["bare"], 3),
             "token_ratio": round(token_ratio, 3),
         }
+        line = (f"{batch:>5} {rate['bare']:>11.1f} {rate['sketch']:>13.1f} {rate['photo']:>12.1f} "
+                f"{row['sketch_ratio']:>12.3f} {row['photo_ratio']:>11.3f} {token_ratio:>12.3f}")
+        if fp32 is not None:
+            row["vs_fp32"] = round(rate["sketch"] / rate["fp32_sketch"], 3)
+            row["min_cosine_vs_fp32"] = round(float((prompted.encode_sketch(x) * fp32.encode_sketch(x)).sum(-1).min()),
+                                              6)
+            line += f" {rate['fp32_sketch']:>11.1f} {row['vs_fp32']:>8.2f} {row['min_cosine_vs_fp32']:>8.5f}"
         results.append(row)
-        print(f"{batch:>5} {rate['bare']:>11.1f} {rate['sketch']:>13.1f} {rate['photo']:>12.1f} "
-              f"{row['sketch_ratio']:>12.3f} {row['photo_ratio']:>11.3f} {token_ratio:>12.3f}")
+        print(line, flush=True)
     if args.json:
         autocast = None
         if device.type == "cuda":
             autocast = "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # what PromptedCLIP._autocast picks
         host = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpus": os.cpu_count(),
-                "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
+                "cpu": cpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
         args.json.write_text(json.dumps({"device": str(device), "backbone": args.backbone, "autocast": autocast,
-                                         "host": host, "rows": results}, indent=2))
+                                         "precision": prompted.precision, "precision_choice":
+                                         prompted.precision_choice.to_dict(), "host": host, "rows": results},
+                                        indent=2))
 
 
 if __name__ == "__main__":

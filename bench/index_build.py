@@ -28,10 +28,12 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from encoder import load_encoder  # noqa: E402
+from encoder import add_precision_arg, load_encoder  # noqa: E402
+from encoder.precision import cpu_description  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
 
@@ -43,10 +45,12 @@ DEFAULT_PHOTOS = next(
 )
 
 
-def make_gallery(source: Path, count: int, folder: Path) -> None:
+def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None = None) -> None:
     """``count`` copies of the source JPEGs (repeated), one category folder per source class.
 
-    Copies, not links: the builder skips links that point outside the gallery."""
+    Copies, not links: the builder skips links that point outside the gallery. With ``sizes`` the copies are
+    re-encoded (JPEG quality 88, as sketchy-mini's) with their long side scaled to each size in turn: camera-sized
+    files exercise the decoder as a real gallery does (a 4000-px JPEG costs ~40x a 256-px one to decode in full)."""
     files = sorted(source.glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"No JPEGs under {source}")
@@ -54,7 +58,14 @@ def make_gallery(source: Path, count: int, folder: Path) -> None:
         src = files[i % len(files)]
         target = folder / src.parent.name / f"{i:06d}_{src.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, target)
+        if not sizes:
+            shutil.copyfile(src, target)
+            continue
+        with Image.open(src) as image:
+            side = sizes[i % len(sizes)]
+            scale = side / max(image.size)
+            image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
+                                        Image.Resampling.BILINEAR).save(target, quality=88)
 
 
 def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
@@ -107,6 +118,9 @@ def main() -> None:
     parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
     parser.add_argument("--backbone", default=None, help="any architecture (random weights); overrides --vit")
     parser.add_argument("--device", default="auto")
+    add_precision_arg(parser)  # the build's and the bare encoder's
+    parser.add_argument("--sizes", default="", help="long sides (px) the gallery's JPEGs are scaled to in turn, "
+                        "e.g. 256,1024,2048,4000 (default: the source files as they are)")
     parser.add_argument("--distributor", choices=["local", "ray"], default="local",
                         help="ray: also build with the Ray distributor and print Ray ÷ local")
     parser.add_argument("--ray-address", default=os.environ.get(ENV_ADDRESS), help="default: a local cluster")
@@ -116,25 +130,34 @@ def main() -> None:
     args = parser.parse_args()
 
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
-    encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device)
+    encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision)
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     batches = max(3, min(50, args.photos // args.batch_size))
     before = encoder_images_per_s(encoder, args.batch_size, batches)  # measured before and after the build:
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "gallery"
-        make_gallery(args.source, args.photos, gallery)
+        started = time.perf_counter()
+        make_gallery(args.source, args.photos, gallery, sizes)
+        print(f"gallery of {args.photos} JPEGs ({args.sizes or 'as they are'}) "
+              f"in {time.perf_counter() - started:.0f} s",
+              flush=True)
         report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
                                                    batch_size=args.batch_size, workers=args.workers,
                                                    faiss_device=args.device, progress=False))
         bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
-        print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
-              f"{args.workers} workers, {args.photos} photos")
+        cpu = cpu_description()
+        print(f"{backbone} on {encoder.device} ({cpu['model']}, {cpu['cores']} cores, native bf16 flags: "
+              f"{', '.join(cpu['bf16_flags']) or 'none'}), precision {encoder.precision}, "
+              f"{torch.get_num_threads()} torch threads, batch {args.batch_size}, {args.workers} workers, "
+              f"{args.photos} photos")
         print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
               f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
         print(f"bare encoder: {bare:.1f} images/s")
         print(f"efficiency: {report.photos_per_s / bare:.2f}")
         if args.json:
             args.json.write_text(json.dumps({
-                "backbone": backbone, "device": str(encoder.device), "photos": args.photos,
+                "backbone": backbone, "device": str(encoder.device), "precision": encoder.precision,
+                "cpu": cpu, "sizes": sizes, "photos": args.photos,
                 "batch_size": args.batch_size, "workers": args.workers, "embedded": report.embedded,
                 "build_photos_per_s": round(report.photos_per_s, 1),
                 "whole_build_photos_per_s": round(report.size / report.elapsed_s, 1),

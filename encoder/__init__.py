@@ -20,11 +20,13 @@ from .errors import (
 )
 from .imaging import decode_image, normalise_sketch
 from .model import MODALITIES, PromptedCLIP, build_encoder
+from .precision import PRECISIONS, PrecisionChoice, add_precision_arg, apply_precision, resolve_precision
 from .preprocess import PREPROCESSING_VERSION, Preprocessor
 from .strokes import iter_ndjson_drawings, load_drawing_json, parse_strokes, rasterize_strokes
 
 __all__ = [
     "MODALITIES",
+    "PRECISIONS",
     "PREPROCESSING_VERSION",
     "CheckpointError",
     "EmptySketchError",
@@ -33,6 +35,7 @@ __all__ = [
     "ImageTooLargeError",
     "InputError",
     "Preprocessor",
+    "PrecisionChoice",
     "PromptConfig",
     "PromptedCLIP",
     "SBIRError",
@@ -40,6 +43,8 @@ __all__ = [
     "TooManyPointsError",
     "WeightsUnavailableError",
     "add_encoder_args",
+    "add_precision_arg",
+    "apply_precision",
     "build_backbone",
     "build_encoder",
     "decode_image",
@@ -53,5 +58,6 @@ __all__ = [
     "read_checkpoint",
     "register_model_configs",
     "resolve_device",
+    "resolve_precision",
     "save_checkpoint",
 ]

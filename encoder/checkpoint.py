@@ -30,6 +30,7 @@ from .config import (
 )
 from .errors import ActivationMismatchError, CheckpointError
 from .model import PromptedCLIP, build_encoder
+from .precision import apply_precision, resolve_precision
 
 FORMAT = "sbir-prompted-clip/1"
 
@@ -199,8 +200,12 @@ def load_encoder(
     pretrained: str | None = None,
     activation: str | None = None,
     device: str | torch.device | None = "auto",
+    precision: str | None = None,
 ) -> PromptedCLIP:
     """The entry points' one way to get an encoder: a checkpoint, or the frozen-CLIP baseline.
+
+    ``precision`` (``auto``/``fp32``/``bf16``, :mod:`encoder.precision`) is applied after loading; None leaves the
+    encoder as built (fp32 weights; CUDA autocast on).
 
     ``backbone``/``pretrained``/``activation`` default to ``SBIR_BACKBONE``/``SBIR_PRETRAINED``/``SBIR_ACTIVATION``
     (activation ``auto`` or unset: what the weights were trained with).
@@ -210,10 +215,14 @@ def load_encoder(
     activation = env_activation() if activation in (None, "auto") else activation
     device = resolve_device(device)
     if checkpoint:
-        return load_checkpoint(checkpoint, backbone=backbone, pretrained=pretrained, activation=activation,
-                               device=device)
-    config = EncoderConfig(
-        backbone=backbone or DEFAULT_BACKBONE, pretrained=pretrained or DEFAULT_PRETRAINED, prompts=None,
-        activation=activation,
-    )
-    return build_encoder(config, device)
+        encoder = load_checkpoint(checkpoint, backbone=backbone, pretrained=pretrained, activation=activation,
+                                  device=device)
+    else:
+        config = EncoderConfig(
+            backbone=backbone or DEFAULT_BACKBONE, pretrained=pretrained or DEFAULT_PRETRAINED, prompts=None,
+            activation=activation,
+        )
+        encoder = build_encoder(config, device)
+    if precision is not None:
+        apply_precision(encoder, resolve_precision(precision, encoder.device))
+    return encoder

@@ -46,3 +46,7 @@ class CheckpointError(SBIRError):
 
 class ActivationMismatchError(SBIRError, ValueError):
     """The requested MLP activation (or a checkpoint's) contradicts what the backbone weights were trained with."""
+
+
+class PrecisionError(SBIRError, ValueError):
+    """An unknown precision was asked for, or one the loaded encoder can no longer run."""

@@ -26,6 +26,7 @@ from torch.func import functional_call
 
 from .backbone import Backbone, build_backbone, trained_activation
 from .config import EncoderConfig
+from .precision import PrecisionChoice
 from .preprocess import Preprocessor
 
 Modality = Literal["sketch", "photo"]
@@ -84,6 +85,9 @@ class PromptedCLIP(nn.Module):
         self._active_prompt: torch.Tensor | None = None
         # bf16 (fp16) autocast on CUDA: indexing, serving and training; evaluation turns it off (fp32 metrics)
         self.amp = True
+        # how `encoder.precision.apply_precision` set this encoder up (None: as built, fp32 weights)
+        self.precision_choice: PrecisionChoice | None = None
+        self._cast_cache: dict[str, tuple[int, torch.Tensor]] = {}  # learned tensors in a bf16 backbone's dtype
         prompt_cfg = config.prompts
         if prompt_cfg is not None:
             depth = self.n_layers if prompt_cfg.depth == "deep" else 1
@@ -202,6 +206,32 @@ class PromptedCLIP(nn.Module):
     def device(self) -> torch.device:
         return next(self.clip.parameters()).device
 
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        return self.clip.visual.conv1.weight.dtype
+
+    @property
+    def precision(self) -> str:
+        """What the forwards compute in: ``bf16`` (weights and inputs), ``bf16-autocast``/``fp16-autocast``
+        (CUDA) or ``fp32``."""
+        if self.weights_dtype == torch.bfloat16:
+            return "bf16"
+        if self.device.type == "cuda" and self.amp:
+            return f"{'bf16' if torch.cuda.is_bf16_supported() else 'fp16'}-autocast"
+        return "fp32"
+
+    def _in_dtype(self, name: str, tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """A learned fp32 tensor in the backbone's dtype, cast once per change of the tensor (not per call)."""
+        if tensor.dtype == dtype:
+            return tensor
+        if self.training:  # gradients must reach the fp32 tensor
+            return tensor.to(dtype)
+        cached = self._cast_cache.get(name)
+        if cached is None or cached[0] != tensor._version:
+            cached = (tensor._version, tensor.detach().to(dtype))
+            self._cast_cache[name] = cached
+        return cached[1]
+
     def _autocast(self, device: torch.device):
         if device.type == "cuda" and self.amp:
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -212,16 +242,17 @@ class PromptedCLIP(nn.Module):
         """Image batch ``[B, 3, H, W]`` → L2-normalised float32 embeddings ``[B, D]``."""
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-        device = self.device
-        images = images.to(device, non_blocking=True)
+        device, dtype = self.device, self.weights_dtype
+        images = images.to(device, dtype=dtype, non_blocking=True)
         grad_mode = contextlib.nullcontext() if self.training else torch.inference_mode()
         with grad_mode, self._autocast(device), self._lock:
             visual = self.clip.visual
             self._active_prompt = self._group(self.prompts, modality)
             try:
                 layer_norms = self._group(self.layer_norms, modality)
-                overrides = {_unescape(name): p for name, p in (layer_norms or {}).items()}
-                overrides |= {_unescape(name): p for name, p in self.backbone_tensors.items()}
+                learned = [(f"ln/{modality}/{name}", name, p) for name, p in (layer_norms or {}).items()]
+                learned += [(f"backbone/{name}", name, p) for name, p in self.backbone_tensors.items()]
+                overrides = {_unescape(name): self._in_dtype(key, p, dtype) for key, name, p in learned}
                 features = functional_call(visual, overrides, (images,), strict=False) if overrides else visual(images)
             finally:
                 self._active_prompt = None
@@ -266,6 +297,8 @@ class PromptedCLIP(nn.Module):
             "random_weights": self.random_weights,
             "baseline": self.config.is_baseline,
             "device": str(self.device),
+            "precision": self.precision,
+            "precision_reason": self.precision_choice.reason if self.precision_choice else None,
         }
 
 

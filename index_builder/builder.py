@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder import PromptedCLIP
+from encoder.precision import log as precision_log
+from encoder.precision import precision_note
 from photo_index import Location, PublishOptions, Writer, locate, open_writer
 from photo_index.api import Previous
 from photo_index.compatibility import embedding_identity, encoder_section, preprocessing_mismatch
@@ -81,7 +83,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
             size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
             unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
-            resumed=selection.resumed, embed_s=embed_s)
+            resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision)
         if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
             staging.close()
             raise nothing_to_index(scan, report, previous)
@@ -126,6 +128,8 @@ def check_fingerprint(previous: Previous | None, encoder: PromptedCLIP, rebuild:
     stale = preprocessing_mismatch(previous.manifest)
     if stale:
         raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {where}.")
+    if note := precision_note(previous.manifest["encoder"].get("precision"), encoder.precision, "new photos"):
+        precision_log.info("index %s: %s", where, note)
 
 
 def embed_step(encoder: PromptedCLIP, selection: Selection, staging: Staging, options: BuildOptions) -> set[FileKey]:

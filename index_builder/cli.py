@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from encoder import SBIRError, add_encoder_args, load_encoder
+from encoder import SBIRError, add_encoder_args, add_precision_arg, load_encoder
 from photo_index import Location, Source, locate, open_source
 from photo_index.errors import BuildError, IndexCorruptError
 from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--milvus-search-params", default=None,
                        help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
     add_encoder_args(build)
+    add_precision_arg(build)
 
     tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
                                "efSearch) on real query vectors; published as a new version")
@@ -138,7 +139,8 @@ def _build(args: argparse.Namespace) -> int:
     # embed (ray; the driver's copy then only describes the encoder), and where FAISS builds its index.
     encoder_device = "cpu" if args.distributor != "local" else args.device
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=encoder_device)
+                           activation=args.activation, device=encoder_device,
+                           precision=args.precision)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,

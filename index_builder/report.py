@@ -26,6 +26,7 @@ class BuildReport:
     resumed: int = 0  # photos whose vectors an interrupted run had already staged
     skipped: list[Skipped] = field(default_factory=list)
     factory: str = ""
+    precision: str = ""  # what the encoder computed in (encoder/precision.py)
     embed_s: float = 0.0
     elapsed_s: float = 0.0
 

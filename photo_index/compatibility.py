@@ -21,6 +21,7 @@ def encoder_section(encoder: PromptedCLIP, checkpoint: str | None = None) -> dic
         "checkpoint": str(Path(checkpoint).absolute()) if checkpoint else None,
         "random_weights": encoder.random_weights,
         "image_size": encoder.image_size,
+        "precision": encoder.precision,  # not identity: vectors of either precision mix (encoder/precision.py)
     }
 
 

@@ -9,6 +9,9 @@ import pytest
 os.environ.setdefault("SBIR_BACKBONE", "sbir-tiny")
 os.environ.setdefault("SBIR_PRETRAINED", "none")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# `auto` would pick bf16 on a CPU with AMX and fp32 elsewhere: the suite computes the same numbers on every machine
+# (the precision tests ask for auto/bf16 explicitly).
+os.environ.setdefault("SBIR_PRECISION", "fp32")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from encoder import EncoderConfig, PromptConfig, build_encoder  # noqa: E402

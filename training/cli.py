@@ -19,6 +19,7 @@ from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, bu
 from encoder.checkpoint import read_checkpoint
 from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
+from encoder.precision import add_precision_arg
 
 from .data import (
     DEFAULT_AUGMENTATION,
@@ -375,6 +376,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default="auto")
     group.add_argument("--amp", action="store_true",
                        help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")
+    add_precision_arg(group, default="fp32")  # scores are measured in fp32 unless asked
     group.add_argument("--no-progress", "--no_progress", action="store_true")
 
 
@@ -412,7 +414,7 @@ def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_category, print_summary, write_category_report
+    from .evaluate import evaluate_category, print_summary, scored_precision, write_category_report
 
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
@@ -420,7 +422,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     split = split_from_args(args, data, for_training=False)
     classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=args.device)
+                           activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "category")
     framing = evaluation_framing(args, encoder)
     sketches, found = data.subset(classes)
@@ -438,7 +440,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
              "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
-             "precision": "amp" if args.amp else "fp32", "gallery": gallery.name, "photos_found": len(found),
+             "precision": scored_precision(encoder, args.amp), "gallery": gallery.name, "photos_found": len(found),
              "n_duplicates_dropped": len(gallery.duplicates), "sketch_framing": framing}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
@@ -450,6 +452,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
+    from .evaluate import scored_precision
     from .fine_grained import evaluate_fine_grained, print_fine_grained, write_fine_grained_json
     from .pairs import load_pairs
 
@@ -461,7 +464,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     split = split_from_args(args, data, for_training=False)
     classes = scored_classes(args, split)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=args.device)
+                           activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
     framing = evaluation_framing(args, encoder)
     pairs = data.subset(classes, gallery=args.fg_gallery)
@@ -481,7 +484,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
                  "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
                  "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
-                 "precision": "amp" if args.amp else "fp32", "sketch_framing": framing}
+                 "precision": scored_precision(encoder, args.amp), "sketch_framing": framing}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

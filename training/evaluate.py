@@ -58,6 +58,11 @@ def precision(encoder: PromptedCLIP, amp: bool) -> Iterator[None]:
         encoder.amp = before
 
 
+def scored_precision(encoder: PromptedCLIP, amp: bool) -> str:
+    """What the scores were computed in: bf16 weights (``--precision``), CUDA autocast (``--amp``), or fp32."""
+    return "bf16" if encoder.precision == "bf16" else "amp" if amp else "fp32"
+
+
 def embed_samples(
     encoder: PromptedCLIP,
     samples: Sequence[Sample],

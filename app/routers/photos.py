@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from ..batching import BatcherClosedError
 from ..errors import APIError
 from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, media_type_of, safe_photo_path
 from ..schemas import Error
@@ -57,7 +58,10 @@ async def get_photo(
     if size is None:
         media_type = await run_in_threadpool(media_type_of, path)
         return FileResponse(path, media_type=media_type, headers=headers)
-    data = await run_in_threadpool(services.thumbnails.get, record.sha256, path, size)
+    try:  # decoded in the bounded pool beside the encoder (app/batching.py), not in one of 40 threads
+        data = await services.batcher.beside(services.thumbnails.get, record.sha256, path, size)
+    except BatcherClosedError as error:
+        raise APIError(503, "not_ready", str(error)) from None
     return Response(data, media_type="image/jpeg", headers=headers)
 
 

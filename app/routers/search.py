@@ -101,10 +101,12 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     step = time.perf_counter()
     job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight)
     if query.kind is not None:
-        with services.batcher.expecting():
-            job.tensor = await run_in_threadpool(
+        try:
+            job.tensor = await services.batcher.prepare(
                 to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
             )
+        except BatcherClosedError as error:
+            raise APIError(503, "not_ready", str(error)) from None
     elif fields.like is not None:
         job.vector = await run_in_threadpool(_stored_vector, services, fields.like)
         job.exclude = fields.like

@@ -125,3 +125,54 @@ def test_submit_after_stop_is_refused():
             await batcher.submit(1)
 
     run(main())
+
+
+def test_preparation_runs_in_a_bounded_pool_and_is_announced():
+    """Decoding beside the encoder is capped at `prepare_threads` at once (16 decoders starved the encoder's
+    OpenMP team), and an item being prepared holds a forming batch (up to max_wait)."""
+    running, peak, lock = [0], [0], threading.Lock()
+    calls: list[list[str]] = []
+
+    def decode(name: str) -> str:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        threading.Event().wait(0.01)
+        with lock:
+            running[0] -= 1
+        return name
+
+    def process(items):
+        calls.append(list(items))
+        return items
+
+    async def request(batcher, name: str):
+        return await batcher.submit(await batcher.prepare(decode, name))
+
+    async def main():
+        batcher = MicroBatcher(process, max_batch=16, max_wait_ms=10_000, prepare_threads=2)
+        await batcher.start()
+        results = await asyncio.gather(*(request(batcher, f"r{i}") for i in range(8)))
+        await batcher.stop()
+        return results
+
+    results = run(main())
+    assert [r.value for r in results] == [f"r{i}" for i in range(8)]
+    assert peak[0] == 2
+    assert sum(map(len, calls)) == 8 and len(calls) <= 2  # announced items were waited for, not sent one by one
+
+
+def test_preparation_threads_default_to_one_per_eight_cores():
+    from app.batching import default_prepare_threads
+
+    assert [default_prepare_threads(cores) for cores in (1, 2, 8, 16, 64)] == [1, 1, 1, 2, 8]
+    assert MicroBatcher(lambda items: items).prepare_threads >= 1
+
+
+def test_preparing_on_a_stopped_batcher_is_refused():
+    async def main():
+        batcher = MicroBatcher(lambda items: items)
+        with pytest.raises(BatcherClosedError):
+            await batcher.prepare(str, 1)
+
+    run(main())

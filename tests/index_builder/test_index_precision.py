@@ -1,0 +1,41 @@
+"""The build records its precision (manifest, report); an incremental build in another precision says so once."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from index_builder.cli import main
+from photo_index.format import current_version
+
+
+def build(gallery, index_dir, *extra: str) -> int:
+    return main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress",
+                 "--json", *extra])
+
+
+def test_manifest_and_report_record_the_precision_and_mixing_is_logged(make_gallery, tmp_path, capsys, caplog):
+    gallery = make_gallery({"cat": 3, "dog": 2})
+    index_dir = tmp_path / "index"
+    assert build(gallery, index_dir, "--precision", "fp32") == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
+    first = index_dir / "versions" / current_version(index_dir)
+    assert json.loads((first / "manifest.json").read_text())["encoder"]["precision"] == "fp32"
+
+    (gallery / "cat" / "cat_0.jpg").rename(gallery / "dog" / "moved.jpg")  # something to embed again
+    with caplog.at_level(logging.INFO, logger="encoder.precision"):
+        assert build(gallery, index_dir, "--precision", "bf16") == 0  # the same encoder: incremental mode is fine
+    report = json.loads(capsys.readouterr().out)
+    assert report["precision"] == "bf16" and report["embedded"] == 1 and report["unchanged"] == 4
+    version = index_dir / "versions" / current_version(index_dir)
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["encoder"]["precision"] == "bf16" and manifest["build"]["precision"] == "bf16"
+    assert json.loads((version / "report.json").read_text())["precision"] == "bf16"
+    notes = [r.getMessage() for r in caplog.records if "embedded in fp32" in r.getMessage()]
+    assert len(notes) == 1 and "new photos are embedded in bf16" in notes[0]
+
+
+def test_an_unknown_precision_in_the_environment_is_a_clean_error(make_gallery, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SBIR_PRECISION", "fp8")
+    assert build(make_gallery({"cat": 1}), tmp_path / "index") == 2
+    assert "precision must be one of auto, fp32, bf16" in capsys.readouterr().err
