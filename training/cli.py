@@ -17,9 +17,9 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.workers import available_cpus
 from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
+from encoder.workers import available_cpus
 
 from .data import (
     DEFAULT_AUGMENTATION,
