@@ -363,7 +363,7 @@ async function search() {
     const response = await fetch("/search", { method: "POST", body: next.body, headers, signal: controller.signal });
     const data = await response.json().catch(() => ({}));
     if (seq !== state.seq) return;  // a newer search has started
-    regainedService();
+    if (state.unreachable) { state.unreachable = false; showError(""); }  // this answer is the re-run
     if (!response.ok) {
       const reason = data.detail || `Search failed (HTTP ${response.status}).`;
       if (response.status === 401) askForKey("an API key is required");
