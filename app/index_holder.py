@@ -56,6 +56,7 @@ class IndexHolder:
         self._loaded: _Loaded | None = None
         self._refused: str | None = None  # a version already refused (not retried until `current` changes)
         self.problem: str | None = "The index has not been loaded yet."
+        self.refusal: str | None = None  # why the published version is not the one served (None: it is)
         self.unavailable: str | None = None  # why the engine's server cannot be reached (None: it can)
 
     # -- reading -----------------------------------------------------------------------------------
@@ -126,7 +127,10 @@ class IndexHolder:
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
                 return False
-            if version == self.version or version == self._refused:
+            if version == self.version:
+                self.refusal = None  # the published version is the one served (again)
+                return False
+            if version == self._refused:
                 return False
             return self._load()
 
@@ -152,7 +156,7 @@ class IndexHolder:
             return False
         self._note_precision(reader.manifest)
         self._retire(_Loaded(reader, frozenset(reader.categories())))
-        self._refused, self.problem = None, None
+        self._refused, self.problem, self.refusal = None, None, None
         log.info("serving index version %s (%d vectors)", reader.version, reader.size)
         if self.metrics is not None:
             self.metrics.index_reloads.labels("loaded").inc()
@@ -195,6 +199,7 @@ class IndexHolder:
     def _note_problem(self, version: str | None, reason: str) -> None:
         if version is not None:
             self._refused = version
+        self.refusal = reason
         log.error("%s", reason)
         if self.metrics is not None:
             self.metrics.index_reloads.labels("refused").inc()

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 
 from encoder import PromptedCLIP, load_encoder
 from photo_index import open_source
@@ -35,6 +36,7 @@ from .services import Services
 from .settings import MIB, Settings
 
 log = logging.getLogger("app")
+DOCS_ASSETS = "/docs-assets"
 
 
 def load_configured_encoder(settings: Settings) -> PromptedCLIP:
@@ -104,7 +106,10 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
 def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None = None) -> FastAPI:
     """A ready-to-serve app; pass `encoder` to reuse an already loaded model (tests, benchmarks)."""
     settings = settings or Settings()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from fastapi-offline's packaged copy under DOCS_ASSETS, not a CDN:
+    # the API docs work on a host without internet.
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS,
         title="sketch-search",
         summary="Zero-shot sketch-based image retrieval: draw or upload a sketch, get the closest photos.",
         version="0.1.0",

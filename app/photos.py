@@ -33,7 +33,11 @@ def safe_photo_path(record: PhotoRecord, gallery_root: Path | None) -> Path:
     try:
         root = gallery_root.resolve(strict=True)
         path = Path(record.path).resolve(strict=True)
-    except (OSError, RuntimeError):  # missing file, symlink loop
+    except FileNotFoundError:  # deleted or moved since the index was built (no path in the message: it is the host's)
+        raise APIError(404, "not_found", f"Photo {record.id}'s file is gone from the gallery (deleted or moved since "
+                       "the index was built). Re-index the gallery (python -m index_builder build) to drop it from "
+                       "results; `python -m index_builder verify` lists such photos.") from None
+    except (OSError, RuntimeError):  # unreadable, symlink loop
         raise not_found from None
     if not path.is_relative_to(root) or not path.is_file():
         raise not_found

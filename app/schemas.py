@@ -94,6 +94,9 @@ class Info(BaseModel):
                            "bf16-/fp16-autocast (CUDA); set by SBIR_PRECISION")
     index_version: str | None
     index_size: int
+    index_refused: str | None = Field(None, description="why the published index version is not served (built "
+                                      "with another encoder, damaged, unreadable); the previous one, if any, "
+                                      "keeps serving. null when the published version is the one served")
     categories: list[str]
     api_key_required: bool
     authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")

@@ -36,7 +36,9 @@ _HUB_PROBE_TIMEOUT_S = float(os.environ.get("SBIR_HUB_PROBE_TIMEOUT", "5"))
 
 HOW_TO_SUPPLY = (
     "Supply the weights in one of these ways: "
-    "(1) --pretrained /path/to/weights (.bin/.pt/.safetensors, e.g. open_clip_pytorch_model.bin); "
+    "(1) --pretrained /path/to/weights (.bin/.pt/.safetensors, e.g. open_clip_pytorch_model.bin); a plain file "
+    "of OpenAI's weights (e.g. ViT-B-32.pt, or open_clip's openai tag saved to a file) was trained with QuickGELU, "
+    "which a file does not record: also set SBIR_ACTIVATION=quick_gelu (or --activation quick_gelu); "
     "(2) --pretrained local-dir:/path/to/folder (open_clip_config.json + weights); "
     "(3) fetch them once on a machine with internet into the Hugging Face cache (HF_HOME), copy "
     "that cache here and set HF_HUB_OFFLINE=1. "
@@ -156,7 +158,7 @@ def _create_with_download(model_name: str, pretrained: str | None, source: str, 
 HOW_TO_CHOOSE_ACTIVATION = (
     "The activation follows the weights: open_clip tags and open_clip_config.json say which one they were trained "
     "with; for a plain weights file name a '-quickgelu' architecture (e.g. ViT-B-32-quickgelu for OpenAI weights) "
-    "or pass --activation quick_gelu (env SBIR_ACTIVATION)."
+    "or pass --activation quick_gelu (env SBIR_ACTIVATION=quick_gelu)."
 )
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import uuid
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .backbone import architecture_activation
 from .config import (
@@ -62,11 +62,13 @@ def save_checkpoint(encoder: PromptedCLIP, path: str | Path, extra: dict | None 
     }
     metadata = {"format": FORMAT, "config": encoder.config.to_json(), "fingerprint": info["fingerprint"],
                 "info": json.dumps(info, sort_keys=True)}
-    # Write-then-rename so a crash never leaves a half-written checkpoint under the real name.
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp_path = Path(tmp.name)
+    # Write-then-rename so a crash never leaves a half-written checkpoint under the real name. The file is opened
+    # here (not by mkstemp or safetensors' save_file, which both make it 0600), so its mode follows the umask like
+    # every other file the project writes; the learned tensors are small enough to serialise in memory.
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        save_file(encoder.learned_state(), str(tmp_path), metadata=metadata)
+        with open(tmp_path, "wb") as out:
+            out.write(save(encoder.learned_state(), metadata=metadata))
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -22,6 +22,15 @@ from collections.abc import Callable
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: a container's or taskset's share, not the host's
+    count); the default number of data workers."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # no affinity call on this platform (macOS, Windows)
+        return os.cpu_count() or 1
+
+
 def die_with_parent(parent_pid: int) -> bool:
     """Have the kernel SIGKILL this process when its parent dies; exit now if ``parent_pid`` is already gone.
 

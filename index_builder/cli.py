@@ -26,8 +26,9 @@ from .tuning import tune_index
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
 
-def add_engine_args(parser: argparse.ArgumentParser) -> None:
-    """Which vector engine holds the index: FAISS in an index folder (default) or a Milvus server."""
+def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Which vector engine holds the index: FAISS in an index folder (default) or a Milvus server; returns the
+    group, so a command adds its own engine flags beside these."""
     group = parser.add_argument_group("vector engine")
     group.add_argument("--engine", choices=ENGINES, default=os.environ.get("SBIR_ENGINE", "faiss"),
                        help="faiss: versions in an index folder; milvus: a Milvus alias (env SBIR_ENGINE)")
@@ -38,6 +39,7 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
     timeout_s = float(os.environ.get("SBIR_MILVUS_TIMEOUT_S", DEFAULT_MILVUS_TIMEOUT_S))
     group.add_argument("--milvus-timeout-s", type=float, default=timeout_s,
                        help="longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S)")
+    return group
 
 
 def parse_params(text: str | None, flag: str) -> dict | None:
@@ -79,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--recall-target", type=float, default=0.95,
                        help="approximate indexes: tune nprobe to this recall@10 on stored vectors (0-1]")
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
-    build.add_argument("--batch-size", type=int, default=256)
+    build.add_argument("--batch-size", type=int, default=256, help="photos per encoder call (default 256)")
     build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers (local)")
     build.add_argument("--distributor", choices=DISTRIBUTORS, default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
                        help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
@@ -91,23 +93,25 @@ def _parser() -> argparse.ArgumentParser:
                        help="ray: encoder actors (default one per GPU of the cluster, 1 without GPUs)")
     build.add_argument("--ray-decoders", type=int, default=None,
                        help="ray: most decoding tasks at once (default: as many as the cluster's CPUs allow)")
-    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=["auto", "cpu", "cuda"])
+    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=["auto", "cpu", "cuda"],
+                       help="where photos are embedded (here, or on the Ray actors) and the FAISS index is built "
+                       "(auto: a GPU if there is one; env SBIR_DEVICE)")
     build.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.add_argument("--json", action="store_true", help="print the report as JSON instead of a summary")
-    add_engine_args(build)
-    build.add_argument("--milvus-index", default=None,
-                       help="Milvus index type: AUTOINDEX (default), FLAT, IVF_FLAT, IVF_PQ, HNSW, or the server's GPU "
-                       "types (GPU_CAGRA, GPU_IVF_PQ); kept for later runs until another is given")
-    build.add_argument("--milvus-index-params", default=None, help='Milvus index params as JSON, e.g. \'{"M": 16}\'')
-    build.add_argument("--milvus-search-params", default=None,
-                       help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
+    engine = add_engine_args(build)
+    engine.add_argument("--milvus-index", default=None,
+                        help="Milvus index type: AUTOINDEX (default), FLAT, IVF_FLAT, IVF_PQ, HNSW, or the server's "
+                        "GPU types (GPU_CAGRA, GPU_IVF_PQ); kept for later runs until another is given")
+    engine.add_argument("--milvus-index-params", default=None, help='Milvus index params as JSON, e.g. \'{"M": 16}\'')
+    engine.add_argument("--milvus-search-params", default=None,
+                        help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
     add_encoder_args(build)
     add_precision_arg(build)
 
     tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
                                "efSearch) on real query vectors; published as a new version")
-    tune.add_argument("index_dir", type=Path)
+    tune.add_argument("index_dir", type=Path, help="index folder (FAISS) whose live version is tuned")
     tune.add_argument("--queries", type=Path, required=True,
                       help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
                       "SBIR_QUERY_SAMPLE)")
@@ -121,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--version", default=None, help="a version name (default: current)")
         add_engine_args(command)
         if name == "info":
-            command.add_argument("--json", action="store_true")
+            command.add_argument("--json", action="store_true", help="print the description as JSON")
     return parser
 
 

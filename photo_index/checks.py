@@ -2,12 +2,14 @@
 
 verify checks: ids strictly increasing and non-negative, as many as the manifest says; vectors finite and
 unit-norm; every record with a valid sha256; then the backend's own structures (:meth:`Reader.index_problems`:
-e.g. the FAISS index holds exactly those ids and an exact one exactly those vectors). An approximate index must
+e.g. the FAISS index holds exactly those ids and an exact one exactly those vectors); last, every indexed photo's
+file still exists (a deleted one is a 404 in the service until a build drops it). An approximate index must
 find most stored vectors' own id among their top 10 (:func:`self_recall`).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable
 
@@ -17,6 +19,7 @@ from .api import Reader, Source, StoredRows
 
 NORM_TOLERANCE = 1e-3
 CHUNK = 65_536
+RECORD_CHUNK = 10_000  # metadata rows read at once when checking that the gallery files exist
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SELF_RECALL_MIN = 0.9  # share of sampled stored vectors an approximate index must find in their own top 10
 SELF_RECALL_SAMPLE = 200
@@ -71,7 +74,30 @@ def verify_reader(reader: Reader) -> list[str]:
     bad_hashes = sum(not SHA256.match(sha or "") for sha in rows.sha256)
     if bad_hashes:
         problems.append(f"{bad_hashes} photos without a valid sha256")
-    return problems + reader.index_problems(rows)
+    gone = missing_gallery_files(reader, ids) if ids.ndim == 1 else []
+    return problems + reader.index_problems(rows) + gone
+
+
+def reindex_command(manifest: dict) -> str:
+    """The build command that brings a version back in line with its gallery (paths are the building host's)."""
+    kind, _, where = str(manifest.get("gallery", {}).get("source", "")).partition(":")
+    flag = {"folder": "--gallery", "manifest": "--manifest"}.get(kind)
+    return f"python -m index_builder build {flag} {where}" if flag and where else "python -m index_builder build"
+
+
+def missing_gallery_files(reader: Reader, ids: np.ndarray) -> list[str]:
+    """Indexed photos whose file is gone (deleted or moved since the build): the service answers 404 for them
+    until a build drops them from the index."""
+    missing, example = 0, None
+    for start in range(0, len(ids), RECORD_CHUNK):
+        for record in reader.records(ids[start : start + RECORD_CHUNK]):
+            if record is not None and not os.path.isfile(record.path):
+                missing += 1
+                example = example or record.path
+    if not missing:
+        return []
+    return [f"{missing} indexed photo file(s) are gone from the gallery (e.g. {example}); the service answers 404 "
+            f"for them: re-index with `{reindex_command(reader.manifest)}` (same --out) to drop them"]
 
 
 def check_vectors(vectors: np.ndarray) -> list[str]:

@@ -20,6 +20,7 @@ from encoder.checkpoint import read_checkpoint
 from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
 from encoder.precision import add_precision_arg
+from encoder.workers import available_cpus
 
 from .data import (
     DEFAULT_AUGMENTATION,
@@ -372,7 +373,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", "--top_k", type=non_negative_int, default=8, help="photos per query in the grid")
     group.add_argument("--grid-tile", "--grid_tile", type=positive_int, default=96, help="grid cell size in pixels")
     group.add_argument("--batch_size", "--batch-size", type=positive_int, default=256)
-    group.add_argument("--workers", type=non_negative_int, default=4)
+    group.add_argument("--workers", type=non_negative_int, default=available_cpus(),
+                       help="DataLoader worker processes that decode the images (default: the CPUs this process may "
+                       "use, %(default)s here)")
     group.add_argument("--device", default="auto")
     group.add_argument("--amp", action="store_true",
                        help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")

@@ -1,7 +1,8 @@
 // The draw-to-search page: Pointer Events drawing (mouse, touch, pen), undo/clear/brush, upload or
-// drag-and-drop, words that search alone or refine the drawing (weight slider), "more like this" on every
-// result, and a debounced live search. No framework, no build step, nothing from the network
-// but this service.
+// drag-and-drop (a QuickDraw .ndjson file becomes strokes on the canvas), words that search alone or refine
+// the drawing (weight slider), "more like this" on every result, and a debounced live search with a busy
+// state. The header follows the service (index version, categories, refused index, unreachable service).
+// No framework, no build step, nothing from the network but this service.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -12,12 +13,15 @@ const state = {
   strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
   current: null,        // the stroke being drawn
   pointerId: null,
-  upload: null,         // {blob, image} when the query is an uploaded file
+  upload: null,         // {blob, image} when the query is an uploaded file (image null: the browser cannot show it)
   like: null,           // id of the photo whose "more like this" is the query (never together with a sketch)
   timer: null,
   controller: null,     // AbortController of the request in flight
   seq: 0,
   apiKeyRequired: false,
+  busy: false,          // a search is in flight: "more like this" waits for it
+  infoVersion: null,    // the index version the header and the category list describe
+  unreachable: false,   // the last request could not reach the service
   weightSet: false,     // the user moved the slider: /info's default no longer applies
 };
 
@@ -34,7 +38,7 @@ function redraw() {
   const rect = canvas.getBoundingClientRect();
   ctx.fillStyle = "#fff";
   ctx.fillRect(0, 0, rect.width, rect.height);
-  if (state.upload) {
+  if (state.upload && state.upload.image) {
     const { image } = state.upload;
     const scale = Math.min(rect.width / image.width, rect.height / image.height);
     const w = image.width * scale, h = image.height * scale;
@@ -44,6 +48,8 @@ function redraw() {
   ctx.lineCap = ctx.lineJoin = "round";
   for (const stroke of state.strokes) drawStroke(stroke);
   $("hint").hidden = state.strokes.length > 0 || state.upload !== null;
+  $("pad").title = state.upload && !state.upload.image ? `Uploaded: ${state.upload.blob.name || "a file"}` :
+    "Draw here, or drop an image";
 }
 
 function drawStroke({ width, points }) {
@@ -109,6 +115,9 @@ function clearAll() {
   redraw();
   showResults(null);
   $("message").textContent = "";
+  state.seq++;  // an answer still on its way belongs to the cleared query
+  if (state.controller) state.controller.abort();
+  setBusy(false);
 }
 
 $("undo").addEventListener("click", undo);
@@ -118,24 +127,74 @@ document.addEventListener("keydown", (event) => {
 });
 
 // ---- upload and drag-and-drop -------------------------------------------------------------------
-function useFile(file) {
+function isDrawingFile(file) {
+  return /\.(ndjson|jsonl|json)$/i.test(file.name || "") || /json/.test(file.type || "");
+}
+
+// The strokes of a drawing file (QuickDraw {"drawing": [[xs], [ys], (ts)]...} or the page's own
+// {"strokes": [[[x, y], ...]]}; ndjson: the first drawing), or null when the page cannot read them: the service
+// then judges the file and says what is wrong with it.
+function strokesOf(text) {
+  try {
+    const line = text.replace(/^\ufeff/, "").split(/\r?\n/).find((l) => l.trim());
+    const drawing = JSON.parse(line);
+    let strokes = null;
+    if (Array.isArray(drawing.drawing)) {
+      strokes = drawing.drawing.map(([xs, ys]) => xs.map((x, i) => [Number(x), Number(ys[i])]));
+    } else if (Array.isArray(drawing.strokes)) {
+      strokes = drawing.strokes.map((points) => points.map(([x, y]) => [Number(x), Number(y)]));
+    }
+    strokes = strokes && strokes.filter((points) => points.length);
+    const finite = strokes && strokes.flat().every(([x, y]) => Number.isFinite(x) && Number.isFinite(y));
+    return strokes && strokes.length && finite ? strokes : null;
+  } catch (error) {
+    return null;
+  }
+}
+
+// Strokes in any coordinates, fitted into the canvas (aspect ratio kept, a margin around) as the user's own
+// drawing: they can be searched, undone stroke by stroke and drawn over.
+function fitToCanvas(strokes) {
+  const rect = canvas.getBoundingClientRect(), points = strokes.flat();
+  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
+  const left = Math.min(...xs), top = Math.min(...ys);
+  const extent = Math.max(Math.max(...xs) - left, Math.max(...ys) - top) || 1;
+  const scale = 0.85 * Math.min(rect.width, rect.height) / extent;
+  const dx = (rect.width - (Math.max(...xs) - left) * scale) / 2, dy = (rect.height - (Math.max(...ys) - top) * scale) / 2;
+  const width = Number($("brush").value);
+  return strokes.map((stroke) => ({
+    width, points: stroke.map(([x, y]) => [Math.round(((x - left) * scale + dx) * 10) / 10,
+      Math.round(((y - top) * scale + dy) * 10) / 10]),
+  }));
+}
+
+function useUpload(upload) {
+  state.strokes = [];
+  state.upload = upload;
+  setLike(null);
+  redraw();
+  scheduleSearch(0);
+}
+
+async function useFile(file) {
   if (!file) return;
+  if (isDrawingFile(file)) {
+    const strokes = strokesOf(await file.text());
+    if (strokes) {
+      state.upload = null;
+      setLike(null);
+      state.strokes = fitToCanvas(strokes);
+      redraw();
+      scheduleSearch(0);
+    } else {
+      useUpload({ blob: file, image: null });
+    }
+    return;
+  }
   const url = URL.createObjectURL(file), image = new Image();
-  image.onload = () => {
-    URL.revokeObjectURL(url);
-    state.strokes = [];
-    state.upload = { blob: file, image };
-    setLike(null);
-    redraw();
-    scheduleSearch(0);
-  };
-  image.onerror = () => {  // not displayable here: still let the server judge it (it explains why)
-    URL.revokeObjectURL(url);
-    state.strokes = [];
-    state.upload = null;
-    redraw();
-    search({ blob: file });
-  };
+  image.onload = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image }); };
+  // Not displayable here: keep it as the query all the same (a change of filter re-runs it); the service judges it.
+  image.onerror = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image: null }); };
   image.src = url;
 }
 
@@ -154,23 +213,38 @@ function words() {
   return $("text").value.trim();
 }
 
+function weight() {
+  return Number($("text-weight").value);
+}
+
 // The slider matters only when the words are mixed with a drawing, an upload or a liked photo.
 function updateWeightField() {
   $("weight-field").hidden = !(words() && (hasInk() || state.upload || state.like !== null));
-  $("weight-value").textContent = Number($("text-weight").value).toFixed(2);
+  $("weight-value").textContent = weight().toFixed(2);
+  updateLikeChip();
+}
+
+// "More like this" with words typed is one composed query: the chip says so.
+function updateLikeChip() {
+  $("like-chip").hidden = state.like === null;
+  if (state.like === null) return;
+  const text = words();
+  $("like-text").textContent = `Searching photos like #${state.like}` +
+    (text ? ` + the words “${text}” (words weigh ${weight().toFixed(2)})` : "");
 }
 
 function setLike(id) {
   state.like = id;
-  $("like-chip").hidden = id === null;
-  $("like-id").textContent = id === null ? "" : `#${id}`;
+  updateLikeChip();
 }
 
 function moreLike(id) {
+  if (state.busy) return;  // one query at a time: a second click waits for the first answer
   state.strokes = [];
   state.upload = null;
   setLike(id);
   redraw();
+  setBusy(true);
   scheduleSearch(0);
 }
 
@@ -192,9 +266,40 @@ function keyHeaders() {
 }
 
 function askForKey(text) {
+  const first = $("key-field").hidden;  // focus the field once, not on every poll (the user may be typing words)
   $("key-field").hidden = false;
   $("status").textContent = text;
-  if (!$("api-key").value) $("api-key").focus({ preventScroll: true });
+  showError(text.charAt(0).toUpperCase() + text.slice(1) + ".");
+  if (first && !$("api-key").value) $("api-key").focus({ preventScroll: true });
+}
+
+// ---- errors and busy state ------------------------------------------------------------------------
+function showError(text) {
+  $("error").textContent = text || "";
+  $("error").hidden = !text;
+}
+
+function setBusy(busy) {
+  state.busy = busy;
+  $("results").setAttribute("aria-busy", String(busy));
+  $("results").classList.toggle("busy", busy);
+  $("busy").hidden = !busy;
+  for (const button of document.querySelectorAll("#grid .more")) button.disabled = busy;
+}
+
+// The service cannot be reached: results on show would pass for current ones, so they go.
+function lostService() {
+  state.unreachable = true;
+  showResults(null, "No results: the service cannot be reached. The page retries by itself.");
+  showError("The service cannot be reached — the results were cleared; retrying…");
+  $("status").textContent = "the service is not reachable";
+}
+
+function regainedService() {
+  if (!state.unreachable) return;
+  state.unreachable = false;
+  showError("");
+  scheduleSearch(0);  // the query on screen gets its results again
 }
 
 // ---- searching ----------------------------------------------------------------------------------
@@ -218,48 +323,62 @@ function isDotOnly() {
 function queryFields(mixed) {
   const fields = {}, text = words();
   if (text) fields.text = text;
-  if (text && mixed) fields.text_weight = Number($("text-weight").value);
+  if (text && mixed) fields.text_weight = weight();
   return fields;
 }
 
-async function search(override) {
-  const k = Number($("k").value), category = $("category").value || null;
-  let body, headers = {};
-  const blob = (override && override.blob) || (state.upload && state.upload.blob);
-  if (blob) {
-    body = formFor(blob, k, category, { ...queryFields(true), ...($("as-photo").checked ? { as: "photo" } : {}) });
-  } else if (hasInk() && isDotOnly()) {
-    showResults(null);
-    $("message").textContent = "Keep drawing: a single dot is not enough to search.";
-    return;
-  } else if (hasInk() || state.like !== null || words()) {
+// The request for what is on screen, or a {message} when there is nothing (yet) to search.
+function request(k, category) {
+  if (state.upload) {
+    const fields = { ...queryFields(true), ...($("as-photo").checked ? { as: "photo" } : {}) };
+    return { body: formFor(state.upload.blob, k, category, fields), headers: {} };
+  }
+  if (hasInk() && isDotOnly()) return { message: "Keep drawing: a single dot is not enough to search." };
+  if (hasInk() || state.like !== null || words()) {
     const query = hasInk() ? { strokes: state.strokes.map((s) => s.points) } : {};
     if (!hasInk() && state.like !== null) query.like = state.like;
-    body = JSON.stringify({ ...query, ...queryFields(hasInk() || state.like !== null), k, category });
-    headers["Content-Type"] = "application/json";
-  } else {
+    const body = JSON.stringify({ ...query, ...queryFields(hasInk() || state.like !== null), k, category });
+    return { body, headers: { "Content-Type": "application/json" } };
+  }
+  return { message: "" };
+}
+
+async function search() {
+  const k = Number($("k").value), category = $("category").value || null;
+  const next = request(k, category);
+  if (next.body === undefined) {
+    state.seq++;
+    if (state.controller) state.controller.abort();
+    setBusy(false);
     showResults(null);
-    $("message").textContent = "";
+    $("message").textContent = next.message;
     return;
   }
-  Object.assign(headers, keyHeaders());
+  const headers = { ...next.headers, ...keyHeaders() };
   if (state.controller) state.controller.abort();
   const controller = new AbortController(), seq = ++state.seq;
   state.controller = controller;
+  setBusy(true);
   try {
-    const response = await fetch("/search", { method: "POST", body, headers, signal: controller.signal });
+    const response = await fetch("/search", { method: "POST", body: next.body, headers, signal: controller.signal });
     const data = await response.json().catch(() => ({}));
     if (seq !== state.seq) return;  // a newer search has started
+    if (state.unreachable) { state.unreachable = false; showError(""); }  // this answer is the re-run
     if (!response.ok) {
+      const reason = data.detail || `Search failed (HTTP ${response.status}).`;
       if (response.status === 401) askForKey("an API key is required");
-      showResults(null, "No results for this sketch.");  // never leave an older sketch's results on show
-      $("message").textContent = data.detail || `Search failed (HTTP ${response.status}).`;
+      showResults(null, `No results: ${reason}`, true);  // never leave an older query's results on show
+      $("message").textContent = reason;
       return;
     }
     $("message").textContent = "";
+    showError("");  // a search went through: no key or outage problem is current
     showResults(data);
+    if (data.index_version !== state.infoVersion) loadInfo();  // a hot reload: the header catches up now
   } catch (error) {
-    if (error.name !== "AbortError" && seq === state.seq) $("message").textContent = "The service cannot be reached.";
+    if (error.name !== "AbortError" && seq === state.seq) lostService();
+  } finally {
+    if (seq === state.seq) setBusy(false);
   }
 }
 
@@ -272,22 +391,39 @@ function formFor(blob, k, category, fields) {
   return form;
 }
 
-function showResults(data, emptyText = "Results appear here while you draw.") {
+// What the results answer, in words: "8 photos like photo #3 and the words “boat” (words weigh 0.30)".
+function describe(data) {
+  const kind = data.query || "", base = kind.split("+")[0];
+  const subject = { sketch: "closest to your drawing", photo: "closest to your photo",
+    like: `like photo #${data.like}`, text: `for the words “${data.text}”` }[base] || "found";
+  const words = kind.endsWith("+text") ? ` and the words “${data.text}”` +
+    (data.text_weight != null ? ` (words weigh ${Number(data.text_weight).toFixed(2)})` : "") : "";
+  const where = data.category ? ` in category “${data.category}”` : "";
+  const count = data.results.length;
+  return `${count} ${count === 1 ? "photo" : "photos"} ${subject}${words}${where}.`;
+}
+
+function showResults(data, emptyText = "Results appear here while you draw.", failed = false) {
   const grid = $("grid");
   grid.replaceChildren();
   delete $("summary").dataset.query;
+  $("summary").classList.toggle("failed", failed);
+  $("details").hidden = !data;
+  updateResultsPointer();
   if (!data) {
     $("summary").textContent = emptyText;
     return;
   }
   $("summary").dataset.query = data.query || "";  // which kind of query these results answer
+  const t = data.timings_ms || {};
+  $("details-text").textContent = `query kind ${data.query} · index version ${data.index_version} · ` +
+    `${Math.round(t.total || 0)} ms in all (encode ${Math.round(t.encode || 0)} ms, ` +
+    `search ${(t.search || 0).toFixed(1)} ms)`;
   if (!data.results.length) {
     $("summary").textContent = "No photos found" + (data.category ? ` in category “${data.category}”.` : ".");
     return;
   }
-  const t = data.timings_ms || {};
-  $("summary").textContent = `${data.results.length} photos (${data.query}) · ${Math.round(t.total || 0)} ms ` +
-    `(encode ${Math.round(t.encode || 0)} ms, search ${(t.search || 0).toFixed(1)} ms) · index ${data.index_version}`;
+  $("summary").textContent = describe(data);
   for (const photo of data.results) {
     const card = document.createElement("div");
     card.className = "result";
@@ -318,47 +454,92 @@ function showResults(data, emptyText = "Results appear here while you draw.") {
     card.append(link, more);
     grid.append(card);
   }
+  updateResultsPointer();
 }
 
-// ---- start --------------------------------------------------------------------------------------
-const INFO_RETRY_MS = 5000;
+// ---- pointing to the results on a small screen --------------------------------------------------
+// On a phone the results sit below the canvas and the tools, out of sight: a button says they came and
+// scrolls to them, and goes once they are in view.
+const toResults = $("to-results");
+
+function updateResultsPointer() {
+  const count = $("grid").children.length;
+  const inSight = $("grid").getBoundingClientRect().top < window.innerHeight * 0.8;  // a good part shows
+  toResults.textContent = `↓ ${count} ${count === 1 ? "result" : "results"}`;
+  toResults.hidden = count === 0 || inSight;
+}
+
+window.addEventListener("scroll", updateResultsPointer, { passive: true });
+toResults.addEventListener("click", () => $("results").scrollIntoView({ behavior: "smooth", block: "start" }));
+
+// ---- the header: the service, its index, its categories ---------------------------------------------
+const INFO_POLL_MS = 5000;  // the header follows hot reloads and outages without a search
+
+function indexStatus(info) {
+  const refused = info.index_refused;
+  if (info.index_version) {
+    const serving = `index ${info.index_version} · ${info.index_size} photos · ${info.device}`;
+    return refused ? `${serving} — a newer index version was refused: ${refused}` : serving;
+  }
+  if (refused) return `index refused, nothing to search: ${refused}`;
+  return "no index loaded yet — build one with python -m index_builder build";
+}
+
+function setCategories(names) {
+  const select = $("category"), chosen = select.value;
+  select.replaceChildren(select.options[0]);
+  for (const name of names) {
+    const option = document.createElement("option");
+    option.value = option.textContent = name;
+    select.append(option);
+  }
+  if (chosen && !names.includes(chosen)) {  // the category is gone from the new index: search them all
+    select.value = "";
+    scheduleSearch(0);
+  } else {
+    select.value = chosen;
+  }
+}
 
 async function loadInfo() {
   if (!$("api-key").value) $("api-key").value = localStorage.getItem("sbir-api-key") || "";
+  let info;
   try {
     const sent = keyHeaders();
-    const info = await (await fetch("/info", { headers: sent })).json();
+    info = await (await fetch("/info", { headers: sent })).json();
+    regainedService();
     state.apiKeyRequired = info.api_key_required;
     if (info.authorized === false) {
       askForKey(sent["X-API-Key"] ? "this API key is not accepted — check it" : "enter the API key to search");
       return;
     }
-    $("status").textContent = info.index_version
-      ? `index ${info.index_version} · ${info.index_size} photos · ${info.device}`
-      : "no index loaded yet — build one with python -m index_builder build";
-    if (!info.index_version) setTimeout(loadInfo, INFO_RETRY_MS);  // pick the index up once it is published
-    if (info.warning) { $("warning").textContent = info.warning; $("warning").hidden = false; }
-    const select = $("category");
-    select.replaceChildren(select.options[0]);
-    for (const name of info.categories || []) {
-      const option = document.createElement("option");
-      option.value = option.textContent = name;
-      select.append(option);
-    }
-    const kinds = info.query_kinds || [];
-    $("text").hidden = !kinds.includes("text");  // an encoder without a text tower answers no words
-    if (info.max_text_chars) $("text").maxLength = info.max_text_chars;
-    if (info.text_weight !== undefined && !state.weightSet) {
-      $("text-weight").value = String(info.text_weight);
-      updateWeightField();
-    }
-    $("key-field").hidden = !info.api_key_required;
   } catch (error) {
-    $("status").textContent = "the service is not reachable";
-    setTimeout(loadInfo, INFO_RETRY_MS);
+    lostService();
+    return;
   }
+  showError("");  // reachable, and the key (if one is needed) is accepted
+  state.infoVersion = info.index_version;
+  $("status").textContent = indexStatus(info);
+  $("status").title = info.index_refused || "";
+  $("status").classList.toggle("refused", Boolean(info.index_refused));
+  $("warning").textContent = info.warning || "";
+  $("warning").hidden = !info.warning;
+  setCategories(info.categories || []);
+  const kinds = info.query_kinds || [];
+  $("text").hidden = !kinds.includes("text");  // an encoder without a text tower answers no words
+  if (info.max_text_chars) $("text").maxLength = info.max_text_chars;
+  if (info.text_weight !== undefined && !state.weightSet) {
+    $("text-weight").value = String(info.text_weight);
+    updateWeightField();
+  }
+  $("key-field").hidden = !info.api_key_required;
 }
 
-window.addEventListener("resize", resizeCanvas);
+async function pollInfo() {
+  if (document.visibilityState !== "hidden") await loadInfo();
+  setTimeout(pollInfo, INFO_POLL_MS);
+}
+
+window.addEventListener("resize", () => { resizeCanvas(); updateResultsPointer(); });
 resizeCanvas();
-loadInfo();
+pollInfo();

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import open_clip
 import pytest
@@ -227,3 +229,16 @@ def test_random_backbone_is_the_same_in_every_build(tiny_baseline):
     again = load_encoder(None, backbone=TINY, pretrained="none", device="cpu")
     assert again.fingerprint() == tiny_baseline.fingerprint()
     assert torch.equal(again.encode_photo(images()), tiny_baseline.encode_photo(images()))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_checkpoint_follows_the_umask_like_every_other_file(tiny_encoder, tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        path = save_checkpoint(tiny_encoder, tmp_path / "model.safetensors")
+    finally:
+        os.umask(old)
+    wanted = 0o666 & ~umask
+    assert stat.S_IMODE(path.stat().st_mode) == wanted
+    assert stat.S_IMODE(path.with_suffix(".json").stat().st_mode) == wanted
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]  # no temporary left

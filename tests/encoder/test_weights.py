@@ -41,6 +41,8 @@ def test_missing_tag_weights_offline_fail_fast_with_instructions(empty_hf_cache,
     message = str(raised.value)
     assert "'ViT-B-32/openai'" in message and "HF_HUB_OFFLINE" in message
     assert "--pretrained /path/to/weights" in message and "local-dir:" in message
+    # the plain-file way, with OpenAI's weights, also needs the activation they were trained with
+    assert "SBIR_ACTIVATION=quick_gelu" in message
 
 
 def test_unreachable_hub_fails_fast_instead_of_retrying(empty_hf_cache, monkeypatch):

@@ -16,13 +16,13 @@ import os
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 from tqdm import tqdm
 
 from ...api import StoredRows
 from ...checks import self_recall
 from ...errors import BuildError, IndexCorruptError
+from .faiss_lib import faiss
 
 INDEX_FILE = "index.faiss"
 FLAT_MAX = int(os.environ.get("SBIR_INDEX_FLAT_MAX", "50000"))
