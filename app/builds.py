@@ -22,9 +22,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import APIError
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("app.builds")
 
@@ -90,7 +93,7 @@ class BuildJob:
                                                        "result", "error")}
 
 
-def build_command(settings, gallery: Path, module: str = BUILDER_MODULE) -> list[str]:
+def build_command(settings: Settings, gallery: Path, module: str = BUILDER_MODULE) -> list[str]:
     """The CLI command of an incremental build of `gallery` with the service's encoder and engine settings."""
     command = [sys.executable, "-m", module, "build", "--gallery", str(gallery), "--out", str(settings.index_dir),
                "--json", "--engine", settings.engine, "--device", settings.device]
@@ -106,7 +109,7 @@ def build_command(settings, gallery: Path, module: str = BUILDER_MODULE) -> list
 class BuildRunner:
     """The builds this service started: at most one running, the last KEEP_JOBS remembered."""
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.jobs: OrderedDict[str, BuildJob] = OrderedDict()
         self.active: BuildJob | None = None

@@ -12,11 +12,12 @@ from fastapi import Header, Request
 from .access import Access
 from .errors import APIError
 from .services import get_access, require_api_key
+from .settings import Settings
 
 _WRONG_FOR_SEARCH = "This is an admin key (SBIR_ADMIN_KEYS); searching needs a search key (SBIR_API_KEY/S)."
 
 
-def admin_access(settings) -> Access:
+def admin_access(settings: Settings) -> Access:
     """The admin key set of app.settings.Settings (its own Access: same constant-time comparison)."""
     return Access(settings.admin_key_list)
 

@@ -10,17 +10,20 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Union
 
 import httpx
 
 from .errors import InputError, error_for
 from .models import BuildStatus, SearchPage, ServiceInfo
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage  # Pillow is optional: only for type checkers here
+
 T = TypeVar("T")
 # What a sketch may be: a file path, image bytes, a PIL image, or strokes (a list of [[x, y], ...] strokes, or
 # a dict with "strokes" or QuickDraw "drawing").
-Sketch = str | os.PathLike | bytes | Sequence | dict | Any
+Sketch = Union[str, os.PathLike, bytes, "PILImage", Sequence, dict]  # noqa: UP007 - a string member needs Union
 DEFAULT_THUMBNAIL = 256
 _IMAGE_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
                 (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
