@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import PurePath
 from typing import Any
 
-from index_builder import PhotoRecord
+from photo_index import PhotoRecord
 
 
 def gallery_path(record: PhotoRecord, root: str | PurePath | None) -> str | None:
