@@ -1,6 +1,6 @@
 """What a search result says about its photo beyond the score: where it lies, its size in pixels and bytes, when
-it was modified and taken. Read from the index record only (no file access on the search path); a detail an
-older index did not record is None."""
+it was modified and taken. Read from the index record only (the builder stores them; no file access on the
+search path); a detail an older index did not record is None."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def photo_details(record: PhotoRecord, root: str | PurePath | None, hide_paths: 
     """The detail fields of a result (app.schemas.Photo): path, width, height, file_size, modified_at, taken_at."""
     return {
         "path": None if hide_paths else gallery_path(record, root),
-        "width": getattr(record, "width", None),
-        "height": getattr(record, "height", None),
+        "width": record.width,
+        "height": record.height,
         "file_size": record.size or None,
         "modified_at": iso_utc(record.mtime_ns),
-        "taken_at": getattr(record, "taken_at", None),
+        "taken_at": record.taken_at,
     }
