@@ -10,10 +10,10 @@ PORT ?= 8000
 
 .PHONY: venv test lint bench serve
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,milvus,distributed]'
+	$(PY) -m pip install -q -e '.[dev,milvus,distributed]' -e clients/python
 	touch $(STAMP)
 
 venv: $(STAMP)

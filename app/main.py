@@ -24,12 +24,14 @@ from photo_index import open_source
 from .access import Access
 from .batching import MicroBatcher
 from .body_guard import BodyGuard, BodyLimits
+from .builds import BuildRunner
 from .errors import install_error_handlers
 from .index_holder import IndexHolder
+from .key_roles import admin_access
 from .metrics import Metrics
 from .photos import ThumbnailCache
 from .query_sample import QuerySample
-from .routers import admin, health, page, photos, search
+from .routers import admin, admin_gallery, health, page, photos, search
 from .routers.page import STATIC_DIR
 from .search import Query, SearchEngine
 from .services import Services
@@ -92,6 +94,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
             yield
         finally:
             app.state.services = None
+            await app.state.builds.stop()
             poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
@@ -117,6 +120,8 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
     )
     app.state.settings = settings
     app.state.access = Access.from_settings(settings)
+    app.state.admin_access = admin_access(settings)
+    app.state.builds = BuildRunner(settings)
     app.state.metrics = Metrics()
     app.state.services = None
     install_error_handlers(app)
@@ -129,7 +134,7 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
     limits = BodyLimits(settings.body_timeout_s, settings.max_bodies_in_flight, settings.drain_max_bytes,
                         settings.drain_timeout_s)
     app.add_middleware(BodyGuard, limits=limits, metrics=app.state.metrics)
-    for router in (search.router, photos.router, health.router, admin.router, page.router):
+    for router in (search.router, photos.router, health.router, admin.router, admin_gallery.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,4 +1,5 @@
-"""The /search fields beside the picture: `text`, `text_weight`, `like` and `as`, checked one by one and together.
+"""The /search fields beside the picture: `text`, `text_weight`, `like`, `as` and `offset`, checked one by one
+and together.
 
 Every refusal is a 422 with a message. Which query ran is named by :func:`query_kind`, e.g. ``sketch+text``.
 """
@@ -17,7 +18,7 @@ DEFAULT_TEXT_WEIGHT = 0.3
 MAX_TEXT_CHARS = 300
 INT64_MAX = 2**63 - 1
 UploadAs = Literal["sketch", "photo"]
-FIELDS = ("text", "text_weight", "like", "as")  # their names in a JSON body, a form and the query string
+FIELDS = ("text", "text_weight", "like", "as", "offset")  # their names in a JSON body, a form and the query string
 
 
 @dataclass
@@ -26,6 +27,7 @@ class QueryFields:
     text_weight: float = DEFAULT_TEXT_WEIGHT
     like: int | None = None
     upload_as: UploadAs = "sketch"
+    offset: int = 0  # results skipped before the first one returned (paging)
 
 
 def parse_text(value: Any, max_chars: int) -> str | None:
@@ -65,22 +67,34 @@ def parse_text_weight(value: Any, default: float) -> float:
     return weight
 
 
-def parse_like(value: Any) -> int | None:
-    """The id of an indexed photo whose stored vector is the query (checked against the index later)."""
-    if value is None or value == "":
-        return None
-    bad = APIError(422, "bad_like", "like must be the id of an indexed photo (a whole number, 0 or more).")
+def _whole_number(value: Any, bad: APIError) -> int:
+    """`value` (a JSON number or a form/query string) as an int in 0..INT64_MAX; `bad` otherwise."""
     if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
         raise bad
     if isinstance(value, str) and not value.strip().isdigit():
         raise bad
     try:
-        photo_id = int(value)
+        number = int(value)
     except (TypeError, ValueError, OverflowError):
         raise bad from None
-    if not 0 <= photo_id <= INT64_MAX:
+    if not 0 <= number <= INT64_MAX:
         raise bad
-    return photo_id
+    return number
+
+
+def parse_like(value: Any) -> int | None:
+    """The id of an indexed photo whose stored vector is the query (checked against the index later)."""
+    if value is None or value == "":
+        return None
+    return _whole_number(value, APIError(422, "bad_like", "like must be the id of an indexed photo (a whole "
+                                         "number, 0 or more)."))
+
+
+def parse_offset(value: Any) -> int:
+    """How many results to skip (paging); its bound with k is checked against SBIR_MAX_RESULTS by the router."""
+    if value is None or value == "":
+        return 0
+    return _whole_number(value, APIError(422, "bad_offset", "offset must be a whole number, 0 or more."))
 
 
 def parse_upload_as(value: Any) -> UploadAs:
@@ -93,7 +107,7 @@ def parse_upload_as(value: Any) -> UploadAs:
 
 def parse_query_fields(params: Mapping[str, Any], *, max_text_chars: int, default_weight: float,
                        not_utf8: Collection[str] = ()) -> QueryFields:
-    """The four fields from `params` (body fields over query string); `not_utf8` names form fields whose
+    """The five fields from `params` (body fields over query string); `not_utf8` names form fields whose
     bytes did not decode as UTF-8."""
     if "text" in not_utf8:
         raise APIError(422, "bad_text", "text is not valid UTF-8.")
@@ -102,6 +116,7 @@ def parse_query_fields(params: Mapping[str, Any], *, max_text_chars: int, defaul
         text_weight=parse_text_weight(params.get("text_weight"), default_weight),
         like=parse_like(params.get("like")),
         upload_as=parse_upload_as(params.get("as")),
+        offset=parse_offset(params.get("offset")),
     )
 
 

@@ -13,6 +13,7 @@ TEXT_HELP = ("words to search for (the frozen CLIP text tower, prompt 'a photo o
 TEXT_WEIGHT_HELP = ("0..1: weight of the text in a composed query, the normalised (1-w)·picture + w·text "
                     f"(default {DEFAULT_TEXT_WEIGHT}, SBIR_TEXT_WEIGHT)")
 LIKE_HELP = "id of an indexed photo: its stored vector is the query (more like this); not with a sketch"
+OFFSET_HELP = "results to skip (paging, in a stable order); offset + k at most SBIR_MAX_RESULTS"
 AS_HELP = "photo: the uploaded image is a photo, embedded by the photo branch; sketch (default) otherwise"
 
 
@@ -27,6 +28,7 @@ class StrokesQuery(BaseModel):
     )
     drawing: list[list[list[float]]] | None = Field(None, description="QuickDraw: [[[x...], [y...]], ...]")
     k: int = Field(10, ge=1, description="how many photos to return (at most SBIR_MAX_K)")
+    offset: int = Field(0, ge=0, description=OFFSET_HELP)
     category: str | None = Field(None, description="only photos of this category")
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description=TEXT_HELP)
     text_weight: float = Field(DEFAULT_TEXT_WEIGHT, ge=0, le=1, description=TEXT_WEIGHT_HELP)
@@ -41,11 +43,21 @@ class Photo(BaseModel):
     thumbnail_url: str = Field(description="a 256 px thumbnail (signed likewise)")
     category: str | None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = Field(None, description="where the photo lies in the gallery, relative to its root (null "
+                             "when SBIR_HIDE_PATHS is set or it lies outside)")
+    width: int | None = Field(None, description="pixels, when the index recorded them")
+    height: int | None = Field(None, description="pixels, when the index recorded them")
+    file_size: int | None = Field(None, description="bytes of the photo file when it was indexed")
+    modified_at: str | None = Field(None, description="the file's modification time when indexed (ISO 8601, UTC)")
+    taken_at: str | None = Field(None, description="EXIF capture time, as the camera wrote it (ISO 8601, no zone), "
+                                 "when the photo has one and the index recorded it")
 
 
 class SearchResponse(BaseModel):
     results: list[Photo]
     k: int
+    offset: int = Field(0, description="results skipped before these (paging)")
+    has_more: bool = Field(False, description="a next page (offset + k) can be asked for and holds results")
     category: str | None
     index_version: str
     query: str = Field(description="the query kind that ran: sketch | photo | like | text | sketch+text | "
@@ -113,3 +125,31 @@ class QuerySampleSaved(BaseModel):
     vectors: int = Field(description="query vectors written to SBIR_QUERY_SAMPLE_PATH")
     seen: int = Field(description="queries embedded since the service started")
     capacity: int = Field(description="SBIR_QUERY_SAMPLE: the most vectors the sample keeps")
+
+
+class UploadedPhoto(BaseModel):
+    path: str = Field(description="where it is stored, relative to the gallery: uploads/<sha256>.<ext>")
+    sha256: str
+    bytes: int
+    created: bool = Field(description="false when the same content was already uploaded (nothing written)")
+
+
+class UploadedPhotos(BaseModel):
+    photos: list[UploadedPhoto]
+    detail: str = Field(description="what happens next (a build makes them searchable)")
+
+
+class BuildStarted(BaseModel):
+    id: str
+
+
+class BuildStatus(BaseModel):
+    id: str
+    state: Literal["queued", "running", "finished", "failed"]
+    started_at: str | None = Field(None, description="ISO 8601, UTC")
+    finished_at: str | None = None
+    progress: dict[str, Any] = Field(default_factory=dict, description="the build's last progress line: stage, "
+                                     "done, total")
+    result: dict[str, Any] | None = Field(None, description="the build report (index_builder build --json) once "
+                                          "finished")
+    error: str | None = Field(None, description="why it failed (the build's last error line)")

@@ -2,7 +2,9 @@
 
 It is the `process` function of the micro-batcher: one encoder call per modality (sketches, photos)
 and one text-tower call for the whole batch, then one index search per distinct category filter, all
-on one leased index version. A composed query is the normalised weighted sum of its picture (or
+on one leased index version. Paging asks the index for ``offset + k + 1`` hits, orders them by score then id
+(ties never swap between pages) and keeps ``[offset, offset + k)``; the one extra hit says whether more exist.
+A composed query is the normalised weighted sum of its picture (or
 stored photo) vector and its text vector.
 """
 
@@ -36,6 +38,13 @@ class Query:
     vector: np.ndarray | None = None  # a stored photo vector (`like`)
     text_weight: float = DEFAULT_TEXT_WEIGHT
     exclude: int | None = None  # a photo not to return (the liked one itself)
+    offset: int = 0  # hits skipped before the first returned (paging)
+
+    @property
+    def depth(self) -> int:
+        """Hits to ask the index for: the page, the hits before it, one more (is there a next page?) and the
+        excluded photo."""
+        return self.offset + self.k + 1 + (self.exclude is not None)
 
 
 @dataclass
@@ -50,6 +59,8 @@ class QueryResult:
     matches: list[Match]
     index_version: str
     timings_ms: dict[str, float] = field(default_factory=dict)
+    has_more: bool = False  # the index holds more hits after this page
+    gallery_root: str | None = None  # the folder the served version was built from
 
 
 def compose(base: np.ndarray | None, text: np.ndarray | None, text_weight: float) -> np.ndarray:
@@ -62,6 +73,14 @@ def compose(base: np.ndarray | None, text: np.ndarray | None, text_weight: float
     norm = float(np.linalg.norm(mixed))
     # Opposite vectors at equal weight cancel out; any direction is then as good as another: keep the picture's.
     return (mixed / norm if norm > 1e-6 else base).astype(np.float32)
+
+
+def page(query: Query, scores: np.ndarray, ids: np.ndarray) -> tuple[list[tuple[int, float]], bool]:
+    """The query's page of one row of index hits, best first (score, then id), and whether hits follow it."""
+    hits = sorted(((int(i), float(s)) for s, i in zip(scores, ids, strict=True) if i >= 0 and i != query.exclude),
+                  key=lambda hit: (-hit[1], hit[0]))
+    end = query.offset + query.k
+    return hits[query.offset:end], len(hits) > end
 
 
 def _ms(since: float) -> float:
@@ -106,21 +125,18 @@ class SearchEngine:
             for position, query in enumerate(queries):
                 groups[query.category].append(position)
             hits: list[list[tuple[int, float]]] = [[] for _ in queries]
+            more = [False] * len(queries)
             for category, positions in groups.items():
-                k = max(queries[p].k + (queries[p].exclude is not None) for p in positions)
+                k = max(queries[p].depth for p in positions)
                 scores, ids = reader.search(np.ascontiguousarray(vectors[positions]), k, category=category)
                 for row, position in enumerate(positions):
-                    query = queries[position]
-                    hits[position] = [
-                        (int(i), float(s)) for s, i in zip(scores[row], ids[row], strict=True)
-                        if i >= 0 and i != query.exclude
-                    ][: query.k]
+                    hits[position], more[position] = page(queries[position], scores[row], ids[row])
             search_ms = _ms(started) / len(queries)  # one call served them all: share the cost
             results = []
-            for query_hits in hits:
+            for query_hits, has_more in zip(hits, more, strict=True):
                 started = time.perf_counter()
                 records = reader.records([i for i, _ in query_hits])
                 matches = [Match(i, s, r) for (i, s), r in zip(query_hits, records, strict=True) if r is not None]
                 results.append(QueryResult(matches, reader.version, {
-                    "encode": encode_ms, "search": search_ms, "metadata": _ms(started)}))
+                    "encode": encode_ms, "search": search_ms, "metadata": _ms(started)}, has_more, reader.gallery_root))
         return results

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     decode_threads: int = Field(0, ge=0, le=256, description="threads that decode uploads beside the encoder (0: "
                                 "one per 8 cores, at least 1); more compete with the encoder's threads for the cores")
     max_k: int = Field(100, ge=1, le=10_000, description="largest k a search may ask for")
+    max_results: int = Field(1000, ge=1, le=100_000, description="deepest a search pages: offset + k at most this")
+    hide_paths: bool = Field(False, description="results leave out the photo's path in the gallery")
     max_upload_bytes: int = Field(10 * MIB, ge=1024, description="largest request body accepted")
     max_image_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1, description="largest uploaded image (width*height)")
     max_stroke_points: int = Field(DEFAULT_MAX_POINTS, ge=1, description="most points in a strokes drawing")
@@ -64,6 +66,8 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="when set, search, /info details and photos need "
                                       "header X-API-Key (or a signed photo URL)")
     api_keys: SecretStr | None = Field(None, description="more keys, comma-separated (rotation); any one works")
+    admin_keys: SecretStr | None = Field(None, description="keys of the /admin routes, comma-separated (a set of "
+                                         "its own: never accepted for search, nor search keys here); unset: off")
     url_secret: SecretStr | None = Field(None, description="HMAC secret of signed photo URLs "
                                          "(default: derived from the keys)")
     photo_url_ttl_s: int = Field(3600, ge=1, le=7 * 86400, description="lifetime of a signed photo URL, seconds")
@@ -88,7 +92,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
     @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", "query_sample_path",
-                     "milvus_uri", "collection", mode="before")
+                     "admin_keys", "milvus_uri", "collection", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -115,6 +119,22 @@ class Settings(BaseSettings):
         """Every configured key (SBIR_API_KEY and SBIR_API_KEYS), surrounding spaces removed."""
         keys = [self.api_key, *self._split(self.api_keys)]
         return [key.get_secret_value().strip() for key in keys if key is not None]
+
+    @model_validator(mode="after")
+    def _admin_keys_are_long_and_separate(self) -> Settings:
+        search = set(self.api_key_list)
+        for position, key in enumerate(self.admin_key_list, 1):
+            if len(key) < MIN_KEY_LENGTH:
+                raise ValueError(f"key {position} of SBIR_ADMIN_KEYS is shorter than {MIN_KEY_LENGTH} characters")
+            if key in search:
+                raise ValueError(f"key {position} of SBIR_ADMIN_KEYS is also a search key (SBIR_API_KEY/S); "
+                                 "admin keys must be a separate set")
+        return self
+
+    @property
+    def admin_key_list(self) -> list[str]:
+        """The keys of the /admin routes (SBIR_ADMIN_KEYS), surrounding spaces removed."""
+        return [key.get_secret_value().strip() for key in self._split(self.admin_keys)]
 
     @model_validator(mode="after")
     def _engine_needs_its_location(self) -> Settings:

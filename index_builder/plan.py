@@ -8,6 +8,7 @@ Unchanged photos (same path, size and mtime, not written since the previous scan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from photo_index.api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, Previous, VersionContent
 from photo_index.format import utc_now
 
+from .photo_header import PhotoHeader, read_header
 from .sources import Scan, Skipped
 from .staging import FileKey, Staging
 
@@ -64,6 +66,7 @@ class Plan:
     unchanged: int = 0
     removed: int = 0
     failed: list[Skipped] = field(default_factory=list)
+    filled: int = 0  # unchanged photos whose details (size in pixels, capture time) an older version lacked
 
     @property
     def size(self) -> int:
@@ -71,18 +74,27 @@ class Plan:
 
     @property
     def changed(self) -> bool:
-        return bool(self.added or self.updated or self.removed)
+        return bool(self.added or self.updated or self.removed or self.filled)
 
 
-def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], staging: Staging) -> Plan:
-    """Assign stable ids and count added / updated / unchanged / removed photos."""
+def details(old: PhotoRecord | None, path: str, reused: bool, header: Callable[[str], PhotoHeader]) -> PhotoHeader:
+    """The photo's width, height and capture time: the previous record's for reused content, else (new or changed
+    content, or a record written before details existed) read from the file's header."""
+    if reused and old is not None and old.width is not None:
+        return PhotoHeader(old.width, old.height, old.taken_at)
+    return header(path)
+
+
+def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], staging: Staging,
+         header: Callable[[str], PhotoHeader] = read_header) -> Plan:
+    """Assign stable ids, record each photo's details, and count added / updated / unchanged / removed photos."""
     now = utc_now()
     explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
     next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
     records: list[PhotoRecord] = []
     sources: list[tuple[int, int]] = []
     failed: list[Skipped] = []
-    added = updated = unchanged = 0
+    added = updated = unchanged = filled = 0
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if photo.path in reused:
@@ -108,10 +120,13 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             updated += 1
         else:
             unchanged += 1
+        shown = details(old, photo.path, photo.path in reused, header)
+        filled += photo.path in reused and old.width is None and shown.width is not None
         records.append(PhotoRecord(
             id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
             added_at=old.added_at if old else now, metadata=photo.metadata,
             updated_at=now if changed else old.updated_at, mtime_ns=photo.mtime_ns,
+            width=shown.width, height=shown.height, taken_at=shown.taken_at,
         ))
         sources.append(source)
     kept = {record.path for record in records}
@@ -120,4 +135,4 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     content = VersionContent([records[i] for i in order],
                              np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),
                              staging.vectors(), next_id, now)
-    return Plan(content, added, updated, unchanged, removed, failed)
+    return Plan(content, added, updated, unchanged, removed, failed, filled)

@@ -32,6 +32,15 @@ class PhotoRecord:
     metadata: dict = field(default_factory=dict)
     updated_at: str = ""
     mtime_ns: int = 0
+    # Read from the photo's header at indexing time; None when an older index did not record them (or the photo
+    # has no EXIF capture time).
+    width: int | None = None  # as shown (after the EXIF orientation)
+    height: int | None = None
+    taken_at: str | None = None  # EXIF capture time, ISO 8601 as the camera wrote it
+
+    @property
+    def details(self) -> tuple[int | None, int | None, str | None]:
+        return self.width, self.height, self.taken_at
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,27 +1,21 @@
-"""Operator actions that change files on the server: they need the API key, and are off without one."""
+"""Operator actions that change files on the server: they need an admin key (SBIR_ADMIN_KEYS), and are off
+without one (app.key_roles)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import APIError
+from ..key_roles import require_admin_key
 from ..schemas import Error, QuerySampleSaved
-from ..services import Services, get_access, get_services, require_api_key
+from ..services import Services, get_services
 
-router = APIRouter(prefix="/admin", tags=["operations"])
-
-
-def require_admin_key(request: Request, x_api_key: str | None = Header(None, description="an API key")) -> None:
-    """403 when no API key is configured (admin actions are never open); 401 when the header does not match."""
-    if not get_access(request).required:
-        raise APIError(403, "forbidden", "Admin actions need an API key (SBIR_API_KEY or SBIR_API_KEYS) on the "
-                       "service.")
-    require_api_key(request, x_api_key)
+router = APIRouter(prefix="/admin", tags=["operations"], dependencies=[Depends(require_admin_key)],
+                   responses={code: {"model": Error} for code in (401, 403, 409)})
 
 
-@router.post("/query-sample", response_model=QuerySampleSaved, dependencies=[Depends(require_admin_key)],
-             responses={code: {"model": Error} for code in (401, 403, 409)},
+@router.post("/query-sample", response_model=QuerySampleSaved,
              summary="Save the sample of recent query vectors (SBIR_QUERY_SAMPLE) for `index_builder tune`")
 async def save_query_sample(services: Services = Depends(get_services)) -> QuerySampleSaved:
     if services.query_sample is None:

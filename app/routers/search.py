@@ -10,10 +10,22 @@ from fastapi.concurrency import run_in_threadpool
 from ..batching import BatcherClosedError
 from ..errors import APIError
 from ..inputs import QueryLimits, parse_search_request, to_tensor
+from ..key_roles import require_search_key
 from ..query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
-from ..schemas import AS_HELP, LIKE_HELP, TEXT_HELP, TEXT_WEIGHT_HELP, Error, Photo, SearchResponse, StrokesQuery
+from ..result_details import photo_details
+from ..schemas import (
+    AS_HELP,
+    LIKE_HELP,
+    OFFSET_HELP,
+    TEXT_HELP,
+    TEXT_WEIGHT_HELP,
+    Error,
+    Photo,
+    SearchResponse,
+    StrokesQuery,
+)
 from ..search import Query
-from ..services import Services, get_access, get_services, require_api_key
+from ..services import Services, get_access, get_services
 
 router = APIRouter(tags=["search"])
 THUMBNAIL_SIZE = 256  # the page's result tiles
@@ -29,6 +41,7 @@ _REQUEST_BODY = {
                     "sketch": {"type": "string", "format": "binary", "description": "image or strokes file"},
                     "strokes": {"type": "string", "description": "strokes JSON (instead of a file)"},
                     "k": {"type": "integer", "default": 10},
+                    "offset": {"type": "integer", "minimum": 0, "default": 0, "description": OFFSET_HELP},
                     "category": {"type": "string"},
                     "text": {"type": "string", "maxLength": MAX_TEXT_CHARS, "description": TEXT_HELP},
                     "text_weight": {"type": "number", "minimum": 0, "maximum": 1, "default": DEFAULT_TEXT_WEIGHT,
@@ -46,6 +59,7 @@ _QUERY_STRING = [
     {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
     for name, schema, description in (
         ("k", {"type": "integer", "minimum": 1}, "how many photos to return"),
+        ("offset", {"type": "integer", "minimum": 0}, OFFSET_HELP),
         ("category", {"type": "string"}, "only photos of this category"),
         ("text", {"type": "string", "maxLength": MAX_TEXT_CHARS}, TEXT_HELP),
         ("text_weight", {"type": "number", "minimum": 0, "maximum": 1}, TEXT_WEIGHT_HELP),
@@ -53,7 +67,7 @@ _QUERY_STRING = [
         ("as", {"type": "string", "enum": ["sketch", "photo"]}, AS_HELP),
     )
 ]
-_ERRORS = {code: {"model": Error} for code in (401, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": Error} for code in (401, 403, 413, 415, 422, 503)}
 
 
 def _stored_vector(services: Services, photo_id: int):
@@ -74,13 +88,13 @@ def _ms(since: float) -> float:
     response_model=SearchResponse,
     responses=_ERRORS,
     openapi_extra={"requestBody": _REQUEST_BODY, "parameters": _QUERY_STRING},
-    dependencies=[Depends(require_api_key)],
+    dependencies=[Depends(require_search_key)],
     summary="Find the photos closest to a sketch, a photo, text, a liked photo, or a sketch/photo/like with text",
 )
 async def search(request: Request, services: Services = Depends(get_services)) -> SearchResponse:
     """Send JSON strokes, a multipart `sketch` file (or `strokes` field), or a raw image body, and/or `text`,
     or `like=<photo id>` (with or without `text`); `as=photo` reads an uploaded image as a photo. `k`, `category`,
-    `text`, `text_weight`, `like` and `as` go in the JSON body, the form, or the query string. The response's
+    `text`, `text_weight`, `like`, `as` and `offset` go in the JSON body, the form, or the query string. The response's
     `query` says which kind ran."""
     settings = services.settings
     started = time.perf_counter()
@@ -89,6 +103,9 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     limits = QueryLimits(settings.max_k, settings.max_text_chars, settings.text_weight)
     query = await parse_search_request(request, settings.max_upload_bytes, limits)
     fields = query.fields
+    if fields.offset + query.k > settings.max_results:
+        raise APIError(422, "bad_offset", f"offset + k must be at most {settings.max_results} (SBIR_MAX_RESULTS); "
+                       f"got {min(fields.offset, settings.max_results * 10)} + {query.k}.")
     if fields.text is not None and not services.encoder.has_text_tower:
         raise APIError(422, "text_unsupported", "The loaded encoder has no text tower; see query_kinds in GET /info.")
     if query.category is not None:
@@ -99,7 +116,8 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     timings = {"read": _ms(started)}
 
     step = time.perf_counter()
-    job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight)
+    job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight,
+                offset=fields.offset)
     if query.kind is not None:
         try:
             job.tensor = await services.batcher.prepare(
@@ -126,6 +144,7 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     services.metrics.queries.labels(query.query_kind).inc()
 
     access = get_access(request)
+    root = settings.gallery_root or result.gallery_root
     photos = []
     for match in result.matches:
         tag = match.record.sha256[:16]
@@ -136,9 +155,12 @@ async def search(request: Request, services: Services = Depends(get_services)) -
             thumbnail_url=access.photo_url(match.id, THUMBNAIL_SIZE, tag),
             category=match.record.category,
             metadata=match.record.metadata or {},
+            **photo_details(match.record, root, settings.hide_paths),
         ))
+    has_more = result.has_more and fields.offset + query.k < settings.max_results  # a next page may be asked for
     return SearchResponse(
-        results=photos, k=query.k, category=query.category, index_version=result.index_version,
+        results=photos, k=query.k, offset=fields.offset, has_more=has_more, category=query.category,
+        index_version=result.index_version,
         query=query.query_kind, input=query.kind, text=fields.text, like=fields.like,
         text_weight=fields.text_weight if "+text" in query.query_kind else None,
         batch_size=batched.batch_size, timings_ms=timings,

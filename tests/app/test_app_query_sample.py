@@ -9,7 +9,7 @@ from photo_index.backends.folder.calibration import load_queries
 from tests.app.support import STROKES, app_client
 
 SECRET = "query-sample-admin-key"
-KEY = {"X-API-Key": SECRET}
+KEY = {"X-API-Key": SECRET}  # an admin key (SBIR_ADMIN_KEYS): the admin routes' own key set
 
 
 def test_the_reservoir_is_bounded_and_keeps_every_query_equally_likely():
@@ -29,15 +29,15 @@ def test_the_reservoir_is_bounded_and_keeps_every_query_equally_likely():
 
 def test_the_service_saves_its_query_sample_by_the_admin_endpoint_and_on_shutdown(app_index, app_encoder, tmp_path):
     path = tmp_path / "sample" / "queries.npy"
-    with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=path, api_key=SECRET) as client:
+    with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=path, admin_keys=SECRET) as client:
         for _ in range(3):
-            assert client.post("/search", json=STROKES, headers=KEY).status_code == 200
+            assert client.post("/search", json=STROKES).status_code == 200
         assert client.post("/admin/query-sample").status_code == 401
         saved = client.post("/admin/query-sample", headers=KEY)
         assert saved.status_code == 200 and saved.json() == {"vectors": 3, "seen": 3, "capacity": 4}
         assert load_queries(path, app_encoder.embed_dim).shape == (3, app_encoder.embed_dim)
         for _ in range(3):
-            assert client.post("/search", json=STROKES, headers=KEY).status_code == 200
+            assert client.post("/search", json=STROKES).status_code == 200
     # On shutdown the sample is written again: bounded at 4 of the 6 queries seen, unit vectors of the encoder.
     vectors = load_queries(path, app_encoder.embed_dim)
     assert vectors.shape == (4, app_encoder.embed_dim)
@@ -45,11 +45,11 @@ def test_the_service_saves_its_query_sample_by_the_admin_endpoint_and_on_shutdow
     assert not list(path.parent.glob(".*.tmp"))
 
 
-def test_the_admin_endpoint_is_off_without_an_api_key_and_without_a_sample(app_index, app_encoder, tmp_path):
+def test_the_admin_endpoint_is_off_without_an_admin_key_and_without_a_sample(app_index, app_encoder, tmp_path):
     with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=tmp_path / "q.npy") as client:
         refused = client.post("/admin/query-sample", headers=KEY)
-        assert refused.status_code == 403 and "API key" in refused.json()["detail"]
-    with app_client(app_index[1], app_encoder, api_key=SECRET) as client:
+        assert refused.status_code == 403 and "SBIR_ADMIN_KEYS" in refused.json()["detail"]
+    with app_client(app_index[1], app_encoder, admin_keys=SECRET) as client:
         off = client.post("/admin/query-sample", headers=KEY)
         assert off.status_code == 409 and "SBIR_QUERY_SAMPLE" in off.json()["detail"]
     assert not (tmp_path / "q.npy").exists()  # nothing searched: nothing saved on shutdown

@@ -21,18 +21,25 @@ CREATE TABLE photos (
     mtime_ns INTEGER NOT NULL,
     added_at TEXT NOT NULL,
     updated_at TEXT NOT NULL,
-    metadata TEXT NOT NULL
+    metadata TEXT NOT NULL,
+    width INTEGER,
+    height INTEGER,
+    taken_at TEXT
 );
 CREATE INDEX photos_category ON photos (category);
 """
-COLUMNS = "id, path, category, sha256, size, mtime_ns, added_at, updated_at, metadata"
+BASE_COLUMNS = ("id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata")
+DETAIL_COLUMNS = ("width", "height", "taken_at")  # added later: a version written before has none of them
+COLUMNS = ", ".join(BASE_COLUMNS + DETAIL_COLUMNS)
+_MARKS = ",".join("?" * (len(BASE_COLUMNS) + len(DETAIL_COLUMNS)))
 
 
 def _row_to_record(row: tuple) -> PhotoRecord:
-    photo_id, path, category, sha256, size, mtime_ns, added_at, updated_at, metadata = row
+    photo_id, path, category, sha256, size, mtime_ns, added_at, updated_at, metadata, width, height, taken_at = row
     return PhotoRecord(
         id=int(photo_id), path=path, category=category, sha256=sha256, size=int(size), added_at=added_at,
         metadata=json.loads(metadata), updated_at=updated_at, mtime_ns=int(mtime_ns),
+        width=width, height=height, taken_at=taken_at,
     )
 
 
@@ -45,12 +52,13 @@ def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_0
         rows = []
         for record in records:
             rows.append((record.id, record.path, record.category, record.sha256, record.size, record.mtime_ns,
-                         record.added_at, record.updated_at, json.dumps(record.metadata, sort_keys=True)))
+                         record.added_at, record.updated_at, json.dumps(record.metadata, sort_keys=True),
+                         *record.details))
             if len(rows) >= batch:
-                conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+                conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES ({_MARKS})", rows)
                 count += len(rows)
                 rows = []
-        conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
+        conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES ({_MARKS})", rows)
         count += len(rows)
         conn.commit()
     finally:
@@ -67,9 +75,12 @@ class MetadataStore:
         try:
             self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
             self._conn.execute("SELECT count(*) FROM photos").fetchone()
+            present = {row[1] for row in self._conn.execute("PRAGMA table_info(photos)")}
         except sqlite3.Error as error:
             raise IndexCorruptError(f"Metadata file {path} is unreadable: {error}") from error
         self._lock = threading.Lock()
+        # An older version lacks the detail columns: they read as NULL (None) there.
+        self._columns = ", ".join([*BASE_COLUMNS, *(c if c in present else f"NULL AS {c}" for c in DETAIL_COLUMNS)])
 
     def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
@@ -82,7 +93,7 @@ class MetadataStore:
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._query(f"SELECT {COLUMNS} FROM photos WHERE id IN ({marks})", chunk):
+            for row in self._query(f"SELECT {self._columns} FROM photos WHERE id IN ({marks})", chunk):
                 record = _row_to_record(row)
                 found[record.id] = record
         return [found.get(int(i)) for i in ids]
@@ -98,7 +109,7 @@ class MetadataStore:
         return [row[0] for row in self._query("SELECT id FROM photos ORDER BY id")]
 
     def iter_records(self) -> Iterator[PhotoRecord]:
-        for row in self._query(f"SELECT {COLUMNS} FROM photos ORDER BY id"):
+        for row in self._query(f"SELECT {self._columns} FROM photos ORDER BY id"):
             yield _row_to_record(row)
 
     def integrity_errors(self) -> list[str]:

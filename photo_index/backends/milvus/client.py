@@ -25,6 +25,8 @@ MANIFESTS = "sbir_manifests"
 VARCHAR_MAX = 65_535
 PATH_MAX = 4_096
 PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata"]
+# Added later (a collection made before has none of them); Milvus fields are not nullable: -1 / "" mean unknown.
+DETAIL_FIELDS = ["width", "height", "taken_at"]
 QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
 T = TypeVar("T")
 
@@ -171,6 +173,9 @@ class MilvusConnection:
         schema.add_field("added_at", DataType.VARCHAR, max_length=64)
         schema.add_field("updated_at", DataType.VARCHAR, max_length=64)
         schema.add_field("metadata", DataType.VARCHAR, max_length=VARCHAR_MAX)
+        schema.add_field("width", DataType.INT64)
+        schema.add_field("height", DataType.INT64)
+        schema.add_field("taken_at", DataType.VARCHAR, max_length=64)
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_name="vector", index_type=index_type, metric_type="IP",
                         params=index_params)
@@ -183,6 +188,13 @@ class MilvusConnection:
             self.drop(name)
             raise BuildError(f"Milvus cannot build index type {index_type!r} with params {index_params}: "
                              f"{error}") from None
+
+    def record_fields(self, name: str) -> list[str]:
+        """The record fields collection ``name`` holds: PHOTO_FIELDS, plus DETAIL_FIELDS when it was made with them."""
+        described = self.call(lambda: self.client.describe_collection(name, timeout=self.timeout),
+                              what=f"describe {name}", missing=f"Milvus collection {name} is gone.")
+        present = {field.get("name") for field in described.get("fields", [])}
+        return PHOTO_FIELDS + [name for name in DETAIL_FIELDS if name in present]
 
     def load(self, name: str, timeout: float | None = None) -> None:
         self.call(lambda: self.client.load_collection(name, timeout=timeout or self.timeout), what=f"load {name}")

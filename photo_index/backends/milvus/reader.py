@@ -19,7 +19,7 @@ from ...errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundEr
 from ...format import REQUIRED, field_of
 from ...location import DEFAULT_CONSISTENCY, MilvusLocation
 from ...queries import checked_queries, no_hits
-from .client import PHOTO_FIELDS, MilvusConnection
+from .client import DETAIL_FIELDS, MilvusConnection
 
 
 def category_filter(category: str) -> str:
@@ -32,14 +32,29 @@ def to_record(row: dict) -> PhotoRecord:
         id=int(row["id"]), path=row["path"], category=row["category"] or None, sha256=row["sha256"],
         size=int(row["size"]), added_at=row["added_at"], metadata=json.loads(row["metadata"] or "{}"),
         updated_at=row["updated_at"], mtime_ns=int(row["mtime_ns"]),
+        width=_known(row.get("width")), height=_known(row.get("height")), taken_at=row.get("taken_at") or None,
     )
 
 
+def _known(value: int | None) -> int | None:
+    return int(value) if value is not None and int(value) >= 0 else None
+
+
 def to_row(record: PhotoRecord, vector: np.ndarray) -> dict:
+    """A row of a collection made with DETAIL_FIELDS (unknown details as -1 / "")."""
     return {"id": int(record.id), "vector": np.asarray(vector, dtype=np.float32).tolist(), "path": record.path,
             "category": record.category or "", "sha256": record.sha256, "size": int(record.size),
             "mtime_ns": int(record.mtime_ns), "added_at": record.added_at, "updated_at": record.updated_at,
-            "metadata": json.dumps(record.metadata, sort_keys=True)}
+            "metadata": json.dumps(record.metadata, sort_keys=True), "width": _unknown_is(record.width),
+            "height": _unknown_is(record.height), "taken_at": record.taken_at or ""}
+
+
+def _unknown_is(value: int | None) -> int:
+    return -1 if value is None else int(value)
+
+
+def has_details(fields: list[str]) -> bool:
+    return set(DETAIL_FIELDS) <= set(fields)
 
 
 def checked_manifest(connection: MilvusConnection, version: str) -> dict:
@@ -69,6 +84,7 @@ class MilvusReader:
         self.search_params: dict = dict(self.manifest["index"].get("search_params") or {})
         self._categories = list(self.manifest.get("categories") or [])
         self._loading = threading.Lock()
+        self._fields = connection.record_fields(version)  # an older collection lacks the detail fields
 
     def __len__(self) -> int:
         return self.size
@@ -116,7 +132,7 @@ class MilvusReader:
         for start in range(0, len(wanted), 1000):
             chunk = wanted[start : start + 1000]
             rows = self._call(lambda chunk=chunk: self.connection.client.query(
-                self.version, filter=f"id in {chunk}", output_fields=PHOTO_FIELDS,
+                self.version, filter=f"id in {chunk}", output_fields=self._fields,
                 timeout=self.connection.timeout), what="read photo records")
             found.update((int(row["id"]), to_record(row)) for row in rows)
         return [found.get(int(i)) for i in np.asarray(ids).reshape(-1)]

@@ -21,7 +21,7 @@ from ...format import expired
 from ...location import MilvusLocation
 from ...publishing import live_base, version_report
 from .client import MilvusConnection, new_version_name
-from .reader import PHOTO_FIELDS, checked_manifest, to_record, to_row
+from .reader import checked_manifest, has_details, to_record, to_row
 
 DEFAULT_INDEX = "AUTOINDEX"
 CHUNK = 1_000  # rows per insert/upsert call (well under Milvus's 64 MB message limit at 512 dims)
@@ -35,7 +35,8 @@ class MilvusPrevious:
         self.connection = connection
         self.name = version
         self.manifest = checked_manifest(connection, version)
-        rows = connection.query_all(version, PHOTO_FIELDS, missing=f"Milvus collection {version} is gone.")
+        self.fields = connection.record_fields(version)
+        rows = connection.query_all(version, self.fields, missing=f"Milvus collection {version} is gone.")
         self.by_path = {row["path"]: to_record(row) for row in rows}
         # A build killed after upserting new photos has not written next_id: never hand out an id in use.
         highest = max((record.id for record in self.by_path.values()), default=-1)
@@ -89,8 +90,10 @@ class MilvusWriter:
         section = {"engine": "milvus", "factory": factory, "metric": "inner_product",
                    "index_params": self.index_params, "search_params": self.search_params}
         old = previous.manifest["index"] if previous else {}
+        # A collection made before the detail fields existed is copied into a new one that has them.
         in_place = (previous is not None and not self.options.rebuild and previous.manifest["dim"] == dim
-                    and (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params))
+                    and (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params)
+                    and has_details(previous.fields))
         dates = {}
         if in_place:
             version = previous.name

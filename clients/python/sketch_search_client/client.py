@@ -1,0 +1,133 @@
+"""`Client` (blocking) and `AsyncClient` (asyncio): the same operations (app.protocol builds and reads every
+request), sent over httpx's sync or async transport."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+
+from . import protocol
+from .errors import ServiceUnreachableError
+from .models import BuildStatus, SearchPage, ServiceInfo
+
+if TYPE_CHECKING:
+    from typing import Self, Unpack
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 60.0
+
+
+def _options(url: str, api_key: str | None, timeout: float, headers: dict[str, str] | None) -> dict[str, Any]:
+    merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}
+    return {"base_url": url.rstrip("/"), "headers": merged, "timeout": timeout}
+
+
+def _unreachable(url: str, error: httpx.TransportError) -> ServiceUnreachableError:
+    return ServiceUnreachableError(f"cannot reach the service at {url}: {error!r}")
+
+
+class Client:
+    """A blocking client: `Client(url, api_key=...)`, best used as a context manager (closes its connections).
+
+    `search(sketch=..., text=..., like=..., category=..., k=..., offset=...)` → SearchPage; `photo(id)` /
+    `thumbnail(id)` → bytes; `info()` → ServiceInfo; `ready()` → bool. Refusals raise ServiceError (with the
+    service's `code`); no answer raises ServiceUnreachableError. An admin key gives `upload_photos`,
+    `start_build` and `build_status`.
+    """
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
+        self.url = url
+        self._http = httpx.Client(**_options(url, api_key, timeout, headers), transport=transport)
+
+    def _call(self, call: protocol.Call[T]) -> T:
+        try:
+            response = self._http.request(call.method, call.path, **call.request)
+        except httpx.TransportError as error:
+            raise _unreachable(self.url, error) from error
+        return call.read(response)
+
+    def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:
+        return self._call(protocol.search(**query))
+
+    def photo(self, photo_id: int) -> bytes:
+        return self._call(protocol.photo(photo_id))
+
+    def thumbnail(self, photo_id: int, size: int = protocol.DEFAULT_THUMBNAIL) -> bytes:
+        return self._call(protocol.photo(photo_id, size))
+
+    def info(self) -> ServiceInfo:
+        return self._call(protocol.info())
+
+    def ready(self) -> bool:
+        return self._call(protocol.ready())
+
+    def upload_photos(self, photos: Sequence[str | os.PathLike | bytes]) -> list[dict[str, Any]]:
+        return self._call(protocol.upload_photos(photos))
+
+    def start_build(self) -> str:
+        return self._call(protocol.start_build())
+
+    def build_status(self, build_id: str) -> BuildStatus:
+        return self._call(protocol.build_status(build_id))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """The asyncio twin of `Client`: the same methods, awaited (`async with AsyncClient(url) as client`)."""
+
+    def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 headers: dict[str, str] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url = url
+        self._http = httpx.AsyncClient(**_options(url, api_key, timeout, headers), transport=transport)
+
+    async def _call(self, call: protocol.Call[T]) -> T:
+        try:
+            response = await self._http.request(call.method, call.path, **call.request)
+        except httpx.TransportError as error:
+            raise _unreachable(self.url, error) from error
+        return call.read(response)
+
+    async def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:
+        return await self._call(protocol.search(**query))
+
+    async def photo(self, photo_id: int) -> bytes:
+        return await self._call(protocol.photo(photo_id))
+
+    async def thumbnail(self, photo_id: int, size: int = protocol.DEFAULT_THUMBNAIL) -> bytes:
+        return await self._call(protocol.photo(photo_id, size))
+
+    async def info(self) -> ServiceInfo:
+        return await self._call(protocol.info())
+
+    async def ready(self) -> bool:
+        return await self._call(protocol.ready())
+
+    async def upload_photos(self, photos: Sequence[str | os.PathLike | bytes]) -> list[dict[str, Any]]:
+        return await self._call(protocol.upload_photos(photos))
+
+    async def start_build(self) -> str:
+        return await self._call(protocol.start_build())
+
+    async def build_status(self, build_id: str) -> BuildStatus:
+        return await self._call(protocol.build_status(build_id))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()

@@ -1,0 +1,38 @@
+"""Exceptions of the client: every refusal of the service carries its HTTP status and stable error code."""
+
+from __future__ import annotations
+
+
+class SketchSearchError(Exception):
+    """Anything that went wrong talking to the service."""
+
+
+class ServiceUnreachableError(SketchSearchError):
+    """No answer: the connection failed or timed out."""
+
+
+class ServiceError(SketchSearchError):
+    """The service refused the request: `status` (HTTP), `code` (e.g. "bad_k", "unauthorized") and `detail`."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+
+
+class AuthError(ServiceError):
+    """401 (no or wrong key) or 403 (a key of the other kind: admin for search, search for admin)."""
+
+
+class NotReadyError(ServiceError):
+    """503: the service is starting, has no index yet, or its index server is unreachable; retry later."""
+
+
+class InputError(SketchSearchError, ValueError):
+    """A sketch the client cannot send (unknown type, unreadable file) — found before any request."""
+
+
+def error_for(status: int, code: str, detail: str) -> ServiceError:
+    kind = AuthError if status in (401, 403) else NotReadyError if status == 503 else ServiceError
+    return kind(status, code, detail)

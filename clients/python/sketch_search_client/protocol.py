@@ -1,0 +1,159 @@
+"""The client's one implementation of the API, without I/O: each operation is a `Call` (how to ask, how to read
+the answer); `Client` and `AsyncClient` differ only in how they send it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Union
+
+import httpx
+
+from .errors import InputError, error_for
+from .models import BuildStatus, SearchPage, ServiceInfo
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage  # Pillow is optional: only for type checkers here
+
+T = TypeVar("T")
+# What a sketch may be: a file path, image bytes, a PIL image, or strokes (a list of [[x, y], ...] strokes, or
+# a dict with "strokes" or QuickDraw "drawing").
+Sketch = Union[str, os.PathLike, bytes, "PILImage", Sequence, dict]  # noqa: UP007 - a string member needs Union
+DEFAULT_THUMBNAIL = 256
+_IMAGE_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"),
+                (b"BM", "image/bmp"), (b"II*\x00", "image/tiff"), (b"MM\x00*", "image/tiff"))
+
+
+class SearchArgs(TypedDict, total=False):
+    """Keyword arguments of `search`: a sketch and/or text, or a liked photo (with or without text)."""
+
+    sketch: Sketch
+    text: str
+    like: int
+    category: str
+    k: int
+    offset: int
+    text_weight: float
+    as_photo: bool  # the uploaded image is a photo (embedded by the photo branch), not a sketch
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    method: str
+    path: str
+    parse: Callable[[httpx.Response], T]
+    request: dict[str, Any] = field(default_factory=dict)  # httpx's params/json/files/data/content/headers
+    ok: tuple[int, ...] = (200,)
+
+    def read(self, response: httpx.Response) -> T:
+        """The parsed answer, or the service's refusal raised as a ServiceError subclass."""
+        if response.status_code not in self.ok:
+            raise refusal(response)
+        return self.parse(response)
+
+
+def refusal(response: httpx.Response) -> Exception:
+    try:
+        body = response.json()
+        code, detail = str(body["error"]), str(body["detail"])
+    except (ValueError, KeyError, TypeError):
+        code, detail = f"http_{response.status_code}", response.text[:200] or response.reason_phrase
+    return error_for(response.status_code, code, detail)
+
+
+def _mime(data: bytes) -> str:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
+
+
+def _pil_png(image: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "PNG")
+    return out.getvalue()
+
+
+def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
+    """("image", bytes) or ("strokes", dict) for a sketch given as a path, bytes, PIL image or strokes."""
+    if isinstance(sketch, bytes | bytearray | memoryview):
+        return "image", bytes(sketch)
+    if isinstance(sketch, dict):
+        return "strokes", sketch
+    if isinstance(sketch, str | os.PathLike):
+        path = Path(sketch)
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise InputError(f"cannot read the sketch {path}: {error.strerror or error}") from None
+        if path.suffix.lower() in (".json", ".ndjson"):
+            try:
+                obj = json.loads(data.decode("utf-8").splitlines()[0] if path.suffix.lower() == ".ndjson" else data)
+            except (ValueError, IndexError) as error:
+                raise InputError(f"{path} is not JSON strokes: {error}") from None
+            return sketch_payload(obj)
+        return "image", data
+    if hasattr(sketch, "save") and hasattr(sketch, "size"):  # a PIL image (Pillow is optional)
+        return "image", _pil_png(sketch)
+    if isinstance(sketch, Sequence):
+        return "strokes", {"strokes": [list(stroke) for stroke in sketch]}
+    raise InputError(f"a sketch is a path, image bytes, a PIL image or strokes, not {type(sketch).__name__}")
+
+
+def search(**args: Any) -> Call[SearchPage]:
+    """POST /search: the sketch as a multipart file (images) or JSON (strokes, or no sketch)."""
+    unknown = set(args) - set(SearchArgs.__annotations__)
+    if unknown:
+        raise TypeError(f"search() got unexpected arguments: {', '.join(sorted(unknown))}")
+    fields = {name: args[name] for name in ("text", "like", "category", "k", "offset", "text_weight")
+              if args.get(name) is not None}
+    if args.get("as_photo"):
+        fields["as"] = "photo"
+    sketch = args.get("sketch")
+    if sketch is None:
+        request: dict[str, Any] = {"json": fields}
+    else:
+        kind, payload = sketch_payload(sketch)
+        if kind == "strokes":
+            request = {"json": {**payload, **fields}}
+        else:
+            request = {"files": {"sketch": ("sketch", payload, _mime(payload))},
+                       "data": {name: str(value) for name, value in fields.items()}}
+    return Call("POST", "/search", lambda response: SearchPage.from_json(response.json()), request)
+
+
+def photo(photo_id: int, size: int | None = None) -> Call[bytes]:
+    """GET /photos/{id}: the file, or a JPEG thumbnail fitting size×size."""
+    params = {"size": size} if size else {}
+    return Call("GET", f"/photos/{int(photo_id)}", lambda response: response.content, {"params": params})
+
+
+def info() -> Call[ServiceInfo]:
+    return Call("GET", "/info", lambda response: ServiceInfo.from_json(response.json()))
+
+
+def ready() -> Call[bool]:
+    """GET /readyz: True when the model and an index are loaded (a 503 is an answer here, not an error)."""
+    return Call("GET", "/readyz", lambda response: response.status_code == 200, ok=(200, 503))
+
+
+def upload_photos(photos: Sequence[str | os.PathLike | bytes]) -> Call[list[dict[str, Any]]]:
+    """POST /admin/photos (admin key): files into the gallery's uploads/ folder."""
+    files = []
+    for number, item in enumerate(photos):
+        data = bytes(item) if isinstance(item, bytes | bytearray) else Path(item).read_bytes()
+        files.append(("photo", (f"photo-{number}", data, _mime(data))))
+    return Call("POST", "/admin/photos", lambda response: response.json()["photos"], {"files": files}, ok=(201,))
+
+
+def start_build() -> Call[str]:
+    """POST /admin/builds (admin key): the id of the build it started."""
+    return Call("POST", "/admin/builds", lambda response: response.json()["id"], ok=(202,))
+
+
+def build_status(build_id: str) -> Call[BuildStatus]:
+    return Call("GET", f"/admin/builds/{build_id}", lambda response: BuildStatus.from_json(response.json()))
