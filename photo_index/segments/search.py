@@ -1,0 +1,155 @@
+"""Search one version of a segmented index: every segment searched with its tombstones excluded inside FAISS
+(an ``IDSelectorNot`` over the deleted ids, so each segment still returns its k best live photos), the
+per-segment results merged by score. Ids are the photos' stable ids, whichever segment holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+from index_builder.faiss_engine import _search_params
+from index_builder.metadata import PhotoRecord
+
+from .segment import Segment
+from .store import SegmentStore
+from .version import Version
+
+
+def _no_hits(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
+def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (score, id) pairs per query over the per-segment results (-inf / -1 pad)."""
+    if not parts:
+        return _no_hits(n, k)
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    if scores.shape[1] < k:
+        pad_scores, pad_ids = _no_hits(n, k - scores.shape[1])
+        scores, ids = np.hstack([scores, pad_scores]), np.hstack([ids, pad_ids])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+
+class LiveSegment:
+    """A segment and the ids a version deleted from it."""
+
+    def __init__(self, segment: Segment, tombstones: np.ndarray) -> None:
+        self.segment = segment
+        self.tombstones = tombstones
+        self.live = segment.info.size - len(tombstones)
+        self._params = self._exclusion_params() if len(tombstones) else None
+
+    def _exclusion_params(self) -> faiss.SearchParameters:
+        deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
+        selector = faiss.IDSelectorNot(deleted)
+        selector.keep_alive = deleted  # selectors hold raw pointers to what they wrap
+        index = self.segment.index
+        if index.knob is not None:
+            return _search_params(index.knob, index.knob_value, selector)
+        params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = selector
+        return params
+
+    def live_ids(self) -> np.ndarray:
+        ids = self.segment.ids
+        return ids if self._params is None else ids[~np.isin(ids, self.tombstones, assume_unique=True)]
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each of ``ids`` where this segment holds it live, else -1."""
+        rows = self.segment.rows_of(ids)
+        if self._params is not None:
+            rows[np.isin(ids, self.tombstones)] = -1
+        return rows
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        index = self.segment.index
+        if allowed is not None:
+            allowed = allowed[self.segment.rows_of(allowed) >= 0]
+            if self._params is not None:
+                allowed = np.setdiff1d(allowed, self.tombstones, assume_unique=True)
+            return index.search(queries, k, allowed) if len(allowed) else _no_hits(len(queries), k)
+        if self._params is None:
+            return index.search(queries, k)
+        scores, found = index.cpu_index.search(queries, k, params=self._params)
+        found = found.astype(np.int64, copy=False)
+        return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+
+
+class SegmentedView:
+    """A read-only view of one version: search, records, vectors (thread-safe; bound to the version)."""
+
+    def __init__(self, store: SegmentStore, version: Version, *, device: str = "cpu") -> None:
+        self.version = version
+        self.dim = version.dim
+        self.segments: list[LiveSegment] = []
+        try:
+            for ref in version.segments:
+                self.segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
+        except BaseException:
+            self.close()
+            raise
+        self.size = sum(s.live for s in self.segments)
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product over the live photos of every segment; ``allowed_ids`` (sorted) restricts
+        the results to those ids exactly."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        parts = [s.search(queries, k, allowed_ids) for s in self.segments if s.live]
+        return merge_top_k(parts, len(queries), k)
+
+    def ids(self) -> np.ndarray:
+        """Every live id, sorted (an id live in two segments appears twice: ``verify`` reports it)."""
+        parts = [s.live_ids() for s in self.segments]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def _locate(self, ids: np.ndarray) -> list[tuple[LiveSegment, np.ndarray, np.ndarray]]:
+        """For each segment holding some of ``ids`` live: (segment, positions in ``ids``, rows in the segment)."""
+        found = []
+        for segment in self.segments:
+            rows = segment.holds(ids)
+            where = np.flatnonzero(rows >= 0)
+            if len(where):
+                found.append((segment, where, rows[where]))
+        return found
+
+    def records(self, ids: Sequence[int] | np.ndarray) -> list[PhotoRecord | None]:
+        """Metadata for ``ids`` in order (None for -1 and ids no segment holds live)."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        result: list[PhotoRecord | None] = [None] * len(wanted)
+        for segment, where, _ in self._locate(wanted):
+            for position, record in zip(where, segment.segment.metadata.get_many(wanted[where].tolist()),
+                                        strict=True):
+                result[position] = record
+        return result
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        for segment, _, rows in self._locate(np.array([photo_id], dtype=np.int64)):
+            return np.array(segment.segment.vectors[rows[0]], dtype=np.float32)
+        return None
+
+    def ids_of_category(self, category: str) -> np.ndarray:
+        parts = []
+        for segment in self.segments:
+            ids = np.array(segment.segment.metadata.ids_of_category(category), dtype=np.int64)
+            parts.append(ids[segment.holds(ids) >= 0])
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def categories(self) -> list[str]:
+        return sorted({c for s in self.segments for c in s.segment.metadata.categories()})
+
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.segment.close()
+        self.segments = []
+
+    def __enter__(self) -> SegmentedView:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
