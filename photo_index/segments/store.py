@@ -6,6 +6,7 @@ INDEX/
   versions/<v>.json       a version: its segments, tombstones per segment, fingerprint, search params
   segments/<s>/           immutable segments (segment.py); segments/.tmp-* are unfinished
   tombstones/<sha>.npy    large tombstone sets, content-addressed (small ones are inline in the version)
+  queries/<sha>.npy       the query sample `tune` calibrated on (content-addressed; versions name it)
   staging/ .lock          the builder's (resume after a kill, one build at a time)
 ```
 Writing never touches what a published version references: a change writes new segments and a new version file,
@@ -40,15 +41,17 @@ from .version import (
     INLINE_TOMBSTONES,
     SegmentRef,
     Version,
+    content_name,
+    npy_bytes,
     read_version_file,
-    tombstone_bytes,
-    tombstone_file_name,
     version_to_json,
 )
 
 VERSIONS = "versions"
 SEGMENTS = "segments"
 TOMBSTONES = "tombstones"
+QUERIES = "queries"
+QUERY_SAMPLE = "calibration_queries"  # the version field naming the query sample: {"file": ..., "count": ...}
 VERSION_SUFFIX = ".json"
 
 
@@ -162,18 +165,37 @@ class SegmentStore:
         write_atomic(self.root / CURRENT, version.name + "\n")
 
     def _write_tombstones(self, ids: np.ndarray) -> str:
-        name = tombstone_file_name(ids)
-        path = self.tombstones_dir / name
+        return self._write_array(TOMBSTONES, ids.astype(np.int64, copy=False))
+
+    def _write_array(self, kind: str, array: np.ndarray) -> str:
+        """Store ``array`` content-addressed under ``kind/`` (temp + fsync + rename); its path from the root."""
+        folder, name = self.root / kind, content_name(array)
+        path = folder / name
         if not path.is_file():
-            self.tombstones_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.tombstones_dir / f".{name}.{secrets.token_hex(4)}.tmp"
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
             with open(tmp, "wb") as handle:
-                handle.write(tombstone_bytes(ids))
+                handle.write(npy_bytes(array))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, path)
-            fsync_dir(self.tombstones_dir)
-        return f"{TOMBSTONES}/{name}"
+            fsync_dir(folder)
+        return f"{kind}/{name}"
+
+    def save_queries(self, queries: np.ndarray) -> dict:
+        """Store a query sample; the value of a version's ``calibration_queries`` field."""
+        return {"file": self._write_array(QUERIES, np.ascontiguousarray(queries, dtype=np.float32)),
+                "count": len(queries)}
+
+    def queries_of(self, version: Version) -> np.ndarray | None:
+        """The query sample ``version`` was tuned on, or None."""
+        entry = version.fields.get(QUERY_SAMPLE)
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            return None
+        try:
+            return np.load(self.root / entry["file"], allow_pickle=False)
+        except (OSError, ValueError):
+            return None
 
     def collect_garbage(self, keep: int) -> dict[str, list[str]]:
         """Delete segmented versions beyond the newest ``keep`` (never the current one), then every segment and
@@ -181,7 +203,7 @@ class SegmentStore:
         current = self.current_name()
         names = self.versions()
         retained = set(names[-max(keep, 1):]) | ({current} & set(names))
-        removed: dict[str, list[str]] = {"versions": [], "segments": [], "tombstones": []}
+        removed: dict[str, list[str]] = {"versions": [], SEGMENTS: [], TOMBSTONES: [], QUERIES: []}
         for name in names:
             if name not in retained:
                 self.version_path(name).unlink(missing_ok=True)
@@ -189,17 +211,19 @@ class SegmentStore:
         if self.versions_dir.is_dir():  # a manifest a killed publish left half-written
             for stale in self.versions_dir.glob(f".*{VERSION_SUFFIX}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        segments, tombstones = set(), set()
+        segments, files = set(), set()
         for name in retained:
             try:
                 version = self.read_version(name)
             except IndexNotFoundError:
                 return removed  # a retained version we cannot read: deleting what it might use would be a guess
             segments.update(version.segment_names())
-            tombstones.update(tombstone_file_name(ref.tombstones) for ref in version.segments
-                              if ref.deleted > INLINE_TOMBSTONES)
-        for folder, used, kind in ((self.segments_dir, segments, "segments"),
-                                   (self.tombstones_dir, tombstones, "tombstones")):
+            files.update(content_name(ref.tombstones) for ref in version.segments if ref.deleted > INLINE_TOMBSTONES)
+            queries = version.fields.get(QUERY_SAMPLE)
+            if isinstance(queries, dict):
+                files.add(Path(str(queries.get("file"))).name)
+        for folder, used, kind in ((self.segments_dir, segments, SEGMENTS), (self.tombstones_dir, files, TOMBSTONES),
+                                   (self.root / QUERIES, files, QUERIES)):
             if not folder.is_dir():
                 continue
             for child in folder.iterdir():

@@ -83,19 +83,19 @@ class Version:
         return [ref.name for ref in self.segments]
 
 
-def tombstone_bytes(ids: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(ids, dtype=np.int64))
+    np.save(buffer, np.ascontiguousarray(array))
     return buffer.getvalue()
 
 
-def tombstone_file_name(ids: np.ndarray) -> str:
-    """The content address of a tombstone set (same set, same file)."""
-    return hashlib.sha256(tombstone_bytes(ids)).hexdigest()[:32] + ".npy"
+def content_name(array: np.ndarray) -> str:
+    """The content address of an array file (tombstones, a query sample): same content, same file."""
+    return hashlib.sha256(npy_bytes(array)).hexdigest()[:32] + ".npy"
 
 
 def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], str]) -> dict:
-    """The manifest of ``version``; ``write_tombstones(ids) -> relative path`` stores large tombstone sets."""
+    """The manifest of ``version``; ``write_tombstones(ids) -> relative path`` stores a large tombstone set."""
     refs = []
     for ref in version.segments:
         tombstones: list[int] | dict = ref.tombstones.tolist()

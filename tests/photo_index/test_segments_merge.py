@@ -16,6 +16,7 @@ from photo_index.segments import (
 )
 from photo_index.segments import merge as merge_segments
 from photo_index.segments.segment import TMP_PREFIX
+from photo_index.segments.tune import tune_version
 
 from .segtools import exact_top_k, records_for, unit_vectors
 
@@ -138,3 +139,25 @@ def test_garbage_collection_deletes_only_what_no_retained_version_lists(tmp_path
     store.collect_garbage(keep=1)
     assert [p.name for p in store.segments_dir.iterdir()] == compacted.segment_names()
     assert not store.tombstones_dir.exists() or list(store.tombstones_dir.iterdir()) == []
+
+
+def test_tune_recalibrates_approximate_segments_in_a_new_version_and_keeps_the_sample(tmp_path):
+    store = SegmentStore(tmp_path)
+    ids = np.arange(3000, dtype=np.int64)
+    ivf = write_segment(store.segments_dir, unit_vectors(3000, 1), ids, records_for(ids), factory="IVF16,Flat")
+    small = write_segment(store.segments_dir, unit_vectors(10, 2), ids[:10] + 5000, records_for(ids[:10] + 5000))
+    version = store.commit(None, added=[ivf, small], encoder=ENCODER)
+    store.publish(version)
+    files_before = {p: p.stat().st_mtime_ns for p in store.segments_dir.rglob("*") if p.is_file()}
+    tuned, rows = tune_version(store, version, unit_vectors(64, 3), recall_target=0.99)
+    assert [row["segment"] for row in rows] == [ivf.name]  # the exact segment has nothing to tune
+    assert rows[0]["calibration"]["source"] == "query vectors"
+    assert tuned.segments[0].search_params == rows[0]["after"] and tuned.segments[1].search_params == {}
+    assert tuned.previous == version.name and tuned.fields["tuned"]["queries"] == 64
+    store.publish(tuned)
+    assert np.array_equal(store.queries_of(store.current()), unit_vectors(64, 3))
+    assert files_before == {p: p.stat().st_mtime_ns for p in store.segments_dir.rglob("*") if p.is_file()}
+    store.collect_garbage(keep=1)
+    assert store.queries_of(store.current()) is not None  # the retained version's sample is kept
+    exact_only = store.commit(None, added=[small], encoder=ENCODER)
+    assert tune_version(store, exact_only, unit_vectors(8, 4)) == (exact_only, [])
