@@ -1,6 +1,8 @@
-"""Search one version of a segmented index: every segment searched with its tombstones excluded inside FAISS
-(an ``IDSelectorNot`` over the deleted ids, so each segment still returns its k best live photos), the
-per-segment results merged by score. Ids are the photos' stable ids, whichever segment holds them.
+"""Search one version of a segmented index: every approximate (IVF) segment searched with its tombstones
+excluded inside FAISS (an ``IDSelectorNot`` over the deleted ids, so it still returns its k best live photos),
+the live rows of all exact segments searched as one in-memory flat index (one FAISS call for the many small
+segments that small changes make, whatever their number), the results merged by score. Ids are the photos'
+stable ids, whichever segment holds them.
 """
 
 from __future__ import annotations
@@ -42,9 +44,15 @@ class LiveSegment:
         self.segment = segment
         self.tombstones = tombstones
         self.live = segment.info.size - len(tombstones)
-        self._params = self._exclusion_params() if len(tombstones) else None
+        self._exclusion: faiss.SearchParameters | None = None
 
     def _exclusion_params(self) -> faiss.SearchParameters:
+        """Search parameters that skip the tombstones (made on first use: they open the segment's index)."""
+        if self._exclusion is None:
+            self._exclusion = self._make_exclusion_params()
+        return self._exclusion
+
+    def _make_exclusion_params(self) -> faiss.SearchParameters:
         deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
         selector = faiss.IDSelectorNot(deleted)
         selector.keep_alive = deleted  # selectors hold raw pointers to what they wrap
@@ -55,14 +63,18 @@ class LiveSegment:
         params.keep_alive = selector
         return params
 
-    def live_ids(self) -> np.ndarray:
+    def live_rows(self) -> np.ndarray:
         ids = self.segment.ids
-        return ids if self._params is None else ids[~np.isin(ids, self.tombstones, assume_unique=True)]
+        return np.flatnonzero(~np.isin(ids, self.tombstones, assume_unique=True)) if len(self.tombstones) else \
+            np.arange(len(ids))
+
+    def live_ids(self) -> np.ndarray:
+        return self.segment.ids[self.live_rows()] if len(self.tombstones) else self.segment.ids
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
         """Row of each of ``ids`` where this segment holds it live, else -1."""
         rows = self.segment.rows_of(ids)
-        if self._params is not None:
+        if len(self.tombstones):
             rows[np.isin(ids, self.tombstones)] = -1
         return rows
 
@@ -70,14 +82,39 @@ class LiveSegment:
         index = self.segment.index
         if allowed is not None:
             allowed = allowed[self.segment.rows_of(allowed) >= 0]
-            if self._params is not None:
+            if len(self.tombstones):
                 allowed = np.setdiff1d(allowed, self.tombstones, assume_unique=True)
             return index.search(queries, k, allowed) if len(allowed) else _no_hits(len(queries), k)
-        if self._params is None:
+        if not len(self.tombstones):
             return index.search(queries, k)
-        scores, found = index.cpu_index.search(queries, k, params=self._params)
+        scores, found = index.cpu_index.search(queries, k, params=self._exclusion_params())
         found = found.astype(np.int64, copy=False)
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+
+
+class ExactRows:
+    """The live rows of several exact segments in one in-memory flat index (ids ascending)."""
+
+    def __init__(self, segments: Sequence[LiveSegment], dim: int) -> None:
+        ids = np.concatenate([s.live_ids() for s in segments])
+        vectors = np.concatenate([np.asarray(s.segment.vectors[s.live_rows()], dtype=np.float32) for s in segments])
+        order = np.argsort(ids, kind="stable")
+        self.ids = np.ascontiguousarray(ids[order])
+        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.index.add_with_ids(np.ascontiguousarray(vectors[order]), self.ids)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is None:
+            scores, found = self.index.search(queries, k)
+        else:
+            rows = np.searchsorted(self.ids, allowed)
+            inside = rows < len(self.ids)
+            inside[inside] = self.ids[rows[inside]] == allowed[inside]
+            if not inside.any():
+                return _no_hits(len(queries), k)
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed[inside]))
+            scores, found = self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
 
 
 class SegmentedView:
@@ -94,13 +131,18 @@ class SegmentedView:
             self.close()
             raise
         self.size = sum(s.live for s in self.segments)
+        exact = [s for s in self.segments if s.segment.exact and s.live]
+        self._approximate = [s for s in self.segments if not s.segment.exact and s.live]
+        self._exact = ExactRows(exact, self.dim) if exact else None
 
     def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` by inner product over the live photos of every segment; ``allowed_ids`` (sorted) restricts
         the results to those ids exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        parts = [s.search(queries, k, allowed_ids) for s in self.segments if s.live]
+        parts = [s.search(queries, k, allowed_ids) for s in self._approximate]
+        if self._exact is not None:
+            parts.append(self._exact.search(queries, k, allowed_ids))
         return merge_top_k(parts, len(queries), k)
 
     def ids(self) -> np.ndarray:
@@ -146,7 +188,7 @@ class SegmentedView:
     def close(self) -> None:
         for segment in self.segments:
             segment.segment.close()
-        self.segments = []
+        self.segments, self._approximate, self._exact = [], [], None
 
     def __enter__(self) -> SegmentedView:
         return self

@@ -19,6 +19,7 @@ import json
 import os
 import secrets
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from index_builder.errors import BuildError, IndexCorruptError
-from index_builder.faiss_engine import INDEX_FILE, FaissEngine, FaissIndex
+from index_builder.faiss_engine import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
 from index_builder.layout import IDS, METADATA, VECTORS, fsync_dir, utc_now
 from index_builder.metadata import MetadataStore, PhotoRecord, write_metadata
 
@@ -199,9 +200,9 @@ def checksum_problems(folder: Path, info: SegmentInfo) -> list[str]:
 
 
 class Segment:
-    """An opened segment: ids, memory-mapped vectors, metadata, and its FAISS index (read-only, thread-safe).
-
-    ``search_params`` overrides the segment's calibrated ones (a version may carry re-tuned values)."""
+    """An opened segment: ids, memory-mapped vectors, metadata, and its FAISS index, read on first use
+    (read-only, thread-safe). ``search_params`` overrides the segment's calibrated ones (a version may carry
+    re-tuned values)."""
 
     def __init__(self, folder: Path, *, device: str = "cpu", search_params: dict | None = None) -> None:
         self.folder = folder
@@ -219,11 +220,22 @@ class Segment:
         section = self.info.index
         if search_params:
             section = {**section, "search_params": {**section.get("search_params", {}), **search_params}}
-        try:
-            self.index: FaissIndex = FaissEngine().open(folder, section, self.vectors, self.ids, device=device)
-        except BaseException:
-            self.metadata.close()
-            raise
+        self._section, self._device = section, device
+        self._index: FaissIndex | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def exact(self) -> bool:
+        """Whether the segment's index is exact (its stored vectors are then all a search needs)."""
+        return self.info.index.get("factory") in EXACT_FACTORIES
+
+    @property
+    def index(self) -> FaissIndex:
+        with self._lock:
+            if self._index is None:
+                self._index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids,
+                                                 device=self._device)
+            return self._index
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each of ``ids`` in this segment, -1 where the segment does not hold it."""
@@ -233,5 +245,7 @@ class Segment:
         return np.where(inside, rows, -1)
 
     def close(self) -> None:
-        self.index.close()
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
         self.metadata.close()
