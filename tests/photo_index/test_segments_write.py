@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ from index_builder.errors import BuildError, IndexCorruptError
 from index_builder.faiss_engine import FaissEngine
 from index_builder.layout import IDS, METADATA, VECTORS
 from index_builder.metadata import write_metadata
-from photo_index.segments import Segment, adopt_folder, checksum_problems, write_segment
+from photo_index.segments import Segment, SegmentStore, adopt_folder, checksum_problems, write_segment
+from photo_index.segments.checks import segment_problems
 from photo_index.segments.segment import SEGMENT_FILE, TMP_PREFIX, read_segment_info
 
 from .segtools import DIM, records_for, unit_vectors
@@ -97,3 +99,19 @@ def test_a_one_copy_version_folder_becomes_a_segment_without_copying(tmp_path):
         assert segment.index.search(vectors[3:4], 1)[1][0, 0] == ids[3]
     finally:
         segment.close()
+
+
+def test_verify_finds_damage_in_segments_and_tombstones(tmp_path):
+    store = SegmentStore(tmp_path)
+    ids = np.arange(30, dtype=np.int64)
+    first = write_segment(store.segments_dir, unit_vectors(30, 1), ids, records_for(ids))
+    second = write_segment(store.segments_dir, unit_vectors(5, 2), ids[:5], records_for(ids[:5]))
+    version = store.commit(None, added=[first], encoder={"fingerprint": "e"})
+    version = store.commit(version, added=[second], removed=np.array([7]))
+    assert segment_problems(store, version) == []
+    broken = replace(version, segments=(replace(version.segments[0], tombstones=np.array([7, 99])),
+                                        version.segments[1]))
+    assert segment_problems(store, broken) == [
+        f"segment {first.name}: 1 tombstones name ids it does not hold", "5 photo ids are live in two segments"]
+    (store.segment_dir(second.name) / "index.faiss").write_bytes(b"garbage")
+    assert segment_problems(store, version) == [f"segment {second.name}: index.faiss differs from its checksum"]
