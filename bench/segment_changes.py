@@ -83,6 +83,13 @@ def exact_truth(live: dict[int, int], pool: np.ndarray, queries: np.ndarray) -> 
     return flat.search(queries, 10)[1]
 
 
+def largest(view: SegmentedView) -> str:
+    """The largest segment's factory and search parameters, e.g. ``IVF512,Flat nprobe=2``."""
+    segment = max(view.segments, key=lambda s: s.live).segment
+    params = " ".join(f"{k}={v}" for k, v in segment._section.get("search_params", {}).items())
+    return f"{segment.info.index.get('factory')} {params}".strip()
+
+
 def interleaved_p50(views: dict[str, SegmentedView], queries: np.ndarray, rounds: int = 6, per_round: int = 50
                     ) -> dict[str, float]:
     """Median single-query latency of each view, measured in alternating rounds (this box's load varies)."""
@@ -140,7 +147,8 @@ def run(size: int, dim: int, step: int, changes: int, keep: int, folder: Path, c
     try:
         p50 = interleaved_p50(views, queries)
         quality = {name: {"recall": recall_at_10(view.search(queries, 10)[1], truth), "p50_ms": p50[name],
-                          "segments": len(view.segments), "size": view.size} for name, view in views.items()}
+                          "segments": len(view.segments), "size": view.size,
+                          "largest": largest(view)} for name, view in views.items()}
     finally:
         for view in views.values():
             view.close()
@@ -176,7 +184,8 @@ def print_result(r: dict) -> None:
           f"(median); remove: bytes {r['remove']['bytes_ratio']:.4f}, time {r['remove']['time_ratio']:.3f}")
     for name in ("segmented", "compacted", "fresh"):
         q = r[name]
-        print(f"{name}: {q['segments']} segments, recall@10 {q['recall']:.3f}, p50 {q['p50_ms']:.3f} ms")
+        print(f"{name}: {q['segments']} segments (largest {q['largest']}), recall@10 {q['recall']:.3f}, "
+              f"p50 {q['p50_ms']:.3f} ms")
     print(f"latency ÷ fresh single segment: {r['latency_ratio']:.2f} "
           f"(after compact {r['latency_ratio_compacted']:.2f}); disk with --keep {r['keep']} ÷ one full version: "
           f"{r['disk_ratio']:.2f}; compact {r['compacted']['s']:.1f} s")

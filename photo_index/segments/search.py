@@ -1,8 +1,7 @@
 """Search one version of a segmented index: every approximate (IVF) segment searched with its tombstones
 excluded inside FAISS (an ``IDSelectorNot`` over the deleted ids, so it still returns its k best live photos),
-the live rows of all exact segments searched as one in-memory flat index (one FAISS call for the many small
-segments that small changes make, whatever their number), the results merged by score. Ids are the photos'
-stable ids, whichever segment holds them.
+the live rows of all exact segments searched as one in-memory index (:class:`SmallRows`), the results merged by
+score. Ids are the photos' stable ids, whichever segment holds them.
 """
 
 from __future__ import annotations
@@ -92,28 +91,43 @@ class LiveSegment:
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found
 
 
-class ExactRows:
-    """The live rows of several exact segments in one in-memory flat index (ids ascending)."""
+class SmallRows:
+    """The live rows of a version's exact segments in one in-memory index, so the many small segments small
+    changes make cost one FAISS call, not one each. Flat (exact) when the version has no IVF segment; else an IVF
+    sharing the largest IVF segment's trained coarse quantizer and probed with its ``nprobe``: a query then scans
+    a few lists of these rows instead of all of them (a category filter probes every list: exact)."""
 
-    def __init__(self, segments: Sequence[LiveSegment], dim: int) -> None:
+    def __init__(self, segments: Sequence[LiveSegment], dim: int, host: LiveSegment | None) -> None:
         ids = np.concatenate([s.live_ids() for s in segments])
         vectors = np.concatenate([np.asarray(s.segment.vectors[s.live_rows()], dtype=np.float32) for s in segments])
         order = np.argsort(ids, kind="stable")
         self.ids = np.ascontiguousarray(ids[order])
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        ivf = host.segment.index.ivf if host is not None else None
+        if ivf is None:
+            self.index, self.nprobe, self.nlist = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), None, None
+        else:
+            self._quantizer = faiss.clone_index(ivf.quantizer)  # the IVF index only points at it
+            self.index = faiss.IndexIVFFlat(self._quantizer, dim, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+            self.nprobe, self.nlist = host.segment.index.knob_value, ivf.nlist
         self.index.add_with_ids(np.ascontiguousarray(vectors[order]), self.ids)
 
+    def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+        if self.nprobe is None:
+            return None if selector is None else faiss.SearchParameters(sel=selector)
+        if selector is None:
+            return faiss.SearchParametersIVF(nprobe=self.nprobe)
+        return faiss.SearchParametersIVF(sel=selector, nprobe=self.nlist)
+
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is None:
-            scores, found = self.index.search(queries, k)
-        else:
+        selector = None
+        if allowed is not None:
             rows = np.searchsorted(self.ids, allowed)
             inside = rows < len(self.ids)
             inside[inside] = self.ids[rows[inside]] == allowed[inside]
             if not inside.any():
                 return _no_hits(len(queries), k)
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed[inside]))
-            scores, found = self.index.search(queries, k, params=faiss.SearchParameters(sel=selector))
+        scores, found = self.index.search(queries, k, params=self._params(selector))
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
 
 
@@ -133,7 +147,8 @@ class SegmentedView:
         self.size = sum(s.live for s in self.segments)
         exact = [s for s in self.segments if s.segment.exact and s.live]
         self._approximate = [s for s in self.segments if not s.segment.exact and s.live]
-        self._exact = ExactRows(exact, self.dim) if exact else None
+        host = max(self._approximate, key=lambda s: s.live, default=None)
+        self._small = SmallRows(exact, self.dim, host) if exact else None
 
     def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -141,8 +156,8 @@ class SegmentedView:
         the results to those ids exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         parts = [s.search(queries, k, allowed_ids) for s in self._approximate]
-        if self._exact is not None:
-            parts.append(self._exact.search(queries, k, allowed_ids))
+        if self._small is not None:
+            parts.append(self._small.search(queries, k, allowed_ids))
         return merge_top_k(parts, len(queries), k)
 
     def ids(self) -> np.ndarray:
@@ -188,7 +203,7 @@ class SegmentedView:
     def close(self) -> None:
         for segment in self.segments:
             segment.segment.close()
-        self.segments, self._approximate, self._exact = [], [], None
+        self.segments, self._approximate, self._small = [], [], None
 
     def __enter__(self) -> SegmentedView:
         return self

@@ -100,3 +100,28 @@ def test_more_results_asked_than_photos_pad_with_minus_one(tmp_path):
         scores, found = view.search(unit_vectors(1, 2), 3)
         assert found.tolist() == [[4, -1, -1]] and np.isneginf(scores[0, 1:]).all()
 
+
+
+def test_small_segments_beside_an_ivf_segment_are_probed_through_its_quantizer(tmp_path):
+    store = SegmentStore(tmp_path)
+    live = {}
+
+    def add(ids, seed, factory=None):
+        ids = np.asarray(ids, dtype=np.int64)
+        vectors = unit_vectors(len(ids), seed)
+        live.update(zip(ids.tolist(), vectors, strict=True))
+        return write_segment(store.segments_dir, vectors, ids, records_for(ids), factory=factory)
+
+    version = store.commit(None, added=[add(range(2000), 1, "IVF16,Flat")], encoder=ENCODER)
+    for n in range(3):
+        version = store.commit(version, added=[add(range(2000 + 40 * n, 2040 + 40 * n), 2 + n)])
+    # every list probed: the search must then be exact, through the shared quantizer too
+    version = replace(version, segments=(replace(version.segments[0], search_params={"nprobe": 16}),
+                                         *version.segments[1:]))
+    queries = unit_vectors(30, seed=9)
+    with SegmentedView(store, version) as view:
+        assert (view._small.nlist, view._small.nprobe, view._small.index.ntotal) == (16, 16, 120)
+        assert np.array_equal(view.search(queries, 10)[1], exact_top_k(live, queries, 10)[1])
+        owls = view.ids_of_category("owl")
+        assert np.array_equal(view.search(queries, 10, owls)[1],
+                              exact_top_k(live, queries, 10, set(owls.tolist()))[1])
