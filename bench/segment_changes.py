@@ -86,7 +86,7 @@ def exact_truth(live: dict[int, int], pool: np.ndarray, queries: np.ndarray) -> 
 def largest(view: SegmentedView) -> str:
     """The largest segment's factory and search parameters, e.g. ``IVF512,Flat nprobe=2``."""
     segment = max(view.segments, key=lambda s: s.live).segment
-    params = " ".join(f"{k}={v}" for k, v in segment._section.get("search_params", {}).items())
+    params = " ".join(f"{k}={v}" for k, v in segment.search_params.items())
     return f"{segment.info.index.get('factory')} {params}".strip()
 
 

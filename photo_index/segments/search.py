@@ -27,6 +27,8 @@ def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int, k: int) 
     """The k best (score, id) pairs per query over the per-segment results (-inf / -1 pad)."""
     if not parts:
         return _no_hits(n, k)
+    if len(parts) == 1 and parts[0][0].shape[1] == k:
+        return parts[0]
     scores = np.concatenate([p[0] for p in parts], axis=1)
     ids = np.concatenate([p[1] for p in parts], axis=1)
     if scores.shape[1] < k:

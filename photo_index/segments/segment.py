@@ -225,6 +225,11 @@ class Segment:
         self._lock = threading.Lock()
 
     @property
+    def search_params(self) -> dict:
+        """The search parameters this segment is searched with (calibrated, or the version's override)."""
+        return dict(self._section.get("search_params", {}))
+
+    @property
     def exact(self) -> bool:
         """Whether the segment's index is exact (its stored vectors are then all a search needs)."""
         return self.info.index.get("factory") in EXACT_FACTORIES
