@@ -35,7 +35,8 @@ def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int, k: int) 
         pad_scores, pad_ids = _no_hits(n, k - scores.shape[1])
         scores, ids = np.hstack([scores, pad_scores]), np.hstack([ids, pad_ids])
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(ids, order, axis=1)
+    rows = np.arange(n)[:, None]
+    return scores[rows, order], ids[rows, order]
 
 
 class LiveSegment:
@@ -112,6 +113,7 @@ class SmallRows:
             self.index = faiss.IndexIVFFlat(self._quantizer, dim, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
             self.nprobe, self.nlist = host.segment.index.knob_value, ivf.nlist
         self.index.add_with_ids(np.ascontiguousarray(vectors[order]), self.ids)
+        self._unfiltered = self._params(None)  # made once: a query's fixed cost matters at small nprobe
 
     def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
         if self.nprobe is None:
@@ -129,7 +131,8 @@ class SmallRows:
             if not inside.any():
                 return _no_hits(len(queries), k)
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed[inside]))
-        scores, found = self.index.search(queries, k, params=self._params(selector))
+        params = self._unfiltered if selector is None else self._params(selector)
+        scores, found = self.index.search(queries, k, params=params)
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
 
 
