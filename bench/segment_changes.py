@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--change", type=int, default=1000, help="photos added or removed per change")
     parser.add_argument("--changes", type=int, default=20)
     parser.add_argument("--keep", type=int, default=3)
+    parser.add_argument("--noise", type=float, default=1.0, help="cluster spread, as in bench/search.py")
     parser.add_argument("--threads", type=int, default=None,
                         help="FAISS (OpenMP) threads; on a loaded box one thread per query gives steadier latencies")
     parser.add_argument("--json", type=Path, default=None)
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        result = run(args.size, args.dim, args.change, args.changes, args.keep, Path(tmp))
+        result = run(args.size, args.dim, args.change, args.changes, args.keep, Path(tmp), noise=args.noise)
     print_result(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
