@@ -29,8 +29,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.search import median_latency_ms, mixture, recall_at_10  # noqa: E402
-from index_builder.metadata import PhotoRecord  # noqa: E402
-from photo_index.segments import (  # noqa: E402
+from photo_index.api import PhotoRecord  # noqa: E402
+from photo_index.backends.folder.segments import (  # noqa: E402
     SegmentedView,
     SegmentStore,
     TieredMergePolicy,

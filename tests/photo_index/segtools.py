@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from index_builder.metadata import PhotoRecord
+from photo_index.api import PhotoRecord
 
 DIM = 32
 CATEGORIES = ("cat", "dog", "owl")

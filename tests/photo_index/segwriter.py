@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from photo_index.segments import SegmentStore, compact, write_segment
+from photo_index.backends.folder.segments import SegmentStore, compact, write_segment
 from tests.photo_index.segtools import records_for, unit_vectors
 
 DIM = 64

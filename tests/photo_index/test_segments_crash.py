@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_builder.layout import current_version
-from photo_index.segments import SegmentedView, SegmentStore, write_segment
-from photo_index.segments.segment import TMP_PREFIX
+from photo_index.backends.folder.segments import SegmentedView, SegmentStore, write_segment
+from photo_index.backends.folder.segments.segment import TMP_PREFIX
+from photo_index.format import current_version
 
 from .segtools import records_for, unit_vectors
 from .segwriter import DIM, add, compact_all

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from photo_index.segments import (
+from photo_index.backends.folder.segments import (
     SegmentedView,
     SegmentRef,
     SegmentStore,
@@ -14,9 +14,9 @@ from photo_index.segments import (
     compact,
     write_segment,
 )
-from photo_index.segments import merge as merge_segments
-from photo_index.segments.segment import TMP_PREFIX
-from photo_index.segments.tune import tune_version
+from photo_index.backends.folder.segments import merge as merge_segments
+from photo_index.backends.folder.segments.segment import TMP_PREFIX
+from photo_index.backends.folder.segments.tune import tune_version
 
 from .segtools import exact_top_k, records_for, unit_vectors
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from photo_index.segments import SegmentedView, SegmentStore, write_segment
+from photo_index.backends.folder.segments import SegmentedView, SegmentStore, write_segment
 
 from .segtools import exact_top_k, records_for, unit_vectors
 

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from index_builder.errors import BuildError, IndexCorruptError
-from index_builder.layout import current_version
-from photo_index.segments import SegmentStore, write_segment
-from photo_index.segments.version import INLINE_TOMBSTONES
+from photo_index.backends.folder.segments import SegmentStore, write_segment
+from photo_index.backends.folder.segments.version import INLINE_TOMBSTONES
+from photo_index.errors import BuildError, IndexCorruptError
+from photo_index.format import current_version
 
 from .segtools import records_for, unit_vectors
 

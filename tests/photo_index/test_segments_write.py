@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from index_builder.errors import BuildError, IndexCorruptError
-from index_builder.faiss_engine import FaissEngine
-from index_builder.layout import IDS, METADATA, VECTORS
-from index_builder.metadata import write_metadata
-from photo_index.segments import Segment, SegmentStore, adopt_folder, checksum_problems, write_segment
-from photo_index.segments.checks import segment_problems
-from photo_index.segments.segment import SEGMENT_FILE, TMP_PREFIX, read_segment_info
+from photo_index.backends.folder.faiss_index import FaissEngine
+from photo_index.backends.folder.records import write_metadata
+from photo_index.backends.folder.segments import Segment, SegmentStore, adopt_folder, checksum_problems, write_segment
+from photo_index.backends.folder.segments.checks import segment_problems
+from photo_index.backends.folder.segments.segment import SEGMENT_FILE, TMP_PREFIX, read_segment_info
+from photo_index.errors import BuildError, IndexCorruptError
+from photo_index.format import IDS, METADATA, VECTORS
 
 from .segtools import DIM, records_for, unit_vectors
 
@@ -32,7 +32,7 @@ def test_a_small_segment_is_exact_and_holds_its_rows(tmp_path):
     try:
         assert np.array_equal(segment.ids, ids)
         assert np.array_equal(np.asarray(segment.vectors), vectors)
-        assert segment.metadata.count() == 100
+        assert len(segment.metadata.ids()) == 100
         _, found = segment.index.search(vectors[:5], 1)
         assert found[:, 0].tolist() == ids[:5].tolist()
         assert segment.rows_of(np.array([10, 11, 5, 109, 110])).tolist() == [0, 1, -1, 99, -1]

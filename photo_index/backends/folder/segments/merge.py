@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from index_builder.layout import new_version_name, utc_now
-from index_builder.metadata import MetadataStore, PhotoRecord
-
+from ....api import PhotoRecord
+from ....format import new_version_name, utc_now
+from ..records import MetadataStore
 from .segment import SegmentInfo, write_segment
 from .store import SegmentStore
 from .version import SegmentRef, Version

@@ -12,9 +12,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from index_builder.faiss_engine import EXACT_FACTORIES, FaissEngine
-from index_builder.layout import VECTORS, new_version_name, utc_now
-
+from ....format import VECTORS, new_version_name, utc_now
+from ..faiss_index import EXACT_FACTORIES, FaissEngine
 from .store import QUERY_SAMPLE, SegmentStore
 from .version import Version
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.errors import IndexCorruptError
+from ....errors import IndexCorruptError
 
 VERSION_FORMAT = "sbir-index/2"
 INLINE_TOMBSTONES = 64

@@ -4,7 +4,7 @@
 segments/<name>/
   vectors.npy      float32 [n, D], rows in ascending id order
   ids.npy          int64 [n], strictly ascending
-  metadata.sqlite  the photos' rows (index_builder.metadata's schema)
+  metadata.sqlite  the photos' rows (the records schema of ``records.py``)
   index.faiss      exact (IDMap2,Flat) up to FLAT_MAX vectors, else the IVF factory with a calibrated nprobe
   segment.json     written last: size, dim, the index section, and each file's bytes + sha256
 ```
@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.errors import BuildError, IndexCorruptError
-from index_builder.faiss_engine import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
-from index_builder.layout import IDS, METADATA, VECTORS, fsync_dir, utc_now
-from index_builder.metadata import MetadataStore, PhotoRecord, write_metadata
+from ....api import PhotoRecord
+from ....atomic import fsync_dir
+from ....errors import BuildError, IndexCorruptError
+from ....format import IDS, METADATA, VECTORS, utc_now
+from ..faiss_index import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
+from ..records import MetadataStore, write_metadata
 
 SEGMENT_FORMAT = "sbir-segment/1"
 SEGMENT_FILE = "segment.json"

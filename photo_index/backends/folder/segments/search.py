@@ -11,9 +11,8 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from index_builder.faiss_engine import _search_params
-from index_builder.metadata import PhotoRecord
-
+from ....api import PhotoRecord
+from ..faiss_index import _search_params
 from .segment import Segment
 from .store import SegmentStore
 from .version import Version

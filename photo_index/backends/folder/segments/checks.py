@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from index_builder.errors import IndexNotFoundError
-
+from ....api import StoredRows
+from ....errors import IndexNotFoundError
 from .segment import Segment, checksum_problems
 from .store import SegmentStore
 from .version import Version
@@ -56,5 +56,5 @@ def _one_segment(segment: Segment, listed_size: int, dim: int) -> list[str]:
     if not np.array_equal(index_ids, ids):
         problems.append(f"segment {name}: its FAISS index holds other ids than ids.npy")
     elif len(ids):
-        problems += [f"segment {name}: {line}" for line in index.self_check(ids, segment.vectors)]
+        problems += [f"segment {name}: {line}" for line in index.self_check(StoredRows(ids, segment.vectors, [], []))]
     return problems

@@ -12,30 +12,20 @@ INDEX/
 Writing never touches what a published version references: a change writes new segments and a new version file,
 then switches ``current`` with one rename. A kill at any point leaves ``current`` and everything it references
 intact; what the dead writer left (temp folders, segments no version lists) is removed by :meth:`collect_garbage`.
-Writers hold the build lock (``index_builder.layout.IndexLayout.build_lock``).
+Writers hold the builder's lock (one build at a time per index folder).
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from index_builder.errors import BuildError, IndexNotFoundError
-from index_builder.layout import (
-    CURRENT,
-    current_version,
-    fsync_dir,
-    new_version_name,
-    utc_now,
-    write_atomic,
-    write_json,
-)
-
+from ....atomic import write_atomic, write_json
+from ....errors import BuildError, IndexNotFoundError
+from ....format import CURRENT, current_version, new_version_name, utc_now
 from .segment import Segment, SegmentInfo, read_segment_info
 from .version import (
     INLINE_TOMBSTONES,
@@ -168,18 +158,11 @@ class SegmentStore:
         return self._write_array(TOMBSTONES, ids.astype(np.int64, copy=False))
 
     def _write_array(self, kind: str, array: np.ndarray) -> str:
-        """Store ``array`` content-addressed under ``kind/`` (temp + fsync + rename); its path from the root."""
+        """Store ``array`` content-addressed under ``kind/`` (atomically); its path from the index folder."""
         folder, name = self.root / kind, content_name(array)
-        path = folder / name
-        if not path.is_file():
+        if not (folder / name).is_file():
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{name}.{secrets.token_hex(4)}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(npy_bytes(array))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-            fsync_dir(folder)
+            write_atomic(folder / name, npy_bytes(array))
         return f"{kind}/{name}"
 
     def save_queries(self, queries: np.ndarray) -> dict:
