@@ -26,6 +26,7 @@ class BuildReport:
     resumed: int = 0  # photos whose vectors an interrupted run had already staged
     skipped: list[Skipped] = field(default_factory=list)
     factory: str = ""
+    notes: list[str] = field(default_factory=list)  # what the writer did that a person should know
     embed_s: float = 0.0
     elapsed_s: float = 0.0
 
@@ -61,6 +62,7 @@ class BuildReport:
             + (f"; {self.resumed} resumed from an interrupted run" if self.resumed else "")
             + f" · total {self.elapsed_s:.1f} s",
         ]
+        lines += [f"  {note}" for note in self.notes]
         for item in self.skipped[:10]:
             lines.append(f"  skipped {item.reason}: {item.path}" + (f" ({item.detail})" if item.detail else ""))
         if len(self.skipped) > 10:

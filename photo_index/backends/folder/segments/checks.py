@@ -4,6 +4,8 @@ segment holds, and that no photo is live in two segments."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 
 from ....api import StoredRows
@@ -43,18 +45,24 @@ def _one_segment(segment: Segment, listed_size: int, dim: int) -> list[str]:
     problems = checksum_problems(segment.folder, info)
     if info.size != listed_size or info.dim != dim:
         problems.append(f"segment {name} holds {info.size} x {info.dim}; the version lists {listed_size} x {dim}")
-    if problems:
-        return problems  # damaged files: the checks below would read garbage
     ids = segment.ids
     if len(ids) and (ids[0] < 0 or np.any(np.diff(ids) <= 0)):
         problems.append(f"segment {name}: ids are not strictly increasing non-negative ids")
-    meta_ids = np.array(segment.metadata.ids(), dtype=np.int64)
-    if not np.array_equal(meta_ids, ids):
-        problems.append(f"segment {name}: metadata holds {len(meta_ids)} photos, the segment {len(ids)} ids")
-    index = segment.index
-    index_ids = index.ids()
-    if not np.array_equal(index_ids, ids):
-        problems.append(f"segment {name}: its FAISS index holds other ids than ids.npy")
-    elif len(ids):
-        problems += [f"segment {name}: {line}" for line in index.self_check(StoredRows(ids, segment.vectors, [], []))]
+    try:  # the files may be damaged (a checksum said so above): say what disagrees, never crash
+        meta_ids = np.array(segment.metadata.ids(), dtype=np.int64)
+        if not np.array_equal(meta_ids, ids):
+            problems.append(f"segment {name}: metadata has {len(meta_ids)} photos; "
+                            f"{len(np.setdiff1d(meta_ids, ids))} not in the vectors, "
+                            f"{len(np.setdiff1d(ids, meta_ids))} of the vectors without metadata")
+        index = segment.index
+        index_ids = index.ids()
+        if not np.array_equal(index_ids, ids):
+            problems.append(f"segment {name}: the vector index's ids differ from ids.npy "
+                            f"({len(np.setdiff1d(index_ids, ids))} extra, {len(np.setdiff1d(ids, index_ids))} "
+                            "missing)")
+        elif len(ids):
+            problems += [f"segment {name}: {line}" for line in index.self_check(StoredRows(ids, segment.vectors,
+                                                                                            [], []))]
+    except (RuntimeError, sqlite3.Error, IndexNotFoundError) as error:
+        problems.append(f"segment {name}: unreadable ({error})")
     return problems

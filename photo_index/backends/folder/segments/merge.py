@@ -69,6 +69,7 @@ class GatheredRows:
     """Rows picked from several arrays in a given order, read in slices like one array (what a segment copies)."""
 
     ndim = 2
+    dtype = np.dtype(np.float32)
 
     def __init__(self, sources: Sequence[np.ndarray], which: np.ndarray, rows: np.ndarray, dim: int) -> None:
         self.sources, self.which, self.rows = sources, which, rows
@@ -77,7 +78,7 @@ class GatheredRows:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, part: slice) -> np.ndarray:
+    def __getitem__(self, part: slice | np.ndarray) -> np.ndarray:
         which, rows = self.which[part], self.rows[part]
         block = np.empty((len(rows), self.shape[1]), dtype=np.float32)
         for number, source in enumerate(self.sources):

@@ -82,6 +82,12 @@ class Version:
     def segment_names(self) -> list[str]:
         return [ref.name for ref in self.segments]
 
+    def manifest(self) -> dict:
+        """The manifest's fields other than the segment list (what readers and builds read of a version)."""
+        return {**self.fields, "format": VERSION_FORMAT, "version": self.name, "created_at": self.created_at,
+                "previous": self.previous, "dim": self.dim, "size": self.size, "next_id": self.next_id,
+                "encoder": self.encoder}
+
 
 def npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
@@ -103,9 +109,7 @@ def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], s
             tombstones = {"file": write_tombstones(ref.tombstones), "count": ref.deleted}
         refs.append({"name": ref.name, "size": ref.size, "deleted": ref.deleted, "tombstones": tombstones,
                      "search_params": ref.search_params})
-    return {**version.fields, "format": VERSION_FORMAT, "version": version.name, "created_at": version.created_at,
-            "previous": version.previous, "dim": version.dim, "size": version.size, "next_id": version.next_id,
-            "encoder": version.encoder, "segments": refs}
+    return {**version.manifest(), "segments": refs}
 
 
 def version_from_json(data: dict, root: Path, where: str) -> Version:
