@@ -12,6 +12,7 @@ import faiss
 import numpy as np
 
 from ....api import PhotoRecord
+from ....errors import IndexCorruptError
 from ..faiss_index import _search_params
 from .segment import Segment
 from .store import SegmentStore
@@ -145,6 +146,10 @@ class SegmentedView:
         try:
             for ref in version.segments:
                 self.segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
+                info = self.segments[-1].segment.info
+                if (info.size, info.dim) != (ref.size, version.dim):
+                    raise IndexCorruptError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
+                                            f"{version.name} lists {ref.size} x {version.dim}.")
         except BaseException:
             self.close()
             raise

@@ -125,6 +125,9 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
         raise IndexCorruptError(f"Version manifest {where} is damaged: {error}") from error
     if len({ref.name for ref in refs}) != len(refs):
         raise IndexCorruptError(f"Version manifest {where} lists a segment twice.")
+    if type(data.get("size")) is not int or data["size"] != version.size:
+        raise IndexCorruptError(f"Version manifest {where} is damaged: its size {data.get('size')!r} is not the "
+                                f"{version.size} live photos its segments hold.")
     return version
 
 
