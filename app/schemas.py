@@ -92,6 +92,9 @@ class Info(BaseModel):
     device: str
     index_version: str | None
     index_size: int
+    index_segments: int = Field(1, description="segments of the served index (a one-copy or Milvus version: 1)")
+    index_deleted: int = Field(0, description="deleted photos (tombstones) still held by its segments until a "
+                               "merge or `compact` rewrites them")
     categories: list[str]
     api_key_required: bool
     authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")
