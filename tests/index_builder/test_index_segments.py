@@ -26,6 +26,11 @@ def top10(index_dir, queries: np.ndarray) -> tuple[np.ndarray, list[list[str | N
         return scores, [[r.path if r else None for r in reader.records(row)] for row in found]
 
 
+def ids_by_path(index_dir) -> dict[str, int]:
+    with IndexReader.open(index_dir) as reader:
+        return {r.path: r.id for r in reader.records(reader.vectors()[0])}
+
+
 def change(gallery) -> None:
     """Two photos added, one removed, one modified in place."""
     write_photo(gallery / "owl" / "owl_new.jpg", 9001)
@@ -105,6 +110,7 @@ def test_rebuild_and_compact_make_one_segment(make_gallery, build, tmp_path, cap
     assert len(changed["segments"]) == 4
     queries = queries_of(index_dir)
     before = top10(index_dir, queries)[1]
+    ids_before = ids_by_path(index_dir)
 
     assert main(["compact", str(index_dir), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
@@ -114,6 +120,7 @@ def test_rebuild_and_compact_make_one_segment(make_gallery, build, tmp_path, cap
     assert [(s["size"], s["deleted"]) for s in manifest["segments"]] == [(8, 0)]
     assert manifest["index"]["segments"] == 1 and manifest["compacted"]["segments_before"] == 4
     assert top10(index_dir, queries)[1] == before
+    assert ids_by_path(index_dir) == ids_before  # ids are stable through merges
     assert verify(open_source(index_dir)) == []
     assert main(["compact", str(index_dir)]) == 0 and "nothing to do" in capsys.readouterr().out
 
