@@ -157,10 +157,11 @@ class IndexHolder:
         self._note_precision(reader.manifest)
         self._retire(_Loaded(reader, frozenset(reader.categories())))
         self._refused, self.problem, self.refusal = None, None, None
-        log.info("serving index version %s (%d vectors)", reader.version, reader.size)
+        log.info("serving index version %s (%d vectors; %d segment(s), %d deleted)", reader.version, reader.size,
+                 *segments_and_deleted(reader))
         if self.metrics is not None:
             self.metrics.index_reloads.labels("loaded").inc()
-            self.metrics.set_index(reader.version, reader.size)
+            self.metrics.set_index(reader.version, reader.size, *segments_and_deleted(reader))
         return True
 
     def _current_or_none(self) -> str | None:
@@ -219,3 +220,13 @@ class IndexHolder:
         self._retire(None)
         self.source.close()
         self.problem = "The service is shutting down."
+
+
+def segments_and_deleted(reader: Reader) -> tuple[int, int]:
+    """(segments, deleted photos still in them) of a reader's version: a segmented folder version says them in its
+    index section; any other version is one piece without deletions."""
+    section = reader.manifest.get("index", {}) if isinstance(reader.manifest, dict) else {}
+    segments = section.get("segments")
+    if not isinstance(segments, list):
+        return 1, 0
+    return len(segments), int(section.get("deleted", 0))

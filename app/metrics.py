@@ -22,6 +22,10 @@ class Metrics:
         )
         self.queue_depth = Gauge("sbir_queue_depth", "Sketches waiting for the encoder", registry=self.registry)
         self.index_size = Gauge("sbir_index_size", "Vectors in the served index", registry=self.registry)
+        self.index_segments = Gauge("sbir_index_segments", "Segments of the served index (folder backend; 1 for a "
+                                    "one-copy version)", registry=self.registry)
+        self.index_deleted = Gauge("sbir_index_deleted", "Deleted photos (tombstones) still in the served index's "
+                                   "segments", registry=self.registry)
         self.index_version = Gauge(
             "sbir_index_version_info", "Served index version (value 1)", ["version"], registry=self.registry
         )
@@ -40,8 +44,10 @@ class Metrics:
         for stage, ms in timings_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1000.0)
 
-    def set_index(self, version: str | None, size: int) -> None:
+    def set_index(self, version: str | None, size: int, segments: int = 1, deleted: int = 0) -> None:
         self.index_version.clear()
         if version is not None:
             self.index_version.labels(version).set(1)
         self.index_size.set(size)
+        self.index_segments.set(segments)
+        self.index_deleted.set(deleted)

@@ -109,6 +109,9 @@ class Info(BaseModel):
     index_refused: str | None = Field(None, description="why the published index version is not served (built "
                                       "with another encoder, damaged, unreadable); the previous one, if any, "
                                       "keeps serving. null when the published version is the one served")
+    index_segments: int = Field(1, description="segments of the served index (a one-copy or Milvus version: 1)")
+    index_deleted: int = Field(0, description="deleted photos (tombstones) still held by its segments until a "
+                               "merge or `compact` rewrites them")
     categories: list[str]
     api_key_required: bool
     authorized: bool = Field(True, description="the request may search (no key needed, or a valid one sent)")

@@ -8,6 +8,8 @@ size. efficiency = build photos/s (embedding phase) / encoder images/s.
     python bench/index_build.py                     # tiny random architecture (default)
     python bench/index_build.py --vit --photos 512  # ViT-B-32 with random weights
     python bench/index_build.py --distributor ray   # also the Ray build of the same gallery: Ray ÷ local
+    python bench/index_build.py --photos 20000 --changes 10   # then add 10 / remove 10: bytes, time ÷ full
+    python bench/index_build.py --vectors 200000    # precomputed vectors: changes of 1,000 (segment_changes.py)
 
 With ``--distributor ray`` the gallery is also built with the Ray distributor (a local cluster started
 here, or ``--ray-address``): ratio = Ray photos/s ÷ local photos/s (embedding phases). A Ray build of a
@@ -32,10 +34,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import segment_changes  # noqa: E402
+from bench.segment_changes import files, written  # noqa: E402
 from encoder import add_precision_arg, load_encoder  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
+from photo_index.backends.folder import IndexReader  # noqa: E402
 
 # ../shared/data/... beside the repository (found from any worktree depth).
 DEFAULT_PHOTOS = next(
@@ -45,8 +50,10 @@ DEFAULT_PHOTOS = next(
 )
 
 
-def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None = None) -> None:
-    """``count`` copies of the source JPEGs (repeated), one category folder per source class.
+def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None = None, start: int = 0
+                 ) -> list[Path]:
+    """``count`` copies of the source JPEGs (repeated; numbered from ``start``), one category folder per source
+    class; returns them.
 
     Copies, not links: the builder skips links that point outside the gallery. With ``sizes`` the copies are
     re-encoded (JPEG quality 88, as sketchy-mini's) with their long side scaled to each size in turn: camera-sized
@@ -54,10 +61,12 @@ def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None
     files = sorted(source.glob("*/*.jpg"))
     if not files:
         raise SystemExit(f"No JPEGs under {source}")
-    for i in range(count):
+    written = []
+    for i in range(start, start + count):
         src = files[i % len(files)]
         target = folder / src.parent.name / f"{i:06d}_{src.name}"
         target.parent.mkdir(parents=True, exist_ok=True)
+        written.append(target)
         if not sizes:
             shutil.copyfile(src, target)
             continue
@@ -66,6 +75,7 @@ def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None
             scale = side / max(image.size)
             image.convert("RGB").resize((round(image.width * scale), round(image.height * scale)),
                                         Image.Resampling.BILINEAR).save(target, quality=88)
+    return written
 
 
 def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
@@ -109,6 +119,48 @@ def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
     print(f"ray ÷ local: {ratio:.2f} (steady {steady / local.photos_per_s:.2f})")
 
 
+def small_changes(encoder, args, gallery: Path, tmp: Path, full) -> dict:
+    """A build with nothing to do, then adding ``--changes`` photos, then removing as many: bytes written and time
+    of each ÷ the full build's; then the top 10 against a fresh full build of the same photos (exact indexes)."""
+    index_dir = tmp / "index"
+    options = {"batch_size": args.batch_size, "workers": args.workers, "faiss_device": args.device,
+               "progress": False}
+    full_bytes = written({}, index_dir)
+    rows = {}
+
+    def timed(name: str) -> None:
+        before = files(index_dir)
+        report = build_index(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, **options))
+        rows[name] = {"s": report.elapsed_s, "bytes": written(before, index_dir), "notes": report.notes}
+
+    timed("nothing to do")
+    make_gallery(args.source, args.changes, gallery, start=args.photos)
+    timed(f"add {args.changes}")
+    removed = sorted(p for p in gallery.rglob("*.jpg"))[: args.changes]
+    for path in removed:
+        path.unlink()
+    timed(f"remove {args.changes}")
+    fresh = build_index(encoder, BuildOptions(index_dir=tmp / "fresh", gallery=gallery, **options))
+    with IndexReader.open(index_dir) as changed, IndexReader.open(tmp / "fresh") as other:
+        queries = other.vectors()[1][:: max(1, other.size // 200)]
+        paths = [[[r.path if r else None for r in reader.records(row)] for row in reader.search(queries, 10)[1]]
+                 for reader in (changed, other)]
+    overlap = sum(len(set(a) & set(b)) for a, b in zip(*paths, strict=True)) / (10 * len(queries))
+    gone = {str(p) for p in removed}
+    returned_removed = sum(path in gone for row in paths[0] for path in row)
+    noop = rows["nothing to do"]["s"]
+    print("| build | MB written | ÷ full | s | (s − nothing to do) ÷ full |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"| full ({full.size} photos) | {full_bytes / 1e6:.2f} | 1 | {full.elapsed_s:.2f} | 1 |")
+    for name, row in rows.items():
+        print(f"| {name} | {row['bytes'] / 1e6:.3f} | {row['bytes'] / full_bytes:.4f} | {row['s']:.2f} | "
+              f"{max(row['s'] - noop, 0) / full.elapsed_s:.3f} |  {'; '.join(row['notes'])}")
+    print(f"top-10 overlap with a fresh full build of the same {fresh.size} photos: {overlap:.3f} "
+          f"({len(queries)} queries); removed photos returned: {returned_removed}")
+    return {"full": {"bytes": full_bytes, "s": full.elapsed_s}, "changes": rows, "overlap": overlap,
+            "removed_returned": returned_removed}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=3000)
@@ -126,8 +178,16 @@ def main() -> None:
     parser.add_argument("--ray-address", default=os.environ.get(ENV_ADDRESS), help="default: a local cluster")
     parser.add_argument("--ray-actors", type=int, default=None)
     parser.add_argument("--ray-decoders", type=int, default=None)
+    parser.add_argument("--changes", type=int, default=0,
+                        help="then add this many photos and remove as many, one build each: bytes and time ÷ full")
+    parser.add_argument("--vectors", type=int, default=0,
+                        help="instead: precomputed vectors of this many photos (no images), see segment_changes.py")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.vectors:
+        segment_changes.main(["--size", str(args.vectors), "--threads", "1"]
+                             + (["--json", str(args.json)] if args.json else []))
+        return
 
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision)
@@ -164,6 +224,11 @@ def main() -> None:
                 "build_s": round(report.elapsed_s, 2), "bare_encoder_per_s": round(bare, 1),
                 "efficiency": round(report.photos_per_s / bare, 3), "factory": report.factory,
             }, indent=2) + "\n")
+        if args.changes:
+            changes = small_changes(encoder, args, gallery, Path(tmp), report)
+            if args.json:
+                args.json.write_text(json.dumps({**json.loads(args.json.read_text()), "small_changes": changes},
+                                                indent=2) + "\n")
         if args.distributor == "ray":
             ray_versus_local(encoder, args, gallery, Path(tmp), report)
 

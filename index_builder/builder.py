@@ -97,7 +97,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
             report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
             version = writer.write(planned.content, previous, base_manifest(
                 encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
-            report = dataclasses.replace(report, version=version)
+            report = dataclasses.replace(report, version=version, notes=list(writer.notes))
         staging.discard()
         writer.prune(options.keep)
         return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)

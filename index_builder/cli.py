@@ -1,4 +1,4 @@
-"""``python -m index_builder build | tune | info | verify`` (exit 0 ok, 1 verify found problems, 2 error).
+"""``python -m index_builder build | tune | compact | info | verify`` (exit 0 ok, 1 verify found problems, 2 error).
 
 The composition root: flags and environment variables become a :class:`photo_index.Location`, a distributor and
 :class:`BuildOptions` here, and nowhere else."""
@@ -19,6 +19,7 @@ from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
 from photo_index.registry import ENGINES
 
 from .builder import BuildOptions, build_index
+from .compaction import compact_index
 from .distributors import DISTRIBUTORS, get_distributor
 from .embedding import Distributor
 from .tuning import tune_index
@@ -119,6 +120,16 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
     tune.add_argument("--json", action="store_true", help="print the result as JSON")
 
+    compact = commands.add_parser("compact", help="merge every segment of the live version into one (IVF trained "
+                                  "and nprobe calibrated there; deleted photos dropped); published as a new version")
+    compact.add_argument("index_dir", type=Path)
+    compact.add_argument("--index-factory", default=None,
+                         help="FAISS factory string of the merged segment (default: the index's, else by size)")
+    compact.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the nprobe calibration aims at")
+    compact.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
+    compact.add_argument("--device", default="auto", help="where FAISS trains and fills the index")
+    compact.add_argument("--json", action="store_true", help="print the result as JSON")
+
     for name, text in (("info", "describe the current version"), ("verify", "check that a version is consistent")):
         command = commands.add_parser(name, help=text)
         command.add_argument("index_dir", type=Path, nargs="?", default=None, help="index folder (FAISS)")
@@ -181,6 +192,22 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compact(args: argparse.Namespace) -> int:
+    if args.keep < 1 or not 0 < args.recall_target <= 1:
+        raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")
+    result = compact_index(args.index_dir, factory=args.index_factory, recall_target=args.recall_target,
+                           keep=args.keep, device=args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["status"] == "unchanged":
+        print(f"compact {args.index_dir}: nothing to do ({result['reason']}); version {result['version']} unchanged")
+    else:
+        print(f"compact {args.index_dir}: {result['segments_before']} segments ({result['deleted_before']} deleted "
+              f"photos) -> 1 segment of {result['size']} photos, {result['factory']} {result['search_params']}; "
+              f"published version {result['version']}")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     source = _source(args)
     try:
@@ -198,6 +225,9 @@ def _info(args: argparse.Namespace) -> int:
     print(f"  encoder {data['encoder']['fingerprint']} {json.dumps(data['encoder']['config'])}"
           f" checkpoint {data['encoder']['checkpoint']}")
     print(f"  index {index['engine']} {index['factory']} search {index['search_params']}")
+    if index.get("layout") == "segments":
+        print(f"  {len(index['segments'])} segment(s), {index['deleted']} deleted photos (tombstones): "
+              + ", ".join(f"{s['size'] - s['deleted']} live/{s['size']} {s['factory']}" for s in index["segments"]))
     print(f"  gallery {data['gallery']['source']}")
     print(f"  versions: {', '.join(data['versions'])}")
     return 0
@@ -238,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: keep the default handlers
         pass
     try:
-        return {"build": _build, "tune": _tune, "info": _info, "verify": _verify}[args.command](args)
+        return {"build": _build, "tune": _tune, "compact": _compact, "info": _info,
+                "verify": _verify}[args.command](args)
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ class BuildReport:
     skipped: list[Skipped] = field(default_factory=list)
     factory: str = ""
     precision: str = ""  # what the encoder computed in (encoder/precision.py)
+    notes: list[str] = field(default_factory=list)  # what the writer did that a person should know
     embed_s: float = 0.0
     elapsed_s: float = 0.0
 
@@ -62,6 +63,7 @@ class BuildReport:
             + (f"; {self.resumed} resumed from an interrupted run" if self.resumed else "")
             + f" · total {self.elapsed_s:.1f} s",
         ]
+        lines += [f"  {note}" for note in self.notes]
         for item in self.skipped[:10]:
             lines.append(f"  skipped {item.reason}: {item.path}" + (f" ({item.detail})" if item.detail else ""))
         if len(self.skipped) > 10:

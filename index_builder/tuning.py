@@ -15,10 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from photo_index.api import PublishOptions
 from photo_index.atomic import write_json
 from photo_index.backends.folder.calibration import load_queries
 from photo_index.backends.folder.faiss_index import FaissEngine
+from photo_index.backends.folder.segmented import SegmentedWriter
 from photo_index.format import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now
+from photo_index.location import FolderLocation
 
 from .lock import build_lock
 
@@ -35,6 +38,10 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
     """Recalibrate the live version on the query vectors in ``queries_path``; returns what was done."""
     layout = IndexLayout(index_dir)
     with build_lock(layout.root):
+        writer = SegmentedWriter(FolderLocation(layout.root), PublishOptions(recall_target=recall_target))
+        name = writer.store.current_name()
+        if name is not None and writer.store.is_segmented(name):
+            return _tune_segmented(writer, queries_path, recall_target, keep)
         folder = layout.current_dir()
         manifest = read_manifest(folder)
         queries = load_queries(queries_path, int(manifest["dim"]))
@@ -62,3 +69,20 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
         layout.publish(name, partial)
         layout.prune(keep)
         return {**report, "status": "tuned", "version": name}
+
+
+def _tune_segmented(writer: SegmentedWriter, queries_path: str | Path, recall_target: float, keep: int) -> dict:
+    """Each approximate segment recalibrated; published as a new version listing the same segments."""
+    live = writer.store.current()
+    queries = load_queries(queries_path, live.dim)
+    base, tuned, rows = writer.tune(queries, recall_target)
+    section = base.fields.get("index", {})
+    report = {"index_dir": writer.where, "previous": base.name, "queries": len(queries),
+              "factory": section.get("factory"), "before": section.get("search_params", {}),
+              "after": tuned.fields.get("index", {}).get("search_params", {}),
+              "calibration": tuned.fields.get("index", {}).get("calibration"), "segments": rows}
+    if not rows:
+        return {**report, "status": "unchanged", "version": base.name,
+                "reason": "every segment is exact: none has a search parameter to tune"}
+    writer.prune(keep)
+    return {**report, "status": "tuned", "version": tuned.name}

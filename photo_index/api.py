@@ -169,6 +169,7 @@ class Writer(Protocol):
     """Publishes new versions to one location."""
 
     where: str
+    notes: list[str]  # what the last write did that a person should know (the build's output says it)
 
     def previous(self, rebuild: bool) -> Previous | None:
         """The live version (None: none yet, or unreadable and ``rebuild``)."""

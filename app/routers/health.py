@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..index_holder import segments_and_deleted
 from ..query_fields import query_kinds
 from ..schemas import Health, Info, LockedInfo, Readiness
 from ..services import Services, get_access, get_services, require_api_key
@@ -49,11 +50,12 @@ async def info(request: Request, services: Services = Depends(get_services),
     access = get_access(request)
     if not access.key_ok(x_api_key):  # the page learns it must ask for a key; nothing about the gallery
         return LockedInfo(detail="This service needs an API key: send it in the X-API-Key header.")
-    size = 0
+    size, segments, deleted = 0, 1, 0
     if services.index.ready:
         try:
             with services.index.lease() as reader:
                 size = reader.size
+                segments, deleted = segments_and_deleted(reader)
         except Exception:  # noqa: BLE001 - reported as size 0 / version None
             size = 0
     settings = services.settings
@@ -67,6 +69,8 @@ async def info(request: Request, services: Services = Depends(get_services),
         index_version=services.index.version,
         index_size=size,
         index_refused=services.index.refusal,
+        index_segments=segments,
+        index_deleted=deleted,
         categories=services.index.categories(),
         api_key_required=access.required,
         max_k=settings.max_k,

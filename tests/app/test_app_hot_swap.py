@@ -81,7 +81,7 @@ def test_a_service_started_on_an_index_of_another_encoder_is_not_ready(tmp_path,
 def test_a_service_started_on_an_index_of_an_older_photo_preprocessing_is_not_ready(tmp_path, app_encoder):
     gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
     build_index(gallery, index_dir, app_encoder)
-    manifest_path = index_dir / "versions" / current_version(index_dir) / "manifest.json"
+    manifest_path = index_dir / "versions" / f"{current_version(index_dir)}.json"  # a segmented version
     manifest = json.loads(manifest_path.read_text())
     del manifest["encoder"]["preprocessing"]  # built before photo preprocessing was versioned
     manifest_path.write_text(json.dumps(manifest))
@@ -89,3 +89,16 @@ def test_a_service_started_on_an_index_of_an_older_photo_preprocessing_is_not_re
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "rebuild with --rebuild" in ready.json()["detail"]
         assert client.post("/search", json=STROKES).status_code == 503
+
+
+def test_info_and_metrics_report_segments_and_tombstones(tmp_path, app_encoder):
+    gallery, index_dir = make_gallery(tmp_path / "gallery"), tmp_path / "index"
+    build_index(gallery, index_dir, app_encoder)
+    sorted(p for p in gallery.rglob("*") if p.is_file())[0].unlink()  # a removed photo: a tombstone
+    make_gallery(gallery, categories=("cactus",), per_category=2, seed=60)  # new photos: a second segment
+    build_index(gallery, index_dir, app_encoder)
+    with app_client(index_dir, app_encoder) as client:
+        info = client.get("/info").json()
+        metrics = client.get("/metrics").text
+    assert (info["index_size"], info["index_segments"], info["index_deleted"]) == (9, 2, 1)
+    assert "sbir_index_segments 2.0" in metrics and "sbir_index_deleted 1.0" in metrics

@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 
 from index_builder.builder import BuildOptions, build_index
+from photo_index.format import current_version
 from tests.imagegen import random_photo
 
 from .raycluster import LocalRayCluster
 
 FORMATS = ("jpg", "png", "webp")
+
+
+def manifest_path(index_dir: Path) -> Path:
+    """The live version's manifest: ``versions/<v>.json`` (segments) or ``versions/<v>/manifest.json`` (one copy)."""
+    name = current_version(index_dir)
+    segmented = Path(index_dir) / "versions" / f"{name}.json"
+    return segmented if segmented.is_file() else Path(index_dir) / "versions" / name / "manifest.json"
+
+
+def live_manifest(index_dir: Path) -> dict:
+    return json.loads(manifest_path(index_dir).read_text())
+
+
+def data_folder(index_dir: Path) -> Path:
+    """The folder holding the live photos' vectors.npy, ids.npy, metadata.sqlite and index.faiss: the one segment
+    of a segmented version of one segment, or a one-copy version folder."""
+    manifest = live_manifest(index_dir)
+    if "segments" not in manifest:
+        return manifest_path(index_dir).parent
+    assert len(manifest["segments"]) == 1, manifest["segments"]
+    return Path(index_dir) / "segments" / manifest["segments"][0]["name"]
 
 
 def write_photo(path: Path, seed: int, size: tuple[int, int] = (48, 40)) -> Path:

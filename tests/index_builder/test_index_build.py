@@ -34,7 +34,7 @@ def test_broken_files_are_skipped_and_reported(make_gallery, build, tmp_path):
     assert report.status == "built" and report.size == 5
     reasons = {os.path.basename(item.path): item.reason for item in report.skipped}
     assert reasons == expected
-    saved = json.loads((tmp_path / "index" / "versions" / report.version / "report.json").read_text())
+    saved = json.loads((tmp_path / "index" / "reports" / f"{report.version}.json").read_text())
     assert saved["skipped_by_reason"]["symlink-loop"] == 2
     assert {item["path"] for item in saved["skipped"]} == {item.path for item in report.skipped}
     assert "skipped 9" in report.summary() or "skipped 10" in report.summary()
@@ -171,7 +171,11 @@ def test_old_versions_are_pruned(make_gallery, build, tmp_path):
         write_photo(gallery / "cat" / f"extra{i}.jpg", 500 + i)
         versions.append(build(gallery=gallery, keep=2).version)
     kept = sorted(p.name for p in (tmp_path / "index" / "versions").iterdir())
-    assert kept == versions[-2:]
+    assert kept == [f"{v}.json" for v in versions[-2:]]
+    assert sorted(p.stem for p in (tmp_path / "index" / "reports").iterdir()) == versions[-2:]
+    listed = {s["name"] for v in versions[-2:] for s in json.loads((tmp_path / "index" / "versions" / f"{v}.json")
+                                                                   .read_text())["segments"]}
+    assert {p.name for p in (tmp_path / "index" / "segments").iterdir()} == listed  # no segment left unlisted
 
 
 def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline):
@@ -213,8 +217,9 @@ def test_failure_after_embedding_keeps_staged_vectors_for_the_next_run(make_gall
         with pytest.raises(OSError, match="disk full"):
             build(gallery=gallery)
     assert current_version(tmp_path / "index") == first.version
-    assert any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())
+    assert (tmp_path / "index" / "segments").is_dir() and not any(  # the failed segment left nothing behind
+        p.name.startswith(".tmp-") for p in (tmp_path / "index" / "segments").iterdir())
 
     report = build(gallery=gallery)
     assert (report.embedded, report.resumed, report.added) == (0, 4, 4)
-    assert not any(p.name.endswith(".partial") for p in (tmp_path / "index" / "versions").iterdir())
+    assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "index" / "segments").iterdir())

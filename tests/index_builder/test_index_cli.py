@@ -14,6 +14,9 @@ from encoder import PREPROCESSING_VERSION, save_checkpoint
 from index_builder.cli import main
 from photo_index import current_version
 
+from .conftest import data_folder, live_manifest
+from .conftest import manifest_path as live_manifest_path
+
 
 @pytest.fixture()
 def built(make_gallery, tmp_path, capsys):
@@ -26,8 +29,6 @@ def built(make_gallery, tmp_path, capsys):
     return gallery, index_dir
 
 
-def version_dir(index_dir):
-    return index_dir / "versions" / current_version(index_dir)
 
 
 def test_changed_encoder_refuses_incremental_mode(built, tmp_path, tiny_encoder, capsys):
@@ -44,7 +45,7 @@ def test_changed_encoder_refuses_incremental_mode(built, tmp_path, tiny_encoder,
     assert main([*args, "--rebuild", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["embedded"] == 7 and report["previous"] == before
-    manifest = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    manifest = live_manifest(index_dir)
     assert manifest["encoder"]["fingerprint"] == tiny_encoder.fingerprint()
     assert manifest["encoder"]["checkpoint"] == str(checkpoint)
 
@@ -53,7 +54,7 @@ def test_changed_encoder_refuses_incremental_mode(built, tmp_path, tiny_encoder,
 def test_an_index_of_another_photo_preprocessing_is_refused_until_rebuilt(built, capsys, recorded):
     gallery, index_dir = built
     before = current_version(index_dir)
-    manifest_path = version_dir(index_dir) / "manifest.json"
+    manifest_path = live_manifest_path(index_dir)
     manifest = json.loads(manifest_path.read_text())
     assert manifest["encoder"]["preprocessing"] == PREPROCESSING_VERSION
     if recorded is None:
@@ -69,7 +70,7 @@ def test_an_index_of_another_photo_preprocessing_is_refused_until_rebuilt(built,
 
     assert main([*args, "--rebuild", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["embedded"] == 7
-    rebuilt = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    rebuilt = live_manifest(index_dir)
     assert rebuilt["encoder"]["preprocessing"] == PREPROCESSING_VERSION
 
 
@@ -82,7 +83,7 @@ def test_another_activation_is_another_encoder_for_the_index(built, capsys):
     assert "incremental mode is refused" in capsys.readouterr().err
     assert current_version(index_dir) == before
     assert main([*args, "--rebuild"]) == 0
-    manifest = json.loads((version_dir(index_dir) / "manifest.json").read_text())
+    manifest = live_manifest(index_dir)
     assert manifest["encoder"]["config"]["activation"] == "quick_gelu"
 
 
@@ -144,7 +145,7 @@ def test_verify_catches_a_tampered_index(built, tmp_path, capsys, tamper, messag
     assert "OK" in capsys.readouterr().out
     copy = tmp_path / "tampered"
     shutil.copytree(index_dir, copy)
-    tamper(version_dir(copy))
+    tamper(data_folder(copy))
     assert main(["verify", str(copy)]) == 1
     captured = capsys.readouterr()
     assert "FAILED" in captured.out and message in captured.err

@@ -11,9 +11,8 @@ from index_builder.cli import main
 from photo_index import current_version
 from photo_index.backends.folder import IndexReader
 from photo_index.checks import verify as verify_source
-from photo_index.format import CALIBRATION_QUERIES
 from photo_index.registry import open_source
-from tests.index_builder.conftest import write_photo
+from tests.index_builder.conftest import live_manifest, write_photo
 
 
 def verify(index_dir):
@@ -28,7 +27,7 @@ def _queries(path, dim: int, n: int = 64, seed: int = 0):
 
 
 def _manifest(index_dir):
-    return json.loads((index_dir / "versions" / current_version(index_dir) / "manifest.json").read_text())
+    return live_manifest(index_dir)
 
 
 @pytest.fixture()
@@ -54,12 +53,11 @@ def test_tune_recalibrates_on_query_vectors_as_a_new_version_while_the_old_one_s
     calibration = after["index"]["calibration"]
     assert calibration["source"] == "query vectors" and calibration["queries"] == 64
     assert calibration["recall_at_10"] == 1.0 and after["index"]["search_params"]["nprobe"] == calibration["nprobe"]
-    old_dir, new_dir = (index_dir / "versions" / v for v in (before["version"], result["version"]))
-    assert (new_dir / "vectors.npy").stat().st_ino == (old_dir / "vectors.npy").stat().st_ino  # linked, not copied
-    assert np.array_equal(np.load(new_dir / CALIBRATION_QUERIES), np.load(queries))
+    assert after["segments"][0]["name"] == before["segments"][0]["name"]  # the same segment: nothing rewritten
+    assert np.array_equal(np.load(index_dir / after["calibration_queries"]["file"]), np.load(queries))
     assert verify(index_dir) == []
     with IndexReader.open(index_dir) as reader:
-        assert reader.vector_index.knob_value == calibration["nprobe"]
+        assert reader.structure()["segments"][0]["search_params"]["nprobe"] == calibration["nprobe"]
 
     # A later build keeps calibrating on the tuned version's queries.
     write_photo(gallery / "cat" / "new.jpg", 4242)
@@ -67,7 +65,7 @@ def test_tune_recalibrates_on_query_vectors_as_a_new_version_while_the_old_one_s
                  "--recall-target", "1.0"]) == 0
     rebuilt = _manifest(index_dir)
     assert rebuilt["size"] == 41 and rebuilt["index"]["calibration"]["source"] == "query vectors"
-    assert (index_dir / "versions" / rebuilt["version"] / CALIBRATION_QUERIES).is_file()
+    assert rebuilt["calibration_queries"] == after["calibration_queries"]  # kept for the builds after
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -112,4 +110,4 @@ def test_hnsw_efsearch_is_calibrated_at_build_and_by_tune(make_gallery, build, t
         ids, vectors = reader.vectors()
         _, found = reader.search(np.asarray(vectors[:5]), 1)
         assert (found[:, 0] == ids[:5]).all()
-        assert reader.vector_index.knob_value == tuned["search_params"]["efSearch"]
+        assert reader.structure()["segments"][0]["search_params"]["efSearch"] == tuned["search_params"]["efSearch"]

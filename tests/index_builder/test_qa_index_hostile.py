@@ -18,7 +18,7 @@ from photo_index import current_version
 from photo_index.backends.folder import IndexReader
 from photo_index.errors import IndexCorruptError
 
-from .conftest import write_photo
+from .conftest import manifest_path, write_photo
 
 
 def _png_header(width: int, height: int) -> bytes:
@@ -43,7 +43,7 @@ def test_bomb_header_is_skipped_as_too_large(make_gallery, build, tmp_path):
 def built_index(make_gallery, build, tmp_path):
     build(gallery=make_gallery({"cat": 2, "dog": 1}))
     index_dir = tmp_path / "index"
-    return index_dir, index_dir / "versions" / current_version(index_dir)
+    return index_dir, manifest_path(index_dir)
 
 
 @pytest.mark.parametrize("damage", [
@@ -53,10 +53,10 @@ def built_index(make_gallery, build, tmp_path):
     lambda m: m.update(dim=m["dim"] + 1),
 ])
 def test_hand_edited_manifest_is_reported_not_a_traceback(built_index, capsys, damage):
-    index_dir, version = built_index
-    manifest = json.loads((version / "manifest.json").read_text())
+    index_dir, path = built_index
+    manifest = json.loads(path.read_text())
     damage(manifest)
-    (version / "manifest.json").write_text(json.dumps(manifest))
+    path.write_text(json.dumps(manifest))
     with pytest.raises(IndexCorruptError):
         IndexReader.open(index_dir)
     assert main(["verify", str(index_dir)]) == 1

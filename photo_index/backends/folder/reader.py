@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from ... import checks
-from ...api import PhotoRecord, StoredRows
+from ...api import PhotoRecord, Reader, StoredRows
 from ...errors import IndexCorruptError, IndexNotFoundError
 from ...format import IDS, METADATA, VECTORS, IndexLayout, current_version, read_manifest
 from ...queries import checked_queries, no_hits
 from .faiss_index import FaissEngine, FaissIndex
 from .records import MetadataStore
+from .segmented import open_version
+from .segments import SegmentStore
 
 
 class IndexReader:
@@ -49,12 +51,13 @@ class IndexReader:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, index_dir: str | Path, *, device: str = "cpu") -> IndexReader:
-        """The version ``current`` names; :class:`IndexNotFoundError` when there is none.
+    def open(cls, index_dir: str | Path, *, device: str = "cpu") -> Reader:
+        """The version ``current`` names, of either format (a segmented one opens as a ``SegmentedReader``);
+        :class:`IndexNotFoundError` when there is none.
 
         ``device="auto"`` puts the FAISS index on the GPU(s) when faiss has GPU support.
         """
-        return cls(IndexLayout(index_dir).current_dir(), device=device)
+        return FolderSource(index_dir).open(device)
 
     def __len__(self) -> int:
         return self.size
@@ -166,19 +169,23 @@ class FolderSource:
     def current(self) -> str | None:
         return current_version(self.index_dir)
 
-    def open(self, device: str = "cpu") -> IndexReader:
-        return IndexReader.open(self.index_dir, device=device)
+    def open(self, device: str = "cpu") -> Reader:
+        return self._open(self.current(), device)
 
-    def open_version(self, version: str | None) -> IndexReader:
-        if version is None:
-            return IndexReader(self.layout.current_dir())
-        folder = self.layout.version_dir(version)
-        if not folder.is_dir():
+    def open_version(self, version: str | None) -> Reader:
+        if version is not None and version not in self.versions():
             raise IndexNotFoundError(f"{self.index_dir} has no version {version!r} (versions: {self.versions()}).")
-        return IndexReader(folder)
+        return self._open(version or self.current())
+
+    def _open(self, name: str | None, device: str = "cpu") -> Reader:
+        """A segmented version (``versions/<name>.json``) or a one-copy version folder."""
+        if name is not None and SegmentStore(self.layout.root).is_segmented(name):
+            return open_version(self.layout.root, name, device)
+        return IndexReader(self.layout.version_dir(name) if name else self.layout.current_dir(), device=device)
 
     def versions(self) -> list[str]:
-        return self.layout.versions()
+        """Versions of either format, oldest first."""
+        return sorted(self.layout.versions() + SegmentStore(self.layout.root).versions())
 
     def info(self, version: str | None = None) -> dict:
         return checks.info(self, version)

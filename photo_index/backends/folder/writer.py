@@ -54,6 +54,7 @@ class FolderWriter:
         self.layout = IndexLayout(location.path)
         self.engine = FaissEngine()
         self.where = str(self.layout.root)
+        self.notes: list[str] = []
 
     def previous(self, rebuild: bool) -> PreviousVersion | None:
         if self.layout.current() is None:

@@ -71,6 +71,7 @@ class MilvusWriter:
         self.alias = location.collection
         self.connection = MilvusConnection(location.uri, timeout=location.timeout_s, token=location.token)
         self.where = f"Milvus {location.uri} collection {self.alias}"
+        self.notes: list[str] = []
         self.index_params = dict(options.index_params or {})
         self.search_params = dict(options.search_params or {})
 

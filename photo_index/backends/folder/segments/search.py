@@ -1,0 +1,221 @@
+"""Search one version of a segmented index: every approximate (IVF) segment searched with its tombstones
+excluded inside FAISS (an ``IDSelectorNot`` over the deleted ids, so it still returns its k best live photos),
+the live rows of all exact segments searched as one in-memory index (:class:`SmallRows`), the results merged by
+score. Ids are the photos' stable ids, whichever segment holds them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+from ....api import PhotoRecord
+from ....errors import IndexCorruptError
+from ..faiss_index import _search_params
+from .segment import Segment
+from .store import SegmentStore
+from .version import Version
+
+
+def _no_hits(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+
+
+def merge_top_k(parts: Sequence[tuple[np.ndarray, np.ndarray]], n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (score, id) pairs per query over the per-segment results (-inf / -1 pad)."""
+    if not parts:
+        return _no_hits(n, k)
+    if len(parts) == 1 and parts[0][0].shape[1] == k:
+        return parts[0]
+    scores = np.concatenate([p[0] for p in parts], axis=1)
+    ids = np.concatenate([p[1] for p in parts], axis=1)
+    if scores.shape[1] < k:
+        pad_scores, pad_ids = _no_hits(n, k - scores.shape[1])
+        scores, ids = np.hstack([scores, pad_scores]), np.hstack([ids, pad_ids])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    rows = np.arange(n)[:, None]
+    return scores[rows, order], ids[rows, order]
+
+
+class LiveSegment:
+    """A segment and the ids a version deleted from it."""
+
+    def __init__(self, segment: Segment, tombstones: np.ndarray) -> None:
+        self.segment = segment
+        self.tombstones = tombstones
+        self.live = segment.info.size - len(tombstones)
+        self._exclusion: faiss.SearchParameters | None = None
+
+    def _exclusion_params(self) -> faiss.SearchParameters:
+        """Search parameters that skip the tombstones (made on first use: they open the segment's index)."""
+        if self._exclusion is None:
+            self._exclusion = self._make_exclusion_params()
+        return self._exclusion
+
+    def _make_exclusion_params(self) -> faiss.SearchParameters:
+        deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
+        selector = faiss.IDSelectorNot(deleted)
+        selector.keep_alive = deleted  # selectors hold raw pointers to what they wrap
+        index = self.segment.index
+        if index.knob is not None:
+            return _search_params(index.knob, index.knob_value, selector)
+        params = faiss.SearchParameters(sel=selector)
+        params.keep_alive = selector
+        return params
+
+    def live_rows(self) -> np.ndarray:
+        ids = self.segment.ids
+        return np.flatnonzero(~np.isin(ids, self.tombstones, assume_unique=True)) if len(self.tombstones) else \
+            np.arange(len(ids))
+
+    def live_ids(self) -> np.ndarray:
+        return self.segment.ids[self.live_rows()] if len(self.tombstones) else self.segment.ids
+
+    def holds(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each of ``ids`` where this segment holds it live, else -1."""
+        rows = self.segment.rows_of(ids)
+        if len(self.tombstones):
+            rows[np.isin(ids, self.tombstones)] = -1
+        return rows
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        index = self.segment.index
+        if allowed is not None:
+            allowed = allowed[self.segment.rows_of(allowed) >= 0]
+            if len(self.tombstones):
+                allowed = np.setdiff1d(allowed, self.tombstones, assume_unique=True)
+            return index.search(queries, k, allowed) if len(allowed) else _no_hits(len(queries), k)
+        if not len(self.tombstones):
+            return index.search(queries, k)
+        scores, found = index.cpu_index.search(queries, k, params=self._exclusion_params())
+        found = found.astype(np.int64, copy=False)
+        return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+
+
+class SmallRows:
+    """The live rows of a version's exact segments in one in-memory index, so the many small segments small
+    changes make cost one FAISS call, not one each. Flat (exact) when the version has no IVF segment; else an IVF
+    sharing the largest IVF segment's trained coarse quantizer and probed with its ``nprobe``: a query then scans
+    a few lists of these rows instead of all of them (a category filter probes every list: exact)."""
+
+    def __init__(self, segments: Sequence[LiveSegment], dim: int, host: LiveSegment | None) -> None:
+        ids = np.concatenate([s.live_ids() for s in segments])
+        vectors = np.concatenate([np.asarray(s.segment.vectors[s.live_rows()], dtype=np.float32) for s in segments])
+        order = np.argsort(ids, kind="stable")
+        self.ids = np.ascontiguousarray(ids[order])
+        ivf = host.segment.index.ivf if host is not None else None
+        if ivf is None:
+            self.index, self.nprobe, self.nlist = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), None, None
+        else:
+            self._quantizer = faiss.clone_index(ivf.quantizer)  # the IVF index only points at it
+            self.index = faiss.IndexIVFFlat(self._quantizer, dim, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
+            self.nprobe, self.nlist = host.segment.index.knob_value, ivf.nlist
+        self.index.add_with_ids(np.ascontiguousarray(vectors[order]), self.ids)
+        self._unfiltered = self._params(None)  # made once: a query's fixed cost matters at small nprobe
+
+    def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
+        if self.nprobe is None:
+            return None if selector is None else faiss.SearchParameters(sel=selector)
+        if selector is None:
+            return faiss.SearchParametersIVF(nprobe=self.nprobe)
+        return faiss.SearchParametersIVF(sel=selector, nprobe=self.nlist)
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        selector = None
+        if allowed is not None:
+            rows = np.searchsorted(self.ids, allowed)
+            inside = rows < len(self.ids)
+            inside[inside] = self.ids[rows[inside]] == allowed[inside]
+            if not inside.any():
+                return _no_hits(len(queries), k)
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed[inside]))
+        params = self._unfiltered if selector is None else self._params(selector)
+        scores, found = self.index.search(queries, k, params=params)
+        return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
+
+
+class SegmentedView:
+    """A read-only view of one version: search, records, vectors (thread-safe; bound to the version)."""
+
+    def __init__(self, store: SegmentStore, version: Version, *, device: str = "cpu") -> None:
+        self.version = version
+        self.dim = version.dim
+        self.segments: list[LiveSegment] = []
+        try:
+            for ref in version.segments:
+                self.segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
+                info = self.segments[-1].segment.info
+                if (info.size, info.dim) != (ref.size, version.dim):
+                    raise IndexCorruptError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
+                                            f"{version.name} lists {ref.size} x {version.dim}.")
+        except BaseException:
+            self.close()
+            raise
+        self.size = sum(s.live for s in self.segments)
+        exact = [s for s in self.segments if s.segment.exact and s.live]
+        self._approximate = [s for s in self.segments if not s.segment.exact and s.live]
+        host = max(self._approximate, key=lambda s: s.live, default=None)
+        self._small = SmallRows(exact, self.dim, host) if exact else None
+
+    def search(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by inner product over the live photos of every segment; ``allowed_ids`` (sorted) restricts
+        the results to those ids exactly."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        parts = [s.search(queries, k, allowed_ids) for s in self._approximate]
+        if self._small is not None:
+            parts.append(self._small.search(queries, k, allowed_ids))
+        return merge_top_k(parts, len(queries), k)
+
+    def ids(self) -> np.ndarray:
+        """Every live id, sorted (an id live in two segments appears twice: ``verify`` reports it)."""
+        parts = [s.live_ids() for s in self.segments]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def _locate(self, ids: np.ndarray) -> list[tuple[LiveSegment, np.ndarray, np.ndarray]]:
+        """For each segment holding some of ``ids`` live: (segment, positions in ``ids``, rows in the segment)."""
+        found = []
+        for segment in self.segments:
+            rows = segment.holds(ids)
+            where = np.flatnonzero(rows >= 0)
+            if len(where):
+                found.append((segment, where, rows[where]))
+        return found
+
+    def records(self, ids: Sequence[int] | np.ndarray) -> list[PhotoRecord | None]:
+        """Metadata for ``ids`` in order (None for -1 and ids no segment holds live)."""
+        wanted = np.asarray(ids, dtype=np.int64).reshape(-1)
+        result: list[PhotoRecord | None] = [None] * len(wanted)
+        for segment, where, _ in self._locate(wanted):
+            for position, record in zip(where, segment.segment.metadata.get_many(wanted[where].tolist()),
+                                        strict=True):
+                result[position] = record
+        return result
+
+    def vector(self, photo_id: int) -> np.ndarray | None:
+        for segment, _, rows in self._locate(np.array([photo_id], dtype=np.int64)):
+            return np.array(segment.segment.vectors[rows[0]], dtype=np.float32)
+        return None
+
+    def ids_of_category(self, category: str) -> np.ndarray:
+        parts = []
+        for segment in self.segments:
+            ids = np.array(segment.segment.metadata.ids_of_category(category), dtype=np.int64)
+            parts.append(ids[segment.holds(ids) >= 0])
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+
+    def categories(self) -> list[str]:
+        return sorted({c for s in self.segments for c in s.segment.metadata.categories()})
+
+    def close(self) -> None:
+        for segment in self.segments:
+            segment.segment.close()
+        self.segments, self._approximate, self._small = [], [], None
+
+    def __enter__(self) -> SegmentedView:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

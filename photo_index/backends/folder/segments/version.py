@@ -1,0 +1,158 @@
+"""A version: a small JSON manifest listing segments, each with the ids deleted from it (tombstones).
+
+```json
+{"format": "sbir-index/2", "version": "v...", "created_at": "...", "previous": "v..." | null,
+ "dim": 512, "size": <live photos>, "next_id": 1234, "encoder": {"fingerprint": "...", ...},
+ "segments": [{"name": "s...", "size": 1000, "deleted": 2, "tombstones": [17, 42],
+               "search_params": {"nprobe": 16}},
+              {"name": "s...", "size": 900000, "deleted": 5000,
+               "tombstones": {"file": "tombstones/<sha256>.npy", "count": 5000}, "search_params": {}}],
+ ... (whatever else the writer records: gallery, build counts, options)}
+```
+Tombstones are a sorted int64 set per segment: inline up to ``INLINE_TOMBSTONES`` ids, else a content-addressed
+``.npy`` file under ``tombstones/`` (immutable, shared by every version with the same set). ``search_params`` are
+the values readers use for that segment (the segment's calibration, or what ``tune`` chose later).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ....errors import IndexCorruptError
+
+VERSION_FORMAT = "sbir-index/2"
+INLINE_TOMBSTONES = 64
+NO_IDS = np.zeros(0, dtype=np.int64)
+RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments")
+
+
+@dataclass(frozen=True, eq=False)  # holds an array: compare fields explicitly
+class SegmentRef:
+    """One segment as a version sees it."""
+
+    name: str
+    size: int  # rows in the segment
+    tombstones: np.ndarray = field(default_factory=lambda: NO_IDS)  # sorted ids deleted from it
+    search_params: dict = field(default_factory=dict)
+
+    @property
+    def deleted(self) -> int:
+        return len(self.tombstones)
+
+    @property
+    def live(self) -> int:
+        return self.size - self.deleted
+
+    def with_deleted(self, ids: np.ndarray) -> SegmentRef:
+        return replace(self, tombstones=np.union1d(self.tombstones, ids).astype(np.int64))
+
+
+@dataclass(frozen=True, eq=False)
+class Version:
+    """A published (or about to be published) state of the index."""
+
+    name: str
+    created_at: str
+    previous: str | None
+    dim: int
+    next_id: int
+    encoder: dict  # at least {"fingerprint": ...}
+    segments: tuple[SegmentRef, ...]
+    fields: dict = field(default_factory=dict)  # the rest of the manifest (gallery, build counts, options)
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.encoder.get("fingerprint", ""))
+
+    @property
+    def size(self) -> int:
+        return sum(ref.live for ref in self.segments)
+
+    @property
+    def deleted(self) -> int:
+        return sum(ref.deleted for ref in self.segments)
+
+    def segment_names(self) -> list[str]:
+        return [ref.name for ref in self.segments]
+
+    def manifest(self) -> dict:
+        """The manifest's fields other than the segment list (what readers and builds read of a version)."""
+        return {**self.fields, "format": VERSION_FORMAT, "version": self.name, "created_at": self.created_at,
+                "previous": self.previous, "dim": self.dim, "size": self.size, "next_id": self.next_id,
+                "encoder": self.encoder}
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array))
+    return buffer.getvalue()
+
+
+def content_name(array: np.ndarray) -> str:
+    """The content address of an array file (tombstones, a query sample): same content, same file."""
+    return hashlib.sha256(npy_bytes(array)).hexdigest()[:32] + ".npy"
+
+
+def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], str]) -> dict:
+    """The manifest of ``version``; ``write_tombstones(ids) -> relative path`` stores a large tombstone set."""
+    refs = []
+    for ref in version.segments:
+        tombstones: list[int] | dict = ref.tombstones.tolist()
+        if ref.deleted > INLINE_TOMBSTONES:
+            tombstones = {"file": write_tombstones(ref.tombstones), "count": ref.deleted}
+        refs.append({"name": ref.name, "size": ref.size, "deleted": ref.deleted, "tombstones": tombstones,
+                     "search_params": ref.search_params})
+    return {**version.manifest(), "segments": refs}
+
+
+def version_from_json(data: dict, root: Path, where: str) -> Version:
+    """Parse a manifest (``root``: the index folder tombstone files are relative to)."""
+    try:
+        if data.get("format") != VERSION_FORMAT:
+            raise ValueError(f"format is {data.get('format')!r}, not {VERSION_FORMAT}")
+        refs = tuple(_ref_from_json(item, root) for item in data["segments"])
+        version = Version(name=str(data["version"]), created_at=str(data["created_at"]), previous=data["previous"],
+                          dim=int(data["dim"]), next_id=int(data["next_id"]), encoder=dict(data["encoder"]),
+                          segments=refs, fields={k: v for k, v in data.items() if k not in RESERVED})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise IndexCorruptError(f"Version manifest {where} is damaged: {error}") from error
+    if len({ref.name for ref in refs}) != len(refs):
+        raise IndexCorruptError(f"Version manifest {where} lists a segment twice.")
+    if type(data.get("size")) is not int or data["size"] != version.size:
+        raise IndexCorruptError(f"Version manifest {where} is damaged: its size {data.get('size')!r} is not the "
+                                f"{version.size} live photos its segments hold.")
+    return version
+
+
+def _ref_from_json(item: dict, root: Path) -> SegmentRef:
+    raw = item["tombstones"]
+    if isinstance(raw, dict):
+        tombstones = np.load(root / raw["file"], allow_pickle=False)
+        if len(tombstones) != int(raw["count"]):
+            raise ValueError(f"{raw['file']} holds {len(tombstones)} ids; the manifest says {raw['count']}")
+    else:
+        tombstones = np.asarray(raw, dtype=np.int64).reshape(-1)
+    tombstones = tombstones.astype(np.int64, copy=False)
+    if len(tombstones) and np.any(np.diff(tombstones) <= 0):
+        raise ValueError(f"the tombstones of segment {item['name']} are not sorted unique ids")
+    return SegmentRef(name=str(item["name"]), size=int(item["size"]), tombstones=tombstones,
+                      search_params=dict(item.get("search_params") or {}))
+
+
+def read_version_file(path: Path, root: Path) -> Version:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as error:
+        raise IndexCorruptError(f"Version manifest {path} is unreadable: {error}") from error
+    if not isinstance(data, dict):
+        raise IndexCorruptError(f"Version manifest {path} is not a JSON object.")
+    return version_from_json(data, root, str(path))
