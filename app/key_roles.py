@@ -14,7 +14,8 @@ from .errors import APIError
 from .services import get_access, require_api_key
 from .settings import Settings
 
-_WRONG_FOR_SEARCH = "This is an admin key (SBIR_ADMIN_KEYS); searching needs a search key (SBIR_API_KEY/S)."
+_WRONG_FOR_SEARCH = ("This is an admin key (SBIR_ADMIN_KEYS); searches and photos need a search key "
+                     "(SBIR_API_KEY/S) or a signed photo URL.")
 
 
 def admin_access(settings: Settings) -> Access:
@@ -35,9 +36,14 @@ def require_search_key(request: Request, x_api_key: str | None = Header(None, de
                                                                                         "when one is configured")
                        ) -> None:
     """403 for an admin key (also on an open service: it was sent by mistake), else the search key rule (401)."""
-    if is_admin_key(request, x_api_key):
-        raise APIError(403, "wrong_key", _WRONG_FOR_SEARCH)
+    refuse_admin_key(request, x_api_key)
     require_api_key(request, x_api_key)
+
+
+def refuse_admin_key(request: Request, key: str | None) -> None:
+    """403 when ``key`` is an admin key: it is never accepted where a search key is (searches, photos)."""
+    if is_admin_key(request, key):
+        raise APIError(403, "wrong_key", _WRONG_FOR_SEARCH)
 
 
 def require_admin_key(request: Request, x_api_key: str | None = Header(None, description="an admin key "

@@ -36,19 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import segment_changes  # noqa: E402
 from bench.segment_changes import files, written  # noqa: E402
+from bench.sketchy_data import add_data_arg, checked_data  # noqa: E402
 from encoder import add_precision_arg, load_encoder  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
 from photo_index.backends.folder import IndexReader  # noqa: E402
 
-# ../shared/data/... beside the repository (found from any worktree depth).
-DEFAULT_PHOTOS = next(
-    (p / "shared" / "data" / "sketchy-mini" / "photo" for p in Path(__file__).resolve().parents
-     if (p / "shared" / "data" / "sketchy-mini" / "photo").is_dir()),
-    Path("../shared/data/sketchy-mini/photo"),
-)
-
+ENV_PHOTOS = "SBIR_BENCH_PHOTOS"  # a folder of <class>/*.jpg, instead of --data's photo/
 
 def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None = None, start: int = 0
                  ) -> list[Path]:
@@ -161,10 +156,12 @@ def small_changes(encoder, args, gallery: Path, tmp: Path, full) -> dict:
             "removed_returned": returned_removed}
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photos", type=int, default=3000)
-    parser.add_argument("--source", type=Path, default=Path(os.environ.get("SBIR_BENCH_PHOTOS", DEFAULT_PHOTOS)))
+    add_data_arg(parser, "the gallery's source JPEGs (its photo/ folder)")
+    parser.add_argument("--source", type=Path, default=os.environ.get(ENV_PHOTOS) or None,
+                        help=f"a folder of <class>/*.jpg instead of --data's photo/ (env {ENV_PHOTOS})")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
@@ -183,7 +180,14 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=0,
                         help="instead: precomputed vectors of this many photos (no images), see segment_changes.py")
     parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.source is None:
+        args.source = checked_data(parser, args.data, ["photo"]) / "photo"
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.vectors:
         segment_changes.main(["--size", str(args.vectors), "--threads", "1"]
                              + (["--json", str(args.json)] if args.json else []))

@@ -24,12 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.sketchy_data import add_data_arg, checked_data  # noqa: E402
 from encoder import PromptedCLIP, apply_precision, load_encoder, resolve_precision  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from training.metrics import rank_gallery  # noqa: E402
 
-DATA = next((p / "shared" / "data" / "sketchy-mini" for p in Path(__file__).resolve().parents
-             if (p / "shared" / "data" / "sketchy-mini").is_dir()), Path("../shared/data/sketchy-mini"))
 TOP = 10
 
 
@@ -38,12 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", default=os.environ.get("SBIR_BACKBONE", "ViT-B-32"))
     parser.add_argument("--pretrained", default=os.environ.get("SBIR_PRETRAINED", "none"))
     parser.add_argument("--checkpoint", default=None, help="trained prompts (default: the frozen baseline)")
-    parser.add_argument("--data", type=Path, default=DATA, help="Sketchy layout: photo/<class>/, sketch/<class>/")
+    add_data_arg(parser, "the queries (sketch/) and the gallery (photo/)")
     parser.add_argument("--photos-per-class", type=int, default=0, help="0: every photo")
     parser.add_argument("--sketches-per-class", type=int, default=0, help="0: every sketch")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--json", type=Path, default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.data = checked_data(parser, args.data, ["photo", "sketch"])
+    return args
 
 
 def files(folder: Path, pattern: str, per_class: int) -> tuple[list[Path], np.ndarray, list[str]]:

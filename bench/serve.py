@@ -42,6 +42,7 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.sketchy_data import add_data_arg, checked_data  # noqa: E402
 from encoder import PromptedCLIP, add_precision_arg, decode_image, load_encoder  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from photo_index import PhotoRecord  # noqa: E402
@@ -51,10 +52,6 @@ from photo_index.backends.folder.faiss_index import FaissEngine  # noqa: E402
 from photo_index.backends.folder.records import write_metadata  # noqa: E402
 from photo_index.compatibility import encoder_section  # noqa: E402
 from photo_index.format import FORMAT, IDS, METADATA, VECTORS, IndexLayout, utc_now  # noqa: E402
-
-DATA = REPO.parent.parent / "shared" / "data" / "sketchy-mini"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/sketchy-mini")
 
 
 def synthetic_vectors(n: int, dim: int, seed: int, clusters: int | None = 1000, spread: float = 1.3) -> np.ndarray:
@@ -224,8 +221,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--c16-requests", type=int, default=64, help="total requests of each concurrency-16 run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating service / bare-encoder rounds")
     parser.add_argument("--device", default="cpu", help="the service's and the in-process path's device (cpu, cuda)")
-    parser.add_argument("--photos", type=Path, default=DATA / "photo", help="folder of JPEGs the records point at")
-    parser.add_argument("--sketch", type=Path, default=None, help="query sketch PNG (default: sketchy-mini's first)")
+    add_data_arg(parser, "the photos the records point at and the query sketch, unless --photos and --sketch say")
+    parser.add_argument("--photos", type=Path, default=None, help="folder of JPEGs the records point at "
+                        "(default: --data's photo/)")
+    parser.add_argument("--sketch", type=Path, default=None, help="query sketch PNG (default: --data's first)")
     parser.add_argument("--swap-settle-s", type=float, default=5.0,
                         help="load kept up after the new version is served (and before publishing, up to 2 s)")
     parser.add_argument("--no-swap", action="store_true", help="skip the index swap under load")
@@ -233,7 +232,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="nice of the c=16 client threads (0: as the service; 10: they yield the cores to it, as "
                         "remote clients would)")
     parser.add_argument("--json", type=Path, default=None)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.photos is None or args.sketch is None:  # only then is the data set needed
+        needed = [part for part, given in (("photo", args.photos), ("sketch", args.sketch)) if given is None]
+        data = checked_data(parser, args.data, needed)
+        args.photos = args.photos or data / "photo"
+        args.sketch = args.sketch or sorted((data / "sketch").rglob("*.png"))[0]
+    return args
 
 
 def start_service(args: argparse.Namespace, index_dir: Path) -> tuple[subprocess.Popen, str]:
@@ -358,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     encoder = load_encoder(backbone=args.backbone, pretrained=args.pretrained, device=args.device,
                            precision=args.precision)
     photos = sorted(args.photos.rglob("*.jpg"))[:2000]
-    sketch = (args.sketch or sorted((DATA / "sketch").rglob("*.png"))[0]).read_bytes()
+    sketch = args.sketch.read_bytes()
     if not photos:
         raise SystemExit(f"No JPEGs under {args.photos} (give --photos DIR)")
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
+from encoder.precision import PrecisionChoice, apply_precision
 from photo_index.errors import BuildError
 
 from .embedding import EmbedJob, Outcome, StagingWriter, read_photo
@@ -98,11 +99,15 @@ class EncoderPayload:
     config: EncoderConfig
     state: dict[str, torch.Tensor]  # every tensor, frozen backbone included: no weights needed on workers
     fingerprint: str
+    # The driver's precision, which the manifest records: actors compute in it too (a bf16 backbone's state loaded
+    # into an fp32 model would otherwise run fp32 on bf16-rounded weights).
+    precision: PrecisionChoice
 
     @classmethod
     def of(cls, encoder: PromptedCLIP) -> EncoderPayload:
         state = {name: tensor.detach().cpu() for name, tensor in encoder.state_dict().items()}
-        return cls(encoder.config, state, encoder.fingerprint())
+        precision = encoder.precision_choice or PrecisionChoice(encoder.precision, "as built", "the driver's encoder")
+        return cls(encoder.config, state, encoder.fingerprint(), precision)
 
     def build(self, device: str) -> PromptedCLIP:
         encoder = build_encoder(self.config, device, weights_source="none")  # shape only; the state replaces it
@@ -110,6 +115,7 @@ class EncoderPayload:
         if encoder.fingerprint() != self.fingerprint:
             raise RuntimeError(f"The encoder rebuilt on this worker has fingerprint {encoder.fingerprint()}, "
                                f"the driver's is {self.fingerprint} (different code versions?).")
+        apply_precision(encoder, self.precision)
         return encoder
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse
 
 from ..batching import BatcherClosedError
 from ..errors import APIError
+from ..key_roles import refuse_admin_key
 from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, media_type_of, safe_photo_path
 from ..schemas import Error
 from ..services import Services, get_access, get_services
@@ -24,7 +25,7 @@ INT64_MAX = 2**63 - 1
 @router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
 @router.get(
     "/photos/{photo_id}",
-    responses={200: {"content": {"image/*": {}}}, 304: {}, **{code: {"model": Error} for code in (401, 404, 422)}},
+    responses={200: {"content": {"image/*": {}}}, 304: {}, **{code: {"model": Error} for code in (401, 403, 404, 422)}},
     response_class=Response,
     summary="A gallery photo, or its thumbnail with ?size=N",
 )
@@ -67,7 +68,9 @@ async def get_photo(
 
 def _authorise(request: Request, photo_id: int, size: int | None, v: str | None, exp: str | None,
                sig: str | None, x_api_key: str | None) -> str | None:
-    """The Cache-Control of an authorised photo request (None: the service is open); 401 otherwise."""
+    """The Cache-Control of an authorised photo request (None: the service is open); 403 for an admin key (as on
+    search routes, also on an open service), 401 otherwise."""
+    refuse_admin_key(request, x_api_key)
     access = get_access(request)
     if not access.required:
         return None

@@ -1,7 +1,7 @@
 // The draw-to-search page: Pointer Events drawing (mouse, touch, pen), undo/clear/brush, upload or
 // drag-and-drop (a QuickDraw .ndjson file becomes strokes on the canvas), words that search alone or refine
-// the drawing (weight slider), "more like this" on every result, and a debounced live search with a busy
-// state. The header follows the service (index version, categories, refused index, unreachable service).
+// the drawing (weight slider), "more like this" on every result, "more results" (the next page, appended), and a
+// debounced live search with a busy state. The header follows the service (index version, categories, refused index, unreachable service).
 // No framework, no build step, nothing from the network but this service.
 "use strict";
 
@@ -23,6 +23,7 @@ const state = {
   infoVersion: null,    // the index version the header and the category list describe
   unreachable: false,   // the last request could not reach the service
   weightSet: false,     // the user moved the slider: /info's default no longer applies
+  page: null,           // the results on show: {k, category, next (offset of the next page), version, answer}
 };
 
 // ---- drawing ------------------------------------------------------------------------------------
@@ -285,6 +286,7 @@ function setBusy(busy) {
   $("results").classList.toggle("busy", busy);
   $("busy").hidden = !busy;
   for (const button of document.querySelectorAll("#grid .more")) button.disabled = busy;
+  $("more-results").disabled = busy;
 }
 
 // The service cannot be reached: results on show would pass for current ones, so they go.
@@ -305,6 +307,7 @@ function regainedService() {
 // ---- searching ----------------------------------------------------------------------------------
 function scheduleSearch(delay = DEBOUNCE_MS) {
   updateWeightField();
+  setNextPage(null);  // the query is changing: the old results' next page is no longer the one to append
   clearTimeout(state.timer);
   state.timer = setTimeout(() => search(), delay);
 }
@@ -320,32 +323,35 @@ function isDotOnly() {
 }
 
 // The query fields beside the picture: words (and their weight when mixed), the upload's kind.
-function queryFields(mixed) {
+function queryFields(mixed, offset) {
   const fields = {}, text = words();
   if (text) fields.text = text;
   if (text && mixed) fields.text_weight = weight();
+  if (offset) fields.offset = offset;
   return fields;
 }
 
-// The request for what is on screen, or a {message} when there is nothing (yet) to search.
-function request(k, category) {
+// The request for what is on screen (its results from `offset` on), or a {message} when there is nothing (yet) to
+// search.
+function request(k, category, offset = 0) {
   if (state.upload) {
-    const fields = { ...queryFields(true), ...($("as-photo").checked ? { as: "photo" } : {}) };
+    const fields = { ...queryFields(true, offset), ...($("as-photo").checked ? { as: "photo" } : {}) };
     return { body: formFor(state.upload.blob, k, category, fields), headers: {} };
   }
   if (hasInk() && isDotOnly()) return { message: "Keep drawing: a single dot is not enough to search." };
   if (hasInk() || state.like !== null || words()) {
     const query = hasInk() ? { strokes: state.strokes.map((s) => s.points) } : {};
     if (!hasInk() && state.like !== null) query.like = state.like;
-    const body = JSON.stringify({ ...query, ...queryFields(hasInk() || state.like !== null), k, category });
+    const body = JSON.stringify({ ...query, ...queryFields(hasInk() || state.like !== null, offset), k, category });
     return { body, headers: { "Content-Type": "application/json" } };
   }
   return { message: "" };
 }
 
-async function search() {
-  const k = Number($("k").value), category = $("category").value || null;
-  const next = request(k, category);
+// Searches what is on screen; with `more`, asks for the next page of the results on show and appends it.
+async function search(more = null) {
+  const k = more ? more.k : Number($("k").value), category = more ? more.category : $("category").value || null;
+  const next = request(k, category, more ? more.next : 0);
   if (next.body === undefined) {
     state.seq++;
     if (state.controller) state.controller.abort();
@@ -367,13 +373,22 @@ async function search() {
     if (!response.ok) {
       const reason = data.detail || `Search failed (HTTP ${response.status}).`;
       if (response.status === 401) askForKey("an API key is required");
+      if (more) {  // the results on show still answer the query on screen: they stay, and the button can retry
+        $("message").textContent = `No more results: ${reason}`;
+        return;
+      }
       showResults(null, `No results: ${reason}`, true);  // never leave an older query's results on show
       $("message").textContent = reason;
       return;
     }
     $("message").textContent = "";
     showError("");  // a search went through: no key or outage problem is current
-    showResults(data);
+    if (more && data.index_version !== more.version) {  // the index changed between pages: start over on the new one
+      search();
+      return;
+    }
+    if (more) appendResults(data);
+    else showResults(data, undefined, false, { k, category });
     if (data.index_version !== state.infoVersion) loadInfo();  // a hot reload: the header catches up now
   } catch (error) {
     if (error.name !== "AbortError" && seq === state.seq) lostService();
@@ -391,21 +406,22 @@ function formFor(blob, k, category, fields) {
   return form;
 }
 
-// What the results answer, in words: "8 photos like photo #3 and the words “boat” (words weigh 0.30)".
-function describe(data) {
+// What the results answer, in words: "8 photos like photo #3 and the words “boat” (words weigh 0.30)";
+// `count`: the results on show (more than one page's after "more results").
+function describe(data, count = data.results.length) {
   const kind = data.query || "", base = kind.split("+")[0];
   const subject = { sketch: "closest to your drawing", photo: "closest to your photo",
     like: `like photo #${data.like}`, text: `for the words “${data.text}”` }[base] || "found";
   const words = kind.endsWith("+text") ? ` and the words “${data.text}”` +
     (data.text_weight != null ? ` (words weigh ${Number(data.text_weight).toFixed(2)})` : "") : "";
   const where = data.category ? ` in category “${data.category}”` : "";
-  const count = data.results.length;
   return `${count} ${count === 1 ? "photo" : "photos"} ${subject}${words}${where}.`;
 }
 
-function showResults(data, emptyText = "Results appear here while you draw.", failed = false) {
+function showResults(data, emptyText = "Results appear here while you draw.", failed = false, asked = null) {
   const grid = $("grid");
   grid.replaceChildren();
+  setNextPage(null);
   delete $("summary").dataset.query;
   $("summary").classList.toggle("failed", failed);
   $("details").hidden = !data;
@@ -424,7 +440,34 @@ function showResults(data, emptyText = "Results appear here while you draw.", fa
     return;
   }
   $("summary").textContent = describe(data);
-  for (const photo of data.results) {
+  addCards(data.results);
+  if (asked) setNextPage(data.has_more ? { ...asked, next: data.offset + data.k, version: data.index_version,
+    answer: data } : null);
+  updateResultsPointer();
+}
+
+// The next page of the results on show, under them; the summary counts every result on show.
+function appendResults(data) {
+  const page = state.page;
+  addCards(data.results);
+  $("summary").textContent = describe(page.answer, $("grid").children.length);
+  setNextPage(data.has_more ? { ...page, next: data.offset + data.k } : null);
+  updateResultsPointer();
+}
+
+// "More results" shows while the service says a next page holds results (`has_more`), and asks for it.
+function setNextPage(page) {
+  state.page = page;
+  $("more-results").hidden = page === null;
+}
+
+$("more-results").addEventListener("click", () => {
+  if (state.page && !state.busy) search(state.page);
+});
+
+function addCards(results) {
+  const grid = $("grid");
+  for (const photo of results) {
     const card = document.createElement("div");
     card.className = "result";
     const link = document.createElement("a");
@@ -454,7 +497,6 @@ function showResults(data, emptyText = "Results appear here while you draw.", fa
     card.append(link, more);
     grid.append(card);
   }
-  updateResultsPointer();
 }
 
 // ---- pointing to the results on a small screen --------------------------------------------------

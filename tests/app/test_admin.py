@@ -34,6 +34,10 @@ def test_admin_and_search_keys_never_cross(app_index, app_encoder, tmp_path):
         assert client.post("/search", json=STROKES, headers=search).status_code == 200
         as_search = client.post("/search", json=STROKES, headers=admin)
         assert as_search.status_code == 403 and as_search.json()["error"] == "wrong_key"
+        for method in ("GET", "HEAD"):  # photos are a search key's too: an admin key is refused the same way
+            assert client.request(method, "/photos/0", headers=search).status_code == 200
+            assert client.request(method, "/photos/0?size=32", headers=admin).status_code == 403, method
+        assert client.get("/photos/0", headers=admin).json()["error"] == "wrong_key"
         for path in ("/admin/query-sample", "/admin/builds", "/admin/photos"):
             as_admin = client.post(path, headers=search)
             assert as_admin.status_code == 403 and as_admin.json()["error"] == "wrong_key", path
@@ -43,6 +47,7 @@ def test_admin_and_search_keys_never_cross(app_index, app_encoder, tmp_path):
     with app_client(app_index[1], app_encoder, admin_keys=ADMIN_KEY) as client:  # an open search service
         assert client.post("/search", json=STROKES).status_code == 200
         assert client.post("/search", json=STROKES, headers={"X-API-Key": ADMIN_KEY}).status_code == 403
+        assert client.get("/photos/0", headers={"X-API-Key": ADMIN_KEY}).status_code == 403
     with app_client(app_index[1], app_encoder, api_key=SEARCH_KEY) as client:  # no admin keys: admin is off
         off = client.post("/admin/builds", headers={"X-API-Key": SEARCH_KEY})
         assert off.status_code == 403 and "SBIR_ADMIN_KEYS" in off.json()["detail"]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from encoder import EncoderConfig, apply_precision, build_encoder, resolve_precision
 from index_builder.cli import main
 from index_builder.embedding import embed_files
 from index_builder.local_distributor import LocalDistributor
@@ -79,6 +80,21 @@ def test_ray_build_of_broken_gallery_equals_local_build(ray_driver, make_gallery
     assert {os.path.basename(path): reason for path, reason in skips(distributed)} == expected
     assert skips(distributed) == skips(local)
     assert work(distributed) == work(local) and (local.size, local.embedded) == (9, 9)
+    assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
+
+
+def test_ray_actors_embed_in_the_drivers_precision(ray_driver, make_gallery, build, tmp_path):
+    # A bf16 driver: before the fix its actors ran fp32 on bf16-rounded weights while the manifest said bf16.
+    encoder = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=None), "cpu")
+    apply_precision(encoder, resolve_precision("bf16", "cpu"))
+    gallery = make_gallery({"cat": 3, "dog": 2})
+
+    build(encoder, gallery=gallery, index_dir=tmp_path / "local")
+    build(encoder, gallery=gallery, index_dir=tmp_path / "ray", distributor=ray_distributor())
+
+    for name in ("local", "ray"):
+        with IndexReader.open(tmp_path / name) as reader:
+            assert reader.manifest["encoder"]["precision"] == "bf16"
     assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
 
 
