@@ -31,19 +31,30 @@ def ray_distributor(**options) -> RayDistributor:
     return RayDistributor(decoders=1, **options)  # one read task at a time: this box has 2 cores
 
 
+def _without_names(value, names: set[str]):
+    """``value`` with the segment names (and segment timings) left out, so two builds of one gallery compare."""
+    if isinstance(value, dict):
+        return {key: _without_names(item, names) for key, item in value.items()
+                if key not in ("name", "timings") and not (isinstance(item, str) and item in names)}
+    if isinstance(value, list):
+        return [_without_names(item, names) for item in value]
+    return value
+
+
 def snapshot(index_dir: Path) -> dict:
     """What a build published: ids by path, vectors by id, the version's files and manifest sections."""
     with IndexReader.open(index_dir) as reader:
         ids, vectors = reader.vectors()
         records = reader.records(ids)
         manifest = reader.manifest
-        folder = reader.folder
+    names = [segment["name"] for segment in manifest["index"]["segments"]]  # named by the time they were written
     return {
         "ids": {record.path: record.id for record in records},
         "vectors": dict(zip(ids.tolist(), np.array(vectors), strict=True)),
-        "files": sorted(path.name for path in folder.iterdir()),
+        "files": [sorted(path.name for path in (index_dir / "segments" / name).iterdir()) for name in names],
         "manifest": {key: manifest[key] for key in ("format", "size", "dim", "next_id")},
-        "index": {key: value for key, value in manifest["index"].items() if key != "timings"},
+        "index": _without_names(
+            {key: value for key, value in manifest["index"].items() if key != "timings"}, set(names)),
         "sections": sorted(manifest),
         "encoder": manifest["encoder"]["fingerprint"],
     }
