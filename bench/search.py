@@ -106,6 +106,37 @@ def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.n
     return results
 
 
+def synthetic_records(ids) -> list:
+    """Photo records for vector-only benches and tests (the same ids give equal records: an in-place update
+    counts them unchanged)."""
+    from photo_index.api import PhotoRecord
+
+    return [PhotoRecord(id=int(i), path=f"/synthetic/{int(i)}.jpg", category=f"c{int(i) % 10}", sha256=f"{int(i):064x}",
+                        size=1, added_at="2026-01-01T00:00:00+00:00", updated_at="2026-01-01T00:00:00+00:00")
+            for i in ids]
+
+
+def publish_vectors(writer, vectors: np.ndarray, *, factory: str) -> str:
+    """Publish ``vectors`` (new ids after the live version's, whose rows are kept) through ``writer``, as a build
+    of precomputed vectors would: a new collection when there is none, else an in-place update."""
+    from photo_index.api import FROM_PREVIOUS, FROM_STAGING, VersionContent
+
+    previous = writer.previous(rebuild=False)
+    old = sorted(previous.by_path.values(), key=lambda record: record.id) if previous else []
+    first = int(previous.manifest["next_id"]) if previous else 0
+    new_ids = range(first, first + len(vectors))
+    sources = np.array([(FROM_PREVIOUS, r.id) for r in old] + [(FROM_STAGING, i) for i in range(len(vectors))],
+                       dtype=np.int64).reshape(-1, 2)
+    records = old + synthetic_records(new_ids)
+    now = "2026-01-01T00:00:00+00:00"
+    content = VersionContent(records=records, sources=sources, staged=vectors, next_id=first + len(vectors), now=now)
+    manifest = {"format": FORMAT, "created_at": now, "size": len(records), "dim": int(vectors.shape[1]),
+                "next_id": first + len(vectors), "encoder": {"fingerprint": "synthetic", "config": {}},
+                "gallery": {"root": None, "source": "synthetic vectors"}}
+    report = {"factory": factory, "added": len(vectors), "updated": 0, "removed": 0, "unchanged": len(old)}
+    return writer.write(content, previous, manifest, report)
+
+
 def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path,
         devices: tuple[str, ...] = ("cpu",), milvus=None) -> dict:
     rng = np.random.default_rng(0)

@@ -5,6 +5,7 @@ at the same setting can be lower. ``tune`` measures it on query vectors the serv
 and publishes the result as a new version: the served version is never modified, the new one hard-links its
 files (copies where links fail) and adds the manifest and the query sample, and ``current`` switches atomically,
 so a running service swaps it in like any build. Later builds calibrate on the sample they find in the version.
+A backend that tunes its own index (a writer with a ``tune`` method: Milvus) is handed the work by :func:`tune`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from photo_index import Location, PublishOptions, open_writer
 from photo_index.atomic import write_json
 from photo_index.backends.folder.calibration import load_queries
 from photo_index.backends.folder.faiss_index import FaissEngine
@@ -28,6 +30,15 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # a file system without hard links: a copy is as good, only bigger
         shutil.copy2(source, target)
+
+
+def tune(location: Location, queries_path: str | Path, *, recall_target: float = 0.95, keep: int = 3) -> dict:
+    """Recalibrate the live index at ``location``: by its backend's writer when that tunes, else as a folder."""
+    writer = open_writer(location, PublishOptions(recall_target=recall_target, progress=False))
+    backend_tune = getattr(writer, "tune", None)
+    if backend_tune is not None:
+        return backend_tune(queries_path, keep=keep)
+    return tune_index(location.path, queries_path, recall_target=recall_target, keep=keep)
 
 
 def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target: float = 0.95, keep: int = 3
