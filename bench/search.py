@@ -96,7 +96,7 @@ def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.n
     insert_s = time.perf_counter() - started
     connection.call(lambda: connection.client.flush(name, timeout=3600), what="flush")
     connection.wait_indexed(name, size, timeout=7200)
-    connection.wait_served_indexed(name, size, timeout=600)
+    connection.wait_served_indexed(name, timeout=600)
     build_s = time.perf_counter() - started
     connection.write_manifest(name, {
         "format": FORMAT, "version": name, "created_at": "", "size": size, "dim": dim, "build": {},
@@ -156,7 +156,7 @@ def run_milvus_upsert(connection, vectors: np.ndarray, extra: np.ndarray, querie
     started = time.perf_counter()
     version = publish_vectors(writer, np.asarray(vectors), factory="AUTOINDEX")
     insert_s = time.perf_counter() - started
-    connection.wait_served_indexed(version, len(vectors), timeout=600)
+    connection.wait_served_indexed(version, timeout=600)
     served_s = time.perf_counter() - started
     started = time.perf_counter()
     publish_vectors(writer, extra, factory="AUTOINDEX")

@@ -72,7 +72,7 @@ def tune_collection(connection: MilvusConnection, alias: str, queries_path: str 
         return {**report, "status": "unchanged", "after": before, "calibration": section.get("calibration"),
                 "reason": f"{section['factory']} has no search parameter to tune" if knob else "the index is empty"}
     # Calibrating while the query node still scans unindexed copies would find every value exact.
-    served = connection.wait_served_indexed(version, reader.size, timeout=SERVED_WAIT_S)
+    served = connection.wait_served_indexed(version, timeout=SERVED_WAIT_S)
     calibration = {**_calibrate(reader, knob, queries, recall_target), "index_served": served}
     name = calibration["param"]
     after = {**before, name: calibration[name]}
