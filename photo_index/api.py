@@ -166,7 +166,8 @@ class PublishOptions:
 
 
 class Writer(Protocol):
-    """Publishes new versions to one location."""
+    """Publishes new versions to one location. A backend that recalibrates its own index also gives its writer
+    ``tune(queries_path, *, keep) -> dict`` (Milvus); ``index_builder tune`` hands the work to it."""
 
     where: str
 
