@@ -166,8 +166,7 @@ class PublishOptions:
 
 
 class Writer(Protocol):
-    """Publishes new versions to one location. A backend that recalibrates its own index also gives its writer
-    ``tune(queries_path, *, keep) -> dict`` (Milvus); ``index_builder tune`` hands the work to it."""
+    """Publishes new versions to one location."""
 
     where: str
 
