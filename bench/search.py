@@ -9,11 +9,18 @@ calibration) and searched through ``FaissIndex.search``, as the reader does, on 
 
     python bench/search.py --sizes 100000 1000000 [--devices cpu,cuda] [--json out.json]
     python bench/search.py --engine milvus --sizes 100000   # FAISS and Milvus side by side, same vectors
+    python bench/search.py --engine milvus --milvus-upsert 1000 --sizes 50000   # Milvus: build, upsert, tune
 
 With ``--engine milvus`` the same vectors also go into a Milvus collection through the engine's own code
 (``MilvusConnection``: create, load, insert, flush, wait for the index) and are searched through ``MilvusReader``
 as the app does (gRPC; consistency Strong and Bounded). The server is ``--milvus-uri``, or else a Milvus standalone
-started from the PyPI ``milvus`` package in a temp folder (the tests' server).
+started from the PyPI ``milvus`` package in a temp folder (the tests' server). Searches are timed once the query
+node serves the index (``wait_served_indexed``; before that it scans unindexed copies: exact, slower).
+
+With ``--milvus-upsert M`` the Milvus part is instead the incremental path, through the engine's writer
+(``MilvusWriter``, AUTOINDEX): publish N vectors, upsert M new ones in place, then recall@10 against exact search
+over all N + M and the median latency, with the default search parameters and after ``tune`` (calibrated on
+another query sample from the same mixture).
 """
 
 from __future__ import annotations
@@ -89,6 +96,7 @@ def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.n
     insert_s = time.perf_counter() - started
     connection.call(lambda: connection.client.flush(name, timeout=3600), what="flush")
     connection.wait_indexed(name, size, timeout=7200)
+    connection.wait_served_indexed(name, timeout=600)
     build_s = time.perf_counter() - started
     connection.write_manifest(name, {
         "format": FORMAT, "version": name, "created_at": "", "size": size, "dim": dim, "build": {},
@@ -106,8 +114,80 @@ def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.n
     return results
 
 
+def synthetic_records(ids) -> list:
+    """Photo records for vector-only benches and tests (the same ids give equal records: an in-place update
+    counts them unchanged)."""
+    from photo_index.api import PhotoRecord
+
+    return [PhotoRecord(id=int(i), path=f"/synthetic/{int(i)}.jpg", category=f"c{int(i) % 10}", sha256=f"{int(i):064x}",
+                        size=1, added_at="2026-01-01T00:00:00+00:00", updated_at="2026-01-01T00:00:00+00:00")
+            for i in ids]
+
+
+def publish_vectors(writer, vectors: np.ndarray, *, factory: str) -> str:
+    """Publish ``vectors`` (new ids after the live version's, whose rows are kept) through ``writer``, as a build
+    of precomputed vectors would: a new collection when there is none, else an in-place update."""
+    from photo_index.api import FROM_PREVIOUS, FROM_STAGING, VersionContent
+
+    previous = writer.previous(rebuild=False)
+    old = sorted(previous.by_path.values(), key=lambda record: record.id) if previous else []
+    first = int(previous.manifest["next_id"]) if previous else 0
+    new_ids = range(first, first + len(vectors))
+    sources = np.array([(FROM_PREVIOUS, r.id) for r in old] + [(FROM_STAGING, i) for i in range(len(vectors))],
+                       dtype=np.int64).reshape(-1, 2)
+    records = old + synthetic_records(new_ids)
+    now = "2026-01-01T00:00:00+00:00"
+    content = VersionContent(records=records, sources=sources, staged=vectors, next_id=first + len(vectors), now=now)
+    manifest = {"format": FORMAT, "created_at": now, "size": len(records), "dim": int(vectors.shape[1]),
+                "next_id": first + len(vectors), "encoder": {"fingerprint": "synthetic", "config": {}},
+                "gallery": {"root": None, "source": "synthetic vectors"}}
+    report = {"factory": factory, "added": len(vectors), "updated": 0, "removed": 0, "unchanged": len(old)}
+    return writer.write(content, previous, manifest, report)
+
+
+def run_milvus_upsert(connection, vectors: np.ndarray, extra: np.ndarray, queries: np.ndarray,
+                      tune_queries: np.ndarray, folder: Path) -> dict:
+    """Publish ``vectors``, upsert ``extra`` in place, measure recall@10 / p50 before and after ``tune``."""
+    from photo_index import MilvusLocation, PublishOptions, open_source, open_writer
+    from photo_index.backends.milvus.reader import MilvusReader
+
+    location = MilvusLocation(connection.uri, "bench_upsert", timeout_s=600)
+    writer = open_writer(location, PublishOptions())
+    started = time.perf_counter()
+    version = publish_vectors(writer, np.asarray(vectors), factory="AUTOINDEX")
+    insert_s = time.perf_counter() - started
+    connection.wait_served_indexed(version, timeout=600)
+    served_s = time.perf_counter() - started
+    started = time.perf_counter()
+    publish_vectors(writer, extra, factory="AUTOINDEX")
+    upsert_s = time.perf_counter() - started
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    for start in range(0, len(vectors), CHUNK):
+        flat.add(np.asarray(vectors[start : start + CHUNK]))
+    flat.add(extra)
+    _, truth = flat.search(queries, 10)  # ids are rows: the collection was filled 0..N+M-1
+    del flat
+    source = open_source(location)
+    result = {"size": len(vectors), "upserted": len(extra), "insert_s": insert_s, "served_s": served_s,
+              "upsert_s": upsert_s, "rows": {}}
+    np.save(folder / "tune_queries.npy", tune_queries)
+    for label in ("default", "tuned"):
+        if label == "tuned":
+            result["tune"] = writer.tune(folder / "tune_queries.npy", keep=1)["calibration"]
+        reader = source.open()  # consistency Strong, as the service by default
+        bounded = MilvusReader(connection, version, "Bounded")  # the same manifest, so the same params
+        found = np.concatenate([reader.search(queries[i : i + 100], 10)[1] for i in range(0, len(queries), 100)])
+        result["rows"][label] = {
+            "params": dict(reader.search_params), "recall": recall_at_10(found, truth),
+            "latency_ms": median_latency_ms(lambda q, r=reader: r.search(q, 10), queries, 200),
+            "latency_bounded_ms": median_latency_ms(lambda q, r=bounded: r.search(q, 10), queries, 200)}
+    connection.call(lambda: connection.client.drop_alias("bench_upsert", timeout=60), what="drop alias")
+    connection.drop(version)
+    return result
+
+
 def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder: Path,
-        devices: tuple[str, ...] = ("cpu",), milvus=None) -> dict:
+        devices: tuple[str, ...] = ("cpu",), milvus=None, milvus_upsert: int = 0) -> dict:
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(clusters, dim))
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
@@ -146,7 +226,11 @@ def run(size: int, dim: int, clusters: int, noise: float, n_queries: int, folder
     first = result["devices"][devices[0]]
     result.update(recall_auto=first["recall"], latency_auto_ms=first["latency_ms"],
                   speedup=first["speedup_vs_flat_cpu"])
-    if milvus is not None:
+    if milvus is not None and milvus_upsert:
+        extra = mixture(milvus_upsert, dim, centers, noise, seed=3)
+        result["milvus_upsert"] = run_milvus_upsert(milvus, vectors, extra, queries,
+                                                    mixture(n_queries, dim, centers, noise, seed=4), folder)
+    elif milvus is not None:
         result["milvus"] = [row for config in MILVUS_CONFIGS
                             for row in run_milvus(milvus, vectors, queries, truth, *config)]
     os.remove(folder / "vectors.npy")
@@ -194,6 +278,8 @@ def main() -> None:
     parser.add_argument("--engine", choices=["faiss", "milvus"], default="faiss",
                         help="milvus: also build and search Milvus collections of the same vectors, side by side")
     parser.add_argument("--milvus-uri", default=None, help="a running Milvus (default: start a local standalone)")
+    parser.add_argument("--milvus-upsert", type=int, default=0, help="with --engine milvus: the incremental path "
+                        "instead (publish N, upsert this many, recall and latency before and after tune)")
     args = parser.parse_args()
     devices = tuple(d.strip() for d in args.devices.split(",") if d.strip())
     rows = []
@@ -205,7 +291,8 @@ def main() -> None:
         milvus = stack.enter_context(milvus_connection(args.milvus_uri)) if args.engine == "milvus" else None
         for size in args.sizes:
             with tempfile.TemporaryDirectory() as tmp:
-                r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp), devices, milvus)
+                r = run(size, args.dim, args.clusters, args.noise, args.queries, Path(tmp), devices, milvus,
+                        args.milvus_upsert)
             rows.append(r)
             print(f"| {r['size']:,} | {r['factory']} | {r['nprobe'] or '-'} | {r['recall_auto']:.3f} | "
                   f"{r['latency_auto_ms']:.2f} | {r['latency_flat_ms']:.2f} | {r['speedup']:.1f}× | "
@@ -214,7 +301,9 @@ def main() -> None:
             for device, row in r["devices"].items():
                 print(f"  {device}: gpu={row['gpu']} recall {row['recall']:.3f}, one query {row['latency_ms']:.3f} "
                       f"ms, batch of {args.queries}: {row['batch_queries_per_s']:.0f} queries/s", flush=True)
-    if args.engine == "milvus":
+    if args.engine == "milvus" and args.milvus_upsert:
+        print_upsert(rows)
+    elif args.engine == "milvus":
         print_side_by_side(rows)
     if args.json:
         args.json.write_text(json.dumps({"faiss": faiss.__version__, "gpus": faiss.get_num_gpus()
@@ -237,6 +326,22 @@ def print_side_by_side(rows: list[dict]) -> None:
                   f"{m['recall']:.3f} | "
                   f"{m['latency_ms']:.2f} | {m['latency_ms'] / r['latency_flat_ms']:.2f} | "
                   f"{m['build_s']:.1f} |", flush=True)
+
+
+def print_upsert(rows: list[dict]) -> None:
+    print("\nMilvus (AUTOINDEX, through MilvusWriter): publish N, upsert M in place; recall@10 vs exact over N + M,"
+          " p50 = median single query (k=10; Strong and Bounded consistency); ratio = Bounded p50 / FAISS flat:")
+    print("| N | +M | publish s | until served s | upsert s | search params | recall@10 | p50 Strong (ms) "
+          "| p50 Bounded (ms) | ratio vs flat |")
+    print("| ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        m = r["milvus_upsert"]
+        for label, row in m["rows"].items():
+            print(f"| {r['size']:,} | {m['upserted']:,} | {m['insert_s']:.1f} | {m['served_s']:.1f} | "
+                  f"{m['upsert_s']:.1f} | {label} {row['params'] or ''} | {row['recall']:.3f} | "
+                  f"{row['latency_ms']:.2f} | {row['latency_bounded_ms']:.2f} | "
+                  f"{row['latency_bounded_ms'] / r['latency_flat_ms']:.2f} |")
+        print(f"  tune: {m['tune']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .builder import BuildOptions, build_index
 from .compaction import compact_index
 from .distributors import DISTRIBUTORS, get_distributor
 from .embedding import Distributor
-from .tuning import tune_index
+from .tuning import tune
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 
@@ -110,15 +110,18 @@ def _parser() -> argparse.ArgumentParser:
     add_encoder_args(build)
     add_precision_arg(build)
 
-    tune = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
-                               "efSearch) on real query vectors; published as a new version")
-    tune.add_argument("index_dir", type=Path, help="index folder (FAISS) whose live version is tuned")
-    tune.add_argument("--queries", type=Path, required=True,
-                      help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
-                      "SBIR_QUERY_SAMPLE)")
-    tune.add_argument("--recall-target", type=float, default=0.95, help="recall@10 to reach against exact search")
-    tune.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
-    tune.add_argument("--json", action="store_true", help="print the result as JSON")
+    tuning = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
+                                 "efSearch; Milvus nprobe / ef) on real query vectors; FAISS: published as a new "
+                                 "version, Milvus: written into the collection's manifest")
+    tuning.add_argument("index_dir", type=Path, nargs="?", default=None,
+                        help="index folder (FAISS) whose live version is tuned")
+    tuning.add_argument("--queries", type=Path, required=True,
+                        help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
+                        "SBIR_QUERY_SAMPLE)")
+    tuning.add_argument("--recall-target", type=float, default=0.95, help="recall@10 to reach against exact search")
+    tuning.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted; FAISS)")
+    tuning.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_engine_args(tuning)
 
     compact = commands.add_parser("compact", help="merge every segment of the live version into one (IVF trained "
                                   "and nprobe calibrated there; deleted photos dropped); published as a new version")
@@ -178,17 +181,20 @@ def _distributor(args: argparse.Namespace) -> Distributor:
 def _tune(args: argparse.Namespace) -> int:
     if args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")
-    result = tune_index(args.index_dir, args.queries, recall_target=args.recall_target, keep=args.keep)
+    location = _location(args, args.index_dir)
+    result = tune(location, args.queries, recall_target=args.recall_target, keep=args.keep)
+    where = result["index_dir"]
     if args.json:
         print(json.dumps(result, indent=2))
     elif result["status"] == "unchanged":
-        print(f"tune {args.index_dir}: nothing to tune ({result['reason']}); version {result['version']} unchanged")
+        print(f"tune {where}: nothing to tune ({result['reason']}); version {result['version']} unchanged")
     else:
         calibration = result["calibration"]
-        print(f"tune {args.index_dir}: {result['before']} -> {result['after']} on {calibration['queries']} query "
+        print(f"tune {where}: {result['before']} -> {result['after']} on {calibration['queries']} query "
               f"vectors (recall@10 {calibration['recall_at_10']}, target {calibration['target']}"
               f"{'' if calibration['reached'] else ', NOT reached at the largest setting'}); "
-              f"published version {result['version']}")
+              f"{'published version' if result['version'] != result['previous'] else 'recorded in'} "
+              f"{result['version']}")
     return 0
 
 

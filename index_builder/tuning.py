@@ -5,6 +5,7 @@ at the same setting can be lower. ``tune`` measures it on query vectors the serv
 and publishes the result as a new version: the served version is never modified, the new one hard-links its
 files (copies where links fail) and adds the manifest and the query sample, and ``current`` switches atomically,
 so a running service swaps it in like any build. Later builds calibrate on the sample they find in the version.
+A backend that tunes its own index (one with ``tune_live``: Milvus) is handed the work by :func:`tune`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from photo_index import Location
 from photo_index.api import PublishOptions
 from photo_index.atomic import write_json
 from photo_index.backends.folder.calibration import load_queries
@@ -22,6 +24,7 @@ from photo_index.backends.folder.faiss_index import FaissEngine
 from photo_index.backends.folder.segmented import SegmentedWriter
 from photo_index.format import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now
 from photo_index.location import FolderLocation
+from photo_index.registry import tuner
 
 from .lock import build_lock
 
@@ -31,6 +34,14 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:  # a file system without hard links: a copy is as good, only bigger
         shutil.copy2(source, target)
+
+
+def tune(location: Location, queries_path: str | Path, *, recall_target: float = 0.95, keep: int = 3) -> dict:
+    """Recalibrate the live index at ``location``: by its backend when that tunes its own index, else as a folder."""
+    backend_tune = tuner(location)
+    if backend_tune is not None:
+        return backend_tune(location, queries_path, recall_target=recall_target, keep=keep)
+    return tune_index(location.path, queries_path, recall_target=recall_target, keep=keep)
 
 
 def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target: float = 0.95, keep: int = 3

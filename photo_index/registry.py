@@ -1,13 +1,15 @@
 """The one registry of backends, keyed by where an index is (a folder, or a Milvus server's alias).
 
 A new backend is one module under ``backends/`` with ``open_source(location)`` and
-``open_writer(location, options)``, plus one line in :data:`BACKENDS`. Backends are imported when first used,
-so the service never imports an optional client it does not need.
+``open_writer(location, options)``, plus one line in :data:`BACKENDS`; one that recalibrates its own index for
+``index_builder tune`` also has ``tune_live(location, queries_path, *, recall_target, keep) -> dict``.
+Backends are imported when first used, so the service never imports an optional client it does not need.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -43,6 +45,12 @@ def open_source(location: Location | str | Path) -> Source:
 
 def open_writer(location: Location, options: PublishOptions) -> Writer:
     return backend(location).open_writer(location, options)
+
+
+def tuner(location: Location) -> Callable[..., dict] | None:
+    """The backend's own ``tune_live`` (Milvus); None when it has none (the folder backend, which
+    ``index_builder.tuning`` tunes under its build lock)."""
+    return getattr(backend(location), "tune_live", None)
 
 
 def locate(engine: str | None = None, *, index_dir: str | Path | None = None, milvus_uri: str | None = None,

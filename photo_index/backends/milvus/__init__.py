@@ -6,12 +6,14 @@ and to ``info``/``verify``, ``writer`` publishes a build (in place, or a new col
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ...api import PublishOptions
 from ...location import MilvusLocation
 from .reader import MilvusReader, MilvusSource
 from .writer import MilvusWriter
 
-__all__ = ["MilvusReader", "MilvusSource", "MilvusWriter", "open_source", "open_writer"]
+__all__ = ["MilvusReader", "MilvusSource", "MilvusWriter", "open_source", "open_writer", "tune_live"]
 
 
 def open_source(location: MilvusLocation) -> MilvusSource:
@@ -20,3 +22,9 @@ def open_source(location: MilvusLocation) -> MilvusSource:
 
 def open_writer(location: MilvusLocation, options: PublishOptions) -> MilvusWriter:
     return MilvusWriter(location, options)
+
+
+def tune_live(location: MilvusLocation, queries_path: str | Path, *, recall_target: float, keep: int) -> dict:
+    """``index_builder tune`` for a Milvus alias: :meth:`MilvusWriter.tune`."""
+    return open_writer(location, PublishOptions(recall_target=recall_target, progress=False)).tune(queries_path,
+                                                                                                   keep=keep)

@@ -7,8 +7,10 @@ Category filters are Milvus expressions (``category == "..."``); records come fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -190,12 +192,23 @@ class MilvusSource:
         self.consistency = location.consistency
         self.connection = MilvusConnection(location.uri, timeout=location.timeout_s, token=location.token)
         self.where = self.describe()
+        self._readers: weakref.WeakSet[MilvusReader] = weakref.WeakSet()  # opened by this source, for the poll
 
     def describe(self) -> str:
         return f"Milvus {self.connection.uri} collection {self.alias}"
 
     def current(self) -> str | None:
-        return self.connection.alias_target(self.alias)
+        """The live collection; its open readers take up search parameters `tune` wrote into its manifest since
+        (`tune` keeps the collection, so the name does not change and the service would not reopen it)."""
+        version = self.connection.alias_target(self.alias)
+        live = [reader for reader in list(self._readers) if reader.version == version]
+        if live:
+            with contextlib.suppress(EngineUnavailableError):  # the next poll tries again
+                manifest = self.connection.read_manifest(version)
+                if manifest is not None:
+                    for reader in live:
+                        reader.search_params = dict(manifest["index"].get("search_params") or {})
+        return version
 
     def open(self, device: str = "cpu") -> MilvusReader:  # noqa: ARG002 - the server decides where it searches
         return self.open_version(None)
@@ -206,7 +219,9 @@ class MilvusSource:
             if version is None:
                 raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
                                          "(run `index_builder build --engine milvus`).")
-            return MilvusReader(self.connection, version, self.consistency)
+            reader = MilvusReader(self.connection, version, self.consistency)
+            self._readers.add(reader)
+            return reader
         if version not in self.versions():
             raise IndexNotFoundError(f"{self.describe()} has no version {version!r}.")
         return MilvusReader(self.connection, version)

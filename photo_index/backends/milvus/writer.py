@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from ...location import MilvusLocation
 from ...publishing import live_base, version_report
 from .client import MilvusConnection, new_version_name
 from .reader import checked_manifest, has_details, to_record, to_row
+from .tuning import tune_collection
 
 DEFAULT_INDEX = "AUTOINDEX"
 CHUNK = 1_000  # rows per insert/upsert call (well under Milvus's 64 MB message limit at 512 dims)
@@ -73,7 +75,7 @@ class MilvusWriter:
         self.where = f"Milvus {location.uri} collection {self.alias}"
         self.notes: list[str] = []
         self.index_params = dict(options.index_params or {})
-        self.search_params = dict(options.search_params or {})
+        self.search_params = options.search_params  # None: the type's defaults, or what `tune` chose
 
     def previous(self, rebuild: bool) -> MilvusPrevious | None:
         version = self.connection.alias_target(self.alias)
@@ -88,9 +90,9 @@ class MilvusWriter:
     def write(self, content: VersionContent, previous: MilvusPrevious | None, manifest: Mapping,
               report: Mapping) -> str:
         factory, dim = report["factory"], int(manifest["dim"])
-        section = {"engine": "milvus", "factory": factory, "metric": "inner_product",
-                   "index_params": self.index_params, "search_params": self.search_params}
         old = previous.manifest["index"] if previous else {}
+        section = {"engine": "milvus", "factory": factory, "metric": "inner_product",
+                   "index_params": self.index_params, **self._search_section(old, factory)}
         # A collection made before the detail fields existed is copied into a new one that has them.
         in_place = (previous is not None and not self.options.rebuild and previous.manifest["dim"] == dim
                     and (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params)
@@ -110,6 +112,20 @@ class MilvusWriter:
         if not in_place:
             self.connection.switch_alias(self.alias, version)
         return version
+
+    def _search_section(self, old: Mapping, factory: str) -> dict:
+        """Search params given for this build; else what `tune` chose for the same index type and params (kept,
+        as the folder backend keeps its query sample); else the type's defaults."""
+        if self.search_params is not None:
+            return {"search_params": dict(self.search_params)}
+        if (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params) and "calibration" in old:
+            return {"search_params": dict(old.get("search_params") or {}), "calibration": old["calibration"]}
+        return {"search_params": {}}
+
+    def tune(self, queries_path: str | Path, *, keep: int) -> dict:  # noqa: ARG002 - tuning adds no version
+        """Recalibrate the live collection's search parameter on the query vectors in ``queries_path`` and record
+        it in its manifest (see :mod:`.tuning`)."""
+        return tune_collection(self.connection, self.alias, queries_path, recall_target=self.options.recall_target)
 
     @staticmethod
     def _rows(records: list[PhotoRecord], sources: np.ndarray, previous: MilvusPrevious | None,
