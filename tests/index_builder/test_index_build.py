@@ -14,6 +14,7 @@ from index_builder import BuildError, IndexReader, current_version
 from index_builder.builder import BuildOptions, build_index
 from index_builder.faiss_engine import FLAT_MAX, FaissEngine, choose_factory
 from index_builder.layout import IndexLayout
+from tests.tolerance import f32_tol
 
 from .conftest import add_broken_files, write_photo
 
@@ -182,7 +183,9 @@ def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline
     serial = build_index(tiny_baseline, BuildOptions(index_dir=other, gallery=gallery, workers=0, progress=False))
     assert serial.size == 9
     with IndexReader.open(tmp_path / "index") as parallel, IndexReader.open(other) as single:
-        np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]), atol=1e-6)
+        # other batch shapes may take other kernels: unit vectors agree to some float32 steps
+        np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]),
+                                   atol=f32_tol(1.0, ulps=64))
 
 
 def test_one_build_at_a_time(make_gallery, build, tmp_path):
