@@ -11,6 +11,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BeforeValidator
+
 from .errors import APIError
 
 DEFAULT_TEXT_WEIGHT = 0.3
@@ -28,6 +30,38 @@ class QueryFields:
     upload_as: UploadAs = "sketch"
 
 
+MAX_NUMBER_DIGITS = 19  # INT64_MAX has 19 digits: longer numbers are none of ours
+
+
+def canonical_int(text: str) -> int | None:
+    """The whole number `text` spells in its one canonical form (ASCII digits, no sign, spaces or leading
+    zeros: "448", never " 448", "+448", "0448" or "٤٤٨"), else None. One number, one spelling: a signed URL
+    or an id cannot be varied to slip past a cache, a log or a comparison."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_NUMBER_DIGITS:
+        return None
+    if len(text) > 1 and text[0] == "0":
+        return None
+    return int(text)
+
+
+def _canonical_or_refuse(value: Any) -> Any:
+    if isinstance(value, str) and canonical_int(value) is None:
+        raise ValueError("must be a whole number in plain digits (no sign, spaces or leading zeros)")
+    return value
+
+
+# Annotate a path or query parameter with this (after its Path/Query) to accept only canonical whole numbers.
+PLAIN_DIGITS = BeforeValidator(_canonical_or_refuse)
+
+
+def _control_character(value: str) -> str | None:
+    """The first control character of `value` other than tab and line breaks (which count as spaces)."""
+    for char in value:
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            return char
+    return None
+
+
 def parse_text(value: Any, max_chars: int) -> str | None:
     """The query text, NFC-normalised and trimmed; None when the field is absent."""
     if value is None:
@@ -42,6 +76,9 @@ def parse_text(value: Any, max_chars: int) -> str | None:
         raise APIError(422, "bad_text", "text is not valid UTF-8.") from None
     if "\ufffd" in value:
         raise APIError(422, "bad_text", "text is not valid UTF-8.")
+    control = _control_character(value)
+    if control is not None:
+        raise APIError(422, "bad_text", f"text holds a control character (U+{ord(control):04X}); send words only.")
     text = " ".join(unicodedata.normalize("NFC", value).split())
     if not text:
         raise APIError(422, "bad_text", "text is empty; type some words, or leave the field out.")
@@ -70,14 +107,15 @@ def parse_like(value: Any) -> int | None:
     if value is None or value == "":
         return None
     bad = APIError(422, "bad_like", "like must be the id of an indexed photo (a whole number, 0 or more).")
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+    if isinstance(value, str):
+        photo_id = canonical_int(value)
+        if photo_id is None:
+            raise bad
+    elif isinstance(value, bool) or not isinstance(value, int | float) or isinstance(value, float) and not (
+            math.isfinite(value) and value.is_integer()):
         raise bad
-    if isinstance(value, str) and not value.strip().isdigit():
-        raise bad
-    try:
+    else:
         photo_id = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise bad from None
     if not 0 <= photo_id <= INT64_MAX:
         raise bad
     return photo_id
