@@ -8,7 +8,6 @@ normalise → tensor) is :func:`to_tensor`, run in a worker thread by the router
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,10 +28,10 @@ from .query_fields import (
     FIELDS,
     MAX_TEXT_CHARS,
     QueryFields,
-    canonical_int,
     check_combination,
     parse_query_fields,
     query_kind,
+    whole_number,
 )
 
 IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
@@ -120,18 +119,11 @@ def parse_k(value: Any, max_k: int) -> int:
     """k as a positive int no larger than `max_k` (422 otherwise)."""
     if value is None:
         return 10 if max_k >= 10 else max_k
-    bad = APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}, in plain digits.")
     if value == "":
         raise APIError(422, "bad_k", f"k is empty: give a whole number between 1 and {max_k}, or leave k out.")
-    if isinstance(value, str):  # a form or query-string field: plain ASCII digits only
-        k = canonical_int(value)
-        if k is None:
-            raise bad
-    elif isinstance(value, bool) or not isinstance(value, int | float) or isinstance(value, float) and not (
-            math.isfinite(value) and value.is_integer()):
-        raise bad
-    else:
-        k = int(value)
+    k = whole_number(value)
+    if k is None:
+        raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}, in plain digits.")
     if not 1 <= k <= max_k:
         got = str(k) if abs(k) < 10**12 else "a number far out of range"
         raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {got}).")

@@ -44,6 +44,17 @@ def canonical_int(text: str) -> int | None:
     return int(text)
 
 
+def whole_number(value: Any) -> int | None:
+    """A field's whole number: a JSON integer (or integral float), or a string in canonical digits; else None."""
+    if isinstance(value, str):  # a form or query-string field
+        return canonical_int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value)
+
+
 def _canonical_or_refuse(value: Any) -> Any:
     if isinstance(value, str) and canonical_int(value) is None:
         raise ValueError("must be a whole number in plain digits (no sign, spaces or leading zeros)")
@@ -107,16 +118,8 @@ def parse_like(value: Any) -> int | None:
     if value is None or value == "":
         return None
     bad = APIError(422, "bad_like", "like must be the id of an indexed photo (a whole number, 0 or more).")
-    if isinstance(value, str):
-        photo_id = canonical_int(value)
-        if photo_id is None:
-            raise bad
-    elif isinstance(value, bool) or not isinstance(value, int | float) or isinstance(value, float) and not (
-            math.isfinite(value) and value.is_integer()):
-        raise bad
-    else:
-        photo_id = int(value)
-    if not 0 <= photo_id <= INT64_MAX:
+    photo_id = whole_number(value)
+    if photo_id is None or not 0 <= photo_id <= INT64_MAX:
         raise bad
     return photo_id
 
