@@ -31,6 +31,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY encoder ./encoder
 COPY training ./training
+COPY photo_index ./photo_index
 COPY index_builder ./index_builder
 COPY app ./app
 

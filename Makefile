@@ -23,6 +23,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports --no-logo
 
 # The main command: index the photos in GALLERY (incrementally) into INDEX, then serve API + page on PORT.
 serve: $(STAMP)

@@ -21,7 +21,7 @@ from encoder.errors import (
     StrokeFormatError,
     TooManyPointsError,
 )
-from index_builder.errors import EngineUnavailableError
+from photo_index import EngineUnavailableError
 
 log = logging.getLogger("app")
 

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from encoder.errors import SBIRError
-from index_builder import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, IndexReader
-from index_builder.compatibility import preprocessing_mismatch
-from index_builder.engine import IndexSource, open_source
+from photo_index import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, Reader, Source, open_source
+from photo_index.compatibility import preprocessing_mismatch
 
 from .errors import APIError
 from .metrics import Metrics
@@ -30,7 +29,7 @@ log = logging.getLogger("app.index")
 
 @dataclass
 class _Loaded:
-    reader: IndexReader
+    reader: Reader
     categories: frozenset[str]
     leases: int = 0
     retired: bool = False
@@ -42,9 +41,9 @@ class IndexHolder:
     With a server engine (Milvus) the source can be unreachable: then the service is not ready (503 with the
     reason) until a poll reaches it again; the loaded reader is kept, so it serves again at once."""
 
-    def __init__(self, source: IndexSource | Path, *, fingerprint: str, dim: int, device: str = "cpu",
+    def __init__(self, source: Source | Path, *, fingerprint: str, dim: int, device: str = "cpu",
                  metrics: Metrics | None = None) -> None:
-        self.source = open_source(index_dir=source) if isinstance(source, (str, Path)) else source
+        self.source = open_source(source) if isinstance(source, (str, Path)) else source
         self.device = device
         self.fingerprint = fingerprint
         self.dim = dim
@@ -72,7 +71,7 @@ class IndexHolder:
         return self.unavailable or (None if self._loaded is not None else self.problem or "No index is loaded.")
 
     @contextmanager
-    def lease(self) -> Iterator[IndexReader]:
+    def lease(self) -> Iterator[Reader]:
         """The current reader, guaranteed open until the block ends (503 when none is loaded or reachable)."""
         with self._lock:
             loaded = self._loaded
@@ -173,7 +172,7 @@ class IndexHolder:
         if old is not None and close_now:
             old.reader.close()
 
-    def _incompatibility(self, reader: IndexReader) -> str | None:
+    def _incompatibility(self, reader: Reader) -> str | None:
         if reader.dim != self.dim:
             return (f"Index version {reader.version} holds {reader.dim}-d vectors but the encoder makes "
                     f"{self.dim}-d ones; rebuild the index with this encoder.")

@@ -18,7 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from encoder import PromptedCLIP, load_encoder
-from index_builder.engine import open_source
+from photo_index import open_source
 
 from .access import Access
 from .batching import MicroBatcher
@@ -68,9 +68,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         model = encoder or await asyncio.to_thread(load_configured_encoder, settings)
         metrics: Metrics = app.state.metrics
         fingerprint = model.fingerprint()
-        source = open_source(settings.engine, index_dir=settings.index_dir, milvus_uri=settings.milvus_uri,
-                             collection=settings.collection, timeout_s=settings.milvus_timeout_s,
-                             consistency=settings.milvus_consistency)
+        source = open_source(settings.location)
         index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
                             metrics=metrics)
         await asyncio.to_thread(index.refresh)

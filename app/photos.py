@@ -17,7 +17,7 @@ from PIL import Image
 from encoder import decode_image
 from encoder.errors import InputError
 from encoder.imaging import to_rgb
-from index_builder import PhotoRecord
+from photo_index import PhotoRecord
 
 from .errors import APIError
 from .inputs import sniff_image_type

@@ -7,12 +7,12 @@ renamed: a reader never sees half a file) on shutdown and on ``POST /admin/query
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from pathlib import Path
 
 import numpy as np
+
+from photo_index.atomic import write_atomic
 
 
 class QuerySample:
@@ -49,13 +49,5 @@ class QuerySample:
         """Write the sample to ``path`` (.npy) atomically; returns how many vectors it holds."""
         rows = self.snapshot()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            with open(tmp, "wb") as handle:
-                np.save(handle, rows)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomic(path, lambda handle: np.save(handle, rows))
         return len(rows)

@@ -17,7 +17,7 @@ import torch
 
 from encoder import MODALITIES, PromptedCLIP
 from encoder.model import Modality
-from index_builder import PhotoRecord
+from photo_index import PhotoRecord
 
 from .index_holder import IndexHolder
 from .query_fields import DEFAULT_TEXT_WEIGHT

@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi import Header, Request
 
 from encoder import PromptedCLIP
-from index_builder import IndexReader
+from photo_index import Reader
 
 from .access import Access
 from .batching import MicroBatcher
@@ -38,7 +38,7 @@ class Services:
     fingerprint: str
     query_sample: QuerySample | None = None
 
-    def gallery_root(self, reader: IndexReader) -> Path | None:
+    def gallery_root(self, reader: Reader) -> Path | None:
         """Where photos may be served from: the configured root, else the folder the index was built from."""
         if self.settings.gallery_root is not None:
             return self.settings.gallery_root

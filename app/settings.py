@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.imaging import DEFAULT_MAX_PIXELS
 from encoder.strokes import DEFAULT_MAX_POINTS
+from photo_index import BuildError, Location, locate
+from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
 
 from .access import MIN_KEY_LENGTH
 from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
@@ -37,7 +39,8 @@ class Settings(BaseSettings):
     engine: Literal["faiss", "milvus"] = Field("faiss", description="vector engine: faiss (index_dir) | milvus")
     milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
     collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
-    milvus_timeout_s: float = Field(5.0, gt=0, le=600, description="longest wait for one Milvus call")
+    milvus_timeout_s: float = Field(DEFAULT_MILVUS_TIMEOUT_S, gt=0, le=600,
+                                    description="longest wait for one Milvus call")
     milvus_consistency: Literal["Strong", "Bounded"] = Field(
         "Strong", description="Milvus search consistency: Strong (sees every write; waits ~200 ms for the server's "
         "time tick) or Bounded (at once; may miss the last few seconds of writes)")
@@ -122,9 +125,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _engine_needs_its_location(self) -> Settings:
-        if self.engine == "milvus" and not (self.milvus_uri and self.collection):
-            raise ValueError("engine milvus needs milvus_uri and collection (SBIR_MILVUS_URI, SBIR_COLLECTION)")
+        try:
+            self.location  # noqa: B018 - validated here, once, where the settings are read
+        except BuildError as error:
+            raise ValueError(str(error)) from None
         return self
+
+    @property
+    def location(self) -> Location:
+        """Where the served index is (a folder, or a Milvus alias), as one validated object."""
+        return locate(self.engine, index_dir=self.index_dir, milvus_uri=self.milvus_uri, collection=self.collection,
+                      timeout_s=self.milvus_timeout_s, consistency=self.milvus_consistency)
 
     @property
     def cors_origin_list(self) -> list[str]:

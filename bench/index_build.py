@@ -74,7 +74,7 @@ def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
     import ray
 
     try:
-        distributor = RayDistributor(actors=args.ray_actors, decoders=args.ray_decoders, device=args.device)
+        distributor = RayDistributor(actors=args.ray_actors, decoders=args.ray_decoders, actor_device=args.device)
         quarter = tmp / "quarter"
         make_gallery(args.source, max(1, args.photos // 4), quarter)
         options = {"batch_size": args.batch_size, "device": args.device, "distributor": distributor, "progress": False}
@@ -124,7 +124,7 @@ def main() -> None:
         make_gallery(args.source, args.photos, gallery)
         report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
                                                    batch_size=args.batch_size, workers=args.workers,
-                                                   device=args.device, progress=False))
+                                                   faiss_device=args.device, progress=False))
         bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
         print(f"{backbone} on {encoder.device}, {torch.get_num_threads()} torch threads, batch {args.batch_size}, "
               f"{args.workers} workers, {args.photos} photos")

@@ -41,8 +41,8 @@ from encoder import (  # noqa: E402
     load_checkpoint,
 )
 from encoder.model import TEXT_TEMPLATE  # noqa: E402
-from index_builder import IndexReader  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
+from photo_index.backends.folder import IndexReader  # noqa: E402
 from tests.training.synthetic_categories import CLASSES, make_dataset  # noqa: E402
 from training.category import CategoryOptions, CategoryTask  # noqa: E402
 from training.data import CategoryDataset, ClassSplit, known_splits, read_class_list, split_classes_file  # noqa: E402
@@ -139,7 +139,7 @@ def measure(encoder: PromptedCLIP, data: Path, workdir: Path, weights: Sequence[
     from fastapi.testclient import TestClient
 
     index_dir = workdir / "index"
-    build_index(encoder, BuildOptions(index_dir=index_dir, gallery=data / "photo", workers=0, device="cpu",
+    build_index(encoder, BuildOptions(index_dir=index_dir, gallery=data / "photo", workers=0, faiss_device="cpu",
                                       progress=False))
     with IndexReader.open(index_dir) as reader:
         photos = [(r.id, r.category) for r in reader.records(reader.vectors()[0])]

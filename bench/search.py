@@ -33,8 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from index_builder.faiss_engine import FaissEngine  # noqa: E402
-from index_builder.layout import FORMAT  # noqa: E402
+from photo_index.backends.folder.faiss_index import FaissEngine  # noqa: E402
+from photo_index.format import FORMAT  # noqa: E402
 
 CHUNK = 100_000
 
@@ -72,8 +72,8 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 def run_milvus(connection, vectors: np.ndarray, queries: np.ndarray, truth: np.ndarray, index_type: str,
                index_params: dict, searches: list[tuple[dict, str]]) -> list[dict]:
     """Build a photo collection of ``vectors`` with the engine's own calls, search it with ``MilvusReader``."""
-    from index_builder.milvus.client import new_version_name
-    from index_builder.milvus.reader import MilvusReader
+    from photo_index.backends.milvus.client import new_version_name
+    from photo_index.backends.milvus.reader import MilvusReader
 
     size, dim = vectors.shape
     name = new_version_name("bench")
@@ -165,7 +165,7 @@ MILVUS_CONFIGS = [
 @contextlib.contextmanager
 def milvus_connection(uri: str | None):
     """A connection to ``uri``, or to a Milvus standalone started in a temp folder for this run."""
-    from index_builder.milvus.client import MilvusConnection
+    from photo_index.backends.milvus.client import MilvusConnection
 
     if uri:
         yield MilvusConnection(uri, timeout=600)

@@ -39,11 +39,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from encoder import PromptedCLIP, decode_image, load_encoder  # noqa: E402
-from index_builder import IndexReader  # noqa: E402
-from index_builder.compatibility import encoder_section  # noqa: E402
-from index_builder.engine import get_engine  # noqa: E402
-from index_builder.layout import FORMAT, IDS, METADATA, VECTORS, IndexLayout, utc_now, write_json  # noqa: E402
-from index_builder.metadata import PhotoRecord, write_metadata  # noqa: E402
+from photo_index import PhotoRecord  # noqa: E402
+from photo_index.atomic import write_json  # noqa: E402
+from photo_index.backends.folder import IndexReader  # noqa: E402
+from photo_index.backends.folder.faiss_index import FaissEngine  # noqa: E402
+from photo_index.backends.folder.records import write_metadata  # noqa: E402
+from photo_index.compatibility import encoder_section  # noqa: E402
+from photo_index.format import FORMAT, IDS, METADATA, VECTORS, IndexLayout, utc_now  # noqa: E402
 
 DATA = REPO.parent.parent / "shared" / "data" / "sketchy-mini"
 if not DATA.is_dir():
@@ -73,7 +75,7 @@ def publish_synthetic_version(index_dir: Path, encoder: PromptedCLIP, n: int, se
     np.save(partial / VECTORS, vectors)
     np.save(partial / IDS, ids)
     write_metadata(partial / METADATA, records)
-    section = get_engine("faiss").build(np.load(partial / VECTORS, mmap_mode="r"), ids, partial, device="cpu",
+    section = FaissEngine().build(np.load(partial / VECTORS, mmap_mode="r"), ids, partial, device="cpu",
                                         progress=False)
     write_json(partial / "manifest.json", {
         "format": FORMAT, "version": name, "created_at": now, "previous": layout.current(), "size": n,

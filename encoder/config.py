@@ -24,6 +24,10 @@ PromptDepth = Literal["shallow", "deep"]
 # but every layer computes something else than what was trained (open_clip issues #441, #771).
 ACTIVATIONS = ("gelu", "quick_gelu")
 Trainable = Literal["prompts+ln", "official"]
+# How sketches are framed (encoder.imaging.normalise_sketch): "ink" (cropped to the ink: uploads, and every encoder
+# trained before the field existed) or "canvas" (the whole canvas padded to square, as the official code does).
+SketchFraming = Literal["ink", "canvas"]
+SKETCH_FRAMINGS: tuple[str, ...] = ("ink", "canvas")
 TRAINABLE_SETS: tuple[str, ...] = ("prompts+ln", "official")
 
 
@@ -79,10 +83,13 @@ class EncoderConfig:
     pretrained: str = DEFAULT_PRETRAINED
     prompts: PromptConfig | None = field(default_factory=PromptConfig)
     activation: str | None = None
+    sketch_framing: SketchFraming = "ink"
 
     def __post_init__(self) -> None:
         if self.activation is not None and self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.sketch_framing not in SKETCH_FRAMINGS:
+            raise ValueError(f"sketch_framing must be one of {', '.join(SKETCH_FRAMINGS)}, got {self.sketch_framing!r}")
 
     @property
     def is_baseline(self) -> bool:
@@ -94,6 +101,8 @@ class EncoderConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["prompts"] = self.prompts.to_dict() if self.prompts is not None else None
+        if self.sketch_framing == "ink":  # omitted at its old implicit value: older checkpoints and indexes keep theirs
+            del data["sketch_framing"]
         return data
 
     def to_json(self) -> str:
@@ -107,6 +116,7 @@ class EncoderConfig:
             pretrained=str(data["pretrained"]),
             prompts=PromptConfig(**prompts) if prompts is not None else None,
             activation=data.get("activation"),
+            sketch_framing=data.get("sketch_framing", "ink"),
         )
 
     @classmethod

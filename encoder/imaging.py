@@ -2,8 +2,8 @@
 
 ``decode_image`` turns untrusted bytes into a loaded PIL image or raises a specific
 :class:`InputError`; ``normalise_sketch`` turns any sketch-like image (any PIL mode, inverted,
-photographed on grey paper, tiny ink on a huge canvas) into black ink on white, cropped to the ink,
-square, at the model's input size.
+photographed on grey paper, tiny ink on a huge canvas) into black ink on white, square, at the model's
+input size: cropped to the ink (uploads) or keeping its whole canvas (dataset sketches drawn over a photo).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .config import SKETCH_FRAMINGS
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError
 
 DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)))
@@ -171,12 +172,43 @@ def _min_pool(gray: np.ndarray, factor: int) -> np.ndarray:
     return np.minimum.reduceat(rows, np.arange(0, gray.shape[1], factor), axis=1)
 
 
-def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> Image.Image:
-    """Black ink on white, cropped to the ink's box with a margin, padded square, resized to ``size``.
+def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, framing: str = "ink") -> Image.Image:
+    """Black ink on white, square, resized to ``size``; ``framing`` picks the frame (``SKETCH_FRAMINGS``).
 
-    White-on-black drawings (chalkboard, dark-mode canvases) are detected from the border and
-    inverted; grey paper is levelled to white. Raises :class:`EmptySketchError` when there is no ink.
+    ``ink`` crops to the ink's box with a ``margin`` and centres it (uploads, whose canvas is arbitrary);
+    ``canvas`` keeps the whole canvas, padded to square with white (centred), so every stroke keeps its place
+    relative to the canvas (dataset sketches drawn over their photo's frame, as Sketchy's: that place is
+    information for fine-grained matching and patch shuffling). White-on-black drawings
+    (chalkboard, dark-mode canvases) are detected from the border and inverted; grey paper is levelled to white.
+    Raises :class:`EmptySketchError` when there is no ink.
     """
+    if framing not in SKETCH_FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(SKETCH_FRAMINGS)}, got {framing!r}")
+    gray, ink = _levelled(image)
+    if framing == "ink":
+        rows = np.flatnonzero(ink.any(axis=1))
+        cols = np.flatnonzero(ink.any(axis=0))
+        gray = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    region = gray.astype(np.uint8)
+
+    def border(side: int) -> int:
+        return max(2, round(margin * side)) if framing == "ink" else 0
+
+    # Reduce before padding square: a long thin stroke (say 5x200,000 px) must not become a 200,000² canvas.
+    side = max(region.shape)
+    reduced = Image.fromarray(_min_pool(region, (side + 2 * border(side)) // size), mode="L")
+
+    side = max(reduced.width, reduced.height)
+    square_side = side + 2 * border(side)
+    square = Image.new("L", (square_side, square_side), WHITE)
+    square.paste(reduced, ((square_side - reduced.width) // 2, (square_side - reduced.height) // 2))
+    if square_side != size:
+        square = square.resize((size, size), Image.Resampling.LANCZOS)
+    return square.convert("RGB")
+
+
+def _levelled(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """Grey levels with the paper white and the darkest ink black, and the mask of the ink."""
     gray = to_grayscale_on_white(image)
     paper = _paper_level(gray)
     if paper < 128:  # light ink on dark paper
@@ -189,20 +221,4 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06) -> 
         raise EmptySketchError("The sketch is blank: no strokes darker than the background were found.")
     # Level: paper → white, darkest ink → black.
     gray = np.clip((gray - darkest) * (255.0 / contrast), 0, 255)
-    ink = gray < 255.0 - MIN_INK_CONTRAST * 255.0 / contrast
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
-    top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    ink_box = gray[top:bottom, left:right].astype(np.uint8)
-    # Reduce before padding square: a long thin stroke (say 5x200,000 px) must not become a 200,000² canvas.
-    side = max(ink_box.shape)
-    cropped = Image.fromarray(_min_pool(ink_box, (side + 2 * max(2, round(margin * side))) // size), mode="L")
-
-    side = max(cropped.width, cropped.height)
-    pad = max(2, round(margin * side))
-    square_side = side + 2 * pad
-    square = Image.new("L", (square_side, square_side), WHITE)
-    square.paste(cropped, ((square_side - cropped.width) // 2, (square_side - cropped.height) // 2))
-    if square_side != size:
-        square = square.resize((size, size), Image.Resampling.LANCZOS)
-    return square.convert("RGB")
+    return gray, gray < 255.0 - MIN_INK_CONTRAST * 255.0 / contrast

@@ -74,7 +74,8 @@ class PromptedCLIP(nn.Module):
         image_size = visual.image_size
         self.image_size = int(image_size[0] if isinstance(image_size, tuple | list) else image_size)
         self.embed_dim = int(visual.output_dim)
-        self.preprocess = Preprocessor(self.image_size, backbone.preprocess_val, backbone.preprocess_train)
+        self.preprocess = Preprocessor(self.image_size, backbone.preprocess_val, backbone.preprocess_train,
+                                       sketch_framing=config.sketch_framing)
 
         self.prompts = nn.ParameterDict()
         self.layer_norms = nn.ModuleDict()

@@ -1,20 +1,11 @@
-"""Index builder: embeds a photo gallery into a versioned FAISS index (or a Milvus collection), and reads it back.
+"""The batch job: embeds a photo gallery and publishes it as a new version of a photo index
+(:mod:`photo_index`: a FAISS + SQLite folder, or a Milvus collection).
 
-``python -m index_builder build|info|verify``; the app uses :class:`IndexReader`.
+``python -m index_builder build|tune|info|verify``; :func:`build_index` for in-process builds.
 """
 
-from .errors import BuildError, EngineUnavailableError, FingerprintMismatchError, IndexCorruptError, IndexNotFoundError
-from .layout import current_version
-from .metadata import PhotoRecord
-from .reader import IndexReader
+from .builder import BuildOptions, build_index
+from .errors import FingerprintMismatchError
+from .report import BuildReport
 
-__all__ = [
-    "BuildError",
-    "EngineUnavailableError",
-    "FingerprintMismatchError",
-    "IndexCorruptError",
-    "IndexNotFoundError",
-    "IndexReader",
-    "PhotoRecord",
-    "current_version",
-]
+__all__ = ["BuildOptions", "BuildReport", "FingerprintMismatchError", "build_index"]

@@ -1,4 +1,7 @@
-"""``python -m index_builder build | tune | info | verify`` (exit 0 ok, 1 verify found problems, 2 error)."""
+"""``python -m index_builder build | tune | info | verify`` (exit 0 ok, 1 verify found problems, 2 error).
+
+The composition root: flags and environment variables become a :class:`photo_index.Location`, a distributor and
+:class:`BuildOptions` here, and nowhere else."""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ import sys
 from pathlib import Path
 
 from encoder import SBIRError, add_encoder_args, load_encoder
+from photo_index import Location, Source, locate, open_source
+from photo_index.errors import BuildError, IndexCorruptError
+from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
+from photo_index.registry import ENGINES
 
 from .builder import BuildOptions, build_index
-from .embedding import DISTRIBUTORS, Distributor, get_distributor
-from .engine import ENGINES, open_source
-from .errors import BuildError, IndexCorruptError
+from .distributors import DISTRIBUTORS, get_distributor
+from .embedding import Distributor
 from .tuning import tune_index
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
@@ -29,7 +35,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> None:
                        help="Milvus server, e.g. http://127.0.0.1:19530 (env SBIR_MILVUS_URI)")
     group.add_argument("--collection", default=os.environ.get("SBIR_COLLECTION") or None,
                        help="Milvus alias the index is served under (env SBIR_COLLECTION)")
-    group.add_argument("--milvus-timeout-s", type=float, default=float(os.environ.get("SBIR_MILVUS_TIMEOUT_S", 10)),
+    timeout_s = float(os.environ.get("SBIR_MILVUS_TIMEOUT_S", DEFAULT_MILVUS_TIMEOUT_S))
+    group.add_argument("--milvus-timeout-s", type=float, default=timeout_s,
                        help="longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S)")
 
 
@@ -46,11 +53,13 @@ def parse_params(text: str | None, flag: str) -> dict | None:
     return value
 
 
-def _source(args: argparse.Namespace):
-    if args.engine == "faiss" and args.index_dir is None:
-        raise BuildError("Give the index folder (or --engine milvus with --milvus-uri and --collection).")
-    return open_source(args.engine, index_dir=args.index_dir, milvus_uri=args.milvus_uri,
-                       collection=args.collection, timeout_s=args.milvus_timeout_s)
+def _location(args: argparse.Namespace, index_dir: Path | None) -> Location:
+    return locate(args.engine, index_dir=index_dir, milvus_uri=args.milvus_uri, collection=args.collection,
+                  timeout_s=args.milvus_timeout_s)
+
+
+def _source(args: argparse.Namespace) -> Source:
+    return open_source(_location(args, args.index_dir))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -122,20 +131,20 @@ def _build(args: argparse.Namespace) -> int:
     milvus = args.engine == "milvus"
     if milvus and args.index_factory:
         raise BuildError("--index-factory is FAISS's; with --engine milvus use --milvus-index.")
-    if milvus and not (args.milvus_uri and args.collection):
-        raise BuildError("--engine milvus needs --milvus-uri and --collection (env SBIR_MILVUS_URI, SBIR_COLLECTION).")
+    location = _location(args, args.out)
     index_params = parse_params(args.milvus_index_params, "--milvus-index-params")
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
-    # With Ray the actors embed on the cluster's devices; the driver's copy only describes the encoder.
+    # --device means three things, one per step: where this process's encoder embeds (local), where Ray actors
+    # embed (ray; the driver's copy then only describes the encoder), and where FAISS builds its index.
+    encoder_device = "cpu" if args.distributor != "local" else args.device
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device="cpu" if args.distributor != "local" else args.device)
+                           activation=args.activation, device=encoder_device)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
-        rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, device=args.device, keep=args.keep,
-        progress=not args.no_progress, checkpoint=args.checkpoint, engine=args.engine, milvus_uri=args.milvus_uri,
-        collection=args.collection, index_params=index_params, search_params=search_params,
-        milvus_timeout_s=args.milvus_timeout_s, distributor=distributor,
+        rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, faiss_device=args.device,
+        keep=args.keep, progress=not args.no_progress, checkpoint=args.checkpoint, location=location,
+        index_params=index_params, search_params=search_params, distributor=distributor,
     )
     report = build_index(encoder, options)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
@@ -145,8 +154,10 @@ def _build(args: argparse.Namespace) -> int:
 def _distributor(args: argparse.Namespace) -> Distributor:
     if args.distributor == "ray":
         return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
-                               device=args.device)
+                               actor_device=args.device)
     return get_distributor(args.distributor)
+
+
 def _tune(args: argparse.Namespace) -> int:
     if args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--keep must be >= 1 and --recall-target in (0, 1].")

@@ -8,8 +8,9 @@
   the driver, as results arrive, so a killed build resumes from them.
 
 A :class:`Distributor` decides where the reader and the model run: ``local`` (DataLoader workers + the
-encoder in this process, the default) or ``ray`` (Ray tasks + an actor pool on a cluster). Every
-distributor feeds the same writer, so staging, skip reasons and the published index do not depend on it.
+encoder in this process, the default) or ``ray`` (Ray tasks + an actor pool on a cluster), registered in
+:mod:`index_builder.distributors`. Every distributor feeds the same writer, so staging, skip reasons and the
+published index do not depend on it.
 """
 
 from __future__ import annotations
@@ -22,12 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from encoder import ImageDecodeError, ImageTooLargeError, Preprocessor, PromptedCLIP
+from photo_index.errors import BuildError
 
-from .errors import BuildError
 from .sources import Skipped
 from .staging import FileKey, Staging
-
-DISTRIBUTORS = ("local", "ray")
 
 
 def classify_decode_error(error: Exception) -> str:
@@ -150,25 +149,12 @@ class Distributor(Protocol):
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None: ...
 
 
-def get_distributor(name: str = "local", **options) -> Distributor:
-    """A distributor by name; ``options`` are its own (e.g. the Ray address)."""
-    if name == "local":
-        from .local_distributor import LocalDistributor
-
-        return LocalDistributor(**options)
-    if name == "ray":
-        from .ray_distributor import RayDistributor
-
-        return RayDistributor(**options)
-    raise ValueError(f"Unknown distributor {name!r} (known: {', '.join(DISTRIBUTORS)}).")
-
-
 def embed_files(
     encoder: PromptedCLIP,
     keys: list[FileKey],
     staging: Staging,
     *,
-    distributor: Distributor | None = None,
+    distributor: Distributor,
     batch_size: int = 256,
     workers: int = 4,
     progress: bool = True,
@@ -182,7 +168,7 @@ def embed_files(
     job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
     writer = StagingWriter(job, staging, progress)
     try:
-        (distributor or get_distributor("local")).run(encoder, job, writer)
+        distributor.run(encoder, job, writer)
     finally:
         writer.close()
     if writer.missing:  # a distributor that stopped early must not look like a finished embedding step

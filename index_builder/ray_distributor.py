@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
+from photo_index.errors import BuildError
 
 from .embedding import EmbedJob, Outcome, StagingWriter, read_photo
-from .errors import BuildError
 from .sources import Skipped
 
 ENV_ADDRESS = "SBIR_RAY_ADDRESS"
@@ -162,7 +162,7 @@ class RayDistributor:
     address: str | None = None
     actors: int | None = None  # encoder actors; default one per GPU of the cluster, 1 on CPU-only clusters
     decoders: int | None = None  # most read tasks at once; default as many as the cluster's CPUs allow
-    device: str = "auto"  # auto: GPUs when the cluster has them; cpu; cuda (the cluster must have GPUs)
+    actor_device: str = "auto"  # where actors embed: auto (GPUs when the cluster has them) | cpu | cuda (needs GPUs)
     temp_dir: str | None = None  # a local cluster's temp dir (default SBIR_RAY_TMPDIR, else /tmp/sbir-ray)
     fail_once: str | None = None  # tests: see EncoderActor._maybe_fail
     name: str = "ray"
@@ -170,8 +170,8 @@ class RayDistributor:
     def __post_init__(self) -> None:
         if self.actors is not None and self.actors < 1 or self.decoders is not None and self.decoders < 1:
             raise BuildError("--ray-actors and --ray-decoders must be >= 1.")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.device!r}.")
+        if self.actor_device not in ("auto", "cpu", "cuda"):
+            raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.actor_device!r}.")
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
         ray = _ray()
@@ -192,9 +192,9 @@ class RayDistributor:
         context.enable_progress_bars = False  # the writer's bar counts photos; Ray's would interleave with it
         context.print_on_execution_start = False
         gpus = int(ray.cluster_resources().get("GPU", 0))
-        if self.device == "cuda" and not gpus:
+        if self.actor_device == "cuda" and not gpus:
             raise BuildError("--device cuda was requested but the Ray cluster has no GPU.")
-        on_gpu = gpus > 0 and self.device != "cpu"
+        on_gpu = gpus > 0 and self.actor_device != "cpu"
         reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
         payload = ray.put(EncoderPayload.of(encoder))
         step = job.batch_size  # one block per batch: every batch can be read by another task at once

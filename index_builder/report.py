@@ -1,4 +1,6 @@
-"""What one build did: counts, skipped files with reasons, timings; printed as the final summary."""
+"""What one build did: counts, skipped files with reasons, timings; printed as the final summary.
+
+A value: the build makes it once its counts are known and replaces fields (``dataclasses.replace``) after."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from .sources import Skipped
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildReport:
     index_dir: str
     status: str = "running"  # built | unchanged

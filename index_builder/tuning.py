@@ -15,37 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import get_engine
-from .errors import BuildError
-from .layout import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now, write_json
+from photo_index.atomic import write_json
+from photo_index.backends.folder.calibration import load_queries
+from photo_index.backends.folder.faiss_index import FaissEngine
+from photo_index.format import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now
 
-
-def load_queries(path: str | Path, dim: int) -> np.ndarray:
-    """Query vectors [Q, dim] from a ``.npy`` file, checked (finite, non-zero rows), as float32."""
-    try:
-        queries = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as error:
-        raise BuildError(f"Cannot read query vectors from {path}: {error}") from error
-    if queries.ndim != 2 or queries.shape[1] != dim or len(queries) == 0 or queries.dtype.kind not in "fiu":
-        raise BuildError(f"{path} holds {queries.dtype}{list(queries.shape)}; expected numbers of shape "
-                         f"[Q >= 1, {dim}] "
-                         "(query vectors of the index's encoder).")
-    queries = np.ascontiguousarray(queries, dtype=np.float32)
-    usable = np.isfinite(queries).all(axis=1) & (np.abs(queries).sum(axis=1) > 0)
-    if not usable.all():
-        raise BuildError(f"{path}: {int((~usable).sum())} of {len(queries)} query vectors are zero or not finite.")
-    return queries
-
-
-def saved_queries(folder: Path, dim: int) -> np.ndarray | None:
-    """The query sample a version was tuned on, or None (none kept, or unreadable: calibrate without it)."""
-    path = folder / CALIBRATION_QUERIES
-    if not path.is_file():
-        return None
-    try:
-        return load_queries(path, dim)
-    except BuildError:
-        return None
+from .lock import build_lock
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -59,16 +34,13 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
                ) -> dict:
     """Recalibrate the live version on the query vectors in ``queries_path``; returns what was done."""
     layout = IndexLayout(index_dir)
-    with layout.build_lock():
+    with build_lock(layout.root):
         folder = layout.current_dir()
         manifest = read_manifest(folder)
         queries = load_queries(queries_path, int(manifest["dim"]))
         section = manifest["index"]
         ids, vectors = np.load(folder / IDS), np.load(folder / VECTORS, mmap_mode="r")
-        engine = get_engine(section.get("engine", "faiss"))
-        if not hasattr(engine, "tune"):
-            raise BuildError(f"The {engine.name} engine has no search parameters that `tune` can set.")
-        tuned = engine.tune(folder, section, vectors, ids, queries, recall_target=recall_target)
+        tuned = FaissEngine().tune(folder, section, vectors, ids, queries, recall_target=recall_target)
         del vectors
         report = {"index_dir": str(layout.root), "previous": manifest["version"], "queries": len(queries),
                   "factory": section["factory"], "before": section.get("search_params", {}),

@@ -17,7 +17,7 @@ from .data import BadFiles, CategoryDataset, ClassSplit, TripletBatch, TripletDa
 from .data import collate_triplets as collate
 from .evaluate import evaluate_category
 from .loop import DistInfo, current_dist
-from .losses import category_loss
+from .losses import DEFAULT_MARGIN, category_loss
 from .samplers import category_triplets, shard
 
 log = logging.getLogger(__name__)
@@ -27,10 +27,12 @@ log = logging.getLogger(__name__)
 class CategoryOptions:
     batch_size: int = 192
     workers: int = 8
-    margin: float = 0.3  # μ of the triplet loss
+    margin: float = DEFAULT_MARGIN  # μ of the triplet loss
     cls_weight: float = 0.5  # λ1 of the classification loss (0 switches it off)
     seed: int = 0
     augment: bool = True  # train-time photo/sketch augmentation of the encoder's preprocessor
+    # "shuffled" (ours): every batch mixes classes; "official": class runs in a fixed order, as the official code
+    sampler: str = "shuffled"
     eval_batch_size: int = 256
 
 
@@ -64,7 +66,7 @@ class CategoryTask:
         skip_s = {i for i, s in enumerate(self.sketches) if s.key in self.bad}
         skip_p = {i for i, p in enumerate(self.photos) if p.key in self.bad}
         triples = category_triplets(self.sketch_labels, self.photo_labels, seed=self.options.seed, epoch=epoch,
-                                    skip_sketches=skip_s, skip_photos=skip_p)
+                                    skip_sketches=skip_s, skip_photos=skip_p, order=self.options.sampler)
         triples = shard(triples, self.dist.rank, self.dist.world_size)
         dataset = TripletDataset(self.sketches, self.photos, self.sketch_labels, self.photo_labels, triples,
                                  self.preprocess, train=self.options.augment)

@@ -17,7 +17,7 @@ import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
-from encoder.config import TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
+from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.model import PROMPT_INITS
 
 from .data import (
@@ -28,9 +28,13 @@ from .data import (
     known_splits,
     make_split,
 )
+from .fg_losses import DELTA_ORDERS
+from .galleries import GALLERIES, choose_gallery
 from .loop import TrainOptions, check_out_dir, current_dist, init_distributed
+from .losses import DEFAULT_MARGIN
 from .pairs import GALLERY_CHOICES
 from .protocols import compare_counts
+from .samplers import CATEGORY_SAMPLERS
 
 log = logging.getLogger("training")
 
@@ -86,6 +90,10 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
                        help="what is learned: prompts + LayerNorms (default), or 'official' (as the official code's "
                        "freezing: also QKV in-projections, class/positional embeddings, visual projection, at the "
                        "LayerNorm lr) to reproduce its numbers")
+    group.add_argument("--sketch-framing", "--sketch_framing", choices=list(SKETCH_FRAMINGS), default="canvas",
+                       help="how training sketches are framed: the whole canvas padded to square (canvas, default: "
+                       "a stroke keeps its place in the frame it shares with its photo, as in the official code), "
+                       "or cropped to the ink (ink); recorded in the checkpoint, evaluation follows it")
 
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
@@ -132,7 +140,7 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     torch.manual_seed(args.seed)  # prompt initialisation
     activation = env_activation() if args.activation in (None, "auto") else args.activation
     config = EncoderConfig(backbone=args.backbone or env_backbone(), pretrained=args.pretrained or env_pretrained(),
-                           prompts=prompts, activation=activation)
+                           prompts=prompts, activation=activation, sketch_framing=args.sketch_framing)
     return build_encoder(config, device, prompt_init=args.prompt_init)
 
 
@@ -173,9 +181,14 @@ def add_category_args(parser: argparse.ArgumentParser) -> None:
     add_prompt_args(parser)
     add_train_args(parser)
     group = parser.add_argument_group("losses")
-    group.add_argument("--margin", type=float, default=0.3, help="triplet margin μ on d = 1 - cos")
+    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                       help=f"triplet margin μ on d = 1 - cos (default {DEFAULT_MARGIN}, the official code's; "
+                       "0.3: the paper's as secondary summaries report it)")
     group.add_argument("--cls_weight", "--cls-weight", "--lambda1", type=float, default=0.5,
                        help="λ1: weight of the text classification loss (sketch + photo); 0 switches it off")
+    group.add_argument("--sampler", choices=list(CATEGORY_SAMPLERS), default="shuffled",
+                       help="batch order: shuffled (default: every batch mixes classes, new order each epoch), or "
+                       "official (class after class in a fixed order, as the official code's unshuffled loader)")
 
 
 def run_category(args: argparse.Namespace) -> int:
@@ -184,7 +197,8 @@ def run_category(args: argparse.Namespace) -> int:
     rank, device = init_distributed(args.device)
     data = CategoryDataset.scan(args.data, args.augmentation)
     options = CategoryOptions(batch_size=args.batch_size, workers=args.workers, margin=args.margin,
-                              cls_weight=args.cls_weight, seed=args.seed, augment=not args.no_augment)
+                              cls_weight=args.cls_weight, seed=args.seed, augment=not args.no_augment,
+                              sampler=args.sampler)
 
     def make_task(split: ClassSplit, encoder):
         return CategoryTask(data, split, encoder, options, rank)
@@ -259,7 +273,9 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
                        help="K: pairs per category in a batch; P = batch_size // K categories")
     group.add_argument("--augment", action="store_true",
                        help="train-time augmentation (off: independent flips/crops break sketch-photo alignment)")
-    group.add_argument("--margin", type=float, default=0.3, help="μ of the hard triplet on d = 1 - cos")
+    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+                       help=f"μ of the hard triplet on d = 1 - cos (default {DEFAULT_MARGIN}, the official code's; "
+                       "0.3: the paper's as secondary summaries report it)")
     group.add_argument("--cls_weight", "--cls-weight", "--lambda2", type=float, default=0.5,
                        help="λ2: text classification loss (sketch + photo)")
     group.add_argument("--delta_weight", "--delta-weight", "--lambda3", type=float, default=0.1,
@@ -268,6 +284,9 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
                        help="λ4: patch-shuffling triplet L_PS")
     group.add_argument("--ps_margin", "--ps-margin", type=float, default=None, help="μ_ps (default: --margin)")
     group.add_argument("--grid", type=positive_int, default=2, help="n of the n x n patch-shuffling grid")
+    group.add_argument("--delta-order", "--delta_order", choices=list(DELTA_ORDERS), default="paper",
+                       help="L_δ: each category's δ in batch order before the softmax (paper, Eq. 4 as written), or "
+                       "sorted (ours: independent of the order the sampler drew the triplets in)")
 
 
 def run_fine_grained(args: argparse.Namespace) -> int:
@@ -280,7 +299,8 @@ def run_fine_grained(args: argparse.Namespace) -> int:
         raise SBIRError(f"--batch_size {args.batch_size} is smaller than --pairs-per-category "
                         f"{args.pairs_per_category}")
     losses = FineGrainedLossConfig(margin=args.margin, cls_weight=args.cls_weight, delta_weight=args.delta_weight,
-                                   ps_weight=args.ps_weight, ps_margin=args.ps_margin, grid=args.grid)
+                                   ps_weight=args.ps_weight, ps_margin=args.ps_margin, grid=args.grid,
+                                   delta_order=args.delta_order)
     options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
                                  pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
                                  augment=args.augment and not args.no_augment, losses=losses)
@@ -334,6 +354,14 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--fg-gallery", "--fg_gallery", choices=list(GALLERY_CHOICES), default="paired",
                        help="fine-grained gallery: the photos the test sketches were drawn from (the protocol: "
                        "Sketchy basic's, also inside Sketchy-Extended's folders), or every photo found")
+    group.add_argument("--gallery", choices=list(GALLERIES), default="dedup",
+                       help="category-level gallery: every photo found with duplicate images dropped (dedup, "
+                       "default: 10,453 photos for sketchy21), or every photo file as the ZSE-SBIR / SAKE test "
+                       "lists count them (list: 12,553)")
+    group.add_argument("--sketch-framing", "--sketch_framing", choices=["auto", *SKETCH_FRAMINGS], default="auto",
+                       help="how test sketches are framed: auto (as the checkpoint was trained; canvas for the "
+                       "frozen-CLIP baseline, as the official code), canvas (whole canvas padded square) or ink "
+                       "(cropped to the ink)")
     group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
     group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
@@ -363,6 +391,19 @@ def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     return trained
 
 
+def evaluation_framing(args: argparse.Namespace, encoder) -> str:
+    """Frame the test sketches as the encoder's training sketches were (or as asked), and say so."""
+    if args.sketch_framing != "auto":
+        framing, why = args.sketch_framing, "--sketch-framing"
+    elif args.checkpoint:
+        framing, why = encoder.config.sketch_framing, "as the checkpoint was trained"
+    else:
+        framing, why = "canvas", "the benchmark framing, as the official code, for the frozen-CLIP baseline"
+    encoder.preprocess.sketch_framing = framing
+    print(f"sketch framing: {framing} ({why})")
+    return framing
+
+
 def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
     classes = split.test if args.classes == "test" else split.val
     if not classes:  # e.g. --classes val with --split none or --val-fraction 0
@@ -381,11 +422,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "category")
-    sketches, photos = data.subset(classes)
+    framing = evaluation_framing(args, encoder)
+    sketches, found = data.subset(classes)
+    gallery = choose_gallery(found, args.gallery)
+    photos = gallery.photos
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     print(f"evaluating {name} on {len(classes)} {args.classes} classes ({split.source}): "
           f"{len(sketches)} sketches x {len(photos)} photos{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}")
-    counts, standard = compare_counts(split.source, len(sketches), len(photos))
+    print(gallery.describe())
+    counts, standard = compare_counts(split.source, len(sketches), len(photos), gallery=gallery.name)
     print(counts)
     evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
                                    keep_top=args.top_k, progress=not args.no_progress, amp=args.amp)
@@ -393,12 +438,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
              "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
-             "precision": "amp" if args.amp else "fp32"}
+             "precision": "amp" if args.amp else "fp32", "gallery": gallery.name, "photos_found": len(found),
+             "n_duplicates_dropped": len(gallery.duplicates), "sketch_framing": framing}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
                           n_grid=args.grid_queries, tile=args.grid_tile, seed=args.seed, extra=extra)
-    print_summary(name, evaluation.summary)
+    print_summary(f"{name} [gallery {gallery.name}: {evaluation.summary['n_gallery']:,} photos]", evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")
     return 0
 
@@ -407,7 +453,8 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     from .fine_grained import evaluate_fine_grained, print_fine_grained, write_fine_grained_json
     from .pairs import load_pairs
 
-    ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid)) if value]
+    ignored = [flag for flag, value in (("--per-class", args.per_class), ("--grid", args.grid),
+                                        ("--gallery", args.gallery != "dedup")) if value]
     if ignored:
         log.warning("%s: category-level evaluation only; ignored with --fine-grained", ", ".join(ignored))
     data = load_pairs(args.data, args.augmentation)
@@ -416,6 +463,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=args.device)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
+    framing = evaluation_framing(args, encoder)
     pairs = data.subset(classes, gallery=args.fg_gallery)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
     found = sum(len(data.photos[c]) for c in classes)
@@ -433,7 +481,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
                  "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
                  "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
-                 "precision": "amp" if args.amp else "fp32"}
+                 "precision": "amp" if args.amp else "fp32", "sketch_framing": framing}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

@@ -291,7 +291,7 @@ def load_sample(sample: Sample, preprocess: Preprocessor, modality: Modality, *,
         else:
             data = Path(sample.path).read_bytes()
         raster = rasterize_strokes(parse_strokes(data), size=256)
-        return preprocess.sketch(raster, train=train)
+        return preprocess.dataset_sketch(raster, train=train)
     if modality == "sketch":
         return preprocess.sketch_file(sample.path, train=train)
     return preprocess.photo_file(sample.path, train=train)

@@ -23,13 +23,28 @@ from encoder.workers import WorkerInit
 
 from .data import BadFiles, Modality, Sample, SampleDataset, collate_samples
 from .metrics import RetrievalResult, per_class_ap, rank_gallery
-from .report import format_table, query_grid, write_csv
+from .report import query_grid, write_csv
 
 AP_KS = (200,)
 PRECISION_KS = (100, 200)
-# map_200 is convention (a) (the paper's); _voc and _in_topk are (b) and (c) (docs/training.md, "Metric definitions")
-TABLE_KEYS = ("map_all", "map_all_voc", "map_200", "map_200_voc", "map_200_in_topk", "p_100", "p_200", "n_queries",
-              "n_gallery")
+# map_200 is convention (a) (÷ min(k, R)), _div_k the same sum ÷ k, _voc and _in_topk are (b) and (c)
+# (docs/training.md, "Metric definitions")
+TABLE_KEYS = ("map_all", "map_all_voc", "map_200", "map_200_div_k", "map_200_voc", "map_200_in_topk", "p_100",
+              "p_200", "n_queries", "n_gallery")
+# What each printed number is and where its convention comes from, printed beside it (the literature mixes them).
+METRIC_SOURCES = {
+    "map_all": "AP over the whole ranking, non-interpolated; = sklearn average_precision_score",
+    "map_all_voc": "AP over the whole ranking, VOC-interpolated; SAKE VOCap",
+    "map_200": "(a) AP@200 ÷ min(200, R), non-interpolated; method.md's definition, compare Sain et al.'s .723 here",
+    "map_200_div_k": "(a') AP@200 ÷ 200; the reading of (a) method.md gives Yelamarthi et al.'s code (not re-read); "
+                     "below (a) for every class with R < 200",
+    "map_200_voc": "(b) AP@200 ÷ min(200, R), VOC-interpolated; SAKE VOCap, ZSE-SBIR voc_eval",
+    "map_200_in_topk": "(c) AP@200 ÷ relevant in the top 200; SEM-PCYC apsak, torchmetrics RetrievalMAP(top_k=200)",
+    "p_100": "P@100 = relevant in the top 100 / 100",
+    "p_200": "P@200 = relevant in the top 200 / 200",
+    "n_queries": "sketches scored",
+    "n_gallery": "photos ranked",
+}
 
 
 @contextlib.contextmanager
@@ -158,5 +173,15 @@ def write_category_report(
         query_grid([evaluation.queries[i] for i in rows], top, evaluation.gallery, correct, grid_png, size=tile)
 
 
+def format_summary(name: str, summary: dict) -> str:
+    """One line per metric: its value, then what it is and whose convention it follows."""
+    lines = [name]
+    for key in TABLE_KEYS:
+        value = summary.get(key, float("nan"))
+        shown = f"{value:>10,d}" if isinstance(value, int) else f"{value:>10.4f}"
+        lines.append(f"  {key:<16}{shown}  {METRIC_SOURCES[key]}")
+    return "\n".join(lines)
+
+
 def print_summary(name: str, summary: dict) -> None:
-    print(format_table({name: summary}, TABLE_KEYS))
+    print(format_summary(name, summary))

@@ -22,27 +22,33 @@ def separation(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Ten
     return cosine_distance(anchor, positive) - cosine_distance(anchor, negative)
 
 
-def relative_separation_loss(delta: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+# How each category's δ values are laid out before the softmax. "paper": in batch order, so D_c(k) and D_c′(k) are the
+# k-th triplets the sampler drew for c and c′ (Eq. 4 as method.md states it: nothing is sorted). "sorted": ours,
+# ascending, so L_δ compares the shapes of the two distributions whatever order the sampler drew (docs/fine_grained.md).
+DELTA_ORDERS: tuple[str, ...] = ("paper", "sorted")
+
+
+def relative_separation_loss(delta: torch.Tensor, groups: torch.Tensor, order: str = "paper") -> torch.Tensor:
     """L_δ: mean KL(D_c ‖ D_c′) over ordered pairs of distinct categories c ≠ c′ in the batch.
 
     ``delta`` ``[B]`` holds each triplet's δ and ``groups`` ``[B]`` its category id. D_c is the softmax
-    of category c's δ values, sorted (so the result does not depend on the order triplets happen to
-    have in the batch); every category must have the same number of triplets — which the P×K
-    sampler guarantees. A batch with fewer than two categories gives 0.
+    of category c's δ values, in batch order (``order="paper"``, Eq. 4 as written) or sorted
+    (``order="sorted"``, ours: the result does not depend on the order triplets happen to have in the
+    batch); every category must have the same number of triplets — which the P×K sampler guarantees.
+    A batch with fewer than two categories gives 0.
     """
-    if delta.ndim != 1 or groups.shape != delta.shape:
-        raise ValueError(
-            f"delta and groups must be 1-D and the same shape, got {tuple(delta.shape)}, {tuple(groups.shape)}"
-        )
+    if order not in DELTA_ORDERS:
+        raise ValueError(f"order must be one of {', '.join(DELTA_ORDERS)}, got {order!r}")
     categories, counts = torch.unique(groups, return_counts=True)
     if categories.numel() < 2:
         return delta.sum() * 0.0  # keeps the graph (and the device) intact
     if bool((counts != counts[0]).any()):
         raise ValueError(f"L_δ needs the same number of triplets per category, got counts {counts.tolist()}")
-    # Rows = categories, columns = that category's δ values in ascending order: triplets of two
-    # categories have no natural correspondence, so D_c is compared as a shape, not by batch position.
-    order = torch.sort(groups, stable=True).indices
-    per_category = torch.sort(delta[order].reshape(categories.numel(), int(counts[0])), dim=1).values
+    # Rows = categories, columns = that category's δ values in batch order (a stable sort keeps it) or ascending.
+    by_category = torch.sort(groups, stable=True).indices
+    per_category = delta[by_category].reshape(categories.numel(), int(counts[0]))
+    if order == "sorted":
+        per_category = torch.sort(per_category, dim=1).values
     log_d = F.log_softmax(per_category.float(), dim=1)  # [P, K]
     d = log_d.exp()
     # KL(D_c ‖ D_c′) = Σ_k D_c(k) (log D_c(k) − log D_c′(k)), for all ordered pairs at once.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +27,10 @@ from encoder.workers import WorkerInit
 from .category import zero_loss
 from .data import BadFiles, ClassSplit, DataError, TripletBatch, TripletDataset, class_text, collate_triplets
 from .evaluate import embed_samples
-from .fg_losses import patch_shuffle, relative_separation_loss, separation, shuffle_permutations
+from .fg_losses import DELTA_ORDERS, patch_shuffle, relative_separation_loss, separation, shuffle_permutations
 from .fg_metrics import DEFAULT_KS, GALLERIES, fine_grained_accuracy
 from .loop import DistInfo, current_dist
-from .losses import category_loss, triplet_loss
+from .losses import DEFAULT_MARGIN, category_loss, triplet_loss
 from .pairs import PairedData, PairSet
 from .pk_sampler import hard_triplet_batches
 from .report import format_table
@@ -39,16 +40,19 @@ from .report import format_table
 class FineGrainedLossConfig:
     """Loss weights and margins; defaults from method.md (values marked (?) there are unverified)."""
 
-    margin: float = 0.3  # μ of the hard triplet
+    margin: float = DEFAULT_MARGIN  # μ of the hard triplet
     cls_weight: float = 0.5  # λ2
     delta_weight: float = 0.1  # λ3
     ps_weight: float = 1.0  # λ4
     ps_margin: float | None = None  # μ_ps; None = μ
     grid: int = 2  # n of the n×n patch-shuffling grid
+    delta_order: str = "paper"  # L_δ: δ in batch order (Eq. 4 as written) or "sorted" (ours), fg_losses.DELTA_ORDERS
 
     def __post_init__(self) -> None:
         if min(self.margin, self.cls_weight, self.delta_weight, self.ps_weight) < 0:
             raise ValueError("loss weights and margins must be >= 0")
+        if self.delta_order not in DELTA_ORDERS:
+            raise ValueError(f"delta_order must be one of {', '.join(DELTA_ORDERS)}, got {self.delta_order!r}")
         if self.ps_weight and self.grid < 2:
             raise ValueError(f"patch shuffling needs a grid of at least 2, got {self.grid}")
 
@@ -91,7 +95,7 @@ def fine_grained_loss(
     if config.delta_weight:
         keep = balanced_positions(labels)
         delta = separation(sketch[keep], photo[keep], negative[keep])
-        loss_delta = relative_separation_loss(delta, labels[keep])
+        loss_delta = relative_separation_loss(delta, labels[keep], config.delta_order)
         total = total + config.delta_weight * loss_delta
         parts["loss_delta"] = float(loss_delta.detach())
     if config.ps_weight:
@@ -154,8 +158,33 @@ def evaluate_fine_grained(
     photo_labels = torch.as_tensor(pairs.photo_labels)[photo_kept]
     scores = fine_grained_accuracy(sketches[queries], photos, targets[queries], sketch_labels, photo_labels, ks)
     summary = {**scores, "n_queries": int(queries.sum()), "n_gallery": len(photo_kept),
-               "n_classes": len(pairs.classes), "n_unreadable": len(bad)}
+               "n_classes": len(pairs.classes), "n_unreadable": len(bad),
+               **gallery_sizes(sketch_labels, photo_labels, pairs.classes, ks)}
     return FineGrainedEvaluation(summary, bad)
+
+
+def gallery_sizes(sketch_labels: torch.Tensor, photo_labels: torch.Tensor, classes: Sequence[str],
+                  ks: Sequence[int]) -> dict:
+    """Photos per category, and where acc@k says nothing: acc@k is 1 for every query of a category holding ≤ k
+    photos (within the category; for the all-photos gallery, when it holds ≤ k). Chance level (a random ranking's
+    expected acc@k, min(k, n) / n averaged over the queries) is given beside every acc@k."""
+    per_category = torch.bincount(photo_labels, minlength=len(classes))
+    queried = torch.unique(sketch_labels)
+    sizes = per_category[sketch_labels].double()  # each query's own category gallery
+    n_all = int(photo_labels.numel())
+    smallest = int(per_category[queried].min())
+    return {
+        "gallery_per_category": {classes[int(c)]: int(per_category[c]) for c in queried},
+        "smallest_category_gallery": smallest,
+        "chance": {
+            "within_category": {f"acc_{k}": float((sizes.clamp(max=k) / sizes).mean()) for k in ks},
+            "all_photos": {f"acc_{k}": min(k, n_all) / n_all for k in ks},
+        },
+        "not_meaningful": {
+            "within_category": [f"acc_{k}" for k in ks if smallest <= k],
+            "all_photos": [f"acc_{k}" for k in ks if n_all <= k],
+        },
+    }
 
 
 def flat_metrics(summary: dict, prefix: str = "") -> dict[str, float]:
@@ -172,12 +201,30 @@ def write_fine_grained_json(evaluation: FineGrainedEvaluation, path: str | Path,
     Path(path).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+PROTOCOL_GALLERY = ("the standard protocol's gallery: Sketchy basic's 100 photos per category (2,100 for the 21 "
+                    "unseen classes), so within-category acc@k ranks each sketch's photo among 100; the official "
+                    "code's instance-level check ranks among its test sketches' paired photos, one entry per sketch, "
+                    "all categories together")
+
+
 def print_fine_grained(name: str, summary: dict) -> None:
-    """One table row per gallery."""
+    """One table row per gallery, chance level beside it, a warning for every acc@k that cannot mean anything."""
     keys = [*summary["within_category"], "n_queries", "n_gallery"]
-    rows = {f"{name} [{gallery}]": {**summary[gallery], "n_queries": summary["n_queries"],
-                                    "n_gallery": summary["n_gallery"]} for gallery in GALLERIES}
+    rows = {}
+    for gallery in GALLERIES:
+        rows[f"{name} [{gallery}]"] = {**summary[gallery], "n_queries": summary["n_queries"],
+                                       "n_gallery": summary["n_gallery"]}
+        rows[f"chance [{gallery}]"] = summary["chance"][gallery]
     print(format_table(rows, keys))
+    sizes = summary["gallery_per_category"]
+    print(f"photos per category: {min(sizes.values())}-{max(sizes.values())} "
+          f"({', '.join(f'{c} {n}' for c, n in sorted(sizes.items()))}); {PROTOCOL_GALLERY}")
+    for gallery in GALLERIES:
+        for key in summary["not_meaningful"][gallery]:
+            where = (f"a category holds only {summary['smallest_category_gallery']} photos"
+                     if gallery == "within_category" else f"the gallery holds only {summary['n_gallery']} photos")
+            print(f"warning: {key} [{gallery}] is not meaningful: {where} (<= k), so its queries score 1 whatever "
+                  f"the model; chance level {summary['chance'][gallery][key]:.3f}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------- the task

@@ -173,153 +173,207 @@ def check_out_dir(out_dir: str | Path, resume: bool) -> None:
 
 def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str | Path) -> TrainResult:
     """Train ``encoder``'s prompts (and LayerNorms) on ``task``; files go to ``out_dir``."""
-    out_dir = Path(out_dir)
-    rank = current_dist()
-    device = encoder.device
-    torch.manual_seed(options.seed + rank.rank)
-    encoder.amp = options.amp  # the encoder autocasts on CUDA by default; full precision on request
-    fp16 = options.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
-    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    optimizer = torch.optim.AdamW(encoder.param_groups(options.prompt_lr, options.ln_lr, options.weight_decay))
-    if not optimizer.param_groups:
-        raise CheckpointError("The encoder has nothing to train (the frozen-CLIP baseline has no prompts).")
+    run = _Run(task, encoder, options, Path(out_dir))
+    run.start_or_resume()
+    if options.validate_first and not run.resumed:
+        run.validate(0)
+    encoder.train()
+    step_fn = _step_module(task, encoder, run.rank)
+    start_time = time.time()
+    while run.epoch < options.epochs:
+        if run.train_epoch(step_fn):  # stopped mid-epoch (--max-steps): saved where it stands
+            break
+        run.end_epoch()
+        if options.max_steps is not None and run.step >= options.max_steps:
+            break
+    return run.finish(time.time() - start_time)
+
+
+def _step_module(task: Task, encoder: PromptedCLIP, rank: DistInfo) -> nn.Module:
+    """``task.loss`` as a module; under DDP wrapped so the learned tensors' gradients are all-reduced."""
+    step_fn: nn.Module = _TaskStep(task, encoder)
+    if rank.world_size > 1:
+        device = encoder.device
+        device_ids = [device.index] if device.type == "cuda" else None
+        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
+    return step_fn
+
+
+class _Run:
+    """One run's state and its steps (start or resume, validate, train an epoch, save, finish), in the order
+    :func:`train` calls them. Only rank 0 validates, logs and writes files."""
+
+    def __init__(self, task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: Path) -> None:
+        self.task, self.encoder, self.options, self.out_dir = task, encoder, options, out_dir
+        self.rank = current_dist()
+        device = encoder.device
+        torch.manual_seed(options.seed + self.rank.rank)
+        encoder.amp = options.amp  # the encoder autocasts on CUDA by default; full precision on request
+        fp16 = options.amp and device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        self.optimizer = torch.optim.AdamW(encoder.param_groups(options.prompt_lr, options.ln_lr,
+                                                                options.weight_decay))
+        if not self.optimizer.param_groups:
+            raise CheckpointError("The encoder has nothing to train (the frozen-CLIP baseline has no prompts).")
+        self.epoch, self.step, self.skip_batches = 0, 0, 0
+        self.best, self.best_epoch, self.history = -math.inf, None, []
+        self.resumed = False
+        self.csv_log: CsvLog | None = None
 
     # ---- start or resume
-    epoch, step, skip_batches = 0, 0, 0
-    best, best_epoch, history = -math.inf, None, []
-    if rank.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    resumed = options.resume and (out_dir / STATE).is_file()
-    if options.resume and not resumed and rank.is_main:
-        log.warning("--resume: no %s in %s; starting a fresh run", STATE, out_dir)
-    check_out_dir(out_dir, options.resume)
-    if resumed:
+    def start_or_resume(self) -> None:
+        out_dir, options = self.out_dir, self.options
+        if self.rank.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        self.resumed = options.resume and (out_dir / STATE).is_file()
+        if options.resume and not self.resumed and self.rank.is_main:
+            log.warning("--resume: no %s in %s; starting a fresh run", STATE, out_dir)
+        check_out_dir(out_dir, options.resume)
+        if self.resumed:
+            self._restore()
+        if self.rank.is_main:
+            self.csv_log = CsvLog(out_dir / LOG, keep_until_step=self.step if self.resumed else None)
+
+    def _restore(self) -> None:
+        out_dir, encoder = self.out_dir, self.encoder
         state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
-        config, tensors, info = read_checkpoint(out_dir / LAST)
+        config, tensors, _info = read_checkpoint(out_dir / LAST)
         if config != encoder.config:
             raise CheckpointError(f"{out_dir / LAST} was trained with {config}, not {encoder.config}.")
         apply_learned_state(encoder, tensors, source=str(out_dir / LAST))
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, step, skip_batches = state["epoch"], state["step"], state["batches_done"]
-        best = state["best"] if state["best"] is not None else -math.inf
-        best_epoch, history = state["best_epoch"], json.loads(state["history"])
-        if rank.is_main:
-            print(f"resuming {task.name} from epoch {epoch}, step {step} ({skip_batches} batches into the epoch)")
-    csv_log = CsvLog(out_dir / LOG, keep_until_step=step if resumed else None) if rank.is_main else None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
+        self.best = state["best"] if state["best"] is not None else -math.inf
+        self.best_epoch, self.history = state["best_epoch"], json.loads(state["history"])
+        if self.rank.is_main:
+            print(f"resuming {self.task.name} from epoch {self.epoch}, step {self.step} "
+                  f"({self.skip_batches} batches into the epoch)")
 
-    def save(epoch_: int, batches_done: int, metrics: dict[str, float] | None) -> None:
-        extra = {"task": task.name, "epoch": epoch_, "step": step, "metrics": metrics or {}}
-        save_checkpoint(encoder, out_dir / LAST, extra=extra)
-        state = {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch_,
-                 "step": step, "batches_done": batches_done, "best": best if best > -math.inf else None,
-                 "best_epoch": best_epoch, "history": json.dumps(history), "options": json.dumps(asdict(options))}
-        tmp = out_dir / (STATE + ".tmp")
+    # ---- files
+    def save(self, epoch: int, batches_done: int, metrics: dict[str, float] | None) -> None:
+        """``last.safetensors`` + ``last_state.pt`` (written then renamed), ``batches_done`` into ``epoch``."""
+        extra = {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {}}
+        save_checkpoint(self.encoder, self.out_dir / LAST, extra=extra)
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
+                 "step": self.step, "batches_done": batches_done,
+                 "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
+                 "history": json.dumps(self.history), "options": json.dumps(asdict(self.options))}
+        tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
-        os.replace(tmp, out_dir / STATE)
+        os.replace(tmp, self.out_dir / STATE)
 
-    def validate(epoch_: int) -> tuple[dict[str, float] | None, bool]:
+    # ---- validation
+    def validate(self, epoch: int) -> tuple[dict[str, float] | None, bool]:
         """Score on rank 0; returns (metrics, whether they are the best so far)."""
-        nonlocal best, best_epoch
         metrics, improved = None, False
-        if rank.is_main:
-            encoder.eval()
-            metrics = {k: float(v) for k, v in task.validate(encoder).items()}
-            encoder.train()
-            if not metrics:  # no validation slice: nothing to log or select
-                metrics = None
-            elif task.selection_metric not in metrics:
-                raise KeyError(f"validate() returned {sorted(metrics)}, without {task.selection_metric!r}")
-            if metrics is not None:
-                csv_log.add(step, epoch_, "val", metrics)
-                history.append({"epoch": epoch_, "step": step, **metrics})
-                score = metrics[task.selection_metric]
-                shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
-                improved = epoch_ > 0 and score > best  # the untrained encoder (epoch 0) is only a reference
-                if improved:
-                    best, best_epoch = score, epoch_
-                tqdm.write(f"[{task.name}] epoch {epoch_} step {step}: {shown}{' (best)' if improved else ''}")
-        if rank.world_size > 1:
+        if self.rank.is_main:
+            metrics, improved = self._score(epoch)
+        if self.rank.world_size > 1:
             dist.barrier()
         return metrics, improved
 
-    if options.validate_first and not resumed:
-        validate(0)
+    def _score(self, epoch: int) -> tuple[dict[str, float] | None, bool]:
+        task, encoder = self.task, self.encoder
+        encoder.eval()
+        metrics: dict[str, float] | None = {k: float(v) for k, v in task.validate(encoder).items()}
+        encoder.train()
+        if not metrics:  # no validation slice: nothing to log or select
+            return None, False
+        if task.selection_metric not in metrics:
+            raise KeyError(f"validate() returned {sorted(metrics)}, without {task.selection_metric!r}")
+        self.csv_log.add(self.step, epoch, "val", metrics)
+        self.history.append({"epoch": epoch, "step": self.step, **metrics})
+        score = metrics[task.selection_metric]
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+        improved = epoch > 0 and score > self.best  # the untrained encoder (epoch 0) is only a reference
+        if improved:
+            self.best, self.best_epoch = score, epoch
+        tqdm.write(f"[{task.name}] epoch {epoch} step {self.step}: {shown}{' (best)' if improved else ''}")
+        return metrics, improved
 
-    encoder.train()
-    step_fn: nn.Module = _TaskStep(task, encoder)
-    if rank.world_size > 1:
-        device_ids = [device.index] if device.type == "cuda" else None
-        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=device_ids)
-
-    stopped = False
-    start_time = time.time()
-    while epoch < options.epochs and not stopped:
-        loader = task.train_loader(epoch)
+    # ---- one epoch
+    def train_epoch(self, step_fn: nn.Module) -> bool:
+        """Train this epoch's batches (after those a resumed run did); True when stopped mid-epoch."""
+        task, options, rank = self.task, self.options, self.rank
+        loader = task.train_loader(self.epoch)
         batches: Iterable[Any] = loader
-        if skip_batches:
-            batches = _skip_batches(loader, skip_batches)  # same seeded order: skip what was done
+        if self.skip_batches:
+            batches = _skip_batches(loader, self.skip_batches)  # same seeded order: skip what was done
         total = _safe_len(loader)
-        bar = tqdm(batches, total=total, initial=skip_batches, desc=f"{task.name} epoch {epoch + 1}/{options.epochs}",
+        bar = tqdm(batches, total=total, initial=self.skip_batches,
+                   desc=f"{task.name} epoch {self.epoch + 1}/{options.epochs}",
                    disable=not (options.progress and rank.is_main), dynamic_ncols=True, leave=False)
         window: dict[str, list[float]] = defaultdict(list)
-        done = started = skip_batches
-        skip_batches = 0
+        done = started = self.skip_batches
+        self.skip_batches = 0
+        stopped = False
         try:
             for batch in bar:
-                loss, parts = step_fn(batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                step, done = step + 1, done + 1
-                for key, value in parts.items():
-                    window[key].append(value)
-                if rank.is_main and (step % options.log_every == 0 or done == total):
+                self._optimise(step_fn, batch, window)
+                done += 1
+                if rank.is_main and (self.step % options.log_every == 0 or done == total):
                     means = {k: sum(v) / len(v) for k, v in window.items()}
-                    csv_log.add(step, epoch + 1, "train", means)
+                    self.csv_log.add(self.step, self.epoch + 1, "train", means)
                     bar.set_postfix({k: f"{v:.4f}" for k, v in means.items() if k == "loss"})
                     window.clear()
-                if options.max_steps is not None and step >= options.max_steps:
+                if options.max_steps is not None and self.step >= options.max_steps:
                     stopped = total is None or done < total
                     break
         except KeyboardInterrupt:  # Ctrl-C mid-epoch: keep the steps done, so --resume continues at this batch
             bar.close()
             if rank.is_main and done > started:
-                save(epoch, done, None)
-                tqdm.write(f"[{task.name}] interrupted at step {step} ({done} batches into epoch {epoch + 1}); "
-                           f"saved to {out_dir}, --resume continues from there")
+                self.save(self.epoch, done, None)
+                tqdm.write(f"[{task.name}] interrupted at step {self.step} ({done} batches into epoch "
+                           f"{self.epoch + 1}); saved to {self.out_dir}, --resume continues from there")
             raise
         bar.close()
-        if stopped:  # mid-epoch: save where we are so --resume picks up at this very batch
-            if rank.is_main:
-                save(epoch, done, None)
-            break
-        epoch += 1
-        metrics, improved = validate(epoch)
-        if rank.is_main:
-            save(epoch, 0, metrics)
-            if improved:
-                save_checkpoint(encoder, out_dir / BEST, extra={"task": task.name, "epoch": epoch, "step": step,
-                                                                "metrics": metrics})
-            _plot(out_dir)
-        if options.max_steps is not None and step >= options.max_steps:
-            break
+        if stopped and rank.is_main:  # mid-epoch: save where we are so --resume picks up at this very batch
+            self.save(self.epoch, done, None)
+        return stopped
 
-    if rank.is_main:
-        _plot(out_dir)
-        elapsed = time.time() - start_time
-        if best_epoch:
-            best_text = f"best {task.selection_metric}={best:.4f} at epoch {best_epoch}"
-        else:
-            best_text = "no best yet" if history else "no validation slice: last.safetensors is the run's checkpoint"
-        print(f"[{task.name}] {step} steps, {epoch} epochs in {elapsed:.0f}s; {best_text}; files in {out_dir}")
-    encoder.eval()
-    if rank.world_size > 1:  # only rank 0 validated: every rank returns its selection (--refit acts on it)
-        shared = [best, best_epoch, history]
-        dist.broadcast_object_list(shared, src=0)
-        best, best_epoch, history = shared
-    return TrainResult(step, epoch, best if best_epoch else None, best_epoch, out_dir, history)
+    def _optimise(self, step_fn: nn.Module, batch: Any, window: dict[str, list[float]]) -> None:
+        """One optimiser step on ``batch``; its loss parts join the log window."""
+        loss, parts = step_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        for key, value in parts.items():
+            window[key].append(value)
+
+    def end_epoch(self) -> None:
+        """Count the epoch, validate it, save ``last`` (and ``best`` when it improved), redraw the curves."""
+        self.epoch += 1
+        metrics, improved = self.validate(self.epoch)
+        if self.rank.is_main:
+            self.save(self.epoch, 0, metrics)
+            if improved:
+                save_checkpoint(self.encoder, self.out_dir / BEST, extra={
+                    "task": self.task.name, "epoch": self.epoch, "step": self.step, "metrics": metrics})
+            _plot(self.out_dir)
+
+    # ---- the end
+    def finish(self, elapsed: float) -> TrainResult:
+        """Final curves and summary line; under DDP every rank returns rank 0's selection (``--refit`` uses it)."""
+        task, rank = self.task, self.rank
+        if rank.is_main:
+            _plot(self.out_dir)
+            if self.best_epoch:
+                best_text = f"best {task.selection_metric}={self.best:.4f} at epoch {self.best_epoch}"
+            else:
+                best_text = ("no best yet" if self.history
+                             else "no validation slice: last.safetensors is the run's checkpoint")
+            print(f"[{task.name}] {self.step} steps, {self.epoch} epochs in {elapsed:.0f}s; {best_text}; "
+                  f"files in {self.out_dir}")
+        self.encoder.eval()
+        if rank.world_size > 1:  # only rank 0 validated: every rank returns its selection
+            shared = [self.best, self.best_epoch, self.history]
+            dist.broadcast_object_list(shared, src=0)
+            self.best, self.best_epoch, self.history = shared
+        return TrainResult(self.step, self.epoch, self.best if self.best_epoch else None, self.best_epoch,
+                           self.out_dir, self.history)
 
 
 def _skip_batches(loader: Iterable[Any], n: int) -> Iterable[Any]:

@@ -2,7 +2,9 @@
 
 * AP@k = (1 / min(k, R)) · Σ_{i ≤ k} P(i) · rel(i), non-interpolated; R = relevant items in the
   whole gallery, P(i) = precision of the top i. With k = all this is sklearn's
-  ``average_precision_score`` of the query's scores. (Yelamarthi et al.'s code; ``map_200``.)
+  ``average_precision_score`` of the query's scores. (method.md's definition; ``map_200``.)
+* AP@k ÷ k = (1 / k) · Σ_{i ≤ k} P(i) · rel(i): the same sum over k whatever R (``map_200_div_k``). Equal to the
+  above only when R ≥ k; a class with R < k caps it at R / k (Sketchy-21's ``skyscraper``: 161 / 200).
 * VOC-interpolated AP@k = (1 / min(k, R)) · Σ_{i ≤ k} rel(i) · max_{i ≤ j ≤ k} P(j): the area under
   the precision envelope (SAKE's ``VOCap``, ZSE-SBIR's ``voc_eval``; ``map_200_voc``, ``map_all_voc``).
 * in-top-k AP@k = Σ_{i ≤ k} P(i) · rel(i) / (relevant among the top k), 0 when none is
@@ -33,11 +35,12 @@ class RetrievalResult:
 
     n_relevant: np.ndarray  # [Q] relevant items in the gallery
     ap_all: np.ndarray  # [Q] (nan where n_relevant == 0)
-    ap_at: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q]
+    ap_at: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q], ÷ min(k, R)
     ap_all_voc: np.ndarray | None = None  # [Q] VOC-interpolated AP over the whole ranking
     ap_at_voc: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q], VOC-interpolated
     ap_at_in_topk: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q], / relevant in the top k
     precision_at: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q]
+    ap_at_div_k: dict[int, np.ndarray] = field(default_factory=dict)  # k -> [Q], ÷ k
     top: np.ndarray | None = None  # [Q, keep_top] gallery indices, best first
     top_scores: np.ndarray | None = None  # [Q, keep_top]
     n_gallery: int = 0
@@ -53,6 +56,7 @@ class RetrievalResult:
         if self.ap_all_voc is not None:
             out["map_all_voc"] = _mean(self.ap_all_voc[valid])
         out |= {f"map_{k}": _mean(v[valid]) for k, v in sorted(self.ap_at.items())}
+        out |= {f"map_{k}_div_k": _mean(v[valid]) for k, v in sorted(self.ap_at_div_k.items())}
         out |= {f"map_{k}_voc": _mean(v[valid]) for k, v in sorted(self.ap_at_voc.items())}
         out |= {f"map_{k}_in_topk": _mean(v[valid]) for k, v in sorted(self.ap_at_in_topk.items())}
         out |= {f"p_{k}": _mean(v[valid]) for k, v in sorted(self.precision_at.items())}
@@ -113,6 +117,7 @@ def rank_gallery(
     ap_all_voc = np.zeros(n_q)
     ap_at_voc = {k: np.zeros(n_q) for k in ap_ks}
     ap_at_in_topk = {k: np.zeros(n_q) for k in ap_ks}
+    ap_at_div_k = {k: np.zeros(n_q) for k in ap_ks}
     precision_at = {k: np.zeros(n_q) for k in precision_ks}
     top = np.zeros((n_q, keep_top), dtype=np.int64)
     top_scores = np.zeros((n_q, keep_top), dtype=np.float32)
@@ -139,6 +144,7 @@ def rank_gallery(
         for k in ap_ks:
             kk = min(k, n_g)
             ap_at[k][start:stop] = (weighted[:, kk - 1] / total.clamp(max=k).clamp(min=1)).cpu().numpy()
+            ap_at_div_k[k][start:stop] = (weighted[:, kk - 1] / k).cpu().numpy()
             # hits = 0 in the top k gives 0 / 1 = 0, as apsak and torchmetrics do
             ap_at_in_topk[k][start:stop] = (weighted[:, kk - 1] / hits[:, kk - 1].clamp(min=1)).cpu().numpy()
             # the list is cut at k before interpolating
@@ -150,10 +156,11 @@ def rank_gallery(
         ap_all_voc[start:stop] = (interpolated_precision_sum(precision, rel) / safe_total).cpu().numpy()
         del rel, precision
     no_match = n_relevant == 0
-    for values in (ap_all, ap_all_voc, *ap_at.values(), *ap_at_voc.values(), *ap_at_in_topk.values()):
+    for values in (ap_all, ap_all_voc, *ap_at.values(), *ap_at_voc.values(), *ap_at_in_topk.values(),
+                   *ap_at_div_k.values()):
         values[no_match] = np.nan
     return RetrievalResult(n_relevant, ap_all, ap_at, ap_all_voc, ap_at_voc, ap_at_in_topk, precision_at,
-                           top if keep_top else None, top_scores if keep_top else None, n_g)
+                           ap_at_div_k, top if keep_top else None, top_scores if keep_top else None, n_g)
 
 
 def per_class_ap(result: RetrievalResult, query_labels: Sequence[int], class_names: Sequence[str]) -> list[dict]:
@@ -169,6 +176,7 @@ def per_class_ap(result: RetrievalResult, query_labels: Sequence[int], class_nam
         if result.ap_all_voc is not None:
             row["ap_all_voc"] = float(result.ap_all_voc[mask].mean())
         row |= {f"ap_{k}": float(v[mask].mean()) for k, v in sorted(result.ap_at.items())}
+        row |= {f"ap_{k}_div_k": float(v[mask].mean()) for k, v in sorted(result.ap_at_div_k.items())}
         row |= {f"ap_{k}_voc": float(v[mask].mean()) for k, v in sorted(result.ap_at_voc.items())}
         row |= {f"ap_{k}_in_topk": float(v[mask].mean()) for k, v in sorted(result.ap_at_in_topk.items())}
         row |= {f"p_{k}": float(v[mask].mean()) for k, v in sorted(result.precision_at.items())}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -37,12 +37,13 @@ def category_triplets(
     epoch: int,
     skip_sketches: Collection[int] = (),
     skip_photos: Collection[int] = (),
+    order: str = "shuffled",
 ) -> list[tuple[int, int, int]]:
-    """One (sketch, positive, negative) index triple per sketch, in a shuffled order.
+    """One (sketch, positive, negative) index triple per sketch, in the ``order`` of :data:`CATEGORY_SAMPLERS`.
 
     Positive: a random photo of the sketch's class. Negative: a random photo of a uniformly drawn
-    *different* class (never the anchor's own, as in the official code, whose dataset removes the
-    anchor's class from the negatives' classes). Sketches whose class has
+    *different* class (never the anchor's own; the stored official code draws the negative's class from all
+    training classes, the anchor's included, 1 time in 104: docs/training.md). Sketches whose class has
     no photo, and the ``skip_*`` indices (files known to be unreadable), are left out.
     """
     rng = epoch_rng(seed, epoch)
@@ -52,7 +53,7 @@ def category_triplets(
         raise ValueError("Category triplets need photos of at least two classes.")
     skip = set(skip_sketches)
     anchors = [i for i, label in enumerate(sketch_labels) if i not in skip and label in photos]
-    rng.shuffle(anchors)
+    CATEGORY_SAMPLERS[order](anchors, sketch_labels, rng)
     triples = []
     for anchor in anchors:
         label = sketch_labels[anchor]
@@ -61,3 +62,21 @@ def category_triplets(
         other_class = classes[other if classes[other] != label else len(classes) - 1]
         triples.append((anchor, positive, rng.choice(photos[other_class])))
     return triples
+
+
+def _shuffled(anchors: list[int], _labels: Sequence[int], rng: random.Random) -> None:
+    """Ours: a new order every epoch, so every batch mixes classes."""
+    rng.shuffle(anchors)
+
+
+def _class_runs(anchors: list[int], labels: Sequence[int], _rng: random.Random) -> None:
+    """The official code's: class after class (label order), each class's sketches in scan order, the same every
+    epoch (its DataLoader does not shuffle), so a batch is a run of one or two classes."""
+    anchors.sort(key=lambda i: labels[i])  # stable: keeps each class's scan order
+
+
+# --sampler: how the anchors of an epoch are ordered ("shuffled", ours and the default; "official")
+CATEGORY_SAMPLERS: dict[str, Callable[[list[int], Sequence[int], random.Random], None]] = {
+    "shuffled": _shuffled,
+    "official": _class_runs,
+}

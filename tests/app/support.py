@@ -68,7 +68,7 @@ def make_gallery(root: Path, categories=CATEGORIES, per_category: int = 4, seed:
 
 def build_index(gallery: Path, index_dir: Path, encoder, rebuild: bool = False) -> None:
     """Build (or incrementally update) an index with the real index_builder, in-process (fast)."""
-    report = build_index_with(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, workers=0, device="cpu",
+    report = build_index_with(encoder, BuildOptions(index_dir=index_dir, gallery=gallery, workers=0, faiss_device="cpu",
                                                     progress=False, rebuild=rebuild))
     assert report.status in ("built", "unchanged"), report
 

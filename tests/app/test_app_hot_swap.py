@@ -10,7 +10,7 @@ import httpx
 
 from app.main import create_app
 from app.settings import Settings
-from index_builder import current_version
+from photo_index import current_version
 from tests.app.support import STROKES, app_client, build_index, hammer, make_gallery, serve
 
 

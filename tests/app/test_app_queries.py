@@ -12,7 +12,7 @@ import pytest
 
 from app.batching import MicroBatcher
 from app.search import Query, SearchEngine, compose
-from index_builder import IndexReader
+from photo_index.backends.folder import IndexReader
 from tests.app.support import STROKES, app_client, sketch_png
 from tests.tolerance import f32_tol
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.query_sample import QuerySample
-from index_builder.tuning import load_queries
+from photo_index.backends.folder.calibration import load_queries
 from tests.app.support import STROKES, app_client
 
 SECRET = "query-sample-admin-key"

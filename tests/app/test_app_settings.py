@@ -11,7 +11,7 @@ from app.errors import APIError
 from app.inputs import parse_k, sniff_image_type
 from app.photos import safe_photo_path
 from app.settings import Settings
-from index_builder import PhotoRecord
+from photo_index import PhotoRecord
 
 
 def test_defaults_follow_the_contract(monkeypatch):

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from encoder import (
@@ -176,3 +177,81 @@ def test_sketch_tensor_from_file_bytes(tiny_encoder):
     tensor = tiny_encoder.preprocess.sketch_file(png_bytes(cross()))
     assert tensor.shape == (3, 64, 64)
     assert tiny_encoder.encode_sketch(tensor[None]).shape == (1, tiny_encoder.embed_dim)
+
+
+# ----------------------------------------------------------------------------- framing: ink (uploads) vs canvas
+def _ink_centre(image: Image.Image) -> tuple[float, float]:
+    """Centre of the ink as a fraction of the image's width and height."""
+    rows, cols = np.nonzero(ink(image))
+    return (cols.mean() + 0.5) / image.width, (rows.mean() + 0.5) / image.height
+
+
+def _stroke_on_canvas(size: tuple[int, int], box: tuple[int, int, int, int]) -> Image.Image:
+    canvas = Image.new("L", size, 255)
+    ImageDraw.Draw(canvas).rectangle(box, fill=0)
+    return canvas
+
+
+def test_canvas_framing_keeps_a_stroke_at_the_same_relative_position_as_in_the_source_canvas():
+    # A Sketchy sketch shares its photo's frame: a stroke in the lower-left stays in the lower-left.
+    source = _stroke_on_canvas((256, 256), (20, 180, 59, 199))
+    x, y = _ink_centre(source)
+    result = normalise_sketch(source, SIZE, framing="canvas")
+    assert result.size == (SIZE, SIZE)
+    got_x, got_y = _ink_centre(result)
+    assert abs(got_x - x) < 1.5 / SIZE and abs(got_y - y) < 1.5 / SIZE
+    # Cropping to the ink (uploads) moves the same stroke to the centre and fills the frame with it.
+    cropped_x, cropped_y = _ink_centre(normalise_sketch(source, SIZE, framing="ink"))
+    assert abs(cropped_x - 0.5) < 0.05 and abs(cropped_y - 0.5) < 0.05
+
+
+def test_canvas_framing_pads_a_non_square_canvas_to_square_without_cropping_it():
+    # 300 x 200: padded to 300 x 300 with 50 white rows above and below, nothing cut.
+    source = _stroke_on_canvas((300, 200), (240, 10, 279, 29))
+    x, y = _ink_centre(source)
+    got_x, got_y = _ink_centre(normalise_sketch(source, SIZE, framing="canvas"))
+    assert abs(got_x - x) < 1.5 / SIZE  # full width kept
+    assert abs(got_y - (50 + y * 200) / 300) < 1.5 / SIZE  # centred vertically in the square
+
+
+def test_canvas_framing_reduces_a_huge_canvas_keeping_one_pixel_strokes_and_refuses_blank_ones():
+    source = Image.new("L", (4000, 4000), 255)
+    ImageDraw.Draw(source).line([(100, 2000), (3900, 2000)], fill=0, width=1)
+    result = normalise_sketch(source, SIZE, framing="canvas")
+    assert ink(result).any(axis=1).sum() >= 1 and ink(result).any(axis=0).sum() > SIZE * 0.9
+    with pytest.raises(EmptySketchError):
+        normalise_sketch(Image.new("L", (100, 100), 255), SIZE, framing="canvas")
+    with pytest.raises(ValueError, match="framing"):
+        normalise_sketch(source, SIZE, framing="crop")
+
+
+def test_the_encoder_records_its_framing_and_frames_dataset_sketches_by_it_but_uploads_by_the_ink(tmp_path):
+    from encoder import EncoderConfig, PromptConfig, build_encoder, load_checkpoint, save_checkpoint
+
+    config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(), sketch_framing="canvas")
+    encoder = build_encoder(config)
+    assert encoder.preprocess.sketch_framing == "canvas"
+    reloaded = load_checkpoint(save_checkpoint(encoder, tmp_path / "c.safetensors"))
+    assert reloaded.config.sketch_framing == "canvas" and reloaded.preprocess.sketch_framing == "canvas"
+    assert reloaded.fingerprint() == encoder.fingerprint()
+    source = _stroke_on_canvas((256, 256), (20, 180, 59, 199))
+    preprocess = reloaded.preprocess
+    dataset = preprocess.dataset_sketch(source)
+    upload = preprocess.sketch(source)  # what the service calls for an uploaded image
+    assert torch.equal(dataset, preprocess.sketch(source, framing="canvas"))
+    assert torch.equal(upload, preprocess.sketch(source, framing="ink")) and not torch.equal(upload, dataset)
+    path = tmp_path / "s.png"
+    source.save(path)
+    assert torch.equal(preprocess.sketch_file(path), dataset)
+
+
+def test_ink_framing_is_the_implicit_value_so_older_configs_and_fingerprints_are_unchanged():
+    from encoder import EncoderConfig, PromptConfig
+
+    ink_config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig())
+    assert "sketch_framing" not in ink_config.to_dict()
+    assert EncoderConfig.from_dict(ink_config.to_dict()).sketch_framing == "ink"
+    canvas = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(), sketch_framing="canvas")
+    assert EncoderConfig.from_json(canvas.to_json()) == canvas
+    with pytest.raises(ValueError, match="sketch_framing"):
+        EncoderConfig(sketch_framing="crop")

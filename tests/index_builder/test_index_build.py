@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 
-from index_builder import BuildError, IndexReader, current_version
 from index_builder.builder import BuildOptions, build_index
-from index_builder.faiss_engine import FLAT_MAX, FaissEngine, choose_factory
-from index_builder.layout import IndexLayout
+from index_builder.lock import build_lock
+from photo_index import BuildError, current_version
+from photo_index.backends.folder import IndexReader
+from photo_index.backends.folder.faiss_index import FLAT_MAX, FaissEngine, choose_factory
 from tests.tolerance import f32_tol
 
 from .conftest import add_broken_files, write_photo
@@ -190,7 +191,7 @@ def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline
 
 def test_one_build_at_a_time(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 2})
-    with IndexLayout(tmp_path / "index").build_lock(), pytest.raises(BuildError, match="Another build"):
+    with build_lock(tmp_path / "index"), pytest.raises(BuildError, match="Another build"):
         build(gallery=gallery)
     assert build(gallery=gallery).size == 2
 

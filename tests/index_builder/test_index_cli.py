@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from encoder import PREPROCESSING_VERSION, save_checkpoint
-from index_builder import current_version
 from index_builder.cli import main
+from photo_index import current_version
 
 
 @pytest.fixture()

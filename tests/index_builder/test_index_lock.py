@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from index_builder.errors import BuildError
-from index_builder.layout import IndexLayout
+from index_builder.lock import build_lock
+from photo_index.errors import BuildError
 from tests.imagegen import random_photo
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,14 +59,14 @@ def wait_until_gone(sid: int, seconds: float) -> list[int]:
 
 
 def test_a_second_build_in_the_same_process_is_refused_and_the_first_keeps_its_lock(tmp_path):
-    layout = IndexLayout(tmp_path / "index")
-    with layout.build_lock():
-        with pytest.raises(BuildError, match="Another build"), IndexLayout(tmp_path / "index").build_lock():
+    index_dir = tmp_path / "index"
+    with build_lock(index_dir):
+        with pytest.raises(BuildError, match="Another build"), build_lock(index_dir):
             pass
         # A record lock is dropped by any close of the file in its process: the refusal must not have opened it.
-        assert locked_by_another_process(layout.root)
-    assert not locked_by_another_process(layout.root)
-    with layout.build_lock():  # and it can be taken again
+        assert locked_by_another_process(index_dir)
+    assert not locked_by_another_process(index_dir)
+    with build_lock(index_dir):  # and it can be taken again
         pass
 
 
@@ -74,8 +74,8 @@ def test_a_forked_child_outliving_a_killed_holder_does_not_hold_the_lock(tmp_pat
     index_dir = tmp_path / "index"
     holder = textwrap.dedent(f"""
         import os, time
-        from index_builder.layout import IndexLayout
-        with IndexLayout({str(index_dir)!r}).build_lock():
+        from index_builder.lock import build_lock
+        with build_lock({str(index_dir)!r}):
             if os.fork() == 0:  # the child inherits the lock file's descriptor, as a DataLoader worker does
                 time.sleep(60)
                 os._exit(0)
@@ -87,12 +87,12 @@ def test_a_forked_child_outliving_a_killed_holder_does_not_hold_the_lock(tmp_pat
     try:
         assert process.stdout.readline() == b"locked\n"
         assert locked_by_another_process(index_dir)
-        with pytest.raises(BuildError, match="Another build"), IndexLayout(index_dir).build_lock():
+        with pytest.raises(BuildError, match="Another build"), build_lock(index_dir):
             pass
         process.kill()
         process.wait()
         assert session_processes(process.pid), "the forked child should still be alive for this test"
-        with IndexLayout(index_dir).build_lock():  # freed at once, though the child still has the descriptor
+        with build_lock(index_dir):  # freed at once, though the child still has the descriptor
             pass
     finally:
         os.killpg(process.pid, signal.SIGKILL)

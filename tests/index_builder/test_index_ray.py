@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from index_builder import IndexReader
 from index_builder.cli import main
 from index_builder.embedding import embed_files
-from index_builder.layout import IndexLayout
+from index_builder.local_distributor import LocalDistributor
 from index_builder.ray_distributor import RayDistributor
 from index_builder.staging import ENTRIES, Staging
+from photo_index.backends.folder import IndexReader
+from photo_index.format import STAGING
 
 from .conftest import add_broken_files, write_photo
 from .killing import kill_build_mid_embedding, write_distinct_photos
@@ -110,7 +111,7 @@ def test_actor_dying_mid_batch_loses_and_duplicates_no_photo(ray_driver, make_ga
     keys = file_keys(make_gallery({"cat": 12, "dog": 12}))
     marker = tmp_path / "actor-died"
     staged = {}
-    for name, distributor in (("local", None), ("ray", ray_distributor(fail_once=str(marker)))):
+    for name, distributor in (("local", LocalDistributor()), ("ray", ray_distributor(fail_once=str(marker)))):
         staging = Staging(tmp_path / name, tiny_baseline.fingerprint(), tiny_baseline.embed_dim)
         embed_files(tiny_baseline, keys, staging, distributor=distributor, batch_size=4, workers=0, progress=False)
         staged[name] = (dict(staging.entries), np.array(staging.vectors()))
@@ -135,7 +136,7 @@ def test_killed_ray_driver_resumes_without_redoing_finished_photos(ray_cluster, 
         gallery, index_dir, "--distributor", "ray", "--ray-address", ray_cluster.address, "--ray-decoders", "1",
         env={**ray_cluster.driver_env, MARK: ray_cluster.mark}, timeout=240)
     assert 0 < staged < total, "the kill came too late or too early to test resuming"
-    staging = Staging(IndexLayout(index_dir).staging_dir, tiny_baseline.fingerprint(), tiny_baseline.embed_dim)
+    staging = Staging(index_dir.absolute() / STAGING, tiny_baseline.fingerprint(), tiny_baseline.embed_dim)
     finished = staging.count  # what survived the kill whole (a torn tail is cut, as the next build does)
     staging.close()
 

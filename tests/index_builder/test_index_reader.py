@@ -7,7 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from index_builder import IndexNotFoundError, IndexReader, current_version
+from photo_index import IndexNotFoundError, current_version
+from photo_index.backends.folder import IndexReader
 
 
 def brute_force(vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, k: int):
@@ -74,11 +75,12 @@ def test_reader_notices_a_new_current_version(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 2})
     first = build(gallery=gallery)
     reader = IndexReader.open(tmp_path / "index")
-    assert reader.is_current()
+    assert current_version(tmp_path / "index") == reader.version  # what the service polls
     (gallery / "cat" / "cat_0.jpg").unlink()
     second = build(gallery=gallery)
     assert current_version(tmp_path / "index") == second.version != first.version
-    assert not reader.is_current() and reader.size == 2  # the old reader still serves its own version
+    # the old reader still serves its own version
+    assert current_version(tmp_path / "index") != reader.version and reader.size == 2
     assert IndexReader.open(tmp_path / "index").size == 1
 
 

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from index_builder import IndexReader, current_version
-from index_builder.checks import verify
+from photo_index import current_version
+from photo_index.backends.folder import IndexReader
+from photo_index.checks import verify as verify_source
+from photo_index.registry import open_source
 
 from .killing import kill_build_mid_embedding, write_distinct_photos
+
+
+def verify(index_dir):
+    """The folder index's problems (what ``python -m index_builder verify`` prints)."""
+    return verify_source(open_source(index_dir))
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from index_builder.reader import IndexReader
+from photo_index.backends.folder import IndexReader
 
 
 def test_links_outside_the_gallery_are_skipped_and_inside_ones_indexed(make_gallery, build, tmp_path):

@@ -7,11 +7,18 @@ import json
 import numpy as np
 import pytest
 
-from index_builder import IndexReader, current_version
-from index_builder.checks import verify
 from index_builder.cli import main
-from index_builder.layout import CALIBRATION_QUERIES
+from photo_index import current_version
+from photo_index.backends.folder import IndexReader
+from photo_index.checks import verify as verify_source
+from photo_index.format import CALIBRATION_QUERIES
+from photo_index.registry import open_source
 from tests.index_builder.conftest import write_photo
+
+
+def verify(index_dir):
+    """The folder index's problems (what ``python -m index_builder verify`` prints)."""
+    return verify_source(open_source(index_dir))
 
 
 def _queries(path, dim: int, n: int = 64, seed: int = 0):

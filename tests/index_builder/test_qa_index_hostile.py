@@ -12,10 +12,11 @@ import zlib
 
 import pytest
 
-from index_builder import IndexReader, current_version
 from index_builder.cli import main
-from index_builder.errors import IndexCorruptError
 from index_builder.staging import Staging
+from photo_index import current_version
+from photo_index.backends.folder import IndexReader
+from photo_index.errors import IndexCorruptError
 
 from .conftest import write_photo
 

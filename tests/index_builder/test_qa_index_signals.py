@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from index_builder import current_version
+from photo_index import current_version
 from tests.imagegen import random_photo
 
 ROOT = Path(__file__).resolve().parents[2]

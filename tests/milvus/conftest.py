@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from index_builder.builder import BuildOptions, build_index
+from photo_index import MilvusLocation
 from tests.milvus.server import MilvusProcess
 
 _names = itertools.count()
@@ -43,8 +44,7 @@ def milvus_build(milvus, tmp_path, collection, tiny_baseline):
         options.setdefault("workers", 0)
         options.setdefault("batch_size", 8)
         options.setdefault("progress", False)
-        options.setdefault("collection", collection)
-        return build_index(encoder or tiny_baseline, BuildOptions(gallery=gallery, engine="milvus",
-                                                                  milvus_uri=milvus.uri, **options))
+        location = MilvusLocation(milvus.uri, options.pop("collection", collection))
+        return build_index(encoder or tiny_baseline, BuildOptions(gallery=gallery, location=location, **options))
 
     return run

@@ -13,11 +13,11 @@ import time
 import numpy as np
 import pytest
 
-from index_builder import BuildError, EngineUnavailableError, FingerprintMismatchError, IndexNotFoundError
+from index_builder import FingerprintMismatchError
 from index_builder.builder import BuildOptions, build_index
 from index_builder.cli import main as cli_main
-from index_builder.engine import open_source
-from index_builder.milvus.reader import category_filter
+from photo_index import BuildError, EngineUnavailableError, IndexNotFoundError, locate, open_source
+from photo_index.backends.milvus.reader import category_filter
 from tests.app.support import REPO, TINY_ENV, make_gallery
 from tests.imagegen import random_photo
 
@@ -28,7 +28,7 @@ def test_build_then_incremental_update_in_place(milvus, milvus_build, collection
     gallery = make_gallery(tmp_path / "gallery", per_category=3)
     first = milvus_build(gallery)
     assert first.status == "built" and first.size == 6 and first.factory == "AUTOINDEX"
-    source = open_source("milvus", milvus_uri=milvus.uri, collection=collection)
+    source = open_source(locate("milvus", milvus_uri=milvus.uri, collection=collection))
     assert source.current() == first.version and source.verify() == []
     reader = source.open()
     ids = sorted(r.id for r in reader.records(range(6)) if r)
@@ -65,7 +65,7 @@ def test_rebuild_and_encoder_change_make_a_new_collection_and_switch_the_alias(
     first = milvus_build(gallery)
     with pytest.raises(FingerprintMismatchError, match="--rebuild"):
         milvus_build(gallery, encoder=tiny_encoder)
-    source = open_source("milvus", milvus_uri=milvus.uri, collection=collection)
+    source = open_source(locate("milvus", milvus_uri=milvus.uri, collection=collection))
     assert source.current() == first.version
     second = milvus_build(gallery, encoder=tiny_encoder, rebuild=True, keep=1)
     assert second.version != first.version and source.current() == second.version
@@ -80,8 +80,8 @@ def test_same_top_k_as_faiss_on_the_same_vectors(milvus, milvus_build, collectio
                                             progress=False, index_factory="Flat"))
     queries = np.random.default_rng(0).normal(size=(5, tiny_baseline.embed_dim)).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    with open_source("faiss", index_dir=tmp_path / "faiss").open() as faiss_reader:
-        milvus_reader = open_source("milvus", milvus_uri=milvus.uri, collection=collection).open()
+    with open_source(locate("faiss", index_dir=tmp_path / "faiss")).open() as faiss_reader:
+        milvus_reader = open_source(locate("milvus", milvus_uri=milvus.uri, collection=collection)).open()
         for category in (None, "apple"):
             faiss_scores, faiss_ids = faiss_reader.search(queries, 4, category=category)
             milvus_scores, milvus_ids = milvus_reader.search(queries, 4, category=category)
@@ -97,7 +97,7 @@ def test_category_filters_are_quoted_milvus_expressions():
 def test_a_build_killed_mid_way_leaves_the_served_collection_intact(milvus, milvus_build, collection, tmp_path):
     gallery = make_gallery(tmp_path / "gallery", per_category=3)
     served = milvus_build(gallery)
-    source = open_source("milvus", milvus_uri=milvus.uri, collection=collection)
+    source = open_source(locate("milvus", milvus_uri=milvus.uri, collection=collection))
     command = [sys.executable, "-m", "index_builder", "build", "--gallery", str(gallery), "--out",
                str(tmp_path / "work"), "--engine", "milvus", "--milvus-uri", milvus.uri, "--collection", collection,
                "--rebuild", "--workers", "0", "--no-progress", "--milvus-index", "HNSW", "--milvus-index-params",
@@ -123,15 +123,15 @@ def test_a_build_killed_mid_way_leaves_the_served_collection_intact(milvus, milv
 def test_unreachable_servers_bad_uris_and_missing_collections_are_clear_errors(milvus, collection, capsys):
     started = time.monotonic()
     with pytest.raises(EngineUnavailableError, match="unavailable"):
-        open_source("milvus", milvus_uri="http://127.0.0.1:1", collection=collection, timeout_s=1).current()
+        open_source(locate("milvus", milvus_uri="http://127.0.0.1:1", collection=collection, timeout_s=1)).current()
     assert time.monotonic() - started < 15  # bounded, never a hang
     with pytest.raises(BuildError, match="--milvus-uri"):
-        open_source("milvus", milvus_uri="", collection=collection)
+        open_source(locate("milvus", milvus_uri="", collection=collection))
     with pytest.raises((BuildError, EngineUnavailableError), match="Milvus at ftp://nowhere"):
-        open_source("milvus", milvus_uri="ftp://nowhere", collection=collection, timeout_s=1).current()
+        open_source(locate("milvus", milvus_uri="ftp://nowhere", collection=collection, timeout_s=1)).current()
     with pytest.raises(BuildError, match="not a valid Milvus name"):
-        open_source("milvus", milvus_uri=milvus.uri, collection="no-dashes")
-    missing = open_source("milvus", milvus_uri=milvus.uri, collection="never_built")
+        open_source(locate("milvus", milvus_uri=milvus.uri, collection="no-dashes"))
+    missing = open_source(locate("milvus", milvus_uri=milvus.uri, collection="never_built"))
     assert missing.current() is None
     with pytest.raises(IndexNotFoundError, match="alias does not exist"):
         missing.open()

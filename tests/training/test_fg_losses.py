@@ -23,21 +23,44 @@ def test_l_delta_is_zero_when_every_category_has_the_same_distribution():
     assert float(relative_separation_loss(delta, groups)) == pytest.approx(0.0, abs=f32_tol(math.log(3)))
 
 
-def test_l_delta_ignores_order_and_a_constant_shift_within_a_category():
+def test_sorted_l_delta_ignores_order_and_a_constant_shift_within_a_category():
     # softmax is shift-invariant: the same spread of δ around another mean is "the same distribution"
     delta = torch.tensor([0.1, 0.4, 0.8, 0.5])
     groups = torch.tensor([0, 0, 1, 1])
-    assert float(relative_separation_loss(delta, groups)) == pytest.approx(0.0, abs=f32_tol(math.log(2)))
+    assert float(relative_separation_loss(delta, groups, "sorted")) == pytest.approx(0.0, abs=f32_tol(math.log(2)))
 
 
-def test_l_delta_is_the_mean_kl_over_ordered_pairs_of_distinct_categories():
+def test_paper_l_delta_compares_the_kth_triplets_of_two_categories_and_is_the_default():
+    # Eq. 4 as method.md states it: D_c = softmax of c's δ as they come; nothing is sorted, so the same values in
+    # another order are another distribution (and the shifted copy in the same order is the same one).
+    delta = torch.tensor([0.1, 0.4, 0.8, 0.5])
+    groups = torch.tensor([0, 0, 1, 1])
+    d0, d1 = (torch.softmax(torch.tensor(values, dtype=torch.float64), 0) for values in ([0.1, 0.4], [0.8, 0.5]))
+    expected = (kl(d0, d1) + kl(d1, d0)) / 2
+    assert float(relative_separation_loss(delta, groups)) == pytest.approx(expected, abs=f32_tol(1.0))
+    assert float(relative_separation_loss(delta, groups, "paper")) == pytest.approx(expected, abs=f32_tol(1.0))
+    shifted_same_order = torch.tensor([0.1, 0.4, 0.6, 0.9])
+    assert float(relative_separation_loss(shifted_same_order, groups)) == pytest.approx(0.0, abs=f32_tol(math.log(2)))
+    with pytest.raises(ValueError, match="order"):
+        relative_separation_loss(delta, groups, "shuffled")
+
+
+def test_paper_l_delta_keeps_each_categorys_batch_order_when_categories_interleave():
+    delta = torch.tensor([0.0, 0.5, 1.0, 0.5])  # category 0: 0.0 then 1.0; category 1: 0.5 then 0.5
+    groups = torch.tensor([0, 1, 0, 1])
+    d0, d1 = (torch.softmax(torch.tensor(values, dtype=torch.float64), 0) for values in ([0.0, 1.0], [0.5, 0.5]))
+    expected = (kl(d0, d1) + kl(d1, d0)) / 2  # in float64; the loss runs in float32
+    assert float(relative_separation_loss(delta, groups)) == pytest.approx(expected, abs=f32_tol(1.0))
+
+
+def test_sorted_l_delta_is_the_mean_kl_over_ordered_pairs_of_distinct_categories():
     delta = torch.tensor([0.0, 1.0, 0.5, 0.5, -1.0, 2.0])
     groups = torch.tensor([0, 0, 1, 1, 2, 2])  # batch order must not matter: shuffle below
     order = torch.tensor([3, 0, 5, 1, 4, 2])
     reference = delta.double()  # the reference in float64; the loss itself runs in float32
     d = [torch.softmax(torch.sort(reference[groups == c]).values, 0) for c in range(3)]
     expected = sum(kl(d[a], d[b]) for a, b in itertools.permutations(range(3), 2)) / 6
-    got = float(relative_separation_loss(delta[order], groups[order]))
+    got = float(relative_separation_loss(delta[order], groups[order], "sorted"))
     assert got > 0
     assert got == pytest.approx(expected, abs=f32_tol(3.0))  # log-probabilities reach about -3
 
@@ -108,19 +131,20 @@ def test_patch_shuffle_rejects_a_bad_grid():
         patch_shuffle(torch.zeros(2, 3, 8, 8), torch.zeros(2, 9, dtype=torch.long), 2)
 
 
-def test_l_delta_sees_only_the_shape_of_each_categorys_spread_never_its_level():
+@pytest.mark.parametrize("order", ["paper", "sorted"])
+def test_l_delta_sees_only_the_shape_of_each_categorys_spread_never_its_level(order):
     # A softmax inside each category ignores a common shift of that category's δ: categories that are
     # separated by different amounts on average but spread alike cost nothing; only spreads are compared.
     generator = torch.Generator().manual_seed(0)
     delta = torch.randn(20, generator=generator) * 0.05
     groups = torch.arange(4).repeat_interleave(5)
     shifts = torch.tensor([-0.3, 0.0, 0.2, 0.45]).repeat_interleave(5)
-    base = relative_separation_loss(delta, groups)
-    shifted = float(relative_separation_loss(delta + shifts, groups))
-    assert shifted == pytest.approx(float(base), abs=f32_tol(math.log(5)))
+    base = relative_separation_loss(delta, groups, order)
+    shifted = relative_separation_loss(delta + shifts, groups, order)
+    assert float(shifted) == pytest.approx(float(base), abs=f32_tol(math.log(5)))
     widened = delta.clone()
     widened[:5] *= 3  # one category's spread changes shape: now L_δ moves
-    assert float(relative_separation_loss(widened, groups)) > float(base) * 1.5
+    assert float(relative_separation_loss(widened, groups, order)) > float(base) * 1.5
 
 
 def _clip_like_batch(seed: int, categories: int = 16, per_category: int = 4, dim: int = 512):
@@ -139,13 +163,14 @@ def _clip_like_batch(seed: int, categories: int = 16, per_category: int = 4, dim
     return sketch.reshape(-1, dim), photo.reshape(-1, dim), negative.reshape(-1, dim), groups
 
 
+@pytest.mark.parametrize("order", ["paper", "sorted"])
 @pytest.mark.parametrize("seed", range(4))
-def test_l_delta_is_about_1e4_to_4e3_beside_a_triplet_of_about_0_3(seed):
+def test_l_delta_is_about_1e4_to_4e3_beside_a_triplet_of_about_0_3(seed, order):
     from training.losses import triplet_loss
 
     sketch, photo, negative, groups = _clip_like_batch(seed)
     delta = separation(sketch, photo, negative)
-    l_delta = float(relative_separation_loss(delta, groups))
+    l_delta = float(relative_separation_loss(delta, groups, order))
     l_tri = float(triplet_loss(sketch, photo, negative, 0.3))
     assert 0.2 < l_tri < 0.35
     assert 1e-4 <= l_delta <= 4e-3

@@ -50,3 +50,33 @@ def test_bad_arguments_are_refused():
         accuracy_at_k(torch.tensor([], dtype=torch.long))
     with pytest.raises(ValueError):
         target_ranks(torch.eye(2), torch.eye(2), torch.tensor([0, 1]), query_groups=torch.tensor([0, 0]))
+
+
+def test_gallery_sizes_per_category_mark_acc_at_k_not_meaningful_where_a_category_holds_k_photos_or_fewer():
+    from training.fine_grained import gallery_sizes
+
+    # category 0: 4 photos (a small hold-out), category 1: 20 photos; 2 queries in each
+    photo_labels = torch.tensor([0] * 4 + [1] * 20)
+    sketch_labels = torch.tensor([0, 0, 1, 1])
+    sizes = gallery_sizes(sketch_labels, photo_labels, ["cow", "saw"], (1, 5, 10))
+    assert sizes["gallery_per_category"] == {"cow": 4, "saw": 20} and sizes["smallest_category_gallery"] == 4
+    # acc@5 and acc@10 are 1 for every cow query whatever the model: not meaningful; acc@1 is
+    assert sizes["not_meaningful"] == {"within_category": ["acc_5", "acc_10"], "all_photos": []}
+    chance = sizes["chance"]["within_category"]
+    assert chance["acc_1"] == pytest.approx((1 / 4 + 1 / 20) / 2)
+    assert chance["acc_5"] == pytest.approx((1 + 5 / 20) / 2) and chance["acc_10"] == pytest.approx((1 + 10 / 20) / 2)
+    assert sizes["chance"]["all_photos"]["acc_10"] == pytest.approx(10 / 24)
+
+
+def test_the_report_warns_gives_chance_level_and_names_the_official_gallery(capsys):
+    from training.fine_grained import gallery_sizes, print_fine_grained
+
+    accuracy = {"acc_1": 0.5, "acc_5": 1.0, "acc_10": 1.0}
+    summary = {"within_category": accuracy, "all_photos": accuracy, "n_queries": 4, "n_gallery": 8,
+               **gallery_sizes(torch.tensor([0, 1]), torch.tensor([0] * 4 + [1] * 4), ["cow", "saw"], (1, 5, 10))}
+    print_fine_grained("model", summary)
+    out, err = capsys.readouterr()
+    assert "chance [within_category]" in out and "cow 4, saw 4" in out
+    assert "Sketchy basic's 100 photos per category" in out
+    assert "acc_5 [within_category] is not meaningful" in err and "acc_10 [all_photos] is not meaningful" in err
+    assert "acc_1 [" not in err

@@ -115,7 +115,14 @@ def test_evaluate_scores_the_paired_gallery_by_default_and_every_photo_on_reques
     assert results["paired"]["n_gallery"] == 8 and results["all"]["n_gallery"] == 14
     assert results["paired"]["gallery"] == "paired" and results["paired"]["photos_found"] == 14
     assert results["paired"]["n_queries"] == results["all"]["n_queries"] == 8
-    assert "gallery: 8 photos (paired" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "gallery: 8 photos (paired" in captured.out and "Sketchy basic's 100 photos per category" in captured.out
+    # 4 paired photos per category: acc@5 and acc@10 within the category are 1 whatever the model
+    assert results["paired"]["gallery_per_category"] == {"class00": 4, "class01": 4}
+    assert results["paired"]["not_meaningful"]["within_category"] == ["acc_5", "acc_10"]
+    assert results["paired"]["chance"]["within_category"]["acc_1"] == 0.25
+    assert "acc_5 [within_category] is not meaningful: a category holds only 4 photos" in captured.err
+    assert results["paired"]["sketch_framing"] == "canvas"  # the frozen-CLIP baseline: the benchmark framing
 
 
 def test_fine_grained_trains_on_every_seen_class_with_val_fraction_0(pairs_root, tmp_path, one_thread):

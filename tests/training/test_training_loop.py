@@ -84,6 +84,9 @@ def test_resume_continues_from_the_saved_step(shapes_root, tmp_path, capsys):
         assert {"map_all", "map_200", "p_100", "p_200", "n_queries", "n_gallery"} <= set(metrics)
         assert metrics["n_queries"] == 24 and metrics["n_gallery"] == 24
         assert metrics["encoder"]["baseline"] is (checkpoint is None)
+        # trained with the default canvas framing, recorded in the checkpoint; evaluation follows it
+        assert metrics["sketch_framing"] == "canvas"
+        assert metrics["encoder"]["config"].get("sketch_framing") == ("canvas" if checkpoint else None)
         assert (report / "per_class_ap.csv").read_text().count("\n") == 3
         assert (report / "queries.png").stat().st_size > 0
     assert "map_all" in capsys.readouterr().out
@@ -237,8 +240,28 @@ def test_evaluate_prints_and_records_the_standard_test_set_sizes(tmp_path, capsy
                  "--json", str(path)]) == 0
     printed = capsys.readouterr().out
     assert "21 sketches x 21 photos here; standard sketchy21 protocol: 12,694 sketches x 10,453 photos" in printed
+    assert "gallery: 21 photos (dedup: 0 duplicate images dropped" in printed
+    assert "sketch framing: canvas (the benchmark framing" in printed  # the frozen-CLIP baseline
+    assert "[gallery dedup: 21 photos]" in printed
     result = json.loads(path.read_text())
     assert result["standard_test_set"]["photos"] == 10_453 and result["precision"] == "fp32"
+    assert (result["gallery"], result["n_gallery"], result["sketch_framing"]) == ("dedup", 21, "canvas")
+    assert result["map_200_div_k"] <= result["map_200"]
+
+    # A copy of one photo: dropped by default, counted with --gallery list (as the ZSE-SBIR / SAKE lists count)
+    first = sorted((tmp_path / "d" / "photo").iterdir())[0]
+    (first / "1.png").write_bytes((first / "0.jpg").read_bytes())
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path), "--gallery", "list", "--sketch-framing", "ink"]) == 0
+    printed = capsys.readouterr().out
+    assert "gallery: 22 photos (list" in printed and "standard sketchy21 protocol: 12,694 sketches x 12,553" in printed
+    assert "sketch framing: ink (--sketch-framing)" in printed
+    result = json.loads(path.read_text())
+    assert (result["gallery"], result["n_gallery"], result["photos_found"]) == ("list", 22, 22)
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "sketchy21", "--workers", "0", "--no-progress",
+                 "--json", str(path)]) == 0
+    assert "gallery: 21 photos (dedup: 1 duplicate images dropped" in capsys.readouterr().out
+    assert json.loads(path.read_text())["n_duplicates_dropped"] == 1
 
 
 @pytest.mark.slow
@@ -249,3 +272,15 @@ def test_refit_under_torchrun_agrees_on_the_epoch_count_across_ranks(shapes_root
     assert json.loads((out / "run.json").read_text())["refit"]["epochs"] == 1
     # 10 classes x 12 sketches / 2 ranks / 12 per batch = 5 steps (the selection run had 4)
     assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 5
+
+
+def test_the_category_task_orders_its_batches_by_the_chosen_sampler(shapes_root, tiny_encoder):
+    data = CategoryDataset.scan(shapes_root)
+    split = ClassSplit(train=[c for c in data.classes if c not in VAL], val=[], test=[])
+    runs = {}
+    for sampler in ("shuffled", "official"):
+        task = CategoryTask(data, split, tiny_encoder, CategoryOptions(batch_size=12, workers=0, sampler=sampler))
+        dataset = task.train_loader(0).dataset
+        runs[sampler] = [task.sketch_labels[s] for s, _, _ in dataset.triples]
+    assert runs["official"] == sorted(runs["official"])  # class after class: every batch of 12 is one class
+    assert runs["shuffled"] != sorted(runs["shuffled"]) and sorted(runs["shuffled"]) == runs["official"]

@@ -48,8 +48,8 @@ def test_category_loss_total_and_parts():
     tol = f32_tol(10.0)  # logits of 10
     assert float(total) == pytest.approx(1.3 + 0.5 * float(cls_s + cls_p), abs=tol)
     assert parts["loss_tri"] == pytest.approx(1.3, abs=tol) and parts["loss"] == pytest.approx(float(total), abs=tol)
-    only_tri, parts = category_loss(s, p, n, labels, text, 10.0, cls_weight=0.0)
-    assert float(only_tri) == pytest.approx(1.3, abs=tol) and "loss_cls_sketch" not in parts
+    only_tri, parts = category_loss(s, p, n, labels, text, 10.0, cls_weight=0.0)  # the default margin, 0.2
+    assert float(only_tri) == pytest.approx(1.2, abs=tol) and "loss_cls_sketch" not in parts
 
 
 def test_category_loss_gradients_flow():

@@ -158,3 +158,46 @@ def test_the_device_path_of_the_voc_sum_equals_the_cpu_path():
     precision = rel.cumsum(1) / torch.arange(1, 301, dtype=torch.float64)
     torch.testing.assert_close(interpolated_precision_sum(precision, rel),
                                _interpolated_precision_sum_torch(precision, rel))
+
+
+def _one_ranking(relevance: list[int]):
+    """One query whose gallery is ranked exactly in the given order (relevant = 1)."""
+    n = len(relevance)
+    scores = torch.linspace(0.9, 0.1, n)
+    gallery = torch.stack([scores, (1 - scores**2).sqrt()], dim=1)
+    return torch.tensor([[1.0, 0.0]]), [0], gallery, [0 if r else 1 for r in relevance]
+
+
+def test_ap_at_k_divided_by_k_and_by_min_k_r_on_one_ranking():
+    # rel = 1 0 1 0 1 0, R = 3, k = 4: Σ_{i≤4} P(i) rel(i) = 1/1 + 2/3 = 5/3
+    q, ql, g, gl = _one_ranking([1, 0, 1, 0, 1, 0])
+    result = rank_gallery(q, ql, g, gl, ap_ks=(4,), precision_ks=(4,))
+    assert result.ap_at[4][0] == pytest.approx((5 / 3) / 3)  # ÷ min(k, R) = 0.5556
+    assert result.ap_at_div_k[4][0] == pytest.approx((5 / 3) / 4)  # ÷ k = 0.4167
+    assert result.ap_at_in_topk[4][0] == pytest.approx((5 / 3) / 2)  # ÷ relevant in the top k
+    summary = result.summary()
+    assert summary["map_4"] == pytest.approx(0.5556, abs=1e-4)
+    assert summary["map_4_div_k"] == pytest.approx(0.4167, abs=1e-4)
+
+
+def test_a_class_with_fewer_relevant_photos_than_k_is_capped_at_r_over_k_when_divided_by_k():
+    # Sketchy-21's skyscraper: 161 test photos < 200. A perfect ranking is 1.0 ÷ min(k, R), but 161/200 ÷ k.
+    q, ql, g, gl = _one_ranking([1] * 161 + [0] * 100)
+    result = rank_gallery(q, ql, g, gl, ap_ks=(200,))
+    assert result.ap_at[200][0] == pytest.approx(1.0)
+    assert result.ap_at_div_k[200][0] == pytest.approx(161 / 200)
+
+
+def test_every_printed_number_names_its_convention_and_source(capsys):
+    from training.evaluate import METRIC_SOURCES, TABLE_KEYS, print_summary
+
+    q, ql, g, gl = _random_problem(5)
+    print_summary("run", rank_gallery(q, ql, g, gl).summary())
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert [line.split()[0] for line in lines] == list(TABLE_KEYS)
+    for line in lines:
+        assert line.rstrip().endswith(METRIC_SOURCES[line.split()[0]])
+    shown = dict(line.split()[:2] for line in lines)
+    assert "÷ 200" in METRIC_SOURCES["map_200_div_k"] and "÷ min(200, R)" in METRIC_SOURCES["map_200"]
+    assert float(shown["map_200_div_k"]) <= float(shown["map_200"])  # R < 200 everywhere in this small gallery
+    assert "Doodle2Search" not in " ".join(METRIC_SOURCES.values())  # its only trace is commented-out code

@@ -13,36 +13,20 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ..errors import BuildError, EngineUnavailableError, IndexNotFoundError
+from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
+from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_SEPARATOR
 
 MANIFESTS = "sbir_manifests"
-VERSION_SEPARATOR = "__v"
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,180}$")
-# Writes and reads are Strong by default: a search right after a build sees the whole build. Searches wait for the
-# server's time tick for that (≈ 200 ms on a standalone 2.3, docs/benchmarks.md); "Bounded" answers at once but may
-# miss rows written in the last few seconds (Milvus's graceful time, 5 s by default).
-CONSISTENCY = "Strong"
-CONSISTENCY_LEVELS = ("Strong", "Bounded")
-DEFAULT_TIMEOUT_S = 10.0
 VARCHAR_MAX = 65_535
 PATH_MAX = 4_096
 PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata"]
 QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
 T = TypeVar("T")
-
-
-
-def check_name(collection: str) -> str:
-    if not collection or not NAME.match(collection) or VERSION_SEPARATOR in collection:
-        raise BuildError(f"--collection {collection!r} is not a valid Milvus name (letters, digits and underscores, "
-                         f"starting with a letter or underscore, without {VERSION_SEPARATOR!r}).")
-    return collection
 
 
 def new_version_name(alias: str) -> str:
@@ -62,9 +46,7 @@ def _is_missing(message: str) -> bool:
 class MilvusConnection:
     """One MilvusClient with bounded timeouts; a failed call drops the client so the next one reconnects."""
 
-    def __init__(self, uri: str, *, timeout: float = DEFAULT_TIMEOUT_S, token: str = "") -> None:
-        if not uri or not isinstance(uri, str):
-            raise BuildError("A Milvus URI is needed (--milvus-uri or SBIR_MILVUS_URI, e.g. http://127.0.0.1:19530).")
+    def __init__(self, uri: str, *, timeout: float = DEFAULT_MILVUS_TIMEOUT_S, token: str = "") -> None:
         self.uri = uri
         self.timeout = float(timeout)
         self.token = token
@@ -149,7 +131,7 @@ class MilvusConnection:
         index = client.prepare_index_params()
         index.add_index(field_name="unused", index_type="FLAT", metric_type="IP")
         self.call(lambda: client.create_collection(MANIFESTS, schema=schema, index_params=index,
-                                                   consistency_level=CONSISTENCY, timeout=self.timeout),
+                                                   consistency_level=DEFAULT_CONSISTENCY, timeout=self.timeout),
                   what="create the manifests collection")
 
     def read_manifest(self, version: str) -> dict | None:
@@ -192,7 +174,7 @@ class MilvusConnection:
         index = self.client.prepare_index_params()
         index.add_index(field_name="vector", index_name="vector", index_type=index_type, metric_type="IP",
                         params=index_params)
-        self.call(lambda: self.client.create_collection(name, schema=schema, consistency_level=CONSISTENCY,
+        self.call(lambda: self.client.create_collection(name, schema=schema, consistency_level=DEFAULT_CONSISTENCY,
                                                         timeout=self.timeout), what=f"create {name}")
         try:
             self.call(lambda: self.client.create_index(name, index, timeout=self.timeout),

@@ -1,4 +1,4 @@
-"""The on-disk layout of an index directory: versions, the ``current`` pointer, staging, the build lock.
+"""The folder format of an index: versions, the ``current`` pointer, manifests (staging and the lock: the builder).
 
 ```
 INDEX_DIR/
@@ -13,20 +13,16 @@ INDEX_DIR/
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import fcntl
 import json
 import os
 import secrets
 import shutil
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .errors import BuildError, IndexCorruptError, IndexNotFoundError
+from .atomic import fsync_dir, write_atomic
+from .errors import IndexCorruptError, IndexNotFoundError
 
 FORMAT = "sbir-index/1"
 CURRENT = "current"
@@ -48,29 +44,6 @@ def utc_now() -> str:
 def new_version_name() -> str:
     """Sortable by creation time, unique across processes."""
     return datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%fZ") + "-" + secrets.token_hex(3)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new content, never a mix."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def current_version(index_dir: str | Path) -> str | None:
@@ -141,9 +114,7 @@ class IndexLayout:
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` versions (never the current one) and stale partial folders."""
         removed = []
-        current = self.current()
-        complete = self.versions()
-        doomed = [v for v in complete[: max(len(complete) - max(keep, 1), 0)] if v != current]
+        doomed = expired(self.versions(), self.current(), keep)
         if self.versions_dir.is_dir():
             doomed += [p.name for p in self.versions_dir.iterdir() if p.name.endswith(PARTIAL_SUFFIX)]
         for name in doomed:
@@ -151,55 +122,10 @@ class IndexLayout:
             removed.append(name)
         return removed
 
-    @contextlib.contextmanager
-    def build_lock(self) -> Iterator[None]:
-        """One build at a time per index directory, released by the kernel when the building process dies.
 
-        A POSIX record lock (``lockf``): unlike ``flock`` it belongs to the process, so DataLoader workers
-        forked while it is held do not hold it too, and a SIGKILLed build frees it even if one of them
-        lingers. Such a lock is also dropped when the process closes *any* descriptor of the file, and it
-        never conflicts within one process: a registry of the folders this process is building into
-        refuses a second build there without opening the file."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            folder = os.stat(self.root)
-        except OSError as error:
-            raise self._unwritable(error) from error
-        key = (folder.st_dev, folder.st_ino)
-        with _HELD_GUARD:
-            if key in _HELD:
-                raise BuildError(f"Another build is running on {self.root} (in this process).")
-            _HELD.add(key)
-        try:
-            try:
-                handle = open(self.root / ".lock", "a+")  # noqa: SIM115 - closed by the with below
-            except OSError as error:
-                raise self._unwritable(error) from error
-            with handle:
-                try:
-                    fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError as error:
-                    if error.errno not in (errno.EACCES, errno.EAGAIN):
-                        raise
-                    raise BuildError(f"Another build is running on {self.root} (lock {self.root / '.lock'}).") \
-                        from error
-                try:
-                    yield
-                finally:
-                    fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
-        finally:
-            with _HELD_GUARD:
-                _HELD.discard(key)
-
-    def _unwritable(self, error: OSError) -> BuildError:
-        why = "it is not a folder" if self.root.exists() and not self.root.is_dir() else error.strerror or error
-        return BuildError(f"Cannot write the index folder {self.root}: {why} "
-                          "(--out must be a writable folder, or a path where one can be created).")
-
-
-# (st_dev, st_ino) of the index folders this process holds the build lock of (see build_lock).
-_HELD: set[tuple[int, int]] = set()
-_HELD_GUARD = threading.Lock()
+def expired(complete: list[str], live: str | None, keep: int) -> list[str]:
+    """Of ``complete`` versions (oldest first), those beyond the newest ``keep`` (at least 1), never ``live``."""
+    return [v for v in complete[: max(len(complete) - max(keep, 1), 0)] if v != live]
 
 
 def read_manifest(version_dir: Path) -> dict:

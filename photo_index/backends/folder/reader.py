@@ -1,7 +1,7 @@
-"""The reader of the index format, used by the app: open the live version, search, fetch metadata.
+"""Reading an index folder: the live version (:class:`FolderSource`) and one version (:class:`IndexReader`).
 
 An :class:`IndexReader` is bound to one version (immutable on disk), so it is safe to share between
-threads; to follow a rebuild, poll :func:`current_version` and open a new reader when it changes.
+threads; to follow a rebuild, poll :meth:`FolderSource.current` and open a new reader when it changes.
 """
 
 from __future__ import annotations
@@ -12,29 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .engine import VectorIndex, get_engine
-from .errors import IndexCorruptError
-from .layout import IDS, METADATA, VECTORS, IndexLayout, current_version, read_manifest
-from .metadata import MetadataStore, PhotoRecord
-
-__all__ = ["IndexReader", "PhotoRecord", "current_version"]
-
-
-def checked_queries(vectors: np.ndarray, dim: int, k: int) -> np.ndarray:
-    """``vectors`` as float32 [n, dim] (one vector may be 1-d); ValueError for another shape or k < 1."""
-    queries = np.asarray(vectors, dtype=np.float32)
-    if queries.ndim == 1:
-        queries = queries[None, :]
-    if queries.ndim != 2 or queries.shape[1] != dim:
-        raise ValueError(f"Query vectors must have shape [n, {dim}], got {list(np.shape(vectors))}.")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}.")
-    return queries
-
-
-def no_hits(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The all-padding result: scores -inf, ids -1."""
-    return np.full((n, k), -np.inf, dtype=np.float32), np.full((n, k), -1, dtype=np.int64)
+from ... import checks
+from ...api import PhotoRecord, StoredRows
+from ...errors import IndexCorruptError, IndexNotFoundError
+from ...format import IDS, METADATA, VECTORS, IndexLayout, current_version, read_manifest
+from ...queries import checked_queries, no_hits
+from .faiss_index import FaissEngine, FaissIndex
+from .records import MetadataStore
 
 
 class IndexReader:
@@ -55,8 +39,7 @@ class IndexReader:
             raise IndexCorruptError(f"Version {folder} has unreadable vectors or ids: {error}") from error
         self._metadata = MetadataStore(folder / METADATA)
         section = self.manifest["index"]
-        self._index: VectorIndex = get_engine(section.get("engine", "faiss")).open(
-            folder, section, self._vectors, self._ids, device=device)
+        self._index: FaissIndex = FaissEngine().open(folder, section, self._vectors, self._ids, device=device)
         self.size: int = int(self._index.size)
         if self._index.dim != self.dim:
             self.close()
@@ -72,10 +55,6 @@ class IndexReader:
         ``device="auto"`` puts the FAISS index on the GPU(s) when faiss has GPU support.
         """
         return cls(IndexLayout(index_dir).current_dir(), device=device)
-
-    def is_current(self) -> bool:
-        """False once a build has switched ``current`` to another version (time to open a new reader)."""
-        return current_version(self.folder.parent.parent) == self.version
 
     def __len__(self) -> int:
         return self.size
@@ -123,8 +102,8 @@ class IndexReader:
         return np.array(self._vectors[row], dtype=np.float32)
 
     @property
-    def vector_index(self) -> VectorIndex:
-        """The engine's loaded index (for checks and tools)."""
+    def vector_index(self) -> FaissIndex:
+        """The loaded FAISS index (for checks and tools)."""
         return self._index
 
     @property
@@ -134,6 +113,33 @@ class IndexReader:
     def vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """The stored (ids [N], vectors [N, D]) of this version, memory-mapped (for checks and tools)."""
         return self._ids, self._vectors
+
+    def stored(self) -> StoredRows:
+        records = list(self._metadata.iter_records())
+        return StoredRows(self._ids, self._vectors, [record.sha256 for record in records],
+                          [record.category for record in records])
+
+    def index_problems(self, rows: StoredRows) -> list[str]:
+        """The records and the FAISS index against ``ids.npy`` / ``vectors.npy``."""
+        ids = rows.ids
+        problems = [f"metadata: {line}" for line in self._metadata.integrity_errors()]
+        meta_ids = np.array(self._metadata.ids(), dtype=np.int64)
+        if not np.array_equal(meta_ids, ids):
+            problems.append(f"metadata has {len(meta_ids)} photos; {len(np.setdiff1d(meta_ids, ids))} not in the "
+                            f"vectors, {len(np.setdiff1d(ids, meta_ids))} of the vectors without metadata")
+        index = self._index
+        if index.size != len(ids):
+            problems.append(f"the vector index holds {index.size} vectors; ids.npy holds {len(ids)}")
+        index_ids = index.ids()
+        if not np.array_equal(index_ids, ids):
+            problems.append(f"the vector index's ids differ from ids.npy ({len(np.setdiff1d(index_ids, ids))} extra, "
+                            f"{len(np.setdiff1d(ids, index_ids))} missing)")
+        elif len(ids):
+            problems += index.self_check(rows)
+        return problems
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.folder.iterdir() if p.is_file())
 
     def close(self) -> None:
         self._index.close()
@@ -151,6 +157,8 @@ class FolderSource:
 
     def __init__(self, index_dir: str | Path) -> None:
         self.index_dir = Path(index_dir)
+        self.layout = IndexLayout(index_dir)
+        self.where = str(self.layout.root)
 
     def describe(self) -> str:
         return str(self.index_dir)
@@ -161,15 +169,22 @@ class FolderSource:
     def open(self, device: str = "cpu") -> IndexReader:
         return IndexReader.open(self.index_dir, device=device)
 
-    def info(self, version: str | None = None) -> dict:
-        from .checks import info
+    def open_version(self, version: str | None) -> IndexReader:
+        if version is None:
+            return IndexReader(self.layout.current_dir())
+        folder = self.layout.version_dir(version)
+        if not folder.is_dir():
+            raise IndexNotFoundError(f"{self.index_dir} has no version {version!r} (versions: {self.versions()}).")
+        return IndexReader(folder)
 
-        return info(self.index_dir, version)
+    def versions(self) -> list[str]:
+        return self.layout.versions()
+
+    def info(self, version: str | None = None) -> dict:
+        return checks.info(self, version)
 
     def verify(self, version: str | None = None) -> list[str]:
-        from .checks import verify
-
-        return verify(self.index_dir, version)
+        return checks.verify(self, version)
 
     def close(self) -> None:
         """Nothing held between calls."""

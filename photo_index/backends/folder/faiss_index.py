@@ -1,4 +1,4 @@
-"""FAISS behind the :mod:`engine` seam: index choice by size, training on a sample, nprobe calibration,
+"""The folder backend's vector index, FAISS: index choice by size, training on a sample, nprobe calibration,
 GPU when present, exact category filters.
 
 Auto choice (``--index-factory`` overrides): up to ``FLAT_MAX`` vectors an exact ``Flat`` index;
@@ -20,7 +20,9 @@ import faiss
 import numpy as np
 from tqdm import tqdm
 
-from .errors import BuildError, IndexCorruptError
+from ...api import StoredRows
+from ...checks import self_recall
+from ...errors import BuildError, IndexCorruptError
 
 INDEX_FILE = "index.faiss"
 FLAT_MAX = int(os.environ.get("SBIR_INDEX_FLAT_MAX", "50000"))
@@ -31,7 +33,6 @@ CALIBRATION_QUERIES = 256
 TUNE_QUERIES_MAX = 2048  # real query vectors used by `tune` (a sample when more are given)
 EXACT_FILTER_MAX = 50_000  # category filters on approximate indexes this small are searched exactly
 ADD_CHUNK = 65_536
-SELF_RECALL_MIN = 0.9  # verify: share of stored vectors an approximate index must find in their own top 10
 EXACT_FACTORIES = ("Flat", "IDMap,Flat", "IDMap2,Flat")
 
 
@@ -315,24 +316,20 @@ class FaissIndex:
             found[:, :take] = subset_ids[top]
         return scores, found
 
-    def self_check(self, ids: np.ndarray, vectors: np.ndarray) -> list[str]:
+    def self_check(self, rows: StoredRows) -> list[str]:
         """An exact index must hold exactly the stored vectors; an approximate one must find most of them."""
-        if self.exact:
-            flat = faiss.downcast_index(self.cpu_index.index)
-            held = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
-            rows = np.searchsorted(ids, faiss.vector_to_array(self.cpu_index.id_map))
-            mismatched = 0
-            for start in range(0, len(rows), ADD_CHUNK):
-                expected = np.asarray(vectors[rows[start : start + ADD_CHUNK]])
-                same = np.isclose(held[start : start + ADD_CHUNK], expected, atol=1e-6).all(axis=1)
-                mismatched += int((~same).sum())
-            return [f"{mismatched} vectors in the FAISS index differ from vectors.npy"] if mismatched else []
-        rows = np.random.default_rng(0).choice(len(ids), size=min(200, len(ids)), replace=False)
-        _, found = self.search(np.asarray(vectors[rows]), 10)
-        recall = float(np.mean([ids[row] in hits for row, hits in zip(rows, found, strict=True)]))
-        if recall < SELF_RECALL_MIN:
-            return [f"only {recall:.0%} of sampled stored vectors find themselves in the index's top 10"]
-        return []
+        if not self.exact:
+            return self_recall(self.search, rows)
+        ids, vectors = rows.ids, rows.vectors
+        flat = faiss.downcast_index(self.cpu_index.index)
+        held = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+        stored_rows = np.searchsorted(ids, faiss.vector_to_array(self.cpu_index.id_map))
+        mismatched = 0
+        for start in range(0, len(stored_rows), ADD_CHUNK):
+            expected = np.asarray(vectors[stored_rows[start : start + ADD_CHUNK]])
+            same = np.isclose(held[start : start + ADD_CHUNK], expected, atol=1e-6).all(axis=1)
+            mismatched += int((~same).sum())
+        return [f"{mismatched} vectors in the FAISS index differ from vectors.npy"] if mismatched else []
 
     def close(self) -> None:
         self.search_index = None

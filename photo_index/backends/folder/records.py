@@ -1,4 +1,4 @@
-"""Photo metadata in SQLite: one row per indexed photo, keyed by its stable int64 id."""
+"""Photo records in SQLite (``metadata.sqlite``): one row per indexed photo, keyed by its stable int64 id."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import IndexCorruptError
+from ...api import PhotoRecord
+from ...errors import IndexCorruptError
 
 SCHEMA = """
 CREATE TABLE photos (
@@ -26,24 +26,6 @@ CREATE TABLE photos (
 CREATE INDEX photos_category ON photos (category);
 """
 COLUMNS = "id, path, category, sha256, size, mtime_ns, added_at, updated_at, metadata"
-
-
-@dataclass
-class PhotoRecord:
-    """What the service knows about one indexed photo."""
-
-    id: int
-    path: str  # absolute
-    category: str | None
-    sha256: str
-    size: int
-    added_at: str
-    metadata: dict = field(default_factory=dict)
-    updated_at: str = ""
-    mtime_ns: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _row_to_record(row: tuple) -> PhotoRecord:
@@ -92,9 +74,6 @@ class MetadataStore:
     def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
-
-    def count(self) -> int:
-        return int(self._query("SELECT count(*) FROM photos")[0][0])
 
     def get_many(self, ids: Sequence[int]) -> list[PhotoRecord | None]:
         """Records for ``ids`` in order; None for unknown ids (e.g. FAISS's -1 padding)."""

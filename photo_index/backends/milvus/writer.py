@@ -11,15 +11,16 @@ an unfinished collection without a manifest, which the next build drops.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import numpy as np
 
-from ..builder import FROM_PREVIOUS, FROM_STAGING, BuildOptions, Plan
-from ..errors import BuildError, EngineUnavailableError, IndexCorruptError, IndexNotFoundError
-from ..metadata import PhotoRecord
-from ..report import BuildReport
-from ..staging import Staging
-from .client import MilvusConnection, check_name, new_version_name
+from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
+from ...errors import BuildError, EngineUnavailableError
+from ...format import expired
+from ...location import MilvusLocation
+from ...publishing import live_base, version_report
+from .client import MilvusConnection, new_version_name
 from .reader import PHOTO_FIELDS, checked_manifest, to_record, to_row
 
 DEFAULT_INDEX = "AUTOINDEX"
@@ -61,16 +62,14 @@ class MilvusPrevious:
         return found
 
 
-class MilvusTarget:
-    """The build side of the Milvus engine (see the module docstring)."""
+class MilvusWriter:
+    """The publishing side of the Milvus backend (see the module docstring)."""
 
-    def __init__(self, options: BuildOptions) -> None:
-        if not options.milvus_uri:
-            raise BuildError("--engine milvus needs --milvus-uri (or SBIR_MILVUS_URI), e.g. http://127.0.0.1:19530.")
+    def __init__(self, location: MilvusLocation, options: PublishOptions) -> None:
         self.options = options
-        self.alias = check_name(options.collection or "")
-        self.connection = MilvusConnection(options.milvus_uri, timeout=options.milvus_timeout_s)
-        self.where = f"Milvus {options.milvus_uri} collection {self.alias}"
+        self.alias = location.collection
+        self.connection = MilvusConnection(location.uri, timeout=location.timeout_s, token=location.token)
+        self.where = f"Milvus {location.uri} collection {self.alias}"
         self.index_params = dict(options.index_params or {})
         self.search_params = dict(options.search_params or {})
 
@@ -78,54 +77,51 @@ class MilvusTarget:
         version = self.connection.alias_target(self.alias)
         if version is None:
             return None
-        try:
-            return MilvusPrevious(self.connection, version)
-        except (IndexNotFoundError, KeyError, ValueError) as error:
-            if rebuild:
-                return None
-            kind = "damaged" if isinstance(error, IndexCorruptError) else "unreadable"
-            raise BuildError(f"The live collection {version} of {self.where} is {kind} ({error}); run with "
-                             "--rebuild.") from None
+        return live_base(lambda: MilvusPrevious(self.connection, version), rebuild=rebuild,
+                         what=f"The live collection {version} of {self.where}")
 
     def resolve_factory(self, size: int, dim: int, requested: str | None) -> str:  # noqa: ARG002
         return (requested or DEFAULT_INDEX).upper()
 
-    def write(self, plan: Plan, previous: MilvusPrevious | None, staging: Staging, report: BuildReport,
-              manifest: dict, requested: str | None, dim: int) -> None:  # noqa: ARG002
-        section = {"engine": "milvus", "factory": report.factory, "metric": "inner_product",
+    def write(self, content: VersionContent, previous: MilvusPrevious | None, manifest: Mapping,
+              report: Mapping) -> str:
+        factory, dim = report["factory"], int(manifest["dim"])
+        section = {"engine": "milvus", "factory": factory, "metric": "inner_product",
                    "index_params": self.index_params, "search_params": self.search_params}
         old = previous.manifest["index"] if previous else {}
         in_place = (previous is not None and not self.options.rebuild and previous.manifest["dim"] == dim
-                    and (old.get("factory"), old.get("index_params") or {}) == (report.factory, self.index_params))
-        manifest["categories"] = sorted({r.category for r in plan.records if r.category})
+                    and (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params))
+        dates = {}
         if in_place:
-            report.version = previous.name
-            self._update_in_place(plan, previous, staging)
-            manifest.update(created_at=previous.manifest["created_at"], updated_at=plan.now)
+            version = previous.name
+            self._update_in_place(content, previous)
+            dates = {"created_at": previous.manifest["created_at"], "updated_at": content.now}
         else:
-            report.version = new_version_name(self.alias)
-            self._fill_new(report.version, plan, previous, staging, dim, report.factory)
-        manifest.update(version=report.version, index=section, build=report.counts())
-        self.connection.write_manifest(report.version, manifest)
+            version = new_version_name(self.alias)
+            self._fill_new(version, content, previous, dim, factory)
+        _, counts = version_report(report, version)
+        self.connection.write_manifest(version, {
+            **manifest, "categories": sorted({r.category for r in content.records if r.category}), **dates,
+            "version": version, "index": section, "build": counts})
         if not in_place:
-            self.connection.switch_alias(self.alias, report.version)
+            self.connection.switch_alias(self.alias, version)
+        return version
 
     @staticmethod
     def _rows(records: list[PhotoRecord], sources: np.ndarray, previous: MilvusPrevious | None,
-              staging: Staging) -> list[dict]:
+              staged: np.ndarray) -> list[dict]:
         """Milvus rows for ``records``: vectors from staging, or from the previous collection (row = old id)."""
-        staged = staging.vectors()
         reused = previous.vectors_of([int(row) for kind, row in sources if kind == FROM_PREVIOUS]) if previous else {}
         return [to_row(record, staged[row] if kind == FROM_STAGING else reused[int(row)])
                 for record, (kind, row) in zip(records, sources, strict=True)]
 
-    def _update_in_place(self, plan: Plan, previous: MilvusPrevious, staging: Staging) -> None:
+    def _update_in_place(self, plan: VersionContent, previous: MilvusPrevious) -> None:
         client, timeout = self.connection.client, self.connection.timeout
         changed = [i for i, record in enumerate(plan.records)
                    if plan.sources[i][0] == FROM_STAGING or previous.by_path.get(record.path) != record]
         for start in range(0, len(changed), CHUNK):
             picked = changed[start : start + CHUNK]
-            rows = self._rows([plan.records[i] for i in picked], plan.sources[picked], previous, staging)
+            rows = self._rows([plan.records[i] for i in picked], plan.sources[picked], previous, plan.staged)
             self.connection.call(lambda rows=rows: client.upsert(previous.name, rows, timeout=timeout),
                                  what="upsert photos")
         kept = {record.id for record in plan.records}
@@ -135,7 +131,7 @@ class MilvusTarget:
             self.connection.call(lambda chunk=chunk: client.delete(previous.name, filter=f"id in {chunk}",
                                                                    timeout=timeout), what="delete photos")
 
-    def _fill_new(self, name: str, plan: Plan, previous: MilvusPrevious | None, staging: Staging, dim: int,
+    def _fill_new(self, name: str, plan: VersionContent, previous: MilvusPrevious | None, dim: int,
                   index_type: str) -> None:
         """Create, load (empty: quick), fill, flush and wait for the index; on a server error drop the half."""
         connection = self.connection
@@ -145,7 +141,7 @@ class MilvusTarget:
             client, timeout = connection.client, connection.timeout
             for start in range(0, len(plan.records), CHUNK):
                 rows = self._rows(plan.records[start : start + CHUNK], plan.sources[start : start + CHUNK],
-                                  previous, staging)
+                                  previous, plan.staged)
                 connection.call(lambda rows=rows: client.insert(name, rows, timeout=timeout), what="insert photos")
             connection.call(lambda: client.flush(name, timeout=BUILD_TIMEOUT_S), what="flush")
             connection.wait_indexed(name, len(plan.records), timeout=BUILD_TIMEOUT_S)
@@ -159,8 +155,7 @@ class MilvusTarget:
         live = self.connection.alias_target(self.alias)
         versions = self.connection.versions(self.alias)
         complete = [v for v in versions if v == live or self.connection.read_manifest(v) is not None]
-        doomed = [v for v in versions if v not in complete]
-        doomed += [v for v in complete[: max(len(complete) - max(keep, 1), 0)] if v != live]
+        doomed = [v for v in versions if v not in complete] + expired(complete, live, keep)
         for version in doomed:
             self.connection.drop(version)
 

@@ -13,15 +13,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..checks import SHA256, check_vectors
-from ..errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
-from ..layout import REQUIRED, field_of
-from ..metadata import PhotoRecord
-from ..reader import checked_queries, no_hits
-from .client import CONSISTENCY, DEFAULT_TIMEOUT_S, PHOTO_FIELDS, MilvusConnection
-
-SELF_RECALL_MIN = 0.9
-SAMPLE = 200
+from ... import checks
+from ...api import PhotoRecord, StoredRows
+from ...errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
+from ...format import REQUIRED, field_of
+from ...location import DEFAULT_CONSISTENCY, MilvusLocation
+from ...queries import checked_queries, no_hits
+from .client import PHOTO_FIELDS, MilvusConnection
 
 
 def category_filter(category: str) -> str:
@@ -58,7 +56,7 @@ def checked_manifest(connection: MilvusConnection, version: str) -> dict:
 class MilvusReader:
     """A read-only view of one Milvus photo collection (thread-safe: the client is)."""
 
-    def __init__(self, connection: MilvusConnection, version: str, consistency: str = CONSISTENCY) -> None:
+    def __init__(self, connection: MilvusConnection, version: str, consistency: str = DEFAULT_CONSISTENCY) -> None:
         self.connection = connection
         self.consistency = consistency
         self.manifest = checked_manifest(connection, version)
@@ -141,6 +139,23 @@ class MilvusReader:
     def all_rows(self, fields: list[str]) -> list[dict]:
         return self.connection.query_all(self.version, fields, missing=f"Milvus collection {self.version} is gone.")
 
+    def stored(self) -> StoredRows:
+        rows = self.all_rows(["id", "vector", "category", "sha256"])  # ascending id
+        vectors = np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), self.dim)
+        return StoredRows(np.array([row["id"] for row in rows], dtype=np.int64), vectors,
+                          [row["sha256"] for row in rows], [row["category"] or None for row in rows])
+
+    def index_problems(self, rows: StoredRows) -> list[str]:
+        """The manifest's categories against the collection's; most stored vectors find themselves."""
+        problems = []
+        held = sorted({category for category in rows.categories if category})
+        if held != sorted(self.categories()):
+            problems.append(f"the collection's categories {held[:5]} differ from the manifest's")
+        return problems + checks.self_recall(self.search, rows)
+
+    def disk_bytes(self) -> int:
+        return 0  # the server's business
+
     def close(self) -> None:
         """Nothing to free: the connection belongs to the source."""
 
@@ -154,13 +169,11 @@ class MilvusReader:
 class MilvusSource:
     """The live index behind a Milvus alias: polled by the app, described and verified by the CLI."""
 
-    def __init__(self, uri: str, alias: str, *, timeout: float = DEFAULT_TIMEOUT_S, consistency: str = CONSISTENCY
-                 ) -> None:
-        from .client import check_name
-
-        self.alias = check_name(alias)
-        self.consistency = consistency
-        self.connection = MilvusConnection(uri, timeout=timeout)
+    def __init__(self, location: MilvusLocation) -> None:
+        self.alias = location.collection
+        self.consistency = location.consistency
+        self.connection = MilvusConnection(location.uri, timeout=location.timeout_s, token=location.token)
+        self.where = self.describe()
 
     def describe(self) -> str:
         return f"Milvus {self.connection.uri} collection {self.alias}"
@@ -169,56 +182,27 @@ class MilvusSource:
         return self.connection.alias_target(self.alias)
 
     def open(self, device: str = "cpu") -> MilvusReader:  # noqa: ARG002 - the server decides where it searches
-        version = self.current()
-        if version is None:
-            raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
-                                     "(run `index_builder build --engine milvus`).")
-        return MilvusReader(self.connection, version, self.consistency)
+        return self.open_version(None)
 
-    def _reader(self, version: str | None) -> MilvusReader:
+    def open_version(self, version: str | None) -> MilvusReader:
         if version is None:
-            return self.open()
-        if version not in self.connection.versions(self.alias):
+            version = self.current()
+            if version is None:
+                raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
+                                         "(run `index_builder build --engine milvus`).")
+            return MilvusReader(self.connection, version, self.consistency)
+        if version not in self.versions():
             raise IndexNotFoundError(f"{self.describe()} has no version {version!r}.")
         return MilvusReader(self.connection, version)
 
+    def versions(self) -> list[str]:
+        return self.connection.versions(self.alias)
+
     def info(self, version: str | None = None) -> dict:
-        reader = self._reader(version)
-        manifest = reader.manifest
-        return {
-            "index_dir": self.describe(), "current": self.current(), "version": reader.version,
-            "created_at": manifest["created_at"], "size": manifest["size"], "dim": manifest["dim"],
-            "encoder": manifest["encoder"], "gallery": manifest["gallery"], "index": manifest["index"],
-            "categories": len(reader.categories()), "build": manifest["build"],
-            "versions": self.connection.versions(self.alias), "disk_bytes": 0,
-        }
+        return checks.info(self, version)
 
     def verify(self, version: str | None = None) -> list[str]:
-        """Rows = manifest size, ids unique, vectors finite and unit-norm, valid hashes, the manifest's categories,
-        and most stored vectors find themselves in their own top 10."""
-        reader = self._reader(version)
-        rows = reader.all_rows(["id", "vector", "category", "sha256"])
-        problems: list[str] = []
-        ids = np.array([row["id"] for row in rows], dtype=np.int64)
-        if len(ids) != reader.size:
-            problems.append(f"the collection holds {len(ids)} photos; the manifest says {reader.size}")
-        if len(np.unique(ids)) != len(ids) or (len(ids) and ids.min() < 0):
-            problems.append("the collection's ids are not unique non-negative ids")
-        vectors = np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), reader.dim)
-        problems += check_vectors(vectors)
-        bad = sum(not SHA256.match(row["sha256"] or "") for row in rows)
-        if bad:
-            problems.append(f"{bad} photos without a valid sha256")
-        held = sorted({row["category"] for row in rows if row["category"]})
-        if held != sorted(reader.categories()):
-            problems.append(f"the collection's categories {held[:5]} differ from the manifest's")
-        if len(ids):
-            sample = np.random.default_rng(0).choice(len(ids), size=min(SAMPLE, len(ids)), replace=False)
-            _, found = reader.search(vectors[sample], 10)
-            recall = float(np.mean([ids[row] in hits for row, hits in zip(sample, found, strict=True)]))
-            if recall < SELF_RECALL_MIN:
-                problems.append(f"only {recall:.0%} of sampled stored vectors find themselves in their top 10")
-        return problems
+        return checks.verify(self, version)
 
     def close(self) -> None:
         self.connection.close()

@@ -1,0 +1,123 @@
+"""What a build does with each scanned photo: which vectors it reuses, which files it embeds, and the new
+version's records with stable ids.
+
+Stable ids: a photo (its path, or the id its manifest row gives) keeps its id across runs; new photos get ids
+above every id ever handed out (``next_id`` in the manifest), so a deleted photo's id is never reused.
+Unchanged photos (same path, size and mtime, not written since the previous scan) are not read at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from photo_index.api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, Previous, VersionContent
+from photo_index.format import utc_now
+
+from .sources import Scan, Skipped
+from .staging import FileKey, Staging
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Photos whose previous vector is reused, files that must be read (with the content hash that lets
+    them keep their vector), and how many an interrupted run had already staged."""
+
+    reused: dict[str, PhotoRecord]
+    wanted: list[FileKey]
+    known: dict[str, str]
+    resumed: int
+
+
+def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: bool) -> Selection:
+    """Reused: same path, size, mtime, and not written since the previous scan. Wanted: new, changed, or written
+    since with their mtime set back, and not already staged by an interrupted run."""
+    reused: dict[str, PhotoRecord] = {}
+    wanted: list[FileKey] = []
+    known: dict[str, str] = {}
+    resumed = 0
+    since = previous.manifest.get("scanned_at_ns") if previous else None
+    for photo in scan.photos:
+        old = previous.by_path.get(photo.path) if previous else None
+        if old and not rebuild:
+            if (old.size, old.mtime_ns) == (photo.size, photo.mtime_ns) and (
+                    not isinstance(since, int) or photo.ctime_ns <= since):
+                reused[photo.path] = old
+                continue
+            known[photo.path] = old.sha256  # touched, or written since with its mtime set back: compare the bytes
+        key = (photo.path, photo.size, photo.mtime_ns)
+        if key in staging.entries or key in staging.failures:
+            resumed += key in staging.entries
+        else:
+            wanted.append(key)
+    return Selection(reused, wanted, known, resumed)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The new version's rows, the photo counts, and the files that could not be embedded."""
+
+    content: VersionContent
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    failed: list[Skipped] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return len(self.content.records)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], staging: Staging) -> Plan:
+    """Assign stable ids and count added / updated / unchanged / removed photos."""
+    now = utc_now()
+    explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
+    next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
+    records: list[PhotoRecord] = []
+    sources: list[tuple[int, int]] = []
+    failed: list[Skipped] = []
+    added = updated = unchanged = 0
+    for photo in scan.photos:
+        old = previous.by_path.get(photo.path) if previous else None
+        if photo.path in reused:
+            sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
+        else:
+            key = (photo.path, photo.size, photo.mtime_ns)
+            if key in staging.failures:
+                failed.append(staging.failures[key])
+                continue
+            row, sha = staging.entries[key]
+            source = (FROM_STAGING, row)
+        if photo.photo_id is not None:
+            photo_id = photo.photo_id
+        elif old is not None and old.id not in explicit:
+            photo_id = old.id
+        else:
+            photo_id, next_id = next_id, next_id + 1
+        changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (
+            sha, photo.category, photo.metadata, photo_id)
+        if old is None:
+            added += 1
+        elif changed:
+            updated += 1
+        else:
+            unchanged += 1
+        records.append(PhotoRecord(
+            id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
+            added_at=old.added_at if old else now, metadata=photo.metadata,
+            updated_at=now if changed else old.updated_at, mtime_ns=photo.mtime_ns,
+        ))
+        sources.append(source)
+    kept = {record.path for record in records}
+    removed = sum(path not in kept for path in previous.by_path) if previous else 0
+    order = sorted(range(len(records)), key=lambda i: records[i].id)
+    content = VersionContent([records[i] for i in order],
+                             np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),
+                             staging.vectors(), next_id, now)
+    return Plan(content, added, updated, unchanged, removed, failed)

@@ -1,0 +1,1 @@
+"""One package per backend, each registered in :mod:`photo_index.registry`."""

@@ -1,0 +1,21 @@
+"""Errors of opening, reading and publishing to an index (all :class:`encoder.errors.SBIRError`)."""
+
+from __future__ import annotations
+
+from encoder.errors import SBIRError
+
+
+class IndexNotFoundError(SBIRError):
+    """No usable index version: no ``current`` pointer, or the version it names is missing."""
+
+
+class IndexCorruptError(IndexNotFoundError):
+    """A version exists but its files cannot be read (a subclass, so callers that wait for an index keep waiting)."""
+
+
+class BuildError(SBIRError):
+    """A build or a publish cannot go on (bad arguments or settings, another build running, nothing readable, ...)."""
+
+
+class EngineUnavailableError(SBIRError):
+    """The vector engine's server cannot be reached or answer in time (a temporary condition: retry later)."""
