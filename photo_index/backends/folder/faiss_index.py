@@ -331,6 +331,23 @@ class FaissIndex:
             mismatched += int((~same).sum())
         return [f"{mismatched} vectors in the FAISS index differ from vectors.npy"] if mismatched else []
 
+    def held_vectors(self, ids: np.ndarray) -> np.ndarray | None:
+        """An exact index's own copy of the vectors of ``ids`` (NaN rows for ids it does not hold); None when the
+        index is approximate (it keeps no copy)."""
+        if not self.exact:
+            return None
+        flat = faiss.downcast_index(self.cpu_index.index)
+        held = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+        id_map = faiss.vector_to_array(self.cpu_index.id_map)
+        out = np.full((len(ids), flat.d), np.nan, dtype=np.float32)
+        if not len(id_map):
+            return out
+        order = np.argsort(id_map, kind="stable")
+        at = np.searchsorted(id_map, ids, sorter=order).clip(max=len(id_map) - 1)
+        found = id_map[order[at]] == ids
+        out[found] = held[order[at[found]]]
+        return out
+
     def close(self) -> None:
         self.search_index = None
         self.cpu_index = None

@@ -94,6 +94,9 @@ class MetadataStore:
     def ids_of_category(self, category: str) -> list[int]:
         return [row[0] for row in self._query("SELECT id FROM photos WHERE category = ? ORDER BY id", (category,))]
 
+    def count(self) -> int:
+        return int(self._query("SELECT count(*) FROM photos")[0][0])
+
     def ids(self) -> list[int]:
         return [row[0] for row in self._query("SELECT id FROM photos ORDER BY id")]
 

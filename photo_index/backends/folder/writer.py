@@ -11,7 +11,18 @@ import numpy as np
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
 from ...atomic import write_json
 from ...errors import BuildError
-from ...format import CALIBRATION_QUERIES, IDS, MANIFEST, METADATA, REPORT, VECTORS, IndexLayout, read_manifest
+from ...format import (
+    CALIBRATION_QUERIES,
+    CHECKSUMS,
+    IDS,
+    MANIFEST,
+    METADATA,
+    REPORT,
+    VECTORS,
+    IndexLayout,
+    file_checksums,
+    read_manifest,
+)
 from ...location import FolderLocation
 from ...publishing import live_base, version_report
 from .calibration import saved_queries
@@ -82,7 +93,8 @@ class FolderWriter:
         write_json(partial / REPORT, full)
         write_json(partial / MANIFEST, {
             **manifest, "version": name, "index": section, "build": counts,
-            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT}})
+            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
+            CHECKSUMS: file_checksums(partial)})
         self.layout.publish(name, partial)
         return name
 
