@@ -19,3 +19,7 @@ class BuildError(SBIRError):
 
 class EngineUnavailableError(SBIRError):
     """The vector engine's server cannot be reached or answer in time (a temporary condition: retry later)."""
+
+
+class DiskFullError(BuildError):
+    """The disk filled up while writing (staging, a new version, the pointer); nothing live was changed."""

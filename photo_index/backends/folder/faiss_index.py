@@ -11,6 +11,7 @@ again by ``tune`` on real query vectors (sketches sit farther from photos than p
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from ...api import StoredRows
 from ...checks import self_recall
 from ...errors import BuildError, IndexCorruptError
+from ...space import no_space
 
 INDEX_FILE = "index.faiss"
 FLAT_MAX = int(os.environ.get("SBIR_INDEX_FLAT_MAX", "50000"))
@@ -202,7 +204,13 @@ class FaissEngine:
             section = _calibrated(section, calibrate(index, vectors, ids, target=recall_target))
             timings["calibrate_s"] = round(time.perf_counter() - started, 3)
         section["timings"] = timings
-        faiss.write_index(index, str(folder / INDEX_FILE))
+        path = folder / INDEX_FILE
+        try:
+            faiss.write_index(index, str(path))
+        except RuntimeError as error:  # FAISS reports a full disk as a RuntimeError quoting strerror
+            if os.strerror(errno.ENOSPC) in str(error):
+                raise no_space(path) from None
+            raise
         return section
 
     def tune(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, *,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...api import PhotoRecord
 from ...errors import IndexCorruptError
+from ...space import no_space
 
 SCHEMA = """
 CREATE TABLE photos (
@@ -53,6 +54,10 @@ def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_0
         conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)", rows)
         count += len(rows)
         conn.commit()
+    except sqlite3.OperationalError as error:
+        if "full" in str(error):  # SQLITE_FULL: the disk, in SQLite's words
+            raise no_space(path, str(error)) from None
+        raise
     finally:
         conn.close()
     return count
