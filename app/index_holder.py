@@ -165,7 +165,10 @@ class IndexHolder:
     def _distrust(self, reader: Reader) -> Finding | None:
         """The first failed check of ``reader`` (verify's cheap checks plus the preprocessing version), or None."""
         started = time.perf_counter()
-        findings = trust_findings(reader, fingerprint=self.fingerprint, dim=self.dim)
+        try:
+            findings = trust_findings(reader, fingerprint=self.fingerprint, dim=self.dim)
+        except (OSError, SBIRError, ValueError, RuntimeError, KeyError) as error:  # a check that cannot even run
+            return Finding("readable", f"{type(error).__name__}: {error}")
         log.debug("checked index version %s in %.3f s", reader.version, time.perf_counter() - started)
         if findings:
             return findings[0]
