@@ -29,7 +29,7 @@ import numpy as np
 
 from ....api import PhotoRecord
 from ....atomic import fsync_dir
-from ....errors import BuildError, IndexCorruptError
+from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, utc_now
 from ..faiss_index import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
 from ..records import MetadataStore, write_metadata
@@ -189,14 +189,19 @@ def adopt_folder(segments_dir: Path, folder: Path, section: dict) -> SegmentInfo
     return info
 
 
-def checksum_problems(folder: Path, info: SegmentInfo) -> list[str]:
-    """Files of a segment whose size or sha256 differ from segment.json (reads every byte)."""
+def checksum_problems(folder: Path, info: SegmentInfo, hash_max_bytes: int | None = None) -> list[str]:
+    """Files of a segment whose size or sha256 differ from segment.json. Every byte is read, except that files
+    larger than ``hash_max_bytes`` (when given: the service's cheap checks before a swap) have their size checked
+    only."""
     problems = []
     for file, expected in info.files.items():
         path = folder / file
         if not path.is_file():
             problems.append(f"segment {info.name}: {file} is missing")
-        elif path.stat().st_size != int(expected["bytes"]) or file_sha256(path) != expected["sha256"]:
+            continue
+        size = path.stat().st_size
+        hashed = hash_max_bytes is None or size <= hash_max_bytes
+        if size != int(expected["bytes"]) or hashed and file_sha256(path) != expected["sha256"]:
             problems.append(f"segment {info.name}: {file} differs from its checksum")
     return problems
 
@@ -216,7 +221,7 @@ class Segment:
         except (OSError, ValueError) as error:
             raise IndexCorruptError(f"Segment {folder} has unreadable vectors or ids: {error}") from error
         if len(self.ids) != self.info.size or self.vectors.shape != (self.info.size, self.info.dim):
-            raise IndexCorruptError(f"Segment {folder}: ids {self.ids.shape} and vectors {self.vectors.shape} do not "
+            raise CountsMismatchError(f"Segment {folder}: ids {self.ids.shape} and vectors {self.vectors.shape} do not "
                                     f"match segment.json ({self.info.size} x {self.info.dim}).")
         self.metadata = MetadataStore(folder / METADATA)
         section = self.info.index
