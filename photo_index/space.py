@@ -16,6 +16,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from .errors import DiskFullError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -31,6 +33,17 @@ def reserve(handle_or_fd, nbytes: int) -> None:
         except OSError as error:
             if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # a filesystem without it: written as before
                 raise
+
+
+def reserved_memmap(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A new float32 ``.npy`` file of ``shape``, its blocks allocated before it is mapped (read-write): a full disk
+    is an ``OSError(ENOSPC)`` naming ``path`` here, never a SIGBUS in the middle of a copy into the map."""
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
+    with naming(path), open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, header)
+        offset = handle.tell()
+        reserve(handle, offset + shape[0] * shape[1] * 4)
+    return np.load(path, mmap_mode="r+")
 
 
 def is_disk_full(error: BaseException) -> bool:

@@ -127,6 +127,10 @@ class SegmentedWriter:
         return FaissEngine().resolve_factory(size, dim, requested)
 
     def write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
+        with self.store.undone_on_failure(self.layout.root / REPORTS):
+            return self._write(content, previous, manifest, report)
+
+    def _write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
         self.notes = []
         dim = int(manifest["dim"])
         requested = manifest.get("index_factory_option")
@@ -164,6 +168,10 @@ class SegmentedWriter:
     def compact(self, factory: str | None = None) -> tuple[Version, Version]:
         """(live version, the version with all its photos in one segment, published; the same when nothing
         would change). The live version must be segmented."""
+        with self.store.undone_on_failure():
+            return self._compact(factory)
+
+    def _compact(self, factory: str | None) -> tuple[Version, Version]:
         base = self.store.current()
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to compact.")
@@ -188,6 +196,10 @@ class SegmentedWriter:
     def tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         """(live version, the version with its approximate segments calibrated on ``queries``, one row per
         tuned segment); the new version is published unless no segment had anything to tune."""
+        with self.store.undone_on_failure():
+            return self._tune(queries, recall_target)
+
+    def _tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         base = self.store.current()
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to tune.")

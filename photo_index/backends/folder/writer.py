@@ -26,7 +26,7 @@ from ...format import (
 )
 from ...location import FolderLocation
 from ...publishing import live_base, version_report
-from ...space import naming, reserve
+from ...space import naming, reserved_memmap
 from .calibration import saved_queries
 from .faiss_index import FaissEngine
 from .records import MetadataStore, write_metadata
@@ -139,7 +139,7 @@ def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None,
     if len(sources) == 0:
         np.save(path, np.zeros((0, dim), dtype=np.float32))
         return
-    out = _reserved_memmap(path, (len(sources), dim))
+    out = reserved_memmap(path, (len(sources), dim))
     for start in range(0, len(sources), COPY_CHUNK):
         kinds, rows = sources[start : start + COPY_CHUNK].T
         block = np.empty((len(kinds), dim), dtype=np.float32)
@@ -151,13 +151,3 @@ def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None,
     out.flush()
     del out
 
-
-def _reserved_memmap(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    """A new float32 ``.npy`` file of ``shape``, its blocks allocated before it is mapped: a full disk is an
-    ``OSError(ENOSPC)`` here, never a SIGBUS in the middle of the copy."""
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False, "shape": shape}
-    with naming(path), open(path, "wb") as handle:
-        np.lib.format.write_array_header_1_0(handle, header)
-        offset = handle.tell()
-        reserve(handle, offset + shape[0] * shape[1] * 4)
-    return np.load(path, mmap_mode="r+")

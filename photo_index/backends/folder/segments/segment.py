@@ -31,6 +31,7 @@ from ....api import PhotoRecord
 from ....atomic import fsync_dir
 from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, utc_now
+from ....space import naming, reserved_memmap
 from ..faiss_index import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
 from ..records import MetadataStore, write_metadata
 
@@ -101,9 +102,10 @@ def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:
     """Write ``vectors`` (an array, memmap, or anything sliceable in row blocks) as a float32 .npy; its memmap."""
     size, dim = vectors.shape
     if size == 0:
-        np.save(path, np.zeros((0, dim), dtype=np.float32))
+        with naming(path):
+            np.save(path, np.zeros((0, dim), dtype=np.float32))
         return np.load(path)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(size, dim))
+    out = reserved_memmap(path, (size, dim))  # a full disk: ENOSPC here, never a SIGBUS in the copy below
     for start in range(0, size, COPY_CHUNK):
         out[start : start + COPY_CHUNK] = np.asarray(vectors[start : start + COPY_CHUNK], dtype=np.float32)
     out.flush()
@@ -113,7 +115,9 @@ def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:
 
 def _seal(tmp: Path, segments_dir: Path, info: SegmentInfo) -> Path:
     """Write segment.json, fsync everything, and rename the temp folder into place."""
-    (tmp / SEGMENT_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with naming(tmp / SEGMENT_FILE):
+        (tmp / SEGMENT_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n",
+                                        encoding="utf-8")
     for child in tmp.iterdir():
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
@@ -150,7 +154,8 @@ def write_segment(segments_dir: Path, vectors: np.ndarray, ids: np.ndarray, reco
     tmp = _temp_folder(segments_dir, name)
     try:
         stored = _copy_vectors(tmp / VECTORS, vectors)
-        np.save(tmp / IDS, ids)
+        with naming(tmp / IDS):
+            np.save(tmp / IDS, ids)
         rows = write_metadata(tmp / METADATA, records)
         if rows != len(ids):
             raise BuildError(f"A segment of {len(ids)} vectors got {rows} metadata rows.")
