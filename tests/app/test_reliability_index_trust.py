@@ -5,8 +5,9 @@ segmented (what builds write: the damage goes into a segment with tombstones, in
 one-copy (an older index); the service's holder must refuse it with one log line naming the check, count it in
 `sbir_index_refused{check}`, and keep serving the version it had. Files no checksum covers (one-copy versions
 written before checksums were recorded, segment files larger than what is hashed before a swap) are still
-checked by the sample (finite vectors, equal to an exact index's copy, each found first). A `current` pointer that cannot be used is logged once, never
-re-tried in a loop, and at start the newest version that passes the checks is served instead.
+checked by the sample (finite vectors, equal to an exact index's copy, each found first). A `current` pointer
+that cannot be used is logged once, never re-tried in a loop, and at start the newest version that passes the
+checks is served instead.
 """
 
 from __future__ import annotations
