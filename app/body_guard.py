@@ -55,14 +55,17 @@ UNAUTHORIZED = b"A valid X-API-Key header is required."
 
 class BodyGuard:
     """The middleware; ``in_flight`` counts the requests reading a body now and ``per_client`` them by client
-    (one event loop: plain counters). ``access``: the configured keys (None: every body is welcome)."""
+    (one event loop: plain counters). ``access``: the configured search keys (None: every body is welcome);
+    ``admin``: the admin keys, whose bodies (uploads) are welcome too (a route refuses a key of the other set
+    with 403 once the body is read)."""
 
     def __init__(self, app: ASGIApp, limits: BodyLimits, metrics: Metrics | None = None,
-                 access: Access | None = None) -> None:
+                 access: Access | None = None, admin: Access | None = None) -> None:
         self.app = app
         self.limits = limits
         self.metrics = metrics
         self.access = access
+        self.admin = admin
         self.in_flight = 0
         self.per_client: Counter[str] = Counter()
 
@@ -75,7 +78,7 @@ class BodyGuard:
             await self.app(scope, receive, send)
             return
         key = exchange.header(b"x-api-key")
-        if self.access is not None and not self.access.key_ok(key):
+        if not self._known(key):
             await exchange.drain()
             await exchange.refuse(401, "unauthorized", UNAUTHORIZED.decode(),
                                   [(b"www-authenticate", b"X-API-Key"), (b"cache-control", b"no-store")])
@@ -96,6 +99,13 @@ class BodyGuard:
                 await exchange.refuse_timeout()
         finally:
             exchange.release_slot()
+
+    def _known(self, key: str | None) -> bool:
+        """Whether a body sent with ``key`` may take a slot: any key when none is configured, else a key of
+        either set."""
+        if self.access is None or self.access.key_ok(key):
+            return True
+        return self.admin is not None and self.admin.required and self.admin.key_ok(key)
 
     def _client(self, scope: Scope, key: str | None) -> str:
         """Who holds a slot: the API key's id when keys are set (many clients may share an address behind a
