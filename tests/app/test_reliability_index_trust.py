@@ -23,6 +23,8 @@ import pytest
 import photo_index.backends.folder as folder_backend
 from app.index_holder import IndexHolder
 from app.metrics import Metrics
+from index_builder.builder import BuildOptions
+from index_builder.builder import build_index as build_index_with
 from photo_index.backends.folder import FolderSource, FolderWriter, segmented
 from photo_index.checks import trust_findings
 from tests.app.support import build_index, make_gallery, random_photo
@@ -98,18 +100,19 @@ def parts_of(index_dir: Path) -> Path:
     return index_dir / "segments" / manifest["segments"][0]["name"]
 
 
-def damaged_copy(index_dir: Path, damage, *, checksums: bool = True) -> str:
+def damaged_copy(index_dir: Path, damage, *, checksums: bool = True, segment: int = 0) -> str:
     """A newer version: a copy of the live one with ``damage(parts folder, manifest file)`` applied; its name.
-    Segmented: the version's first segment is copied to a new segment, which the copy of the version lists."""
+    Segmented: the version's ``segment``-th segment is copied to a new segment, which the copy of the version
+    lists in its place."""
     good = live_name(index_dir)
-    name = good + "-damaged"
+    name = f"{good}-damaged{segment}"
     if is_segmented(index_dir, good):
         manifest_path = index_dir / "versions" / f"{name}.json"
         manifest = json.loads((index_dir / "versions" / f"{good}.json").read_text())
-        source = index_dir / "segments" / manifest["segments"][0]["name"]
-        folder = source.with_name(source.name + "-damaged")
+        source = index_dir / "segments" / manifest["segments"][segment]["name"]
+        folder = source.with_name(f"{source.name}-damaged{segment}")
         shutil.copytree(source, folder)
-        manifest["segments"][0]["name"] = folder.name
+        manifest["segments"][segment]["name"] = folder.name
     else:
         folder = index_dir / "versions" / name
         manifest_path = folder / "manifest.json"
@@ -228,6 +231,34 @@ def test_the_segmented_index_has_tombstones_and_passes(indexes, app_encoder):
     finally:
         reader.close()
     assert source.verify() == []
+
+
+def test_a_version_of_an_approximate_and_an_exact_segment_is_checked_across_both(tmp_path, app_encoder):
+    """An IVF segment (with a tombstone) keeps no copy of its vectors: its sampled rows are searched (most must
+    find themselves first), the exact segment's are compared with its index's copy; NaN in either is refused."""
+    gallery = make_gallery(tmp_path / "gallery", per_category=12)
+    options = BuildOptions(index_dir=tmp_path / "index", gallery=gallery, workers=0, faiss_device="cpu",
+                           progress=False, index_factory="IVF4,Flat")
+    assert build_index_with(app_encoder, options).status == "built"
+    change_gallery(gallery)
+    assert build_index_with(app_encoder, options).status == "built"
+    source = FolderSource(tmp_path / "index")
+    with source.open_version(None) as reader:
+        kinds = [segment["factory"] for segment in reader.structure()["segments"]]
+        assert kinds == ["IVF4,Flat", "Flat"] and reader.structure()["deleted"] == 2
+        sample = reader.trust_sample(256)
+        assert not sample.exact and len(sample.ids) == reader.size
+        assert trust_findings(reader, fingerprint=app_encoder.fingerprint(), dim=app_encoder.embed_dim) == []
+    holder, metrics = holder_for(tmp_path / "index", app_encoder)
+    assert holder.refresh()
+    for segment in (0, 1):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(segmented, "CHECKSUM_MAX_BYTES", 0)  # only the sample can tell
+            bad = damaged_copy(tmp_path / "index", nan_vectors, segment=segment)
+            point_at(tmp_path / "index", bad)
+            assert not holder.refresh() and refused_count(metrics, "finite") == segment + 1
+        point_at(tmp_path / "index", holder.version)
+    holder.close()
 
 
 def test_verify_reports_the_same_checks(index_dir, other_index):

@@ -382,25 +382,24 @@ class SegmentedReader:
             return TrustSample({}, np.zeros(0, np.int64), empty, True, problems)
         live = [segment.live_rows() for segment in segments]
         counts = {"ids": sum(len(rows) for rows in live), "vectors": 0, "index": 0, "metadata": 0}
-        for segment in segments:
-            deleted, held = len(segment.tombstones), segment.segment
-            counts["vectors"] += int(held.vectors.shape[0]) - deleted
-            counts["index"] += held.index.size - deleted
-            counts["metadata"] += held.metadata.count() - deleted
         total = counts["ids"]
         picks = np.unique(np.linspace(0, total - 1, num=min(size, total)).astype(np.int64)) if total else \
             np.zeros(0, np.int64)
         starts = np.cumsum([0, *(len(rows) for rows in live)])
         ids, vectors, copies = [], [], []
         for number, segment in enumerate(segments):
+            deleted, held = len(segment.tombstones), segment.segment
+            counts["vectors"] += int(held.vectors.shape[0]) - deleted
+            counts["metadata"] += held.metadata.count() - deleted
             mine = picks[(picks >= starts[number]) & (picks < starts[number + 1])] - starts[number]
-            if not len(mine):
-                continue
             rows = live[number][mine]
-            ids.append(segment.segment.ids[rows])
-            vectors.append(np.asarray(segment.segment.vectors[rows], dtype=np.float32))
-            copy = segment.segment.index.held_vectors(ids[-1])
-            copies.append(vectors[-1] if copy is None else copy)
+            with held.index_for_check() as index:
+                counts["index"] += index.size - deleted
+                if len(rows):
+                    ids.append(held.ids[rows])
+                    vectors.append(np.asarray(held.vectors[rows], dtype=np.float32))
+                    copy = index.held_vectors(ids[-1])
+                    copies.append(vectors[-1] if copy is None else copy)
         if not ids:
             return TrustSample(counts, np.zeros(0, np.int64), empty, True, held=empty)
         sampled = np.concatenate(ids)

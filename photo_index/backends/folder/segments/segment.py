@@ -14,13 +14,14 @@ folder fsynced first), so a folder without the ``.tmp-`` prefix is always whole,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -253,6 +254,22 @@ class Segment:
                 self._index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids,
                                                  device=self._device)
             return self._index
+
+    @contextlib.contextmanager
+    def index_for_check(self) -> Iterator[FaissIndex]:
+        """The segment's index for a one-off check: an approximate segment's own (searches open it anyway); an
+        exact segment's opened for the block only, unless open already (searches read an exact segment's live
+        rows from memory, never its index: keeping it open would hold a second copy of its vectors)."""
+        with self._lock:
+            index = self._index
+        if index is not None or not self.exact:
+            yield index or self.index
+            return
+        index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids, device="cpu")
+        try:
+            yield index
+        finally:
+            index.close()
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each of ``ids`` in this segment, -1 where the segment does not hold it."""
