@@ -7,12 +7,14 @@ import logging
 import sys
 
 import uvicorn
+from pydantic import ValidationError
 
 from encoder import add_encoder_args
 from encoder.errors import SBIRError
 
 from .main import create_app, load_configured_encoder
-from .settings import Settings
+from .server import server_options
+from .settings import Settings, describe_settings_error
 
 # flag → settings field, for the options that are plain values
 FLAGS = {
@@ -26,6 +28,7 @@ FLAGS = {
     "--text-weight": ("text_weight", float), "--max-text-chars": ("max_text_chars", int),
     "--photo-url-ttl-s": ("photo_url_ttl_s", int),
     "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
+    "--max-bodies-per-client": ("max_bodies_per_client", int), "--header-timeout-s": ("header_timeout_s", float),
     "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),
     "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
     "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
@@ -54,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings(**overrides)
-    except ValueError as error:
-        print(f"error: invalid settings: {error}", file=sys.stderr)
+    except ValidationError as error:  # one line naming the variable; never a traceback, never the value
+        print(f"error: invalid settings: {describe_settings_error(error)}", file=sys.stderr)
         return 2
     try:
         encoder = load_configured_encoder(settings)
@@ -63,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: cannot load the encoder: {error}", file=sys.stderr)
         return 2
     uvicorn.run(create_app(settings, encoder=encoder), host=settings.host, port=settings.port,
-                log_level=args.log_level, limit_concurrency=settings.limit_concurrency,
-                timeout_keep_alive=settings.timeout_keep_alive_s)
+                log_level=args.log_level, **server_options(settings))
     return 0
 
 

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
+from .query_fields import canonical_int
+
 MIN_KEY_LENGTH = 16  # characters; `python -c "import secrets; print(secrets.token_urlsafe(32))"` makes a good one
 _DERIVE_CONTEXT = b"sbir signed photo urls v1"
 _MAX_SIG_CHARS = 128  # longer than any signature: refused before hashing
@@ -65,6 +67,10 @@ class Access:
             matched |= hmac.compare_digest(probe, digest)
         return matched
 
+    def key_id(self, key: str) -> str:
+        """A short name for a key that does not reveal it (per-client limits count by it)."""
+        return "key " + hmac.new(self._secret, _digest(key), hashlib.sha256).hexdigest()[:16]
+
     def photo_url(self, photo_id: int, size: int | None, tag: str) -> str:
         """The URL of a photo (or thumbnail) for search results: signed when keys are configured."""
         # built by hand: ints, a quoted tag and a base64url signature need no urlencode (half the cost of a URL)
@@ -86,9 +92,9 @@ class Access:
         """Seconds a signed photo URL stays valid; None when the signature is missing, malformed, wrong or expired."""
         if exp is None or sig is None or len(sig) > _MAX_SIG_CHARS:
             return None
-        if not (exp.isascii() and exp.isdigit() and len(exp) <= _MAX_EXP_DIGITS):
+        expires = canonical_int(exp) if len(exp) <= _MAX_EXP_DIGITS else None
+        if expires is None:  # only the form photo_url writes: "0123" or " 123" is not the signed URL
             return None
-        expires = int(exp)
         expected = self.signature(photo_id, size, tag, expires)
         if not hmac.compare_digest(_digest(expected), _digest(sig)):
             return None

@@ -4,9 +4,14 @@ Pure ASGI middleware (it wraps ``receive`` and ``send``), outermost in the app:
 
 - **Deadline**: a request's whole body must arrive within ``timeout_s`` of its headers, however slowly
   it trickles; otherwise the answer is 408 and the connection closes.
+- **Key first**: with API keys configured, a body comes only with a valid ``X-API-Key`` (every route that
+  takes one needs it); a request without is answered 401 before it takes a slot.
 - **Bound**: at most ``max_in_flight`` requests are reading a body at once (each at most the upload
-  limit, so their memory is bounded); one more is answered 503 with ``Retry-After``. A slot is freed
-  as soon as its body is complete, so slow searches do not hold one.
+  limit, so their memory is bounded), and at most ``max_per_client`` of them from one client (its API
+  key when keys are set, else its source address), so one slow client cannot take every slot; one
+  more is answered 503 with ``Retry-After``. A slot is freed as soon as its body is complete, or as
+  soon as the answer starts without it (a refused body is drained without a slot), so neither slow
+  searches nor refused uploads hold one.
 - **Lingering drain**: a response that starts before the body has been read (413 on a declared
   Content-Length, 401, ...) first reads and discards the rest of the body, at most ``drain_max_bytes``
   within ``drain_timeout_s`` (and the body deadline), as nginx's lingering close does, then answers
@@ -20,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access import Access
 from .metrics import Metrics
 
 RETRY_AFTER_S = 1
@@ -40,16 +47,27 @@ class BodyLimits:
     max_in_flight: int
     drain_max_bytes: int
     drain_timeout_s: float
+    max_per_client: int | None = None  # None: only the overall bound
+
+
+UNAUTHORIZED = b"A valid X-API-Key header is required."
 
 
 class BodyGuard:
-    """The middleware; ``in_flight`` counts the requests reading a body now (one event loop: a plain int)."""
+    """The middleware; ``in_flight`` counts the requests reading a body now and ``per_client`` them by client
+    (one event loop: plain counters). ``access``: the configured search keys (None: every body is welcome);
+    ``admin``: the admin keys, whose bodies (uploads) are welcome too (a route refuses a key of the other set
+    with 403 once the body is read)."""
 
-    def __init__(self, app: ASGIApp, limits: BodyLimits, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: BodyLimits, metrics: Metrics | None = None,
+                 access: Access | None = None, admin: Access | None = None) -> None:
         self.app = app
         self.limits = limits
         self.metrics = metrics
+        self.access = access
+        self.admin = admin
         self.in_flight = 0
+        self.per_client: Counter[str] = Counter()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,12 +77,21 @@ class BodyGuard:
         if exchange.complete:  # no body: nothing to guard
             await self.app(scope, receive, send)
             return
-        if self.in_flight >= self.limits.max_in_flight:
+        key = exchange.header(b"x-api-key")
+        if not self._known(key):
             await exchange.drain()
-            await exchange.refuse(503, "busy", "Too many uploads in progress; retry shortly.",
+            await exchange.refuse(401, "unauthorized", UNAUTHORIZED.decode(),
+                                  [(b"www-authenticate", b"X-API-Key"), (b"cache-control", b"no-store")])
+            return
+        client = self._client(scope, key)
+        crowded = self.limits.max_per_client is not None and self.per_client[client] >= self.limits.max_per_client
+        if crowded or self.in_flight >= self.limits.max_in_flight:
+            await exchange.drain()
+            whose = "from this client " if crowded else ""
+            await exchange.refuse(503, "busy", f"Too many uploads {whose}in progress; retry shortly.",
                                   [(b"retry-after", str(RETRY_AFTER_S).encode())])
             return
-        exchange.take_slot()
+        exchange.take_slot(client)
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except BodyTimeoutError:
@@ -73,8 +100,26 @@ class BodyGuard:
         finally:
             exchange.release_slot()
 
-    def _count(self, delta: int) -> None:
+    def _known(self, key: str | None) -> bool:
+        """Whether a body sent with ``key`` may take a slot: any key when none is configured, else a key of
+        either set."""
+        if self.access is None or self.access.key_ok(key):
+            return True
+        return self.admin is not None and self.admin.required and self.admin.key_ok(key)
+
+    def _client(self, scope: Scope, key: str | None) -> str:
+        """Who holds a slot: the API key's id when keys are set (many clients may share an address behind a
+        proxy), else the source address."""
+        if self.access is not None and self.access.required and key is not None:
+            return self.access.key_id(key)
+        client = scope.get("client")
+        return f"address {client[0]}" if client else "address unknown"
+
+    def _count(self, client: str, delta: int) -> None:
         self.in_flight += delta
+        self.per_client[client] += delta
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
         if self.metrics is not None:
             self.metrics.bodies_in_flight.set(self.in_flight)
 
@@ -86,6 +131,7 @@ class _Exchange:
         self.guard, self.limits = guard, guard.limits
         self._receive, self._send = receive, send
         headers = {name.lower(): value for name, value in scope["headers"]}
+        self._headers = headers
         length = headers.get(b"content-length", b"").strip()
         self.declared = int(length) if length.isdigit() else None
         self.expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
@@ -95,16 +141,20 @@ class _Exchange:
         self.timed_out = False
         self.answered = False  # a response has started (the app's, or one of ours)
         self.replaced = False  # the app's response is being dropped for ours
-        self.holds_slot = False
+        self.slot: str | None = None  # the client whose slot this request holds
 
-    def take_slot(self) -> None:
-        self.holds_slot = True
-        self.guard._count(+1)
+    def header(self, name: bytes) -> str | None:
+        value = self._headers.get(name)
+        return None if value is None else value.decode("latin-1")
+
+    def take_slot(self, client: str) -> None:
+        self.slot = client
+        self.guard._count(client, +1)
 
     def release_slot(self) -> None:
-        if self.holds_slot:
-            self.holds_slot = False
-            self.guard._count(-1)
+        if self.slot is not None:
+            client, self.slot = self.slot, None
+            self.guard._count(client, -1)
 
     def _note(self, message: Message) -> None:
         if message["type"] == "http.request":
@@ -135,7 +185,8 @@ class _Exchange:
                 self.replaced = True
                 await self.refuse_timeout()
                 return
-            if not self.complete:
+            if not self.complete:  # the rest of the body is only discarded: it needs no slot
+                self.release_slot()
                 await self.drain()
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}

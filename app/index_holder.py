@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from pathlib import Path
 from encoder.errors import SBIRError
 from encoder.precision import precision_note
 from photo_index import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, Reader, Source, open_source
+from photo_index.checks import Finding, trust_findings
 from photo_index.compatibility import preprocessing_mismatch
 
 from .errors import APIError
@@ -55,6 +57,7 @@ class IndexHolder:
         self._reload_lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._refused: str | None = None  # a version already refused (not retried until `current` changes)
+        self._pointer_problem: str | None = None  # why `current` cannot be read (logged once per problem)
         self.problem: str | None = "The index has not been loaded yet."
         self.refusal: str | None = None  # why the published version is not the one served (None: it is)
         self.unavailable: str | None = None  # why the engine's server cannot be reached (None: it can)
@@ -108,7 +111,9 @@ class IndexHolder:
 
     # -- reloading ---------------------------------------------------------------------------------
     def refresh(self) -> bool:
-        """Load and swap in the version `current` names if it is new; True when a swap happened (blocking)."""
+        """Load and swap in the version `current` names if it is new and passes the checks; True when a swap
+        happened (blocking). A bad pointer or version is logged once and not retried until `current` changes;
+        while nothing is served, the newest version that passes the checks is served instead."""
         with self._reload_lock:
             try:
                 version = self.source.current()
@@ -118,12 +123,15 @@ class IndexHolder:
                 self.unavailable = "The vector index server cannot be reached; retrying (see the service log)."
                 return False
             except (OSError, SBIRError) as error:
-                self._note_problem(None, f"The index pointer cannot be read ({type(error).__name__}).")
+                if self._note_pointer(str(error) or f"The index pointer cannot be read ({type(error).__name__}).",
+                                      "The index pointer cannot be read."):
+                    return self._fall_back()
                 return False
             if self.unavailable is not None:
                 log.info("the vector index server is reachable again")
                 self.unavailable = None
             if version is None:
+                self._pointer_problem = None
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
                 return False
@@ -132,43 +140,102 @@ class IndexHolder:
                 return False
             if version == self._refused:
                 return False
-            return self._load()
+            return self._load(version)
 
-    def _load(self) -> bool:
+    def _load(self, version: str) -> bool:
         try:
             reader = self.source.open(self.device)
         except IndexCorruptError as error:
-            self._note_problem(self._current_or_none(), "The index version is damaged and cannot be read.")
-            log.warning("cannot open index: %s", error)
-            return False
-        except IndexNotFoundError:
-            if self._loaded is None:
-                self.problem = "No index version has been published yet."
-            return False
+            return self._refuse(version, error.check, str(error), "The index version is damaged and cannot be read.")
+        except IndexNotFoundError as error:  # the pointer names a version that is not there
+            return self._refuse(version, "missing", str(error), f"The index pointer names version {version!r}, "
+                                "which does not exist.")
         except (OSError, SBIRError, ValueError, RuntimeError) as error:
-            self._note_problem(None, f"The new index version cannot be opened ({type(error).__name__}).")
-            log.warning("cannot open index: %s", error)
-            return False
-        reason = self._incompatibility(reader)
-        if reason is not None:
+            return self._refuse(None, "open", str(error),
+                                f"The new index version cannot be opened ({type(error).__name__}).")
+        finding = self._distrust(reader)
+        if finding is not None:
             reader.close()
-            self._note_problem(reader.version, reason)
-            return False
+            return self._refuse(reader.version, finding.check, finding.detail,
+                                f"Index version {reader.version} failed the {finding.check} check: {finding.detail}.")
+        self._serve(reader)
+        return True
+
+    def _serve(self, reader: Reader) -> None:
         self._note_precision(reader.manifest)
         self._retire(_Loaded(reader, frozenset(reader.categories())))
-        self._refused, self.problem, self.refusal = None, None, None
+        self._refused, self.problem, self._pointer_problem, self.refusal = None, None, None, None
         log.info("serving index version %s (%d vectors; %d segment(s), %d deleted)", reader.version, reader.size,
                  *segments_and_deleted(reader))
         if self.metrics is not None:
             self.metrics.index_reloads.labels("loaded").inc()
             self.metrics.set_index(reader.version, reader.size, *segments_and_deleted(reader))
+
+    def _distrust(self, reader: Reader) -> Finding | None:
+        """The first failed check of ``reader`` (verify's cheap checks plus the preprocessing version), or None."""
+        started = time.perf_counter()
+        try:
+            findings = trust_findings(reader, fingerprint=self.fingerprint, dim=self.dim)
+        except (OSError, SBIRError, ValueError, RuntimeError, KeyError) as error:  # a check that cannot even run
+            return Finding("readable", f"{type(error).__name__}: {error}")
+        log.debug("checked index version %s in %.3f s", reader.version, time.perf_counter() - started)
+        if findings:
+            return findings[0]
+        mismatch = preprocessing_mismatch(reader.manifest)
+        return Finding("preprocessing", mismatch) if mismatch else None
+
+    def _refuse(self, version: str | None, check: str, detail: str, reason: str) -> bool:
+        """Log (once) and count a refused version; while nothing is served, fall back to an older good one."""
+        if version is not None:
+            self._refused = version
+        self.refusal = reason
+        log.error("refused index version %s: %s check failed: %s", version or "(unknown)", check, detail)
+        if self.metrics is not None:
+            self.metrics.index_reloads.labels("refused").inc()
+            self.metrics.index_refused.labels(check).inc()
+        if self._loaded is None:
+            self.problem = reason
+            return self._fall_back()
+        return False
+
+    def _note_pointer(self, detail: str, reason: str) -> bool:
+        """A pointer that cannot be read: logged once per distinct problem; True when it is new."""
+        if detail == self._pointer_problem:
+            return False
+        self._pointer_problem = detail
+        self.refusal = reason
+        log.error("%s", detail)
+        if self.metrics is not None:
+            self.metrics.index_refused.labels("pointer").inc()
+        if self._loaded is None:
+            self.problem = reason
         return True
 
-    def _current_or_none(self) -> str | None:
+    def _fall_back(self) -> bool:
+        """While nothing is served: serve the newest version that passes the checks, with a warning."""
+        if self._loaded is not None:
+            return False
         try:
-            return self.source.current()
+            candidates = [name for name in reversed(self.source.versions()) if name != self._refused]
         except (OSError, SBIRError):
-            return None
+            return False
+        for name in candidates:
+            try:
+                reader = self.source.open_version(name)
+            except (OSError, SBIRError, ValueError, RuntimeError):
+                continue
+            finding = self._distrust(reader)
+            if finding is None:
+                refused, pointer, refusal = self._refused, self._pointer_problem, self.refusal
+                self._serve(reader)
+                # the bad pointer stays refused, and /health still says why the published version is not served
+                self._refused, self._pointer_problem, self.refusal = refused, pointer, refusal
+                log.warning("serving index version %s, the newest that passes the checks, because `current` "
+                            "cannot be used; repair the pointer (publish a version or write a good name into it)",
+                            name)
+                return True
+            reader.close()
+        return False
 
     def _retire(self, replacement: _Loaded | None) -> None:
         """Swap in ``replacement``; the old reader closes now if idle, else when its last lease ends."""
@@ -181,31 +248,11 @@ class IndexHolder:
         if old is not None and close_now:
             old.reader.close()
 
-    def _incompatibility(self, reader: Reader) -> str | None:
-        if reader.dim != self.dim:
-            return (f"Index version {reader.version} holds {reader.dim}-d vectors but the encoder makes "
-                    f"{self.dim}-d ones; rebuild the index with this encoder.")
-        if reader.fingerprint != self.fingerprint:
-            return (f"Index version {reader.version} was built with another encoder (fingerprint "
-                    f"{reader.fingerprint}, the service runs {self.fingerprint}); rebuild the index with "
-                    "this encoder or start the service with the index's checkpoint.")
-        return preprocessing_mismatch(reader.manifest)
-
     def _note_precision(self, manifest: dict) -> None:
         note = precision_note(manifest.get("encoder", {}).get("precision"), self.precision) if self.precision else None
         if note is not None and note not in self._precision_notes:
             self._precision_notes.add(note)
             log.info("%s", note)
-
-    def _note_problem(self, version: str | None, reason: str) -> None:
-        if version is not None:
-            self._refused = version
-        self.refusal = reason
-        log.error("%s", reason)
-        if self.metrics is not None:
-            self.metrics.index_reloads.labels("refused").inc()
-        if self._loaded is None:
-            self.problem = reason
 
     async def poll_forever(self, interval_s: float) -> None:
         """Check for a new version every `interval_s` seconds, loading it in a worker thread."""

@@ -31,6 +31,7 @@ from .query_fields import (
     check_combination,
     parse_query_fields,
     query_kind,
+    whole_number,
 )
 
 IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
@@ -116,14 +117,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
 
 def parse_k(value: Any, max_k: int) -> int:
     """k as a positive int no larger than `max_k` (422 otherwise)."""
-    if value is None or value == "":
+    if value is None:
         return 10 if max_k >= 10 else max_k
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}.")
-    try:
-        k = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}.") from None
+    if value == "":
+        raise APIError(422, "bad_k", f"k is empty: give a whole number between 1 and {max_k}, or leave k out.")
+    k = whole_number(value)
+    if k is None:
+        raise APIError(422, "bad_k", f"k must be a whole number between 1 and {max_k}, in plain digits.")
     if not 1 <= k <= max_k:
         got = str(k) if abs(k) < 10**12 else "a number far out of range"
         raise APIError(422, "bad_k", f"k must be between 1 and {max_k} (got {got}).")

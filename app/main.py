@@ -132,8 +132,9 @@ def create_app(settings: Settings | None = None, *, encoder: PromptedCLIP | None
         )
     # Outermost: it answers slow, surplus and refused uploads before anything else spends on them.
     limits = BodyLimits(settings.body_timeout_s, settings.max_bodies_in_flight, settings.drain_max_bytes,
-                        settings.drain_timeout_s)
-    app.add_middleware(BodyGuard, limits=limits, metrics=app.state.metrics)
+                        settings.drain_timeout_s, settings.max_bodies_per_client)
+    app.add_middleware(BodyGuard, limits=limits, metrics=app.state.metrics, access=app.state.access,
+                       admin=app.state.admin_access)
     for router in (search.router, photos.router, health.router, admin.router, admin_gallery.router, page.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -32,6 +32,10 @@ class Metrics:
         self.index_reloads = Counter(
             "sbir_index_reloads", "Index version loads by outcome", ["outcome"], registry=self.registry
         )
+        self.index_refused = Counter(
+            "sbir_index_refused", "Index versions (or pointers) refused, by the check that failed", ["check"],
+            registry=self.registry,
+        )
         self.errors = Counter("sbir_errors", "Refused or failed requests by type", ["type"], registry=self.registry)
         self.bodies_in_flight = Gauge("sbir_bodies_in_flight", "Requests reading a body now",
                                       registry=self.registry)

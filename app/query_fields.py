@@ -12,6 +12,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BeforeValidator
+
 from .errors import APIError
 
 DEFAULT_TEXT_WEIGHT = 0.3
@@ -30,6 +32,49 @@ class QueryFields:
     offset: int = 0  # results skipped before the first one returned (paging)
 
 
+MAX_NUMBER_DIGITS = 19  # INT64_MAX has 19 digits: longer numbers are none of ours
+
+
+def canonical_int(text: str) -> int | None:
+    """The whole number `text` spells in its one canonical form (ASCII digits, no sign, spaces or leading
+    zeros: "448", never " 448", "+448", "0448" or "٤٤٨"), else None. One number, one spelling: a signed URL
+    or an id cannot be varied to slip past a cache, a log or a comparison."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_NUMBER_DIGITS:
+        return None
+    if len(text) > 1 and text[0] == "0":
+        return None
+    return int(text)
+
+
+def whole_number(value: Any) -> int | None:
+    """A field's whole number: a JSON integer (or integral float), or a string in canonical digits; else None."""
+    if isinstance(value, str):  # a form or query-string field
+        return canonical_int(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value)
+
+
+def _canonical_or_refuse(value: Any) -> Any:
+    if isinstance(value, str) and canonical_int(value) is None:
+        raise ValueError("must be a whole number in plain digits (no sign, spaces or leading zeros)")
+    return value
+
+
+# Annotate a path or query parameter with this (after its Path/Query) to accept only canonical whole numbers.
+PLAIN_DIGITS = BeforeValidator(_canonical_or_refuse)
+
+
+def _control_character(value: str) -> str | None:
+    """The first control character of `value` other than tab and line breaks (which count as spaces)."""
+    for char in value:
+        if char not in "\t\n\r" and unicodedata.category(char) == "Cc":
+            return char
+    return None
+
+
 def parse_text(value: Any, max_chars: int) -> str | None:
     """The query text, NFC-normalised and trimmed; None when the field is absent."""
     if value is None:
@@ -44,6 +89,9 @@ def parse_text(value: Any, max_chars: int) -> str | None:
         raise APIError(422, "bad_text", "text is not valid UTF-8.") from None
     if "\ufffd" in value:
         raise APIError(422, "bad_text", "text is not valid UTF-8.")
+    control = _control_character(value)
+    if control is not None:
+        raise APIError(422, "bad_text", f"text holds a control character (U+{ord(control):04X}); send words only.")
     text = " ".join(unicodedata.normalize("NFC", value).split())
     if not text:
         raise APIError(422, "bad_text", "text is empty; type some words, or leave the field out.")
@@ -68,16 +116,9 @@ def parse_text_weight(value: Any, default: float) -> float:
 
 
 def _whole_number(value: Any, bad: APIError) -> int:
-    """`value` (a JSON number or a form/query string) as an int in 0..INT64_MAX; `bad` otherwise."""
-    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
-        raise bad
-    if isinstance(value, str) and not value.strip().isdigit():
-        raise bad
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise bad from None
-    if not 0 <= number <= INT64_MAX:
+    """`value` (a JSON number or a form/query string in canonical digits) as an int in 0..INT64_MAX; else `bad`."""
+    number = whole_number(value)
+    if number is None or not 0 <= number <= INT64_MAX:
         raise bad
     return number
 

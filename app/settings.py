@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.imaging import DEFAULT_MAX_PIXELS
@@ -78,9 +78,13 @@ class Settings(BaseSettings):
     # Slow and oversized requests (app/body_guard.py; the last two are uvicorn's own settings).
     body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this time (else 408)")
     max_bodies_in_flight: int = Field(64, ge=1, description="most request bodies read at once (beyond: 503)")
+    max_bodies_per_client: int = Field(8, ge=1, description="most request bodies one client reads at once "
+                                       "(a client: its API key when keys are set, else its address; beyond: 503)")
     drain_max_bytes: int = Field(64 * MIB, ge=0, description="most bytes of a refused body read and discarded "
                                  "before answering, so the client reads the answer")
-    drain_timeout_s: float = Field(10.0, ge=0, description="longest such a refused body is read and discarded")
+    drain_timeout_s: float = Field(2.0, ge=0, description="longest such a refused body is read and discarded")
+    header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a complete request head "
+                                    "within this time, else it is closed")
     limit_concurrency: int | None = Field(1000, ge=1, description="most connections and tasks uvicorn serves at "
                                           "once (beyond: 503)")
     timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections close after this")
@@ -91,18 +95,27 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
-    @field_validator("checkpoint", "gallery_root", "api_key", "api_keys", "url_secret", "query_sample_path",
-                     "admin_keys", "milvus_uri", "collection", mode="before")
+    @field_validator("checkpoint", "gallery_root", "query_sample_path", "admin_keys", "milvus_uri", "collection",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
-    def _keys_are_long_enough(self) -> Settings:
-        for name, values in (("SBIR_API_KEY", [self.api_key]), ("SBIR_API_KEYS", self._split(self.api_keys)),
-                             ("SBIR_URL_SECRET", [self.url_secret])):
-            for position, value in enumerate(values, 1):
-                if value is not None and len(value.get_secret_value().strip()) < MIN_KEY_LENGTH:
+    def _keys_are_usable(self) -> Settings:
+        # A key setting is either absent (an open service) or holds usable keys: one that is present but
+        # blank (" ", ",,,", an empty $(cat missing-file)) must never start the service open.
+        for name, setting, keys in (("SBIR_API_KEY", self.api_key, [self.api_key]),
+                                    ("SBIR_API_KEYS", self.api_keys, self._split(self.api_keys)),
+                                    ("SBIR_URL_SECRET", self.url_secret, [self.url_secret])):
+            if setting is None:
+                continue
+            if not any(key.get_secret_value().strip() for key in keys):
+                raise ValueError(f"{name} is set but holds no key (it is empty, or only spaces or commas); set "
+                                 f"keys of at least {MIN_KEY_LENGTH} characters, or remove the variable to run "
+                                 "without keys")
+            for position, key in enumerate(keys, 1):
+                if len(key.get_secret_value().strip()) < MIN_KEY_LENGTH:
                     which = f"key {position} of {name}" if name == "SBIR_API_KEYS" else name
                     raise ValueError(
                         f"{which} is shorter than {MIN_KEY_LENGTH} characters; use a long random one, e.g. "
@@ -157,3 +170,16 @@ class Settings(BaseSettings):
     @property
     def query_sample_file(self) -> Path:
         return self.query_sample_path or self.index_dir / "query_sample.npy"
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each refused setting by its environment variable, without pydantic's layout or links."""
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        field = str(item["loc"][0]) if item.get("loc") else ""
+        if field in Settings.model_fields:
+            variable = field.upper() if field in ("host", "port") else f"SBIR_{field.upper()}"
+            message = f"{variable}: {message}"
+        parts.append(message)
+    return "; ".join(parts).replace("\n", " ")

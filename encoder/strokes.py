@@ -32,6 +32,9 @@ Strokes = list[np.ndarray]
 
 
 def _as_float_array(values: Any, what: str) -> np.ndarray:
+    # numpy would read true/false and numeric strings as numbers: a coordinate must be a JSON number
+    if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for row in values for v in row):
+        raise StrokeFormatError(f"{what} must hold only numbers (not true/false, strings or null).")
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError, OverflowError) as error:  # OverflowError: an integer too big for a float

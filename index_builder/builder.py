@@ -8,6 +8,7 @@ vectors in ``staging/`` for the next run to resume from. :func:`build_index` ret
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from photo_index.api import Previous
 from photo_index.compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from photo_index.errors import BuildError
 from photo_index.format import FORMAT, STAGING
+from photo_index.space import disk_full, is_disk_full
 
 from .distributors import get_distributor
 from .embedding import Distributor, embed_files
@@ -66,41 +68,67 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     started = time.perf_counter()
     writer = options.writer()
     work_dir = Path(options.index_dir).expanduser().absolute()  # the lock and staging, whatever the backend
-    with build_lock(work_dir):
-        scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
-        scan = scan_step(options)
-        previous = writer.previous(options.rebuild)
-        check_fingerprint(previous, encoder, options.rebuild, writer.where)
-        staging = Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim)
-        selection = select(scan, previous, staging, options.rebuild)
-        embed_started = time.perf_counter()
-        same = embed_step(encoder, selection, staging, options)
-        embed_s = time.perf_counter() - embed_started
-        reused = {**selection.reused, **{path: previous.by_path[path] for path, _, _ in same}}
-        planned = plan(scan, previous, reused, staging)
-        report = BuildReport(
-            index_dir=str(work_dir), source=scan.source,
-            previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
-            size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
-            unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
-            resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision)
-        if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
-            staging.close()
-            raise nothing_to_index(scan, report, previous)
-        requested = requested_factory(options, previous)
-        report = dataclasses.replace(report, factory=writer.resolve_factory(planned.size, encoder.embed_dim,
-                                                                            requested))
-        if previous and not options.rebuild and not (planned.changed or same) \
-                and report.factory == previous.manifest["index"]["factory"]:
-            report = dataclasses.replace(report, status="unchanged", version=previous.name)
-        else:
-            report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
-            version = writer.write(planned.content, previous, base_manifest(
-                encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
-            report = dataclasses.replace(report, version=version, notes=list(writer.notes))
-        staging.discard()
-        writer.prune(options.keep)
-        return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
+    photos = [0]  # how many the scan found (for the space a full disk needed)
+    try:
+        with build_lock(work_dir):
+            try:
+                return _build_locked(encoder, options, writer, work_dir, started, photos)
+            except OSError as error:
+                # A full disk at any stage: no staging stays behind to fill it further (the writer removed its
+                # half-written version), the live version is untouched.
+                if is_disk_full(error):
+                    shutil.rmtree(work_dir / STAGING, ignore_errors=True)
+                raise
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        raise disk_full(error, work_dir, needed_bytes(photos[0], encoder.embed_dim)) from None
+
+
+def needed_bytes(photos: int, dim: int) -> int:
+    """About the space a build of ``photos`` needs: staged rows, vectors.npy and an exact index's copy of them,
+    and about 1 KiB of metadata and staging entry per photo (a rough bound, for the message of a full disk)."""
+    return photos * (3 * 4 * dim + 1024) + 1024 * 1024
+
+
+def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, work_dir: Path, started: float,
+                  photos: list[int]) -> BuildReport:
+    """The build, under the build lock (``photos`` gets the scan's count)."""
+    scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
+    scan = scan_step(options)
+    photos[0] = len(scan.photos)
+    previous = writer.previous(options.rebuild)
+    check_fingerprint(previous, encoder, options.rebuild, writer.where)
+    staging = Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim)
+    selection = select(scan, previous, staging, options.rebuild)
+    embed_started = time.perf_counter()
+    same = embed_step(encoder, selection, staging, options)
+    embed_s = time.perf_counter() - embed_started
+    reused = {**selection.reused, **{path: previous.by_path[path] for path, _, _ in same}}
+    planned = plan(scan, previous, reused, staging)
+    report = BuildReport(
+        index_dir=str(work_dir), source=scan.source,
+        previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
+        size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
+        unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
+        resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision)
+    if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
+        staging.close()
+        raise nothing_to_index(scan, report, previous)
+    requested = requested_factory(options, previous)
+    report = dataclasses.replace(report, factory=writer.resolve_factory(planned.size, encoder.embed_dim,
+                                                                        requested))
+    if previous and not options.rebuild and not (planned.changed or same) \
+            and report.factory == previous.manifest["index"]["factory"]:
+        report = dataclasses.replace(report, status="unchanged", version=previous.name)
+    else:
+        report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
+        version = writer.write(planned.content, previous, base_manifest(
+            encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
+        report = dataclasses.replace(report, version=version, notes=list(writer.notes))
+    staging.discard()
+    writer.prune(options.keep)
+    return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
 
 
 def scan_step(options: BuildOptions) -> Scan:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from photo_index.space import naming
+
 from .sources import Skipped
 
 STATE = "state.json"
@@ -50,7 +52,8 @@ class Staging:
         if previous != state:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / STATE).write_text(json.dumps(state))
+        with naming(folder / STATE):
+            (folder / STATE).write_text(json.dumps(state))
         self.entries: dict[FileKey, tuple[int, str]] = {}  # key -> (row, sha256)
         self.failures: dict[FileKey, Skipped] = {}
         try:
@@ -94,12 +97,14 @@ class Staging:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         assert vectors.shape == (len(keys), self.dim)
         start = self.count
-        self._rows.write(vectors.tobytes())
-        self._rows.flush()
+        with naming(self.folder / ROWS):
+            self._rows.write(vectors.tobytes())
+            self._rows.flush()
         text = "".join(json.dumps({"path": k[0], "size": k[1], "mtime_ns": k[2], "sha256": h}) + "\n"
                        for k, h in zip(keys, hashes, strict=True))
-        self._lines.write(text)
-        self._lines.flush()
+        with naming(self.folder / ENTRIES):
+            self._lines.write(text)
+            self._lines.flush()
         for offset, (key, sha) in enumerate(zip(keys, hashes, strict=True)):
             self.entries[key] = (start + offset, sha)
 
@@ -111,8 +116,9 @@ class Staging:
 
     def vectors(self) -> np.ndarray:
         """All staged rows as a read-only memory map ``[count, dim]``."""
-        self._rows.flush()
-        os.fsync(self._rows.fileno())
+        with naming(self.folder / ROWS):
+            self._rows.flush()
+            os.fsync(self._rows.fileno())
         if self.count == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.memmap(self.folder / ROWS, dtype=np.float32, mode="r", shape=(self.count, self.dim))

@@ -56,6 +56,22 @@ class StoredRows:
     categories: list[str | None]
 
 
+@dataclass(frozen=True)
+class TrustSample:
+    """What the cheap checks read of a version (:func:`photo_index.checks.trust_findings`), in bounded time:
+    the rows each part holds, a sample of stored rows, and the stored file sizes/checksums that disagree."""
+
+    counts: dict[str, int]  # part -> rows it holds ("ids", "vectors", "metadata", "index"; what the backend has)
+    ids: np.ndarray  # int64 [n]: sampled ids
+    vectors: np.ndarray  # float32 [n, D]: their stored vectors
+    exact: bool  # the index is exact: every sampled vector must find itself first
+    file_problems: list[str] = field(default_factory=list)
+    without_record: int = 0  # sampled ids the version has no photo record for
+    # an exact index's own copy of the sampled vectors (None: it keeps none; a version of exact and approximate
+    # segments gives the stored vector for rows of an approximate one, which keeps no copy)
+    held: np.ndarray | None = None
+
+
 class Reader(Protocol):
     """A read-only view of one index version (thread-safe)."""
 
@@ -92,6 +108,10 @@ class Reader(Protocol):
 
     def index_problems(self, rows: StoredRows) -> list[str]:
         """What the backend's own structures disagree on with ``rows`` (for verify)."""
+        ...
+
+    def trust_sample(self, size: int) -> TrustSample:
+        """Part counts, ``size`` stored rows spread over the version, and file checks (cheap: no full scan)."""
         ...
 
     def disk_bytes(self) -> int: ...

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from .space import naming
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -23,7 +25,7 @@ def write_atomic(path: Path, content: str | bytes | Callable[[IO[bytes]], None])
     disk, then renamed over ``path``; a failure leaves ``path`` as it was and no temporary file behind."""
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, "wb") as handle:
+        with naming(path), open(tmp, "wb") as handle:
             if callable(content):
                 content(handle)
             else:

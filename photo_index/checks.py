@@ -1,4 +1,8 @@
-"""``info`` and ``verify`` of any backend: describe a version, and check that its parts agree.
+"""``info``, ``verify`` and the cheap trust checks of any backend: describe a version, check that its parts agree.
+
+:func:`trust_findings` is verify's cheap part, in bounded time (part counts, dimension, fingerprint, stored
+file checksums, a sample of stored vectors: finite and found first); the service runs it before every swap
+and at start, verify runs it first and then the full checks below.
 
 verify checks: ids strictly increasing and non-negative, as many as the manifest says; vectors finite and
 unit-norm; every record with a valid sha256; then the backend's own structures (:meth:`Reader.index_problems`:
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -23,6 +28,10 @@ RECORD_CHUNK = 10_000  # metadata rows read at once when checking that the galle
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 SELF_RECALL_MIN = 0.9  # share of sampled stored vectors an approximate index must find in their own top 10
 SELF_RECALL_SAMPLE = 200
+TRUST_SAMPLE = 256  # stored rows the cheap checks read and search (bounded time, whatever the size)
+TIE = 1e-5  # scores this close are a tie (an identical vector)
+EXACT_SEARCHES = 16  # an exact index scans every vector per search: a few suffice once its copy is compared
+HELD_TOLERANCE = 1e-6  # an exact index's copy of a vector against the stored one (verify's own tolerance)
 
 
 def info(source: Source, version: str | None = None) -> dict:
@@ -58,7 +67,96 @@ def verify(source: Source, version: str | None = None) -> list[str]:
         reader.close()
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One failed check: which (a stable name, for logs and metrics) and what was found."""
+
+    check: str  # dimension | fingerprint | counts | checksums | finite | index_vectors | self_rank
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.detail}"
+
+
+def trust_findings(reader: Reader, *, fingerprint: str | None = None, dim: int | None = None,
+                   sample: int = TRUST_SAMPLE) -> list[Finding]:
+    """verify's cheap checks, bounded in time whatever the version's size (the service runs them before it
+    swaps a version in): the dimension and encoder fingerprint (when given: the service's encoder), the part
+    counts against the manifest, the stored file sizes and checksums, and ``sample`` stored rows: finite, and
+    each one found first by a search for its own vector."""
+    findings: list[Finding] = []
+    if dim is not None and reader.dim != dim:
+        findings.append(Finding("dimension", f"version {reader.version} holds {reader.dim}-d vectors but the "
+                                f"encoder makes {dim}-d ones; rebuild the index with this encoder"))
+    if fingerprint is not None and reader.fingerprint != fingerprint:
+        findings.append(Finding("fingerprint", f"version {reader.version} was built with another encoder "
+                                f"(fingerprint {reader.fingerprint}, the service runs {fingerprint}); rebuild the "
+                                "index with this encoder or start the service with the index's checkpoint"))
+    if findings:
+        return findings  # nothing else is worth reading
+    parts = reader.trust_sample(sample)
+    size = int(reader.manifest["size"])
+    wrong = {part: count for part, count in parts.counts.items() if count != size}
+    if wrong:
+        held = ", ".join(f"{part} {count}" for part, count in sorted(wrong.items()))
+        findings.append(Finding("counts", f"the manifest says {size} photos; the parts hold {held}"))
+    if parts.without_record:
+        findings.append(Finding("counts", f"{parts.without_record} of {len(parts.ids)} sampled photos have no record "
+                                "in the metadata (metadata of another index?)"))
+    findings += [Finding("checksums", problem) for problem in parts.file_problems]
+    if findings:
+        return findings
+    vectors = np.asarray(parts.vectors, dtype=np.float32)
+    if vectors.ndim != 2 or (len(vectors) and vectors.shape[1] != reader.dim):
+        return [Finding("dimension", f"stored vectors are {list(vectors.shape)}; the manifest says {reader.dim}-d")]
+    finite = np.isfinite(vectors).all(axis=1) if len(vectors) else np.ones(0, dtype=bool)
+    if not finite.all():
+        return [Finding("finite", f"{int((~finite).sum())} of {len(vectors)} sampled stored vectors are not "
+                        "finite (NaN/inf)")]
+    norms = np.linalg.norm(vectors, axis=1) if len(vectors) else np.ones(0)
+    if (np.abs(norms - 1) > NORM_TOLERANCE).any():
+        return [Finding("finite", f"{int((np.abs(norms - 1) > NORM_TOLERANCE).sum())} of {len(vectors)} sampled "
+                        f"stored vectors are not unit-norm (tolerance {NORM_TOLERANCE})")]
+    if parts.held is not None:
+        differ = int((~np.isclose(parts.held, vectors, atol=HELD_TOLERANCE).all(axis=1)).sum())
+        if differ:
+            return [Finding("index_vectors", f"{differ} of {len(vectors)} sampled stored vectors differ from the "
+                            "vector index's copy (a damaged vector file, or an index file of another index)")]
+    if parts.exact and parts.held is not None:  # the exact index holds these very vectors: a few searches
+        parts_ids, vectors = parts.ids[:EXACT_SEARCHES], vectors[:EXACT_SEARCHES]  # confirm it answers
+    else:
+        parts_ids = parts.ids
+    lost = _not_found_first(reader, parts_ids, vectors)
+    allowed = 0 if parts.exact else int(len(vectors) * (1 - SELF_RECALL_MIN))
+    if lost > allowed:
+        findings.append(Finding("self_rank", f"{lost} of {len(vectors)} sampled stored vectors do not find their "
+                                "own photo first (the vector index does not hold these vectors)"))
+    return findings
+
+
+def _not_found_first(reader: Reader, ids: np.ndarray, vectors: np.ndarray) -> int:
+    """How many stored vectors do not find their own id at rank 1. A tie counts as found: duplicate photos have
+    the same vector, and more than 10 of them may push one's own id out of the top 10 at the same score."""
+    if not len(vectors):
+        return 0
+    k = 10
+    scores, found = reader.search(np.ascontiguousarray(vectors), k)
+    lost = 0
+    for own, row_scores, row_ids in zip(ids, scores, found, strict=True):
+        at = np.flatnonzero(row_ids == own)
+        if len(at):
+            lost += bool(row_scores[at[0]] < row_scores[0] - TIE)
+        else:  # found only if every hit ties with the first (its own id is among the tied rest)
+            lost += bool(row_scores[k - 1] < row_scores[0] - TIE)
+    return lost
+
+
 def verify_reader(reader: Reader) -> list[str]:
+    """The cheap checks, then every row (the full checks name each disagreement in detail)."""
+    return [str(finding) for finding in trust_findings(reader)] + _full_checks(reader)
+
+
+def _full_checks(reader: Reader) -> list[str]:
     rows = reader.stored()
     ids, vectors = rows.ids, rows.vectors
     size, dim = int(reader.manifest["size"]), int(reader.manifest["dim"])

@@ -13,6 +13,7 @@ INDEX_DIR/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -47,12 +48,36 @@ def new_version_name() -> str:
 
 
 def current_version(index_dir: str | Path) -> str | None:
-    """The name of the live version (a cheap read, fine for polling); None when there is none."""
+    """The name of the live version (a cheap read, fine for polling); None when there is none, or when the
+    pointer is damaged (the builder then publishes a fresh version, which repairs it)."""
     try:
-        name = (Path(index_dir) / CURRENT).read_text(encoding="utf-8").strip()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, UnicodeDecodeError):
+        return read_pointer(index_dir)
+    except IndexCorruptError:
+        return None
+
+
+def read_pointer(index_dir: str | Path) -> str | None:
+    """The version ``current`` names; None when there is no pointer; :class:`IndexCorruptError` when it cannot be
+    read or holds no plain version name (a path, absolute or relative, is never followed)."""
+    path = Path(index_dir) / CURRENT
+    try:
+        name = path.read_bytes().decode("utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None  # not an index folder (e.g. a gallery with a "current" sub-folder)
-    return name or None
+    except (OSError, UnicodeDecodeError) as error:
+        raise IndexCorruptError(f"The index pointer {path} cannot be read ({type(error).__name__}).") from None
+    if not name:
+        return None
+    if not is_version_name(name):
+        raise IndexCorruptError(f"The index pointer {path} holds {name[:80]!r}, which is not a version name "
+                                "(a path is never followed).")
+    return name
+
+
+def is_version_name(name: str) -> bool:
+    """A plain folder name under versions/: no path, no dot-folder, no control characters."""
+    return (name not in (".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name
+            and name.isprintable())
 
 
 class IndexLayout:
@@ -70,6 +95,8 @@ class IndexLayout:
         return self.root / STAGING
 
     def version_dir(self, name: str) -> Path:
+        if not is_version_name(name):
+            raise IndexNotFoundError(f"{name[:80]!r} is not a version name of {self.root}.")
         return self.versions_dir / name
 
     def current(self) -> str | None:
@@ -157,3 +184,44 @@ def field_of(manifest: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+# Files a version records the SHA-256 of (those up to this size: hashing them at every swap stays cheap);
+# larger ones record their size only.
+CHECKSUM_MAX_BYTES = 16 * 1024 * 1024
+CHECKSUMS = "checksums"  # the manifest's section: file name -> {"bytes": n, "sha256": hex or absent}
+
+
+def file_checksums(folder: Path) -> dict[str, dict]:
+    """The sizes (and, for small files, SHA-256) of a version's files, for its manifest."""
+    recorded: dict[str, dict] = {}
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name == MANIFEST:
+            continue
+        entry: dict[str, Any] = {"bytes": path.stat().st_size}
+        if entry["bytes"] <= CHECKSUM_MAX_BYTES:
+            entry["sha256"] = _sha256(path)
+        recorded[path.name] = entry
+    return recorded
+
+
+def checksum_problems(folder: Path, manifest: dict) -> list[str]:
+    """The version's files that differ from what its manifest recorded (none recorded: an older version, no check)."""
+    problems = []
+    for name, entry in (manifest.get(CHECKSUMS) or {}).items():
+        path = folder / Path(name).name
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append(f"{name} is missing")
+            continue
+        if size != entry.get("bytes"):
+            problems.append(f"{name} holds {size} bytes; the manifest recorded {entry.get('bytes')}")
+        elif entry.get("sha256") and _sha256(path) != entry["sha256"]:
+            problems.append(f"{name} differs from its recorded SHA-256")
+    return problems
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()

@@ -7,6 +7,8 @@ ids exist, and the answer is cached only privately.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
@@ -15,6 +17,7 @@ from ..batching import BatcherClosedError
 from ..errors import APIError
 from ..key_roles import refuse_admin_key
 from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, media_type_of, safe_photo_path
+from ..query_fields import PLAIN_DIGITS
 from ..schemas import Error
 from ..services import Services, get_access, get_services
 
@@ -31,8 +34,9 @@ INT64_MAX = 2**63 - 1
 )
 async def get_photo(
     request: Request,
-    photo_id: int = Path(ge=0, le=INT64_MAX),
-    size: int | None = Query(None, ge=MIN_THUMBNAIL, le=MAX_THUMBNAIL, description="thumbnail box side, px"),
+    photo_id: Annotated[int, Path(ge=0, le=INT64_MAX), PLAIN_DIGITS],
+    size: Annotated[int | None, Query(ge=MIN_THUMBNAIL, le=MAX_THUMBNAIL, description="thumbnail box side, px"),
+                    PLAIN_DIGITS] = None,
     v: str | None = Query(None, max_length=64, description="content tag from search results (enables long caching)"),
     exp: str | None = Query(None, description="expiry of a signed URL, Unix seconds (from search results)"),
     sig: str | None = Query(None, description="signature of a signed URL (from search results)"),

@@ -18,6 +18,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.server import server_options
 from app.settings import Settings
 from index_builder.builder import BuildOptions
 from index_builder.builder import build_index as build_index_with
@@ -86,7 +87,8 @@ def serve(app) -> Iterator[str]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                           **server_options(app.state.settings)))  # as `python -m app` runs
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
@@ -100,6 +102,21 @@ def serve(app) -> Iterator[str]:
         server.should_exit = True
         thread.join(timeout=30)
         sock.close()
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (a reset after the answer counts as a close)."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
 
 def hammer(base: str, outcomes: list, stop: threading.Event, body: dict, pause_s: float = 0.01) -> None:

@@ -44,6 +44,10 @@ def test_admin_and_search_keys_never_cross(app_index, app_encoder, tmp_path):
             assert client.post(path).status_code == 401
             assert client.post(path, headers={"X-API-Key": "a-wrong-key-of-any-kind"}).status_code == 401
         assert client.post("/admin/query-sample", headers=admin).json()["error"] == "query_sample_off"
+        # an admin key's upload is a body the slow-client guard lets through (it checks keys of both sets first)
+        upload = client.post("/admin/photos", headers=admin, content=b"%PDF-1.4 not a photo")
+        assert upload.status_code == 415, upload.text
+        assert client.post("/admin/photos", headers=search, content=b"%PDF").json()["error"] == "wrong_key"
     with app_client(app_index[1], app_encoder, admin_keys=ADMIN_KEY) as client:  # an open search service
         assert client.post("/search", json=STROKES).status_code == 200
         assert client.post("/search", json=STROKES, headers={"X-API-Key": ADMIN_KEY}).status_code == 403

@@ -21,7 +21,7 @@ import pytest
 from app.body_guard import BodyGuard, BodyLimits
 from app.main import create_app
 from app.settings import MIB, Settings
-from tests.app.support import serve, sketch_png
+from tests.app.support import read_until_closed, serve, sketch_png, status_of
 
 BODY_TIMEOUT_S = 3.0
 DRAIN_TIMEOUT_S = 1.5
@@ -53,7 +53,8 @@ OVERSIZED = {
 def served(app_index, app_encoder) -> Iterator[tuple[str, object]]:
     """One real uvicorn for the module: (base URL, app), with a short body timeout and drain time."""
     settings = Settings(index_dir=app_index[1], reload_interval_s=0.2, body_timeout_s=BODY_TIMEOUT_S,
-                        drain_timeout_s=DRAIN_TIMEOUT_S, max_bodies_in_flight=64)
+                        drain_timeout_s=DRAIN_TIMEOUT_S, max_bodies_in_flight=64,
+                        max_bodies_per_client=64)  # a crowd from one address on purpose: the timeout is tested
     app = create_app(settings, encoder=app_encoder)
     with serve(app) as base:
         yield base, app
@@ -81,21 +82,6 @@ def raw_request(base: str, headers: str, body: bytes = b"") -> socket.socket:
     sock = socket.create_connection((url.hostname, url.port), timeout=30)
     sock.sendall(f"POST /search HTTP/1.1\r\nHost: test\r\n{headers}\r\n".encode() + body)
     return sock
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (a reset after the answer counts as a close)."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    return data
-
-
-def status_of(answer: bytes) -> int:
-    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
 
 
 def bodies_in_flight(app) -> float:

@@ -21,7 +21,8 @@ def test_unavailable_weights_stop_with_the_encoders_message(tmp_path, monkeypatc
 
 def test_invalid_settings_stop_with_a_message(capsys):
     assert main(["--max-batch", "0"]) == 2
-    assert "max_batch" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "SBIR_MAX_BATCH" in err and len(err.strip().splitlines()) == 1
 
 
 def test_slow_client_settings_reach_the_app_and_uvicorn(monkeypatch):

@@ -14,6 +14,7 @@ from app.batching import MicroBatcher
 from app.search import Query, SearchEngine, compose
 from photo_index.backends.folder import IndexReader
 from tests.app.support import STROKES, app_client, sketch_png
+from tests.tolerance import f32_tol
 
 
 @pytest.fixture(scope="module")
@@ -221,10 +222,11 @@ def test_text_encoding_shares_the_micro_batch_with_sketches(app_encoder, app_ind
 
 def test_compose_is_the_normalised_weighted_sum():
     a, b = np.array([1.0, 0.0], np.float32), np.array([0.0, 1.0], np.float32)
-    np.testing.assert_allclose(compose(a, b, 0.5), [2**-0.5, 2**-0.5], atol=1e-6)
-    np.testing.assert_allclose(compose(a, b, 0.0), a)
-    np.testing.assert_allclose(compose(None, b, 0.3), b)
-    np.testing.assert_allclose(compose(a, -a, 0.5), a)  # cancelled out: the picture's direction stays
+    tol = f32_tol(1.0)  # unit vectors in float32
+    np.testing.assert_allclose(compose(a, b, 0.5), [2**-0.5, 2**-0.5], rtol=0, atol=tol)
+    np.testing.assert_allclose(compose(a, b, 0.0), a, rtol=0, atol=tol)
+    np.testing.assert_allclose(compose(None, b, 0.3), b, rtol=0, atol=tol)
+    np.testing.assert_allclose(compose(a, -a, 0.5), a, rtol=0, atol=tol)  # cancelled out: the picture's direction stays
 
 
 # ---- every refusal --------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from index_builder.lock import build_lock
 from photo_index import BuildError, current_version
 from photo_index.backends.folder import IndexReader
 from photo_index.backends.folder.faiss_index import FLAT_MAX, FaissEngine, choose_factory
+from tests.tolerance import f32_tol
 
 from .conftest import add_broken_files, write_photo
 
@@ -187,7 +188,9 @@ def test_workers_decode_in_parallel(make_gallery, build, tmp_path, tiny_baseline
     serial = build_index(tiny_baseline, BuildOptions(index_dir=other, gallery=gallery, workers=0, progress=False))
     assert serial.size == 9
     with IndexReader.open(tmp_path / "index") as parallel, IndexReader.open(other) as single:
-        np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]), atol=1e-6)
+        # other batch shapes may take other kernels: unit vectors agree to some float32 steps
+        np.testing.assert_allclose(np.asarray(parallel.vectors()[1]), np.asarray(single.vectors()[1]),
+                                   atol=f32_tol(1.0, ulps=64))
 
 
 def test_one_build_at_a_time(make_gallery, build, tmp_path):
@@ -217,7 +220,8 @@ def test_failure_after_embedding_keeps_staged_vectors_for_the_next_run(make_gall
         with pytest.raises(OSError, match="disk full"):
             build(gallery=gallery)
     assert current_version(tmp_path / "index") == first.version
-    assert (tmp_path / "index" / "segments").is_dir() and not any(  # the failed segment left nothing behind
+    # the half-written segment is removed at once (a full disk must not stay full of it); the staging stays
+    assert (tmp_path / "index" / "segments").is_dir() and not any(
         p.name.startswith(".tmp-") for p in (tmp_path / "index" / "segments").iterdir())
 
     report = build(gallery=gallery)

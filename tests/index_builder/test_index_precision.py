@@ -6,7 +6,7 @@ import json
 import logging
 
 from index_builder.cli import main
-from photo_index.format import current_version
+from tests.index_builder.conftest import live_manifest
 
 
 def build(gallery, index_dir, *extra: str) -> int:
@@ -19,18 +19,16 @@ def test_manifest_and_report_record_the_precision_and_mixing_is_logged(make_gall
     index_dir = tmp_path / "index"
     assert build(gallery, index_dir, "--precision", "fp32") == 0
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
-    first = index_dir / "versions" / f"{current_version(index_dir)}.json"  # a segmented version's manifest
-    assert json.loads(first.read_text())["encoder"]["precision"] == "fp32"
+    assert live_manifest(index_dir)["encoder"]["precision"] == "fp32"
 
     (gallery / "cat" / "cat_0.jpg").rename(gallery / "dog" / "moved.jpg")  # something to embed again
     with caplog.at_level(logging.INFO, logger="encoder.precision"):
         assert build(gallery, index_dir, "--precision", "bf16") == 0  # the same encoder: incremental mode is fine
     report = json.loads(capsys.readouterr().out)
     assert report["precision"] == "bf16" and report["embedded"] == 1 and report["unchanged"] == 4
-    version = current_version(index_dir)
-    manifest = json.loads((index_dir / "versions" / f"{version}.json").read_text())
+    manifest = live_manifest(index_dir)
     assert manifest["encoder"]["precision"] == "bf16" and manifest["build"]["precision"] == "bf16"
-    assert json.loads((index_dir / "reports" / f"{version}.json").read_text())["precision"] == "bf16"
+    assert json.loads((index_dir / manifest["report"]).read_text())["precision"] == "bf16"
     notes = [r.getMessage() for r in caplog.records if "embedded in fp32" in r.getMessage()]
     assert len(notes) == 1 and "new photos are embedded in bf16" in notes[0]
 

@@ -3,15 +3,19 @@ EXIF capture time; an index written before they existed still opens (None) and t
 
 from __future__ import annotations
 
+import json
 import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
+import photo_index.backends.folder as folder_backend
 from index_builder.builder import BuildOptions, build_index
 from index_builder.photo_header import PhotoHeader, capture_time, read_header
 from photo_index import open_source
+from photo_index.backends.folder import FolderWriter
 from tests.app.support import STROKES, app_client
 from tests.imagegen import random_photo
 
@@ -77,26 +81,33 @@ def test_a_build_stores_the_details_and_the_service_returns_them(tmp_path, tiny_
     assert shown == {path: record.details for path, record in records.items()}
 
 
-def _drop_details(index_dir: Path) -> None:
-    """Make the live version look written before the details existed (no such columns)."""
-    current = (index_dir / "current").read_text().strip()
-    with sqlite3.connect(index_dir / "versions" / current / "metadata.sqlite") as conn:
+def _older_index(gallery: Path, index_dir: Path, encoder) -> None:
+    """An index as written before the details existed: a one-copy version (the format of that time, written by
+    its writer) with no such columns and, like every version of that time, no recorded checksums."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(folder_backend, "open_writer", lambda location, options: FolderWriter(location, options))
+        _build(gallery, index_dir, encoder)
+    version = index_dir / "versions" / (index_dir / "current").read_text().strip()
+    with sqlite3.connect(version / "metadata.sqlite") as conn:
         for column in ("width", "height", "taken_at"):
             conn.execute(f"ALTER TABLE photos DROP COLUMN {column}")
+    manifest = json.loads((version / "manifest.json").read_text())
+    del manifest["checksums"]
+    (version / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_an_older_index_opens_without_details_and_the_next_build_fills_them_without_embedding(tmp_path,
                                                                                            tiny_baseline):
     gallery = _gallery(tmp_path / "gallery")
-    _build(gallery, tmp_path / "index", tiny_baseline)
-    _drop_details(tmp_path / "index")
+    _older_index(gallery, tmp_path / "index", tiny_baseline)
     assert {r.details for r in _records(tmp_path / "index").values()} == {(None, None, None)}
     with app_client(tmp_path / "index", tiny_baseline) as client:
         result = client.post("/search", json={**STROKES, "k": 1}).json()["results"][0]
     assert (result["width"], result["height"], result["taken_at"]) == (None, None, None) and result["file_size"]
 
-    report = _build(gallery, tmp_path / "index", tiny_baseline)
+    report = _build(gallery, tmp_path / "index", tiny_baseline)  # converts the version to segments, too
     assert report.status == "built" and report.embedded == 0 and report.updated == 0 and report.unchanged == 4
+    assert any("converted the one-copy version" in note for note in report.notes)
     assert _records(tmp_path / "index")["apple/1.jpg"].details == (40, 56, "2019-02-02T10:20:30")
     assert _build(gallery, tmp_path / "index", tiny_baseline).status == "unchanged"  # filled once
 

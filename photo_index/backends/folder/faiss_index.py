@@ -11,6 +11,7 @@ again by ``tune`` on real query vectors (sketches sit farther from photos than p
 
 from __future__ import annotations
 
+import errno
 import math
 import os
 import time
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from ...api import StoredRows
 from ...checks import self_recall
 from ...errors import BuildError, IndexCorruptError
+from ...space import no_space
 from .faiss_lib import faiss
 
 INDEX_FILE = "index.faiss"
@@ -202,7 +204,13 @@ class FaissEngine:
             section = _calibrated(section, calibrate(index, vectors, ids, target=recall_target))
             timings["calibrate_s"] = round(time.perf_counter() - started, 3)
         section["timings"] = timings
-        faiss.write_index(index, str(folder / INDEX_FILE))
+        path = folder / INDEX_FILE
+        try:
+            faiss.write_index(index, str(path))
+        except RuntimeError as error:  # FAISS reports a full disk as a RuntimeError quoting strerror
+            if os.strerror(errno.ENOSPC) in str(error):
+                raise no_space(path) from None
+            raise
         return section
 
     def tune(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, queries: np.ndarray, *,
@@ -330,6 +338,23 @@ class FaissIndex:
             same = np.isclose(held[start : start + ADD_CHUNK], expected, atol=1e-6).all(axis=1)
             mismatched += int((~same).sum())
         return [f"{mismatched} vectors in the FAISS index differ from vectors.npy"] if mismatched else []
+
+    def held_vectors(self, ids: np.ndarray) -> np.ndarray | None:
+        """An exact index's own copy of the vectors of ``ids`` (NaN rows for ids it does not hold); None when the
+        index is approximate (it keeps no copy)."""
+        if not self.exact:
+            return None
+        flat = faiss.downcast_index(self.cpu_index.index)
+        held = faiss.rev_swig_ptr(flat.get_xb(), flat.ntotal * flat.d).reshape(flat.ntotal, flat.d)
+        id_map = faiss.vector_to_array(self.cpu_index.id_map)
+        out = np.full((len(ids), flat.d), np.nan, dtype=np.float32)
+        if not len(id_map):
+            return out
+        order = np.argsort(id_map, kind="stable")
+        at = np.searchsorted(id_map, ids, sorter=order).clip(max=len(id_map) - 1)
+        found = id_map[order[at]] == ids
+        out[found] = held[order[at[found]]]
+        return out
 
     def close(self) -> None:
         self.search_index = None

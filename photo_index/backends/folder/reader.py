@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ... import checks
-from ...api import PhotoRecord, Reader, StoredRows
+from ...api import PhotoRecord, Reader, StoredRows, TrustSample
 from ...errors import IndexCorruptError, IndexNotFoundError
-from ...format import IDS, METADATA, VECTORS, IndexLayout, current_version, read_manifest
+from ...format import IDS, METADATA, VECTORS, IndexLayout, checksum_problems, read_manifest, read_pointer
 from ...queries import checked_queries, no_hits
 from .faiss_index import FaissEngine, FaissIndex
 from .records import MetadataStore
@@ -122,6 +122,19 @@ class IndexReader:
         return StoredRows(self._ids, self._vectors, [record.sha256 for record in records],
                           [record.category for record in records])
 
+    def trust_sample(self, size: int) -> TrustSample:
+        """Counts of every part, ``size`` rows spread evenly over the version, the recorded file checksums."""
+        counts = {"ids": len(self._ids), "vectors": int(self._vectors.shape[0]), "index": int(self._index.size),
+                  "metadata": self._metadata.count()}
+        rows = np.unique(np.linspace(0, len(self._ids) - 1, num=min(size, len(self._ids))).astype(np.int64))
+        if len(self._ids) != self._vectors.shape[0]:
+            rows = rows[rows < min(len(self._ids), self._vectors.shape[0])]
+        ids = np.asarray(self._ids[rows])
+        without_record = sum(record is None for record in self._metadata.get_many(ids.tolist()))
+        return TrustSample(counts, ids, np.asarray(self._vectors[rows], dtype=np.float32), self._index.exact,
+                           checksum_problems(self.folder, self.manifest), without_record,
+                           self._index.held_vectors(ids))
+
     def index_problems(self, rows: StoredRows) -> list[str]:
         """The records and the FAISS index against ``ids.npy`` / ``vectors.npy``."""
         ids = rows.ids
@@ -167,7 +180,7 @@ class FolderSource:
         return str(self.index_dir)
 
     def current(self) -> str | None:
-        return current_version(self.index_dir)
+        return read_pointer(self.index_dir)
 
     def open(self, device: str = "cpu") -> Reader:
         return self._open(self.current(), device)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ...api import PhotoRecord
 from ...errors import IndexCorruptError
+from ...space import no_space
 
 SCHEMA = """
 CREATE TABLE photos (
@@ -61,6 +62,10 @@ def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_0
         conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES ({_MARKS})", rows)
         count += len(rows)
         conn.commit()
+    except sqlite3.OperationalError as error:
+        if "full" in str(error):  # SQLITE_FULL: the disk, in SQLite's words
+            raise no_space(path, str(error)) from None
+        raise
     finally:
         conn.close()
     return count
@@ -104,6 +109,9 @@ class MetadataStore:
 
     def ids_of_category(self, category: str) -> list[int]:
         return [row[0] for row in self._query("SELECT id FROM photos WHERE category = ? ORDER BY id", (category,))]
+
+    def count(self) -> int:
+        return int(self._query("SELECT count(*) FROM photos")[0][0])
 
     def ids(self) -> list[int]:
         return [row[0] for row in self._query("SELECT id FROM photos ORDER BY id")]

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...api import FROM_PREVIOUS, PhotoRecord, PublishOptions, StoredRows, VersionContent
+from ...api import FROM_PREVIOUS, PhotoRecord, PublishOptions, StoredRows, TrustSample, VersionContent
 from ...atomic import write_json
 from ...errors import IndexCorruptError, IndexNotFoundError
-from ...format import REQUIRED, IndexLayout, expired, field_of, utc_now
+from ...format import CHECKSUM_MAX_BYTES, REQUIRED, IndexLayout, expired, field_of, utc_now
 from ...location import FolderLocation
 from ...publishing import live_base, version_report
 from ...queries import checked_queries, no_hits
@@ -30,7 +30,7 @@ from .faiss_index import FaissEngine
 from .segments import SegmentedView, SegmentStore, TieredMergePolicy, apply_policy, compact, write_segment
 from .segments.checks import segment_problems
 from .segments.merge import GatheredRows
-from .segments.segment import adopt_folder
+from .segments.segment import adopt_folder, checksum_problems
 from .segments.tune import tune_version
 from .segments.version import Version
 from .writer import PreviousVersion
@@ -127,6 +127,10 @@ class SegmentedWriter:
         return FaissEngine().resolve_factory(size, dim, requested)
 
     def write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
+        with self.store.undone_on_failure(self.layout.root / REPORTS):
+            return self._write(content, previous, manifest, report)
+
+    def _write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
         self.notes = []
         dim = int(manifest["dim"])
         requested = manifest.get("index_factory_option")
@@ -164,6 +168,10 @@ class SegmentedWriter:
     def compact(self, factory: str | None = None) -> tuple[Version, Version]:
         """(live version, the version with all its photos in one segment, published; the same when nothing
         would change). The live version must be segmented."""
+        with self.store.undone_on_failure():
+            return self._compact(factory)
+
+    def _compact(self, factory: str | None) -> tuple[Version, Version]:
         base = self.store.current()
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to compact.")
@@ -188,6 +196,10 @@ class SegmentedWriter:
     def tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         """(live version, the version with its approximate segments calibrated on ``queries``, one row per
         tuned segment); the new version is published unless no segment had anything to tune."""
+        with self.store.undone_on_failure():
+            return self._tune(queries, recall_target)
+
+    def _tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         base = self.store.current()
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to tune.")
@@ -356,6 +368,45 @@ class SegmentedReader:
         return StoredRows(all_ids[order], GatheredRows(arrays, np.concatenate(which)[order],
                                                        np.concatenate(rows)[order], self.dim),
                           [r.sha256 if r else "" for r in ordered], [r.category if r else None for r in ordered])
+
+    def trust_sample(self, size: int) -> TrustSample:
+        """The live rows each part of every segment holds (ids, vectors, FAISS index and metadata, less the
+        tombstones), each segment's files against segment.json (sizes; SHA-256 of those up to CHECKSUM_MAX_BYTES),
+        and ``size`` live rows spread over the whole version, across segments. ``held``: an exact segment's index
+        copy of its sampled vectors; rows of an approximate segment (no copy) carry their stored vector."""
+        segments = self._view.segments
+        problems = [problem for segment in segments for problem in checksum_problems(
+            segment.segment.folder, segment.segment.info, hash_max_bytes=CHECKSUM_MAX_BYTES)]
+        empty = np.zeros((0, self.dim), np.float32)
+        if problems:  # a damaged file is reason enough: nothing else in it is worth opening
+            return TrustSample({}, np.zeros(0, np.int64), empty, True, problems)
+        live = [segment.live_rows() for segment in segments]
+        counts = {"ids": sum(len(rows) for rows in live), "vectors": 0, "index": 0, "metadata": 0}
+        total = counts["ids"]
+        picks = np.unique(np.linspace(0, total - 1, num=min(size, total)).astype(np.int64)) if total else \
+            np.zeros(0, np.int64)
+        starts = np.cumsum([0, *(len(rows) for rows in live)])
+        ids, vectors, copies = [], [], []
+        for number, segment in enumerate(segments):
+            deleted, held = len(segment.tombstones), segment.segment
+            counts["vectors"] += int(held.vectors.shape[0]) - deleted
+            counts["metadata"] += held.metadata.count() - deleted
+            mine = picks[(picks >= starts[number]) & (picks < starts[number + 1])] - starts[number]
+            rows = live[number][mine]
+            with held.index_for_check() as index:
+                counts["index"] += index.size - deleted
+                if len(rows):
+                    ids.append(held.ids[rows])
+                    vectors.append(np.asarray(held.vectors[rows], dtype=np.float32))
+                    copy = index.held_vectors(ids[-1])
+                    copies.append(vectors[-1] if copy is None else copy)
+        if not ids:
+            return TrustSample(counts, np.zeros(0, np.int64), empty, True, held=empty)
+        sampled = np.concatenate(ids)
+        without_record = sum(record is None for record in self.records(sampled))
+        exact = all(segment.segment.exact for segment in segments if segment.live)
+        return TrustSample(counts, sampled, np.concatenate(vectors), exact, without_record=without_record,
+                           held=np.concatenate(copies))
 
     def index_problems(self, rows: StoredRows) -> list[str]:
         problems = segment_problems(self.store, self._version)

@@ -3,6 +3,7 @@ index, manifest.json), written as ``<name>.partial``, renamed into place and mad
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -11,9 +12,21 @@ import numpy as np
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
 from ...atomic import write_json
 from ...errors import BuildError
-from ...format import CALIBRATION_QUERIES, IDS, MANIFEST, METADATA, REPORT, VECTORS, IndexLayout, read_manifest
+from ...format import (
+    CALIBRATION_QUERIES,
+    CHECKSUMS,
+    IDS,
+    MANIFEST,
+    METADATA,
+    REPORT,
+    VECTORS,
+    IndexLayout,
+    file_checksums,
+    read_manifest,
+)
 from ...location import FolderLocation
 from ...publishing import live_base, version_report
+from ...space import naming, reserved_memmap
 from .calibration import saved_queries
 from .faiss_index import FaissEngine
 from .records import MetadataStore, write_metadata
@@ -67,9 +80,19 @@ class FolderWriter:
 
     def write(self, content: VersionContent, previous: PreviousVersion | None, manifest: Mapping,
               report: Mapping) -> str:
+        name, partial = self.layout.start_version()
+        try:
+            return self._write(name, partial, content, previous, manifest, report)
+        except BaseException:  # a full disk, a kill (SIGTERM), a bug: leave no half-written version behind
+            shutil.rmtree(partial, ignore_errors=True)
+            if self.layout.current() != name:
+                shutil.rmtree(self.layout.version_dir(name), ignore_errors=True)
+            raise
+
+    def _write(self, name: str, partial: Path, content: VersionContent, previous: PreviousVersion | None,
+               manifest: Mapping, report: Mapping) -> str:
         options = self.options
         dim = int(manifest["dim"])
-        name, partial = self.layout.start_version()
         ids = _write_rows(partial, content, previous, dim)
         vectors = np.load(partial / VECTORS, mmap_mode="r")
         section = self.engine.build(vectors, ids, partial, factory=report["factory"], device=options.faiss_device,
@@ -77,13 +100,15 @@ class FolderWriter:
         queries = _tuning_queries(previous, manifest["encoder"]["fingerprint"], dim)
         if queries is not None:  # the live version was tuned on real queries: keep calibrating on them
             section = self.engine.tune(partial, section, vectors, ids, queries, recall_target=options.recall_target)
-            np.save(partial / CALIBRATION_QUERIES, queries)
+            with naming(partial / CALIBRATION_QUERIES):
+                np.save(partial / CALIBRATION_QUERIES, queries)
         del vectors
         full, counts = version_report(report, name)
         write_json(partial / REPORT, full)
         write_json(partial / MANIFEST, {
             **manifest, "version": name, "index": section, "build": counts,
-            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT}})
+            "files": {"vectors": VECTORS, "ids": IDS, "metadata": METADATA, "report": REPORT},
+            CHECKSUMS: file_checksums(partial)})
         self.layout.publish(name, partial)
         return name
 
@@ -102,7 +127,8 @@ def _write_rows(folder: Path, content: VersionContent, previous: PreviousVersion
     """Write vectors.npy, ids.npy and metadata.sqlite of the new version; returns the ids."""
     ids = np.array([record.id for record in content.records], dtype=np.int64)
     _write_vectors(folder / VECTORS, content.sources, previous.vectors if previous else None, content.staged, dim)
-    np.save(folder / IDS, ids)
+    with naming(folder / IDS):
+        np.save(folder / IDS, ids)
     write_metadata(folder / METADATA, content.records)
     return ids
 
@@ -113,7 +139,7 @@ def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None,
     if len(sources) == 0:
         np.save(path, np.zeros((0, dim), dtype=np.float32))
         return
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(sources), dim))
+    out = reserved_memmap(path, (len(sources), dim))
     for start in range(0, len(sources), COPY_CHUNK):
         kinds, rows = sources[start : start + COPY_CHUNK].T
         block = np.empty((len(kinds), dim), dtype=np.float32)
@@ -124,3 +150,4 @@ def _write_vectors(path: Path, sources: np.ndarray, previous: np.ndarray | None,
         out[start : start + len(block)] = block
     out.flush()
     del out
+

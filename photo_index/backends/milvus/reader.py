@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ... import checks
-from ...api import PhotoRecord, StoredRows
+from ...api import PhotoRecord, StoredRows, TrustSample
 from ...errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundError
 from ...format import REQUIRED, field_of
 from ...location import DEFAULT_CONSISTENCY, MilvusLocation
@@ -170,6 +170,14 @@ class MilvusReader:
         if held != sorted(self.categories()):
             problems.append(f"the collection's categories {held[:5]} differ from the manifest's")
         return problems + checks.self_recall(self.search, rows)
+
+    def trust_sample(self, size: int) -> TrustSample:
+        """The first ``size`` rows by id (one bounded query); the collection's own count is the index's size."""
+        rows = self._call(lambda: self.connection.client.query(
+            self.version, filter="id >= 0", output_fields=["id", "vector"], limit=max(size, 1),
+            timeout=self.connection.timeout), what="read a sample of stored vectors")[:size]
+        vectors = np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), self.dim)
+        return TrustSample({}, np.array([row["id"] for row in rows], dtype=np.int64), vectors, exact=False)
 
     def disk_bytes(self) -> int:
         return 0  # the server's business

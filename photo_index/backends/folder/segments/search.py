@@ -12,7 +12,7 @@ import faiss
 import numpy as np
 
 from ....api import PhotoRecord
-from ....errors import IndexCorruptError
+from ....errors import CountsMismatchError
 from ..faiss_index import _search_params
 from .segment import Segment
 from .store import SegmentStore
@@ -148,7 +148,7 @@ class SegmentedView:
                 self.segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
                 info = self.segments[-1].segment.info
                 if (info.size, info.dim) != (ref.size, version.dim):
-                    raise IndexCorruptError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
+                    raise CountsMismatchError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
                                             f"{version.name} lists {ref.size} x {version.dim}.")
         except BaseException:
             self.close()

@@ -14,13 +14,14 @@ folder fsynced first), so a folder without the ``.tmp-`` prefix is always whole,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,8 +30,9 @@ import numpy as np
 
 from ....api import PhotoRecord
 from ....atomic import fsync_dir
-from ....errors import BuildError, IndexCorruptError
+from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, utc_now
+from ....space import naming, reserved_memmap
 from ..faiss_index import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
 from ..records import MetadataStore, write_metadata
 
@@ -101,9 +103,10 @@ def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:
     """Write ``vectors`` (an array, memmap, or anything sliceable in row blocks) as a float32 .npy; its memmap."""
     size, dim = vectors.shape
     if size == 0:
-        np.save(path, np.zeros((0, dim), dtype=np.float32))
+        with naming(path):
+            np.save(path, np.zeros((0, dim), dtype=np.float32))
         return np.load(path)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(size, dim))
+    out = reserved_memmap(path, (size, dim))  # a full disk: ENOSPC here, never a SIGBUS in the copy below
     for start in range(0, size, COPY_CHUNK):
         out[start : start + COPY_CHUNK] = np.asarray(vectors[start : start + COPY_CHUNK], dtype=np.float32)
     out.flush()
@@ -113,7 +116,9 @@ def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:
 
 def _seal(tmp: Path, segments_dir: Path, info: SegmentInfo) -> Path:
     """Write segment.json, fsync everything, and rename the temp folder into place."""
-    (tmp / SEGMENT_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    with naming(tmp / SEGMENT_FILE):
+        (tmp / SEGMENT_FILE).write_text(json.dumps(info.to_json(), indent=2, sort_keys=True) + "\n",
+                                        encoding="utf-8")
     for child in tmp.iterdir():
         with open(child, "rb") as handle:
             os.fsync(handle.fileno())
@@ -150,7 +155,8 @@ def write_segment(segments_dir: Path, vectors: np.ndarray, ids: np.ndarray, reco
     tmp = _temp_folder(segments_dir, name)
     try:
         stored = _copy_vectors(tmp / VECTORS, vectors)
-        np.save(tmp / IDS, ids)
+        with naming(tmp / IDS):
+            np.save(tmp / IDS, ids)
         rows = write_metadata(tmp / METADATA, records)
         if rows != len(ids):
             raise BuildError(f"A segment of {len(ids)} vectors got {rows} metadata rows.")
@@ -189,14 +195,19 @@ def adopt_folder(segments_dir: Path, folder: Path, section: dict) -> SegmentInfo
     return info
 
 
-def checksum_problems(folder: Path, info: SegmentInfo) -> list[str]:
-    """Files of a segment whose size or sha256 differ from segment.json (reads every byte)."""
+def checksum_problems(folder: Path, info: SegmentInfo, hash_max_bytes: int | None = None) -> list[str]:
+    """Files of a segment whose size or sha256 differ from segment.json. Every byte is read, except that files
+    larger than ``hash_max_bytes`` (when given: the service's cheap checks before a swap) have their size checked
+    only."""
     problems = []
     for file, expected in info.files.items():
         path = folder / file
         if not path.is_file():
             problems.append(f"segment {info.name}: {file} is missing")
-        elif path.stat().st_size != int(expected["bytes"]) or file_sha256(path) != expected["sha256"]:
+            continue
+        size = path.stat().st_size
+        hashed = hash_max_bytes is None or size <= hash_max_bytes
+        if size != int(expected["bytes"]) or hashed and file_sha256(path) != expected["sha256"]:
             problems.append(f"segment {info.name}: {file} differs from its checksum")
     return problems
 
@@ -216,7 +227,7 @@ class Segment:
         except (OSError, ValueError) as error:
             raise IndexCorruptError(f"Segment {folder} has unreadable vectors or ids: {error}") from error
         if len(self.ids) != self.info.size or self.vectors.shape != (self.info.size, self.info.dim):
-            raise IndexCorruptError(f"Segment {folder}: ids {self.ids.shape} and vectors {self.vectors.shape} do not "
+            raise CountsMismatchError(f"Segment {folder}: ids {self.ids.shape} and vectors {self.vectors.shape} do not "
                                     f"match segment.json ({self.info.size} x {self.info.dim}).")
         self.metadata = MetadataStore(folder / METADATA)
         section = self.info.index
@@ -243,6 +254,22 @@ class Segment:
                 self._index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids,
                                                  device=self._device)
             return self._index
+
+    @contextlib.contextmanager
+    def index_for_check(self) -> Iterator[FaissIndex]:
+        """The segment's index for a one-off check: an approximate segment's own (searches open it anyway); an
+        exact segment's opened for the block only, unless open already (searches read an exact segment's live
+        rows from memory, never its index: keeping it open would hold a second copy of its vectors)."""
+        with self._lock:
+            index = self._index
+        if index is not None or not self.exact:
+            yield index or self.index
+            return
+        index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids, device="cpu")
+        try:
+            yield index
+        finally:
+            index.close()
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each of ``ids`` in this segment, -1 where the segment does not hold it."""

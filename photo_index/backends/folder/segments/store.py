@@ -17,8 +17,10 @@ Writers hold the builder's lock (one build at a time per index folder).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +145,27 @@ class SegmentStore:
             next_id=max(highest, next_id if next_id is not None else 0, base.next_id if base else 0),
             encoder=encoder if encoder is not None else (base.encoder if base else {}), segments=tuple(refs),
             fields=fields if fields is not None else (base.fields if base else {}))
+
+    @contextlib.contextmanager
+    def undone_on_failure(self, *also: Path) -> Iterator[None]:
+        """What a write inside the block adds (segments, their temp folders, tombstone and query files, a version
+        manifest, and entries of the folders ``also``) is deleted when it fails before ``current`` names the new
+        version (a full disk, a kill, a bug): a full disk must not stay full of it. The live version and all it
+        uses existed before the block, so they are never touched."""
+        folders = [self.segments_dir, self.versions_dir, self.tombstones_dir, self.root / QUERIES, *also]
+        before = {folder: set(os.listdir(folder)) if folder.is_dir() else set() for folder in folders}
+        live = current_version(self.root)
+        try:
+            yield
+        except BaseException:
+            if current_version(self.root) == live:
+                for folder, names in before.items():
+                    for child in folder.iterdir() if folder.is_dir() else ():
+                        if child.name not in names:
+                            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
+                                missing_ok=True)
+                            self._ids.pop(child.name, None)
+            raise
 
     def publish(self, version: Version) -> None:
         """Write ``version``'s manifest, then make it ``current`` (each step atomic; a kill between leaves the old

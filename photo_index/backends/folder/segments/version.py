@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ....errors import IndexCorruptError
+from ....errors import CountsMismatchError, IndexCorruptError
 
 VERSION_FORMAT = "sbir-index/2"
 INLINE_TOMBSTONES = 64
@@ -126,7 +126,7 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
     if len({ref.name for ref in refs}) != len(refs):
         raise IndexCorruptError(f"Version manifest {where} lists a segment twice.")
     if type(data.get("size")) is not int or data["size"] != version.size:
-        raise IndexCorruptError(f"Version manifest {where} is damaged: its size {data.get('size')!r} is not the "
+        raise CountsMismatchError(f"Version manifest {where} is damaged: its size {data.get('size')!r} is not the "
                                 f"{version.size} live photos its segments hold.")
     return version
 

@@ -1,0 +1,133 @@
+"""The HTTP server around the app: uvicorn's h11 protocol plus what uvicorn lacks, and its options from the settings.
+
+uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but that timer is armed only
+after a response; a connection that never sends a byte, or sends half a request head and then stalls,
+is held for ever (and each one counts against ``limit_concurrency``). :class:`GuardedH11Protocol` adds
+the **header timeout**: a connection must deliver a complete request head within ``header_timeout_s``
+of its first byte (or of being opened); otherwise it is closed.
+
+It also answers a request head that h11 refuses in the API's JSON error shape instead of uvicorn's
+plain-text 400: a request line longer than the head limit is a 414 (a 1 MB query string), other over-long
+heads a 431, anything else a 400. The client may still be sending its huge head when the answer goes
+out; the rest is read and discarded for a short while (a lingering close), since closing a socket that
+holds unread data resets it and the client would lose the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import h11
+from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
+
+from .settings import Settings
+
+LINGER_S = 2.0  # longest a refused head's connection is read and discarded before it closes
+LINGER_MAX_BYTES = 4 * 1024 * 1024
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a header timeout and JSON answers to unreadable heads."""
+
+    header_timeout_s: float = 10.0
+
+    @classmethod
+    def with_header_timeout(cls, seconds: float) -> type[GuardedH11Protocol]:
+        """This protocol with another header timeout (uvicorn builds protocols from a class)."""
+        return type(cls.__name__, (cls,), {"header_timeout_s": seconds})
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # bytes of the request head received so far
+        self._head_line_seen = False  # its request line is complete
+        self._head_tail = b""  # the last bytes of the head so far
+        self._linger_left: int | None = None  # set while discarding after a refused head
+        self._start_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._linger_left is not None:
+            self._linger_left -= len(data)
+            if self._linger_left <= 0:
+                self.transport.close()
+            return
+        if self.conn.their_state is h11.IDLE:  # (part of) a request head, perhaps followed by its body
+            joined = self._head_tail + data
+            end = _head_end(joined)
+            head = data if end < 0 else data[:max(end - len(self._head_tail), 0)]
+            self._head_bytes += len(head)
+            self._head_line_seen = self._head_line_seen or b"\n" in head
+            self._head_tail = joined[-3:]  # a terminator may straddle two reads
+            if self._head_bytes > self._head_limit():  # h11 alone takes a long head that arrives in one read
+                self._refuse_head()
+                return
+            if self._head_timer is None:  # a keep-alive connection starts its next request
+                self._start_head_timer()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:  # the head is complete (or refused): its clock stops
+            self._stop_head_timer()
+            self._head_bytes, self._head_line_seen, self._head_tail = 0, False, b""
+
+    def _start_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+    def _head_limit(self) -> int:
+        return getattr(self.config, "h11_max_incomplete_event_size", None) or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request head: the API's JSON error instead of uvicorn's plain text."""
+        self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        """Answer an unreadable head in JSON (414, 431 or 400), then close after a short linger."""
+        limit = self._head_limit()
+        if self._head_bytes > limit and not self._head_line_seen:
+            status, code = 414, "uri_too_long"
+            detail = f"The URL (path and query string) is longer than {limit:,} bytes; send long fields in the body."
+        elif self._head_bytes > limit:
+            status, code = 431, "headers_too_large"
+            detail = f"The request headers are larger than {limit:,} bytes."
+        else:
+            status, code, detail = 400, "bad_request", "The request is not valid HTTP/1.1."
+        body = json.dumps({"error": code, "detail": detail}).encode()
+        # written by hand: h11 may be in any state here, and the connection is done with HTTP
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+            % (status, STATUS_PHRASES[status], len(body)) + body)
+        self._stop_head_timer()
+        self._linger_left = LINGER_MAX_BYTES
+        self.loop.call_later(LINGER_S, self.transport.close)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then closes its side
+
+
+def _head_end(data: bytes) -> int:
+    """Where the request head in `data` ends (after its blank line; h11 also takes bare LFs), or -1."""
+    ends = [at + len(mark) for mark in (b"\r\n\r\n", b"\n\n") if (at := data.find(mark)) >= 0]
+    return min(ends, default=-1)
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for the service (besides host, port and logging): the protocol and its limits."""
+    return {
+        "http": GuardedH11Protocol.with_header_timeout(settings.header_timeout_s),
+        "limit_concurrency": settings.limit_concurrency,
+        "timeout_keep_alive": settings.timeout_keep_alive_s,
+    }
