@@ -7,8 +7,9 @@ Pure ASGI middleware (it wraps ``receive`` and ``send``), outermost in the app:
 - **Key first**: with API keys configured, a body comes only with a valid ``X-API-Key`` (every route that
   takes one needs it); a request without is answered 401 before it takes a slot.
 - **Bound**: at most ``max_in_flight`` requests are reading a body at once (each at most the upload
-  limit, so their memory is bounded), and at most ``max_per_client`` of them from one client (its API
-  key when keys are set, else its source address), so one slow client cannot take every slot; one
+  limit, so their memory is bounded), and, once half the slots are in use, at most ``max_per_client`` of
+  them from one client (its API key when keys are set, else its source address), so one slow client cannot
+  take every slot while a fast one from a single address is never refused on an idle service; one
   more is answered 503 with ``Retry-After``. A slot is freed as soon as its body is complete, or as
   soon as the answer starts without it (a refused body is drained without a slot), so neither slow
   searches nor refused uploads hold one.
@@ -84,7 +85,7 @@ class BodyGuard:
                                   [(b"www-authenticate", b"X-API-Key"), (b"cache-control", b"no-store")])
             return
         client = self._client(scope, key)
-        crowded = self.limits.max_per_client is not None and self.per_client[client] >= self.limits.max_per_client
+        crowded = self._over_fair_share(client)
         if crowded or self.in_flight >= self.limits.max_in_flight:
             await exchange.drain()
             whose = "from this client " if crowded else ""
@@ -99,6 +100,14 @@ class BodyGuard:
                 await exchange.refuse_timeout()
         finally:
             exchange.release_slot()
+
+    def _over_fair_share(self, client: str) -> bool:
+        """One client past ``max_per_client`` bodies while the slots are contended (half or more in use): a busy
+        but fast client (a benchmark, a batch job behind one address) keeps the idle slots; a crowd cannot take
+        the last half from the others."""
+        cap = self.limits.max_per_client
+        contended = self.in_flight * 2 >= self.limits.max_in_flight
+        return cap is not None and contended and self.per_client[client] >= cap
 
     def _known(self, key: str | None) -> bool:
         """Whether a body sent with ``key`` may take a slot: any key when none is configured, else a key of

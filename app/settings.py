@@ -78,7 +78,8 @@ class Settings(BaseSettings):
     # Slow and oversized requests (app/body_guard.py; the last two are uvicorn's own settings).
     body_timeout_s: float = Field(30.0, gt=0, description="a request body must arrive within this time (else 408)")
     max_bodies_in_flight: int = Field(64, ge=1, description="most request bodies read at once (beyond: 503)")
-    max_bodies_per_client: int = Field(8, ge=1, description="most request bodies one client reads at once "
+    max_bodies_per_client: int = Field(8, ge=1, description="most request bodies one client reads at once, once "
+                                       "half the body slots are in use "
                                        "(a client: its API key when keys are set, else its address; beyond: 503)")
     drain_max_bytes: int = Field(64 * MIB, ge=0, description="most bytes of a refused body read and discarded "
                                  "before answering, so the client reads the answer")

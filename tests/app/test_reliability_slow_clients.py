@@ -228,3 +228,17 @@ def test_the_header_timeout_is_a_setting_with_a_default_of_10_s(monkeypatch):
     assert Settings().header_timeout_s == 10.0
     monkeypatch.setenv("SBIR_HEADER_TIMEOUT_S", "3.5")
     assert Settings().header_timeout_s == 3.5
+
+
+def test_the_per_client_cap_applies_only_while_the_body_slots_are_contended():
+    """A fast client behind one address (a benchmark, 16 concurrent searches) keeps the idle slots; past half the
+    slots in use, a client already holding its share is refused so the rest stay for the others."""
+    from app.body_guard import BodyGuard, BodyLimits
+
+    guard = BodyGuard(app=None, limits=BodyLimits(timeout_s=1, max_in_flight=64, drain_max_bytes=0,
+                                                  drain_timeout_s=1, max_per_client=8))
+    guard.per_client["127.0.0.1"], guard.in_flight = 16, 16
+    assert not guard._over_fair_share("127.0.0.1")  # 16 of 64 in use: not contended
+    guard.per_client["127.0.0.2"], guard.in_flight = 16, 32
+    assert guard._over_fair_share("127.0.0.2") and guard._over_fair_share("127.0.0.1")
+    assert not guard._over_fair_share("127.0.0.3")  # a newcomer still gets a slot
