@@ -20,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from encoder.workers import available_cpus
 
 from .metrics import Metrics
 
@@ -38,7 +39,7 @@ P = TypeVar("P")
 
 def default_prepare_threads(cores: int | None = None) -> int:
     """Decoding threads beside the encoder: one per 8 cores, at least one (a thread decodes ~250 sketches/s)."""
-    return max(1, (cores or os.cpu_count() or 1) // 8)
+    return max(1, (cores or available_cpus()) // 8)
 
 
 class BatcherClosedError(RuntimeError):

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from .errors import PrecisionError
+from .workers import available_cpus
 
 log = logging.getLogger("encoder.precision")
 
@@ -76,7 +77,7 @@ def cpu_description(cpuinfo: Path = CPUINFO) -> dict:
     with contextlib.suppress(OSError):
         model = next((line.partition(":")[2].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
                       if line.startswith("model name")), model)
-    return {"model": model, "cores": os.cpu_count(), "bf16_flags": native_bf16_flags(cpu_flags(cpuinfo))}
+    return {"model": model, "cores": available_cpus(), "bf16_flags": native_bf16_flags(cpu_flags(cpuinfo))}
 
 
 def probe_bf16_speedup(size: int = 384, reps: int = 5) -> float:
