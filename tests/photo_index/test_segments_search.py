@@ -101,8 +101,9 @@ def test_more_results_asked_than_photos_pad_with_minus_one(tmp_path):
         assert found.tolist() == [[4, -1, -1]] and np.isneginf(scores[0, 1:]).all()
 
 
-
-def test_small_segments_beside_an_ivf_segment_are_probed_through_its_quantizer(tmp_path):
+def ivf_and_small_segments(tmp_path, factory: str = "IVF16,Flat"):
+    """An approximate segment of 2,000 photos, then three small (exact) ones: 40 new photos each, the first also
+    replacing photos 0-9 of the big one, and 20 of the big one's photos removed. Returns (store, version, live)."""
     store = SegmentStore(tmp_path)
     live = {}
 
@@ -112,16 +113,42 @@ def test_small_segments_beside_an_ivf_segment_are_probed_through_its_quantizer(t
         live.update(zip(ids.tolist(), vectors, strict=True))
         return write_segment(store.segments_dir, vectors, ids, records_for(ids), factory=factory)
 
-    version = store.commit(None, added=[add(range(2000), 1, "IVF16,Flat")], encoder=ENCODER)
-    for n in range(3):
+    version = store.commit(None, added=[add(range(2000), 1, factory)], encoder=ENCODER)
+    version = store.commit(version, added=[add([*range(10), *range(2000, 2040)], 2)])
+    for n in range(1, 3):
         version = store.commit(version, added=[add(range(2000 + 40 * n, 2040 + 40 * n), 2 + n)])
-    # every list probed: the search must then be exact, through the shared quantizer too
+    removed = np.arange(500, 520)
+    for i in removed.tolist():
+        del live[i]
+    version = store.commit(version, removed=removed)
+    return store, version, live
+
+
+def test_small_segments_are_searched_inside_the_ivf_segment_in_one_call(tmp_path):
+    store, version, live = ivf_and_small_segments(tmp_path)
+    # every list probed: the search must then be exact, the small rows' included
     version = replace(version, segments=(replace(version.segments[0], search_params={"nprobe": 16}),
                                          *version.segments[1:]))
-    queries = unit_vectors(30, seed=9)
+    queries = np.concatenate([unit_vectors(30, seed=9), np.stack([live[i] for i in (0, 5, 2001, 2100)])])
     with SegmentedView(store, version) as view:
-        assert (view._small.nlist, view._small.nprobe, view._small.index.ntotal) == (16, 16, 120)
-        assert np.array_equal(view.search(queries, 10)[1], exact_top_k(live, queries, 10)[1])
+        host = view.segments[0].segment.index
+        assert view._small.host is view.segments[0] and view._small.index is None
+        # the 130 small rows sit in the host's in-memory index; what it says of its own rows is unchanged
+        assert (host.cpu_index.ntotal, host.size, len(host.ids())) == (2130, 2000, 2000)
+        scores, found = view.search(queries, 10)
+        expected_scores, expected = exact_top_k(live, queries, 10)
+        assert np.array_equal(found, expected)  # photos 0-9: their new copy, never the tombstoned old one
+        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
         owls = view.ids_of_category("owl")
         assert np.array_equal(view.search(queries, 10, owls)[1],
                               exact_top_k(live, queries, 10, set(owls.tolist()))[1])
+
+
+def test_small_segments_beside_an_index_that_takes_no_rows_are_one_flat_index(tmp_path):
+    store, version, live = ivf_and_small_segments(tmp_path, factory="HNSW16")
+    version = replace(version, segments=(replace(version.segments[0], search_params={"efSearch": 512}),
+                                         *version.segments[1:]))
+    queries = unit_vectors(30, seed=9)
+    with SegmentedView(store, version) as view:
+        assert view._small.host is None and view._small.index.ntotal == 130
+        assert np.array_equal(view.search(queries, 10)[1], exact_top_k(live, queries, 10)[1])

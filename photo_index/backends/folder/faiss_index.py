@@ -252,6 +252,28 @@ class FaissEngine:
             raise IndexCorruptError(f"FAISS index {path} is unreadable: {error}") from error
 
 
+def exact_subset(queries: np.ndarray, k: int, ids: np.ndarray, vectors: np.ndarray, allowed_ids: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-``k`` by inner product over the rows of ``vectors`` whose ``ids`` (sorted) are in ``allowed_ids``
+    (sorted): what a category filter searches when few photos pass it (-inf / -1 pad)."""
+    rows = np.searchsorted(ids, allowed_ids)
+    valid = rows < len(ids)
+    valid[valid] = ids[rows[valid]] == allowed_ids[valid]
+    rows = rows[valid]  # ascending, since allowed_ids is sorted
+    dim = queries.shape[1]
+    subset = np.asarray(vectors[rows], dtype=np.float32).reshape(len(rows), dim)
+    subset_ids = ids[rows]
+    scores_all = queries @ subset.T
+    take = min(k, len(subset_ids))
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    if take:
+        top = np.argsort(-scores_all, axis=1, kind="stable")[:, :take]
+        scores[:, :take] = np.take_along_axis(scores_all, top, axis=1)
+        found[:, :take] = subset_ids[top]
+    return scores, found
+
+
 class FaissIndex:
     """A loaded FAISS index + the version's stored vectors (for exact filtered search)."""
 
@@ -270,19 +292,47 @@ class FaissIndex:
         elif self.knob == "efSearch":
             _hnsw_of(index).hnsw.efSearch = self.knob_value
         self.exact = section.get("factory") in EXACT_FACTORIES
-        self.search_index = index
-        if gpu:
+        self.foreign_from: int | None = None  # ids from here up are other segments' rows (``add_foreign``)
+        self._gpu = gpu
+        self.search_index = self._search_copy()
+
+    def _search_copy(self) -> faiss.Index:
+        if self._gpu:
             try:
-                self.search_index = to_gpu(index)
+                return to_gpu(self.cpu_index)
             except RuntimeError:  # not every index type has a GPU version (e.g. HNSW): stay on CPU
-                self.search_index = index
+                pass
+        return self.cpu_index
+
+    @property
+    def can_add_foreign(self) -> bool:
+        """Whether other rows can join this index in memory: an IVF index (any codec) assigns them to its trained
+        lists and encodes them as its own."""
+        return isinstance(self.cpu_index, faiss.IndexIVF)
+
+    def add_foreign(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Add rows that are not this index's own (another segment's, under ``ids`` above any of its own) to this
+        in-memory copy, so that one search covers both. The file, ``size``, ``ids()`` and the checks stay about the
+        index's own rows; searches return the foreign ids, for the caller to map back."""
+        if not self.can_add_foreign:
+            raise TypeError(f"{type(self.cpu_index).__name__} does not take foreign rows")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        if not len(ids):
+            return
+        self.foreign_from = int(ids.min()) if self.foreign_from is None else min(self.foreign_from, int(ids.min()))
+        for start in range(0, len(ids), ADD_CHUNK):
+            self.cpu_index.add_with_ids(np.ascontiguousarray(vectors[start : start + ADD_CHUNK], dtype=np.float32),
+                                        ids[start : start + ADD_CHUNK])
+        if self.search_index is not self.cpu_index:
+            self.search_index = self._search_copy()
 
     def ids(self) -> np.ndarray:
         if self.ivf is not None:
             invlists = self.ivf.invlists
             parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
                      for i in range(self.ivf.nlist) if invlists.list_size(i)]
-            return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            ids = np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+            return ids if self.foreign_from is None else ids[ids < self.foreign_from]
         return np.sort(faiss.vector_to_array(self.cpu_index.id_map))
 
     def search(
@@ -308,21 +358,7 @@ class FaissIndex:
         return params
 
     def _exact_subset(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rows = np.searchsorted(self.stored_ids, allowed_ids)
-        valid = rows < len(self.stored_ids)
-        valid[valid] = self.stored_ids[rows[valid]] == allowed_ids[valid]
-        rows = rows[valid]  # ascending, since allowed_ids is sorted
-        subset = np.asarray(self.vectors[rows], dtype=np.float32).reshape(len(rows), self.dim)
-        subset_ids = self.stored_ids[rows]
-        scores_all = queries @ subset.T
-        take = min(k, len(subset_ids))
-        scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
-        found = np.full((len(queries), k), -1, dtype=np.int64)
-        if take:
-            top = np.argsort(-scores_all, axis=1, kind="stable")[:, :take]
-            scores[:, :take] = np.take_along_axis(scores_all, top, axis=1)
-            found[:, :take] = subset_ids[top]
-        return scores, found
+        return exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
 
     def self_check(self, rows: StoredRows) -> list[str]:
         """An exact index must hold exactly the stored vectors; an approximate one must find most of them."""

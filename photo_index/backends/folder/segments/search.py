@@ -1,7 +1,8 @@
 """Search one version of a segmented index: every approximate (IVF) segment searched with its tombstones
 excluded inside FAISS (an ``IDSelectorNot`` over the deleted ids, so it still returns its k best live photos),
-the live rows of all exact segments searched as one in-memory index (:class:`SmallRows`), the results merged by
-score. Ids are the photos' stable ids, whichever segment holds them.
+the live rows of all exact segments added to the largest IVF segment's in-memory index, or searched as one flat
+index when there is none (:class:`SmallRows`), the results merged by score. Ids are the photos' stable ids,
+whichever segment holds them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 
 from ....api import PhotoRecord
 from ....errors import CountsMismatchError
-from ..faiss_index import _search_params
+from ..faiss_index import _search_params, exact_subset
 from .segment import Segment
 from .store import SegmentStore
 from .version import Version
@@ -94,36 +95,50 @@ class LiveSegment:
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found
 
 
+ANNEX_ID_BASE = 1 << 52  # small rows' ids inside a host index: above any photo id, so that neither a tombstone
+#                          nor a category filter of the host ever names one
+
+
 class SmallRows:
-    """The live rows of a version's exact segments in one in-memory index, so the many small segments small
-    changes make cost one FAISS call, not one each. Flat (exact) when the version has no IVF segment; else an IVF
-    sharing the largest IVF segment's trained coarse quantizer and probed with its ``nprobe``: a query then scans
-    a few lists of these rows instead of all of them (a category filter probes every list: exact)."""
+    """The live rows of a version's exact segments (the small ones that changes make), searched together.
+
+    When the version has an IVF segment (the host: the largest), these rows are added to the host's in-memory
+    index under ids from ``ANNEX_ID_BASE`` up, so that one FAISS call searches both: a query after many small
+    changes costs what a query on one segment does (a second call, even over a few thousand rows, cost as much as
+    the host's own search at small ``nprobe``). They are assigned by the host's trained quantizer and probed with
+    its ``nprobe``; their own copy here answers category filters exactly. Without a host they are one flat
+    (exact) index."""
 
     def __init__(self, segments: Sequence[LiveSegment], dim: int, host: LiveSegment | None) -> None:
         ids = np.concatenate([s.live_ids() for s in segments])
         vectors = np.concatenate([np.asarray(s.segment.vectors[s.live_rows()], dtype=np.float32) for s in segments])
         order = np.argsort(ids, kind="stable")
         self.ids = np.ascontiguousarray(ids[order])
-        ivf = host.segment.index.ivf if host is not None else None
-        if ivf is None:
-            self.index, self.nprobe, self.nlist = faiss.IndexIDMap2(faiss.IndexFlatIP(dim)), None, None
+        vectors = np.ascontiguousarray(vectors[order])
+        self.host = host if host is not None and host.segment.index.can_add_foreign else None
+        if self.host is not None:
+            self.host.segment.index.add_foreign(vectors, ANNEX_ID_BASE + np.arange(len(self.ids), dtype=np.int64))
+            self.vectors, self.index = vectors, None
         else:
-            self._quantizer = faiss.clone_index(ivf.quantizer)  # the IVF index only points at it
-            self.index = faiss.IndexIVFFlat(self._quantizer, dim, ivf.nlist, faiss.METRIC_INNER_PRODUCT)
-            self.nprobe, self.nlist = host.segment.index.knob_value, ivf.nlist
-        self.index.add_with_ids(np.ascontiguousarray(vectors[order]), self.ids)
-        self._unfiltered = self._params(None)  # made once: a query's fixed cost matters at small nprobe
+            self.vectors, self.index = None, faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+            self.index.add_with_ids(vectors, self.ids)
 
-    def _params(self, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
-        if self.nprobe is None:
-            return None if selector is None else faiss.SearchParameters(sel=selector)
-        if selector is None:
-            return faiss.SearchParametersIVF(nprobe=self.nprobe)
-        return faiss.SearchParametersIVF(sel=selector, nprobe=self.nlist)
+    def photo_ids(self, found: np.ndarray) -> np.ndarray:
+        """``found`` (a host's results) with the small rows' ids inside the host mapped back to photo ids."""
+        annex = found >= ANNEX_ID_BASE
+        if annex.any():
+            found = found.copy()
+            found[annex] = self.ids[found[annex] - ANNEX_ID_BASE]
+        return found
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        selector = None
+        """Exact top-``k`` over these rows (restricted to ``allowed`` when given); a hosted set is searched through
+        its host, except under a filter."""
+        if self.vectors is not None:
+            if allowed is None:
+                raise RuntimeError("Rows added to a host index are searched through the host.")
+            return exact_subset(queries, k, self.ids, self.vectors, allowed)
+        params = None
         if allowed is not None:
             rows = np.searchsorted(self.ids, allowed)
             inside = rows < len(self.ids)
@@ -131,7 +146,8 @@ class SmallRows:
             if not inside.any():
                 return _no_hits(len(queries), k)
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed[inside]))
-        params = self._unfiltered if selector is None else self._params(selector)
+            params = faiss.SearchParameters(sel=selector)
+            params.keep_alive = selector  # the params object only holds a raw pointer
         scores, found = self.index.search(queries, k, params=params)
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
 
@@ -164,9 +180,14 @@ class SegmentedView:
         """Top-``k`` by inner product over the live photos of every segment; ``allowed_ids`` (sorted) restricts
         the results to those ids exactly."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        parts = [s.search(queries, k, allowed_ids) for s in self._approximate]
-        if self._small is not None:
-            parts.append(self._small.search(queries, k, allowed_ids))
+        small = self._small
+        hosted = small is not None and small.host is not None and allowed_ids is None
+        parts = []
+        for segment in self._approximate:
+            scores, found = segment.search(queries, k, allowed_ids)
+            parts.append((scores, small.photo_ids(found)) if hosted and segment is small.host else (scores, found))
+        if small is not None and not hosted:
+            parts.append(small.search(queries, k, allowed_ids))
         return merge_top_k(parts, len(queries), k)
 
     def ids(self) -> np.ndarray:
