@@ -151,12 +151,12 @@ def run_milvus_upsert(connection, vectors: np.ndarray, extra: np.ndarray, querie
     from photo_index import MilvusLocation, PublishOptions, open_source, open_writer
     from photo_index.backends.milvus.reader import MilvusReader
 
-    location = MilvusLocation(connection.uri, "bench_upsert", timeout_s=600)
+    location = MilvusLocation(connection.uri, "bench_upsert", timeout_s=3600)
     writer = open_writer(location, PublishOptions())
     started = time.perf_counter()
     version = publish_vectors(writer, np.asarray(vectors), factory="AUTOINDEX")
     insert_s = time.perf_counter() - started
-    connection.wait_served_indexed(version, timeout=600)
+    connection.wait_served_indexed(version, timeout=7200)
     served_s = time.perf_counter() - started
     started = time.perf_counter()
     publish_vectors(writer, extra, factory="AUTOINDEX")
