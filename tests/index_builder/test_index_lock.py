@@ -18,44 +18,10 @@ from index_builder.lock import build_lock
 from photo_index.errors import BuildError
 from tests.imagegen import random_photo
 
+from .killing import locked_by_another_process, session_processes, wait_until_gone
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "PYTHONPATH": str(ROOT)}
-
-
-def locked_by_another_process(index_dir: Path) -> bool:
-    """Whether a fresh process is refused the lock file's record lock."""
-    probe = textwrap.dedent(f"""
-        import fcntl, sys
-        with open({str(index_dir / ".lock")!r}, "a+") as handle:
-            try:
-                fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                sys.exit(3)
-    """)
-    return subprocess.run([sys.executable, "-c", probe], timeout=30).returncode == 3
-
-
-def session_processes(sid: int) -> list[int]:
-    """Live (not zombie) processes of session ``sid``, from /proc."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-        if int(fields[3]) == sid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return found
-
-
-def wait_until_gone(sid: int, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while (left := session_processes(sid)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return left
 
 
 def test_a_second_build_in_the_same_process_is_refused_and_the_first_keeps_its_lock(tmp_path):

@@ -30,6 +30,7 @@ from photo_index.checks import verify
 from photo_index.registry import open_source
 from photo_index.space import reserved_memmap
 from tests.index_builder.conftest import write_photo
+from tests.index_builder.killing import build_killed_before_seal, write_distinct_photos
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")]
@@ -181,3 +182,21 @@ def test_a_segment_too_large_for_the_disk_is_refused_before_its_vectors_are_mapp
         write_segment(small_disk / "segments", vectors, np.arange(1000), [])
     assert refused.value.errno == errno.ENOSPC and refused.value.filename.endswith("vectors.npy")
     assert list((small_disk / "segments").iterdir()) == []
+
+
+def test_what_a_killed_build_left_does_not_take_the_room_the_next_build_needs(make_gallery, small_disk, capsys):
+    """A build SIGKILLed while writing its segment leaves that segment's temp folder; on a disk with room for one
+    such segment but not two, the next build must remove it before writing, not fail on a full disk each time."""
+    gallery = make_gallery({"cat": 3, "dog": 3})
+    index_dir = small_disk / "index"
+    assert main(build_args(gallery, index_dir)) == 0
+    write_distinct_photos(gallery / "bird", 40)
+    tmp = build_killed_before_seal(gallery, index_dir, seal=1)
+    left = sum(p.stat().st_size for p in tmp.iterdir())
+    leave_free(small_disk, left // 2)  # the new segment (about `left` bytes) fits only where the leftover was
+    capsys.readouterr()
+    assert main(build_args(gallery, index_dir)) == 0, capsys.readouterr().err
+    assert not tmp.exists() and current_version(index_dir) is not None
+    assert verify(open_source(index_dir)) == []
+    with open_source(index_dir).open() as reader:
+        assert reader.size == 46

@@ -127,6 +127,7 @@ class SegmentedWriter:
         return FaissEngine().resolve_factory(size, dim, requested)
 
     def write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
+        self.store.clear_dead_writes()
         with self.store.undone_on_failure(self.layout.root / REPORTS):
             return self._write(content, previous, manifest, report)
 
@@ -168,6 +169,7 @@ class SegmentedWriter:
     def compact(self, factory: str | None = None) -> tuple[Version, Version]:
         """(live version, the version with all its photos in one segment, published; the same when nothing
         would change). The live version must be segmented."""
+        self.store.clear_dead_writes()
         with self.store.undone_on_failure():
             return self._compact(factory)
 
@@ -196,6 +198,7 @@ class SegmentedWriter:
     def tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         """(live version, the version with its approximate segments calibrated on ``queries``, one row per
         tuned segment); the new version is published unless no segment had anything to tune."""
+        self.store.clear_dead_writes()
         with self.store.undone_on_failure():
             return self._tune(queries, recall_target)
 

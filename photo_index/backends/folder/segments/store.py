@@ -242,6 +242,13 @@ class SegmentStore:
                     removed[kind].append(child.name)
         return removed
 
+    def clear_dead_writes(self) -> dict[str, list[str]]:
+        """Remove what killed writers left (temp folders, half-written manifests, segments and files no version
+        references), keeping every version. Run before a write, under the build lock (so no writer is alive):
+        a build killed mid-way through a large segment must not leave its bytes taking the room the next write
+        needs (they were otherwise only collected after the next write succeeded)."""
+        return self.collect_garbage(keep=len(self.versions()))
+
     def disk_bytes(self) -> int:
         """Bytes of every file under the index folder (segments, versions, tombstones, staging)."""
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
