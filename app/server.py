@@ -1,12 +1,14 @@
-"""The HTTP server around the app: uvicorn's h11 protocol plus what uvicorn lacks, and its options from the settings.
+"""The HTTP server around the app: uvicorn's HTTP/1.1 protocol plus what uvicorn lacks, and its options from the
+settings. Either parser: httptools (C, less event-loop CPU per request) where installed, else the pure-Python h11
+(``SBIR_HTTP_PARSER``); both get the same guard (:class:`_HeadGuard`).
 
 uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but that timer is armed only
 after a response; a connection that never sends a byte, or sends half a request head and then stalls,
-is held for ever (and each one counts against ``limit_concurrency``). :class:`GuardedH11Protocol` adds
+is held for ever (and each one counts against ``limit_concurrency``). The guard adds
 the **header timeout**: a connection must deliver a complete request head within ``header_timeout_s``
 of its first byte (or of being opened); otherwise it is closed.
 
-It also answers a request head that h11 refuses in the API's JSON error shape instead of uvicorn's
+It also answers a request head that the parser refuses in the API's JSON error shape instead of uvicorn's
 plain-text 400: a request line longer than the head limit is a 414 (a 1 MB query string), other over-long
 heads a 431, anything else a 400. The client may still be sending its huge head when the answer goes
 out; the rest is read and discarded for a short while (a lingering close), since closing a socket that
