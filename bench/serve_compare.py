@@ -49,8 +49,9 @@ def summary(runs: list[dict]) -> str:
     bare = sum(r["c16_requests"] / r["bare_encoder_per_s"] for r in runs)
     cpu = [sum(r[key] * r["c16_requests"] for r in runs) / n for key in CPU_KEYS]
     batch = sum(r["c16_mean_batch"] for r in runs) / len(runs)
+    bare_cpu = sum(r["bare_encoder_cpu_ms_per_image"] * r["c16_requests"] for r in runs) / n
     return (f"{n / served:.1f} | {batch:.1f} | {n / bare:.1f} | {bare / served:.2f} | {cpu[0]:.2f} | {cpu[1]:.1f} "
-            f"| {cpu[2]:.2f}")
+            f"| {cpu[2]:.2f} | {bare_cpu:.1f} | {bare_cpu / (cpu[0] + cpu[1]):.2f}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\ncpu: {cpu['model']}, {cpu['cores']} cores, bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}; "
           f"precision {encoder.precision}; {args.rounds} interleaved rounds of {args.c16_requests} requests")
     print("| service | client | c=16 req/s | mean batch | bare img/s | c=16 ÷ bare | CPU ms/request: client | service "
-          "| service event loop |")
+          "| service event loop | bare encoder CPU ms/image | bare ÷ (service + client) CPU |")
     for (name, client), runs in rows.items():
         print(f"| {name} | {client} | {summary(runs)} |")
 
