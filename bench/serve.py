@@ -6,7 +6,10 @@ in index_builder's version format, records pointing at real photos) with the ViT
 
 * p50/p99 of one search at concurrency 1 ÷ the same sketch decoded + encoded + searched in-process;
 * p50 of a text-only and of a sketch + text search at concurrency 1 ÷ the sketch-only search's (interleaved);
-* throughput at concurrency 16 ÷ the bare encoder's images/s at the batch size the service formed;
+* throughput at concurrency 16 ÷ the bare encoder's images/s at the batch size the service formed, and the CPU per
+  request of the load generator, of the service and of its event loop (the same ratio in CPU: bare encoder per
+  image ÷ service + client per request); the c=16 clients are asyncio streams sending a pre-built request
+  (``--client httpx``: one httpx.Client per thread, as before, ~15× the client CPU);
 * the same load while a new index version is published: failed requests (target 0).
 
 ``--precision`` (auto | fp32 | bf16; default SBIR_PRECISION, else auto) is the service's, the in-process path's and
