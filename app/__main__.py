@@ -29,6 +29,7 @@ FLAGS = {
     "--photo-url-ttl-s": ("photo_url_ttl_s", int),
     "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
     "--max-bodies-per-client": ("max_bodies_per_client", int), "--header-timeout-s": ("header_timeout_s", float),
+    "--http-parser": ("http_parser", str),
     "--drain-max-bytes": ("drain_max_bytes", int), "--drain-timeout-s": ("drain_timeout_s", float),
     "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
     "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),

@@ -32,9 +32,8 @@ def is_admin_key(request: Request, key: str | None) -> bool:
     return key is not None and admin.required and admin.key_ok(key)
 
 
-def require_search_key(request: Request, x_api_key: str | None = Header(None, description="a search key, "
-                                                                                        "when one is configured")
-                       ) -> None:
+async def require_search_key(request: Request, x_api_key: str | None = Header(
+        None, description="a search key, when one is configured")) -> None:
     """403 for an admin key (also on an open service: it was sent by mistake), else the search key rule (401)."""
     refuse_admin_key(request, x_api_key)
     require_api_key(request, x_api_key)
@@ -46,8 +45,8 @@ def refuse_admin_key(request: Request, key: str | None) -> None:
         raise APIError(403, "wrong_key", _WRONG_FOR_SEARCH)
 
 
-def require_admin_key(request: Request, x_api_key: str | None = Header(None, description="an admin key "
-                                                                                       "(SBIR_ADMIN_KEYS)")) -> None:
+async def require_admin_key(request: Request, x_api_key: str | None = Header(
+        None, description="an admin key (SBIR_ADMIN_KEYS)")) -> None:
     """403 when no admin key is configured or a search key is sent; 401 when the header is none of the keys."""
     if not _admin(request).required:
         raise APIError(403, "forbidden", "Admin actions need admin keys (SBIR_ADMIN_KEYS) on the service.")

@@ -4,8 +4,9 @@ search path); a detail an older index did not record is None."""
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
-from pathlib import PurePath
+from pathlib import PurePath, PurePosixPath
 from typing import Any
 
 from photo_index import PhotoRecord
@@ -16,10 +17,30 @@ def gallery_path(record: PhotoRecord, root: str | PurePath | None) -> str | None
     no root. Purely lexical: symlinks are the photo route's business."""
     if root is None:
         return None
+    # Every result of every search passes here, on the event loop: a path spelled as PurePath would spell it is cut
+    # by string (~1 µs); PurePath's parse + relative_to (~10 µs) is kept for the rest, with the same answer.
+    prefix = _root_prefix(str(root))
+    path = record.path
+    if prefix is not None and path.startswith(prefix) and _plain(path):
+        return path[len(prefix):]
     try:
-        return PurePath(record.path).relative_to(root).as_posix()
+        return PurePath(path).relative_to(root).as_posix()
     except ValueError:
         return None
+
+
+@functools.lru_cache(maxsize=64)
+def _root_prefix(root: str) -> str | None:
+    """``root`` with one trailing slash when POSIX PurePath spells it that way (no '//', '.' parts or trailing
+    slash), else None."""
+    if not isinstance(PurePath(), PurePosixPath) or PurePath(root).as_posix() != root or root == ".":
+        return None
+    return root if root == "/" else root + "/"
+
+
+def _plain(path: str) -> bool:
+    """PurePath would keep ``path`` as it is: no empty or '.' parts, no trailing slash."""
+    return "//" not in path and "/./" not in path and not path.endswith(("/", "/.")) and not path.startswith("./")
 
 
 def iso_utc(mtime_ns: int | None) -> str | None:

@@ -1,12 +1,14 @@
-"""The HTTP server around the app: uvicorn's h11 protocol plus what uvicorn lacks, and its options from the settings.
+"""The HTTP server around the app: uvicorn's HTTP/1.1 protocol plus what uvicorn lacks, and its options from the
+settings. Either parser: httptools (C, less event-loop CPU per request) where installed, else the pure-Python h11
+(``SBIR_HTTP_PARSER``); both get the same guard (:class:`_HeadGuard`).
 
 uvicorn closes an idle keep-alive connection after ``timeout_keep_alive``, but that timer is armed only
 after a response; a connection that never sends a byte, or sends half a request head and then stalls,
-is held for ever (and each one counts against ``limit_concurrency``). :class:`GuardedH11Protocol` adds
+is held for ever (and each one counts against ``limit_concurrency``). The guard adds
 the **header timeout**: a connection must deliver a complete request head within ``header_timeout_s``
 of its first byte (or of being opened); otherwise it is closed.
 
-It also answers a request head that h11 refuses in the API's JSON error shape instead of uvicorn's
+It also answers a request head that the parser refuses in the API's JSON error shape instead of uvicorn's
 plain-text 400: a request line longer than the head limit is a 414 (a 1 MB query string), other over-long
 heads a 431, anything else a 400. The client may still be sending its huge head when the answer goes
 out; the rest is read and discarded for a short while (a lingering close), since closing a socket that
@@ -23,24 +25,35 @@ import h11
 from h11._connection import DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
+try:  # the C parser (uvicorn[standard]); the pure-Python h11 stands in where it is missing
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - depends on the environment
+    HttpToolsProtocol = None
+
 from .settings import Settings
 
 LINGER_S = 2.0  # longest a refused head's connection is read and discarded before it closes
 LINGER_MAX_BYTES = 4 * 1024 * 1024
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a header timeout and JSON answers to unreadable heads."""
+class _HeadGuard:
+    """The header timeout and JSON answers to unreadable heads, for either of uvicorn's HTTP/1.1 protocols.
+
+    The parser-specific part is `_in_head()` (the connection is between requests or inside a request head) and
+    calling `_head_complete()` once the parser has a whole head."""
 
     header_timeout_s: float = 10.0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    config: Any
 
     @classmethod
-    def with_header_timeout(cls, seconds: float) -> type[GuardedH11Protocol]:
+    def with_header_timeout(cls, seconds: float) -> type:
         """This protocol with another header timeout (uvicorn builds protocols from a class)."""
         return type(cls.__name__, (cls,), {"header_timeout_s": seconds})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[misc]
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes of the request head received so far
         self._head_line_seen = False  # its request line is complete
@@ -50,7 +63,10 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_head_timer()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _in_head(self) -> bool:
+        raise NotImplementedError
 
     def data_received(self, data: bytes) -> None:
         if self._linger_left is not None:
@@ -58,22 +74,24 @@ class GuardedH11Protocol(H11Protocol):
             if self._linger_left <= 0:
                 self.transport.close()
             return
-        if self.conn.their_state is h11.IDLE:  # (part of) a request head, perhaps followed by its body
+        if self._in_head():  # (part of) a request head, perhaps followed by its body
             joined = self._head_tail + data
             end = _head_end(joined)
             head = data if end < 0 else data[:max(end - len(self._head_tail), 0)]
             self._head_bytes += len(head)
             self._head_line_seen = self._head_line_seen or b"\n" in head
             self._head_tail = joined[-3:]  # a terminator may straddle two reads
-            if self._head_bytes > self._head_limit():  # h11 alone takes a long head that arrives in one read
+            if self._head_bytes > self._head_limit():  # neither parser refuses a long head that arrives in one read
                 self._refuse_head()
                 return
             if self._head_timer is None:  # a keep-alive connection starts its next request
                 self._start_head_timer()
-        super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the head is complete (or refused): its clock stops
-            self._stop_head_timer()
-            self._head_bytes, self._head_line_seen, self._head_tail = 0, False, b""
+        super().data_received(data)  # type: ignore[misc]
+
+    def _head_complete(self) -> None:
+        """The parser has the whole head (or refused it): its clock stops."""
+        self._stop_head_timer()
+        self._head_bytes, self._head_line_seen, self._head_tail = 0, False, b""
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
@@ -85,14 +103,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+        if self._in_head() and not self.transport.is_closing():
             self.transport.close()
 
     def _head_limit(self) -> int:
+        """h11's limit on a request head (16 KiB unless uvicorn's `h11_max_incomplete_event_size` says), for both
+        parsers: httptools has none of its own."""
         return getattr(self.config, "h11_max_incomplete_event_size", None) or DEFAULT_MAX_INCOMPLETE_EVENT_SIZE
 
     def send_400_response(self, msg: str) -> None:
-        """h11 refused the request head: the API's JSON error instead of uvicorn's plain text."""
+        """The parser refused the request head: the API's JSON error instead of uvicorn's plain text."""
         self._refuse_head()
 
     def _refuse_head(self) -> None:
@@ -107,7 +127,7 @@ class GuardedH11Protocol(H11Protocol):
         else:
             status, code, detail = 400, "bad_request", "The request is not valid HTTP/1.1."
         body = json.dumps({"error": code, "detail": detail}).encode()
-        # written by hand: h11 may be in any state here, and the connection is done with HTTP
+        # written by hand: the parser may be in any state here, and the connection is done with HTTP
         self.transport.write(
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
             % (status, STATUS_PHRASES[status], len(body)) + body)
@@ -116,6 +136,52 @@ class GuardedH11Protocol(H11Protocol):
         self.loop.call_later(LINGER_S, self.transport.close)
         if self.transport.can_write_eof():
             self.transport.write_eof()  # the client reads the answer, then closes its side
+
+
+class GuardedH11Protocol(_HeadGuard, H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with a header timeout and JSON answers to unreadable heads."""
+
+    def _in_head(self) -> bool:
+        return self.conn.their_state is h11.IDLE
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._linger_left is None and not self._in_head():
+            self._head_complete()
+
+
+PROTOCOLS: dict[str, type[_HeadGuard]] = {"h11": GuardedH11Protocol}
+
+if HttpToolsProtocol is not None:
+    class GuardedHttpToolsProtocol(_HeadGuard, HttpToolsProtocol):
+        """uvicorn's httptools protocol (llhttp, in C) with the same header timeout and JSON answers."""
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self._reading_head = True  # between requests or inside a head; false from its end to the message's
+            super().connection_made(transport)
+
+        def _in_head(self) -> bool:
+            return self._reading_head
+
+        def on_headers_complete(self) -> None:
+            self._reading_head = False
+            self._head_complete()
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._reading_head = True  # the next bytes start the next request's head
+            super().on_message_complete()
+
+    PROTOCOLS["httptools"] = GuardedHttpToolsProtocol
+
+
+def http_protocol(parser: str = "auto") -> type[_HeadGuard]:
+    """The guarded protocol class for `parser` (h11, httptools, or auto: httptools where it is installed)."""
+    if parser == "auto":
+        parser = "httptools" if "httptools" in PROTOCOLS else "h11"
+    if parser not in PROTOCOLS:
+        raise ValueError(f"HTTP parser {parser!r} is not available here; one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[parser]
 
 
 def _head_end(data: bytes) -> int:
@@ -127,7 +193,7 @@ def _head_end(data: bytes) -> int:
 def server_options(settings: Settings) -> dict[str, Any]:
     """uvicorn's options for the service (besides host, port and logging): the protocol and its limits."""
     return {
-        "http": GuardedH11Protocol.with_header_timeout(settings.header_timeout_s),
+        "http": http_protocol(settings.http_parser).with_header_timeout(settings.header_timeout_s),
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive_s,
     }

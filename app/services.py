@@ -49,7 +49,10 @@ class Services:
         return RANDOM_WEIGHTS_WARNING if self.encoder.random_weights else None
 
 
-def get_services(request: Request) -> Services:
+# The dependencies of every request are `async def` although they never await: FastAPI runs a plain `def` dependency
+# in its thread pool, a round trip through a worker thread (and the GIL) per dependency per request, for what is a
+# look-up on the app's state. At c=16 those hops were a fifth of the event loop's CPU (py-spy).
+async def get_services(request: Request) -> Services:
     services = getattr(request.app.state, "services", None)
     if services is None:
         raise APIError(503, "not_ready", "The service is starting.")

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(2.0, ge=0, description="longest such a refused body is read and discarded")
     header_timeout_s: float = Field(10.0, gt=0, description="a connection must send a complete request head "
                                     "within this time, else it is closed")
+    http_parser: Literal["auto", "h11", "httptools"] = Field(
+        "auto", description="HTTP/1.1 parser: httptools (C, uvicorn[standard]) or h11 (pure Python); auto: httptools "
+        "where installed")
     limit_concurrency: int | None = Field(1000, ge=1, description="most connections and tasks uvicorn serves at "
                                           "once (beyond: 503)")
     timeout_keep_alive_s: float = Field(5.0, gt=0, description="idle keep-alive connections close after this")

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from app.main import create_app
+from app.server import PROTOCOLS, http_protocol
 from app.settings import Settings
 from tests.app.support import STROKES, read_until_closed, serve, status_of
 
@@ -113,27 +114,34 @@ def _searches_hold_their_pace(base: str, uploaders: list[tuple[str, str | None]]
     assert statistics.median(succeeded) <= 2 * idle, (statistics.median(succeeded), idle)
 
 
-def _settings(app_index, **overrides) -> Settings:
-    return Settings(index_dir=app_index[1], header_timeout_s=HEADER_TIMEOUT_S, **overrides)
+@pytest.fixture(params=sorted(PROTOCOLS))
+def http_parser(request) -> str:
+    """Each HTTP parser installed here (h11 always; httptools with uvicorn[standard]): both guard the same way."""
+    return request.param
+
+
+def _settings(app_index, http_parser: str, **overrides) -> Settings:
+    return Settings(index_dir=app_index[1], header_timeout_s=HEADER_TIMEOUT_S, http_parser=http_parser, **overrides)
 
 
 @pytest.mark.slow
-def test_slow_and_wrong_key_uploaders_leave_searches_their_pace(app_index, app_encoder):
-    app = create_app(_settings(app_index, api_keys=f"{KEY_SEARCHER},{KEY_UPLOADER}"), encoder=app_encoder)
+def test_slow_and_wrong_key_uploaders_leave_searches_their_pace(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser, api_keys=f"{KEY_SEARCHER},{KEY_UPLOADER}"), encoder=app_encoder)
     with serve(app) as base:
         uploaders = [("127.0.0.2", KEY_UPLOADER)] * CROWD + [("127.0.0.3", WRONG_KEY)] * CROWD
         _searches_hold_their_pace(base, uploaders, KEY_SEARCHER)
 
 
 @pytest.mark.slow
-def test_slow_uploaders_from_one_address_leave_an_open_service_its_pace(app_index, app_encoder):
-    app = create_app(_settings(app_index), encoder=app_encoder)
+def test_slow_uploaders_from_one_address_leave_an_open_service_its_pace(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
     with serve(app) as base:
         _searches_hold_their_pace(base, [("127.0.0.2", None)] * CROWD, None)
 
 
-def test_a_wrong_key_is_refused_at_once_without_a_body_slot(app_index, app_encoder):
-    app = create_app(_settings(app_index, api_key=KEY_SEARCHER, max_bodies_in_flight=1), encoder=app_encoder)
+def test_a_wrong_key_is_refused_at_once_without_a_body_slot(app_index, app_encoder, http_parser):
+    settings = _settings(app_index, http_parser, api_key=KEY_SEARCHER, max_bodies_in_flight=1)
+    app = create_app(settings, encoder=app_encoder)
     with serve(app) as base, crowd(base, [("127.0.0.2", KEY_SEARCHER)]):  # holds the one slot
         time.sleep(0.3)
         sock = _slow_upload(base, "127.0.0.3", WRONG_KEY)  # declares 100 kB, sends 4 bytes, then nothing
@@ -145,8 +153,8 @@ def test_a_wrong_key_is_refused_at_once_without_a_body_slot(app_index, app_encod
     assert took < app.state.settings.drain_timeout_s + 1.0  # drained only within the short bound
 
 
-def test_silent_and_stalled_connections_close_within_the_header_timeout(app_index, app_encoder):
-    app = create_app(_settings(app_index), encoder=app_encoder)
+def test_silent_and_stalled_connections_close_within_the_header_timeout(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
     with serve(app) as base:
         started = time.monotonic()
         silent = [socket.create_connection(_address(base), timeout=5) for _ in range(190)]
@@ -174,8 +182,8 @@ def test_silent_and_stalled_connections_close_within_the_header_timeout(app_inde
     assert closed_after >= HEADER_TIMEOUT_S - 0.1  # not closed before their time
 
 
-def test_a_keep_alive_connection_that_stalls_in_its_next_head_is_closed(app_index, app_encoder):
-    app = create_app(_settings(app_index, timeout_keep_alive_s=30), encoder=app_encoder)
+def test_a_keep_alive_connection_that_stalls_in_its_next_head_is_closed(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser, timeout_keep_alive_s=30), encoder=app_encoder)
     with serve(app) as base:
         sock = socket.create_connection(_address(base), timeout=HEADER_TIMEOUT_S + 3)
         with sock:
@@ -189,8 +197,8 @@ def test_a_keep_alive_connection_that_stalls_in_its_next_head_is_closed(app_inde
             assert time.monotonic() - started < HEADER_TIMEOUT_S + 2.0
 
 
-def test_a_slow_but_complete_head_is_served(app_index, app_encoder):
-    app = create_app(_settings(app_index), encoder=app_encoder)
+def test_a_slow_but_complete_head_is_served(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
     with serve(app) as base:
         sock = socket.create_connection(_address(base), timeout=10)
         with sock:
@@ -201,8 +209,8 @@ def test_a_slow_but_complete_head_is_served(app_index, app_encoder):
 
 
 @pytest.mark.parametrize("where", ["query", "header"])
-def test_an_oversized_request_head_is_a_json_error_naming_it(app_index, app_encoder, where):
-    app = create_app(_settings(app_index), encoder=app_encoder)
+def test_an_oversized_request_head_is_a_json_error_naming_it(app_index, app_encoder, http_parser, where):
+    app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
     with serve(app) as base:
         connection = http.client.HTTPConnection(*_address(base), timeout=10)
         try:
@@ -242,3 +250,25 @@ def test_the_per_client_cap_applies_only_while_the_body_slots_are_contended():
     guard.per_client["127.0.0.2"], guard.in_flight = 16, 32
     assert guard._over_fair_share("127.0.0.2") and guard._over_fair_share("127.0.0.1")
     assert not guard._over_fair_share("127.0.0.3")  # a newcomer still gets a slot
+
+
+def test_a_request_head_that_is_not_http_is_a_json_400(app_index, app_encoder, http_parser):
+    app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
+    with serve(app) as base:
+        sock = socket.create_connection(_address(base), timeout=10)
+        with sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost test\r\n\r\n")  # a header line without its colon
+            answer = read_until_closed(sock)
+    assert status_of(answer) == 400 and b"application/json" in answer, answer[:200]
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "bad_request",
+                                                           "detail": "The request is not valid HTTP/1.1."}
+
+
+def test_auto_serves_with_httptools_where_installed_else_h11(monkeypatch):
+    assert http_protocol("h11") is PROTOCOLS["h11"]
+    if "httptools" in PROTOCOLS:
+        assert http_protocol("auto") is PROTOCOLS["httptools"]
+    monkeypatch.delitem(PROTOCOLS, "httptools", raising=False)  # as on a host without it
+    assert http_protocol("auto") is PROTOCOLS["h11"]
+    with pytest.raises(ValueError, match="httptools"):
+        http_protocol("httptools")
