@@ -14,7 +14,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -227,21 +227,22 @@ class MilvusConnection:
                 return False
             time.sleep(0.5)
 
-    def query_all(self, name: str, fields: list[str], *, missing: str) -> list[dict[str, Any]]:
-        """Every row of ``name`` (paged by primary key, so any size fits Milvus's query window)."""
-        rows: list[dict] = []
+    def query_pages(self, name: str, fields: list[str], *, missing: str) -> Iterator[list[dict[str, Any]]]:
+        """Every row of ``name`` in pages of at most ``QUERY_LIMIT``, ascending id (paged by primary key, so any
+        size fits Milvus's query window). A caller converts each page before the next arrives: a row with its
+        vector is ~16 KB of Python objects, 16 GB for a million photos all at once."""
         last = -1
         while True:
             page = self.call(lambda last=last: self.client.query(name, filter=f"id > {last}", output_fields=fields,
                                                        limit=QUERY_LIMIT, timeout=self.timeout),
                              what=f"read {name}", missing=missing)
             if not page:
-                return rows
+                return
             page.sort(key=lambda row: row["id"])
-            rows += page
+            yield page
             last = page[-1]["id"]
             if len(page) < QUERY_LIMIT:
-                return rows
+                return
 
     def close(self) -> None:
         self.reset()

@@ -154,14 +154,18 @@ class MilvusReader:
     def categories(self) -> list[str]:
         return list(self._categories)
 
-    def all_rows(self, fields: list[str]) -> list[dict]:
-        return self.connection.query_all(self.version, fields, missing=f"Milvus collection {self.version} is gone.")
-
     def stored(self) -> StoredRows:
-        rows = self.all_rows(["id", "vector", "category", "sha256"])  # ascending id
-        vectors = np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), self.dim)
-        return StoredRows(np.array([row["id"] for row in rows], dtype=np.int64), vectors,
-                          [row["sha256"] for row in rows], [row["category"] or None for row in rows])
+        """Every stored row, ascending id, read page by page into arrays (never all rows as Python objects)."""
+        ids, vectors, sha256, categories = [], [], [], []
+        for page in self.connection.query_pages(self.version, ["id", "vector", "category", "sha256"],
+                                                missing=f"Milvus collection {self.version} is gone."):
+            ids.append(np.fromiter((row["id"] for row in page), dtype=np.int64, count=len(page)))
+            vectors.append(np.array([row["vector"] for row in page], dtype=np.float32).reshape(len(page), self.dim))
+            sha256 += [row["sha256"] for row in page]
+            categories += [row["category"] or None for row in page]
+        if not ids:
+            return StoredRows(np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32), [], [])
+        return StoredRows(np.concatenate(ids), np.concatenate(vectors), sha256, categories)
 
     def index_problems(self, rows: StoredRows) -> list[str]:
         """The manifest's categories against the collection's; most stored vectors find themselves."""

@@ -38,8 +38,8 @@ class MilvusPrevious:
         self.name = version
         self.manifest = checked_manifest(connection, version)
         self.fields = connection.record_fields(version)
-        rows = connection.query_all(version, self.fields, missing=f"Milvus collection {version} is gone.")
-        self.by_path = {row["path"]: to_record(row) for row in rows}
+        pages = connection.query_pages(version, self.fields, missing=f"Milvus collection {version} is gone.")
+        self.by_path = {row["path"]: to_record(row) for page in pages for row in page}
         # A build killed after upserting new photos has not written next_id: never hand out an id in use.
         highest = max((record.id for record in self.by_path.values()), default=-1)
         self.manifest["next_id"] = max(int(self.manifest.get("next_id", 0)), highest + 1)
