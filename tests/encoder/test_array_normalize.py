@@ -23,3 +23,25 @@ def test_photo_and_sketch_tensors_equal_torchvision(tiny_baseline, mode):
     sketch = Image.fromarray(np.where(rng.random((80, 80)) < 0.05, 0, 255).astype(np.uint8))
     expected = T.Compose([T.ToTensor(), normalize])(normalise_sketch(sketch, preprocess.image_size))
     assert torch.equal(preprocess.sketch(sketch), expected)
+
+
+def test_photo_pixels_sent_as_uint8_normalise_to_the_very_tensors_of_photo_file(tiny_baseline):
+    """The index build's workers send uint8 planes (a quarter of float32's bytes); the batch normalised in the main
+    process equals the per-photo float tensors, whatever the file's mode and size."""
+    import io
+
+    preprocess = tiny_baseline.preprocess
+    rng = np.random.default_rng(2)
+    files = []
+    for mode, size, fmt in [("RGB", (90, 70), "JPEG"), ("L", (400, 300), "JPEG"), ("RGBA", (50, 80), "PNG"),
+                            ("P", (64, 64), "PNG"), ("RGB", (1200, 900), "JPEG")]:
+        image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+        buffer = io.BytesIO()
+        image.save(buffer, fmt)
+        files.append(buffer.getvalue())
+    pixels = [preprocess.photo_file_pixels(data) for data in files]
+    assert all(p.dtype == np.uint8 and p.shape == (3, preprocess.image_size, preprocess.image_size) for p in pixels)
+    batch = preprocess.photo_batch(torch.from_numpy(np.stack(pixels)))
+    assert batch.dtype == torch.float32
+    assert torch.equal(batch, torch.stack([preprocess.photo_file(data) for data in files]))
+    assert preprocess.photo_batch(batch) is batch  # already normalised: passed through
