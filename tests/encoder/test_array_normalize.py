@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -28,8 +31,6 @@ def test_photo_and_sketch_tensors_equal_torchvision(tiny_baseline, mode):
 def test_photo_pixels_sent_as_uint8_normalise_to_the_very_tensors_of_photo_file(tiny_baseline):
     """The index build's workers send uint8 planes (a quarter of float32's bytes); the batch normalised in the main
     process equals the per-photo float tensors, whatever the file's mode and size."""
-    import io
-
     preprocess = tiny_baseline.preprocess
     rng = np.random.default_rng(2)
     files = []
@@ -45,3 +46,17 @@ def test_photo_pixels_sent_as_uint8_normalise_to_the_very_tensors_of_photo_file(
     assert batch.dtype == torch.float32
     assert torch.equal(batch, torch.stack([preprocess.photo_file(data) for data in files]))
     assert preprocess.photo_batch(batch) is batch  # already normalised: passed through
+
+
+def test_photo_pixels_of_an_eval_pipeline_without_a_closing_normalize_are_the_float_tensor(tiny_baseline):
+    """Eval transforms of another shape (nothing after Normalize to split off) send the finished float tensor."""
+    base = tiny_baseline.preprocess
+    odd = T.Compose([*base.photo_eval.transforms, T.Lambda(lambda tensor: tensor * 2)])
+    preprocess = replace(base, photo_eval=odd)
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (60, 90, 3), dtype=np.uint8)).save(buffer, "PNG")
+    pixels = preprocess.photo_file_pixels(buffer.getvalue())
+    assert pixels.dtype == np.float32
+    assert torch.equal(torch.from_numpy(pixels), preprocess.photo_file(buffer.getvalue()))
+    batch = torch.from_numpy(pixels[None])
+    assert preprocess.photo_batch(batch) is batch
