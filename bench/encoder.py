@@ -9,6 +9,11 @@ part of the gap is the method's own extra compute; the token ratio is printed be
 copy of the same (seeded) weights runs in the same rotation: the table adds sketch img/s ÷ the fp32 sketch branch's
 and the smallest cosine between the two precisions' vectors. The CPU's bf16 flags are printed and written.
 
+``--threads N`` sets torch's threads. CPU milliseconds per image (this process's CPU time while each variant ran)
+are written beside img/s, and with a comparison printed as ``cpu vs fp32`` (fp32 CPU ÷ bf16 CPU): with
+``--threads 1`` no OpenMP thread waits or spins, so that ratio is the work each precision needs per image, which a
+busy shared box does not move the way it moves wall-clock rates.
+
     python bench/encoder.py --backbone ViT-B-32 --batch-sizes 1,8,32,128 [--device cuda] [--precision bf16]
                             [--json out.json]
 """
@@ -52,6 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", default=os.environ.get("SBIR_BACKBONE", "ViT-B-32"))
     parser.add_argument("--batch-sizes", default="1,8,32,128")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     add_precision_arg(parser)  # default auto, as the service and the indexer
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per batch size and variant")
     parser.add_argument("--min-reps", type=int, default=3)
@@ -84,24 +90,30 @@ def variants(prompted: PromptedCLIP, fp32: PromptedCLIP | None) -> dict[str, Cal
 
 
 def time_batch(timed: dict[str, Callable], x: torch.Tensor, device: torch.device, min_seconds: float,
-               min_reps: int) -> dict[str, float]:
-    """Median seconds of each function on ``x``, in rotation until each has had ``min_seconds`` and ``min_reps``."""
+               min_reps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall seconds and median CPU seconds (this process, all its threads) of each function on ``x``, in
+    rotation until each has had ``min_seconds`` and ``min_reps``."""
     for fn in timed.values():  # warm-up
         fn(x)
     _sync(device)
     times: dict[str, list[float]] = {name: [] for name in timed}
+    cpu: dict[str, list[float]] = {name: [] for name in timed}
     started = time.perf_counter()
     while time.perf_counter() - started < min_seconds * len(timed) or min(len(t) for t in times.values()) < min_reps:
         for name, fn in timed.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(x)
             _sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(t) for name, t in times.items()}
+            cpu[name].append(time.process_time() - c0)
+    return ({name: statistics.median(t) for name, t in times.items()},
+            {name: statistics.median(t) for name, t in cpu.items()})
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     prompted, fp32 = build(args.backbone, device, args.precision)
     timed = variants(prompted, fp32)
@@ -113,17 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device={device} backbone={args.backbone} input={size}px threads={torch.get_num_threads()} "
           f"precision={prompted.precision} ({prompted.precision_choice.reason})")
     print(f"cpu: {cpu['model']}, {cpu['cores']} cores, native bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}")
-    compare = f" {'fp32 img/s':>11} {'vs fp32':>8} {'min cos':>8}" if fp32 is not None else ""
+    compare = f" {'fp32 img/s':>11} {'vs fp32':>8} {'cpu vs fp32':>12} {'min cos':>8}" if fp32 is not None else ""
     print(f"{'batch':>5} {'bare img/s':>11} {'sketch img/s':>13} {'photo img/s':>12} "
           f"{'sketch/bare':>12} {'photo/bare':>11} {'token ratio':>12}{compare}")
     results = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
         x = torch.randn(batch, 3, size, size, device=device)
-        rate = {name: batch / seconds for name, seconds in
-                time_batch(timed, x, device, args.min_seconds, args.min_reps).items()}
+        wall, cpu_s = time_batch(timed, x, device, args.min_seconds, args.min_reps)
+        rate = {name: batch / seconds for name, seconds in wall.items()}
         row = {
             "batch": batch,
             **{f"{name}_img_s": round(r, 1) for name, r in rate.items()},
+            **{f"{name}_cpu_ms_per_img": round(seconds / batch * 1e3, 2) for name, seconds in cpu_s.items()},
             "sketch_ratio": round(rate["sketch"] / rate["bare"], 3),
             "photo_ratio": round(rate["photo"] / rate["bare"], 3),
             "token_ratio": round(token_ratio, 3),
@@ -132,16 +145,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"{row['sketch_ratio']:>12.3f} {row['photo_ratio']:>11.3f} {token_ratio:>12.3f}")
         if fp32 is not None:
             row["vs_fp32"] = round(rate["sketch"] / rate["fp32_sketch"], 3)
+            row["cpu_vs_fp32"] = round(cpu_s["fp32_sketch"] / cpu_s["sketch"], 3)
             row["min_cosine_vs_fp32"] = round(float((prompted.encode_sketch(x) * fp32.encode_sketch(x)).sum(-1).min()),
                                               6)
-            line += f" {rate['fp32_sketch']:>11.1f} {row['vs_fp32']:>8.2f} {row['min_cosine_vs_fp32']:>8.5f}"
+            line += (f" {rate['fp32_sketch']:>11.1f} {row['vs_fp32']:>8.2f} {row['cpu_vs_fp32']:>12.2f}"
+                     f" {row['min_cosine_vs_fp32']:>8.5f}")
         results.append(row)
         print(line, flush=True)
     if args.json:
         autocast = None
         if device.type == "cuda":
             autocast = "bf16" if torch.cuda.is_bf16_supported() else "fp16"  # what PromptedCLIP._autocast picks
-        host = {"gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpus": os.cpu_count(),
+        host = {"load_average": [round(load, 2) for load in os.getloadavg()],
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpus": os.cpu_count(),
                 "cpu": cpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
         args.json.write_text(json.dumps({"device": str(device), "backbone": args.backbone, "autocast": autocast,
                                          "precision": prompted.precision, "precision_choice":

@@ -5,6 +5,11 @@ Builds an index of real JPEGs (sketchy-mini photos, copied repeatedly under dist
 staging, FAISS, SQLite, manifest), then times the bare encoder on ready tensors at the same batch
 size. efficiency = build photos/s (embedding phase) / encoder images/s.
 
+On a shared box the wall-clock ratio moves with the load (an OpenMP team whose threads are preempted waits at every
+barrier), so CPU time is reported too: the build's CPU seconds per photo (this process + its DataLoader workers,
+whole build) against the bare encoder's per image. With ``--threads 1`` no OpenMP thread spins and the CPU ratio is
+the share of the work that is the encoder's: what an idle box reaches when decoding overlaps the encoder fully.
+
     python bench/index_build.py                     # tiny random architecture (default)
     python bench/index_build.py --vit --photos 512  # ViT-B-32 with random weights
     python bench/index_build.py --distributor ray   # also the Ray build of the same gallery: Ray ÷ local
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sys
 import tempfile
@@ -73,15 +79,22 @@ def make_gallery(source: Path, count: int, folder: Path, sizes: list[int] | None
     return written
 
 
-def encoder_images_per_s(encoder, batch_size: int, batches: int) -> float:
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the DataLoader workers of a build)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def encoder_images_per_s(encoder, batch_size: int, batches: int) -> tuple[float, float]:
+    """Images/s of the bare photo branch on ready tensors, and its CPU seconds per image."""
     images = torch.randn(batch_size, 3, encoder.image_size, encoder.image_size)
     encoder.encode_photo(images)  # warm-up
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), cpu_seconds()
     for _ in range(batches):
         encoder.encode_photo(images)
     if encoder.device.type == "cuda":
         torch.cuda.synchronize()
-    return batch_size * batches / (time.perf_counter() - started)
+    return batch_size * batches / (time.perf_counter() - started), (cpu_seconds() - cpu) / (batch_size * batches)
 
 
 def ray_versus_local(encoder, args, gallery: Path, tmp: Path, local) -> None:
@@ -167,6 +180,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vit", action="store_true", help="ViT-B-32 with random weights instead of sbir-tiny")
     parser.add_argument("--backbone", default=None, help="any architecture (random weights); overrides --vit")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default torch's)")
     add_precision_arg(parser)  # the build's and the bare encoder's
     parser.add_argument("--sizes", default="", help="long sides (px) the gallery's JPEGs are scaled to in turn, "
                         "e.g. 256,1024,2048,4000 (default: the source files as they are)")
@@ -193,11 +207,13 @@ def main(argv: list[str] | None = None) -> None:
                              + (["--json", str(args.json)] if args.json else []))
         return
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     batches = max(3, min(50, args.photos // args.batch_size))
-    before = encoder_images_per_s(encoder, args.batch_size, batches)  # measured before and after the build:
+    before, before_cpu = encoder_images_per_s(encoder, args.batch_size, batches)  # before and after the build:
     with tempfile.TemporaryDirectory() as tmp:
         gallery = Path(tmp) / "gallery"
         started = time.perf_counter()
@@ -205,10 +221,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"gallery of {args.photos} JPEGs ({args.sizes or 'as they are'}) "
               f"in {time.perf_counter() - started:.0f} s",
               flush=True)
+        cpu_started = cpu_seconds()
         report = build_index(encoder, BuildOptions(index_dir=Path(tmp) / "index", gallery=gallery,
                                                    batch_size=args.batch_size, workers=args.workers,
                                                    faiss_device=args.device, progress=False))
-        bare = (before + encoder_images_per_s(encoder, args.batch_size, batches)) / 2  # this box's load varies
+        build_cpu = (cpu_seconds() - cpu_started) / max(report.embedded, 1)
+        after, after_cpu = encoder_images_per_s(encoder, args.batch_size, batches)
+        bare, bare_cpu = (before + after) / 2, (before_cpu + after_cpu) / 2  # this box's load varies
         cpu = cpu_description()
         print(f"{backbone} on {encoder.device} ({cpu['model']}, {cpu['cores']} cores, native bf16 flags: "
               f"{', '.join(cpu['bf16_flags']) or 'none'}), precision {encoder.precision}, "
@@ -218,6 +237,9 @@ def main(argv: list[str] | None = None) -> None:
               f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
         print(f"bare encoder: {bare:.1f} images/s")
         print(f"efficiency: {report.photos_per_s / bare:.2f}")
+        print(f"cpu: build {build_cpu * 1e3:.1f} ms/photo (all processes, whole build), bare encoder "
+              f"{bare_cpu * 1e3:.1f} ms/image: cpu efficiency {bare_cpu / build_cpu:.2f} (load average "
+              f"{os.getloadavg()[0]:.1f})")
         if args.json:
             args.json.write_text(json.dumps({
                 "backbone": backbone, "device": str(encoder.device), "precision": encoder.precision,
@@ -227,6 +249,8 @@ def main(argv: list[str] | None = None) -> None:
                 "whole_build_photos_per_s": round(report.size / report.elapsed_s, 1),
                 "build_s": round(report.elapsed_s, 2), "bare_encoder_per_s": round(bare, 1),
                 "efficiency": round(report.photos_per_s / bare, 3), "factory": report.factory,
+                "threads": torch.get_num_threads(), "build_cpu_ms_per_photo": round(build_cpu * 1e3, 2),
+                "bare_cpu_ms_per_image": round(bare_cpu * 1e3, 2), "cpu_efficiency": round(bare_cpu / build_cpu, 3),
             }, indent=2) + "\n")
         if args.changes:
             changes = small_changes(encoder, args, gallery, Path(tmp), report)

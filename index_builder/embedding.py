@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from encoder import ImageDecodeError, ImageTooLargeError, Preprocessor, PromptedCLIP
@@ -49,7 +50,9 @@ class Decoded:
     """The reader's result for one file: pixels to embed, or a problem, or neither (content already indexed)."""
 
     index: int  # position in the job's keys
-    pixels: np.ndarray | None  # [3, S, S]; numpy crosses processes by value (no fd passing to race on exit)
+    # [3, S, S] uint8 before normalisation (Preprocessor.photo_file_pixels: a quarter of float32's bytes through the
+    # workers' queue); numpy crosses processes by value (no fd passing to race on exit)
+    pixels: np.ndarray | None
     sha256: str
     problem: Skipped | None
 
@@ -67,12 +70,21 @@ def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: st
     if known_sha256 == sha256:
         return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
     try:
-        pixels = preprocess.photo_file(data).numpy()
+        pixels = preprocess.photo_file_pixels(data)
     except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
         return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
     except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
         return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
     return Decoded(index, pixels, sha256, None)
+
+
+def embed_pixels(encoder: PromptedCLIP, pixels: np.ndarray) -> np.ndarray:
+    """The model step: a stack of the reader's pixels ``[B, 3, S, S]`` → float32 vectors ``[B, D]``; the batch is
+    normalised here, in one pass (Preprocessor.photo_batch)."""
+    images = encoder.preprocess.photo_batch(torch.from_numpy(pixels))
+    if encoder.device.type == "cuda":
+        images = images.pin_memory()
+    return encoder.encode_photo(images).cpu().numpy()
 
 
 @dataclass

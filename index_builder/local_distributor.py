@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from encoder import Preprocessor, PromptedCLIP
 from encoder.workers import WorkerInit
 
-from .embedding import Decoded, EmbedJob, Outcome, StagingWriter, read_photo
+from .embedding import Decoded, EmbedJob, Outcome, StagingWriter, embed_pixels, read_photo
 
 
 class PhotoFiles(Dataset):
@@ -67,10 +67,7 @@ class LocalDistributor:
             good = [item for item in batch if item.pixels is not None]
             vectors: list[np.ndarray | None] = []
             if good:
-                images = torch.from_numpy(np.stack([item.pixels for item in good]))
-                if encoder.device.type == "cuda":
-                    images = images.pin_memory()
-                vectors = list(encoder.encode_photo(images).cpu().numpy())
+                vectors = list(embed_pixels(encoder, np.stack([item.pixels for item in good])))
             embedded = dict(zip((item.index for item in good), vectors, strict=True))
             writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
                           for item in batch])

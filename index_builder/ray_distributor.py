@@ -26,7 +26,7 @@ from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
 from encoder.precision import PrecisionChoice, apply_precision
 from photo_index.errors import BuildError
 
-from .embedding import EmbedJob, Outcome, StagingWriter, read_photo
+from .embedding import EmbedJob, Outcome, StagingWriter, embed_pixels, read_photo
 from .sources import Skipped
 
 ENV_ADDRESS = "SBIR_RAY_ADDRESS"
@@ -78,7 +78,8 @@ def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[s
     decoded = [read_photo(int(index), str(path), preprocess, str(known) or None)
                for index, path, known in zip(batch["index"], batch["path"], batch["known"], strict=True)]
     size = preprocess.image_size
-    pixels = np.zeros((len(decoded), 3, size, size), dtype=np.float32)
+    dtype = next((item.pixels.dtype for item in decoded if item.pixels is not None), np.uint8)
+    pixels = np.zeros((len(decoded), 3, size, size), dtype=dtype)
     for row, item in enumerate(decoded):
         if item.pixels is not None:
             pixels[row] = item.pixels
@@ -144,8 +145,7 @@ class EncoderActor:
         decoded = batch["decoded"]
         vectors = np.zeros((len(decoded), self.encoder.embed_dim), dtype=np.float32)
         if decoded.any():
-            images = torch.from_numpy(np.ascontiguousarray(batch["pixels"][decoded]))
-            vectors[decoded] = self.encoder.encode_photo(images).cpu().numpy()
+            vectors[decoded] = embed_pixels(self.encoder, np.ascontiguousarray(batch["pixels"][decoded]))
         return {**{name: batch[name] for name in ("index", "sha256", "reason", "detail", "decoded")},
                 "vector": vectors}
 
