@@ -33,6 +33,14 @@ PREPROCESSING_VERSION = 2
 UPLOAD_FRAMING = "ink"
 
 
+def uint8_planes(image: Image.Image) -> np.ndarray:
+    """A PIL image's pixels as uint8 planes ``[C, H, W]`` (a view): what ``ToTensor`` reads before it divides."""
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    return pixels.transpose(2, 0, 1)
+
+
 class ArrayNormalize:
     """``ToTensor`` + ``Normalize`` of a PIL image in numpy: the same float32 arithmetic (equal tensors, tested),
     in the calling thread only.
@@ -46,10 +54,7 @@ class ArrayNormalize:
         self.std = np.asarray(normalize.std, dtype=np.float32).reshape(-1, 1, 1)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = np.asarray(image, dtype=np.uint8)
-        if pixels.ndim == 2:
-            pixels = pixels[:, :, None]
-        planes = pixels.transpose(2, 0, 1).astype(np.float32, order="C")
+        planes = uint8_planes(image).astype(np.float32, order="C")
         planes /= np.float32(255.0)
         planes -= self.mean
         planes /= self.std
@@ -114,22 +119,21 @@ class Preprocessor:
         """A sketch of a dataset (training, evaluation, benchmarks), framed as the encoder's training sketches."""
         return self.sketch(image, train=train, framing=self.sketch_framing)
 
+    def _photo_image(self, source: bytes | str | Path) -> Image.Image:
+        return to_rgb(decode_image(source, max_pixels=self.max_pixels, reduce_to=self.image_size))
+
     def photo_file(self, source: bytes | str | Path, *, train: bool = False) -> torch.Tensor:
-        decoded = decode_image(source, max_pixels=self.max_pixels, reduce_to=self.image_size)
-        return self.photo(to_rgb(decoded), train=train)
+        return self.photo(self._photo_image(source), train=train)
 
     def photo_file_pixels(self, source: bytes | str | Path) -> np.ndarray:
         """A photo file → its eval input in a compact form for passing between processes: uint8 planes
         ``[3, S, S]`` before normalisation, a quarter of the float32 tensor's bytes (the index build's workers send
         one per photo); :meth:`photo_batch` normalises a batch of them. Where the eval transforms do not end in
         the usual ToTensor + Normalize, the normalised float32 tensor itself."""
-        image = to_rgb(decode_image(source, max_pixels=self.max_pixels, reduce_to=self.image_size))
+        image = self._photo_image(source)
         if self._photo_normalize is None:
             return self._photo_eval(image).numpy()
-        resized = np.asarray(self._photo_resize(image), dtype=np.uint8)
-        if resized.ndim == 2:
-            resized = resized[:, :, None]
-        return np.ascontiguousarray(resized.transpose(2, 0, 1))
+        return np.ascontiguousarray(uint8_planes(self._photo_resize(image)))
 
     def photo_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         """A batch of :meth:`photo_file_pixels` → model input ``[B, 3, S, S]`` float32, equal to stacking

@@ -342,7 +342,7 @@ class FaissIndex:
         if allowed_ids is None:
             scores, found = self.search_index.search(queries, k)
         elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX:
-            scores, found = self._exact_subset(queries, k, allowed_ids)
+            scores, found = exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
         else:
             scores, found = self.cpu_index.search(queries, k, params=self._params(allowed_ids))
         found = found.astype(np.int64, copy=False)
@@ -356,9 +356,6 @@ class FaissIndex:
         params = faiss.SearchParameters(sel=selector)
         params.keep_alive = selector  # the params object only holds a raw pointer
         return params
-
-    def _exact_subset(self, queries: np.ndarray, k: int, allowed_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
 
     def self_check(self, rows: StoredRows) -> list[str]:
         """An exact index must hold exactly the stored vectors; an approximate one must find most of them."""
