@@ -19,6 +19,7 @@ from .errors import (
     WeightsUnavailableError,
 )
 from .imaging import decode_image, normalise_sketch
+from .lanes import ENV_LANES, EncoderLanes, LanesError, add_lanes_arg, resolve_lanes
 from .model import MODALITIES, PromptedCLIP, build_encoder
 from .precision import PRECISIONS, PrecisionChoice, add_precision_arg, apply_precision, resolve_precision
 from .preprocess import PREPROCESSING_VERSION, Preprocessor
@@ -29,11 +30,14 @@ __all__ = [
     "PRECISIONS",
     "PREPROCESSING_VERSION",
     "CheckpointError",
+    "ENV_LANES",
+    "EncoderLanes",
     "EmptySketchError",
     "EncoderConfig",
     "ImageDecodeError",
     "ImageTooLargeError",
     "InputError",
+    "LanesError",
     "Preprocessor",
     "PrecisionChoice",
     "PromptConfig",
@@ -43,6 +47,7 @@ __all__ = [
     "TooManyPointsError",
     "WeightsUnavailableError",
     "add_encoder_args",
+    "add_lanes_arg",
     "add_precision_arg",
     "apply_precision",
     "build_backbone",
@@ -58,6 +63,7 @@ __all__ = [
     "read_checkpoint",
     "register_model_configs",
     "resolve_device",
+    "resolve_lanes",
     "resolve_precision",
     "save_checkpoint",
 ]

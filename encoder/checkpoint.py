@@ -29,6 +29,7 @@ from .config import (
     env_activation,
 )
 from .errors import ActivationMismatchError, CheckpointError
+from .lanes import resolve_lanes
 from .model import PromptedCLIP, build_encoder
 from .precision import apply_precision, resolve_precision
 
@@ -203,11 +204,13 @@ def load_encoder(
     activation: str | None = None,
     device: str | torch.device | None = "auto",
     precision: str | None = None,
+    lanes: str | int | None = 1,
 ) -> PromptedCLIP:
     """The entry points' one way to get an encoder: a checkpoint, or the frozen-CLIP baseline.
 
     ``precision`` (``auto``/``fp32``/``bf16``, :mod:`encoder.precision`) is applied after loading; None leaves the
-    encoder as built (fp32 weights; CUDA autocast on).
+    encoder as built (fp32 weights; CUDA autocast on). ``lanes`` (:mod:`encoder.lanes`; None:
+    ``SBIR_ENCODER_LANES``, else auto) splits inference batches over replicas; 1 (the default) does not.
 
     ``backbone``/``pretrained``/``activation`` default to ``SBIR_BACKBONE``/``SBIR_PRETRAINED``/``SBIR_ACTIVATION``
     (activation ``auto`` or unset: what the weights were trained with).
@@ -227,4 +230,5 @@ def load_encoder(
         encoder = build_encoder(config, device)
     if precision is not None:
         apply_precision(encoder, resolve_precision(precision, encoder.device))
+    encoder.set_lanes(resolve_lanes(lanes, encoder.device))
     return encoder

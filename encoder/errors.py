@@ -50,3 +50,7 @@ class ActivationMismatchError(SBIRError, ValueError):
 
 class PrecisionError(SBIRError, ValueError):
     """An unknown precision was asked for, or one the loaded encoder can no longer run."""
+
+
+class LanesError(SBIRError, ValueError):
+    """An encoder lane count that is neither ``auto`` nor a positive integer (encoder/lanes.py)."""

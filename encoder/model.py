@@ -11,7 +11,9 @@ can carry a separate LayerNorm set per modality.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import itertools
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,6 +28,7 @@ from torch.func import functional_call
 
 from .backbone import Backbone, build_backbone, trained_activation
 from .config import EncoderConfig
+from .lanes import EncoderLanes
 from .precision import PrecisionChoice
 from .preprocess import Preprocessor
 
@@ -83,6 +86,8 @@ class PromptedCLIP(nn.Module):
         self.backbone_tensors = nn.ParameterDict()  # trainable="official": copies, shared by both modalities
         self._lock = threading.RLock()  # forwards read per-call prompt state set on self
         self._active_prompt: torch.Tensor | None = None
+        self._prompt_hooks: list[tuple[str, int]] = []  # (visual submodule, hook id): what `replica` re-binds
+        self._lanes: EncoderLanes | None = None  # set_lanes: batches split over replicas on a CPU
         # bf16 (fp16) autocast on CUDA: indexing, serving and training; evaluation turns it off (fp32 metrics)
         self.amp = True
         # how `encoder.precision.apply_precision` set this encoder up (None: as built, fp32 weights)
@@ -175,7 +180,7 @@ class PromptedCLIP(nn.Module):
             prompt = prompt.unsqueeze(0).expand(tokens.shape[0], -1, -1)
             return (torch.cat([tokens, prompt], dim=1), *args[1:])
 
-        visual.ln_pre.register_forward_pre_hook(append_prompts)
+        self._prompt_hooks.append(("ln_pre", visual.ln_pre.register_forward_pre_hook(append_prompts).id))
         if depth == "deep":
             for layer, block in enumerate(visual.transformer.resblocks):
                 if layer == 0:
@@ -194,7 +199,8 @@ class PromptedCLIP(nn.Module):
                         tokens = torch.cat([tokens[:-n_prompts], fresh], dim=0)
                     return (tokens, *args[1:])
 
-                block.register_forward_pre_hook(replace_prompts)
+                handle = block.register_forward_pre_hook(replace_prompts)
+                self._prompt_hooks.append((f"transformer.resblocks.{layer}", handle.id))
 
     def _group(self, table: nn.ModuleDict | nn.ParameterDict, modality: Modality):
         if modality in table:
@@ -242,6 +248,14 @@ class PromptedCLIP(nn.Module):
         """Image batch ``[B, 3, H, W]`` → L2-normalised float32 embeddings ``[B, D]``."""
         if modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        lanes = self._lanes
+        if lanes is not None and not self.training and len(images) > 1:
+            with self._lock:  # one split batch at a time: the replicas are this encoder's
+                return lanes.encode(images, modality)
+        return self.encode_here(images, modality)
+
+    def encode_here(self, images: torch.Tensor, modality: Modality) -> torch.Tensor:
+        """`encode` in the calling thread, never split over lanes."""
         device, dtype = self.device, self.weights_dtype
         images = images.to(device, dtype=dtype, non_blocking=True)
         grad_mode = contextlib.nullcontext() if self.training else torch.inference_mode()
@@ -259,6 +273,33 @@ class PromptedCLIP(nn.Module):
             if isinstance(features, tuple):  # output_tokens=True backbones
                 features = features[0]
             return F.normalize(features.float(), dim=-1)
+
+    # ----------------------------------------------------------------- lanes (CPU inference)
+    @property
+    def lanes(self) -> int:
+        return self._lanes.count if self._lanes is not None else 1
+
+    def set_lanes(self, count: int) -> None:
+        """Split each inference batch over ``count`` replicas, each in its own thread with its share of torch's
+        threads (``encoder.lanes``); 1 turns lanes off. Call after `apply_precision` and moving the encoder."""
+        if self._lanes is not None:
+            self._lanes.close()
+        self._lanes = EncoderLanes(self, count) if count > 1 else None
+
+    def replica(self) -> PromptedCLIP:
+        """Another forward path over this encoder's tensors (shared, not copied): its own modules, prompt hooks,
+        lock and cast cache, so that it encodes in another thread at the same time as this one. Changes to the
+        shared tensors made in place (``load_state_dict``) reach it; ``.to()`` and `apply_precision` do not."""
+        memo: dict[int, object] = {id(t): t for t in itertools.chain(self.parameters(), self.buffers())}
+        memo.update({id(self._lock): threading.RLock(), id(self._cast_cache): {}, id(self._prompt_hooks): [],
+                     id(self._lanes): None, id(self.preprocess): self.preprocess, id(self.tokenizer): self.tokenizer})
+        twin = copy.deepcopy(self, memo)
+        visual = twin.clip.visual
+        for module_name, hook_id in self._prompt_hooks:  # the copies still call back into this encoder's state
+            del visual.get_submodule(module_name)._forward_pre_hooks[hook_id]
+        if self.config.prompts is not None:
+            twin._install_hooks(self.config.prompts.depth, self.config.prompts.n_prompts)
+        return twin
 
     def encode_sketch(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode(images, "sketch")
@@ -299,6 +340,7 @@ class PromptedCLIP(nn.Module):
             "device": str(self.device),
             "precision": self.precision,
             "precision_reason": self.precision_choice.reason if self.precision_choice else None,
+            "lanes": self.lanes,
         }
 
 

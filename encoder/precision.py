@@ -144,6 +144,8 @@ def apply_precision(encoder, choice: PrecisionChoice) -> PrecisionChoice:
         raise PrecisionError(f"the encoder's backbone is already {current}; load it again to run it in fp32")
     encoder.amp = choice.precision.endswith("-autocast")
     encoder.precision_choice = choice
+    if encoder.lanes > 1:  # replicas share the parameters, not the buffers the cast replaced: make them again
+        encoder.set_lanes(encoder.lanes)
     log.info("encoder precision %s (%s: %s)", encoder.precision, choice.requested, choice.reason)
     return choice
 
