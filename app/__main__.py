@@ -20,7 +20,7 @@ from .settings import Settings, describe_settings_error
 FLAGS = {
     "--host": ("host", str), "--port": ("port", int), "--index-dir": ("index_dir", str),
     "--gallery-root": ("gallery_root", str), "--device": ("device", str),
-    "--precision": ("precision", str), "--max-batch": ("max_batch", int),
+    "--precision": ("precision", str), "--encoder-lanes": ("encoder_lanes", str), "--max-batch": ("max_batch", int),
     "--max-wait-ms": ("max_wait_ms", float), "--decode-threads": ("decode_threads", int), "--max-k": ("max_k", int),
     "--max-upload-bytes": ("max_upload_bytes", int), "--max-image-pixels": ("max_image_pixels", int),
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),

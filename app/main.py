@@ -45,7 +45,8 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
     """The encoder the settings name (checkpoint, or the frozen-CLIP baseline); raises SBIRError."""
     checkpoint = str(settings.checkpoint) if settings.checkpoint else None
     return load_encoder(checkpoint, backbone=settings.backbone, pretrained=settings.pretrained,
-                        activation=settings.activation, device=settings.device, precision=settings.precision)
+                        activation=settings.activation, device=settings.device, precision=settings.precision,
+                        lanes=settings.encoder_lanes)
 
 
 def _warm_up(engine: SearchEngine) -> None:

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="inference precision: auto = bf16 weights and inputs on a CPU with native bf16 (AMX, or "
         "avx512_bf16 confirmed by a timing probe), the autocast on CUDA, fp32 elsewhere")
+    encoder_lanes: str = Field(
+        "auto", pattern=r"^\s*(auto|[1-9][0-9]{0,2})\s*$", description="encoder replicas a CPU batch is split over, "
+        "each with a share of torch's threads (auto: 2 on a CPU, 1 on a GPU; 1: one team of all threads)")
     max_batch: int = Field(32, ge=1, le=4096, description="most sketches encoded in one call")
     max_wait_ms: float = Field(5.0, ge=0, le=10_000, description="longest a sketch waits for a batch to fill")
     decode_threads: int = Field(0, ge=0, le=256, description="threads that decode uploads beside the encoder (0: "
