@@ -111,7 +111,8 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
         previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
         size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
         unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
-        resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision)
+        resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision,
+        lanes=encoder.lanes)
     if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
         staging.close()
         raise nothing_to_index(scan, report, previous)

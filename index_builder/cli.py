@@ -12,7 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
-from encoder import SBIRError, add_encoder_args, add_precision_arg, load_encoder
+from encoder import SBIRError, add_encoder_args, add_lanes_arg, add_precision_arg, load_encoder
 from photo_index import Location, Source, locate, open_source
 from photo_index.errors import BuildError, IndexCorruptError
 from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
                         help='Milvus search params as JSON, e.g. \'{"ef": 64}\' or \'{"nprobe": 16}\'')
     add_encoder_args(build)
     add_precision_arg(build)
+    add_lanes_arg(build)
 
     tuning = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
                                  "efSearch; Milvus nprobe / ef) on real query vectors; FAISS: published as a new "
@@ -158,7 +159,7 @@ def _build(args: argparse.Namespace) -> int:
     encoder_device = "cpu" if args.distributor != "local" else args.device
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=encoder_device,
-                           precision=args.precision)
+                           precision=args.precision, lanes=args.encoder_lanes if args.distributor == "local" else 1)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,

@@ -27,6 +27,7 @@ class BuildReport:
     skipped: list[Skipped] = field(default_factory=list)
     factory: str = ""
     precision: str = ""  # what the encoder computed in (encoder/precision.py)
+    lanes: int = 1  # encoder replicas each batch was split over (encoder/lanes.py)
     notes: list[str] = field(default_factory=list)  # what the writer did that a person should know
     embed_s: float = 0.0
     elapsed_s: float = 0.0
@@ -59,7 +60,9 @@ class BuildReport:
             head,
             f"  added {self.added} · updated {self.updated} · removed {self.removed} · unchanged {self.unchanged} · "
             f"skipped {len(self.skipped)}" + (f" ({reasons})" if reasons else ""),
-            f"  embedded {self.embedded} photos in {self.embed_s:.1f} s ({self.photos_per_s:.1f} photos/s)"
+            f"  embedded {self.embedded} photos in {self.embed_s:.1f} s ({self.photos_per_s:.1f} photos/s"
+            + (f"; {self.precision}, {self.lanes} encoder lane{'s' if self.lanes > 1 else ''})" if self.precision
+               else ")")
             + (f"; {self.resumed} resumed from an interrupted run" if self.resumed else "")
             + f" · total {self.elapsed_s:.1f} s",
         ]
