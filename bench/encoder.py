@@ -9,6 +9,11 @@ part of the gap is the method's own extra compute; the token ratio is printed be
 copy of the same (seeded) weights runs in the same rotation: the table adds sketch img/s ÷ the fp32 sketch branch's
 and the smallest cosine between the two precisions' vectors. The CPU's bf16 flags are printed and written.
 
+``--encoder-lanes`` (auto | N, encoder/lanes.py) splits the prompted encoders' batches over N replicas with a share of
+the threads each; with N > 1 the table adds the sketch branch in lanes (``lanes img/s``) ÷ the same branch as one team
+of all threads, and ``vs fp32`` compares the two precisions at the same lanes (``vs fp32 team``: against fp32 as one
+team, what the service ran before lanes).
+
 ``--threads N`` sets torch's threads. CPU milliseconds per image (this process's CPU time while each variant ran)
 are written beside img/s, and with a comparison printed as ``cpu vs fp32`` (fp32 CPU ÷ bf16 CPU): with
 ``--threads 1`` no OpenMP thread waits or spins, so that ratio is the work each precision needs per image, which a
@@ -38,10 +43,12 @@ from encoder import (  # noqa: E402
     EncoderConfig,
     PromptConfig,
     PromptedCLIP,
+    add_lanes_arg,
     add_precision_arg,
     apply_precision,
     build_encoder,
     resolve_device,
+    resolve_lanes,
     resolve_precision,
 )
 from encoder.precision import cpu_description  # noqa: E402
@@ -59,23 +66,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default torch's)")
     add_precision_arg(parser)  # default auto, as the service and the indexer
+    add_lanes_arg(parser)
     parser.add_argument("--min-seconds", type=float, default=2.0, help="per batch size and variant")
     parser.add_argument("--min-reps", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     return parser.parse_args(argv)
 
 
-def build(backbone: str, device: torch.device, precision: str) -> tuple[PromptedCLIP, PromptedCLIP | None]:
-    """The encoder at ``precision``, and an fp32 twin (the same prompts too) when that is not fp32."""
+def build(backbone: str, device: torch.device, precision: str,
+          lanes: str) -> tuple[PromptedCLIP, PromptedCLIP | None]:
+    """The encoder at ``precision`` and ``lanes``, and an fp32 twin (the same prompts and lanes) when that is not
+    fp32."""
     encoder = build_encoder(EncoderConfig(backbone, "none", PromptConfig()), device)
     twin = build_encoder(encoder.config, device)
     twin.load_state_dict(encoder.state_dict())
     apply_precision(encoder, resolve_precision(precision, device))
+    for model in (encoder, twin):
+        model.set_lanes(resolve_lanes(lanes, device))
     return encoder, (twin if encoder.precision != "fp32" else None)
 
 
 def variants(prompted: PromptedCLIP, fp32: PromptedCLIP | None) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The timed functions: bare open_clip, the two prompted branches, and the fp32 sketch branch when compared."""
+    """The timed functions: bare open_clip and the two prompted branches as one team of threads; the sketch branch in
+    lanes when there are lanes; the fp32 sketch branch (in lanes and as one team) when compared."""
     device, dtype = prompted.device, prompted.weights_dtype
     bare_model = prompted.clip  # the same weights; the bare path bypasses prompts and LN copies
 
@@ -83,9 +96,16 @@ def variants(prompted: PromptedCLIP, fp32: PromptedCLIP | None) -> dict[str, Cal
         with torch.inference_mode(), prompted._autocast(device):
             return F.normalize(bare_model.encode_image(x.to(device, dtype)).float(), dim=-1)
 
-    timed = {"bare": bare, "sketch": prompted.encode_sketch, "photo": prompted.encode_photo}
+    def one_team(model: PromptedCLIP, modality: str) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: model.encode_here(x, modality)
+
+    timed = {"bare": bare, "sketch": one_team(prompted, "sketch"), "photo": one_team(prompted, "photo")}
+    if prompted.lanes > 1:
+        timed["lanes"] = prompted.encode_sketch
     if fp32 is not None:
         timed["fp32_sketch"] = fp32.encode_sketch
+        if fp32.lanes > 1:
+            timed["fp32_team"] = one_team(fp32, "sketch")
     return timed
 
 
@@ -115,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    prompted, fp32 = build(args.backbone, device, args.precision)
+    prompted, fp32 = build(args.backbone, device, args.precision, args.encoder_lanes)
     timed = variants(prompted, fp32)
     size = prompted.image_size
     tokens = (size // prompted.clip.visual.patch_size[0]) ** 2 + 1
@@ -123,9 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     cpu = cpu_description()
 
     print(f"device={device} backbone={args.backbone} input={size}px threads={torch.get_num_threads()} "
-          f"precision={prompted.precision} ({prompted.precision_choice.reason})")
+          f"precision={prompted.precision} ({prompted.precision_choice.reason}) lanes={prompted.lanes}")
     print(f"cpu: {cpu['model']}, {cpu['cores']} cores, native bf16 flags: {', '.join(cpu['bf16_flags']) or 'none'}")
-    compare = f" {'fp32 img/s':>11} {'vs fp32':>8} {'cpu vs fp32':>12} {'min cos':>8}" if fp32 is not None else ""
+    lanes = prompted.lanes > 1
+    sketch = "lanes" if lanes else "sketch"  # what the entry points run
+    compare = f" {'lanes img/s':>12} {'lanes/team':>11}" if lanes else ""
+    if fp32 is not None:
+        compare += f" {'fp32 img/s':>11} {'vs fp32':>8} {'cpu vs fp32':>12} {'min cos':>8}"
+        compare += f" {'vs fp32 team':>13}" if lanes else ""
     print(f"{'batch':>5} {'bare img/s':>11} {'sketch img/s':>13} {'photo img/s':>12} "
           f"{'sketch/bare':>12} {'photo/bare':>11} {'token ratio':>12}{compare}")
     results = []
@@ -143,13 +168,19 @@ def main(argv: list[str] | None = None) -> None:
         }
         line = (f"{batch:>5} {rate['bare']:>11.1f} {rate['sketch']:>13.1f} {rate['photo']:>12.1f} "
                 f"{row['sketch_ratio']:>12.3f} {row['photo_ratio']:>11.3f} {token_ratio:>12.3f}")
+        if lanes:
+            row["lanes_vs_team"] = round(rate["lanes"] / rate["sketch"], 3)
+            line += f" {rate['lanes']:>12.1f} {row['lanes_vs_team']:>11.2f}"
         if fp32 is not None:
-            row["vs_fp32"] = round(rate["sketch"] / rate["fp32_sketch"], 3)
-            row["cpu_vs_fp32"] = round(cpu_s["fp32_sketch"] / cpu_s["sketch"], 3)
+            row["vs_fp32"] = round(rate[sketch] / rate["fp32_sketch"], 3)
+            row["cpu_vs_fp32"] = round(cpu_s["fp32_sketch"] / cpu_s[sketch], 3)
             row["min_cosine_vs_fp32"] = round(float((prompted.encode_sketch(x) * fp32.encode_sketch(x)).sum(-1).min()),
                                               6)
             line += (f" {rate['fp32_sketch']:>11.1f} {row['vs_fp32']:>8.2f} {row['cpu_vs_fp32']:>12.2f}"
                      f" {row['min_cosine_vs_fp32']:>8.5f}")
+            if lanes:
+                row["vs_fp32_team"] = round(rate[sketch] / rate["fp32_team"], 3)
+                line += f" {row['vs_fp32_team']:>13.2f}"
         results.append(row)
         print(line, flush=True)
     if args.json:
@@ -160,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None, "cpus": os.cpu_count(),
                 "cpu": cpu, "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0]}
         args.json.write_text(json.dumps({"device": str(device), "backbone": args.backbone, "autocast": autocast,
-                                         "precision": prompted.precision, "precision_choice":
+                                         "precision": prompted.precision, "lanes": prompted.lanes,
+                                         "threads": torch.get_num_threads(), "precision_choice":
                                          prompted.precision_choice.to_dict(), "host": host, "rows": results},
                                         indent=2))
 
