@@ -3,7 +3,8 @@
 Builds an index of real JPEGs (sketchy-mini photos, copied repeatedly under distinct names to reach
 ``--photos``) with the real builder (scan, DataLoader workers reading/hashing/decoding, encoder,
 staging, FAISS, SQLite, manifest), then times the bare encoder on ready tensors at the same batch
-size. efficiency = build photos/s (embedding phase) / encoder images/s.
+size, precision and encoder lanes (``--encoder-lanes``, encoder/lanes.py).
+efficiency = build photos/s (embedding phase) / encoder images/s.
 
 On a shared box the wall-clock ratio moves with the load (an OpenMP team whose threads are preempted waits at every
 barrier), so CPU time is reported too: the build's CPU seconds per photo (this process + its DataLoader workers,
@@ -43,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import segment_changes  # noqa: E402
 from bench.segment_changes import files, written  # noqa: E402
 from bench.sketchy_data import add_data_arg, checked_data  # noqa: E402
-from encoder import add_precision_arg, load_encoder  # noqa: E402
+from encoder import add_lanes_arg, add_precision_arg, load_encoder  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
 from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
@@ -182,6 +183,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default torch's)")
     add_precision_arg(parser)  # the build's and the bare encoder's
+    add_lanes_arg(parser)  # likewise (the local distributor's; Ray actors run one team, as `index_builder build`)
     parser.add_argument("--sizes", default="", help="long sides (px) the gallery's JPEGs are scaled to in turn, "
                         "e.g. 256,1024,2048,4000 (default: the source files as they are)")
     parser.add_argument("--distributor", choices=["local", "ray"], default="local",
@@ -210,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
-    encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision)
+    lanes = args.encoder_lanes if args.distributor == "local" else 1
+    encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision,
+                           lanes=lanes)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
     batches = max(3, min(50, args.photos // args.batch_size))
     before, before_cpu = encoder_images_per_s(encoder, args.batch_size, batches)  # before and after the build:
@@ -231,7 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         cpu = cpu_description()
         print(f"{backbone} on {encoder.device} ({cpu['model']}, {cpu['cores']} cores, native bf16 flags: "
               f"{', '.join(cpu['bf16_flags']) or 'none'}), precision {encoder.precision}, "
-              f"{torch.get_num_threads()} torch threads, batch {args.batch_size}, {args.workers} workers, "
+              f"{torch.get_num_threads()} torch threads in {encoder.lanes} encoder lane(s), batch {args.batch_size}, "
+              f"{args.workers} workers, "
               f"{args.photos} photos")
         print(f"build: embedded {report.embedded} photos at {report.photos_per_s:.1f} photos/s "
               f"(whole build {report.size / report.elapsed_s:.1f} photos/s, {report.elapsed_s:.1f} s)")
@@ -249,7 +254,8 @@ def main(argv: list[str] | None = None) -> None:
                 "whole_build_photos_per_s": round(report.size / report.elapsed_s, 1),
                 "build_s": round(report.elapsed_s, 2), "bare_encoder_per_s": round(bare, 1),
                 "efficiency": round(report.photos_per_s / bare, 3), "factory": report.factory,
-                "threads": torch.get_num_threads(), "build_cpu_ms_per_photo": round(build_cpu * 1e3, 2),
+                "threads": torch.get_num_threads(), "lanes": encoder.lanes,
+                "build_cpu_ms_per_photo": round(build_cpu * 1e3, 2),
                 "bare_cpu_ms_per_image": round(bare_cpu * 1e3, 2), "cpu_efficiency": round(bare_cpu / build_cpu, 3),
             }, indent=2) + "\n")
         if args.changes:
