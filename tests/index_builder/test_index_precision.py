@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+import numpy as np
+
 from index_builder.cli import main
+from photo_index.backends.folder import IndexReader
 from tests.index_builder.conftest import live_manifest
 
 
@@ -37,3 +40,23 @@ def test_an_unknown_precision_in_the_environment_is_a_clean_error(make_gallery, 
     monkeypatch.setenv("SBIR_PRECISION", "fp8")
     assert build(make_gallery({"cat": 1}), tmp_path / "index") == 2
     assert "precision must be one of auto, fp32, bf16" in capsys.readouterr().err
+
+
+def test_the_build_embeds_in_the_lanes_asked_for_and_reports_them(make_gallery, tmp_path, capsys):
+    gallery = make_gallery({"cat": 3, "dog": 3})
+    fp32 = ("--precision", "fp32", "--batch-size", "4")  # fp32: a split batch gives one call's vectors exactly
+    assert build(gallery, tmp_path / "one", "--encoder-lanes", "1", *fp32) == 0
+    one_team = json.loads(capsys.readouterr().out)
+    assert build(gallery, tmp_path / "lanes", "--encoder-lanes", "2", *fp32) == 0
+    in_lanes = json.loads(capsys.readouterr().out)
+    assert (one_team["lanes"], in_lanes["lanes"], in_lanes["embedded"]) == (1, 2, 6)
+    with IndexReader.open(tmp_path / "one") as first, IndexReader.open(tmp_path / "lanes") as second:
+        assert np.allclose(first.vectors()[1], second.vectors()[1], atol=1e-5)
+
+
+def test_a_bad_lane_count_is_a_clean_error(make_gallery, tmp_path, capsys, monkeypatch):
+    assert build(make_gallery({"cat": 1}), tmp_path / "index", "--encoder-lanes", "zero") == 2
+    assert "encoder lanes must be 'auto' or a positive integer, got 'zero'" in capsys.readouterr().err
+    monkeypatch.setenv("SBIR_ENCODER_LANES", "-1")
+    assert build(make_gallery({"cat": 1}), tmp_path / "index2") == 2
+    assert "encoder lanes must be" in capsys.readouterr().err
