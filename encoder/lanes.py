@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
@@ -32,6 +33,8 @@ class Replicable(Protocol):
 
     def replica(self) -> Replicable: ...
 
+log = logging.getLogger("encoder.lanes")
+
 ENV_LANES = "SBIR_ENCODER_LANES"
 AUTO_CPU_LANES = 2  # measured on 2 cores only (docs/benchmarks.md); more cores get 2 teams of half of them each
 
@@ -39,7 +42,8 @@ AUTO_CPU_LANES = 2  # measured on 2 cores only (docs/benchmarks.md); more cores 
 def resolve_lanes(requested: str | int | None, device: torch.device | str) -> int:
     """How many lanes for ``requested`` (None: ``SBIR_ENCODER_LANES``, else ``auto``) on ``device``.
 
-    ``auto``: 1 on a GPU (one device runs one batch at a time anyway), else 2 where torch has 2 threads or more."""
+    ``auto``: 1 on a GPU (one device runs one batch at a time anyway), else 2 where torch has 2 threads or more.
+    A count above torch's threads is capped at them (logged)."""
     text = str(requested if requested is not None else os.environ.get(ENV_LANES) or "auto").strip().lower()
     if text == "auto":
         if torch.device(device).type != "cpu":
@@ -51,6 +55,10 @@ def resolve_lanes(requested: str | int | None, device: torch.device | str) -> in
         count = 0
     if count < 1:
         raise LanesError(f"encoder lanes must be 'auto' or a positive integer, got {text!r}")
+    budget = torch.get_num_threads()
+    if count > budget:  # a lane needs a thread of its own: replicas beyond the budget would never run
+        log.warning("encoder lanes %d capped at torch's %d thread(s)", count, budget)
+        return budget
     return count
 
 

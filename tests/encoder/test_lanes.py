@@ -147,7 +147,8 @@ def test_resolve_lanes(monkeypatch, two_threads):
     monkeypatch.delenv("SBIR_ENCODER_LANES", raising=False)
     assert resolve_lanes(None, "cpu") == 2
     assert resolve_lanes("auto", "cuda") == 1
-    assert resolve_lanes(" 3 ", "cpu") == 3
+    assert resolve_lanes(" 2 ", "cpu") == 2
+    assert resolve_lanes("999", "cpu") == 2  # capped at torch's threads: a lane needs one
     monkeypatch.setenv("SBIR_ENCODER_LANES", "1")
     assert resolve_lanes(None, "cpu") == 1
     for bad in ("0", "-1", "two", "1.5"):
