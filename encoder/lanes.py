@@ -25,6 +25,8 @@ import torch
 
 from .errors import LanesError
 
+log = logging.getLogger("encoder.lanes")
+
 
 class Replicable(Protocol):
     """What lanes need of an encoder (`encoder.model.PromptedCLIP`; named here without importing it: no cycle)."""
@@ -33,7 +35,6 @@ class Replicable(Protocol):
 
     def replica(self) -> Replicable: ...
 
-log = logging.getLogger("encoder.lanes")
 
 ENV_LANES = "SBIR_ENCODER_LANES"
 AUTO_CPU_LANES = 2  # measured on 2 cores only (docs/benchmarks.md); more cores get 2 teams of half of them each

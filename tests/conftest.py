@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +19,26 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from encoder import EncoderConfig, PromptConfig, build_encoder  # noqa: E402
 
 TINY = "sbir-tiny"
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's thread count set to ``count`` for the block, restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def two_threads():
+    """Two torch threads, whatever the machine: encoder lanes have a budget to share out."""
+    with torch_threads(2):
+        yield
 
 
 @pytest.fixture(scope="session")

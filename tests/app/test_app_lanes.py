@@ -7,7 +7,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import torch
 from pydantic import ValidationError
 
 from app.__main__ import build_parser
@@ -15,14 +14,6 @@ from app.main import create_app, load_configured_encoder
 from app.settings import Settings
 from encoder import load_encoder
 from tests.app.support import serve, sketch_png
-
-
-@pytest.fixture()
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_lanes_setting_flag_and_environment(monkeypatch):

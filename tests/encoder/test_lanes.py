@@ -17,6 +17,7 @@ from encoder import (
     resolve_lanes,
     resolve_precision,
 )
+from tests.conftest import torch_threads
 
 DEEP_SEPARATE = PromptConfig(depth="deep", shared=False, separate_ln=True)
 
@@ -33,14 +34,6 @@ def deep_encoder():
 
 def images(n: int, encoder, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, encoder.image_size, encoder.image_size, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture()
-def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 8])
@@ -116,12 +109,8 @@ def test_a_budget_of_one_thread_or_training_does_not_split(deep_encoder):
         return original(batch, modality)
 
     deep_encoder.encode_here = spy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         deep_encoder.encode_sketch(images(4, deep_encoder))
-    finally:
-        torch.set_num_threads(before)
     assert seen == [threading.current_thread().name]
     deep_encoder.train()
     deep_encoder.encode_sketch(images(4, deep_encoder)).sum().backward()  # gradients reach the prompts

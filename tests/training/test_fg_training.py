@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from encoder import EncoderConfig, PromptConfig, build_encoder
+from tests.conftest import torch_threads
 from tests.training.synthetic_pairs import make_pairs
 from training.cli import main
 from training.data import ClassSplit
@@ -26,10 +27,8 @@ from training.pairs import load_pairs
 @pytest.fixture()
 def one_thread():
     """Tiny models run far faster single-threaded on a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
