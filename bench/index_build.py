@@ -47,6 +47,7 @@ from bench.sketchy_data import add_data_arg, checked_data  # noqa: E402
 from encoder import add_lanes_arg, add_precision_arg, load_encoder  # noqa: E402
 from encoder.precision import cpu_description  # noqa: E402
 from index_builder.builder import BuildOptions, build_index  # noqa: E402
+from index_builder.distributors import build_encoder_placement  # noqa: E402
 from index_builder.ray_distributor import ENV_ADDRESS, RayDistributor, connect  # noqa: E402
 from photo_index.backends.folder import IndexReader  # noqa: E402
 
@@ -212,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
-    lanes = args.encoder_lanes if args.distributor == "local" else 1
+    # The build's lanes; its device stays --device either way: the bare encoder is timed where the photos embed.
+    _, lanes = build_encoder_placement(args.distributor, args.device, args.encoder_lanes)
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision,
                            lanes=lanes)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]

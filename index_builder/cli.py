@@ -20,7 +20,7 @@ from photo_index.registry import ENGINES
 
 from .builder import BuildOptions, build_index
 from .compaction import compact_index
-from .distributors import DISTRIBUTORS, get_distributor
+from .distributors import DISTRIBUTORS, build_encoder_placement, get_distributor
 from .embedding import Distributor
 from .tuning import tune
 
@@ -156,10 +156,9 @@ def _build(args: argparse.Namespace) -> int:
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
     # --device means three things, one per step: where this process's encoder embeds (local), where Ray actors
     # embed (ray; the driver's copy then only describes the encoder), and where FAISS builds its index.
-    encoder_device = "cpu" if args.distributor != "local" else args.device
+    encoder_device, lanes = build_encoder_placement(args.distributor, args.device, args.encoder_lanes)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=encoder_device,
-                           precision=args.precision, lanes=args.encoder_lanes if args.distributor == "local" else 1)
+                           activation=args.activation, device=encoder_device, precision=args.precision, lanes=lanes)
     options = BuildOptions(
         index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,

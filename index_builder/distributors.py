@@ -15,6 +15,15 @@ DISTRIBUTORS = {
     "local": "index_builder.local_distributor:LocalDistributor",
     "ray": "index_builder.ray_distributor:RayDistributor",
 }
+# Those that embed in the build's own process, with the encoder it loaded. The others' workers load their own copy
+# (one team of threads each), so the build process's copy only describes the encoder.
+EMBED_IN_PROCESS = frozenset({"local"})
+
+
+def build_encoder_placement(name: str, device: str, lanes: str) -> tuple[str, str]:
+    """(device, lanes) for the encoder the build process loads with distributor ``name``: as asked when it
+    embeds there; on the CPU in one lane when its workers embed (their device is the distributor's option)."""
+    return (device, lanes) if name in EMBED_IN_PROCESS else ("cpu", "1")
 
 
 def get_distributor(name: str = "local", **options) -> Distributor:

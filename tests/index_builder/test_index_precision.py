@@ -8,6 +8,7 @@ import logging
 import numpy as np
 
 from index_builder.cli import main
+from index_builder.distributors import DISTRIBUTORS, EMBED_IN_PROCESS, build_encoder_placement
 from photo_index.backends.folder import IndexReader
 from tests.index_builder.conftest import live_manifest
 
@@ -60,3 +61,9 @@ def test_a_bad_lane_count_is_a_clean_error(make_gallery, tmp_path, capsys, monke
     monkeypatch.setenv("SBIR_ENCODER_LANES", "-1")
     assert build(make_gallery({"cat": 1}), tmp_path / "index2") == 2
     assert "encoder lanes must be" in capsys.readouterr().err
+
+
+def test_only_a_distributor_that_embeds_in_the_build_process_gets_its_device_and_lanes():
+    assert build_encoder_placement("local", "cuda", "auto") == ("cuda", "auto")
+    assert build_encoder_placement("ray", "cuda", "auto") == ("cpu", "1")  # the actors load their own copy
+    assert EMBED_IN_PROCESS.issubset(DISTRIBUTORS)
