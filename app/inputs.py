@@ -296,5 +296,7 @@ def to_tensor(request: SearchRequest, preprocess: Preprocessor, max_pixels: int,
         return preprocess.sketch_strokes(request.payload, max_points=max_points)
     except InputError as error:
         raise from_input_error(error) from None
-    except (OverflowError, RecursionError):
-        raise APIError(422, "bad_strokes", "The strokes hold numbers or nesting too large to draw.") from None
+    except (OverflowError, RecursionError, MemoryError):
+        if request.kind == "strokes":
+            raise APIError(422, "bad_strokes", "The strokes hold numbers or nesting too large to draw.") from None
+        raise APIError(422, "bad_image", "The image's shape is too extreme to resize for the model.") from None

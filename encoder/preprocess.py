@@ -31,6 +31,8 @@ PREPROCESSING_VERSION = 2
 # Uploads are cropped to their ink whatever the encoder was trained on: a phone photo of paper, a doodle in the corner
 # of a large canvas or a stroke file has a frame that says nothing about where things sit in a gallery photo.
 UPLOAD_FRAMING = "ink"
+# Photos longer than this (long side ÷ short side) are centre-cropped to it before the eval resize (:class:`CapAspect`).
+MAX_PHOTO_ASPECT = 32
 
 
 def uint8_planes(image: Image.Image) -> np.ndarray:
@@ -70,6 +72,31 @@ class ArrayNormalize:
         return planes
 
 
+class CapAspect:
+    """Centre-crops a PIL image longer than ``max_aspect``:1 to that ratio, before the eval transforms' resize.
+
+    That resize scales the short side to the model's size and the centre crop keeps a square of it, so a
+    10 x 2,000,000 px photo (21 KB as a PNG) was resized to 224 x 44.8M px, gigabytes, to keep 224 x 224. The
+    crop keeps everything the centre crop sees. Photos up to the ratio (every real one: panoramas are ~10:1) pass
+    untouched, so indexes embedded before need no new PREPROCESSING_VERSION; a longer one gets a vector within
+    resampling error of the uncropped resize (the sub-pixel grid moves)."""
+
+    def __init__(self, max_aspect: float = MAX_PHOTO_ASPECT) -> None:
+        self.max_aspect = max_aspect
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        width, height = image.size
+        short = min(width, height)
+        keep = max(1, round(short * self.max_aspect))
+        if max(width, height) <= keep:
+            return image
+        if width > height:
+            left = (width - keep) // 2
+            return image.crop((left, 0, left + keep, height))
+        top = (height - keep) // 2
+        return image.crop((0, top, width, top + keep))
+
+
 def _array_eval(compose: T.Compose) -> T.Compose:
     """``compose`` with its closing ToTensor + Normalize done by :class:`ArrayNormalize` (as is when it has
     another shape)."""
@@ -93,7 +120,7 @@ class Preprocessor:
             raise ValueError(f"sketch_framing must be one of {', '.join(SKETCH_FRAMINGS)}, got {self.sketch_framing!r}")
         normalize = next(t for t in self.photo_eval.transforms if isinstance(t, T.Normalize))
         self._sketch_eval = T.Compose([ArrayNormalize(normalize)])
-        self._photo_eval = _array_eval(self.photo_eval)
+        self._photo_eval = T.Compose([CapAspect(), *_array_eval(self.photo_eval).transforms])
         last = self._photo_eval.transforms[-1]
         # photo_file_pixels: the eval steps before the normalisation, and the normalisation (None: no such split)
         self._photo_normalize = last if isinstance(last, ArrayNormalize) else None

@@ -104,7 +104,7 @@ def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> St
 def load_drawing_json(data: bytes | str) -> Any:
     """Decode one drawing's JSON: a single JSON value, or ndjson (QuickDraw files), whose first line is used.
 
-    Raises :class:`StrokeFormatError` for empty, non-UTF-8, invalid or absurdly nested text.
+    Raises :class:`StrokeFormatError` for empty, non-UTF-8, invalid or absurdly nested text, or absurdly long numbers.
     """
     try:  # UTF-8 (with or without a BOM), or UTF-16/32 as JSON allows, detected the way json.loads does
         text = bytes(data).decode(json.detect_encoding(data)) if isinstance(data, bytes | bytearray) else data
@@ -125,6 +125,8 @@ def load_drawing_json(data: bytes | str) -> Any:
         raise StrokeFormatError(f"The strokes are not valid JSON: {error.msg} (line {error.lineno}).") from None
     except RecursionError:
         raise StrokeFormatError("The strokes JSON is nested too deeply.") from None
+    except ValueError:  # Python refuses to read an integer of more than 4300 digits (int_max_str_digits)
+        raise StrokeFormatError("The strokes JSON holds a number too long to read.") from None
 
 
 def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
@@ -141,7 +143,7 @@ def iter_ndjson_drawings(path: str | Path, *, max_points: int = DEFAULT_MAX_POIN
                 continue
             try:
                 yield strokes_from_object(json.loads(line), max_points=max_points)
-            except (json.JSONDecodeError, StrokeFormatError) as error:
+            except (ValueError, RecursionError) as error:  # invalid JSON or strokes, too long a number, too deep
                 raise StrokeFormatError(f"{path}:{number}: {error}") from error
 
 

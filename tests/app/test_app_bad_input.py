@@ -173,3 +173,21 @@ def test_random_garbage_never_causes_a_server_error(client):
         assert response.status_code < 500, (body[:40], response.text)
     fuzzed = json.dumps({"strokes": [[[float(x), float(y)] for x, y in rng.normal(0, 1e6, (5, 2))]]})
     assert client.post("/search", content=fuzzed, headers={"Content-Type": "application/json"}).status_code < 500
+
+
+@pytest.mark.parametrize("size", [(10, 2_000_000), (1_000_000, 1), (1, 40_000)])
+def test_a_photo_of_extreme_shape_is_searched_not_blown_up(client, size):
+    data = io.BytesIO()
+    Image.new("L", size, 128).save(data, "PNG")  # a few KB, under the pixel limit; resized whole it was gigabytes
+    response = client.post("/search?as=photo", content=data.getvalue(), headers={"Content-Type": "image/png"})
+    assert response.status_code == 200, response.text
+    assert response.json()["results"]
+
+
+@pytest.mark.parametrize("body", [
+    '{"strokes": [[[' + "9" * 4301 + ", 0], [1, 1]]]}",  # past Python's 4300-digit limit for reading an int
+    '{"text": "cat", "k": ' + "1" * 5000 + "}",
+])
+def test_a_json_number_too_long_to_read_is_422(client, body):
+    response = client.post("/search", content=body, headers={"Content-Type": "application/json"})
+    assert_refused(response, 422, "bad_json", "too long")

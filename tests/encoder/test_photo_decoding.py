@@ -36,3 +36,28 @@ def test_reduced_decoding_gives_the_same_embedding(tiny_encoder):
     fast = tiny_encoder.preprocess.photo_file(data)
     a, b = tiny_encoder.encode_photo(torch.stack([full, fast]))
     assert float(a @ b) > 0.999
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_a_photo_of_extreme_shape_is_cropped_before_the_resize_not_blown_up(tiny_encoder):
+    # 10 x 2,000,000 px is a 20 Mpx PNG of a few KB; resized to the model's short side it was 64 x 12.8M px.
+    preprocess = tiny_encoder.preprocess
+    for size in ((10, 2_000_000), (1_000_000, 1), (1, 40_000)):
+        tensor = preprocess.photo_file(png(Image.new("L", size, 128)))
+        assert tensor.shape == (3, preprocess.image_size, preprocess.image_size) and torch.isfinite(tensor).all()
+        pixels = preprocess.photo_file_pixels(png(Image.new("L", size, 128)))  # the index build's path
+        assert pixels.shape == (3, preprocess.image_size, preprocess.image_size)
+
+
+def test_photos_up_to_the_aspect_cap_are_untouched_and_longer_ones_keep_the_centre(tiny_encoder):
+    preprocess = tiny_encoder.preprocess
+    panorama = random_photo((10, 100), seed=4).resize((3200, 320), Image.Resampling.BICUBIC)  # 10:1
+    assert torch.equal(preprocess.photo(panorama), preprocess.photo_eval(panorama))
+    ribbon = random_photo((100, 5), seed=5).resize((64 * 60, 60), Image.Resampling.BICUBIC)  # 64:1, over the cap
+    a, b = tiny_encoder.encode_photo(torch.stack([preprocess.photo(ribbon), preprocess.photo_eval(ribbon)]))
+    assert float(a @ b) > 0.999
