@@ -21,7 +21,10 @@ from tqdm import tqdm
 
 from photo_index.errors import BuildError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+# The file types Pillow decodes here (AVIF included, Pillow >= 11.3), as named by cameras, phones and editors;
+# app/uploads.py files an uploaded photo under one of these.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
+                              ".avif"})
 MANIFEST_FIELDS = ("path", "id", "category")
 MAX_ID = 2**63 - 1
 

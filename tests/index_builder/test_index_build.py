@@ -9,12 +9,14 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from index_builder.builder import BuildOptions, build_index
 from index_builder.lock import build_lock
 from photo_index import BuildError, current_version
 from photo_index.backends.folder import IndexReader
 from photo_index.backends.folder.faiss_index import FLAT_MAX, FaissEngine, choose_factory
+from tests.imagegen import random_photo
 from tests.tolerance import f32_tol
 
 from .conftest import add_broken_files, write_photo
@@ -227,3 +229,19 @@ def test_failure_after_embedding_keeps_staged_vectors_for_the_next_run(make_gall
     report = build(gallery=gallery)
     assert (report.embedded, report.resumed, report.added) == (0, 4, 4)
     assert not any(p.name.startswith(".tmp-") for p in (tmp_path / "index" / "segments").iterdir())
+
+
+def test_every_type_the_service_takes_for_upload_is_indexed_whatever_the_case(tmp_path, build):
+    from app.uploads import EXTENSIONS as UPLOAD_EXTENSIONS  # what POST /admin/photos files photos as
+
+    formats = Image.registered_extensions()
+    gallery = tmp_path / "gallery"
+    names = []
+    for i, extension in enumerate(sorted({*UPLOAD_EXTENSIONS.values(), ".jpe", ".jfif"})):
+        for name in (f"photo{i}{extension}", f"PHOTO{i}{extension.upper()}"):
+            path = gallery / "any" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            random_photo((40, 32), seed=i).save(path, formats[extension])
+            names.append(name)
+    report = build(gallery=gallery)
+    assert report.embedded == len(names) and not report.skipped, report.skipped
