@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SBIRError, ValueError) as error:
         print(f"error: cannot load the encoder: {error}", file=sys.stderr)
         return 2
-    uvicorn.run(create_app(settings, encoder=encoder), host=settings.host, port=settings.port,
-                log_level=args.log_level, **server_options(settings))
+    app = create_app(settings, encoder=encoder)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                **server_options(settings, app.state.metrics))
     return 0
 
 

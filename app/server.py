@@ -9,7 +9,7 @@ the **header timeout**: a connection must deliver a complete request head within
 of its first byte (or of being opened); otherwise it is closed.
 
 It also answers a request head that the parser refuses in the API's JSON error shape instead of uvicorn's
-plain-text 400: a request line longer than the head limit is a 414 (a 1 MB query string), other over-long
+plain-text 400: an over-long head that is mostly its request line is a 414 (a long query string), other over-long
 heads a 431, anything else a 400. The client may still be sending its huge head when the answer goes
 out; the rest is read and discarded for a short while (a lingering close), since closing a socket that
 holds unread data resets it and the client would lose the answer.
@@ -30,6 +30,7 @@ try:  # the C parser (uvicorn[standard]); the pure-Python h11 stands in where it
 except ImportError:  # pragma: no cover - depends on the environment
     HttpToolsProtocol = None
 
+from .metrics import Metrics
 from .settings import Settings
 
 LINGER_S = 2.0  # longest a refused head's connection is read and discarded before it closes
@@ -43,20 +44,21 @@ class _HeadGuard:
     calling `_head_complete()` once the parser has a whole head."""
 
     header_timeout_s: float = 10.0
+    metrics: Metrics | None = None  # the app's, to count refused heads with its other errors
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     config: Any
 
     @classmethod
-    def with_header_timeout(cls, seconds: float) -> type:
-        """This protocol with another header timeout (uvicorn builds protocols from a class)."""
-        return type(cls.__name__, (cls,), {"header_timeout_s": seconds})
+    def configured(cls, header_timeout_s: float, metrics: Metrics | None = None) -> type:
+        """This protocol with its header timeout and metrics (uvicorn builds protocols from a class)."""
+        return type(cls.__name__, (cls,), {"header_timeout_s": header_timeout_s, "metrics": metrics})
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[misc]
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0  # bytes of the request head received so far
-        self._head_line_seen = False  # its request line is complete
+        self._line_bytes: int | None = None  # its request line's length, once complete
         self._head_tail = b""  # the last bytes of the head so far
         self._linger_left: int | None = None  # set while discarding after a refused head
         self._start_head_timer()
@@ -78,8 +80,9 @@ class _HeadGuard:
             joined = self._head_tail + data
             end = _head_end(joined)
             head = data if end < 0 else data[:max(end - len(self._head_tail), 0)]
+            if self._line_bytes is None and (newline := head.find(b"\n")) >= 0:
+                self._line_bytes = self._head_bytes + newline
             self._head_bytes += len(head)
-            self._head_line_seen = self._head_line_seen or b"\n" in head
             self._head_tail = joined[-3:]  # a terminator may straddle two reads
             if self._head_bytes > self._head_limit():  # neither parser refuses a long head that arrives in one read
                 self._refuse_head()
@@ -91,7 +94,7 @@ class _HeadGuard:
     def _head_complete(self) -> None:
         """The parser has the whole head (or refused it): its clock stops."""
         self._stop_head_timer()
-        self._head_bytes, self._head_line_seen, self._head_tail = 0, False, b""
+        self._head_bytes, self._line_bytes, self._head_tail = 0, None, b""
 
     def _start_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timed_out)
@@ -118,7 +121,8 @@ class _HeadGuard:
     def _refuse_head(self) -> None:
         """Answer an unreadable head in JSON (414, 431 or 400), then close after a short linger."""
         limit = self._head_limit()
-        if self._head_bytes > limit and not self._head_line_seen:
+        line = self._head_bytes if self._line_bytes is None else self._line_bytes
+        if self._head_bytes > limit and line * 2 > self._head_bytes:  # the URL is most of what is too long
             status, code = 414, "uri_too_long"
             detail = f"The URL (path and query string) is longer than {limit:,} bytes; send long fields in the body."
         elif self._head_bytes > limit:
@@ -126,6 +130,8 @@ class _HeadGuard:
             detail = f"The request headers are larger than {limit:,} bytes."
         else:
             status, code, detail = 400, "bad_request", "The request is not valid HTTP/1.1."
+        if self.metrics is not None:
+            self.metrics.errors.labels(code).inc()
         body = json.dumps({"error": code, "detail": detail}).encode()
         # written by hand: the parser may be in any state here, and the connection is done with HTTP
         self.transport.write(
@@ -190,10 +196,11 @@ def _head_end(data: bytes) -> int:
     return min(ends, default=-1)
 
 
-def server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn's options for the service (besides host, port and logging): the protocol and its limits."""
+def server_options(settings: Settings, metrics: Metrics | None = None) -> dict[str, Any]:
+    """uvicorn's options for the service (besides host, port and logging): the protocol and its limits;
+    ``metrics`` (the app's) count the heads the protocol refuses."""
     return {
-        "http": http_protocol(settings.http_parser).with_header_timeout(settings.header_timeout_s),
+        "http": http_protocol(settings.http_parser).configured(settings.header_timeout_s, metrics),
         "limit_concurrency": settings.limit_concurrency,
         "timeout_keep_alive": settings.timeout_keep_alive_s,
     }

@@ -208,7 +208,7 @@ def test_a_slow_but_complete_head_is_served(app_index, app_encoder, http_parser)
             assert status_of(read_until_closed(sock)) == 200
 
 
-@pytest.mark.parametrize("where", ["query", "header"])
+@pytest.mark.parametrize("where", ["query", "short query", "header"])
 def test_an_oversized_request_head_is_a_json_error_naming_it(app_index, app_encoder, http_parser, where):
     app = create_app(_settings(app_index, http_parser), encoder=app_encoder)
     with serve(app) as base:
@@ -216,6 +216,8 @@ def test_an_oversized_request_head_is_a_json_error_naming_it(app_index, app_enco
         try:
             if where == "query":
                 connection.request("GET", "/search?text=" + "a" * 1_000_000)
+            elif where == "short query":  # over the 16 KiB limit, arriving with its headers in one read
+                connection.request("GET", "/healthz?" + "a" * 20_000)
             else:
                 connection.request("GET", "/healthz", headers={"X-Padding": "a" * 100_000})
             response = connection.getresponse()
@@ -225,10 +227,11 @@ def test_an_oversized_request_head_is_a_json_error_naming_it(app_index, app_enco
     assert content_type == "application/json"
     answer = json.loads(body)
     assert set(answer) == {"error", "detail"}
-    if where == "query":
+    if where != "header":
         assert status == 414 and answer["error"] == "uri_too_long" and "query string" in answer["detail"]
     else:
         assert status == 431 and answer["error"] == "headers_too_large" and "headers" in answer["detail"]
+    assert app.state.metrics.registry.get_sample_value("sbir_errors_total", {"type": answer["error"]}) == 1
 
 
 def test_the_header_timeout_is_a_setting_with_a_default_of_10_s(monkeypatch):
