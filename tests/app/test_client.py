@@ -11,7 +11,9 @@ import tomllib
 
 import pytest
 from sketch_search_client import AsyncClient, AuthError, Client, InputError, SearchPage, ServiceError
+from sketch_search_client.protocol import photo as photo_call
 from sketch_search_client.protocol import search as search_call
+from sketch_search_client.protocol import upload_photos as upload_call
 
 from app.main import create_app
 from app.settings import Settings
@@ -126,3 +128,33 @@ def test_the_client_package_installs_and_imports_without_torch():
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
     project = tomllib.loads((CLIENT_DIR / "pyproject.toml").read_text())["project"]
     assert project["name"] == "sketch-search-client" and project["dependencies"] == ["httpx>=0.25"]
+
+
+def test_what_the_client_cannot_send_is_its_input_error_before_any_request(tmp_path):
+    refused = {
+        "NaN in strokes": lambda: search_call(sketch=[[[0, 0], [float("nan"), 1]]]),
+        "infinity in a strokes dict": lambda: search_call(sketch={"strokes": [[[0, 0], [1, float("inf")]]]}),
+        "a lone surrogate in text": lambda: search_call(text="cat \ud800"),
+        "... beside an image": lambda: search_call(sketch=sketch_png(), text="\udfff"),
+        "nothing to search by": lambda: search_call(k=3, category="boat"),
+        "a photo id of letters": lambda: photo_call("abc"),
+        "a negative photo id": lambda: photo_call(-1),
+        "a missing photo file": lambda: upload_call([tmp_path / "missing.jpg"]),
+    }
+    for case, call in refused.items():
+        with pytest.raises(InputError):
+            call()
+            pytest.fail(case)
+
+
+def test_images_of_any_mode_are_sent_and_a_size_of_0_is_the_services_to_refuse(service):
+    sketch = draw_sketch(seed=3)
+    with Client(service, api_key=KEY) as client:
+        expected = [r.id for r in client.search(sketch=sketch, k=3).results]
+        for mode in ("CMYK", "LAB", "YCbCr"):  # PNG cannot hold these (a CMYK JPEG opened with Pillow is CMYK)
+            assert [r.id for r in client.search(sketch=sketch.convert(mode), k=3).results] == expected, mode
+        assert client.search(sketch=sketch.convert("L").convert("F"), k=3).results  # float pixels, 0..255
+        assert client.photo(str(expected[0]))[:2]  # an id as the results print it
+        with pytest.raises(ServiceError) as refused:
+            client.thumbnail(expected[0], 0)
+        assert refused.value.status == 422

@@ -30,7 +30,8 @@ class NotReadyError(ServiceError):
 
 
 class InputError(SketchSearchError, ValueError):
-    """A sketch the client cannot send (unknown type, unreadable file) — found before any request."""
+    """A query the client cannot send (a sketch of unknown type, an unreadable file, NaN in strokes, text that is
+    not valid Unicode, a photo id that is no integer, no sketch, text or like at all) — found before any request."""
 
 
 def error_for(status: int, code: str, detail: str) -> ServiceError:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypedDict, TypeVar, Union
+from urllib.parse import quote
 
 import httpx
 
@@ -72,10 +73,55 @@ def _mime(data: bytes) -> str:
     return next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
 
 
-def _pil_png(image: Any) -> bytes:
+# What PNG holds; a PIL image of another mode (CMYK, float, LAB, YCbCr from a scanner or a TIFF) goes as a TIFF,
+# which holds them all and which the service reads the same way.
+_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
+
+
+def _pil_bytes(image: Any) -> bytes:
     out = io.BytesIO()
-    image.save(out, "PNG")
+    try:
+        image.save(out, "PNG" if image.mode in _PNG_MODES else "TIFF")
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot encode the {image.mode} image to send it: {error}") from None
     return out.getvalue()
+
+
+def _json_body(obj: dict[str, Any]) -> dict[str, Any]:
+    """httpx's request options for a JSON body: strict JSON (no NaN or Infinity, which the service refuses and
+    httpx would raise as a bare ValueError) in UTF-8."""
+    try:
+        content = json.dumps(obj, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except ValueError as error:
+        raise InputError(f"the strokes hold numbers JSON cannot carry (NaN or infinite): {error}") from None
+    except UnicodeEncodeError:
+        raise InputError("the query holds text that is not valid Unicode (a lone surrogate)") from None
+    return {"content": content, "headers": {"Content-Type": "application/json"}}
+
+
+def _form_fields(fields: dict[str, Any]) -> dict[str, str]:
+    """The query fields as form values, refused here when a text is not valid Unicode."""
+    values = {name: str(value) for name, value in fields.items()}
+    for value in values.values():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InputError("the query holds text that is not valid Unicode (a lone surrogate)") from None
+    return values
+
+
+def _read_file(kind: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read the {kind} {path}: {error.strerror or error}") from None
+
+
+def _photo_id(photo_id: Any) -> int:
+    """A photo id as an int (an int, or a string of plain digits as results print them)."""
+    if isinstance(photo_id, bool) or not isinstance(photo_id, int | str) or not str(photo_id).isdecimal():
+        raise InputError(f"a photo id is a non-negative integer, not {photo_id!r}")
+    return int(photo_id)
 
 
 def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
@@ -86,10 +132,7 @@ def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
         return "strokes", sketch
     if isinstance(sketch, str | os.PathLike):
         path = Path(sketch)
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise InputError(f"cannot read the sketch {path}: {error.strerror or error}") from None
+        data = _read_file("sketch", path)
         if path.suffix.lower() in (".json", ".ndjson"):
             try:
                 obj = json.loads(data.decode("utf-8").splitlines()[0] if path.suffix.lower() == ".ndjson" else data)
@@ -98,7 +141,7 @@ def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
             return sketch_payload(obj)
         return "image", data
     if hasattr(sketch, "save") and hasattr(sketch, "size"):  # a PIL image (Pillow is optional)
-        return "image", _pil_png(sketch)
+        return "image", _pil_bytes(sketch)
     if isinstance(sketch, Sequence):
         return "strokes", {"strokes": [list(stroke) for stroke in sketch]}
     raise InputError(f"a sketch is a path, image bytes, a PIL image or strokes, not {type(sketch).__name__}")
@@ -115,21 +158,22 @@ def search(**args: Any) -> Call[SearchPage]:
         fields["as"] = "photo"
     sketch = args.get("sketch")
     if sketch is None:
-        request: dict[str, Any] = {"json": fields}
+        if args.get("text") is None and args.get("like") is None:
+            raise InputError("search() needs a sketch, text or like")
+        request: dict[str, Any] = _json_body(fields)
     else:
         kind, payload = sketch_payload(sketch)
         if kind == "strokes":
-            request = {"json": {**payload, **fields}}
+            request = _json_body({**payload, **fields})
         else:
-            request = {"files": {"sketch": ("sketch", payload, _mime(payload))},
-                       "data": {name: str(value) for name, value in fields.items()}}
+            request = {"files": {"sketch": ("sketch", payload, _mime(payload))}, "data": _form_fields(fields)}
     return Call("POST", "/search", lambda response: SearchPage.from_json(response.json()), request)
 
 
 def photo(photo_id: int, size: int | None = None) -> Call[bytes]:
     """GET /photos/{id}: the file, or a JPEG thumbnail fitting size×size."""
-    params = {"size": size} if size else {}
-    return Call("GET", f"/photos/{int(photo_id)}", lambda response: response.content, {"params": params})
+    params = {} if size is None else {"size": size}  # size 0 is the service's to refuse, not the full photo
+    return Call("GET", f"/photos/{_photo_id(photo_id)}", lambda response: response.content, {"params": params})
 
 
 def info() -> Call[ServiceInfo]:
@@ -145,7 +189,7 @@ def upload_photos(photos: Sequence[str | os.PathLike | bytes]) -> Call[list[dict
     """POST /admin/photos (admin key): files into the gallery's uploads/ folder."""
     files = []
     for number, item in enumerate(photos):
-        data = bytes(item) if isinstance(item, bytes | bytearray) else Path(item).read_bytes()
+        data = bytes(item) if isinstance(item, bytes | bytearray) else _read_file("photo", Path(item))
         files.append(("photo", (f"photo-{number}", data, _mime(data))))
     return Call("POST", "/admin/photos", lambda response: response.json()["photos"], {"files": files}, ok=(201,))
 
@@ -156,4 +200,5 @@ def start_build() -> Call[str]:
 
 
 def build_status(build_id: str) -> Call[BuildStatus]:
-    return Call("GET", f"/admin/builds/{build_id}", lambda response: BuildStatus.from_json(response.json()))
+    return Call("GET", f"/admin/builds/{quote(str(build_id), safe='')}",
+                lambda response: BuildStatus.from_json(response.json()))
