@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 from fastapi import Request
+from python_multipart.multipart import parse_options_header
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
@@ -35,6 +36,7 @@ from .query_fields import (
 )
 
 IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
+DRAWING_KEYS = ("strokes", "drawing")  # plain strokes, QuickDraw (encoder.strokes)
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
 MAX_CATEGORY_LENGTH = 200
 MAX_FORM_FIELDS = 8
@@ -183,6 +185,10 @@ def _request(picture: Literal["image", "strokes"] | None, payload: bytes | dict 
                                 default_weight=limits.default_text_weight, not_utf8=not_utf8)
     k, category = parse_k(params.get("k"), limits.max_k), parse_category(params.get("category"))
     check_combination(picture, fields)
+    if picture is None and fields.text is None and fields.like is None:
+        raise APIError(422, "missing_sketch",
+                       'The request needs a sketch ("strokes" JSON, QuickDraw "drawing", or an image), "text" or '
+                       '"like".')
     return SearchRequest(picture, payload, k, category, fields)
 
 
@@ -204,6 +210,9 @@ async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multip
                                       max_part_size=len(body) + 1)
             form = await parser.parse()
             not_utf8 = parser.not_utf8
+            if not _has_closing_boundary(request, body):
+                await form.close()
+                raise MultiPartException("it ends before its closing boundary (truncated)")
         else:
             form = await FormParser(request.headers, replay()).parse()
     except MultiPartException as error:
@@ -216,6 +225,14 @@ async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multip
         return _request(picture, payload, params, limits, not_utf8)
     finally:
         await form.close()
+
+
+def _has_closing_boundary(request: Request, body: bytes) -> bool:
+    """The multipart body ends its last part with ``--boundary--`` (the parser takes a truncated body quietly,
+    without its last part)."""
+    _, options = parse_options_header(request.headers.get("content-type", ""))
+    boundary = options.get(b"boundary")
+    return not boundary or b"--" + boundary + b"--" in body
 
 
 async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image", "strokes"] | None, Any]:
@@ -261,11 +278,11 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
     if content_type in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _parse_form(request, body, limits, multipart=content_type == "multipart/form-data")
     if content_type in JSON_TYPES or content_type.endswith("+json"):
-        obj = _json_object(body)
-        params = {**request.query_params, **{key: obj[key] for key in ("k", "category", *FIELDS) if key in obj}}
-        drawn = any(obj.get(key) is not None for key in ("strokes", "drawing"))
-        if drawn or not _without_picture(params):
-            return _request("strokes", obj, params, limits)
+        obj = _json_object(body) if body.strip() else {}  # an empty body: the query string's fields alone
+        query_keys = ("k", "category", *FIELDS)
+        params = {**request.query_params, **{key: obj[key] for key in query_keys if obj.get(key) is not None}}
+        if any(obj.get(key) is not None for key in DRAWING_KEYS) or not set(obj) <= set(query_keys):
+            return _request("strokes", obj, params, limits)  # a drawing, or keys of some other strokes format
         return _request(None, None, params, limits)
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
         params = request.query_params

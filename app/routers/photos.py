@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
+from starlette.responses import MalformedRangeHeader
 
 from ..batching import BatcherClosedError
 from ..errors import APIError
@@ -23,6 +24,19 @@ from ..services import Services, get_access, get_services
 
 router = APIRouter(tags=["photos"])
 INT64_MAX = 2**63 - 1
+
+
+class PhotoFileResponse(FileResponse):
+    """A photo file; byte ranges as Starlette serves them, except that a Range header it cannot read
+    (``bytes=5-1``, ``garbage``) is ignored and the whole file sent, as RFC 9110 (14.2) says, instead of
+    Starlette's plain-text 400."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []  # no ranges: the whole file, 200
 
 
 @router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
@@ -62,7 +76,7 @@ async def get_photo(
         return Response(status_code=304, headers=headers)
     if size is None:
         media_type = await run_in_threadpool(media_type_of, path)
-        return FileResponse(path, media_type=media_type, headers=headers)
+        return PhotoFileResponse(path, media_type=media_type, headers=headers)
     try:  # decoded in the bounded pool beside the encoder (app/batching.py), not in one of 40 threads
         data = await services.batcher.beside(services.thumbnails.get, record.sha256, path, size)
     except BatcherClosedError as error:

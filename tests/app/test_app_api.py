@@ -103,6 +103,18 @@ def test_photo_is_served_with_cache_headers_and_etag(client):
     assert untagged.status_code == 200 and "immutable" not in untagged.headers["cache-control"]
 
 
+def test_photo_byte_ranges_and_a_range_header_that_cannot_be_read_is_ignored(client):
+    photo_id = client.post("/search", json={**STROKES, "k": 1}).json()["results"][0]["id"]
+    whole = client.get(f"/photos/{photo_id}").content
+    part = client.get(f"/photos/{photo_id}", headers={"Range": "bytes=2-9"})
+    assert part.status_code == 206 and part.content == whole[2:10]
+    for unreadable in ("bytes=9-2", "garbage", "bytes=", "items=0-5"):  # RFC 9110 14.2: ignored, the whole file
+        response = client.get(f"/photos/{photo_id}", headers={"Range": unreadable})
+        assert (response.status_code, response.content) == (200, whole), unreadable
+    beyond = client.get(f"/photos/{photo_id}", headers={"Range": f"bytes={len(whole) + 10}-"})
+    assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(whole)}"
+
+
 def test_thumbnail_fits_the_requested_size(client):
     photo_id = client.post("/search", json={**STROKES, "k": 1}).json()["results"][0]["id"]
     response = client.get(f"/photos/{photo_id}?size=32")

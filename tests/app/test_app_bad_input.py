@@ -107,10 +107,18 @@ def test_non_finite_coordinates_are_422(client, text):
     assert_refused(response, 422, "bad_strokes", "non-finite")
 
 
-@pytest.mark.parametrize("text", ["{not json", "[" * 100_000, "[1, 2]", '"strokes"', ""])
+@pytest.mark.parametrize("text", ["{not json", "[" * 100_000, "[1, 2]", '"strokes"'])
 def test_malformed_json_is_422(client, text):
     response = client.post("/search", content=text, headers={"Content-Type": "application/json"})
     assert response.status_code == 422 and response.json()["error"] in ("bad_json", "bad_strokes")
+
+
+@pytest.mark.parametrize("text", ["", " \n", "{}", '{"text": null}', '{"text_weight": 0.5, "k": 3}'])
+def test_json_with_nothing_to_search_by_is_a_missing_sketch_and_the_query_string_may_say_it(client, text):
+    headers = {"Content-Type": "application/json"}
+    assert_refused(client.post("/search", content=text, headers=headers), 422, "missing_sketch", '"text"')
+    response = client.post("/search?text=a+boat&k=2", content=text, headers=headers)
+    assert response.status_code == 200 and response.json()["query"] == "text", response.text
 
 
 def test_too_many_points_is_413(strict_client):
@@ -142,6 +150,16 @@ def test_malformed_multipart_is_422(client):
     response = client.post("/search", content=b"--nope\r\ngarbage",
                            headers={"Content-Type": "multipart/form-data; boundary=xyz"})
     assert response.status_code == 422 and response.json()["error"] in ("bad_multipart", "missing_sketch")
+
+
+def test_a_multipart_form_cut_before_its_closing_boundary_is_422_bad_multipart(client):
+    boundary = "cut-here"
+    whole = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\na boat\r\n"
+             f"--{boundary}--\r\n").encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    assert client.post("/search", content=whole, headers=headers).status_code == 200
+    for cut in (whole[:-4], whole[: whole.index(b"a boat") + 3]):  # no closing "--"; cut inside the last part
+        assert_refused(client.post("/search", content=cut, headers=headers), 422, "bad_multipart", "truncated")
 
 
 def test_api_key_is_required_when_configured_and_never_echoed(app_index, app_encoder):
