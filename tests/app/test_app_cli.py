@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from app.__main__ import build_parser, main
+from app.metrics import Metrics
 
 
 def test_help_lists_the_settings_flags():
@@ -32,9 +35,14 @@ def test_slow_client_settings_reach_the_app_and_uvicorn(monkeypatch):
     monkeypatch.setenv("SBIR_LIMIT_CONCURRENCY", "321")
     served = {}
     monkeypatch.setattr(entry, "load_configured_encoder", lambda settings: None)
-    monkeypatch.setattr(entry, "create_app", lambda settings, encoder: settings)
-    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: served.update(options, settings=app))
+    metrics = Metrics()
+    def fake_app(settings, encoder):
+        return SimpleNamespace(state=SimpleNamespace(settings=settings, metrics=metrics))
+
+    monkeypatch.setattr(entry, "create_app", fake_app)
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: served.update(options, app=app))
     assert main(["--max-bodies-in-flight", "3", "--timeout-keep-alive-s", "2"]) == 0
-    settings = served["settings"]
+    settings = served["app"].state.settings
     assert (settings.body_timeout_s, settings.max_bodies_in_flight) == (7.5, 3)
     assert (served["limit_concurrency"], served["timeout_keep_alive"]) == (321, 2.0)
+    assert served["http"].metrics is metrics  # the protocol counts the heads it refuses with the app's errors
