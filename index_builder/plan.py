@@ -90,7 +90,10 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     """Assign stable ids, record each photo's details, and count added / updated / unchanged / removed photos."""
     now = utc_now()
     explicit = {photo.photo_id for photo in scan.photos if photo.photo_id is not None}
-    next_id = max([previous.manifest.get("next_id", 0) if previous else 0, *(i + 1 for i in explicit)])
+    # Above every id the manifest says was handed out, every live id (a manifest's next_id set back by hand or
+    # damage must not hand out a live photo's id again) and every id the scan names.
+    live = (record.id + 1 for record in previous.by_path.values()) if previous else ()
+    next_id = max([int(previous.manifest.get("next_id", 0)) if previous else 0, *live, *(i + 1 for i in explicit)])
     records: list[PhotoRecord] = []
     sources: list[tuple[int, int]] = []
     failed: list[Skipped] = []

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from photo_index.api import MAX_PHOTO_ID
 from photo_index.errors import BuildError
 
 # The file types Pillow decodes here (AVIF included, Pillow >= 11.3), as named by cameras, phones and editors;
@@ -26,7 +27,7 @@ from photo_index.errors import BuildError
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
                               ".avif"})
 MANIFEST_FIELDS = ("path", "id", "category")
-MAX_ID = 2**63 - 1
+MAX_ID = MAX_PHOTO_ID  # 2^52 - 1 (photo_index.api says why)
 
 
 @dataclass
@@ -208,7 +209,7 @@ def _parse_id(value: object) -> int:
         raise ValueError("a boolean is not an id")
     number = int(value) if isinstance(value, int) else int(str(value).strip())
     if not 0 <= number <= MAX_ID:
-        raise ValueError(f"id {number} is outside 0..2^63-1")
+        raise ValueError(f"id {number} is outside 0..2^52-1")
     return number
 
 

@@ -15,6 +15,10 @@ from typing import Protocol
 
 import numpy as np
 
+# Photo ids run 0..2^52-1: a search keeps the ids above for rows of its own (the folder backend's small segments
+# inside its large one's index), and the page's JavaScript numbers hold integers exactly only up to 2^53.
+MAX_PHOTO_ID = 2**52 - 1
+
 # Where a row of a new version gets its vector: the previous version's row, or the build's staging row.
 FROM_PREVIOUS, FROM_STAGING = 0, 1
 

@@ -182,3 +182,31 @@ def test_index_folder_inside_the_gallery_is_not_scanned(make_gallery, build):
     write_photo(gallery / "cat" / "new.jpg", seed=99)
     report = build(gallery=gallery, index_dir=gallery / "index")
     assert (report.added, report.size, report.skipped) == (1, 3, [])
+
+
+def test_manifest_ids_stay_below_the_searchs_own_id_range(make_gallery, build, tmp_path):
+    from photo_index.api import MAX_PHOTO_ID
+
+    gallery = make_gallery({"cat": 3})
+    photos = sorted((gallery / "cat").iterdir())
+    manifest = tmp_path / "photos.jsonl"
+    rows = [(photos[0], MAX_PHOTO_ID), (photos[1], MAX_PHOTO_ID + 1), (photos[2], 2**63 - 1)]
+    manifest.write_text("".join(json.dumps({"path": str(path), "id": photo_id}) + "\n" for path, photo_id in rows))
+    report = build(manifest=manifest)
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-manifest-row"] * 2
+    assert "0..2^52-1" in report.skipped[0].detail
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.record(MAX_PHOTO_ID).path == str(photos[0])
+
+
+def test_a_next_id_set_back_never_hands_out_a_live_photos_id_again(make_gallery, build, tmp_path):
+    gallery = make_gallery({"cat": 3})
+    build(gallery=gallery)
+    path = manifest_path(tmp_path / "index")
+    path.write_text(json.dumps({**json.loads(path.read_text()), "next_id": 0}))  # by hand, or damage
+    write_photo(gallery / "cat" / "new.jpg", 77)
+    report = build(gallery=gallery)
+    assert (report.added, report.size) == (1, 4)
+    with IndexReader.open(tmp_path / "index") as reader:
+        ids = reader.vectors()[0]
+        assert len(set(ids)) == 4 and reader.record(3).path.endswith("new.jpg")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from ....api import PhotoRecord
+from ....api import MAX_PHOTO_ID, PhotoRecord
 from ....errors import CountsMismatchError
 from ..faiss_index import _search_params, exact_subset
 from .segment import Segment
@@ -95,8 +95,8 @@ class LiveSegment:
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found
 
 
-ANNEX_ID_BASE = 1 << 52  # small rows' ids inside a host index: above any photo id, so that neither a tombstone
-#                          nor a category filter of the host ever names one
+ANNEX_ID_BASE = MAX_PHOTO_ID + 1  # small rows' ids inside a host index: above any photo id, so that neither a
+#                                   tombstone nor a category filter of the host ever names one
 
 
 class SmallRows:
