@@ -25,6 +25,7 @@ ROWS = "vectors.f32"
 ENTRIES = "entries.jsonl"
 FAILURES = "failures.jsonl"
 
+UNIT_TOLERANCE = 1e-3  # a staged row's norm may differ from 1 by this (float32 rounding is ~1e-7)
 FileKey = tuple[str, int, int]  # (path, size, mtime_ns): the file as it was when embedded
 
 
@@ -35,6 +36,19 @@ def _complete_lines(path: Path) -> tuple[list[str], int]:
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     return data[:end].decode("utf-8").splitlines(), end
+
+
+def _unit_rows(path: Path, count: int, dim: int, chunk: int = 65536) -> np.ndarray:
+    """Which of the first ``count`` rows of ``path`` are finite unit vectors (what the encoder writes)."""
+    sound = np.zeros(count, dtype=bool)
+    if count:
+        rows = np.memmap(path, dtype=np.float32, mode="r", shape=(count, dim))
+        for start in range(0, count, chunk):
+            with np.errstate(invalid="ignore", over="ignore"):
+                norms = np.linalg.norm(rows[start:start + chunk], axis=1)
+            sound[start:start + chunk] = np.abs(norms - 1.0) < UNIT_TOLERANCE  # False for NaN and inf
+        del rows
+    return sound
 
 
 class Staging:
@@ -56,13 +70,14 @@ class Staging:
             (folder / STATE).write_text(json.dumps(state))
         self.entries: dict[FileKey, tuple[int, str]] = {}  # key -> (row, sha256)
         self.failures: dict[FileKey, Skipped] = {}
+        self.rows = 0
         try:
             self._recover()
         except (ValueError, KeyError, TypeError):  # damaged beyond a torn tail: start over rather than stay stuck
             shutil.rmtree(folder)
             folder.mkdir(parents=True)
             (folder / STATE).write_text(json.dumps(state))
-            self.entries, self.failures = {}, {}
+            self.entries, self.failures, self.rows = {}, {}, 0
         self._rows = open(folder / ROWS, "ab")  # noqa: SIM115 - kept open for appends, closed in close()
         self._lines = open(folder / ENTRIES, "a", encoding="utf-8")  # noqa: SIM115
         self._failed = open(folder / FAILURES, "a", encoding="utf-8")  # noqa: SIM115
@@ -72,9 +87,12 @@ class Staging:
         rows_path = self.folder / ROWS
         n_rows = rows_path.stat().st_size // self.row_bytes if rows_path.exists() else 0
         keep = min(len(lines), n_rows)
+        sound = _unit_rows(rows_path, keep, self.dim)
+        self.rows = keep  # rows in the file, those of no entry included (line i of entries.jsonl is row i)
         for row, line in enumerate(lines[:keep]):
             entry = json.loads(line)
-            self.entries[(entry["path"], entry["size"], entry["mtime_ns"])] = (row, entry["sha256"])
+            if sound[row]:  # a damaged row (NaN, not unit length) is embedded again rather than published
+                self.entries[(entry["path"], entry["size"], entry["mtime_ns"])] = (row, entry["sha256"])
         # Cut torn tails so that appends continue from a consistent point.
         with open(rows_path, "ab") as handle:
             handle.truncate(keep * self.row_bytes)
@@ -96,7 +114,7 @@ class Staging:
         """Add a batch of embedded files (rows first, then their entry lines)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         assert vectors.shape == (len(keys), self.dim)
-        start = self.count
+        start = self.rows
         with naming(self.folder / ROWS):
             self._rows.write(vectors.tobytes())
             self._rows.flush()
@@ -107,6 +125,7 @@ class Staging:
             self._lines.flush()
         for offset, (key, sha) in enumerate(zip(keys, hashes, strict=True)):
             self.entries[key] = (start + offset, sha)
+        self.rows += len(keys)
 
     def append_failure(self, key: FileKey, skipped: Skipped) -> None:
         self._failed.write(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2],
@@ -115,13 +134,13 @@ class Staging:
         self.failures[key] = skipped
 
     def vectors(self) -> np.ndarray:
-        """All staged rows as a read-only memory map ``[count, dim]``."""
+        """All staged rows as a read-only memory map ``[rows, dim]`` (``entries`` say which row is whose)."""
         with naming(self.folder / ROWS):
             self._rows.flush()
             os.fsync(self._rows.fileno())
-        if self.count == 0:
+        if self.rows == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return np.memmap(self.folder / ROWS, dtype=np.float32, mode="r", shape=(self.count, self.dim))
+        return np.memmap(self.folder / ROWS, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
 
     def close(self) -> None:
         for handle in (self._rows, self._lines, self._failed):

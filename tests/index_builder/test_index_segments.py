@@ -159,3 +159,28 @@ def test_keep_counts_versions_of_either_format(make_gallery, build, tmp_path, mo
     assert open_source(tmp_path / "index").versions() == [old.version, new.version][-keep:]
     with IndexReader.open(tmp_path / "index") as reader:
         assert reader.size == 3
+
+
+def test_a_damaged_segment_is_never_merged_compacted_or_built_on(make_gallery, build, tmp_path, capsys):
+    gallery = make_gallery({"cat": 4, "dog": 4})
+    build(gallery=gallery)
+    write_photo(gallery / "owl" / "owl_0.jpg", 500)
+    build(gallery=gallery)
+    index_dir = tmp_path / "index"
+    live = live_manifest(index_dir)
+    first = index_dir / "segments" / live["segments"][0]["name"] / "vectors.npy"
+    vectors = np.load(first, mmap_mode="r+")
+    vectors[3] = vectors[5]  # a row overwritten: the file keeps its size, not its checksum
+    vectors.flush()
+    del vectors
+
+    assert main(["compact", str(index_dir)]) == 2
+    assert "Cannot merge damaged segments" in capsys.readouterr().err
+    write_photo(gallery / "owl" / "owl_1.jpg", 501)
+    assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "is damaged" in err and "vectors.npy differs from its checksum" in err and "--rebuild" in err
+    assert live_manifest(index_dir) == live  # the live version stays, damaged as it is, for the operator to see
+    assert build(gallery=gallery, rebuild=True).embedded == 10
+    assert verify(open_source(index_dir)) == []

@@ -10,6 +10,7 @@ import struct
 import sys
 import zlib
 
+import numpy as np
 import pytest
 
 from index_builder.cli import main
@@ -174,6 +175,23 @@ def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, buil
         handle.write(text)
     assert Staging(staging, tiny_fingerprint, 4).count == 0
     assert build(gallery=gallery).size == 2
+
+
+def test_damaged_staged_rows_are_embedded_again_not_published(tmp_path):
+    unit = np.eye(4, dtype=np.float32)
+    staging = Staging(tmp_path / "staging", "f" * 8, 4)
+    keys = [(f"/g/{i}.jpg", 10, 1) for i in range(4)]
+    staging.append(keys, ["h"] * 4, unit)
+    staging.close()
+    rows = np.memmap(tmp_path / "staging" / "vectors.f32", dtype=np.float32, mode="r+", shape=(4, 4))
+    rows[1, 0], rows[2] = np.nan, rows[2] * 7  # a NaN; a row not of unit length
+    rows.flush()
+    del rows
+    resumed = Staging(tmp_path / "staging", "f" * 8, 4)
+    assert sorted(row for row, _ in resumed.entries.values()) == [0, 3]  # keys 1 and 2 are embedded again
+    resumed.append([keys[1]], ["h"], unit[1:2])
+    assert resumed.entries[keys[1]][0] == 4 and np.array_equal(resumed.vectors()[4], unit[1])
+    resumed.close()
 
 
 def test_index_folder_inside_the_gallery_is_not_scanned(make_gallery, build):

@@ -57,6 +57,12 @@ class SegmentedPrevious:
         self.sources: list[np.ndarray] = []
         ids, which, rows, records = [], [], [], []
         with SegmentedView(store, version) as view:
+            # The service's checks before a swap (every file up to CHECKSUM_MAX_BYTES hashed, the rest sized): a
+            # build never carries damaged ids or records into a new version. Merges hash every file they read.
+            damaged = [problem for live in view.segments for problem in checksum_problems(
+                live.segment.folder, live.segment.info, hash_max_bytes=CHECKSUM_MAX_BYTES)]
+            if damaged:
+                raise IndexCorruptError("; ".join(damaged))
             for number, live in enumerate(view.segments):
                 live_rows = live.live_rows()
                 self.sources.append(live.segment.vectors)

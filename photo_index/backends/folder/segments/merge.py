@@ -24,9 +24,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ....api import PhotoRecord
+from ....errors import IndexCorruptError
 from ....format import new_version_name, utc_now
 from ..records import MetadataStore
-from .segment import SegmentInfo, write_segment
+from .segment import SegmentInfo, checksum_problems, write_segment
 from .store import SegmentStore
 from .version import SegmentRef, Version
 
@@ -96,7 +97,13 @@ def _live_records(stores: Sequence[MetadataStore], live: Sequence[np.ndarray]) -
 
 def write_merged(store: SegmentStore, refs: Sequence[SegmentRef], *, factory: str | None = None,
                  device: str = "cpu", recall_target: float = 0.95, progress: bool = False) -> SegmentInfo:
-    """One new segment holding the live rows of ``refs`` (in id order)."""
+    """One new segment holding the live rows of ``refs`` (in id order), once every file of theirs matches its
+    checksum: a merge must not turn a damaged row into a new segment's good-looking one."""
+    damaged = [problem for ref in refs
+               for problem in checksum_problems(store.segment_dir(ref.name), store.segment_info(ref.name))]
+    if damaged:
+        raise IndexCorruptError(f"Cannot merge damaged segments ({'; '.join(damaged)}); the live version stays as "
+                                "it is: check it with `index_builder verify`, then build with --rebuild.")
     vectors, live_ids, rows, metadata = [], [], [], []
     try:
         for ref in refs:
