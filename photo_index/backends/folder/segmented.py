@@ -20,8 +20,8 @@ import numpy as np
 
 from ...api import FROM_PREVIOUS, PhotoRecord, PublishOptions, StoredRows, TrustSample, VersionContent
 from ...atomic import write_json
-from ...errors import IndexCorruptError, IndexNotFoundError
-from ...format import CHECKSUM_MAX_BYTES, REQUIRED, IndexLayout, expired, field_of, utc_now
+from ...errors import BuildError, IndexCorruptError, IndexNotFoundError
+from ...format import CHECKSUM_MAX_BYTES, CURRENT, REQUIRED, IndexLayout, expired, field_of, read_pointer, utc_now
 from ...location import FolderLocation
 from ...publishing import live_base, version_report
 from ...queries import checked_queries, no_hits
@@ -120,7 +120,7 @@ class SegmentedWriter:
         self.notes: list[str] = []
 
     def previous(self, rebuild: bool) -> Base | None:
-        name = self.store.current_name()
+        name = self._live_name(rebuild)
         if name is None:
             return None
         what = f"The current version of {self.layout.root}"
@@ -128,6 +128,23 @@ class SegmentedWriter:
             return live_base(lambda: SegmentedPrevious(self.store, self.store.read_version(name)), rebuild=rebuild,
                              what=what)
         return live_base(lambda: PreviousVersion(self.layout.current_dir()), rebuild=rebuild, what=what)
+
+    def _live_name(self, rebuild: bool) -> str | None:
+        """The version ``current`` names. A damaged pointer (garbage, a path, empty) is refused: a build from
+        nothing would hand every photo a new id beside intact versions. With ``rebuild``: None, start over."""
+        pointer = self.layout.root / CURRENT
+        try:
+            name = read_pointer(self.layout.root)
+            if name is None and pointer.is_file():  # written whole or not at all (a rename): empty is damage
+                raise IndexCorruptError(f"The index pointer {pointer} is empty.")
+        except IndexCorruptError as error:
+            if rebuild:
+                return None
+            versions = self.store.versions()
+            newest = f" (the newest is {versions[-1]})" if versions else ""
+            raise BuildError(f"{error} The versions stay as they are: write the name of the one to serve into "
+                             f"{pointer}{newest}, or run with --rebuild to start over with new ids.") from None
+        return name
 
     def resolve_factory(self, size: int, dim: int, requested: str | None) -> str:
         return FaissEngine().resolve_factory(size, dim, requested)
