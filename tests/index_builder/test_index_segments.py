@@ -184,3 +184,30 @@ def test_a_damaged_segment_is_never_merged_compacted_or_built_on(make_gallery, b
     assert live_manifest(index_dir) == live  # the live version stays, damaged as it is, for the operator to see
     assert build(gallery=gallery, rebuild=True).embedded == 10
     assert verify(open_source(index_dir)) == []
+
+
+def test_a_version_killed_before_its_switch_takes_no_keep_slot_and_a_rolled_back_one_stays(make_gallery, build,
+                                                                                            tmp_path):
+    import time
+
+    from photo_index.backends.folder.segments.store import SegmentStore
+    from photo_index.format import new_version_name
+
+    gallery = make_gallery({"cat": 3})
+    index_dir = tmp_path / "index"
+    build(gallery=gallery, keep=2)
+    write_photo(gallery / "cat" / "two.jpg", 2)
+    build(gallery=gallery, keep=2)
+    store = SegmentStore(index_dir)
+    first, live = store.versions()
+    time.sleep(0.01)
+    orphan = new_version_name()  # what a publish killed between its manifest and the switch leaves
+    store.version_path(orphan).write_bytes(store.version_path(live).read_bytes())
+    assert store.never_published() == [orphan]
+    write_photo(gallery / "cat" / "three.jpg", 3)
+    build(gallery=gallery, keep=2)
+    assert store.versions()[0] == live and orphan not in store.versions()  # the one that served is kept
+
+    newest = store.current_name()
+    (index_dir / "current").write_text(live + "\n")  # an operator rolls back: the newer version stays
+    assert store.never_published() == [] and newest in store.versions()

@@ -21,6 +21,7 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,16 @@ TOMBSTONES = "tombstones"
 QUERIES = "queries"
 QUERY_SAMPLE = "calibration_queries"  # the version field naming the query sample: {"file": ..., "count": ...}
 VERSION_SUFFIX = ".json"
+
+
+def version_created(name: str) -> float | None:
+    """When version ``name`` was named (its name begins with the UTC time, ``new_version_name``), in Unix
+    seconds; None for a name of another form."""
+    try:
+        stamp = datetime.strptime(name[1:].split("-", 1)[0], "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return None
+    return stamp.replace(tzinfo=UTC).timestamp()
 
 
 class SegmentStore:
@@ -243,11 +254,25 @@ class SegmentStore:
         return removed
 
     def clear_dead_writes(self) -> dict[str, list[str]]:
-        """Remove what killed writers left (temp folders, half-written manifests, segments and files no version
-        references), keeping every version. Run before a write, under the build lock (so no writer is alive):
-        a build killed mid-way through a large segment must not leave its bytes taking the room the next write
-        needs (they were otherwise only collected after the next write succeeded)."""
+        """Remove what killed writers left (temp folders, half-written manifests, versions never published,
+        segments and files no version references), keeping every published version. Run before a write, under
+        the build lock (so no writer is alive): a build killed mid-way through a large segment must not leave its
+        bytes taking the room the next write needs (they were otherwise only collected after the next write
+        succeeded), nor a version killed before its switch a ``--keep`` slot of one that served."""
+        for name in self.never_published():
+            self.version_path(name).unlink(missing_ok=True)
         return self.collect_garbage(keep=len(self.versions()))
+
+    def never_published(self) -> list[str]:
+        """Versions written after ``current`` last changed and newer than the one it names: a publish killed
+        between its version manifest and the switch. (A version an operator rolled back from was written before
+        the pointer changed, so it stays.)"""
+        current, pointer = self.current_name(), self.root / CURRENT
+        if current is None:
+            return []
+        switched = pointer.stat().st_mtime
+        return [name for name in self.versions()
+                if name > current and (created := version_created(name)) is not None and created > switched]
 
     def disk_bytes(self) -> int:
         """Bytes of every file under the index folder (segments, versions, tombstones, staging)."""
