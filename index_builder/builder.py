@@ -104,7 +104,7 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
     embed_started = time.perf_counter()
     same = embed_step(encoder, selection, staging, options)
     embed_s = time.perf_counter() - embed_started
-    reused = {**selection.reused, **{path: previous.by_path[path] for path, _, _ in same}}
+    reused = {**selection.reused, **{key[0]: previous.by_path[key[0]] for key in same}}
     planned = plan(scan, previous, reused, staging)
     report = BuildReport(
         index_dir=str(work_dir), source=scan.source,

@@ -18,7 +18,7 @@ from photo_index.format import utc_now
 
 from .photo_header import PhotoHeader, read_header
 from .sources import Scan, Skipped
-from .staging import FileKey, Staging
+from .staging import FileKey, Staging, file_key
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
                 reused[photo.path] = old
                 continue
             known[photo.path] = old.sha256  # touched, or written since with its mtime set back: compare the bytes
-        key = (photo.path, photo.size, photo.mtime_ns)
+        key = file_key(photo)
         if key in staging.entries or key in staging.failures:
             resumed += key in staging.entries
         else:
@@ -103,7 +103,7 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
         if photo.path in reused:
             sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
         else:
-            key = (photo.path, photo.size, photo.mtime_ns)
+            key = file_key(photo)
             if key in staging.failures:
                 failed.append(staging.failures[key])
                 continue

@@ -18,7 +18,7 @@ import numpy as np
 
 from photo_index.space import naming
 
-from .sources import Skipped
+from .sources import Skipped, SourcePhoto
 
 STATE = "state.json"
 ROWS = "vectors.f32"
@@ -26,7 +26,23 @@ ENTRIES = "entries.jsonl"
 FAILURES = "failures.jsonl"
 
 UNIT_TOLERANCE = 1e-3  # a staged row's norm may differ from 1 by this (float32 rounding is ~1e-7)
-FileKey = tuple[str, int, int]  # (path, size, mtime_ns): the file as it was when embedded
+# (path, size, mtime_ns, ctime_ns): the file as it was when embedded. The inode change time moves on any write,
+# so a same-size edit that sets the mtime back between a killed run and its resume is not taken as staged.
+FileKey = tuple[str, int, int, int]
+KEY_FIELDS = ("path", "size", "mtime_ns", "ctime_ns")
+
+
+def file_key(photo: SourcePhoto) -> FileKey:
+    return (photo.path, photo.size, photo.mtime_ns, photo.ctime_ns)
+
+
+def _key_of(item: dict) -> FileKey:
+    """A staged line's key (a line written before ctime_ns was recorded matches no file: it is embedded again)."""
+    return tuple(item.get(field, -1) for field in KEY_FIELDS)  # type: ignore[return-value]
+
+
+def _key_fields(key: FileKey) -> dict:
+    return dict(zip(KEY_FIELDS, key, strict=True))
 
 
 def _complete_lines(path: Path) -> tuple[list[str], int]:
@@ -92,7 +108,7 @@ class Staging:
         for row, line in enumerate(lines[:keep]):
             entry = json.loads(line)
             if sound[row]:  # a damaged row (NaN, not unit length) is embedded again rather than published
-                self.entries[(entry["path"], entry["size"], entry["mtime_ns"])] = (row, entry["sha256"])
+                self.entries[_key_of(entry)] = (row, entry["sha256"])
         # Cut torn tails so that appends continue from a consistent point.
         with open(rows_path, "ab") as handle:
             handle.truncate(keep * self.row_bytes)
@@ -100,7 +116,7 @@ class Staging:
         failure_lines, failure_end = _complete_lines(self.folder / FAILURES)
         for line in failure_lines:
             item = json.loads(line)
-            self.failures[(item["path"], item["size"], item["mtime_ns"])] = Skipped(
+            self.failures[_key_of(item)] = Skipped(
                 item["path"], item["reason"], item["detail"])
         if (self.folder / FAILURES).exists():
             with open(self.folder / FAILURES, "ab") as handle:
@@ -118,7 +134,7 @@ class Staging:
         with naming(self.folder / ROWS):
             self._rows.write(vectors.tobytes())
             self._rows.flush()
-        text = "".join(json.dumps({"path": k[0], "size": k[1], "mtime_ns": k[2], "sha256": h}) + "\n"
+        text = "".join(json.dumps({**_key_fields(k), "sha256": h}) + "\n"
                        for k, h in zip(keys, hashes, strict=True))
         with naming(self.folder / ENTRIES):
             self._lines.write(text)
@@ -128,7 +144,7 @@ class Staging:
         self.rows += len(keys)
 
     def append_failure(self, key: FileKey, skipped: Skipped) -> None:
-        self._failed.write(json.dumps({"path": key[0], "size": key[1], "mtime_ns": key[2],
+        self._failed.write(json.dumps({**_key_fields(key),
                                        "reason": skipped.reason, "detail": skipped.detail}) + "\n")
         self._failed.flush()
         self.failures[key] = skipped

@@ -16,7 +16,8 @@ from index_builder.cli import main
 from index_builder.embedding import embed_files
 from index_builder.local_distributor import LocalDistributor
 from index_builder.ray_distributor import RayDistributor
-from index_builder.staging import ENTRIES, Staging
+from index_builder.sources import scan_folder
+from index_builder.staging import ENTRIES, FileKey, Staging, file_key
 from photo_index.backends.folder import IndexReader
 from photo_index.format import STAGING
 
@@ -130,8 +131,8 @@ def test_incremental_ray_build_equals_local_incremental_build(ray_driver, make_g
     assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
 
 
-def file_keys(folder: Path) -> list[tuple[str, int, int]]:
-    return [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(folder.rglob("*.*"))]
+def file_keys(folder: Path) -> list[FileKey]:
+    return [file_key(photo) for photo in sorted(scan_folder(folder).photos, key=lambda photo: photo.path)]
 
 
 def test_actor_dying_mid_batch_loses_and_duplicates_no_photo(ray_driver, make_gallery, tiny_baseline, tmp_path):

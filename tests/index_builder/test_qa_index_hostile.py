@@ -8,6 +8,7 @@ import os
 import shutil
 import struct
 import sys
+import time
 import zlib
 
 import numpy as np
@@ -180,7 +181,7 @@ def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, buil
 def test_damaged_staged_rows_are_embedded_again_not_published(tmp_path):
     unit = np.eye(4, dtype=np.float32)
     staging = Staging(tmp_path / "staging", "f" * 8, 4)
-    keys = [(f"/g/{i}.jpg", 10, 1) for i in range(4)]
+    keys = [(f"/g/{i}.jpg", 10, 1, 1) for i in range(4)]
     staging.append(keys, ["h"] * 4, unit)
     staging.close()
     rows = np.memmap(tmp_path / "staging" / "vectors.f32", dtype=np.float32, mode="r+", shape=(4, 4))
@@ -192,6 +193,28 @@ def test_damaged_staged_rows_are_embedded_again_not_published(tmp_path):
     resumed.append([keys[1]], ["h"], unit[1:2])
     assert resumed.entries[keys[1]][0] == 4 and np.array_equal(resumed.vectors()[4], unit[1])
     resumed.close()
+
+
+def test_a_staged_file_edited_with_its_mtime_set_back_is_embedded_again_on_resume(make_gallery, tmp_path):
+    from index_builder.plan import select
+    from index_builder.sources import scan_folder
+    from index_builder.staging import file_key
+
+    gallery = make_gallery({"cat": 2})
+    photo = gallery / "cat" / "cat_0.jpg"
+    staging = Staging(tmp_path / "staging", "f" * 8, 4)
+    staged = [file_key(p) for p in scan_folder(gallery).photos]
+    staging.append(staged, ["h0", "h1"], np.eye(4, dtype=np.float32)[:2])  # a killed run had embedded both
+    assert select(scan_folder(gallery), None, staging, rebuild=False).wanted == []
+    before = photo.stat()
+    data = bytearray(photo.read_bytes())
+    data[-3] ^= 0xFF  # the same size, other content
+    time.sleep(0.01)
+    photo.write_bytes(bytes(data))
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns))  # the mtime put back, as a copy tool may
+    wanted = select(scan_folder(gallery), None, staging, rebuild=False).wanted
+    assert [key[0] for key in wanted] == [str(photo)]
+    staging.close()
 
 
 def test_index_folder_inside_the_gallery_is_not_scanned(make_gallery, build):
