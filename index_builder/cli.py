@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from encoder import SBIRError, add_encoder_args, add_lanes_arg, add_precision_arg, load_encoder
 from photo_index import Location, Source, locate, open_source
+from photo_index.backends.folder.faiss_index import flat_max
 from photo_index.errors import BuildError, IndexCorruptError
 from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
 from photo_index.registry import ENGINES
@@ -25,6 +27,37 @@ from .embedding import Distributor
 from .tuning import tune
 
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
+DEVICES = ("auto", "cpu", "cuda")
+MAX_BATCH_SIZE = 65_536  # photos per encoder call: far beyond any accelerator's memory, well inside islice's range
+
+
+def path_arg(text: str) -> Path:
+    """A path flag's value; an empty one is refused (``Path("")`` is the current folder, never what was meant)."""
+    if not text:
+        raise argparse.ArgumentTypeError("an empty path (it would mean the current folder); give a folder or file")
+    return Path(text)
+
+
+def env_path(name: str, default: str) -> Path:
+    """A path from environment variable ``name`` (unset: ``default``); set but empty is a :class:`BuildError`."""
+    text = os.environ.get(name, default)
+    if not text:
+        raise BuildError(f"{name} is set but empty (it would mean the current folder): unset it or name a folder.")
+    return Path(text)
+
+
+def env_timeout_s() -> float:
+    """SBIR_MILVUS_TIMEOUT_S (unset or empty: the default), checked: a :class:`BuildError` naming it when bad."""
+    text = os.environ.get("SBIR_MILVUS_TIMEOUT_S", "").strip()
+    if not text:
+        return DEFAULT_MILVUS_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise BuildError(f"SBIR_MILVUS_TIMEOUT_S must be a number of seconds > 0, not {text[:40]!r}.")
+    return value
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
@@ -37,9 +70,10 @@ def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="Milvus server, e.g. http://127.0.0.1:19530 (env SBIR_MILVUS_URI)")
     group.add_argument("--collection", default=os.environ.get("SBIR_COLLECTION") or None,
                        help="Milvus alias the index is served under (env SBIR_COLLECTION)")
-    timeout_s = float(os.environ.get("SBIR_MILVUS_TIMEOUT_S", DEFAULT_MILVUS_TIMEOUT_S))
-    group.add_argument("--milvus-timeout-s", type=float, default=timeout_s,
-                       help="longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S)")
+    # The environment's value is read when used (_location), so a bad one is an error naming it, not a traceback.
+    group.add_argument("--milvus-timeout-s", type=float, default=None,
+                       help=f"longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S, default "
+                       f"{DEFAULT_MILVUS_TIMEOUT_S:g} s)")
     return group
 
 
@@ -57,8 +91,9 @@ def parse_params(text: str | None, flag: str) -> dict | None:
 
 
 def _location(args: argparse.Namespace, index_dir: Path | None) -> Location:
+    timeout_s = env_timeout_s() if args.milvus_timeout_s is None else args.milvus_timeout_s
     return locate(args.engine, index_dir=index_dir, milvus_uri=args.milvus_uri, collection=args.collection,
-                  timeout_s=args.milvus_timeout_s)
+                  timeout_s=timeout_s)
 
 
 def _source(args: argparse.Namespace) -> Source:
@@ -71,9 +106,10 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("build", help="build or incrementally update an index of a photo gallery")
     source = build.add_mutually_exclusive_group(required=True)
-    source.add_argument("--gallery", type=Path, help="folder of photos (recursive; category = first sub-folder)")
-    source.add_argument("--manifest", type=Path, help="CSV/JSONL with path and optional id, category, other fields")
-    build.add_argument("--out", type=Path, default=Path(os.environ.get("SBIR_INDEX_DIR", "index")),
+    source.add_argument("--gallery", type=path_arg, help="folder of photos (recursive; category = first sub-folder)")
+    source.add_argument("--manifest", type=path_arg,
+                        help="CSV/JSONL with path and optional id, category, other fields")
+    build.add_argument("--out", type=path_arg, default=None,  # None: env SBIR_INDEX_DIR, read in _build
                        help="index folder (env SBIR_INDEX_DIR, default ./index); with --engine milvus it keeps only "
                        "the build lock and the staging a killed build resumes from")
     build.add_argument("--index-factory", default=None,
@@ -82,7 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--recall-target", type=float, default=0.95,
                        help="approximate indexes: tune nprobe to this recall@10 on stored vectors (0-1]")
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
-    build.add_argument("--batch-size", type=int, default=256, help="photos per encoder call (default 256)")
+    build.add_argument("--batch-size", type=int, default=256,
+                       help=f"photos per encoder call (default 256, at most {MAX_BATCH_SIZE})")
     build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers (local)")
     build.add_argument("--distributor", choices=DISTRIBUTORS, default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
                        help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
@@ -94,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="ray: encoder actors (default one per GPU of the cluster, 1 without GPUs)")
     build.add_argument("--ray-decoders", type=int, default=None,
                        help="ray: most decoding tasks at once (default: as many as the cluster's CPUs allow)")
-    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=["auto", "cpu", "cuda"],
+    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=DEVICES,
                        help="where photos are embedded (here, or on the Ray actors) and the FAISS index is built "
                        "(auto: a GPU if there is one; env SBIR_DEVICE)")
     build.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
@@ -114,9 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     tuning = commands.add_parser("tune", help="recalibrate the live version's search parameters (IVF nprobe, HNSW "
                                  "efSearch; Milvus nprobe / ef) on real query vectors; FAISS: published as a new "
                                  "version, Milvus: written into the collection's manifest")
-    tuning.add_argument("index_dir", type=Path, nargs="?", default=None,
+    tuning.add_argument("index_dir", type=path_arg, nargs="?", default=None,
                         help="index folder (FAISS) whose live version is tuned")
-    tuning.add_argument("--queries", type=Path, required=True,
+    tuning.add_argument("--queries", type=path_arg, required=True,
                         help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
                         "SBIR_QUERY_SAMPLE)")
     tuning.add_argument("--recall-target", type=float, default=0.95, help="recall@10 to reach against exact search")
@@ -126,17 +163,17 @@ def _parser() -> argparse.ArgumentParser:
 
     compact = commands.add_parser("compact", help="merge every segment of the live version into one (IVF trained "
                                   "and nprobe calibrated there; deleted photos dropped); published as a new version")
-    compact.add_argument("index_dir", type=Path)
+    compact.add_argument("index_dir", type=path_arg)
     compact.add_argument("--index-factory", default=None,
                          help="FAISS factory string of the merged segment (default: the index's, else by size)")
     compact.add_argument("--recall-target", type=float, default=0.95, help="recall@10 the nprobe calibration aims at")
     compact.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")
-    compact.add_argument("--device", default="auto", help="where FAISS trains and fills the index")
+    compact.add_argument("--device", default="auto", choices=DEVICES, help="where FAISS trains and fills the index")
     compact.add_argument("--json", action="store_true", help="print the result as JSON")
 
     for name, text in (("info", "describe the current version"), ("verify", "check that a version is consistent")):
         command = commands.add_parser(name, help=text)
-        command.add_argument("index_dir", type=Path, nargs="?", default=None, help="index folder (FAISS)")
+        command.add_argument("index_dir", type=path_arg, nargs="?", default=None, help="index folder (FAISS)")
         command.add_argument("--version", default=None, help="a version name (default: current)")
         add_engine_args(command)
         if name == "info":
@@ -147,11 +184,16 @@ def _parser() -> argparse.ArgumentParser:
 def _build(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.workers < 0 or args.keep < 1 or not 0 < args.recall_target <= 1:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
+    if args.batch_size > MAX_BATCH_SIZE:
+        raise SBIRError(f"--batch-size must be at most {MAX_BATCH_SIZE} photos per encoder call.")
+    out = env_path("SBIR_INDEX_DIR", "index") if args.out is None else args.out
     distributor = _distributor(args)
     milvus = args.engine == "milvus"
     if milvus and args.index_factory:
         raise BuildError("--index-factory is FAISS's; with --engine milvus use --milvus-index.")
-    location = _location(args, args.out)
+    if not milvus:
+        flat_max()  # a bad SBIR_INDEX_FLAT_MAX is refused now, not after the photos are embedded
+    location = _location(args, out)
     index_params = parse_params(args.milvus_index_params, "--milvus-index-params")
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
     # --device means three things, one per step: where this process's encoder embeds (local), where Ray actors
@@ -160,7 +202,7 @@ def _build(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=encoder_device, precision=args.precision, lanes=lanes)
     options = BuildOptions(
-        index_dir=args.out, gallery=args.gallery, manifest=args.manifest,
+        index_dir=out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
         rebuild=args.rebuild, batch_size=args.batch_size, workers=args.workers, faiss_device=args.device,
         keep=args.keep, progress=not args.no_progress, checkpoint=args.checkpoint, location=location,

@@ -167,7 +167,7 @@ def read_manifest(version_dir: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise IndexCorruptError(f"{path} is not an index manifest of format {FORMAT}.")
     wrong = [key for key, kind in REQUIRED.items() if not isinstance(field_of(manifest, key), kind)
-             or isinstance(field_of(manifest, key), bool)]
+             or isinstance(field_of(manifest, key), bool)] or malformed_optional(manifest)
     if wrong:
         raise IndexCorruptError(f"{path} is damaged: missing or malformed {', '.join(wrong)}.")
     return manifest
@@ -203,6 +203,20 @@ def file_checksums(folder: Path) -> dict[str, dict]:
             entry["sha256"] = _sha256(path)
         recorded[path.name] = entry
     return recorded
+
+
+def malformed_optional(manifest: dict) -> list[str]:
+    """Sections an older manifest may lack, present but of a type its readers cannot use (``manifest`` has passed
+    the ``REQUIRED`` check)."""
+    index = manifest["index"]
+    wrong = [f"index.{key}" for key, kind in (("search_params", dict), ("file", str))
+             if key in index and not isinstance(index[key], kind)]
+    checksums = manifest.get(CHECKSUMS, {})
+    if not isinstance(checksums, dict) or not all(
+            isinstance(entry, dict) and type(entry.get("bytes")) is int
+            and isinstance(entry.get("sha256", ""), str) for entry in checksums.values()):
+        wrong.append(CHECKSUMS)
+    return wrong
 
 
 def checksum_problems(folder: Path, manifest: dict) -> list[str]:

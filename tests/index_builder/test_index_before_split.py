@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from index_builder.cli import main
 from photo_index import current_version, open_source
@@ -75,3 +76,25 @@ def test_a_build_updates_an_index_written_before_the_split(tmp_path, tiny_baseli
         manifest = reader.manifest
         assert manifest["previous"] == VERSION and manifest["build"]["removed"] == 6  # its photos are not here
         assert min(reader.stored().ids) >= 6  # ids are never reused: next_id came from the old manifest
+
+
+@pytest.mark.parametrize(("section", "key", "value", "named"), [
+    ("index", "search_params", "x", "manifest.json is damaged: missing or malformed index.search_params"),
+    ("index", "file", 3, "manifest.json is damaged: missing or malformed index.file"),
+    (None, "checksums", [1], "manifest.json is damaged: missing or malformed checksums"),
+    (None, "checksums", {"ids.npy": 176}, "manifest.json is damaged: missing or malformed checksums"),
+    ("index", "search_params", {"nprobe": "x"}, "search parameters recorded for the index in"),
+])
+def test_a_manifest_of_wrong_types_is_refused_by_verify_and_info_without_a_traceback(tmp_path, capsys, section, key,
+                                                                                     value, named):
+    index_dir = _copy(tmp_path)
+    path = index_dir / "versions" / VERSION / "manifest.json"
+    manifest = json.loads(path.read_text())
+    (manifest[section] if section else manifest)[key] = value
+    path.write_text(json.dumps(manifest))
+    assert main(["verify", str(index_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert "FAILED, 1 problem(s)" in out and named in err and "Traceback" not in err
+    assert main(["info", str(index_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err and err.count("\n") == 1

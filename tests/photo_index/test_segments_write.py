@@ -81,6 +81,26 @@ def test_a_damaged_segment_json_is_a_corrupt_index(tmp_path):
         read_segment_info(tmp_path / info.name)
 
 
+@pytest.mark.parametrize(("key", "value", "named"), [
+    ("files", {"vectors.npy": 5}, "files.vectors.npy"),
+    ("files", {"../../elsewhere": {"bytes": 1, "sha256": "0"}}, "files.../../elsewhere"),
+    ("files", [], "files"),
+    ("size", "5", "size"),
+    ("dim", True, "dim"),
+    ("index", {"search_params": "x"}, "index.search_params"),
+    ("index", {"file": 7}, "index.file"),
+    ("created_at", None, "created_at"),
+])
+def test_a_segment_json_of_wrong_types_is_a_corrupt_index_naming_the_field(tmp_path, key, value, named):
+    ids = np.arange(5, dtype=np.int64)
+    info = write_segment(tmp_path, unit_vectors(5, seed=6), ids, records_for(ids))
+    path = tmp_path / info.name / SEGMENT_FILE
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(IndexCorruptError, match="missing or malformed") as raised:
+        read_segment_info(tmp_path / info.name)
+    assert str(path) in str(raised.value) and named in str(raised.value)
+
+
 def test_a_one_copy_version_folder_becomes_a_segment_without_copying(tmp_path):
     old = tmp_path / "versions" / "v1"
     old.mkdir(parents=True)

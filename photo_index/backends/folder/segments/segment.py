@@ -83,12 +83,41 @@ def read_segment_info(folder: Path) -> SegmentInfo:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") != SEGMENT_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, not {SEGMENT_FORMAT}")
-        return SegmentInfo(name=str(data["name"]), size=int(data["size"]), dim=int(data["dim"]),
-                           index=dict(data["index"]), files=dict(data["files"]), created_at=str(data["created_at"]))
+        wrong = malformed_fields(data)
+        if wrong:  # checked here, so that no reader meets e.g. a number where a file's entry should be
+            raise IndexCorruptError(f"{path} is damaged: missing or malformed {', '.join(wrong)}.")
+        return SegmentInfo(name=data["name"], size=data["size"], dim=data["dim"], index=dict(data["index"]),
+                           files=dict(data["files"]), created_at=data["created_at"])
     except FileNotFoundError as error:
         raise IndexCorruptError(f"Segment {folder} has no {SEGMENT_FILE}.") from error
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise IndexCorruptError(f"{path} is unreadable: {error}") from error
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def malformed_fields(data: dict) -> list[str]:
+    """The fields of a segment.json's ``data`` that are missing or of the wrong type (readers rely on them)."""
+    wrong = [key for key in ("name", "created_at") if not isinstance(data.get(key), str)]
+    wrong += [key for key in ("size", "dim") if not _is_count(data.get(key))]
+    index = data.get("index")
+    if not isinstance(index, dict):
+        wrong.append("index")
+    else:
+        if not isinstance(index.get("search_params", {}), dict):
+            wrong.append("index.search_params")
+        if not isinstance(index.get("file", INDEX_FILE), str):
+            wrong.append("index.file")
+    files = data.get("files")
+    if not isinstance(files, dict):
+        wrong.append("files")
+    else:
+        wrong += [f"files.{name}" for name, entry in files.items()
+                  if name != Path(name).name or not isinstance(entry, dict) or not _is_count(entry.get("bytes"))
+                  or not isinstance(entry.get("sha256"), str)]
+    return wrong
 
 
 def check_rows(ids: np.ndarray, vectors: np.ndarray) -> None:
