@@ -4,6 +4,7 @@ chatter at INFO, a scan progress bar that counts photos, and verify naming galle
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from index_builder.cli import _parser, main
 from index_builder.sources import scan_folder
+from tests.app.support import app_client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -71,3 +73,96 @@ def test_verify_reports_gallery_photos_deleted_since_the_build(make_gallery, tmp
     assert f"python -m index_builder build --gallery {gallery}" in captured.err  # how to bring it back in line
     assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 0
     assert main(["verify", str(index_dir)]) == 0
+
+
+def _segment_json(index_dir: Path) -> Path:
+    return next((index_dir / "segments").glob("*/segment.json"))
+
+
+@pytest.mark.parametrize(("key", "value", "named"), [
+    ("files", {"vectors.npy": 5}, "files.vectors.npy"),
+    ("index", {"search_params": "x"}, "index.search_params"),
+    ("size", [6], "size"),
+])
+def test_a_segment_json_of_wrong_types_is_a_finding_of_verify_and_an_error_of_info(make_gallery, build, tmp_path,
+                                                                                  tiny_baseline, capsys, key, value,
+                                                                                  named):
+    build(gallery=make_gallery({"cat": 2, "dog": 2}))
+    index_dir = tmp_path / "index"
+    path = _segment_json(index_dir)
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    message = f"{path} is damaged: missing or malformed {named}"
+    assert main(["verify", str(index_dir)]) == 1
+    out, err = capsys.readouterr()
+    assert "FAILED, 1 problem(s)" in out and message in err and "Traceback" not in err
+    assert main(["info", str(index_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    with app_client(index_dir, tiny_baseline) as client:  # the service starts and refuses that version
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and not ready.json()["index_loaded"]
+
+
+@pytest.mark.parametrize(("variable", "value", "command"), [
+    ("SBIR_MILVUS_TIMEOUT_S", "abc", "info"),
+    ("SBIR_MILVUS_TIMEOUT_S", "-1", "verify"),
+    ("SBIR_MILVUS_TIMEOUT_S", "nan", "info"),
+    ("SBIR_INDEX_FLAT_MAX", "abc", "build"),
+    ("SBIR_INDEX_FLAT_MAX", "-5", "build"),
+    ("SBIR_INDEX_DIR", "", "build"),
+])
+def test_a_bad_environment_variable_is_one_error_line_naming_it(make_gallery, tmp_path, monkeypatch, capsys, variable,
+                                                               value, command):
+    gallery = make_gallery({"cat": 2})
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(variable, value)
+    argv = (["build", "--gallery", str(gallery), "--workers", "0", "--no-progress"]
+            + ([] if variable == "SBIR_INDEX_DIR" else ["--out", str(tmp_path / "index")])
+            if command == "build" else [command, str(tmp_path / "index")])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {variable} ") and err.count("\n") == 1, err
+    assert "--index-factory" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gallery"]  # nothing written, in the cwd least of all
+
+
+def test_a_bad_flat_max_does_not_break_the_import_and_a_low_one_is_blamed_not_the_factory_flag(
+        make_gallery, tmp_path, monkeypatch, capsys):
+    code = "import photo_index.backends.folder.faiss_index"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "SBIR_INDEX_FLAT_MAX": "abc"})
+    assert result.returncode == 0, result.stderr
+    gallery = make_gallery({"cat": 2, "dog": 2})
+    monkeypatch.setenv("SBIR_INDEX_FLAT_MAX", "0")  # the exact limit below the gallery's size: an IVF it can't train
+    assert main(["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"), "--workers", "0",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "SBIR_INDEX_FLAT_MAX=0 chose it for 4 vectors" in err and "leave --index-factory out" not in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["build", "--gallery", ""],
+    ["build", "--manifest", ""],
+    ["build", "--gallery", "G", "--out", ""],
+    ["info", ""],
+    ["verify", ""],
+    ["compact", ""],
+    ["tune", "", "--queries", "q.npy"],
+    ["tune", "I", "--queries", ""],
+    ["compact", "I", "--device", "tpu"],
+])
+def test_an_empty_path_or_an_unknown_device_is_a_usage_error(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "an empty path" in err or "invalid choice: 'tpu'" in err, err
+
+
+@pytest.mark.parametrize("size", ["99999999999999999999", "65537"])
+def test_a_huge_batch_size_is_refused_before_any_work(make_gallery, tmp_path, capsys, size):
+    gallery = make_gallery({"cat": 2})
+    assert main(["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"), "--batch-size", size]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: --batch-size must be at most 65536 photos per encoder call.\n"
+    assert not (tmp_path / "index").exists()

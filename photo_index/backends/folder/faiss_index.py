@@ -27,7 +27,8 @@ from ...space import no_space
 from .faiss_lib import faiss
 
 INDEX_FILE = "index.faiss"
-FLAT_MAX = int(os.environ.get("SBIR_INDEX_FLAT_MAX", "50000"))
+FLAT_MAX = 50_000  # the default of env SBIR_INDEX_FLAT_MAX (see flat_max)
+FLAT_MAX_ENV = "SBIR_INDEX_FLAT_MAX"
 SQ8_MIN = 4_000_000
 TRAIN_PER_LIST = 50
 RECALL_TARGET = 0.95
@@ -38,9 +39,25 @@ ADD_CHUNK = 65_536
 EXACT_FACTORIES = ("Flat", "IDMap,Flat", "IDMap2,Flat")
 
 
+def flat_max() -> int:
+    """The largest gallery that gets an exact index: env SBIR_INDEX_FLAT_MAX (empty or unset: ``FLAT_MAX``), read
+    when used, so that a bad value is a :class:`BuildError` naming it, not a traceback when this module loads."""
+    text = os.environ.get(FLAT_MAX_ENV, "").strip()
+    if not text:
+        return FLAT_MAX
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise BuildError(f"{FLAT_MAX_ENV} must be a whole number of vectors >= 0 (default {FLAT_MAX}), "
+                         f"not {text[:40]!r}.")
+    return value
+
+
 def choose_factory(size: int, dim: int) -> str:
     """The auto-chosen FAISS factory string for ``size`` vectors of dimension ``dim``."""
-    if size <= FLAT_MAX:
+    if size <= flat_max():
         return "Flat"
     nlist = 2 ** round(math.log2(math.sqrt(size)))
     nlist = min(max(nlist, 64), 65_536)
@@ -226,8 +243,13 @@ class FaissEngine:
         rows = np.sort(np.random.default_rng(0).choice(size, size=min(wanted, size), replace=False))
         sample = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         if ivf is not None and size < ivf.nlist:
+            # The choice by size (the factory comes here resolved, given or not) only errs so when the exact limit
+            # was set below the gallery's size: then that setting is to blame, not --index-factory.
+            fix = (f"{FLAT_MAX_ENV}={flat_max()} chose it for {size} vectors: raise that (default {FLAT_MAX}), or give "
+                   "another --index-factory." if factory == choose_factory(size, ivf.d)
+                   else "Use a smaller nlist or leave --index-factory out.")
             raise BuildError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} lists; "
-                             f"the gallery has {size}. Use a smaller nlist or leave --index-factory out.")
+                             f"the gallery has {size}. {fix}")
         if gpu and ivf is not None:
             # The documented way to train IVF on GPU: k-means assignment on a GPU flat index.
             ivf.clustering_index = to_gpu(faiss.IndexFlatL2(ivf.d))
@@ -241,11 +263,20 @@ class FaissEngine:
 
     def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
              ) -> FaissIndex:
+        params = section.get("search_params", {})
+        # A hand-edited or damaged manifest: refused here, not met as a TypeError inside FaissIndex.
+        if not isinstance(params, dict) or not all(isinstance(value, int | np.integer) and not isinstance(value, bool)
+                                                   for value in params.values()):
+            raise IndexCorruptError(f"The search parameters recorded for the index in {folder} are malformed: "
+                                    f"{params!r:.80} (expected whole numbers, e.g. {{'nprobe': 16}}).")
         return FaissIndex(self._read(folder, section), section, vectors, ids, gpu=use_gpu(device))
 
     @staticmethod
     def _read(folder: Path, section: dict) -> faiss.Index:
-        path = folder / section.get("file", INDEX_FILE)
+        name = section.get("file", INDEX_FILE)
+        if not isinstance(name, str):
+            raise IndexCorruptError(f"The index file recorded for {folder} is {name!r:.80}, not a file name.")
+        path = folder / name
         try:
             return faiss.read_index(str(path))
         except RuntimeError as error:
