@@ -31,18 +31,31 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_BATCH_SIZE = 65_536  # photos per encoder call: far beyond any accelerator's memory, well inside islice's range
 
 
-def path_arg(text: str) -> Path:
-    """A path flag's value; an empty one is refused (``Path("")`` is the current folder, never what was meant)."""
+def _path_problem(text: str) -> str | None:
     if not text:
-        raise argparse.ArgumentTypeError("an empty path (it would mean the current folder); give a folder or file")
+        return "an empty path (it would mean the current folder); give a folder or file"
+    try:  # the index records paths as text, and FAISS and SQLite open files by UTF-8 names
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"not valid UTF-8 ({text.encode('utf-8', 'backslashreplace').decode()[:120]}); rename it"
+    return None
+
+
+def path_arg(text: str) -> Path:
+    """A path flag's value: not empty (``Path("")`` is the current folder, never what was meant), valid UTF-8."""
+    problem = _path_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return Path(text)
 
 
 def env_path(name: str, default: str) -> Path:
-    """A path from environment variable ``name`` (unset: ``default``); set but empty is a :class:`BuildError`."""
+    """A path from environment variable ``name`` (unset: ``default``), checked as :func:`path_arg` checks a flag's
+    (a :class:`BuildError` naming the variable)."""
     text = os.environ.get(name, default)
-    if not text:
-        raise BuildError(f"{name} is set but empty (it would mean the current folder): unset it or name a folder.")
+    problem = _path_problem(text)
+    if problem:
+        raise BuildError(f"{name} is {problem}.")
     return Path(text)
 
 

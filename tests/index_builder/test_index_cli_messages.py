@@ -110,6 +110,7 @@ def test_a_segment_json_of_wrong_types_is_a_finding_of_verify_and_an_error_of_in
     ("SBIR_INDEX_FLAT_MAX", "abc", "build"),
     ("SBIR_INDEX_FLAT_MAX", "-5", "build"),
     ("SBIR_INDEX_DIR", "", "build"),
+    ("SBIR_INDEX_DIR", os.fsdecode(b"ox\xff"), "build"),
 ])
 def test_a_bad_environment_variable_is_one_error_line_naming_it(make_gallery, tmp_path, monkeypatch, capsys, variable,
                                                                value, command):
@@ -150,13 +151,15 @@ def test_a_bad_flat_max_does_not_break_the_import_and_a_low_one_is_blamed_not_th
     ["tune", "", "--queries", "q.npy"],
     ["tune", "I", "--queries", ""],
     ["compact", "I", "--device", "tpu"],
+    ["build", "--gallery", "G", "--out", os.fsdecode(b"ox\xff")],
+    ["build", "--gallery", os.fsdecode(b"g\xfe")],
 ])
-def test_an_empty_path_or_an_unknown_device_is_a_usage_error(argv, capsys):
+def test_an_empty_or_non_utf8_path_or_an_unknown_device_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "an empty path" in err or "invalid choice: 'tpu'" in err, err
+    assert "an empty path" in err or "invalid choice: 'tpu'" in err or "not valid UTF-8" in err, err
 
 
 @pytest.mark.parametrize("size", ["99999999999999999999", "65537"])
