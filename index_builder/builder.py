@@ -68,6 +68,10 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     started = time.perf_counter()
     writer = options.writer()
     work_dir = Path(options.index_dir).expanduser().absolute()  # the lock and staging, whatever the backend
+    if options.gallery is not None and work_dir.resolve() == Path(options.gallery).expanduser().resolve():
+        # The index folder is never scanned, so the whole gallery would be: "no photos", and files left in it.
+        raise BuildError(f"The index folder {work_dir} is the gallery itself; put the index beside it, or in a "
+                         "folder inside it (which the scan skips).")
     photos = [0]  # how many the scan found (for the space a full disk needed)
     try:
         with build_lock(work_dir):

@@ -19,7 +19,7 @@ def compact_index(index_dir: str | Path, *, factory: str | None = None, recall_t
                   keep: int = 3, device: str = "auto", progress: bool = False) -> dict:
     """Compact the live version of ``index_dir``; returns what was done."""
     layout = IndexLayout(index_dir)
-    with build_lock(layout.root):
+    with build_lock(layout.root, create=False):
         writer = SegmentedWriter(FolderLocation(layout.root), PublishOptions(
             recall_target=recall_target, faiss_device=device, progress=progress))
         try:

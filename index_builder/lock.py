@@ -10,21 +10,24 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from photo_index.errors import BuildError
+from photo_index.errors import BuildError, IndexNotFoundError
 
 LOCK_FILE = ".lock"
 
 
 @contextlib.contextmanager
-def build_lock(index_dir: str | Path) -> Iterator[None]:
+def build_lock(index_dir: str | Path, *, create: bool = True) -> Iterator[None]:
     """One build at a time per index directory, released by the kernel when the building process dies.
 
     A POSIX record lock (``lockf``): unlike ``flock`` it belongs to the process, so DataLoader workers
     forked while it is held do not hold it too, and a SIGKILLed build frees it even if one of them
     lingers. Such a lock is also dropped when the process closes *any* descriptor of the file, and it
     never conflicts within one process: a registry of the folders this process is building into
-    refuses a second build there without opening the file."""
+    refuses a second build there without opening the file. ``create=False`` (commands that change an existing
+    index): a folder that does not exist is an :class:`IndexNotFoundError`, not a new empty folder."""
     root = Path(index_dir).expanduser().absolute()
+    if not create and not root.is_dir():
+        raise IndexNotFoundError(f"No index in {root} (no such folder; run `index_builder build`).")
     try:
         root.mkdir(parents=True, exist_ok=True)
         folder = os.stat(root)

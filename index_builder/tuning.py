@@ -48,7 +48,7 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
                ) -> dict:
     """Recalibrate the live version on the query vectors in ``queries_path``; returns what was done."""
     layout = IndexLayout(index_dir)
-    with build_lock(layout.root):
+    with build_lock(layout.root, create=False):
         writer = SegmentedWriter(FolderLocation(layout.root), PublishOptions(recall_target=recall_target))
         name = writer.store.current_name()
         if name is not None and writer.store.is_segmented(name):

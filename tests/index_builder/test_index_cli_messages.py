@@ -169,3 +169,18 @@ def test_a_huge_batch_size_is_refused_before_any_work(make_gallery, tmp_path, ca
     err = capsys.readouterr().err
     assert err == "error: --batch-size must be at most 65536 photos per encoder call.\n"
     assert not (tmp_path / "index").exists()
+
+
+@pytest.mark.parametrize("command", [["compact"], ["tune", "--queries", "q.npy"]])
+def test_commands_on_an_index_that_does_not_exist_create_nothing(tmp_path, capsys, command):
+    missing = tmp_path / "nosuch"
+    assert main([command[0], str(missing), *command[1:]]) == 2
+    assert "No index" in capsys.readouterr().err and not missing.exists()
+
+
+def test_the_gallery_itself_as_the_index_folder_is_refused_and_left_untouched(make_gallery, capsys):
+    gallery = make_gallery({"cat": 2})
+    before = sorted(p.name for p in gallery.iterdir())
+    assert main(["build", "--gallery", str(gallery), "--out", str(gallery), "--workers", "0", "--no-progress"]) == 2
+    assert "is the gallery itself" in capsys.readouterr().err
+    assert sorted(p.name for p in gallery.iterdir()) == before
