@@ -109,7 +109,7 @@ class IndexLayout:
             raise IndexNotFoundError(f"No index in {self.root}: no '{CURRENT}' version (run `index_builder build`).")
         folder = self.version_dir(name)
         if not (folder / MANIFEST).is_file():
-            raise IndexNotFoundError(f"Index {self.root} names version {name!r}, but {folder} has no {MANIFEST}.")
+            raise IndexNotFoundError(missing_version(self.root, name))
         return folder
 
     def versions(self) -> list[str]:
@@ -155,12 +155,20 @@ def expired(complete: list[str], live: str | None, keep: int) -> list[str]:
     return [v for v in complete[: max(len(complete) - max(keep, 1), 0)] if v != live]
 
 
+def missing_version(root: Path, name: str) -> str:
+    """What to say when version ``name`` of ``root`` has neither a segmented manifest nor a version folder."""
+    return (f"Index {root} names version {name!r}, but it is gone (neither versions/{name}.json nor "
+            f"versions/{name}/{MANIFEST}); point '{CURRENT}' at a version that is there.")
+
+
 def read_manifest(version_dir: Path) -> dict:
     """The version's manifest.json, checked for our format."""
     path = version_dir / MANIFEST
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:
+        if version_dir.parent.name == "versions" and not version_dir.exists():  # neither format's files: it is gone
+            raise IndexNotFoundError(missing_version(version_dir.parent.parent, version_dir.name)) from error
         raise IndexNotFoundError(f"{version_dir} has no {MANIFEST}.") from error
     except (OSError, ValueError) as error:
         raise IndexCorruptError(f"{path} is unreadable: {error}") from error

@@ -184,3 +184,16 @@ def test_the_gallery_itself_as_the_index_folder_is_refused_and_left_untouched(ma
     assert main(["build", "--gallery", str(gallery), "--out", str(gallery), "--workers", "0", "--no-progress"]) == 2
     assert "is the gallery itself" in capsys.readouterr().err
     assert sorted(p.name for p in gallery.iterdir()) == before
+
+
+def test_a_current_version_that_is_gone_is_named_as_gone(make_gallery, tmp_path, capsys):
+    index_dir = tmp_path / "index"
+    assert main(["build", "--gallery", str(make_gallery({"cat": 2})), "--out", str(index_dir), "--workers", "0",
+                 "--no-progress"]) == 0
+    name = (index_dir / "current").read_text().strip()
+    (index_dir / "versions" / f"{name}.json").unlink()
+    capsys.readouterr()
+    for command in ("verify", "info"):
+        assert main([command, str(index_dir)]) == 2
+        err = capsys.readouterr().err
+        assert f"names version {name!r}, but it is gone" in err and err.count("\n") == 1, err
