@@ -281,7 +281,7 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
         obj = _json_object(body) if body.strip() else {}  # an empty body: the query string's fields alone
         query_keys = ("k", "category", *FIELDS)
         params = {**request.query_params, **{key: obj[key] for key in query_keys if obj.get(key) is not None}}
-        if any(obj.get(key) is not None for key in DRAWING_KEYS) or not set(obj) <= set(query_keys):
+        if any(obj.get(key) is not None for key in DRAWING_KEYS) or not set(obj) <= {*query_keys, *DRAWING_KEYS}:
             return _request("strokes", obj, params, limits)  # a drawing, or keys of some other strokes format
         return _request(None, None, params, limits)
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):

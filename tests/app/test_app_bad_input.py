@@ -113,7 +113,8 @@ def test_malformed_json_is_422(client, text):
     assert response.status_code == 422 and response.json()["error"] in ("bad_json", "bad_strokes")
 
 
-@pytest.mark.parametrize("text", ["", " \n", "{}", '{"text": null}', '{"text_weight": 0.5, "k": 3}'])
+@pytest.mark.parametrize("text", ["", " \n", "{}", '{"text": null}', '{"text_weight": 0.5, "k": 3}',
+                                  '{"strokes": null, "drawing": null}'])
 def test_json_with_nothing_to_search_by_is_a_missing_sketch_and_the_query_string_may_say_it(client, text):
     headers = {"Content-Type": "application/json"}
     assert_refused(client.post("/search", content=text, headers=headers), 422, "missing_sketch", '"text"')
