@@ -26,11 +26,11 @@ from photo_index.space import disk_full, is_disk_full
 from .distributors import get_distributor
 from .embedding import Distributor, embed_files
 from .errors import FingerprintMismatchError
-from .lock import build_lock
+from .lock import LOCK_FILE, build_lock
 from .plan import Plan, Selection, plan, select
 from .report import BuildReport
 from .sources import Scan, read_manifest_file, scan_folder
-from .staging import FileKey, Staging
+from .staging import ENTRIES, FileKey, Staging
 
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
 # scan never looks older than the scan.
@@ -73,6 +73,7 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
         raise BuildError(f"The index folder {work_dir} is the gallery itself; put the index beside it, or in a "
                          "folder inside it (which the scan skips).")
     photos = [0]  # how many the scan found (for the space a full disk needed)
+    created = not work_dir.exists()
     try:
         with build_lock(work_dir):
             try:
@@ -83,10 +84,23 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
                 if is_disk_full(error):
                     shutil.rmtree(work_dir / STAGING, ignore_errors=True)
                 raise
+    except BuildError:
+        if created:
+            _remove_if_empty(work_dir)
+        raise
     except OSError as error:
         if not is_disk_full(error):
             raise
         raise disk_full(error, work_dir, needed_bytes(photos[0], encoder.embed_dim)) from None
+
+
+def _remove_if_empty(work_dir: Path) -> None:
+    """Remove the index folder a refused first build created, when it holds only the lock and a staging folder
+    with nothing staged ("no index was written" leaves no index folder either)."""
+    staged = work_dir / STAGING / ENTRIES
+    if {child.name for child in work_dir.iterdir()} <= {LOCK_FILE, STAGING} and (
+            not staged.exists() or staged.stat().st_size == 0):
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def needed_bytes(photos: int, dim: int) -> int:

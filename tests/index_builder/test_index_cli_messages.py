@@ -197,3 +197,14 @@ def test_a_current_version_that_is_gone_is_named_as_gone(make_gallery, tmp_path,
         assert main([command, str(index_dir)]) == 2
         err = capsys.readouterr().err
         assert f"names version {name!r}, but it is gone" in err and err.count("\n") == 1, err
+
+
+def test_a_refused_first_build_leaves_no_index_folder_behind(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    index_dir = tmp_path / "index"
+    assert main(["build", "--gallery", str(empty), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 2
+    assert "no index was written" in capsys.readouterr().err and not index_dir.exists()
+    index_dir.mkdir()  # a folder that was there before is the user's: it stays
+    assert main(["build", "--gallery", str(empty), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 2
+    assert index_dir.is_dir()
