@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import socket
 import urllib.parse
@@ -32,7 +33,19 @@ log = logging.getLogger(__name__)
 
 _CONFIG_DIR = Path(__file__).with_name("model_configs")
 RANDOM_SEED = 0  # the `none` source is random, but the same in every process
-_HUB_PROBE_TIMEOUT_S = float(os.environ.get("SBIR_HUB_PROBE_TIMEOUT", "5"))
+_HUB_PROBE_TIMEOUT_S = 5.0  # unless SBIR_HUB_PROBE_TIMEOUT says otherwise (_hub_probe_timeout_s)
+
+
+def _hub_probe_timeout_s() -> float:
+    """SBIR_HUB_PROBE_TIMEOUT in seconds, read when used: a bad value is a WeightsUnavailableError naming it."""
+    text = os.environ.get("SBIR_HUB_PROBE_TIMEOUT", "").strip()
+    try:
+        value = float(text) if text else _HUB_PROBE_TIMEOUT_S
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise WeightsUnavailableError(f"SBIR_HUB_PROBE_TIMEOUT must be a number of seconds > 0, not {text[:40]!r}.")
+    return value
 
 HOW_TO_SUPPLY = (
     "Supply the weights in one of these ways: "
@@ -75,7 +88,7 @@ def _hub_reachable() -> bool:
     host = parsed.hostname or "huggingface.co"
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        with socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S):
+        with socket.create_connection((host, port), timeout=_hub_probe_timeout_s()):
             return True
     except OSError:
         return False

@@ -17,9 +17,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .config import SKETCH_FRAMINGS
-from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError
+from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError, InputError
 
-DEFAULT_MAX_PIXELS = int(os.environ.get("SBIR_MAX_IMAGE_PIXELS", str(40_000_000)))
+DEFAULT_MAX_PIXELS = 40_000_000  # unless SBIR_MAX_IMAGE_PIXELS says otherwise (default_max_pixels)
+ENV_MAX_PIXELS = "SBIR_MAX_IMAGE_PIXELS"
 WHITE = 255
 # Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
 MIN_INK_CONTRAST = 24
@@ -28,8 +29,19 @@ HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 PAPER_GRID = 16
 
 
+def default_max_pixels() -> int:
+    """SBIR_MAX_IMAGE_PIXELS (unset or empty: ``DEFAULT_MAX_PIXELS``), read when used, so that a bad value is an
+    :class:`InputError` naming it rather than a traceback when this module is imported."""
+    text = os.environ.get(ENV_MAX_PIXELS, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    if not text.isdecimal() or int(text) < 1:
+        raise InputError(f"{ENV_MAX_PIXELS} must be a whole number of pixels >= 1, not {text[:40]!r}.")
+    return int(text)
+
+
 def decode_image(
-    source: bytes | str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, reduce_to: int | None = None
+    source: bytes | str | Path, *, max_pixels: int | None = None, reduce_to: int | None = None
 ) -> Image.Image:
     """Decode bytes or a file into a fully loaded, EXIF-oriented PIL image (first frame).
 
@@ -37,6 +49,7 @@ def decode_image(
     lets a JPEG decode at a reduced DCT scale (1/2, 1/4, 1/8) while both sides stay >= ``reduce_to``:
     a 12 MP photo bound for a 224 px model decodes several times faster.
     """
+    max_pixels = default_max_pixels() if max_pixels is None else max_pixels
     if isinstance(source, bytes | bytearray | memoryview):
         if len(source) == 0:
             raise ImageDecodeError("The image is empty (zero bytes).")

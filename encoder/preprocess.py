@@ -11,7 +11,7 @@ ink, because its canvas has no relation to any gallery photo; a dataset sketch (
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from .config import SKETCH_FRAMINGS
-from .imaging import DEFAULT_MAX_PIXELS, decode_image, normalise_sketch, to_rgb
+from .imaging import decode_image, default_max_pixels, normalise_sketch, to_rgb
 from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
 
 # Bump whenever photo preprocessing changes the tensors it makes (decoding, colour handling, resizing, crop):
@@ -111,7 +111,7 @@ class Preprocessor:
     image_size: int
     photo_eval: T.Compose
     photo_train: T.Compose
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = field(default_factory=default_max_pixels)
     # How the encoder's training sketches were framed ("ink" | "canvas"): dataset sketches are framed the same way.
     sketch_framing: str = "ink"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import open_clip
@@ -116,3 +117,19 @@ def test_none_is_random_but_reproducible():
     first, second = build_backbone(TINY, "none"), build_backbone(TINY, "none")
     assert first.random_weights and RANDOM_SEED == 0
     assert all(torch.equal(a, b) for a, b in zip(first.model.parameters(), second.model.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("value", ["x", "-1", "nan"])
+def test_a_bad_hub_probe_timeout_is_a_clear_error_when_used_not_at_import(monkeypatch, value):
+    import subprocess
+    import sys
+
+    from encoder.backbone import _hub_probe_timeout_s
+
+    result = subprocess.run([sys.executable, "-c", "import encoder, encoder.imaging"], capture_output=True, text=True,
+                            timeout=120, env={**os.environ, "SBIR_HUB_PROBE_TIMEOUT": value,
+                                              "SBIR_MAX_IMAGE_PIXELS": value})
+    assert result.returncode == 0, result.stderr
+    monkeypatch.setenv("SBIR_HUB_PROBE_TIMEOUT", value)
+    with pytest.raises(WeightsUnavailableError, match="SBIR_HUB_PROBE_TIMEOUT must be"):
+        _hub_probe_timeout_s()

@@ -111,6 +111,8 @@ def test_a_segment_json_of_wrong_types_is_a_finding_of_verify_and_an_error_of_in
     ("SBIR_INDEX_FLAT_MAX", "-5", "build"),
     ("SBIR_INDEX_DIR", "", "build"),
     ("SBIR_INDEX_DIR", os.fsdecode(b"ox\xff"), "build"),
+    ("SBIR_MAX_IMAGE_PIXELS", "abc", "build"),
+    ("SBIR_MAX_IMAGE_PIXELS", "0", "build"),
 ])
 def test_a_bad_environment_variable_is_one_error_line_naming_it(make_gallery, tmp_path, monkeypatch, capsys, variable,
                                                                value, command):
