@@ -31,6 +31,16 @@ DEVICES = ("auto", "cpu", "cuda")
 MAX_BATCH_SIZE = 65_536  # photos per encoder call: far beyond any accelerator's memory, well inside islice's range
 
 
+def choice_of(values, env: str):
+    """An argparse ``type`` that checks a value against ``values``: unlike ``choices`` it also checks a default
+    taken from environment variable ``env`` (argparse converts a string default, but never checks its choice)."""
+    def check(text: str) -> str:
+        if text not in values:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not one of {', '.join(values)} (the flag, or {env})")
+        return text
+    return check
+
+
 def _path_problem(text: str) -> str | None:
     if not text:
         return "an empty path (it would mean the current folder); give a folder or file"
@@ -77,7 +87,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Which vector engine holds the index: FAISS in an index folder (default) or a Milvus server; returns the
     group, so a command adds its own engine flags beside these."""
     group = parser.add_argument_group("vector engine")
-    group.add_argument("--engine", choices=ENGINES, default=os.environ.get("SBIR_ENGINE", "faiss"),
+    group.add_argument("--engine", choices=ENGINES, type=choice_of(ENGINES, "SBIR_ENGINE"),
+                       default=os.environ.get("SBIR_ENGINE", "faiss"),
                        help="faiss: versions in an index folder; milvus: a Milvus alias (env SBIR_ENGINE)")
     group.add_argument("--milvus-uri", default=os.environ.get("SBIR_MILVUS_URI") or None,
                        help="Milvus server, e.g. http://127.0.0.1:19530 (env SBIR_MILVUS_URI)")
@@ -134,7 +145,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--batch-size", type=int, default=256,
                        help=f"photos per encoder call (default 256, at most {MAX_BATCH_SIZE})")
     build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers (local)")
-    build.add_argument("--distributor", choices=DISTRIBUTORS, default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
+    build.add_argument("--distributor", choices=DISTRIBUTORS, type=choice_of(DISTRIBUTORS, "SBIR_DISTRIBUTOR"),
+                       default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
                        help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
                        "cluster (ray; needs the `distributed` extra) (env SBIR_DISTRIBUTOR)")
     build.add_argument("--ray-address", default=os.environ.get("SBIR_RAY_ADDRESS"),
@@ -145,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--ray-decoders", type=int, default=None,
                        help="ray: most decoding tasks at once (default: as many as the cluster's CPUs allow)")
     build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=DEVICES,
+                       type=choice_of(DEVICES, "SBIR_DEVICE"),
                        help="where photos are embedded (here, or on the Ray actors) and the FAISS index is built "
                        "(auto: a GPU if there is one; env SBIR_DEVICE)")
     build.add_argument("--keep", type=int, default=3, help="versions to keep (older ones are deleted)")

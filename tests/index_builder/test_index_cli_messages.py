@@ -210,3 +210,15 @@ def test_a_refused_first_build_leaves_no_index_folder_behind(tmp_path, capsys):
     index_dir.mkdir()  # a folder that was there before is the user's: it stays
     assert main(["build", "--gallery", str(empty), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 2
     assert index_dir.is_dir()
+
+
+@pytest.mark.parametrize(("variable", "argv"), [
+    ("SBIR_DEVICE", ["build", "--gallery", "G"]),
+    ("SBIR_DISTRIBUTOR", ["build", "--gallery", "G"]),
+    ("SBIR_ENGINE", ["info", "I"]),
+])
+def test_a_choice_from_the_environment_is_checked_like_the_flags(monkeypatch, capsys, variable, argv):
+    monkeypatch.setenv(variable, "tpu")
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2 and "'tpu' is not one of" in capsys.readouterr().err
