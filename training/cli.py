@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -60,6 +62,26 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
 
 
+def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite float in [low, high] ((low, high] with ``low_open``): NaN, infinity or an absurd
+    value is a usage error, not a run that diverges to NaN and saves it as its best checkpoint."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value > high or (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be a finite number in {'(' if low_open else '['}{low:g}, "
+                                             f"{high:g}], got {text!r}")
+        return value
+
+    return parse
+
+
+learning_rate, non_negative_weight = float_in(0.0, 1.0, low_open=True), float_in(0.0, 1e3)
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and split")
     group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
@@ -100,12 +122,13 @@ def add_prompt_args(parser: argparse.ArgumentParser) -> None:
 
 def add_train_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("optimisation")
-    group.add_argument("--prompt_lr", "--prompt-lr", type=float, default=1e-4)
-    group.add_argument("--clip_LN_lr", "--clip-ln-lr", dest="ln_lr", type=float, default=1e-6)
-    group.add_argument("--weight_decay", "--weight-decay", type=float, default=0.0, help="AdamW, prompts only")
+    group.add_argument("--prompt_lr", "--prompt-lr", type=learning_rate, default=1e-4)
+    group.add_argument("--clip_LN_lr", "--clip-ln-lr", dest="ln_lr", type=learning_rate, default=1e-6)
+    group.add_argument("--weight_decay", "--weight-decay", type=non_negative_weight, default=0.0,
+                       help="AdamW, prompts only")
     group.add_argument("--batch_size", "--batch-size", type=positive_int, default=192)
     group.add_argument("--workers", type=non_negative_int, default=8, help="DataLoader worker processes")
-    group.add_argument("--epochs", type=non_negative_int, default=60)
+    group.add_argument("--epochs", type=positive_int, default=60)
     group.add_argument("--out", required=True, help="run folder: checkpoints, log.csv, curves.png")
     group.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     group.add_argument("--refit", action="store_true",
@@ -183,10 +206,10 @@ def add_category_args(parser: argparse.ArgumentParser) -> None:
     add_prompt_args(parser)
     add_train_args(parser)
     group = parser.add_argument_group("losses")
-    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    group.add_argument("--margin", type=non_negative_weight, default=DEFAULT_MARGIN,
                        help=f"triplet margin μ on d = 1 - cos (default {DEFAULT_MARGIN}, the official code's; "
                        "0.3: the paper's as secondary summaries report it)")
-    group.add_argument("--cls_weight", "--cls-weight", "--lambda1", type=float, default=0.5,
+    group.add_argument("--cls_weight", "--cls-weight", "--lambda1", type=non_negative_weight, default=0.5,
                        help="λ1: weight of the text classification loss (sketch + photo); 0 switches it off")
     group.add_argument("--sampler", choices=list(CATEGORY_SAMPLERS), default="shuffled",
                        help="batch order: shuffled (default: every batch mixes classes, new order each epoch), or "
@@ -275,16 +298,17 @@ def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
                        help="K: pairs per category in a batch; P = batch_size // K categories")
     group.add_argument("--augment", action="store_true",
                        help="train-time augmentation (off: independent flips/crops break sketch-photo alignment)")
-    group.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
+    group.add_argument("--margin", type=non_negative_weight, default=DEFAULT_MARGIN,
                        help=f"μ of the hard triplet on d = 1 - cos (default {DEFAULT_MARGIN}, the official code's; "
                        "0.3: the paper's as secondary summaries report it)")
-    group.add_argument("--cls_weight", "--cls-weight", "--lambda2", type=float, default=0.5,
+    group.add_argument("--cls_weight", "--cls-weight", "--lambda2", type=non_negative_weight, default=0.5,
                        help="λ2: text classification loss (sketch + photo)")
-    group.add_argument("--delta_weight", "--delta-weight", "--lambda3", type=float, default=0.1,
+    group.add_argument("--delta_weight", "--delta-weight", "--lambda3", type=non_negative_weight, default=0.1,
                        help="λ3: relative-separation regulariser L_δ")
-    group.add_argument("--ps_weight", "--ps-weight", "--lambda4", type=float, default=1.0,
+    group.add_argument("--ps_weight", "--ps-weight", "--lambda4", type=non_negative_weight, default=1.0,
                        help="λ4: patch-shuffling triplet L_PS")
-    group.add_argument("--ps_margin", "--ps-margin", type=float, default=None, help="μ_ps (default: --margin)")
+    group.add_argument("--ps_margin", "--ps-margin", type=non_negative_weight, default=None,
+                       help="μ_ps (default: --margin)")
     group.add_argument("--grid", type=positive_int, default=2, help="n of the n x n patch-shuffling grid")
     group.add_argument("--delta-order", "--delta_order", choices=list(DELTA_ORDERS), default="paper",
                        help="L_δ: each category's δ in batch order before the softmax (paper, Eq. 4 as written), or "
@@ -514,17 +538,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, a scheduler's kill) taken as Ctrl-C: a run saves where it stands and can resume."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    except ValueError:  # not the main thread (a test's or a host's): its own handlers stay
+        previous = None
     try:
         return args.func(args)
     except (SBIRError, FileExistsError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:  # torch's: out of memory, an unreadable state file, an absurd allocation
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from encoder import PromptedCLIP
+from encoder import CheckpointError, PromptedCLIP
 from encoder.workers import WorkerInit
 
 from .data import BadFiles, Modality, Sample, SampleDataset, collate_samples
@@ -82,7 +82,8 @@ def embed_samples(
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_samples,
                         pin_memory=encoder.device.type == "cuda", worker_init_fn=WorkerInit())
     features, kept = [], []
-    for batch in tqdm(loader, desc=f"embedding {modality}es", disable=not progress, leave=False):
+    what = "sketches" if modality == "sketch" else f"{modality}s"
+    for batch in tqdm(loader, desc=f"embedding {what}", disable=not progress, leave=False):
         if bad is not None:
             bad.update(batch.bad)
         if len(batch.indices):
@@ -91,7 +92,11 @@ def embed_samples(
             kept.append(batch.indices.numpy())
     if not features:
         return torch.empty(0, encoder.embed_dim), np.empty(0, dtype=np.int64)
-    return torch.cat(features), np.concatenate(kept)
+    embedded = torch.cat(features)
+    if not bool(torch.isfinite(embedded).all()):  # NaN scores tie, and ties rank as hits: refuse, never a metric
+        raise CheckpointError("The encoder gives NaN or infinite embeddings (a checkpoint from a run that diverged?); "
+                              "its metrics would be meaningless.")
+    return embedded, np.concatenate(kept)
 
 
 @dataclass

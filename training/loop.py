@@ -28,13 +28,17 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
-from encoder import CheckpointError, PromptedCLIP, resolve_device, save_checkpoint
+from encoder import CheckpointError, PromptedCLIP, SBIRError, resolve_device, save_checkpoint
 from encoder.checkpoint import apply_learned_state, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 LAST, BEST, STATE, LOG, CURVES = "last.safetensors", "best.safetensors", "last_state.pt", "log.csv", "curves.png"
 LOG_FIELDS = ["step", "epoch", "phase", "metric", "value", "time"]
+
+
+class TrainingDivergedError(SBIRError):
+    """The learned parameters became NaN or infinite (a learning rate far too high): the run stops unsaved."""
 
 
 class Task(Protocol):
@@ -310,6 +314,9 @@ class _Run:
         stopped = False
         try:
             for batch in bar:
+                if options.max_steps is not None and self.step >= options.max_steps:  # already there (a resume)
+                    stopped = True
+                    break
                 self._optimise(step_fn, batch, window)
                 done += 1
                 if rank.is_main and (self.step % options.log_every == 0 or done == total):
@@ -333,13 +340,21 @@ class _Run:
         return stopped
 
     def _optimise(self, step_fn: nn.Module, batch: Any, window: dict[str, list[float]]) -> None:
-        """One optimiser step on ``batch``; its loss parts join the log window."""
+        """One optimiser step on ``batch``; its loss parts join the log window. Parameters that became NaN or
+        infinite stop the run (:class:`TrainingDivergedError`) before anything of them is saved; a non-finite loss
+        alone may be fp16 overflow, which the grad scaler skips."""
         loss, parts = step_fn(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one sync a step
+            raise TrainingDivergedError(
+                f"Training diverged at step {self.step} (epoch {self.epoch + 1}): the learned parameters are NaN or "
+                f"infinite (loss {float(loss):.4g}). Nothing of this was saved; lower --prompt_lr / --clip_LN_lr "
+                f"and start again (the checkpoints in {self.out_dir} are from before).")
         for key, value in parts.items():
             window[key].append(value)
 

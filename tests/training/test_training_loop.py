@@ -284,3 +284,71 @@ def test_the_category_task_orders_its_batches_by_the_chosen_sampler(shapes_root,
         runs[sampler] = [task.sketch_labels[s] for s, _, _ in dataset.triples]
     assert runs["official"] == sorted(runs["official"])  # class after class: every batch of 12 is one class
     assert runs["shuffled"] != sorted(runs["shuffled"]) and sorted(runs["shuffled"]) == runs["official"]
+
+
+@pytest.mark.parametrize("flags", [["--prompt_lr", "nan"], ["--prompt_lr", "inf"], ["--clip_LN_lr", "1e3"],
+                                   ["--prompt_lr", "0"], ["--margin", "nan"], ["--weight_decay", "-1"],
+                                   ["--epochs", "0"]])
+def test_absurd_learning_rates_margins_and_epochs_are_usage_errors(shapes_root, tmp_path, capsys, flags):
+    with pytest.raises(SystemExit) as exited:
+        main(_category_args(shapes_root, tmp_path / "unseen.txt", tmp_path / "run", *flags))
+    assert exited.value.code == 2 and "must be" in capsys.readouterr().err
+
+
+def test_a_run_that_diverges_stops_unsaved_and_a_nan_checkpoint_gets_no_metrics(shapes_root, tmp_path, monkeypatch,
+                                                                                 capsys):
+    from encoder import save_checkpoint
+
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    real_loss = CategoryTask.loss
+
+    def nan_loss(self, encoder, batch):  # what a learning rate far too high does within a few steps
+        loss, parts = real_loss(self, encoder, batch)
+        return loss * float("nan"), parts
+
+    monkeypatch.setattr(CategoryTask, "loss", nan_loss)
+    assert main(_category_args(shapes_root, unseen, out, "--val-fraction", "0")) == 2
+    assert "Training diverged at step 1" in capsys.readouterr().err
+    assert not (out / "last.safetensors").exists() and not (out / "best.safetensors").exists()
+
+    encoder = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig()), "cpu")
+    with torch.no_grad():
+        next(iter(encoder.prompts.values())).fill_(float("nan"))
+    save_checkpoint(encoder, tmp_path / "nan.safetensors")
+    assert main(["evaluate", "--data", str(shapes_root), "--unseen-classes", str(unseen), "--workers", "0",
+                 "--no-progress", "--checkpoint", str(tmp_path / "nan.safetensors")]) == 2
+    assert "NaN or infinite embeddings" in capsys.readouterr().err
+
+
+def test_max_steps_is_a_limit_a_resume_does_not_pass(shapes_root, tmp_path):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    assert main(_category_args(shapes_root, unseen, out, "--max-steps", "2")) == 0
+    assert main(_category_args(shapes_root, unseen, out, "--max-steps", "2", "--resume")) == 0
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] == 2  # was 3: one step past the limit
+
+
+def test_sigterm_saves_the_run_where_it_stands_like_ctrl_c(shapes_root, tmp_path):
+    import signal
+    import time
+
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    args = _category_args(shapes_root, unseen, out, "--epochs", "10000", "--val-fraction", "0")
+    process = subprocess.Popen([sys.executable, "-m", "training", *args], cwd=Path(__file__).resolve().parents[2],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "last_state.pt").exists() and time.monotonic() < deadline:  # an epoch or more is done
+            time.sleep(0.2)
+        time.sleep(0.5)
+        process.send_signal(signal.SIGTERM)  # docker stop, a scheduler's kill
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM and "terminated" in err, err
+    assert torch.load(out / "last_state.pt", weights_only=True)["step"] > 0
