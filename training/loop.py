@@ -219,7 +219,7 @@ class _Run:
                                                                 options.weight_decay))
         if not self.optimizer.param_groups:
             raise CheckpointError("The encoder has nothing to train (the frozen-CLIP baseline has no prompts).")
-        self.epoch, self.step, self.skip_batches = 0, 0, 0
+        self.epoch, self.step, self.skip_batches, self.epoch_batches = 0, 0, 0, 0
         self.best, self.best_epoch, self.history = -math.inf, None, []
         self.resumed = False
         self.csv_log: CsvLog | None = None
@@ -240,11 +240,17 @@ class _Run:
 
     def _restore(self) -> None:
         out_dir, encoder = self.out_dir, self.encoder
-        state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
+        except (RuntimeError, EOFError, OSError) as error:  # torch says "PytorchStreamReader failed ..."
+            raise CheckpointError(f"{out_dir / STATE} is unreadable ({type(error).__name__}); the run cannot "
+                                  "resume from it: start a fresh run in another --out.") from None
         config, tensors, _info = read_checkpoint(out_dir / LAST)
         if config != encoder.config:
             raise CheckpointError(f"{out_dir / LAST} was trained with {config}, not {encoder.config}.")
-        apply_learned_state(encoder, tensors, source=str(out_dir / LAST))
+        # The state's own copy of the weights (one moment with its optimiser); a state saved before it had one
+        # uses last.safetensors.
+        apply_learned_state(encoder, state.get("learned") or tensors, source=str(out_dir / STATE))
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
@@ -259,8 +265,11 @@ class _Run:
         """``last.safetensors`` + ``last_state.pt`` (written then renamed), ``batches_done`` into ``epoch``."""
         extra = {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {}}
         save_checkpoint(self.encoder, self.out_dir / LAST, extra=extra)
+        # The learned tensors go into the state too: it is written whole or not at all (a rename), so --resume
+        # restores weights and optimiser of one moment even if a kill fell between the two files.
+        learned = {name: p.detach().cpu().clone() for name, p in self.encoder.trainable_parameters().items()}
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
-                 "step": self.step, "batches_done": batches_done,
+                 "step": self.step, "batches_done": batches_done, "learned": learned,
                  "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
                  "history": json.dumps(self.history), "options": json.dumps(asdict(self.options))}
         tmp = self.out_dir / (STATE + ".tmp")
@@ -335,6 +344,7 @@ class _Run:
                            f"{self.epoch + 1}); saved to {self.out_dir}, --resume continues from there")
             raise
         bar.close()
+        self.epoch_batches = done
         if stopped and rank.is_main:  # mid-epoch: save where we are so --resume picks up at this very batch
             self.save(self.epoch, done, None)
         return stopped
@@ -360,8 +370,15 @@ class _Run:
 
     def end_epoch(self) -> None:
         """Count the epoch, validate it, save ``last`` (and ``best`` when it improved), redraw the curves."""
+        try:
+            metrics, improved = self.validate(self.epoch + 1)
+        except KeyboardInterrupt:  # Ctrl-C while validating: the epoch's training is kept, --resume validates it
+            if self.rank.is_main and self.epoch_batches:
+                self.save(self.epoch, self.epoch_batches, None)
+                tqdm.write(f"[{self.task.name}] interrupted while validating epoch {self.epoch + 1}; its training "
+                           f"is saved to {self.out_dir}, --resume validates it")
+            raise
         self.epoch += 1
-        metrics, improved = self.validate(self.epoch)
         if self.rank.is_main:
             self.save(self.epoch, 0, metrics)
             if improved:

@@ -352,3 +352,46 @@ def test_sigterm_saves_the_run_where_it_stands_like_ctrl_c(shapes_root, tmp_path
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM and "terminated" in err, err
     assert torch.load(out / "last_state.pt", weights_only=True)["step"] > 0
+
+
+def test_resume_takes_the_weights_of_its_state_and_an_unreadable_state_is_one_error_line(shapes_root, tmp_path,
+                                                                                          capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    assert main(_category_args(shapes_root, unseen, out, "--max-steps", "2")) == 0
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    saved = load_checkpoint(out / "last.safetensors")
+    assert all(torch.equal(state["learned"][name], p.detach()) for name, p in saved.trainable_parameters().items())
+
+    data = (out / "last_state.pt").read_bytes()
+    (out / "last_state.pt").write_bytes(data[:1000])  # a torn file (a disk that filled, a copy cut short)
+    capsys.readouterr()
+    assert main(_category_args(shapes_root, unseen, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "last_state.pt is unreadable" in err and err.count("\n") == 1, err
+
+
+def test_ctrl_c_while_validating_keeps_the_epochs_training_and_resume_validates_it(shapes_root, tmp_path,
+                                                                                    monkeypatch, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    out = tmp_path / "run"
+    real_validate, calls = CategoryTask.validate, []
+
+    def interrupted_validate(self, encoder):
+        calls.append(1)
+        if len(calls) == 2:  # epoch 0 (the untrained reference) passes; epoch 1's validation is cut short
+            raise KeyboardInterrupt
+        return real_validate(self, encoder)
+
+    monkeypatch.setattr(CategoryTask, "validate", interrupted_validate)
+    assert main(_category_args(shapes_root, unseen, out)) == 130
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["batches_done"]) == (0, 4, 4)
+    monkeypatch.setattr(CategoryTask, "validate", real_validate)
+    assert main(_category_args(shapes_root, unseen, out, "--resume")) == 0
+    assert "epoch 0, step 4 (4 batches into the epoch)" in capsys.readouterr().out
+    state = torch.load(out / "last_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"], state["batches_done"]) == (1, 4, 0)
+    assert [row["epoch"] for row in json.loads(state["history"])] == [0, 1]
