@@ -101,6 +101,16 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")
 
 
+def add_training_encoder_args(parser: argparse.ArgumentParser) -> None:
+    """The encoder flags of a training command: ``--checkpoint`` continues that checkpoint only when given on the
+    command line (never from SBIR_CHECKPOINT, which names the checkpoint a service serves: a new run would
+    quietly fine-tune it, ignoring the prompt flags)."""
+    add_encoder_args(parser, checkpoint=False)
+    parser.add_argument("--checkpoint", default=None,
+                        help="continue training this checkpoint (.safetensors): its prompt settings and framing "
+                        "replace the prompt flags (not read from SBIR_CHECKPOINT)")
+
+
 def add_prompt_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("prompts")
     group.add_argument("--n_prompts", "--n-prompts", type=int, default=3)
@@ -158,8 +168,11 @@ def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_trai
 def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: bool):
     """A fresh prompted encoder from the flags, or the one in --checkpoint to continue training it."""
     if args.checkpoint:
-        return load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=device)
+        encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
+                               activation=args.activation, device=device)
+        print(f"starting from {args.checkpoint}: its prompts ({encoder.config.prompts}) and sketch framing "
+              f"({encoder.config.sketch_framing}) are kept; the prompt flags do not apply")
+        return encoder
     prompts = PromptConfig(n_prompts=args.n_prompts, depth=args.prompt_depth, shared=shared,
                            separate_ln=args.separate_ln, tune_ln=not args.no_ln_tuning, trainable=args.trainable)
     torch.manual_seed(args.seed)  # prompt initialisation
@@ -201,7 +214,7 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
 
 # ------------------------------------------------------------------------------ category
 def add_category_args(parser: argparse.ArgumentParser) -> None:
-    add_encoder_args(parser)
+    add_training_encoder_args(parser)
     add_data_args(parser)
     add_prompt_args(parser)
     add_train_args(parser)
@@ -285,7 +298,7 @@ def _train_run(args, split: ClassSplit, make_task, describe, device, *, shared: 
 
 # ------------------------------------------------------------------------------ fine-grained
 def add_fine_grained_args(parser: argparse.ArgumentParser) -> None:
-    add_encoder_args(parser)
+    add_training_encoder_args(parser)
     add_data_args(parser)
     add_prompt_args(parser)
     add_train_args(parser)

@@ -395,3 +395,17 @@ def test_ctrl_c_while_validating_keeps_the_epochs_training_and_resume_validates_
     state = torch.load(out / "last_state.pt", weights_only=True)
     assert (state["epoch"], state["step"], state["batches_done"]) == (1, 4, 0)
     assert [row["epoch"] for row in json.loads(state["history"])] == [0, 1]
+
+
+def test_training_continues_a_checkpoint_only_when_the_command_line_names_it(shapes_root, tmp_path, monkeypatch,
+                                                                             capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    assert main(_category_args(shapes_root, unseen, tmp_path / "first", "--max-steps", "1")) == 0
+    served = str(tmp_path / "first" / "last.safetensors")
+    monkeypatch.setenv("SBIR_CHECKPOINT", served)  # what a service host sets for serving (docker-compose passes it)
+    capsys.readouterr()
+    assert main(_category_args(shapes_root, unseen, tmp_path / "fresh", "--max-steps", "1")) == 0
+    assert "starting from" not in capsys.readouterr().out
+    assert main(_category_args(shapes_root, unseen, tmp_path / "more", "--max-steps", "1", "--checkpoint", served)) == 0
+    assert f"starting from {served}" in capsys.readouterr().out
