@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -453,9 +454,23 @@ def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
     return classes
 
 
+def check_report_paths(args: argparse.Namespace) -> None:
+    """Refuse report paths that cannot be written before anything is embedded (on Sketchy that is minutes)."""
+    folders = [Path(args.out)] if args.out else []
+    folders += [Path(path).parent for path in (args.json, args.per_class, args.grid) if path]
+    for folder in folders:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SBIRError(f"The report folder {folder} cannot be made: {error.strerror or error}.") from None
+        if not os.access(folder, os.W_OK):
+            raise SBIRError(f"The report folder {folder} is not writable.")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_category, print_summary, scored_precision, write_category_report
 
+    check_report_paths(args)
     if args.fine_grained:
         return run_evaluate_fine_grained(args)
     data = CategoryDataset.scan(args.data, args.augmentation)

@@ -22,6 +22,7 @@ import json
 import logging
 import random
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,8 +65,9 @@ class Sample:
 
 
 def class_key(category: str) -> str:
-    """Spelling-insensitive class identity, so ``frying-pan``, ``frying_pan`` and ``Frying Pan`` match."""
-    return re.sub(r"[\s_\-]+", " ", category).strip().lower()
+    """Spelling-insensitive class identity, so ``frying-pan``, ``frying_pan`` and ``Frying Pan`` match, and so do
+    ``café`` as macOS stores a folder name (NFD) and as a split file spells it (NFC)."""
+    return re.sub(r"[\s_\-]+", " ", unicodedata.normalize("NFC", category)).strip().lower()
 
 
 def _ndjson_offsets(path: Path) -> list[int]:

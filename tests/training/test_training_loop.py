@@ -409,3 +409,20 @@ def test_training_continues_a_checkpoint_only_when_the_command_line_names_it(sha
     assert "starting from" not in capsys.readouterr().out
     assert main(_category_args(shapes_root, unseen, tmp_path / "more", "--max-steps", "1", "--checkpoint", served)) == 0
     assert f"starting from {served}" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_report_path_it_cannot_write_before_embedding_anything(shapes_root, tmp_path, capsys):
+    unseen = tmp_path / "unseen.txt"
+    unseen.write_text("h6\nv6\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = ["evaluate", "--data", str(shapes_root), "--unseen-classes", str(unseen), "--workers", "0", "--no-progress"]
+    assert main([*args, "--json", str(blocker / "metrics.json")]) == 2
+    out = capsys.readouterr()
+    assert "cannot be made" in out.err and "evaluating" not in out.out  # refused before the encoder ran
+
+
+def test_class_names_match_whatever_their_unicode_normal_form():
+    from training.data import class_key
+
+    assert class_key("cafe\u0301 table") == class_key("Café_Table")  # NFD (macOS folders) vs NFC (a split file)
