@@ -98,9 +98,12 @@ def _remove_if_empty(work_dir: Path) -> None:
     """Remove the index folder a refused first build created, when it holds only the lock and a staging folder
     with nothing staged ("no index was written" leaves no index folder either)."""
     staged = work_dir / STAGING / ENTRIES
-    if {child.name for child in work_dir.iterdir()} <= {LOCK_FILE, STAGING} and (
-            not staged.exists() or staged.stat().st_size == 0):
-        shutil.rmtree(work_dir, ignore_errors=True)
+    try:  # never in the way of the error being raised (the folder may not even be one)
+        if work_dir.is_dir() and {child.name for child in work_dir.iterdir()} <= {LOCK_FILE, STAGING} and (
+                not staged.exists() or staged.stat().st_size == 0):
+            shutil.rmtree(work_dir, ignore_errors=True)
+    except OSError:
+        pass
 
 
 def needed_bytes(photos: int, dim: int) -> int:
