@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import socket
 import urllib.parse
@@ -26,7 +25,7 @@ import open_clip
 import torch
 from torch import nn
 
-from .config import ACTIVATIONS
+from .config import ACTIVATIONS, env_number
 from .errors import ActivationMismatchError, WeightsUnavailableError
 
 log = logging.getLogger(__name__)
@@ -37,15 +36,9 @@ _HUB_PROBE_TIMEOUT_S = 5.0  # unless SBIR_HUB_PROBE_TIMEOUT says otherwise (_hub
 
 
 def _hub_probe_timeout_s() -> float:
-    """SBIR_HUB_PROBE_TIMEOUT in seconds, read when used: a bad value is a WeightsUnavailableError naming it."""
-    text = os.environ.get("SBIR_HUB_PROBE_TIMEOUT", "").strip()
-    try:
-        value = float(text) if text else _HUB_PROBE_TIMEOUT_S
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise WeightsUnavailableError(f"SBIR_HUB_PROBE_TIMEOUT must be a number of seconds > 0, not {text[:40]!r}.")
-    return value
+    """SBIR_HUB_PROBE_TIMEOUT in seconds: a bad value is a WeightsUnavailableError naming it."""
+    return env_number("SBIR_HUB_PROBE_TIMEOUT", _HUB_PROBE_TIMEOUT_S, minimum=0.0, above=True,
+                      what="a number of seconds", error=WeightsUnavailableError)
 
 HOW_TO_SUPPLY = (
     "Supply the weights in one of these ways: "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -130,6 +131,24 @@ def env_backbone() -> str:
 
 def env_pretrained() -> str:
     return os.environ.get(ENV_PRETRAINED) or DEFAULT_PRETRAINED
+
+
+def env_number(name: str, default: int | float, *, minimum: int | float, above: bool = False, what: str = "a number",
+               error: type[Exception] = ValueError) -> int | float:
+    """Environment variable ``name`` as a number of ``default``'s type (unset or empty: ``default``), at least
+    ``minimum`` (more than it with ``above``). Read when used, never at import: a bad value is one ``error`` that
+    names the variable, not a traceback that stops every command."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = type(default)(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum or (above and value == minimum):
+        raise error(f"{name} must be {what} {'>' if above else '>='} {minimum} (default {default}), "
+                    f"not {text[:40]!r}.")
+    return value
 
 
 def env_activation() -> str | None:

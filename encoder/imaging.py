@@ -9,14 +9,13 @@ input size: cropped to the ink (uploads) or keeping its whole canvas (dataset sk
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .config import SKETCH_FRAMINGS
+from .config import SKETCH_FRAMINGS, env_number
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError, InputError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # unless SBIR_MAX_IMAGE_PIXELS says otherwise (default_max_pixels)
@@ -30,14 +29,10 @@ PAPER_GRID = 16
 
 
 def default_max_pixels() -> int:
-    """SBIR_MAX_IMAGE_PIXELS (unset or empty: ``DEFAULT_MAX_PIXELS``), read when used, so that a bad value is an
-    :class:`InputError` naming it rather than a traceback when this module is imported."""
-    text = os.environ.get(ENV_MAX_PIXELS, "").strip()
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    if not text.isdecimal() or int(text) < 1:
-        raise InputError(f"{ENV_MAX_PIXELS} must be a whole number of pixels >= 1, not {text[:40]!r}.")
-    return int(text)
+    """SBIR_MAX_IMAGE_PIXELS (unset or empty: ``DEFAULT_MAX_PIXELS``): a bad value is an :class:`InputError`
+    naming it."""
+    return env_number(ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS, minimum=1, what="a whole number of pixels",
+                      error=InputError)
 
 
 def decode_image(

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import signal
 import sys
 from pathlib import Path
 
 from encoder import SBIRError, add_encoder_args, add_lanes_arg, add_precision_arg, load_encoder
+from encoder.config import env_number
 from photo_index import Location, Source, locate, open_source
 from photo_index.backends.folder.faiss_index import flat_max
 from photo_index.errors import BuildError, IndexCorruptError
@@ -70,17 +70,9 @@ def env_path(name: str, default: str) -> Path:
 
 
 def env_timeout_s() -> float:
-    """SBIR_MILVUS_TIMEOUT_S (unset or empty: the default), checked: a :class:`BuildError` naming it when bad."""
-    text = os.environ.get("SBIR_MILVUS_TIMEOUT_S", "").strip()
-    if not text:
-        return DEFAULT_MILVUS_TIMEOUT_S
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise BuildError(f"SBIR_MILVUS_TIMEOUT_S must be a number of seconds > 0, not {text[:40]!r}.")
-    return value
+    """SBIR_MILVUS_TIMEOUT_S (unset or empty: the default): a :class:`BuildError` naming it when bad."""
+    return env_number("SBIR_MILVUS_TIMEOUT_S", DEFAULT_MILVUS_TIMEOUT_S, minimum=0.0, above=True,
+                      what="a number of seconds", error=BuildError)
 
 
 def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from encoder.config import env_number
+
 from ...api import StoredRows
 from ...checks import self_recall
 from ...errors import BuildError, IndexCorruptError
@@ -40,19 +42,9 @@ EXACT_FACTORIES = ("Flat", "IDMap,Flat", "IDMap2,Flat")
 
 
 def flat_max() -> int:
-    """The largest gallery that gets an exact index: env SBIR_INDEX_FLAT_MAX (empty or unset: ``FLAT_MAX``), read
-    when used, so that a bad value is a :class:`BuildError` naming it, not a traceback when this module loads."""
-    text = os.environ.get(FLAT_MAX_ENV, "").strip()
-    if not text:
-        return FLAT_MAX
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise BuildError(f"{FLAT_MAX_ENV} must be a whole number of vectors >= 0 (default {FLAT_MAX}), "
-                         f"not {text[:40]!r}.")
-    return value
+    """The largest gallery that gets an exact index: env SBIR_INDEX_FLAT_MAX (empty or unset: ``FLAT_MAX``); a bad
+    value is a :class:`BuildError` naming it."""
+    return env_number(FLAT_MAX_ENV, FLAT_MAX, minimum=0, what="a whole number of vectors", error=BuildError)
 
 
 def choose_factory(size: int, dim: int) -> str:
