@@ -213,12 +213,17 @@ def file_checksums(folder: Path) -> dict[str, dict]:
     return recorded
 
 
+def malformed_index_section(index: dict) -> list[str]:
+    """The optional fields of an ``index`` section (a version manifest's or a segment.json's) present with a type
+    its readers cannot use."""
+    return [f"index.{key}" for key, kind in (("search_params", dict), ("file", str))
+            if key in index and not isinstance(index[key], kind)]
+
+
 def malformed_optional(manifest: dict) -> list[str]:
     """Sections an older manifest may lack, present but of a type its readers cannot use (``manifest`` has passed
     the ``REQUIRED`` check)."""
-    index = manifest["index"]
-    wrong = [f"index.{key}" for key, kind in (("search_params", dict), ("file", str))
-             if key in index and not isinstance(index[key], kind)]
+    wrong = malformed_index_section(manifest["index"])
     checksums = manifest.get(CHECKSUMS, {})
     if not isinstance(checksums, dict) or not all(
             isinstance(entry, dict) and type(entry.get("bytes")) is int

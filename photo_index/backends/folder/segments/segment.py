@@ -31,7 +31,7 @@ import numpy as np
 from ....api import PhotoRecord
 from ....atomic import fsync_dir
 from ....errors import BuildError, CountsMismatchError, IndexCorruptError
-from ....format import IDS, METADATA, VECTORS, utc_now
+from ....format import IDS, METADATA, VECTORS, malformed_index_section, utc_now
 from ....space import naming, reserved_memmap
 from ..faiss_index import EXACT_FACTORIES, INDEX_FILE, FaissEngine, FaissIndex
 from ..records import MetadataStore, write_metadata
@@ -103,13 +103,7 @@ def malformed_fields(data: dict) -> list[str]:
     wrong = [key for key in ("name", "created_at") if not isinstance(data.get(key), str)]
     wrong += [key for key in ("size", "dim") if not _is_count(data.get(key))]
     index = data.get("index")
-    if not isinstance(index, dict):
-        wrong.append("index")
-    else:
-        if not isinstance(index.get("search_params", {}), dict):
-            wrong.append("index.search_params")
-        if not isinstance(index.get("file", INDEX_FILE), str):
-            wrong.append("index.file")
+    wrong += malformed_index_section(index) if isinstance(index, dict) else ["index"]
     files = data.get("files")
     if not isinstance(files, dict):
         wrong.append("files")
