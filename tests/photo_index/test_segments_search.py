@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from photo_index.backends.folder.segments import SegmentedView, SegmentStore, write_segment
+from tests.tolerance import assert_same_top_k
 
 from .segtools import exact_top_k, records_for, unit_vectors
 
@@ -50,13 +51,11 @@ def test_a_segmented_index_returns_the_top_10_of_a_fresh_full_build(tmp_path):
         assert (view.size, fresh.size) == (300, 300)
         scores, found = view.search(queries, 10)
         fresh_scores, fresh_found = fresh.search(queries, 10)
-        assert np.array_equal(found, fresh_found)
-        np.testing.assert_allclose(scores, fresh_scores, rtol=1e-5)
-        _, expected = exact_top_k(live, queries, 10)
-        assert np.array_equal(found, expected)
+        assert_same_top_k(scores, found, fresh_scores, fresh_found)
+        assert_same_top_k(scores, found, *exact_top_k(live, queries, 10))
         cats = view.ids_of_category("cat")
         assert np.array_equal(cats, fresh.ids_of_category("cat"))
-        assert np.array_equal(view.search(queries, 10, cats)[1], fresh.search(queries, 10, cats)[1])
+        assert_same_top_k(*view.search(queries, 10, cats), *fresh.search(queries, 10, cats))
         assert np.array_equal(view.ids(), ids)
 
 
@@ -84,7 +83,7 @@ def test_deleted_best_matches_are_skipped_inside_faiss_and_k_results_still_come(
     with SegmentedView(store, version) as view:
         scores, found = view.search(query, 10)
         assert (found >= 0).all() and not set(found[0].tolist()) & set(deleted.tolist())
-        assert np.array_equal(found, exact_top_k(live, query, 10)[1])
+        assert_same_top_k(scores, found, *exact_top_k(live, query, 10))
         # the big segment alone still answers k live photos (the deletions were excluded inside FAISS)
         alone = view.segments[0].search(query, 10, None)[1]
         assert (alone >= 0).all() and not set(alone[0].tolist()) & set(deleted.tolist())
@@ -136,12 +135,10 @@ def test_small_segments_are_searched_inside_the_ivf_segment_in_one_call(tmp_path
         # the 130 small rows sit in the host's in-memory index; what it says of its own rows is unchanged
         assert (host.cpu_index.ntotal, host.size, len(host.ids())) == (2130, 2000, 2000)
         scores, found = view.search(queries, 10)
-        expected_scores, expected = exact_top_k(live, queries, 10)
-        assert np.array_equal(found, expected)  # photos 0-9: their new copy, never the tombstoned old one
-        np.testing.assert_allclose(scores, expected_scores, rtol=1e-5)
+        # photos 0-9: their new copy, never the tombstoned old one
+        assert_same_top_k(scores, found, *exact_top_k(live, queries, 10))
         owls = view.ids_of_category("owl")
-        assert np.array_equal(view.search(queries, 10, owls)[1],
-                              exact_top_k(live, queries, 10, set(owls.tolist()))[1])
+        assert_same_top_k(*view.search(queries, 10, owls), *exact_top_k(live, queries, 10, set(owls.tolist())))
 
 
 def test_small_segments_beside_an_index_that_takes_no_rows_are_one_flat_index(tmp_path):
