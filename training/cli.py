@@ -7,13 +7,14 @@ adds its own entry and reuses the argument groups defined here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
 from encoder.checkpoint import read_checkpoint
 from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
+from encoder.folder_lock import FolderBusyError, folder_lock
 from encoder.model import PROMPT_INITS
 from encoder.precision import add_precision_arg
 from encoder.workers import available_cpus
@@ -289,12 +291,27 @@ def _train_run(args, split: ClassSplit, make_task, describe, device, *, shared: 
     rank = current_dist()
     encoder = training_encoder(args, device, shared=shared)
     task = make_task(split, encoder)  # refuses unusable data before anything is written
-    if rank.is_main:
-        write_run_record(out, args, split, encoder, extra)
-        print(describe(split, encoder))
-    options = train_options(args)
-    options.epochs = epochs
-    return task, train(task, encoder, options, out)
+    with _run_lock(out):
+        if rank.is_main:
+            write_run_record(out, args, split, encoder, extra)
+            print(describe(split, encoder))
+        options = train_options(args)
+        options.epochs = epochs
+        return task, train(task, encoder, options, out)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """One training run at a time per run folder (rank 0 holds it: the other ranks write nothing)."""
+    with contextlib.ExitStack() as held:
+        if current_dist().is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            try:
+                held.enter_context(folder_lock(out))
+            except FolderBusyError as error:
+                raise SBIRError(f"Another training run is using {out} ({error.holder}): let it finish, or choose "
+                                "another --out.") from None
+        yield
 
 
 # ------------------------------------------------------------------------------ fine-grained

@@ -304,9 +304,14 @@ READ_ERRORS = (SBIRError, OSError, ValueError, json.JSONDecodeError, SyntaxError
 
 @dataclass
 class BadFiles:
-    """Unreadable files met while reading: skipped, counted, and reported at the end."""
+    """Unreadable files met while reading: skipped, counted, and reported at the end.
+
+    A training epoch's batches are drawn without the files known unreadable when it starts
+    (:meth:`skipped_in`); that set is part of the run's state, so a run resumed mid-epoch draws the
+    very batches it was interrupted in."""
 
     errors: dict[str, str] = field(default_factory=dict)
+    drawn: tuple[int, frozenset[str]] | None = None  # (epoch, the files its batches left out), the latest drawn
 
     def add(self, key: str, error: str) -> None:
         if key not in self.errors:
@@ -316,6 +321,25 @@ class BadFiles:
     def update(self, items: Iterable[tuple[str, str]]) -> None:
         for key, error in items:
             self.add(key, error)
+
+    def merge(self, errors: dict[str, str]) -> None:
+        """Another process's findings (a DDP rank's, already warned about there)."""
+        for key, error in errors.items():
+            self.errors.setdefault(key, error)
+
+    def skipped_in(self, epoch: int) -> frozenset[str]:
+        """The files epoch ``epoch``'s batches leave out: those known unreadable when it was first drawn."""
+        if self.drawn is None or self.drawn[0] != epoch:
+            self.drawn = (epoch, frozenset(self.errors))
+        return self.drawn[1]
+
+    def state_dict(self) -> dict:
+        drawn = None if self.drawn is None else [self.drawn[0], sorted(self.drawn[1])]
+        return {"errors": dict(self.errors), "drawn": drawn}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.errors = dict(state["errors"])
+        self.drawn = None if state["drawn"] is None else (int(state["drawn"][0]), frozenset(state["drawn"][1]))
 
     def __len__(self) -> int:
         return len(self.errors)

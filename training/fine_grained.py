@@ -267,12 +267,13 @@ class FineGrainedTask:
 
     def _batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
         pairs, options = self.pairs, self.options
+        skipped = self.bad.skipped_in(epoch)
         return hard_triplet_batches(
             pairs.sketch_labels, pairs.partners, pairs.photo_labels,
             options.categories_per_batch, options.pairs_per_category,
             seed=options.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size,
-            skip_sketches={i for i, s in enumerate(pairs.sketches) if s.key in self.bad},
-            skip_photos={i for i, p in enumerate(pairs.photos) if p.key in self.bad},
+            skip_sketches={i for i, s in enumerate(pairs.sketches) if s.key in skipped},
+            skip_photos={i for i, p in enumerate(pairs.photos) if p.key in skipped},
         )
 
     def train_loader(self, epoch: int) -> DataLoader:
@@ -290,7 +291,7 @@ class FineGrainedTask:
     def loss(self, encoder: PromptedCLIP, batch: TripletBatch) -> tuple[torch.Tensor, dict[str, float]]:
         self.bad.update(batch.bad)
         if len(batch) == 0:  # every triplet unreadable: a zero step keeps all DDP ranks in step
-            return zero_loss(encoder), {"loss": 0.0}
+            return zero_loss(encoder), {}
         text = self.text_features.to(encoder.device) if self.options.losses.cls_weight else None
         return fine_grained_loss(encoder, batch, text, self.options.losses, self.generator)
 

@@ -31,6 +31,8 @@ from tqdm.auto import tqdm
 from encoder import CheckpointError, PromptedCLIP, SBIRError, resolve_device, save_checkpoint
 from encoder.checkpoint import apply_learned_state, read_checkpoint
 
+from .data import BadFiles, DataError
+
 log = logging.getLogger(__name__)
 
 LAST, BEST, STATE, LOG, CURVES = "last.safetensors", "best.safetensors", "last_state.pt", "log.csv", "curves.png"
@@ -46,12 +48,14 @@ class Task(Protocol):
 
     name: str  # "category" | "fine-grained"
     selection_metric: str  # key of validate()'s dict, higher is better
+    bad: BadFiles  # unreadable files met so far: shared by the DDP ranks after each epoch, kept in the state
 
     def train_loader(self, epoch: int) -> Iterable[Any]:
         """Batches of one epoch (sampler seeded by epoch; this DDP rank's share)."""
 
     def loss(self, encoder: PromptedCLIP, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        """Total loss (a scalar with grad) and its parts for the log."""
+        """Total loss (a scalar with grad) and its parts for the log; no parts when nothing in the batch
+        was readable (the loss is then a zero that keeps the DDP ranks in step)."""
 
     def validate(self, encoder: PromptedCLIP) -> dict[str, float]:
         """Scores on the validation slice of the training classes; ``{}`` when there is none
@@ -256,6 +260,8 @@ class _Run:
         self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
         self.best = state["best"] if state["best"] is not None else -math.inf
         self.best_epoch, self.history = state["best_epoch"], json.loads(state["history"])
+        if "unreadable" in state:  # a state saved before it was kept: the files are found again
+            self.task.bad.load_state_dict(state["unreadable"])
         if self.rank.is_main:
             print(f"resuming {self.task.name} from epoch {self.epoch}, step {self.step} "
                   f"({self.skip_batches} batches into the epoch)")
@@ -271,7 +277,8 @@ class _Run:
         state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "epoch": epoch,
                  "step": self.step, "batches_done": batches_done, "learned": learned,
                  "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
-                 "history": json.dumps(self.history), "options": json.dumps(asdict(self.options))}
+                 "history": json.dumps(self.history), "options": json.dumps(asdict(self.options)),
+                 "unreadable": self.task.bad.state_dict()}
         tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out_dir / STATE)
@@ -320,13 +327,13 @@ class _Run:
         window: dict[str, list[float]] = defaultdict(list)
         done = started = self.skip_batches
         self.skip_batches = 0
-        stopped = False
+        stopped, learned = False, 0
         try:
             for batch in bar:
                 if options.max_steps is not None and self.step >= options.max_steps:  # already there (a resume)
                     stopped = True
                     break
-                self._optimise(step_fn, batch, window)
+                learned += self._optimise(step_fn, batch, window)
                 done += 1
                 if rank.is_main and (self.step % options.log_every == 0 or done == total):
                     means = {k: sum(v) / len(v) for k, v in window.items()}
@@ -345,14 +352,18 @@ class _Run:
             raise
         bar.close()
         self.epoch_batches = done
+        self._share_unreadable()
+        if not stopped and started == 0 and not self._any_rank(learned):
+            raise DataError(f"Epoch {self.epoch + 1} had nothing to learn from: every training batch was unreadable "
+                            f"({self.task.bad.summary()}). Nothing of it was saved; check --data.")
         if stopped and rank.is_main:  # mid-epoch: save where we are so --resume picks up at this very batch
             self.save(self.epoch, done, None)
         return stopped
 
-    def _optimise(self, step_fn: nn.Module, batch: Any, window: dict[str, list[float]]) -> None:
-        """One optimiser step on ``batch``; its loss parts join the log window. Parameters that became NaN or
-        infinite stop the run (:class:`TrainingDivergedError`) before anything of them is saved; a non-finite loss
-        alone may be fp16 overflow, which the grad scaler skips."""
+    def _optimise(self, step_fn: nn.Module, batch: Any, window: dict[str, list[float]]) -> bool:
+        """One optimiser step on ``batch``; its loss parts join the log window; False when nothing in the batch was
+        readable. Parameters that became NaN or infinite stop the run (:class:`TrainingDivergedError`) before
+        anything of them is saved; a non-finite loss alone may be fp16 overflow, which the grad scaler skips."""
         loss, parts = step_fn(batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -367,6 +378,24 @@ class _Run:
                 f"and start again (the checkpoints in {self.out_dir} are from before).")
         for key, value in parts.items():
             window[key].append(value)
+        return bool(parts)
+
+    def _share_unreadable(self) -> None:
+        """Every rank learns the unreadable files the others met, so the next epoch's batches (drawn without
+        them) are the same on every rank and rank 0 reports them all."""
+        if self.rank.world_size > 1:
+            found: list[dict[str, str]] = [{} for _ in range(self.rank.world_size)]
+            dist.all_gather_object(found, self.task.bad.errors)
+            for errors in found:
+                self.task.bad.merge(errors)
+
+    def _any_rank(self, count: int) -> bool:
+        """Whether ``count`` is non-zero on any rank (every rank gets the same answer)."""
+        if self.rank.world_size > 1:
+            total = torch.tensor([count], device=self.encoder.device if dist.get_backend() == "nccl" else "cpu")
+            dist.all_reduce(total)
+            count = int(total.item())
+        return count > 0
 
     def end_epoch(self) -> None:
         """Count the epoch, validate it, save ``last`` (and ``best`` when it improved), redraw the curves."""
