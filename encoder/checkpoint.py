@@ -81,7 +81,8 @@ def read_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict[str, torch.Te
     """Config, tensors and info of a checkpoint file, without building any model."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.")
+        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise CheckpointError(f"Checkpoint {path} {what}.")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}

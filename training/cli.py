@@ -83,6 +83,7 @@ def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[st
 
 
 learning_rate, non_negative_weight = float_in(0.0, 1.0, low_open=True), float_in(0.0, 1e3)
+unseen_count = float_in(0.0, 1e6, low_open=True)  # a count (>= 1) or a fraction (< 1) of the classes
 
 
 def add_data_args(parser: argparse.ArgumentParser) -> None:
@@ -93,7 +94,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
                        "(--data is split already: training trains on all its classes, evaluate scores all of them)")
     group.add_argument("--unseen-classes", "--unseen_classes", metavar="FILE", default=None,
                        help="file with one unseen class per line (overrides --split)")
-    group.add_argument("--n-unseen", "--n_unseen", type=float, default=0.2,
+    group.add_argument("--n-unseen", "--n_unseen", type=unseen_count, default=0.2,
                        help="random split: number (>= 1) or fraction (< 1) of classes held out as unseen")
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of the seen classes held out of training to select checkpoints; 0: train on "
@@ -425,7 +426,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--out", default=None,
                        help="folder for metrics.json, per_class_ap.csv and queries.png when those are not named")
     group.add_argument("--grid-queries", "--grid_queries", type=non_negative_int, default=8)
-    group.add_argument("--top-k", "--top_k", type=non_negative_int, default=8, help="photos per query in the grid")
+    group.add_argument("--top-k", "--top_k", type=positive_int, default=8, help="photos per query in the grid")
     group.add_argument("--grid-tile", "--grid_tile", type=positive_int, default=96, help="grid cell size in pixels")
     group.add_argument("--batch_size", "--batch-size", type=positive_int, default=256)
     group.add_argument("--workers", type=non_negative_int, default=available_cpus(),
@@ -508,6 +509,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(counts)
     evaluation = evaluate_category(encoder, sketches, photos, batch_size=args.batch_size, workers=args.workers,
                                    keep_top=args.top_k, progress=not args.no_progress, amp=args.amp)
+    if len(set(evaluation.gallery_labels.tolist())) == 1:
+        log.warning("the gallery is one class (%s): every photo is relevant to every query, so mAP and precision "
+                    "are 1.0 for any model; score at least 2 classes", evaluation.classes[evaluation.gallery_labels[0]])
     out = Path(args.out) if args.out else None
     json_path = args.json or (out / "metrics.json" if out else None)
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),

@@ -40,6 +40,9 @@ def test_pairs_csv_with_bom_header_is_a_header_not_a_pair(tmp_path):
     ["category", "--workers", "-1"],
     ["category", "--epochs", "two"],
     ["evaluate", "--grid-queries", "-3"],
+    ["evaluate", "--top-k", "0"],  # wrote no grid, silently
+    ["evaluate", "--split", "random", "--n-unseen", "nan"],  # was "cannot convert float NaN to integer"
+    ["category", "--split", "random", "--n-unseen", "0"],
 ])
 def test_bad_counts_are_usage_errors(argv, capsys):
     required = ["--data", "d", "--out", "o"] if argv[0] != "evaluate" else ["--data", "d"]
@@ -249,3 +252,24 @@ def test_resume_with_another_batch_size_is_refused_before_touching_the_run(tmp_p
     assert "--batch_size 2" in err and "--batch_size 3" in err and "refusing to resume" in err
     assert {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()} == before
     assert main(["category", *common, "--resume", "--max-steps", "2"]) == 0  # the same batch size resumes
+
+
+def test_evaluating_one_class_warns_that_its_scores_say_nothing(tmp_path, caplog):
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+
+    make_dataset(tmp_path / "d", classes=["h1", "v1"], per_class=2)
+    (tmp_path / "unseen.txt").write_text("h1\n")
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--unseen-classes", str(tmp_path / "unseen.txt"),
+                 "--workers", "0", "--no-progress"]) == 0
+    assert "the gallery is one class (h1)" in caplog.text
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_named_as_one(tmp_path, capsys):
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+
+    make_dataset(tmp_path / "d", classes=["h1", "v1"], per_class=2)
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "none", "--workers", "0", "--no-progress",
+                 "--checkpoint", str(tmp_path)]) == 2
+    assert "is a folder, not a checkpoint file" in capsys.readouterr().err
