@@ -211,3 +211,21 @@ def test_a_version_killed_before_its_switch_takes_no_keep_slot_and_a_rolled_back
     newest = store.current_name()
     (index_dir / "current").write_text(live + "\n")  # an operator rolls back: the newer version stays
     assert store.never_published() == [] and newest in store.versions()
+
+
+def test_a_reader_opened_before_compact_prunes_its_version_still_searches(make_gallery, build, tmp_path, capsys):
+    """An approximate segment's index is read on first search; its file is opened with the reader, so deleting the
+    version (compact --keep 1) after the open does not break that first search."""
+    gallery = make_gallery({"cat": 20, "dog": 20})
+    build(gallery=gallery, index_factory="IVF2,Flat")
+    index_dir = tmp_path / "index"
+    queries = queries_of(index_dir)
+    with IndexReader.open(index_dir) as reader:
+        first = live_manifest(index_dir)["segments"][0]["name"]
+        write_photo(gallery / "owl" / "owl_new.jpg", 4242)
+        build(gallery=gallery)
+        assert main(["compact", str(index_dir), "--keep", "1"]) == 0
+        assert not (index_dir / "segments" / first).exists()  # the reader's segment is gone from the disk
+        scores, found = reader.search(queries, 5)
+        assert (found >= 0).all() and len(reader.records(found[0])) == 5
+    capsys.readouterr()

@@ -16,6 +16,7 @@ import math
 import os
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from tqdm import tqdm
@@ -253,24 +254,30 @@ class FaissEngine:
             if ivf is not None:
                 ivf.clustering_index = None
 
-    def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto"
-             ) -> FaissIndex:
+    def open(self, folder: Path, section: dict, vectors: np.ndarray, ids: np.ndarray, *, device: str = "auto",
+             source: BinaryIO | None = None) -> FaissIndex:
+        """The index of ``folder``; ``source``: its index file opened earlier (read from there, not by name)."""
         params = section.get("search_params", {})
         # A hand-edited or damaged manifest: refused here, not met as a TypeError inside FaissIndex.
         if not isinstance(params, dict) or not all(isinstance(value, int | np.integer) and not isinstance(value, bool)
                                                    for value in params.values()):
             raise IndexCorruptError(f"The search parameters recorded for the index in {folder} are malformed: "
                                     f"{params!r:.80} (expected whole numbers, e.g. {{'nprobe': 16}}).")
-        return FaissIndex(self._read(folder, section), section, vectors, ids, gpu=use_gpu(device))
+        return FaissIndex(self._read(folder, section, source), section, vectors, ids, gpu=use_gpu(device))
 
     @staticmethod
-    def _read(folder: Path, section: dict) -> faiss.Index:
+    def index_path(folder: Path, section: dict) -> Path:
+        """The index file a section names (checked: a damaged manifest names no file)."""
         name = section.get("file", INDEX_FILE)
         if not isinstance(name, str):
             raise IndexCorruptError(f"The index file recorded for {folder} is {name!r:.80}, not a file name.")
-        path = folder / name
+        return folder / name
+
+    @classmethod
+    def _read(cls, folder: Path, section: dict, source: BinaryIO | None = None) -> faiss.Index:
+        path = cls.index_path(folder, section)
         try:
-            return faiss.read_index(str(path))
+            return faiss.read_index(str(path) if source is None else faiss.PyCallbackIOReader(source.read))
         except RuntimeError as error:
             raise IndexCorruptError(f"FAISS index {path} is unreadable: {error}") from error
 

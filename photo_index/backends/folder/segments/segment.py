@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -259,6 +260,9 @@ class Segment:
         self._section, self._device = section, device
         self._index: FaissIndex | None = None
         self._lock = threading.Lock()
+        # An approximate segment's index is read on first use but its file is opened now: an open file outlives
+        # its name, so a version pruned after this open (`compact`, `--keep`) still searches.
+        self._index_file = None if self.exact else _open_or_none(FaissEngine.index_path(folder, section))
 
     @property
     def search_params(self) -> dict:
@@ -275,8 +279,14 @@ class Segment:
         with self._lock:
             if self._index is None:
                 self._index = FaissEngine().open(self.folder, self._section, self.vectors, self.ids,
-                                                 device=self._device)
+                                                 device=self._device, source=self._index_file)
+                self._close_index_file()
             return self._index
+
+    def _close_index_file(self) -> None:
+        if self._index_file is not None:
+            self._index_file.close()
+            self._index_file = None
 
     @contextlib.contextmanager
     def index_for_check(self) -> Iterator[FaissIndex]:
@@ -305,4 +315,13 @@ class Segment:
         with self._lock:
             if self._index is not None:
                 self._index.close()
+            self._close_index_file()
         self.metadata.close()
+
+
+def _open_or_none(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading; None when it cannot be (the first search then names the problem)."""
+    try:
+        return open(path, "rb")  # noqa: SIM115 - closed by Segment once read, or by Segment.close
+    except OSError:
+        return None
