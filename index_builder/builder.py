@@ -120,36 +120,36 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
     photos[0] = len(scan.photos)
     previous = writer.previous(options.rebuild)
     check_fingerprint(previous, encoder, options.rebuild, writer.where)
-    staging = Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim)
-    selection = select(scan, previous, staging, options.rebuild)
-    embed_started = time.perf_counter()
-    same = embed_step(encoder, selection, staging, options)
-    embed_s = time.perf_counter() - embed_started
-    reused = {**selection.reused, **{key[0]: previous.by_path[key[0]] for key in same}}
-    planned = plan(scan, previous, reused, staging)
-    report = BuildReport(
-        index_dir=str(work_dir), source=scan.source,
-        previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
-        size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
-        unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
-        resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision,
-        lanes=encoder.lanes)
-    if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
-        staging.close()
-        raise nothing_to_index(scan, report, previous)
-    requested = requested_factory(options, previous)
-    report = dataclasses.replace(report, factory=writer.resolve_factory(planned.size, encoder.embed_dim,
-                                                                        requested))
-    if previous and not options.rebuild and not (planned.changed or same) \
-            and report.factory == previous.manifest["index"]["factory"]:
-        report = dataclasses.replace(report, status="unchanged", version=previous.name)
-    else:
-        report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
-        version = writer.write(planned.content, previous, base_manifest(
-            encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
-        report = dataclasses.replace(report, version=version, notes=list(writer.notes))
-    staging.discard()
-    writer.prune(options.keep)
+    # A build that fails keeps its staged rows on disk for the next run to resume, never their open files.
+    with Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim) as staging:
+        selection = select(scan, previous, staging, options.rebuild)
+        embed_started = time.perf_counter()
+        same = embed_step(encoder, selection, staging, options)
+        embed_s = time.perf_counter() - embed_started
+        reused = {**selection.reused, **{key[0]: previous.by_path[key[0]] for key in same}}
+        planned = plan(scan, previous, reused, staging)
+        report = BuildReport(
+            index_dir=str(work_dir), source=scan.source,
+            previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
+            size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
+            unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
+            resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision,
+            lanes=encoder.lanes)
+        if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
+            raise nothing_to_index(scan, report, previous)
+        requested = requested_factory(options, previous)
+        report = dataclasses.replace(report, factory=writer.resolve_factory(planned.size, encoder.embed_dim,
+                                                                            requested))
+        if previous and not options.rebuild and not (planned.changed or same) \
+                and report.factory == previous.manifest["index"]["factory"]:
+            report = dataclasses.replace(report, status="unchanged", version=previous.name)
+        else:
+            report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
+            version = writer.write(planned.content, previous, base_manifest(
+                encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
+            report = dataclasses.replace(report, version=version, notes=list(writer.notes))
+        staging.discard()
+        writer.prune(options.keep)
     return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
 
 

@@ -9,6 +9,7 @@ A staging folder made with another encoder (fingerprint) or dimension is discard
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -159,8 +160,22 @@ class Staging:
         return np.memmap(self.folder / ROWS, dtype=np.float32, mode="r", shape=(self.rows, self.dim))
 
     def close(self) -> None:
-        for handle in (self._rows, self._lines, self._failed):
-            handle.close()
+        """Close every file, even when one cannot flush (a full disk): that error is raised after."""
+        with contextlib.ExitStack() as handles:
+            for handle in (self._rows, self._lines, self._failed):
+                handles.callback(handle.close)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        """The files are closed whatever happens; a failing build's own error is the one reported (on a full disk
+        the close's flush fails too)."""
+        if kind is None:
+            self.close()
+            return
+        with contextlib.suppress(OSError):
+            self.close()
 
     def discard(self) -> None:
         self.close()

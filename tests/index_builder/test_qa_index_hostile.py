@@ -174,7 +174,8 @@ def test_damaged_staging_is_discarded_not_a_permanent_failure(make_gallery, buil
     name, text = damage
     with open(staging / name, "a") as handle:
         handle.write(text)
-    assert Staging(staging, tiny_fingerprint, 4).count == 0
+    with Staging(staging, tiny_fingerprint, 4) as reopened:
+        assert reopened.count == 0
     assert build(gallery=gallery).size == 2
 
 
