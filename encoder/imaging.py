@@ -26,6 +26,12 @@ MIN_INK_CONTRAST = 24
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 # Cells per side of the grid on which uneven paper lighting is estimated.
 PAPER_GRID = 16
+# The paper is read from the image's outer band, this share of its shorter side wide: a frame or a scanner's edge
+# shadow of a few pixels does not decide it.
+PAPER_BAND = 0.05
+# On a dark ground, light marks covering more than this share of the image are a page (a photo of paper on a
+# table), not ink: drawings are thin lines.
+PAGE_SHARE = 0.25
 
 
 def default_max_pixels() -> int:
@@ -140,9 +146,37 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB").convert("L"), dtype=np.float32)
 
 
+def _outer_band(gray: np.ndarray) -> np.ndarray:
+    height, width = gray.shape
+    k = max(1, round(PAPER_BAND * min(height, width)))
+    return np.concatenate([gray[:k].ravel(), gray[-k:].ravel(), gray[k:-k, :k].ravel(), gray[k:-k, -k:].ravel()])
+
+
 def _paper_level(gray: np.ndarray) -> float:
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border))
+    return float(np.median(_outer_band(gray)))
+
+
+def _dark_ground(gray: np.ndarray) -> np.ndarray | None:
+    """Where the image stands out lighter than its outer band, when that outweighs what stands out darker: light
+    ink on a dark ground (a chalkboard, a dark-mode canvas), or a page lighter than its surroundings. None when the
+    ground is the light side (dark ink on paper of any shade, even underexposed grey)."""
+    paper = _paper_level(gray)
+    lighter = gray > paper + MIN_INK_CONTRAST
+    if np.count_nonzero(lighter) <= np.count_nonzero(gray < paper - MIN_INK_CONTRAST):
+        return None
+    return lighter
+
+
+def _page_or_inverted(gray: np.ndarray, lighter: np.ndarray) -> np.ndarray:
+    """On a dark ground: a large light area is a page photographed on a darker surface (the page alone is kept:
+    the rows and columns that are mostly page); thin light marks are ink, inverted to dark on light."""
+    if lighter.mean() > PAGE_SHARE:
+        rows = np.flatnonzero(lighter.mean(axis=1) > 0.5)
+        cols = np.flatnonzero(lighter.mean(axis=0) > 0.5)
+        if len(rows) and len(cols):
+            return gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        return gray
+    return 255.0 - gray
 
 
 def _flatten_lighting(gray: np.ndarray, grid: int = PAPER_GRID) -> np.ndarray:
@@ -187,7 +221,8 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, fra
     ``canvas`` keeps the whole canvas, padded to square with white (centred), so every stroke keeps its place
     relative to the canvas (dataset sketches drawn over their photo's frame, as Sketchy's: that place is
     information for fine-grained matching and patch shuffling). White-on-black drawings
-    (chalkboard, dark-mode canvases) are detected from the border and inverted; grey paper is levelled to white.
+    (chalkboard, dark-mode canvases) are inverted and a page photographed on a dark table is cropped to the page
+    (:func:`_dark_ground`); grey paper is levelled to white.
     Raises :class:`EmptySketchError` when there is no ink.
     """
     if framing not in SKETCH_FRAMINGS:
@@ -218,9 +253,9 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, fra
 def _levelled(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """Grey levels with the paper white and the darkest ink black, and the mask of the ink."""
     gray = to_grayscale_on_white(image)
-    paper = _paper_level(gray)
-    if paper < 128:  # light ink on dark paper
-        gray = 255.0 - gray
+    lighter = _dark_ground(gray)
+    if lighter is not None:
+        gray = _page_or_inverted(gray, lighter)
     gray = _flatten_lighting(gray)
     paper = _paper_level(gray)
     darkest = float(gray.min())

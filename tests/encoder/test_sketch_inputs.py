@@ -96,6 +96,38 @@ def test_grey_paper_is_levelled_to_white():
     assert result.max() == 255 and result.min() < 40
 
 
+def _framed(frame: int) -> Image.Image:
+    image = cross()
+    ImageDraw.Draw(image).rectangle([0, 0, image.width - 1, image.height - 1], outline=0, width=frame)
+    return image
+
+
+def _on_a_dark_table(paper: Image.Image, table: int = 60, border: int = 60) -> Image.Image:
+    photo = Image.new("L", (paper.width + 2 * border, paper.height + 2 * border), table)
+    photo.paste(paper, (border, border))
+    return photo
+
+
+@pytest.mark.parametrize("case", ["framed by 2 px", "underexposed paper", "a page on a dark table"])
+def test_the_ink_is_told_from_the_paper_by_its_contrast_not_by_the_outermost_pixels(case):
+    """Dark ink stays dark whatever the outermost pixels are: a frame a screenshot drew round the canvas, paper
+    photographed too dark (grey 110 under black ink), or a page on a dark table (only the page is kept)."""
+    image = {"framed by 2 px": lambda: _framed(2),
+             "underexposed paper": lambda: Image.eval(cross(), lambda v: 20 + int(v * 90 / 255)),
+             "a page on a dark table": lambda: _on_a_dark_table(cross())}[case]()
+    result = np.asarray(normalise_sketch(image, SIZE).convert("L"), dtype=np.float32)
+    assert ink(Image.fromarray(result.astype(np.uint8))).mean() < 0.25, "a line drawing, not an inverted slab"
+    if case != "framed by 2 px":  # (the frame is drawn, so it is kept)
+        reference = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
+        assert np.abs(result - reference).mean() < 12
+
+
+def test_light_ink_on_a_dark_ground_still_is_inverted_and_a_chalkboard_page_is_not_a_page():
+    chalk = Image.eval(cross(width=12), lambda v: 255 - v)  # thick white strokes on black: ink, not a page
+    reference = np.asarray(normalise_sketch(cross(width=12), SIZE).convert("L"), dtype=np.float32)
+    assert np.abs(np.asarray(normalise_sketch(chalk, SIZE).convert("L"), dtype=np.float32) - reference).mean() < 3
+
+
 @pytest.mark.parametrize("size", [(4000, 40), (40, 4000), (3, 900)])
 def test_extreme_aspect_ratios_give_a_square_sketch(size):
     image = Image.new("L", size, 255)
