@@ -58,6 +58,10 @@ class SearchRequest:
         return query_kind(self.kind, self.fields)
 
 
+# Enough of a file's start to tell its type (an ISO media file lists its brands in its first box).
+SNIFF_BYTES = 256
+
+
 def sniff_image_type(data: bytes) -> str | None:
     """The image MIME type from the file's magic bytes, or None when it is not one we accept."""
     if data.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -70,17 +74,26 @@ def sniff_image_type(data: bytes) -> str | None:
         return "image/gif"
     if data.startswith(b"BM"):
         return "image/bmp"
-    if data.startswith((b"II*\x00", b"MM\x00*")):
+    if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):  # TIFF, BigTIFF
         return "image/tiff"
-    if data[4:12] in (b"ftypavif", b"ftypavis"):
+    if _ftyp_brands(data) & {b"avif", b"avis"}:
         return "image/avif"
     return None
+
+
+def _ftyp_brands(data: bytes) -> set[bytes]:
+    """The major and compatible brands of an ISO media file's leading ``ftyp`` box (AVIF, HEIF), else none: an
+    AVIF may name the generic HEIF brand ``mif1`` as its major one and ``avif`` among the compatible."""
+    if data[4:8] != b"ftyp":
+        return set()
+    end = min(int.from_bytes(data[:4], "big"), len(data), 4096)
+    return {data[8:12]} | {data[i:i + 4] for i in range(16, end - 3, 4)}
 
 
 def _recognised_other(data: bytes) -> str:
     """' (it looks like X)' for common files that are not accepted, to say what was sent; else ''."""
     head = data[:512].lstrip().lower()
-    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+    if _ftyp_brands(data) & {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"}:
         return " (it looks like a HEIC/HEIF photo: export it as JPEG or PNG)"
     if head.startswith(b"%pdf"):
         return " (it looks like a PDF document)"

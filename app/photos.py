@@ -20,7 +20,7 @@ from encoder.imaging import to_rgb
 from photo_index import PhotoRecord
 
 from .errors import APIError
-from .inputs import sniff_image_type
+from .inputs import SNIFF_BYTES, sniff_image_type
 
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
 
@@ -46,7 +46,7 @@ def safe_photo_path(record: PhotoRecord, gallery_root: Path | None) -> Path:
 
 def media_type_of(path: Path) -> str:
     with open(path, "rb") as handle:
-        return sniff_image_type(handle.read(16)) or "application/octet-stream"
+        return sniff_image_type(handle.read(SNIFF_BYTES)) or "application/octet-stream"
 
 
 class ThumbnailCache:

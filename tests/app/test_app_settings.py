@@ -57,7 +57,11 @@ def test_cli_flags_map_to_settings():
 @pytest.mark.parametrize("data, expected", [
     (b"\x89PNG\r\n\x1a\n....", "image/png"), (b"\xff\xd8\xff\xe0", "image/jpeg"), (b"GIF89a..", "image/gif"),
     (b"RIFF\0\0\0\0WEBPVP8 ", "image/webp"), (b"BM....", "image/bmp"), (b"II*\x00", "image/tiff"),
-    (b"%PDF", None), (b"", None), (b"<svg", None),
+    (b"%PDF", None), (b"", None), (b"<svg", None), (b"II+\x00\x08\x00\x00\x00", "image/tiff"),  # BigTIFF
+    (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "image/avif"),
+    # an AVIF naming the generic HEIF brand as its major one, and AVIF among the compatible brands
+    (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", "image/avif"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", None),
 ])
 def test_image_types_are_sniffed_from_content(data, expected):
     assert sniff_image_type(data) == expected
