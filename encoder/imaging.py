@@ -32,6 +32,10 @@ PAPER_BAND = 0.05
 # On a dark ground, light marks covering more than this share of the image are a page (a photo of paper on a
 # table), not ink: drawings are thin lines.
 PAGE_SHARE = 0.25
+# Left out of an upload's crop: mostly-ink lines along an edge up to this share of the side deep (a frame, a
+# scanner's edge shadow), and isolated specks of at most this share of the image's pixels (dust on a scan).
+EDGE_SHARE = 0.02
+SPECK_SHARE = 0.0001
 
 
 def default_max_pixels() -> int:
@@ -229,9 +233,7 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, fra
         raise ValueError(f"framing must be one of {', '.join(SKETCH_FRAMINGS)}, got {framing!r}")
     gray, ink = _levelled(image)
     if framing == "ink":
-        rows = np.flatnonzero(ink.any(axis=1))
-        cols = np.flatnonzero(ink.any(axis=0))
-        gray = gray[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        gray = gray[_drawing_box(ink)]
     region = gray.astype(np.uint8)
 
     def border(side: int) -> int:
@@ -248,6 +250,53 @@ def normalise_sketch(image: Image.Image, size: int, *, margin: float = 0.06, fra
     if square_side != size:
         square = square.resize((size, size), Image.Resampling.LANCZOS)
     return square.convert("RGB")
+
+
+def _drawing_box(ink: np.ndarray) -> tuple[slice, slice]:
+    """The box of the drawing in the ink mask: its lines along the image's edges that are mostly ink (a frame, a
+    scanner's edge shadow; at most EDGE_SHARE of the side deep) and marks set apart from the drawing by blank rows
+    or columns that are only specks (dust on a scan: at most SPECK_SHARE of the image and 1 % of the ink) are left
+    out."""
+    height, width = ink.shape
+    top, bottom = _edge_lines(ink.mean(axis=1), height)
+    left, right = _edge_lines(ink.mean(axis=0), width)
+    inside = ink[top:bottom, left:right]
+    if not inside.any():  # nothing but edge lines: they are the drawing
+        top, bottom, left, right, inside = 0, height, 0, width, ink
+    speck = min(SPECK_SHARE * ink.size, 0.01 * np.count_nonzero(inside))
+    rows = _without_specks(inside.sum(axis=1), speck)
+    cols = _without_specks(inside[rows].sum(axis=0), speck)
+    rows = _without_specks(inside[:, cols].sum(axis=1), speck)
+    return slice(top + rows.start, top + rows.stop), slice(left + cols.start, left + cols.stop)
+
+
+def _edge_lines(coverage: np.ndarray, length: int) -> tuple[int, int]:
+    """(first, end) of the lines between the runs of mostly-ink lines at either edge, each at most
+    EDGE_SHARE of ``length`` deep (more is a drawing that fills the canvas: kept)."""
+    deepest = max(1, round(EDGE_SHARE * length))
+    first, end = 0, length
+    while first < length and coverage[first] > 0.5:
+        first += 1
+    while end > first and coverage[end - 1] > 0.5:
+        end -= 1
+    return (first if first <= deepest else 0), (end if length - end <= deepest else length)
+
+
+def _without_specks(profile: np.ndarray, speck: float) -> slice:
+    """The inked lines of a profile (ink per row or column) without the groups at either end that a blank line
+    sets apart from the rest and that hold at most ``speck`` pixels of ink."""
+    lines = np.flatnonzero(profile)
+    if not len(lines):
+        return slice(0, len(profile))
+    gaps = np.flatnonzero(np.diff(lines) > 1)
+    starts, stops = np.r_[lines[0], lines[gaps + 1]], np.r_[lines[gaps], lines[-1]] + 1
+    mass = np.add.reduceat(profile, starts)  # the blank lines between groups add nothing
+    first, last = 0, len(starts) - 1
+    while first < last and mass[first] <= speck:
+        first += 1
+    while last > first and mass[last] <= speck:
+        last -= 1
+    return slice(int(starts[first]), int(stops[last]))
 
 
 def _levelled(image: Image.Image) -> tuple[np.ndarray, np.ndarray]:

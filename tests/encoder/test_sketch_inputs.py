@@ -117,9 +117,36 @@ def test_the_ink_is_told_from_the_paper_by_its_contrast_not_by_the_outermost_pix
              "a page on a dark table": lambda: _on_a_dark_table(cross())}[case]()
     result = np.asarray(normalise_sketch(image, SIZE).convert("L"), dtype=np.float32)
     assert ink(Image.fromarray(result.astype(np.uint8))).mean() < 0.25, "a line drawing, not an inverted slab"
-    if case != "framed by 2 px":  # (the frame is drawn, so it is kept)
-        reference = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
-        assert np.abs(result - reference).mean() < 12
+    reference = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
+    assert np.abs(result - reference).mean() < 12
+
+
+def _with_speck(image: Image.Image) -> Image.Image:
+    image = image.copy()
+    image.putpixel((image.width - 3, image.height - 3), 0)  # a grain of dust on the scan, far from the drawing
+    image.putpixel((image.width - 4, image.height - 3), 0)
+    return image
+
+
+def _with_edge_shadow(image: Image.Image) -> Image.Image:
+    image = image.copy()
+    ImageDraw.Draw(image).rectangle([image.width - 3, 0, image.width - 1, image.height - 1], fill=40)
+    return image
+
+
+@pytest.mark.parametrize("damage", [_with_speck, _with_edge_shadow, lambda image: _framed(3)])
+def test_specks_edge_shadows_and_frames_do_not_set_the_crop(damage):
+    reference = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
+    result = np.asarray(normalise_sketch(damage(cross()), SIZE).convert("L"), dtype=np.float32)
+    assert np.abs(result - reference).mean() < 1
+
+
+def test_a_small_mark_that_is_part_of_the_drawing_stays_in_the_crop():
+    image = cross()
+    ImageDraw.Draw(image).ellipse([200, 60, 216, 76], fill=0)  # a drawn dot (a ball), set apart from the cross
+    result = normalise_sketch(image, SIZE)
+    cols = np.flatnonzero(ink(result).any(axis=0))
+    assert cols[-1] - cols[0] > SIZE * 0.8  # the crop spans cross and ball
 
 
 def test_light_ink_on_a_dark_ground_still_is_inverted_and_a_chalkboard_page_is_not_a_page():
