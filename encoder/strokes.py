@@ -81,7 +81,11 @@ def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> St
         raw, parse = obj["drawing"], _quickdraw_stroke
     else:
         raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
-    if not isinstance(raw, list) or not raw:
+    field = "strokes" if parse is _plain_stroke else "drawing"
+    if not isinstance(raw, list):
+        shape = "[[x, y], ...] per stroke" if field == "strokes" else "[[x, ...], [y, ...]] per stroke (QuickDraw)"
+        raise StrokeFormatError(f'"{field}" must be a list of strokes, {shape}; got {_json_type(raw)}.')
+    if not raw:
         raise StrokeFormatError("The drawing has no strokes.")
     if len(raw) > DEFAULT_MAX_STROKES:
         raise TooManyPointsError(f"The drawing has {len(raw)} strokes; the limit is {DEFAULT_MAX_STROKES}.")
@@ -99,6 +103,11 @@ def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> St
     if not strokes:
         raise StrokeFormatError("The drawing has no points.")
     return strokes
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", str: "a string", bool: "true or false", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__)
 
 
 def load_drawing_json(data: bytes | str) -> Any:

@@ -93,7 +93,7 @@ def test_blank_image_is_422(client):
     ({"strokes": [[[5, 5], [5, 5]]]}, "bad_strokes", "degenerate"),
     ({"strokes": [[["a", 1], [2, 3]]]}, "bad_strokes", "numbers"),
     ({"strokes": [[[10**400, 1], [2, 3]]]}, "bad_strokes", "numbers"),
-    ({"strokes": "circle"}, "bad_strokes", "no strokes"),
+    ({"strokes": "circle"}, "bad_strokes", "must be a list of strokes"),
     ({"lines": [[[0, 0], [1, 1]]]}, "bad_strokes", '"strokes"'),
 ])
 def test_bad_strokes_are_422(client, payload, code, words):

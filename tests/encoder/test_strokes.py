@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from encoder import (
     parse_strokes,
     rasterize_strokes,
 )
+from encoder.strokes import strokes_from_object
 
 # An "L": a vertical stroke down the left, then a horizontal stroke along the bottom.
 L_SHAPE = [[(10, 10), (10, 200)], [(10, 200), (150, 200)]]
@@ -119,3 +121,14 @@ def test_point_limit_is_enforced_before_conversion():
 def test_strokes_become_a_model_input(tiny_encoder):
     tensor = tiny_encoder.preprocess.sketch_strokes(json.dumps(plain()))
     assert tensor.shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("obj, said", [
+    ({"strokes": "M 0 0 L 10 10"}, '"strokes" must be a list of strokes, [[x, y], ...] per stroke; got a string'),
+    ({"drawing": {"x": [0, 1], "y": [0, 1]}}, '"drawing" must be a list of strokes, [[x, ...], [y, ...]] per stroke '
+                                              "(QuickDraw); got an object"),
+    ({"strokes": 7}, "got a number"),
+])
+def test_strokes_of_the_wrong_json_type_are_named_as_such(obj, said):
+    with pytest.raises(StrokeFormatError, match=re.escape(said)):
+        strokes_from_object(obj)
