@@ -8,6 +8,7 @@ unsupported type, broken symlinks, symlink loops, unreadable folders, bad manife
 
 from __future__ import annotations
 
+import collections
 import csv
 import errno
 import json
@@ -93,7 +94,9 @@ def _first_folder(relative: str) -> str | None:
 
 def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path | None = None) -> Scan:
     """Walk ``root`` recursively (following symlinks, each real folder once) for image files; the folder
-    ``exclude`` (the index being built, when it lies inside the gallery) is not walked."""
+    ``exclude`` (the index being built, when it lies inside the gallery) is not walked. Links to folders are
+    followed after every real folder: a folder reached both ways keeps its own path and category, and the link
+    is the duplicate."""
     root_path = Path(os.path.abspath(Path(root).expanduser()))  # "a/../a" must name the same photos as "a"
     if not root_path.is_dir():
         raise BuildError(f"Gallery folder {root_path} does not exist or is not a folder.")
@@ -132,7 +135,11 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
 
     # Depth-first in name order with an explicit stack: any nesting depth, no recursion limit.
     stack = [frame for frame in [enter(str(root_path), frozenset())] if frame]
-    while stack:
+    links: collections.deque[tuple[str, frozenset[tuple[int, int]]]] = collections.deque()  # to folders, for later
+    while stack or links:
+        if not stack:
+            stack = [frame for frame in [enter(*links.popleft())] if frame]
+            continue
         folder, entries, ancestors = stack[-1]
         entry = next(entries, None)
         if entry is None:
@@ -156,6 +163,9 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
             skipped.append(Skipped(path, "outside-gallery", f"links to {os.path.realpath(path)}, outside the gallery"))
             continue
         if stat.S_ISDIR(entry_info.st_mode):
+            if entry.is_symlink():
+                links.append((path, ancestors))
+                continue
             frame = enter(path, ancestors)
             if frame:
                 stack.append(frame)

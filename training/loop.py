@@ -374,8 +374,8 @@ class _Run:
         if params and not bool(torch.stack([torch.isfinite(p).all() for p in params]).all()):  # one sync a step
             raise TrainingDivergedError(
                 f"Training diverged at step {self.step} (epoch {self.epoch + 1}): the learned parameters are NaN or "
-                f"infinite (loss {float(loss):.4g}). Nothing of this was saved; lower --prompt_lr / --clip_LN_lr "
-                f"and start again (the checkpoints in {self.out_dir} are from before).")
+                f"infinite (loss {float(loss.detach()):.4g}). Nothing of this was saved; lower --prompt_lr / "
+                f"--clip_LN_lr and start again (the checkpoints in {self.out_dir} are from before).")
         for key, value in parts.items():
             window[key].append(value)
         return bool(parts)

@@ -31,3 +31,17 @@ def test_a_gallery_root_that_is_itself_a_link_is_fine(make_gallery, build, tmp_p
     os.symlink(gallery, link)
     report = build(gallery=link)
     assert report.size == 2 and report.skipped == []
+
+
+def test_a_real_folder_keeps_its_category_when_a_link_to_it_sorts_first(make_gallery, build, tmp_path):
+    """"Favorites -> cat" sorts before "cat": the link is the duplicate, the photos stay cat's, and removing the
+    link later changes nothing."""
+    gallery = make_gallery({"cat": 2, "dog": 2})
+    os.symlink(gallery / "cat", gallery / "Favorites")
+    first = build(gallery=gallery)
+    assert [(os.path.basename(s.path), s.reason) for s in first.skipped] == [("Favorites", "duplicate-folder")]
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert reader.categories() == ["cat", "dog"]
+    os.remove(gallery / "Favorites")
+    again = build(gallery=gallery)
+    assert (again.added, again.removed, again.embedded, again.status) == (0, 0, 0, "unchanged")
