@@ -68,7 +68,16 @@ class BuildReport:
         ]
         lines += [f"  {note}" for note in self.notes]
         for item in self.skipped[:10]:
-            lines.append(f"  skipped {item.reason}: {item.path}" + (f" ({item.detail})" if item.detail else ""))
+            lines.append(f"  skipped {item.reason}: {_printable(item.path)}"
+                         + (f" ({_printable(item.detail)})" if item.detail else ""))
         if len(self.skipped) > 10:
             lines.append(f"  ... and {len(self.skipped) - 10} more (see the version's report.json)")
         return "\n".join(lines)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters escaped (a file named with a newline or a terminal escape code prints on
+    one line, as itself): the summary goes to a terminal or a log."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)

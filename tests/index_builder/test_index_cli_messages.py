@@ -222,3 +222,12 @@ def test_a_choice_from_the_environment_is_checked_like_the_flags(monkeypatch, ca
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2 and "'tpu' is not one of" in capsys.readouterr().err
+
+
+def test_a_skipped_file_named_with_control_characters_prints_on_one_line_as_itself(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    (gallery / "cat" / "evil\n  skipped zero-byte: forged.jpg\x1b[31mred.jpg").write_bytes(b"")
+    summary = build(gallery=gallery).summary()
+    skipped = [line for line in summary.splitlines() if "skipped zero-byte" in line]
+    assert len(skipped) == 1 and "\x1b" not in summary
+    assert "evil\\n  skipped zero-byte: forged.jpg\\x1b[31mred.jpg" in skipped[0]
