@@ -134,7 +134,7 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
             unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
             resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision,
-            lanes=encoder.lanes)
+            lanes=encoder.lanes, notes=held_note(planned.held))
         if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
             raise nothing_to_index(scan, report, previous)
         requested = requested_factory(options, previous)
@@ -147,10 +147,17 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
             version = writer.write(planned.content, previous, base_manifest(
                 encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
-            report = dataclasses.replace(report, version=version, notes=list(writer.notes))
+            report = dataclasses.replace(report, version=version, notes=[*report.notes, *writer.notes])
         staging.discard()
         writer.prune(options.keep)
     return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
+
+
+def held_note(held: int) -> list[str]:
+    if not held:
+        return []
+    return [f"kept {held} photo(s) of the previous version as they were: they could not be read this time (a "
+            "permission, an I/O error, a share that went away; skipped as unreadable) and are read again next build"]
 
 
 def scan_step(options: BuildOptions) -> Scan:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from encoder import ImageDecodeError, ImageTooLargeError, Preprocessor, PromptedCLIP
 from photo_index.errors import BuildError
 
-from .sources import Skipped
+from .sources import UNREADABLE, Skipped
 from .staging import FileKey, Staging
 
 
@@ -63,7 +63,7 @@ def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: st
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as error:
-        return Decoded(index, None, "", Skipped(path, "unreadable", f"{type(error).__name__}: {error.strerror}"))
+        return Decoded(index, None, "", Skipped(path, UNREADABLE, f"{type(error).__name__}: {error.strerror}"))
     sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))

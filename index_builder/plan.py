@@ -8,6 +8,7 @@ Unchanged photos (same path, size and mtime, not written since the previous scan
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from photo_index.api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, Previous, 
 from photo_index.format import utc_now
 
 from .photo_header import PhotoHeader, read_header
-from .sources import Scan, Skipped
+from .sources import UNREADABLE, Scan, Skipped
 from .staging import FileKey, Staging, file_key
 
 
@@ -67,6 +68,7 @@ class Plan:
     removed: int = 0
     failed: list[Skipped] = field(default_factory=list)
     filled: int = 0  # unchanged photos whose details (size in pixels, capture time) an older version lacked
+    held: int = 0  # previous photos kept as they were because they could not be read this time (in ``unchanged``)
 
     @property
     def size(self) -> int:
@@ -97,7 +99,7 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     records: list[PhotoRecord] = []
     sources: list[tuple[int, int]] = []
     failed: list[Skipped] = []
-    added = updated = unchanged = filled = 0
+    added = updated = unchanged = filled = held = 0
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if photo.path in reused:
@@ -106,6 +108,10 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             key = file_key(photo)
             if key in staging.failures:
                 failed.append(staging.failures[key])
+                if old is not None and staging.failures[key].reason == UNREADABLE and old.id not in explicit:
+                    records.append(old)  # an I/O error or a permission, not the photo's content: kept until read
+                    sources.append((FROM_PREVIOUS, previous.row_of(old.id)))
+                    held += 1
                 continue
             row, sha = staging.entries[key]
             source = (FROM_STAGING, row)
@@ -133,9 +139,33 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
         ))
         sources.append(source)
     kept = {record.path for record in records}
+    for old in _unreadable_this_time(scan, previous, kept):  # a folder or file the scan could not read
+        if old.id not in explicit:
+            records.append(old)
+            sources.append((FROM_PREVIOUS, previous.row_of(old.id)))
+            kept.add(old.path)
+            held += 1
     removed = sum(path not in kept for path in previous.by_path) if previous else 0
     order = sorted(range(len(records)), key=lambda i: records[i].id)
     content = VersionContent([records[i] for i in order],
                              np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),
                              staging.vectors(), next_id, now)
-    return Plan(content, added, updated, unchanged, removed, failed, filled)
+    return Plan(content, added, updated, unchanged + held, removed, failed, filled, held)
+
+
+def _unreadable_this_time(scan: Scan, previous: Previous | None, kept: set[str]) -> list[PhotoRecord]:
+    """Previous photos the scan did not list because it could not read them, or a folder above them (a permission,
+    an I/O error, a share that went away): they are not deleted photos, and keep their ids and vectors."""
+    unreadable = {item.path for item in scan.skipped if item.reason == UNREADABLE}
+    if not previous or not unreadable:
+        return []
+    held = []
+    for old in previous.by_path.values():
+        if old.path in kept:
+            continue
+        path = old.path
+        while path not in unreadable and os.path.dirname(path) != path:
+            path = os.path.dirname(path)
+        if path in unreadable:
+            held.append(old)
+    return held

@@ -44,6 +44,11 @@ class SourcePhoto:
     ctime_ns: int = 0  # inode change time: moves on any write, even when mtime is set back
 
 
+# Why a file or folder that exists was not read: a permission, an I/O error (not its content). Photos of a previous
+# version skipped for it are kept as they were (plan._unreadable_this_time), not taken for deleted.
+UNREADABLE = "unreadable"
+
+
 @dataclass
 class Skipped:
     """A file (or manifest row) that was not indexed, and why."""
@@ -68,7 +73,7 @@ def _stat_problem(path: str, error: OSError) -> Skipped:
         if os.path.islink(path):
             return Skipped(path, "broken-symlink", f"points to missing {os.readlink(path)}")
         return Skipped(path, "missing", "no such file")
-    return Skipped(path, "unreadable", f"{type(error).__name__}: {error.strerror or error}")
+    return Skipped(path, UNREADABLE, f"{type(error).__name__}: {error.strerror or error}")
 
 
 def _check_file(path: str, info: os.stat_result) -> Skipped | None:

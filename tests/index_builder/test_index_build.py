@@ -253,3 +253,45 @@ def test_every_type_the_service_takes_for_upload_is_indexed_whatever_the_case(tm
             names.append(name)
     report = build(gallery=gallery)
     assert report.embedded == len(names) and not report.skipped, report.skipped
+
+
+def test_photos_that_cannot_be_read_this_time_keep_their_ids_and_vectors(make_gallery, build, tmp_path,
+                                                                          monkeypatch):
+    """A folder or file the build cannot read (a permission, an I/O error, a share that went away) is not a deleted
+    photo: the previous version's records stay, with their ids, until it can be read again."""
+    gallery = make_gallery({"cat": 2, "dog": 2})
+    first = build(gallery=gallery)
+    with IndexReader.open(tmp_path / "index") as reader:
+        ids = {r.path: r.id for r in reader.records(reader.vectors()[0])}
+    real_scandir = os.scandir
+
+    def failing_scandir(path="."):
+        if isinstance(path, str) and os.path.basename(path) == "dog":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    write_photo(gallery / "cat" / "cat_new.jpg", 99)  # and the cat photo is touched: read again, and fails
+    cat_photo = next(p for p in sorted((gallery / "cat").iterdir()) if p.name != "cat_new.jpg")
+    os.utime(cat_photo, ns=(cat_photo.stat().st_mtime_ns + 10**9,) * 2)
+    monkeypatch.setattr("index_builder.embedding.open", _failing_open(str(cat_photo)), raising=False)
+    second = build(gallery=gallery)
+    assert (second.added, second.removed) == (1, 0), second.summary()
+    assert any("kept 3 photo(s) of the previous version" in note for note in second.notes), second.notes
+    with IndexReader.open(tmp_path / "index") as reader:
+        now = {r.path: r.id for r in reader.records(reader.vectors()[0])}
+    assert {path: now[path] for path in ids} == ids and second.version != first.version
+
+    monkeypatch.undo()  # readable again: nothing to re-embed but the touched photo, every id the same
+    third = build(gallery=gallery)
+    assert (third.added, third.removed) == (0, 0)
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert {r.path: r.id for r in reader.records(reader.vectors()[0])} == now
+
+
+def _failing_open(path: str):
+    def fake_open(file, *args, **kwargs):
+        if str(file) == path:
+            raise OSError(5, "Input/output error", file)
+        return open(file, *args, **kwargs)
+    return fake_open
