@@ -71,7 +71,8 @@ class BuildReport:
             lines.append(f"  skipped {item.reason}: {_printable(item.path)}"
                          + (f" ({_printable(item.detail)})" if item.detail else ""))
         if len(self.skipped) > 10:
-            lines.append(f"  ... and {len(self.skipped) - 10} more (see the version's report.json)")
+            where = "the version's report.json" if self.status == "built" else "--json lists them all"
+            lines.append(f"  ... and {len(self.skipped) - 10} more ({where})")
         return "\n".join(lines)
 
 

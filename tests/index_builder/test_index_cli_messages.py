@@ -231,3 +231,11 @@ def test_a_skipped_file_named_with_control_characters_prints_on_one_line_as_itse
     skipped = [line for line in summary.splitlines() if "skipped zero-byte" in line]
     assert len(skipped) == 1 and "\x1b" not in summary
     assert "evil\\n  skipped zero-byte: forged.jpg\\x1b[31mred.jpg" in skipped[0]
+
+
+def test_the_summary_points_to_where_its_long_skip_list_really_is(make_gallery, build):
+    gallery = make_gallery({"cat": 2})
+    for i in range(12):
+        (gallery / "cat" / f"empty_{i:02}.jpg").write_bytes(b"")
+    assert "(the version's report.json)" in build(gallery=gallery).summary()
+    assert "(--json lists them all)" in build(gallery=gallery).summary()  # unchanged: no new version, no report
