@@ -157,7 +157,8 @@ def _outer_band(gray: np.ndarray) -> np.ndarray:
 
 
 def _paper_level(gray: np.ndarray) -> float:
-    return float(np.median(_outer_band(gray)))
+    band = _outer_band(gray)
+    return float(np.median(band[:: max(1, len(band) // 4096)]))  # a few thousand pixels tell the paper's level
 
 
 def _dark_ground(gray: np.ndarray) -> np.ndarray | None:
@@ -258,28 +259,34 @@ def _drawing_box(ink: np.ndarray) -> tuple[slice, slice]:
     or columns that are only specks (dust on a scan: at most SPECK_SHARE of the image and 1 % of the ink) are left
     out."""
     height, width = ink.shape
-    top, bottom = _edge_lines(ink.mean(axis=1), height)
-    left, right = _edge_lines(ink.mean(axis=0), width)
+    top, bottom = _edge_lines(ink)
+    left, right = _edge_lines(ink.T)
     inside = ink[top:bottom, left:right]
-    if not inside.any():  # nothing but edge lines: they are the drawing
+    profile = inside.sum(axis=1)
+    if not profile.any():  # nothing but edge lines: they are the drawing
         top, bottom, left, right, inside = 0, height, 0, width, ink
-    speck = min(SPECK_SHARE * ink.size, 0.01 * np.count_nonzero(inside))
-    rows = _without_specks(inside.sum(axis=1), speck)
+        profile = inside.sum(axis=1)
+    speck = min(SPECK_SHARE * ink.size, 0.01 * int(profile.sum()))
+    rows = _without_specks(profile, speck)
     cols = _without_specks(inside[rows].sum(axis=0), speck)
-    rows = _without_specks(inside[:, cols].sum(axis=1), speck)
+    if (cols.start, cols.stop) != (0, inside.shape[1]):  # columns cut away may have held a row group's ink
+        rows = _without_specks(inside[:, cols].sum(axis=1), speck)
     return slice(top + rows.start, top + rows.stop), slice(left + cols.start, left + cols.stop)
 
 
-def _edge_lines(coverage: np.ndarray, length: int) -> tuple[int, int]:
-    """(first, end) of the lines between the runs of mostly-ink lines at either edge, each at most
-    EDGE_SHARE of ``length`` deep (more is a drawing that fills the canvas: kept)."""
+def _edge_lines(ink: np.ndarray) -> tuple[int, int]:
+    """(first, end) of the rows between the runs of mostly-ink rows at the top and the bottom, each at most
+    EDGE_SHARE of the height deep (deeper is a drawing that fills the canvas: kept)."""
+    length = ink.shape[0]
     deepest = max(1, round(EDGE_SHARE * length))
-    first, end = 0, length
-    while first < length and coverage[first] > 0.5:
-        first += 1
-    while end > first and coverage[end - 1] > 0.5:
-        end -= 1
-    return (first if first <= deepest else 0), (end if length - end <= deepest else length)
+    window = min(deepest + 1, length)
+    lead = _leading_run(ink[:window].mean(axis=1) > 0.5)
+    trail = _leading_run(ink[length - window:][::-1].mean(axis=1) > 0.5)
+    return (lead if lead <= deepest else 0), length - (trail if trail <= deepest else 0)
+
+
+def _leading_run(flags: np.ndarray) -> int:
+    return int(np.argmin(flags)) if not flags.all() else len(flags)
 
 
 def _without_specks(profile: np.ndarray, speck: float) -> slice:
@@ -288,6 +295,8 @@ def _without_specks(profile: np.ndarray, speck: float) -> slice:
     lines = np.flatnonzero(profile)
     if not len(lines):
         return slice(0, len(profile))
+    if lines[-1] - lines[0] + 1 == len(lines):  # one group, nothing set apart
+        return slice(int(lines[0]), int(lines[-1]) + 1)
     gaps = np.flatnonzero(np.diff(lines) > 1)
     starts, stops = np.r_[lines[0], lines[gaps + 1]], np.r_[lines[gaps], lines[-1]] + 1
     mass = np.add.reduceat(profile, starts)  # the blank lines between groups add nothing
