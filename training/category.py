@@ -63,9 +63,7 @@ class CategoryTask:
         self.bad = BadFiles()
 
     def train_loader(self, epoch: int) -> DataLoader:
-        skipped = self.bad.skipped_in(epoch)
-        skip_s = {i for i, s in enumerate(self.sketches) if s.key in skipped}
-        skip_p = {i for i, p in enumerate(self.photos) if p.key in skipped}
+        skip_s, skip_p = self.bad.left_out(epoch, self.sketches, self.photos)
         triples = category_triplets(self.sketch_labels, self.photo_labels, seed=self.options.seed, epoch=epoch,
                                     skip_sketches=skip_s, skip_photos=skip_p, order=self.options.sampler)
         triples = shard(triples, self.dist.rank, self.dist.world_size)

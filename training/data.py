@@ -307,7 +307,7 @@ class BadFiles:
     """Unreadable files met while reading: skipped, counted, and reported at the end.
 
     A training epoch's batches are drawn without the files known unreadable when it starts
-    (:meth:`skipped_in`); that set is part of the run's state, so a run resumed mid-epoch draws the
+    (:meth:`left_out`); that set is part of the run's state, so a run resumed mid-epoch draws the
     very batches it was interrupted in."""
 
     errors: dict[str, str] = field(default_factory=dict)
@@ -327,11 +327,13 @@ class BadFiles:
         for key, error in errors.items():
             self.errors.setdefault(key, error)
 
-    def skipped_in(self, epoch: int) -> frozenset[str]:
-        """The files epoch ``epoch``'s batches leave out: those known unreadable when it was first drawn."""
+    def left_out(self, epoch: int, *groups: Sequence[Sample]) -> list[set[int]]:
+        """The positions in each of ``groups`` (sketches, photos) that epoch ``epoch``'s batches leave out: the
+        files known unreadable when the epoch was first drawn."""
         if self.drawn is None or self.drawn[0] != epoch:
             self.drawn = (epoch, frozenset(self.errors))
-        return self.drawn[1]
+        skipped = self.drawn[1]
+        return [{i for i, sample in enumerate(group) if sample.key in skipped} for group in groups]
 
     def state_dict(self) -> dict:
         drawn = None if self.drawn is None else [self.drawn[0], sorted(self.drawn[1])]

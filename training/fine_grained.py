@@ -267,13 +267,12 @@ class FineGrainedTask:
 
     def _batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
         pairs, options = self.pairs, self.options
-        skipped = self.bad.skipped_in(epoch)
+        skip_sketches, skip_photos = self.bad.left_out(epoch, pairs.sketches, pairs.photos)
         return hard_triplet_batches(
             pairs.sketch_labels, pairs.partners, pairs.photo_labels,
             options.categories_per_batch, options.pairs_per_category,
             seed=options.seed, epoch=epoch, rank=self.dist.rank, world_size=self.dist.world_size,
-            skip_sketches={i for i, s in enumerate(pairs.sketches) if s.key in skipped},
-            skip_photos={i for i, p in enumerate(pairs.photos) if p.key in skipped},
+            skip_sketches=skip_sketches, skip_photos=skip_photos,
         )
 
     def train_loader(self, epoch: int) -> DataLoader:
