@@ -99,7 +99,8 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     records: list[PhotoRecord] = []
     sources: list[tuple[int, int]] = []
     failed: list[Skipped] = []
-    added = updated = unchanged = filled = held = 0
+    unread: list[PhotoRecord] = []  # previous photos listed but not read this time (an I/O error, a permission)
+    added = updated = unchanged = filled = 0
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if photo.path in reused:
@@ -108,10 +109,8 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             key = file_key(photo)
             if key in staging.failures:
                 failed.append(staging.failures[key])
-                if old is not None and staging.failures[key].reason == UNREADABLE and old.id not in explicit:
-                    records.append(old)  # an I/O error or a permission, not the photo's content: kept until read
-                    sources.append((FROM_PREVIOUS, previous.row_of(old.id)))
-                    held += 1
+                if old is not None and staging.failures[key].reason == UNREADABLE:
+                    unread.append(old)
                 continue
             row, sha = staging.entries[key]
             source = (FROM_STAGING, row)
@@ -139,18 +138,17 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
         ))
         sources.append(source)
     kept = {record.path for record in records}
-    for old in _unreadable_this_time(scan, previous, kept):  # a folder or file the scan could not read
-        if old.id not in explicit:
-            records.append(old)
-            sources.append((FROM_PREVIOUS, previous.row_of(old.id)))
-            kept.add(old.path)
-            held += 1
+    # Not the photos' content but their file or folder could not be read: kept as they were until read again.
+    held = [old for old in [*unread, *_unreadable_this_time(scan, previous, kept)] if old.id not in explicit]
+    records += held
+    sources += [(FROM_PREVIOUS, previous.row_of(old.id)) for old in held]
+    kept |= {old.path for old in held}
     removed = sum(path not in kept for path in previous.by_path) if previous else 0
     order = sorted(range(len(records)), key=lambda i: records[i].id)
     content = VersionContent([records[i] for i in order],
                              np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),
                              staging.vectors(), next_id, now)
-    return Plan(content, added, updated, unchanged + held, removed, failed, filled, held)
+    return Plan(content, added, updated, unchanged + len(held), removed, failed, filled, len(held))
 
 
 def _unreadable_this_time(scan: Scan, previous: Previous | None, kept: set[str]) -> list[PhotoRecord]:
