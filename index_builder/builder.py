@@ -23,14 +23,15 @@ from photo_index.errors import BuildError
 from photo_index.format import FORMAT, STAGING
 from photo_index.space import disk_full, is_disk_full
 
+from . import known_failures
 from .distributors import get_distributor
 from .embedding import Distributor, embed_files
 from .errors import FingerprintMismatchError
 from .lock import LOCK_FILE, build_lock
 from .plan import Plan, Selection, plan, select
 from .report import BuildReport
-from .sources import Scan, read_manifest_file, scan_folder
-from .staging import ENTRIES, FileKey, Staging
+from .sources import Scan, Skipped, read_manifest_file, scan_folder
+from .staging import ENTRIES, FileKey, Staging, file_key
 
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
 # scan never looks older than the scan.
@@ -122,6 +123,9 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
     check_fingerprint(previous, encoder, options.rebuild, writer.where)
     # A build that fails keeps its staged rows on disk for the next run to resume, never their open files.
     with Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim) as staging:
+        if not options.rebuild:
+            staging.recall(known_failures.load(work_dir, encoder.preprocess))
+        recalled = dict(staging.failures)  # known before this run read anything (remembered, or an interrupted run's)
         selection = select(scan, previous, staging, options.rebuild)
         embed_started = time.perf_counter()
         same = embed_step(encoder, selection, staging, options)
@@ -148,6 +152,8 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             version = writer.write(planned.content, previous, base_manifest(
                 encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
             report = dataclasses.replace(report, version=version, notes=[*report.notes, *writer.notes])
+        report = dataclasses.replace(report, notes=[*report.notes, *remember_failures(
+            work_dir, encoder, scan, staging, recalled)])
         staging.discard()
         writer.prune(options.keep)
     return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
@@ -158,6 +164,23 @@ def held_note(held: int) -> list[str]:
         return []
     return [f"kept {held} photo(s) of the previous version as they were: they could not be read this time (a "
             "permission, an I/O error, a share that went away; skipped as unreadable) and are read again next build"]
+
+
+def remember_failures(work_dir: Path, encoder: PromptedCLIP, scan: Scan, staging: Staging,
+                      recalled: dict[FileKey, Skipped]) -> list[str]:
+    """Keep the files that could not be decoded for the next build (index_builder.known_failures); the report's
+    notes on it."""
+    scanned = [file_key(photo) for photo in scan.photos]
+    notes = []
+    if again := sum(key in recalled and recalled[key].reason in known_failures.REMEMBERED_REASONS for key in scanned):
+        notes.append(f"{again} file(s) that could not be decoded in an earlier run were not read again: they are "
+                     "unchanged since (--rebuild reads them)")
+    try:
+        known_failures.save(work_dir, encoder.preprocess, staging.failures, scanned)
+    except OSError as error:  # a cache: the build itself has succeeded
+        notes.append(f"could not remember the files that failed ({error.strerror or error}): the next build reads "
+                     "them again")
+    return notes
 
 
 def scan_step(options: BuildOptions) -> Scan:
