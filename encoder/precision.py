@@ -1,9 +1,9 @@
 """Inference precision: fp32, or bf16 weights and inputs where the hardware computes bf16 natively.
 
 ``auto`` on a CPU picks bf16 when the CPU has AMX (``amx_bf16``: several times fp32's speed) and, when it has only
-``avx512_bf16`` or its flags cannot be read, when a short timing probe shows bf16 matmuls clearly faster; fp32
-elsewhere, so ``auto`` never picks a path slower than fp32. bf16 means the backbone's weights and the inputs are
-bf16 (``model.to(torch.bfloat16)``: oneDNN then runs AMX kernels); ``torch.autocast`` on the CPU was measured
+``avx512_bf16`` (or Arm's ``bf16``) or its flags cannot be read, when a short timing probe shows bf16 matmuls clearly
+faster; fp32 elsewhere, so ``auto`` never picks a path slower than fp32. bf16 means the backbone's weights and the
+inputs are bf16 (``model.to(torch.bfloat16)``: oneDNN then runs AMX kernels); ``torch.autocast`` on the CPU was measured
 slower than fp32 (issue 22), so it is never used. On CUDA ``auto`` keeps the encoder's autocast (bf16, or fp16
 where bf16 is unsupported: fp16 stays a GPU choice).
 
@@ -35,6 +35,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 ENV_PRECISION = "SBIR_PRECISION"
 AMX_FLAG = "amx_bf16"
 AVX512_BF16_FLAG = "avx512_bf16"
+ARM_BF16_FLAG = "bf16"  # Arm's BFDOT/BFMMLA (Graviton 3+, Neoverse V1/V2): a dot product, like avx512_bf16
+# Native bf16 arithmetic without AMX's tiles: bf16 may or may not beat fp32 there, so a timing probe decides.
+PROBED_FLAGS = (AVX512_BF16_FLAG, ARM_BF16_FLAG)
 # bf16 must beat fp32 by this factor in the probe to be picked: a margin for timing noise, so that `auto` never
 # lands on a path that is in fact slower.
 PROBE_MIN_SPEEDUP = 1.2
@@ -98,12 +101,14 @@ def probe_bf16_speedup(size: int = 384, reps: int = 5) -> float:
 
 def choose_cpu_precision(flags: frozenset[str] | None,
                          probe: Callable[[], float] = probe_bf16_speedup) -> tuple[str, str]:
-    """``auto`` on a CPU: (precision, reason). AMX decides alone; ``avx512_bf16`` or unknown flags ask ``probe``."""
+    """``auto`` on a CPU: (precision, reason). AMX decides alone; ``avx512_bf16``, Arm's ``bf16`` or unknown flags
+    ask ``probe``."""
     if flags is not None and AMX_FLAG in flags:
         return "bf16", f"the CPU has {AMX_FLAG} (AMX)"
-    if flags is not None and AVX512_BF16_FLAG not in flags:
-        return "fp32", "the CPU has no native bf16 (no amx_bf16, no avx512_bf16)"
-    what = f"the CPU has {AVX512_BF16_FLAG} but no AMX" if flags is not None else "the CPU's flags are unknown"
+    native = [flag for flag in PROBED_FLAGS if flag in (flags or ())]
+    if flags is not None and not native:
+        return "fp32", "the CPU has no native bf16 (no amx_bf16, avx512_bf16 or Arm bf16)"
+    what = f"the CPU has {native[0]} but no AMX" if flags is not None else "the CPU's flags are unknown"
     speedup = probe()
     if speedup >= PROBE_MIN_SPEEDUP:
         return "bf16", f"{what}; a timing probe found bf16 {speedup:.2f}x fp32"

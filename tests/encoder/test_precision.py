@@ -14,6 +14,8 @@ from encoder.precision import cpu_flags, precision_note
 AMX = frozenset({"fpu", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
 AVX512_BF16 = frozenset({"fpu", "avx512f", "avx512_bf16"})
 PLAIN = frozenset({"fpu", "avx2"})
+ARM_BF16 = frozenset({"fp", "asimd", "sve", "bf16", "i8mm"})  # Graviton 3's /proc/cpuinfo Features (a few)
+ARM_PLAIN = frozenset({"fp", "asimd", "crc32"})
 
 
 def no_probe() -> float:
@@ -25,13 +27,14 @@ def test_auto_picks_bf16_on_a_cpu_with_amx_without_probing():
     assert choice.precision == "bf16" and "amx_bf16" in choice.reason
 
 
-def test_auto_picks_fp32_on_a_cpu_without_native_bf16():
-    choice = resolve_precision("auto", "cpu", flags=PLAIN, probe=no_probe)
+@pytest.mark.parametrize("flags", [PLAIN, ARM_PLAIN], ids=["x86", "arm"])
+def test_auto_picks_fp32_on_a_cpu_without_native_bf16(flags):
+    choice = resolve_precision("auto", "cpu", flags=flags, probe=no_probe)
     assert choice.precision == "fp32" and "no native bf16" in choice.reason
 
 
 @pytest.mark.parametrize(("speedup", "expected"), [(2.5, "bf16"), (1.05, "fp32"), (0.4, "fp32")])
-@pytest.mark.parametrize("flags", [AVX512_BF16, None], ids=["avx512_bf16-only", "flags-unknown"])
+@pytest.mark.parametrize("flags", [AVX512_BF16, ARM_BF16, None], ids=["avx512_bf16-only", "arm-bf16", "flags-unknown"])
 def test_auto_asks_the_probe_when_flags_are_not_enough_and_never_picks_a_slower_path(flags, speedup, expected):
     calls = []
     choice = resolve_precision("auto", "cpu", flags=flags, probe=lambda: calls.append(1) or speedup)
