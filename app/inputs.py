@@ -221,11 +221,8 @@ async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multip
         if multipart:
             parser = _MultiPartParser(request.headers, replay(), max_files=1, max_fields=MAX_FORM_FIELDS,
                                       max_part_size=len(body) + 1)
-            form = await parser.parse()
+            form = await parse_whole(parser, request, body)
             not_utf8 = parser.not_utf8
-            if not _has_closing_boundary(request, body):
-                await form.close()
-                raise MultiPartException("it ends before its closing boundary (truncated)")
         else:
             form = await FormParser(request.headers, replay()).parse()
     except MultiPartException as error:
@@ -238,6 +235,16 @@ async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multip
         return _request(picture, payload, params, limits, not_utf8)
     finally:
         await form.close()
+
+
+async def parse_whole(parser: MultiPartParser, request: Request, body: bytes) -> FormData:
+    """``parser``'s form of ``body``; a body that ends before its closing boundary is a :class:`MultiPartException`
+    (the parser takes a truncated body quietly, without its last part)."""
+    form = await parser.parse()
+    if not _has_closing_boundary(request, body):
+        await form.close()
+        raise MultiPartException("it ends before its closing boundary (truncated)")
+    return form
 
 
 def _has_closing_boundary(request: Request, body: bytes) -> bool:

@@ -23,6 +23,8 @@ from .errors import APIError
 from .inputs import SNIFF_BYTES, sniff_image_type
 
 MIN_THUMBNAIL, MAX_THUMBNAIL = 16, 1024
+# A photo URL's `v`: the start of the photo's content hash, so a changed photo gets a new URL (cached forever).
+PHOTO_TAG_LENGTH = 16
 
 
 def safe_photo_path(record: PhotoRecord, gallery_root: Path | None) -> Path:

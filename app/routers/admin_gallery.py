@@ -12,7 +12,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..builds import BuildRunner
 from ..errors import APIError
-from ..inputs import read_limited
+from ..inputs import parse_whole, read_limited
 from ..key_roles import require_admin_key
 from ..schemas import BuildStarted, BuildStatus, Error, UploadedPhotos
 from ..services import Services, get_services
@@ -47,12 +47,13 @@ async def _photos_of(request: Request, body: bytes) -> list[bytes]:
         yield body
 
     try:
-        form = await MultiPartParser(request.headers, replay(), max_files=MAX_FILES, max_fields=MAX_FILES,
-                                     max_part_size=len(body) + 1).parse()
+        form = await parse_whole(MultiPartParser(request.headers, replay(), max_files=MAX_FILES,
+                                                 max_fields=MAX_FILES, max_part_size=len(body) + 1), request, body)
     except MultiPartException as error:
         raise APIError(422, "bad_multipart", f"The multipart form is malformed: {error.message}") from None
     try:
-        return [await value.read() for value in form.values() if isinstance(value, UploadFile)]
+        # multi_items: several files may share a field name ("photo" each); values() keeps only a name's last
+        return [await value.read() for _, value in form.multi_items() if isinstance(value, UploadFile)]
     finally:
         await form.close()
 

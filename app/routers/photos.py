@@ -17,7 +17,7 @@ from starlette.responses import MalformedRangeHeader
 from ..batching import BatcherClosedError
 from ..errors import APIError
 from ..key_roles import refuse_admin_key
-from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, media_type_of, safe_photo_path
+from ..photos import MAX_THUMBNAIL, MIN_THUMBNAIL, PHOTO_TAG_LENGTH, media_type_of, safe_photo_path
 from ..query_fields import PLAIN_DIGITS
 from ..schemas import Error
 from ..services import Services, get_access, get_services
@@ -69,7 +69,7 @@ async def get_photo(
     record, path = await run_in_threadpool(locate)
     etag = f'"{record.sha256[:32]}-{size or 0}"'
     if cache_control is None:  # an open service
-        immutable = v is not None and record.sha256.startswith(v)
+        immutable = v == record.sha256[:PHOTO_TAG_LENGTH]  # the tag results carry, not any prefix (or "")
         cache_control = "public, max-age=31536000, immutable" if immutable else "public, max-age=300"
     headers = {"ETag": etag, "Cache-Control": cache_control}
     if request.headers.get("if-none-match") == etag:

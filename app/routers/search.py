@@ -11,6 +11,7 @@ from ..batching import BatcherClosedError
 from ..errors import APIError
 from ..inputs import QueryLimits, parse_search_request, to_tensor
 from ..key_roles import require_search_key
+from ..photos import PHOTO_TAG_LENGTH
 from ..query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
 from ..result_details import photo_details
 from ..schemas import (
@@ -147,7 +148,7 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     root = settings.gallery_root or result.gallery_root
     photos = []
     for match in result.matches:
-        tag = match.record.sha256[:16]
+        tag = match.record.sha256[:PHOTO_TAG_LENGTH]
         photos.append(Photo(
             id=match.id,
             score=match.score,

@@ -99,6 +99,28 @@ def test_uploads_are_checked_whole_and_stored_by_content_hash(own_index, app_enc
         assert sorted(p.name for p in (gallery / "uploads").iterdir()) == [f"{photo['sha256']}.jpg"]
 
 
+def test_every_file_of_an_upload_is_stored_and_a_truncated_form_is_refused(own_index, app_encoder):
+    gallery, index_dir = own_index
+    with app_client(index_dir, app_encoder, gallery_root=gallery, admin_keys=ADMIN_KEY) as client:
+        key = {"X-API-Key": ADMIN_KEY}
+        photos = [_jpeg(seed) for seed in (11, 12, 13)]
+        # one field name for every file, as the Python client and browsers' multiple-file inputs send them
+        stored = client.post("/admin/photos", headers=key, files=[("photo", (f"{i}.jpg", data))
+                                                                  for i, data in enumerate(photos)])
+        assert stored.status_code == 201, stored.text
+        assert len(stored.json()["photos"]) == 3 and len(list((gallery / "uploads").iterdir())) == 3
+
+        boundary = "cut-here"
+        parts = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"{i}.jpg\"\r\n"
+                         f"Content-Type: image/jpeg\r\n\r\n".encode() + _jpeg(20 + i) + b"\r\n" for i in range(3))
+        cut = parts[: -len(_jpeg(22)) // 2]  # the third photo cut off, and no closing boundary
+        refused = client.post("/admin/photos", content=cut,
+                              headers={**key, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        assert refused.status_code == 422 and refused.json()["error"] == "bad_multipart", refused.text
+        assert "truncated" in refused.json()["detail"]
+        assert len(list((gallery / "uploads").iterdir())) == 3  # nothing of the cut form stored
+
+
 def _hold_build_lock(index_dir) -> subprocess.Popen:
     """Another process holding the index folder's build lock, as a CLI build does (index_builder.layout)."""
     code = ("import fcntl, sys; h = open(sys.argv[1], 'a+'); fcntl.lockf(h.fileno(), fcntl.LOCK_EX); "

@@ -101,6 +101,10 @@ def test_photo_is_served_with_cache_headers_and_etag(client):
     assert again.status_code == 304
     untagged = client.get(f"/photos/{first['id']}")
     assert untagged.status_code == 200 and "immutable" not in untagged.headers["cache-control"]
+    tag = first["url"].split("v=")[1]
+    for partial in ("", tag[:1], tag[:8]):  # only the tag results carry marks a URL as never changing
+        shorter = client.get(f"/photos/{first['id']}?v={partial}")
+        assert shorter.status_code == 200 and "immutable" not in shorter.headers["cache-control"], partial
 
 
 def test_photo_byte_ranges_and_a_range_header_that_cannot_be_read_is_ignored(client):

@@ -53,3 +53,15 @@ def test_the_admin_endpoint_is_off_without_an_admin_key_and_without_a_sample(app
         off = client.post("/admin/query-sample", headers=KEY)
         assert off.status_code == 409 and "SBIR_QUERY_SAMPLE" in off.json()["detail"]
     assert not (tmp_path / "q.npy").exists()  # nothing searched: nothing saved on shutdown
+
+
+def test_a_sample_that_cannot_be_written_is_a_clear_refusal_and_the_service_goes_on(app_index, app_encoder, tmp_path):
+    taken = tmp_path / "taken.npy"
+    taken.mkdir()  # the rename over a folder fails, as a read-only or vanished folder would
+    with app_client(app_index[1], app_encoder, query_sample=4, query_sample_path=taken, admin_keys=SECRET) as client:
+        assert client.post("/search", json=STROKES).status_code == 200
+        refused = client.post("/admin/query-sample", headers=KEY)
+        assert refused.status_code == 409 and refused.json()["error"] == "query_sample_not_writable"
+        assert "SBIR_QUERY_SAMPLE_PATH" in refused.json()["detail"] and str(tmp_path) not in refused.json()["detail"]
+        assert client.post("/search", json=STROKES).status_code == 200
+    assert taken.is_dir() and not list(tmp_path.glob(".*.tmp"))
