@@ -9,6 +9,7 @@ from .errors import (
     ServiceError,
     ServiceUnreachableError,
     SketchSearchError,
+    UnexpectedAnswerError,
 )
 from .models import BuildStatus, SearchPage, SearchResult, ServiceInfo
 
@@ -25,4 +26,5 @@ __all__ = [
     "ServiceInfo",
     "ServiceUnreachableError",
     "SketchSearchError",
+    "UnexpectedAnswerError",
 ]

@@ -7,9 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import asdict
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from .client import Client
 from .errors import InputError, NotReadyError, ServiceError, ServiceUnreachableError
@@ -61,9 +62,14 @@ def table(page: SearchPage) -> str:
 
 
 def _file_name(result: SearchResult, data: bytes) -> str:
-    """`<id>-<name in the gallery>`, or `<id>.<type>` when the service hides paths."""
-    if result.path:
-        return f"{result.id}-{PurePosixPath(result.path).name}"
+    """`<id>-<name in the gallery>`, or `<id>.<type>` when the service hides paths (or names nothing usable).
+
+    The name is the path's last part after either separator, without characters Windows refuses and without
+    leading dots: a path from the service never places a file outside the download folder, on any system."""
+    name = re.split(r"[/\\]", result.path or "")[-1]
+    name = re.sub(r'[\x00-\x1f<>:"|?*]', "_", name).lstrip(". ").rstrip(". ")
+    if name:
+        return f"{result.id}-{name}"
     return f"{result.id}{next((ext for magic, ext in _SNIFF if data.startswith(magic)), '.img')}"
 
 

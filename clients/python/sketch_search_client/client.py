@@ -3,14 +3,15 @@ request), sent over httpx's sync or async transport."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from . import protocol
-from .errors import ServiceUnreachableError
+from .errors import InputError, ServiceUnreachableError, UnexpectedAnswerError
 from .models import BuildStatus, SearchPage, ServiceInfo
 
 if TYPE_CHECKING:
@@ -21,12 +22,25 @@ DEFAULT_TIMEOUT_S = 60.0
 
 
 def _options(url: str, api_key: str | None, timeout: float, headers: dict[str, str] | None) -> dict[str, Any]:
+    if api_key and not (api_key.isascii() and api_key.isprintable()):
+        # a header holds printable ASCII: the service never hands out other keys (a pasted key with a stray
+        # character or a newline would otherwise fail deep inside httpx, or split the header)
+        raise InputError("the API key must be printable ASCII characters (check for a pasted line break or quote)")
     merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}
     return {"base_url": url.rstrip("/"), "headers": merged, "timeout": timeout}
 
 
-def _unreachable(url: str, error: httpx.TransportError) -> ServiceUnreachableError:
-    return ServiceUnreachableError(f"cannot reach the service at {url}: {error!r}")
+@contextlib.contextmanager
+def _talking_to(url: str) -> Iterator[None]:
+    """httpx's errors as the client's: no answer → ServiceUnreachableError; an answer that could not be read (a
+    corrupt compressed body, a redirect loop) → UnexpectedAnswerError."""
+    try:
+        yield
+    except httpx.TransportError as error:
+        raise ServiceUnreachableError(f"cannot reach the service at {url}: {error!r}") from error
+    except httpx.RequestError as error:
+        raise UnexpectedAnswerError(0, "unexpected_answer",
+                                    f"the answer of {url} could not be read: {error!r}") from error
 
 
 class Client:
@@ -44,10 +58,8 @@ class Client:
         self._http = httpx.Client(**_options(url, api_key, timeout, headers), transport=transport)
 
     def _call(self, call: protocol.Call[T]) -> T:
-        try:
+        with _talking_to(self.url):
             response = self._http.request(call.method, call.path, **call.request)
-        except httpx.TransportError as error:
-            raise _unreachable(self.url, error) from error
         return call.read(response)
 
     def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:
@@ -93,10 +105,8 @@ class AsyncClient:
         self._http = httpx.AsyncClient(**_options(url, api_key, timeout, headers), transport=transport)
 
     async def _call(self, call: protocol.Call[T]) -> T:
-        try:
+        with _talking_to(self.url):
             response = await self._http.request(call.method, call.path, **call.request)
-        except httpx.TransportError as error:
-            raise _unreachable(self.url, error) from error
         return call.read(response)
 
     async def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:

@@ -29,6 +29,11 @@ class NotReadyError(ServiceError):
     """503: the service is starting, has no index yet, or its index server is unreachable; retry later."""
 
 
+class UnexpectedAnswerError(ServiceError):
+    """An answer that is not the service's: a success status with a body that is no such result (a proxy's HTML
+    page, a truncated or undecodable body). `code` is "unexpected_answer"; `detail` shows the body's start."""
+
+
 class InputError(SketchSearchError, ValueError):
     """A query the client cannot send (a sketch of unknown type, an unreadable file, NaN in strokes, text that is
     not valid Unicode, a photo id that is no integer, no sketch, text or like at all) — found before any request."""

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import httpx
 
-from .errors import InputError, error_for
+from .errors import InputError, UnexpectedAnswerError, error_for
 from .models import BuildStatus, SearchPage, ServiceInfo
 
 if TYPE_CHECKING:
@@ -55,7 +55,19 @@ class Call(Generic[T]):
         """The parsed answer, or the service's refusal raised as a ServiceError subclass."""
         if response.status_code not in self.ok:
             raise refusal(response)
-        return self.parse(response)
+        try:
+            return self.parse(response)
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as error:  # JSONDecodeError: ValueError
+            raise unexpected_answer(response, error) from error
+
+
+def unexpected_answer(response: httpx.Response, error: Exception) -> UnexpectedAnswerError:
+    try:
+        start = response.text[:200]
+    except (UnicodeDecodeError, LookupError, httpx.HTTPError):  # an undecodable body or a bogus charset
+        start = repr(response.content[:200])
+    return UnexpectedAnswerError(response.status_code, "unexpected_answer",
+                                 f"not the service's answer ({type(error).__name__}: {error}); it begins {start!r}")
 
 
 def refusal(response: httpx.Response) -> Exception:
