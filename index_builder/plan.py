@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from photo_index.api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, Previous, VersionContent
+from photo_index.api import FROM_PREVIOUS, FROM_STAGING, MAX_PHOTO_ID, PhotoRecord, Previous, VersionContent
 from photo_index.format import utc_now
 
 from .photo_header import PhotoHeader, read_header
@@ -118,6 +118,10 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             photo_id = photo.photo_id
         elif old is not None and old.id not in explicit:
             photo_id = old.id
+        elif next_id > MAX_PHOTO_ID:  # a manifest gave ids up to the limit: none is left to hand out
+            failed.append(Skipped(photo.path, "no-id-left", f"every id up to {MAX_PHOTO_ID} is taken or was handed "
+                                  "out before; give this photo an id in the manifest"))
+            continue
         else:
             photo_id, next_id = next_id, next_id + 1
         changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (

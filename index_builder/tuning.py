@@ -22,7 +22,19 @@ from photo_index.atomic import write_json
 from photo_index.backends.folder.calibration import load_queries
 from photo_index.backends.folder.faiss_index import FaissEngine
 from photo_index.backends.folder.segmented import SegmentedWriter
-from photo_index.format import CALIBRATION_QUERIES, IDS, MANIFEST, VECTORS, IndexLayout, read_manifest, utc_now
+from photo_index.errors import IndexCorruptError
+from photo_index.format import (
+    CALIBRATION_QUERIES,
+    CHECKSUMS,
+    IDS,
+    MANIFEST,
+    VECTORS,
+    IndexLayout,
+    checksum_problems,
+    file_checksum,
+    read_manifest,
+    utc_now,
+)
 from photo_index.location import FolderLocation
 from photo_index.registry import tuner
 
@@ -55,6 +67,8 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
             return _tune_segmented(writer, queries_path, recall_target, keep)
         folder = layout.current_dir()
         manifest = read_manifest(folder)
+        if damaged := checksum_problems(folder, manifest):  # tuned files are linked into the new version as they are
+            raise IndexCorruptError(f"version {manifest['version']}: {'; '.join(damaged)}")
         queries = load_queries(queries_path, int(manifest["dim"]))
         section = manifest["index"]
         ids, vectors = np.load(folder / IDS), np.load(folder / VECTORS, mmap_mode="r")
@@ -73,6 +87,9 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
         np.save(partial / CALIBRATION_QUERIES, queries)
         write_json(partial / MANIFEST, {
             **manifest, "version": name, "created_at": utc_now(), "previous": manifest["version"], "index": tuned,
+            # the query file is new, the rest linked as they were (their recorded checksums still hold)
+            **({CHECKSUMS: {**manifest[CHECKSUMS], CALIBRATION_QUERIES: file_checksum(partial / CALIBRATION_QUERIES)}}
+               if CHECKSUMS in manifest else {}),
             "files": {**manifest.get("files", {}), "calibration_queries": CALIBRATION_QUERIES},
             "tuned": {"at": utc_now(), "queries": len(queries), "from": str(Path(queries_path).absolute()),
                       "recall_target": recall_target},

@@ -13,11 +13,13 @@ INDEX_DIR/
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ from .errors import IndexCorruptError, IndexNotFoundError
 
 FORMAT = "sbir-index/1"
 CURRENT = "current"
+POINTER_MAX_BYTES = 4096  # ``current`` holds one version name and a newline
+MAX_VERSION_NAME = 200  # characters: a folder name every file system takes (ours are ~30)
 VERSIONS = "versions"
 STAGING = "staging"
 PARTIAL_SUFFIX = ".partial"
@@ -61,17 +65,36 @@ def read_pointer(index_dir: str | Path) -> str | None:
     read or holds no plain version name (a path, absolute or relative, is never followed)."""
     path = Path(index_dir) / CURRENT
     try:
-        name = path.read_bytes().decode("utf-8").strip()
+        name = _read_small_file(path).decode("utf-8").strip()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None  # not an index folder (e.g. a gallery with a "current" sub-folder)
     except (OSError, UnicodeDecodeError) as error:
-        raise IndexCorruptError(f"The index pointer {path} cannot be read ({type(error).__name__}).") from None
+        raise IndexCorruptError(f"The index pointer {path} cannot be read ({type(error).__name__}: "
+                                f"{getattr(error, 'strerror', None) or error}).") from None
     if not name:
         return None
-    if not is_version_name(name):
+    if len(name) > MAX_VERSION_NAME or not is_version_name(name):
         raise IndexCorruptError(f"The index pointer {path} holds {name[:80]!r}, which is not a version name "
                                 "(a path is never followed).")
     return name
+
+
+def _read_small_file(path: Path) -> bytes:
+    """The bytes of a regular file of at most POINTER_MAX_BYTES: a FIFO is not waited on (O_NONBLOCK), a device
+    such as /dev/zero is not read without end; either is an OSError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "a folder")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = os.read(fd, POINTER_MAX_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > POINTER_MAX_BYTES:
+        raise OSError(errno.EFBIG, f"larger than {POINTER_MAX_BYTES} bytes")
+    return data
 
 
 def is_version_name(name: str) -> bool:
@@ -202,15 +225,16 @@ CHECKSUMS = "checksums"  # the manifest's section: file name -> {"bytes": n, "sh
 
 def file_checksums(folder: Path) -> dict[str, dict]:
     """The sizes (and, for small files, SHA-256) of a version's files, for its manifest."""
-    recorded: dict[str, dict] = {}
-    for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.name == MANIFEST:
-            continue
-        entry: dict[str, Any] = {"bytes": path.stat().st_size}
-        if entry["bytes"] <= CHECKSUM_MAX_BYTES:
-            entry["sha256"] = _sha256(path)
-        recorded[path.name] = entry
-    return recorded
+    return {path.name: file_checksum(path) for path in sorted(folder.iterdir())
+            if path.is_file() and path.name != MANIFEST}
+
+
+def file_checksum(path: Path) -> dict[str, Any]:
+    """One file's entry of a manifest's checksums: its size, and its SHA-256 when it is small."""
+    entry: dict[str, Any] = {"bytes": path.stat().st_size}
+    if entry["bytes"] <= CHECKSUM_MAX_BYTES:
+        entry["sha256"] = _sha256(path)
+    return entry
 
 
 def malformed_index_section(index: dict) -> list[str]:

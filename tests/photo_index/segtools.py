@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from photo_index.api import PhotoRecord
+from photo_index.backends.folder.segments import SegmentInfo, SegmentStore, write_segment
 
 DIM = 32
 CATEGORIES = ("cat", "dog", "owl")
@@ -29,3 +30,9 @@ def exact_top_k(live: dict[int, np.ndarray], queries: np.ndarray, k: int, allowe
     scores = queries @ matrix.T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, axis=1), ids[order]
+
+
+def add_segment(store: SegmentStore, ids, seed: int) -> SegmentInfo:
+    """A segment of random unit vectors under ``ids``, written into ``store`` (not yet in any version)."""
+    ids = np.asarray(ids, dtype=np.int64)
+    return write_segment(store.segments_dir, unit_vectors(len(ids), seed), ids, records_for(ids))

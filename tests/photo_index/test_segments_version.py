@@ -7,19 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from photo_index.backends.folder.segments import SegmentStore, write_segment
+from photo_index.backends.folder.segments import SegmentStore
 from photo_index.backends.folder.segments.version import INLINE_TOMBSTONES
 from photo_index.errors import BuildError, IndexCorruptError
 from photo_index.format import current_version
 
-from .segtools import records_for, unit_vectors
+from .segtools import add_segment as add
 
 ENCODER = {"fingerprint": "enc-1"}
-
-
-def add(store: SegmentStore, ids, seed: int):
-    ids = np.asarray(ids, dtype=np.int64)
-    return write_segment(store.segments_dir, unit_vectors(len(ids), seed), ids, records_for(ids))
 
 
 def test_replaced_and_removed_photos_become_tombstones_of_the_segment_holding_them(tmp_path):

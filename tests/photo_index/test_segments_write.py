@@ -61,7 +61,7 @@ def test_a_damaged_file_is_found_by_its_checksum(tmp_path):
 
 @pytest.mark.parametrize("ids", [np.array([3, 2, 1]), np.array([1, 1, 2]), np.array([-1, 0, 1])])
 def test_rows_a_segment_cannot_hold_are_refused_and_leave_nothing(tmp_path, ids):
-    with pytest.raises(BuildError, match="strictly ascending"):
+    with pytest.raises(BuildError, match="strictly ascending|outside 0"):
         write_segment(tmp_path, unit_vectors(3, seed=4), ids, records_for(ids))
     assert list(tmp_path.iterdir()) == []
 

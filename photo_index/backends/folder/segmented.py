@@ -31,6 +31,7 @@ from .segments import SegmentedView, SegmentStore, TieredMergePolicy, apply_poli
 from .segments.checks import segment_problems
 from .segments.merge import GatheredRows
 from .segments.segment import adopt_folder, checksum_problems
+from .segments.store import UNREADABLE
 from .segments.tune import tune_version
 from .segments.version import Version
 from .writer import PreviousVersion
@@ -150,7 +151,7 @@ class SegmentedWriter:
         return FaissEngine().resolve_factory(size, dim, requested)
 
     def write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
-        self.store.clear_dead_writes()
+        self._clear_dead_writes()
         with self.store.undone_on_failure(self.layout.root / REPORTS):
             return self._write(content, previous, manifest, report)
 
@@ -192,7 +193,7 @@ class SegmentedWriter:
     def compact(self, factory: str | None = None) -> tuple[Version, Version]:
         """(live version, the version with all its photos in one segment, published; the same when nothing
         would change). The live version must be segmented."""
-        self.store.clear_dead_writes()
+        self._clear_dead_writes()
         with self.store.undone_on_failure():
             return self._compact(factory)
 
@@ -221,7 +222,7 @@ class SegmentedWriter:
     def tune(self, queries: np.ndarray, recall_target: float) -> tuple[Version, Version, list[dict]]:
         """(live version, the version with its approximate segments calibrated on ``queries``, one row per
         tuned segment); the new version is published unless no segment had anything to tune."""
-        self.store.clear_dead_writes()
+        self._clear_dead_writes()
         with self.store.undone_on_failure():
             return self._tune(queries, recall_target)
 
@@ -300,6 +301,16 @@ class SegmentedWriter:
             return self.store.queries_of(previous.version)
         return saved_queries(previous.folder, dim)
 
+    def _clear_dead_writes(self) -> None:
+        if unreadable := self.store.clear_dead_writes().get(UNREADABLE):
+            self.notes.append(self._unreadable_note(unreadable))
+
+    @staticmethod
+    def _unreadable_note(names: list[str]) -> str:
+        return (f"kept every segment and file: the manifest of version(s) {', '.join(names)} cannot be read, and "
+                "deleting what it may use would be a guess (`index_builder verify` names the damage; delete that "
+                "manifest from versions/ if the version is not needed)")
+
     def prune(self, keep: int) -> None:
         """Keep the newest ``keep`` versions of either format (never the live one); then delete every segment,
         tombstone file, query sample and report no kept version uses, and what killed builds left."""
@@ -311,7 +322,8 @@ class SegmentedWriter:
                 shutil.rmtree(self.layout.version_dir(name), ignore_errors=True)
         self.layout.prune(len(one_copy))  # now only the unfinished (partial) folders
         kept = [name for name in segmented if name not in doomed]
-        self.store.collect_garbage(max(len(kept), 1))
+        if unreadable := self.store.collect_garbage(max(len(kept), 1)).get(UNREADABLE):
+            self.notes.append(self._unreadable_note(unreadable))
         reports = self.layout.root / REPORTS
         if reports.is_dir():
             for path in reports.iterdir():

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
 from ...atomic import write_json
-from ...errors import BuildError
+from ...errors import BuildError, IndexCorruptError
 from ...format import (
     CALIBRATION_QUERIES,
     CHECKSUMS,
@@ -21,6 +21,7 @@ from ...format import (
     REPORT,
     VECTORS,
     IndexLayout,
+    checksum_problems,
     file_checksums,
     read_manifest,
 )
@@ -30,6 +31,7 @@ from ...space import naming, reserved_memmap
 from .calibration import saved_queries
 from .faiss_index import FaissEngine
 from .records import MetadataStore, write_metadata
+from .segments.segment import ids_problem
 
 COPY_CHUNK = 65_536
 
@@ -41,6 +43,10 @@ class PreviousVersion:
         self.folder = folder
         self.name = folder.name
         self.manifest = read_manifest(folder)
+        # Every file against its recorded checksum (the service's check before a swap): a build must not carry
+        # damaged ids or records forward, nor bless them with fresh checksums when it converts them to a segment.
+        if damaged := checksum_problems(folder, self.manifest):
+            raise IndexCorruptError(f"version {self.name}: {'; '.join(damaged)}")
         store = MetadataStore(folder / METADATA)
         try:
             self.by_path: dict[str, PhotoRecord] = {record.path: record for record in store.iter_records()}
@@ -48,6 +54,8 @@ class PreviousVersion:
             store.close()
         self.ids = np.load(folder / IDS)
         self.vectors = np.load(folder / VECTORS, mmap_mode="r")
+        if problem := ids_problem(self.ids):
+            raise IndexCorruptError(f"version {self.name}: its {problem}")
         if len(self.ids) != len(self.by_path) or self.vectors.shape[0] != len(self.ids):
             raise BuildError(f"Version {self.name} is inconsistent (ids, vectors and metadata differ in size).")
 

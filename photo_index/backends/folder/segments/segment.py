@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ....api import PhotoRecord
+from ....api import MAX_PHOTO_ID, PhotoRecord
 from ....atomic import fsync_dir
 from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, malformed_index_section, utc_now
@@ -116,11 +116,23 @@ def malformed_fields(data: dict) -> list[str]:
 
 
 def check_rows(ids: np.ndarray, vectors: np.ndarray) -> None:
-    """Refuse rows a segment cannot hold: ids must be strictly ascending and non-negative, one per vector."""
+    """Refuse rows a segment cannot hold: ids strictly ascending photo ids (ids_problem), one per vector."""
     if ids.ndim != 1 or vectors.ndim != 2 or len(ids) != len(vectors):
         raise BuildError(f"A segment needs one id per vector; got ids {ids.shape}, vectors {vectors.shape}.")
-    if len(ids) and (ids[0] < 0 or np.any(np.diff(ids) <= 0)):
-        raise BuildError("A segment's ids must be strictly ascending and non-negative.")
+    if problem := ids_problem(ids):
+        raise BuildError(f"A segment's {problem}.")
+
+
+def ids_problem(ids: np.ndarray) -> str | None:
+    """What is wrong with a segment's ids, or None: int64, one row each, strictly ascending, within
+    0..MAX_PHOTO_ID (the search's own ids for small segments start above it: search.ANNEX_ID_BASE)."""
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        return f"ids are {ids.dtype} of shape {ids.shape}, not int64 ids"
+    if len(ids) and np.any(np.diff(ids) <= 0):
+        return "ids are not strictly ascending"
+    if len(ids) and (ids[0] < 0 or ids[-1] > MAX_PHOTO_ID):
+        return f"ids run from {ids[0]} to {ids[-1]}, outside 0..{MAX_PHOTO_ID}"
+    return None
 
 
 def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:
@@ -250,6 +262,8 @@ class Segment:
             self.vectors = np.load(folder / VECTORS, mmap_mode="r")
         except (OSError, ValueError) as error:
             raise IndexCorruptError(f"Segment {folder} has unreadable vectors or ids: {error}") from error
+        if problem := ids_problem(self.ids):  # a wrong id answers searches with another photo
+            raise IndexCorruptError(f"Segment {folder} is damaged: its {problem}.")
         if len(self.ids) != self.info.size or self.vectors.shape != (self.info.size, self.info.dim):
             raise CountsMismatchError(f"Segment {folder}: ids {self.ids.shape} and vectors {self.vectors.shape} do not "
                                     f"match segment.json ({self.info.size} x {self.info.dim}).")

@@ -29,9 +29,10 @@ import numpy as np
 from ....atomic import write_atomic, write_json
 from ....errors import BuildError, IndexNotFoundError
 from ....format import CURRENT, current_version, new_version_name, utc_now
-from .segment import Segment, SegmentInfo, read_segment_info
+from .segment import TMP_PREFIX, Segment, SegmentInfo, read_segment_info
 from .version import (
     INLINE_TOMBSTONES,
+    TOMBSTONES,
     SegmentRef,
     Version,
     content_name,
@@ -42,8 +43,8 @@ from .version import (
 
 VERSIONS = "versions"
 SEGMENTS = "segments"
-TOMBSTONES = "tombstones"
 QUERIES = "queries"
+UNREADABLE = "unreadable"  # collect_garbage's list of kept versions whose manifest could not be read
 QUERY_SAMPLE = "calibration_queries"  # the version field naming the query sample: {"file": ..., "count": ...}
 VERSION_SUFFIX = ".json"
 
@@ -193,10 +194,10 @@ class SegmentStore:
 
     def _write_array(self, kind: str, array: np.ndarray) -> str:
         """Store ``array`` content-addressed under ``kind/`` (atomically); its path from the index folder."""
-        folder, name = self.root / kind, content_name(array)
-        if not (folder / name).is_file():
+        folder, name, data = self.root / kind, content_name(array), npy_bytes(array)
+        if not _holds(folder / name, data):  # a file of that name with other bytes (damage) is written again
             folder.mkdir(parents=True, exist_ok=True)
-            write_atomic(folder / name, npy_bytes(array))
+            write_atomic(folder / name, data)
         return f"{kind}/{name}"
 
     def save_queries(self, queries: np.ndarray) -> dict:
@@ -228,23 +229,26 @@ class SegmentStore:
         if self.versions_dir.is_dir():  # a manifest a killed publish left half-written
             for stale in self.versions_dir.glob(f".*{VERSION_SUFFIX}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        segments, files = set(), set()
+        segments, files, unreadable = set(), set(), []
         for name in retained:
             try:
                 version = self.read_version(name)
             except IndexNotFoundError:
-                return removed  # a retained version we cannot read: deleting what it might use would be a guess
+                unreadable.append(name)
+                continue
             segments.update(version.segment_names())
             files.update(content_name(ref.tombstones) for ref in version.segments if ref.deleted > INLINE_TOMBSTONES)
             queries = version.fields.get(QUERY_SAMPLE)
             if isinstance(queries, dict):
                 files.add(Path(str(queries.get("file"))).name)
+        if unreadable:  # deleting what an unreadable version might use would be a guess: only a killed write's
+            removed[UNREADABLE] = sorted(unreadable)  # temp folders go, which no version ever lists
         for folder, used, kind in ((self.segments_dir, segments, SEGMENTS), (self.tombstones_dir, files, TOMBSTONES),
                                    (self.root / QUERIES, files, QUERIES)):
             if not folder.is_dir():
                 continue
             for child in folder.iterdir():
-                if child.name not in used:
+                if child.name not in used and (not unreadable or child.name.startswith(TMP_PREFIX)):
                     if child.is_dir():
                         shutil.rmtree(child, ignore_errors=True)
                     else:
@@ -278,3 +282,11 @@ class SegmentStore:
         """Bytes of every file under the index folder (segments, versions, tombstones, staging)."""
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
 
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    """``path`` is a file of exactly ``data`` (tombstone and query files are small)."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False

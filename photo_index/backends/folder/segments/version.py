@@ -19,15 +19,19 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from ....api import MAX_PHOTO_ID
 from ....errors import CountsMismatchError, IndexCorruptError
 
 VERSION_FORMAT = "sbir-index/2"
+TOMBSTONES = "tombstones"  # the folder of tombstone files, in the index folder
+TOMBSTONE_FILE = re.compile(rf"{TOMBSTONES}/(?P<sha>[0-9a-f]{{32}})\.npy")  # what _write_array names one
 INLINE_TOMBSTONES = 64
 NO_IDS = np.zeros(0, dtype=np.int64)
 RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments")
@@ -119,9 +123,11 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
             raise ValueError(f"format is {data.get('format')!r}, not {VERSION_FORMAT}")
         refs = tuple(_ref_from_json(item, root) for item in data["segments"])
         version = Version(name=str(data["version"]), created_at=str(data["created_at"]), previous=data["previous"],
-                          dim=int(data["dim"]), next_id=int(data["next_id"]), encoder=dict(data["encoder"]),
-                          segments=refs, fields={k: v for k, v in data.items() if k not in RESERVED})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+                          dim=_count(data["dim"], "dim"), next_id=_count(data["next_id"], "next_id"),
+                          encoder=dict(data["encoder"]), segments=refs,
+                          fields={k: v for k, v in data.items() if k not in RESERVED})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ArithmeticError) as error:
+        # ArithmeticError: Infinity or an integer past int64 where a count or an id belongs
         raise IndexCorruptError(f"Version manifest {where} is damaged: {error}") from error
     if len({ref.name for ref in refs}) != len(refs):
         raise IndexCorruptError(f"Version manifest {where} lists a segment twice.")
@@ -131,19 +137,44 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
     return version
 
 
+def _count(value: object, what: str) -> int:
+    """A whole number >= 0 as JSON spells one (not 3.7, "3", true or Infinity)."""
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} is {value!r}, not a whole number")
+    return value
+
+
 def _ref_from_json(item: dict, root: Path) -> SegmentRef:
     raw = item["tombstones"]
     if isinstance(raw, dict):
-        tombstones = np.load(root / raw["file"], allow_pickle=False)
-        if len(tombstones) != int(raw["count"]):
-            raise ValueError(f"{raw['file']} holds {len(tombstones)} ids; the manifest says {raw['count']}")
+        tombstones = _tombstone_file(root, raw["file"], _count(raw["count"], "a tombstone count"))
+    elif isinstance(raw, list) and all(type(i) is int for i in raw):
+        tombstones = np.array(raw, dtype=np.int64)  # OverflowError past int64
     else:
-        tombstones = np.asarray(raw, dtype=np.int64).reshape(-1)
-    tombstones = tombstones.astype(np.int64, copy=False)
+        raise ValueError(f"the tombstones of segment {item['name']} are not a list of ids")
     if len(tombstones) and np.any(np.diff(tombstones) <= 0):
         raise ValueError(f"the tombstones of segment {item['name']} are not sorted unique ids")
-    return SegmentRef(name=str(item["name"]), size=int(item["size"]), tombstones=tombstones,
+    if len(tombstones) and (tombstones[0] < 0 or tombstones[-1] > MAX_PHOTO_ID):
+        raise ValueError(f"the tombstones of segment {item['name']} hold ids outside 0..{MAX_PHOTO_ID}")
+    return SegmentRef(name=str(item["name"]), size=_count(item["size"], "a segment size"), tombstones=tombstones,
                       search_params=dict(item.get("search_params") or {}))
+
+
+def _tombstone_file(root: Path, file: object, count: int) -> np.ndarray:
+    """The ids of a content-addressed tombstone file, checked against its name: a file changed after it was
+    written (a disk error, a hand edit) would bring deleted photos back and hide live ones."""
+    name = TOMBSTONE_FILE.fullmatch(file) if isinstance(file, str) else None
+    if name is None:
+        raise ValueError(f"tombstone file {file!r} is not named {TOMBSTONES}/<sha256>.npy")
+    data = (root / file).read_bytes()
+    if hashlib.sha256(data).hexdigest()[:32] != name["sha"]:
+        raise ValueError(f"{file} does not hold what its name says (its content changed after it was written)")
+    ids = np.load(io.BytesIO(data), allow_pickle=False)
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        raise ValueError(f"{file} holds {ids.dtype} of shape {ids.shape}, not int64 ids")
+    if len(ids) != count:
+        raise ValueError(f"{file} holds {len(ids)} ids; the manifest says {count}")
+    return ids
 
 
 def read_version_file(path: Path, root: Path) -> Version:
