@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 from sketch_search_client import AsyncClient, AuthError, Client, InputError, SearchPage, ServiceError
+from sketch_search_client.protocol import build_status as build_status_call
 from sketch_search_client.protocol import photo as photo_call
 from sketch_search_client.protocol import search as search_call
 from sketch_search_client.protocol import upload_photos as upload_call
@@ -139,6 +140,9 @@ def test_what_the_client_cannot_send_is_its_input_error_before_any_request(tmp_p
         "nothing to search by": lambda: search_call(k=3, category="boat"),
         "a photo id of letters": lambda: photo_call("abc"),
         "a negative photo id": lambda: photo_call(-1),
+        "a photo id in other digits": lambda: photo_call("١٢"),
+        "a build id a URL would drop": lambda: build_status_call(".."),
+        "no build id": lambda: build_status_call(""),
         "a missing photo file": lambda: upload_call([tmp_path / "missing.jpg"]),
     }
     for case, call in refused.items():

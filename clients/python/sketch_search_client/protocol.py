@@ -131,7 +131,9 @@ def _read_file(kind: str, path: Path) -> bytes:
 
 def _photo_id(photo_id: Any) -> int:
     """A photo id as an int (an int, or a string of plain digits as results print them)."""
-    if isinstance(photo_id, bool) or not isinstance(photo_id, int | str) or not str(photo_id).isdecimal():
+    text = str(photo_id)
+    # ASCII digits only: int() also reads other scripts' digits ("١٢" is 12), which no result ever prints
+    if isinstance(photo_id, bool) or not isinstance(photo_id, int | str) or not (text.isascii() and text.isdecimal()):
         raise InputError(f"a photo id is a non-negative integer, not {photo_id!r}")
     return int(photo_id)
 
@@ -212,5 +214,7 @@ def start_build() -> Call[str]:
 
 
 def build_status(build_id: str) -> Call[BuildStatus]:
+    if str(build_id) in ("", ".", ".."):  # a URL path would drop them ("/admin/builds/.." is "/admin")
+        raise InputError(f"a build id is what start_build returned, not {build_id!r}")
     return Call("GET", f"/admin/builds/{quote(str(build_id), safe='')}",
                 lambda response: BuildStatus.from_json(response.json()))
