@@ -8,6 +8,11 @@
 const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), pad = $("pad"), ctx = canvas.getContext("2d");
 const DEBOUNCE_MS = 250;
+const SEARCH_TIMEOUT_MS = 60000;  // a search that takes longer is given up (the busy state must not stay forever)
+const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
+// What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
+// curly quote would make every request fail before it is sent.
+const KEY_CHARACTERS = /^[\x21-\x7e]+$/;
 
 const state = {
   strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
@@ -87,7 +92,11 @@ canvas.addEventListener("pointerdown", (event) => {
 canvas.addEventListener("pointermove", (event) => {
   if (event.pointerId !== state.pointerId || !state.current) return;
   const events = event.getCoalescedEvents ? event.getCoalescedEvents() : [event];
-  for (const e of (events.length ? events : [event])) state.current.points.push(pointOf(e));
+  const points = state.current.points;
+  for (const e of (events.length ? events : [event])) {
+    const [x, y] = pointOf(e), [lastX, lastY] = points[points.length - 1];
+    if (Math.hypot(x - lastX, y - lastY) >= MIN_STEP_PX) points.push([x, y]);
+  }
   redraw();
   scheduleSearch();
 });
@@ -124,6 +133,8 @@ function clearAll() {
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
 document.addEventListener("keydown", (event) => {
+  const typing = event.target.closest && event.target.closest("input, textarea, select, [contenteditable]");
+  if (typing || event.shiftKey || event.altKey) return;  // text undo in the words box; Ctrl+Shift+Z is redo
   if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undo(); }
 });
 
@@ -207,6 +218,8 @@ for (const name of ["dragleave", "drop"]) {
   pad.addEventListener(name, (event) => { event.preventDefault(); pad.classList.remove("dragging"); });
 }
 pad.addEventListener("drop", (event) => useFile(event.dataTransfer.files[0]));
+// A file dropped beside the pad would make the browser open it in place of the page (and the drawing).
+for (const name of ["dragover", "drop"]) document.addEventListener(name, (event) => event.preventDefault());
 for (const id of ["k", "category", "as-photo"]) $(id).addEventListener("change", () => scheduleSearch(0));
 
 // ---- words and "more like this" -----------------------------------------------------------------
@@ -253,7 +266,14 @@ $("text").addEventListener("input", () => scheduleSearch());  // search as you t
 $("text-weight").addEventListener("input", () => { state.weightSet = true; scheduleSearch(); });
 $("unlike").addEventListener("click", () => { setLike(null); scheduleSearch(0); });
 $("api-key").addEventListener("change", (event) => {
-  localStorage.setItem("sbir-api-key", event.target.value);
+  const key = event.target.value.trim();
+  event.target.value = key;
+  if (key && !KEY_CHARACTERS.test(key)) {  // never stored, never sent: it could not travel in a header
+    localStorage.removeItem("sbir-api-key");
+    askForKey("this API key holds characters no key has (a space, a line break, a curly quote?) — paste it again");
+    return;
+  }
+  localStorage.setItem("sbir-api-key", key);
   loadInfo();  // the categories and index details come with the key
   scheduleSearch(0);
 });
@@ -262,8 +282,8 @@ $("api-key").addEventListener("change", (event) => {
 // With a key configured the page asks for it once and sends it on /search and /info; result photos come
 // as signed URLs, so <img> needs no header.
 function keyHeaders() {
-  const key = $("api-key").value || localStorage.getItem("sbir-api-key");
-  return key ? { "X-API-Key": key } : {};
+  const key = ($("api-key").value || localStorage.getItem("sbir-api-key") || "").trim();
+  return KEY_CHARACTERS.test(key) ? { "X-API-Key": key } : {};  // a key no header carries is not sent at all
 }
 
 function askForKey(text) {
@@ -364,6 +384,8 @@ async function search(more = null) {
   if (state.controller) state.controller.abort();
   const controller = new AbortController(), seq = ++state.seq;
   state.controller = controller;
+  let timedOut = false;
+  const timer = setTimeout(() => { timedOut = true; controller.abort(); }, SEARCH_TIMEOUT_MS);
   setBusy(true);
   try {
     const response = await fetch("/search", { method: "POST", body: next.body, headers, signal: controller.signal });
@@ -391,8 +413,12 @@ async function search(more = null) {
     else showResults(data, undefined, false, { k, category });
     if (data.index_version !== state.infoVersion) loadInfo();  // a hot reload: the header catches up now
   } catch (error) {
-    if (error.name !== "AbortError" && seq === state.seq) lostService();
+    if (seq !== state.seq) return;
+    if (timedOut) $("message").textContent = `No answer within ${SEARCH_TIMEOUT_MS / 1000} s; change the query or ` +
+      "try again.";
+    else if (error.name !== "AbortError") lostService();
   } finally {
+    clearTimeout(timer);
     if (seq === state.seq) setBusy(false);
   }
 }
@@ -449,6 +475,7 @@ function showResults(data, emptyText = "Results appear here while you draw.", fa
 // The next page of the results on show, under them; the summary counts every result on show.
 function appendResults(data) {
   const page = state.page;
+  if (!page) return;  // the query changed while the next page was on its way: it belongs to no results on show
   addCards(data.results);
   $("summary").textContent = describe(page.answer, $("grid").children.length);
   setNextPage(data.has_more ? { ...page, next: data.offset + data.k } : null);
@@ -548,8 +575,13 @@ async function loadInfo() {
   let info;
   try {
     const sent = keyHeaders();
-    info = await (await fetch("/info", { headers: sent })).json();
+    const response = await fetch("/info", { headers: sent });
+    info = await response.json();
     regainedService();
+    if (!response.ok) {  // starting, or no index it may serve yet (503): say so, and leave the page as it is
+      $("status").textContent = info.detail || `the service answered HTTP ${response.status}`;
+      return;
+    }
     state.apiKeyRequired = info.api_key_required;
     if (info.authorized === false) {
       askForKey(sent["X-API-Key"] ? "this API key is not accepted — check it" : "enter the API key to search");
