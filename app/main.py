@@ -13,12 +13,14 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from encoder import PromptedCLIP, load_encoder
+from encoder.errors import BrokenEncoderError
 from photo_index import open_source
 
 from .access import Access
@@ -54,7 +56,10 @@ def _warm_up(engine: SearchEngine) -> None:
     lazy set-up."""
     tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
     text = "warm up" if engine.encoder.has_text_tower else None
-    engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
+    vectors = engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
+    if not np.isfinite(vectors).all():  # else every search would answer 200 with no results, and /readyz 200
+        raise BrokenEncoderError("The encoder answers a plain sketch with NaN or infinite numbers: its backbone "
+                                 "weights or checkpoint are damaged; the service does not start on it.")
 
 
 def _save_sample(sample: QuerySample, settings: Settings) -> None:

@@ -58,6 +58,7 @@ def save_checkpoint(encoder: PromptedCLIP, path: str | Path, extra: dict | None 
         "format": FORMAT,
         "config": encoder.config.to_dict(),
         "fingerprint": encoder.fingerprint(),
+        "backbone_digest": encoder.backbone_digest(),
         "versions": _versions(),
         "extra": extra or {},
     }
@@ -81,7 +82,9 @@ def read_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict[str, torch.Te
     """Config, tensors and info of a checkpoint file, without building any model."""
     path = Path(path)
     if not path.is_file():
-        what = "is a folder, not a checkpoint file" if path.is_dir() else "does not exist"
+        what = "is a folder, not a checkpoint file" if path.is_dir() else \
+            "is not a regular file (a FIFO, a device, a link that leads nowhere)" if os.path.lexists(path) else \
+            "does not exist"
         raise CheckpointError(f"Checkpoint {path} {what}.")
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -97,6 +100,8 @@ def read_checkpoint(path: str | Path) -> tuple[EncoderConfig, dict[str, torch.Te
         stored = json.loads(metadata["config"])
         config = EncoderConfig.from_dict(stored)
         info = json.loads(metadata.get("info", "{}"))
+        if not isinstance(info, dict):
+            raise TypeError(f"its info is {type(info).__name__}, not an object")
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"Checkpoint {path} has a broken config: {error}") from error
     if config.is_baseline:
@@ -135,6 +140,13 @@ def apply_learned_state(encoder: PromptedCLIP, tensors: dict[str, torch.Tensor],
         if wrong_shape:
             details.append(f"shape mismatch (other width or depth?): {'; '.join(wrong_shape[:3])}")
         raise CheckpointError(f"{source} does not fit backbone {encoder.config.backbone}: " + "; ".join(details))
+    # The fingerprint is computed over these very values, so it cannot tell NaN prompts from learned ones: an encoder
+    # built on them would answer every search with NaN, which the index turns into no results at all.
+    broken = [name for name, tensor in tensors.items()
+              if not tensor.is_floating_point() or not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise CheckpointError(f"{source} holds tensors that are not finite floating-point numbers (damaged or "
+                              f"edited): {', '.join(sorted(broken)[:5])}{' ...' if len(broken) > 5 else ''}")
     with torch.no_grad():
         for name, param in expected.items():
             param.copy_(tensors[name].to(param.dtype))
@@ -177,6 +189,12 @@ def load_checkpoint(
             f"Checkpoint {path} was trained under {config.activation}{recorded}, but its backbone weights need "
             f"another activation: {error} Retrain the prompts on the correctly built backbone."
         ) from error
+    recorded = info.get("backbone_digest")  # a checkpoint written before it was recorded is not checked
+    if recorded and recorded != encoder.backbone_digest():
+        raise CheckpointError(
+            f"Checkpoint {path} was trained on other {config.backbone} weights than {pretrained or config.pretrained} "
+            f"holds (their digests differ): its prompts only fit the weights they were learned on. Point "
+            f"--pretrained at those ({config.pretrained}, or a copy of them).")
     apply_learned_state(encoder, tensors, source=f"Checkpoint {path}")
     expected = info.get("fingerprint")
     if expected and expected not in (encoder.fingerprint(), legacy and encoder.fingerprint(record_activation=False)):

@@ -30,6 +30,9 @@ Trainable = Literal["prompts+ln", "official"]
 SketchFraming = Literal["ink", "canvas"]
 SKETCH_FRAMINGS: tuple[str, ...] = ("ink", "canvas")
 TRAINABLE_SETS: tuple[str, ...] = ("prompts+ln", "official")
+# Prompt tokens per set: the paper learns 3; hundreds are no configuration anyone trains, and a damaged checkpoint's
+# 10**12 must be refused before it is allocated.
+MAX_PROMPTS = 256
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,12 @@ class PromptConfig:
     trainable: Trainable = "prompts+ln"
 
     def __post_init__(self) -> None:
-        if self.n_prompts < 1:
-            raise ValueError(f"n_prompts must be >= 1, got {self.n_prompts}")
+        # Checked before any tensor is made: a checkpoint's stored config is read from a file (3.5, 10**12, "yes").
+        if type(self.n_prompts) is not int or not 1 <= self.n_prompts <= MAX_PROMPTS:
+            raise ValueError(f"n_prompts must be a whole number from 1 to {MAX_PROMPTS}, got {self.n_prompts!r}")
+        for name in ("shared", "separate_ln", "tune_ln"):
+            if type(getattr(self, name)) is not bool:
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.depth not in ("shallow", "deep"):
             raise ValueError(f"prompt depth must be 'shallow' or 'deep', got {self.depth!r}")
         if self.separate_ln and not self.tune_ln:

@@ -44,6 +44,10 @@ class CheckpointError(SBIRError):
     """A checkpoint is unreadable or does not fit the backbone it is loaded onto."""
 
 
+class BrokenEncoderError(SBIRError):
+    """The encoder answers a plain query with NaN or infinite numbers: its weights are damaged."""
+
+
 class ActivationMismatchError(SBIRError, ValueError):
     """The requested MLP activation (or a checkpoint's) contradicts what the backbone weights were trained with."""
 

@@ -55,6 +55,9 @@ def _unescape(name: str) -> str:
     return name.replace("__", ".")
 
 
+DIGEST_VALUES = 256  # values from each end of every backbone tensor in PromptedCLIP.backbone_digest
+
+
 class PromptedCLIP(nn.Module):
     """Frozen open_clip + learned visual prompts (+ LayerNorm affines) → L2-normalised embeddings."""
 
@@ -148,6 +151,19 @@ class PromptedCLIP(nn.Module):
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
+
+    def backbone_digest(self) -> str:
+        """A short identity of the frozen backbone's weights: the first and last ``DIGEST_VALUES`` values of every
+        tensor, rounded to bf16 (a bf16 copy of the same weights has the same digest). A checkpoint records it, so
+        that its prompts are not applied to other weights read under the same architecture (another tag, another
+        file), which the fingerprint cannot see: it names where the weights come from, not what they are."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.clip.state_dict().items()):
+            flat = tensor.detach().reshape(-1)
+            sample = torch.cat([flat[:DIGEST_VALUES], flat[-DIGEST_VALUES:]]).to("cpu", torch.bfloat16)
+            digest.update(f"{name}{tuple(tensor.shape)}".encode())
+            digest.update(sample.view(torch.int16).numpy().tobytes())
+        return digest.hexdigest()[:32]
 
     def fingerprint(self, *, record_activation: bool = True) -> str:
         """Identity of the encoder: config (minus where weights are read from) + learned tensors.
