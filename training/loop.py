@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -174,9 +175,17 @@ def read_log(path: str | Path) -> list[dict[str, str]]:
 
 # ----------------------------------------------------------------------------------- the loop
 def check_out_dir(out_dir: str | Path, resume: bool) -> None:
-    """A finished or interrupted run is never overwritten by a fresh one."""
-    if not resume and (Path(out_dir) / STATE).is_file():
-        raise FileExistsError(f"{out_dir} already holds a run: pass --resume to continue it, or choose another --out.")
+    """A finished or interrupted run is never overwritten by a fresh one: not by a run without --resume, and not
+    by --resume in a folder whose checkpoints have lost their state (it would start afresh over ``best``)."""
+    out_dir = Path(out_dir)
+    held = [name for name in (STATE, LAST, BEST) if (out_dir / name).is_file()]
+    if held and not resume:
+        raise FileExistsError(f"{out_dir} already holds a run ({', '.join(held)}): pass --resume to continue it, "
+                              "or choose another --out.")
+    if held and resume and STATE not in held:
+        raise FileExistsError(f"{out_dir} holds {', '.join(held)} but no {STATE} to resume from; a fresh run would "
+                              f"overwrite them: continue from a checkpoint with --checkpoint {out_dir / LAST} and "
+                              "another --out.")
 
 
 def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str | Path) -> TrainResult:
@@ -244,24 +253,30 @@ class _Run:
 
     def _restore(self) -> None:
         out_dir, encoder = self.out_dir, self.encoder
+        unreadable = f"{out_dir / STATE} is unreadable"
+        advice = "the run cannot resume from it: start a fresh run in another --out."
         try:
             state = torch.load(out_dir / STATE, map_location="cpu", weights_only=True)
-        except (RuntimeError, EOFError, OSError) as error:  # torch says "PytorchStreamReader failed ..."
-            raise CheckpointError(f"{out_dir / STATE} is unreadable ({type(error).__name__}); the run cannot "
-                                  "resume from it: start a fresh run in another --out.") from None
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as error:  # "PytorchStreamReader failed"
+            raise CheckpointError(f"{unreadable} ({type(error).__name__}); {advice}") from None
         config, tensors, _info = read_checkpoint(out_dir / LAST)
         if config != encoder.config:
             raise CheckpointError(f"{out_dir / LAST} was trained with {config}, not {encoder.config}.")
-        # The state's own copy of the weights (one moment with its optimiser); a state saved before it had one
-        # uses last.safetensors.
-        apply_learned_state(encoder, state.get("learned") or tensors, source=str(out_dir / STATE))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
-        self.best = state["best"] if state["best"] is not None else -math.inf
-        self.best_epoch, self.history = state["best_epoch"], json.loads(state["history"])
-        if "unreadable" in state:  # a state saved before it was kept: the files are found again
-            self.task.bad.load_state_dict(state["unreadable"])
+        try:  # a state of another shape (edited, or not this program's) is refused whole, never half applied
+            if not isinstance(state, dict):
+                raise TypeError(f"it holds a {type(state).__name__}, not a training state")
+            # The state's own copy of the weights (one moment with its optimiser); a state saved before it had one
+            # uses last.safetensors.
+            apply_learned_state(encoder, state.get("learned") or tensors, source=str(out_dir / STATE))
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
+            self.best = state["best"] if state["best"] is not None else -math.inf
+            self.best_epoch, self.history = state["best_epoch"], json.loads(state["history"])
+            if "unreadable" in state:  # a state saved before it was kept: the files are found again
+                self.task.bad.load_state_dict(state["unreadable"])
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CheckpointError(f"{unreadable} ({type(error).__name__}: {error}); {advice}") from None
         if self.rank.is_main:
             print(f"resuming {self.task.name} from epoch {self.epoch}, step {self.step} "
                   f"({self.skip_batches} batches into the epoch)")

@@ -371,6 +371,23 @@ def test_resume_takes_the_weights_of_its_state_and_an_unreadable_state_is_one_er
     err = capsys.readouterr().err
     assert "last_state.pt is unreadable" in err and err.count("\n") == 1, err
 
+    # A folder whose checkpoints lost their state: --resume would have started afresh over them
+    (out / "last_state.pt").unlink()
+    last = (out / "last.safetensors").read_bytes()
+    assert main(_category_args(shapes_root, unseen, out, "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "no last_state.pt to resume from" in err and "--checkpoint" in err and err.count("\n") == 1, err
+    assert main(_category_args(shapes_root, unseen, out)) == 2  # nor a fresh run without --resume
+    assert "already holds a run" in capsys.readouterr().err
+    assert (out / "last.safetensors").read_bytes() == last
+
+    # States of another shape (edited, or not this program's): refused whole, with the same one line
+    for other in ([1, 2, 3], {k: v for k, v in state.items() if k != "optimizer"}, {**state, "history": "[1,"}):
+        torch.save(other, out / "last_state.pt")
+        assert main(_category_args(shapes_root, unseen, out, "--resume")) == 2
+        err = capsys.readouterr().err
+        assert "last_state.pt is unreadable" in err and err.count("\n") == 1, err
+
 
 def test_ctrl_c_while_validating_keeps_the_epochs_training_and_resume_validates_it(shapes_root, tmp_path,
                                                                                     monkeypatch, capsys):
