@@ -30,7 +30,7 @@ from .config import (
 )
 from .errors import ActivationMismatchError, CheckpointError
 from .lanes import resolve_lanes
-from .model import PromptedCLIP, build_encoder
+from .model import PromptedCLIP, build_encoder, other_weights
 from .precision import apply_precision, resolve_precision
 
 FORMAT = "sbir-prompted-clip/1"
@@ -58,7 +58,7 @@ def save_checkpoint(encoder: PromptedCLIP, path: str | Path, extra: dict | None 
         "format": FORMAT,
         "config": encoder.config.to_dict(),
         "fingerprint": encoder.fingerprint(),
-        "backbone_digest": encoder.backbone_digest(),
+        "backbone_sample": encoder.backbone_sample(),
         "versions": _versions(),
         "extra": extra or {},
     }
@@ -189,12 +189,12 @@ def load_checkpoint(
             f"Checkpoint {path} was trained under {config.activation}{recorded}, but its backbone weights need "
             f"another activation: {error} Retrain the prompts on the correctly built backbone."
         ) from error
-    recorded = info.get("backbone_digest")  # a checkpoint written before it was recorded is not checked
-    if recorded and recorded != encoder.backbone_digest():
+    recorded = info.get("backbone_sample")  # a checkpoint written before it was recorded is not checked
+    if isinstance(recorded, dict) and (differ := other_weights(recorded, encoder.backbone_sample())):
         raise CheckpointError(
             f"Checkpoint {path} was trained on other {config.backbone} weights than {pretrained or config.pretrained} "
-            f"holds (their digests differ): its prompts only fit the weights they were learned on. Point "
-            f"--pretrained at those ({config.pretrained}, or a copy of them).")
+            f"holds ({len(differ)} weights differ, e.g. {differ[0]}): its prompts only fit the weights they were "
+            f"learned on. Point --pretrained at those ({config.pretrained}, or a copy of them).")
     apply_learned_state(encoder, tensors, source=f"Checkpoint {path}")
     expected = info.get("fingerprint")
     if expected and expected not in (encoder.fingerprint(), legacy and encoder.fingerprint(record_activation=False)):

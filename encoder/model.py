@@ -55,7 +55,19 @@ def _unescape(name: str) -> str:
     return name.replace("__", ".")
 
 
-DIGEST_VALUES = 256  # values from each end of every backbone tensor in PromptedCLIP.backbone_digest
+SAMPLE_VALUES = 4  # values from each end of every backbone weight in PromptedCLIP.backbone_sample
+SAMPLE_RTOL = 1e-2  # a bf16 copy moves a value by 0.4 % at most, another training run by far more
+
+
+def other_weights(recorded: dict[str, list[float]], current: dict[str, list[float]]) -> list[str]:
+    """The weights (by name) whose recorded sample values differ from ``current``'s beyond a bf16 rounding; names
+    only one side has are not compared (a library version may name them otherwise)."""
+    differ = []
+    for name in sorted(set(recorded) & set(current)):
+        a, b = np.asarray(recorded[name], dtype=np.float64), np.asarray(current[name], dtype=np.float64)
+        if a.shape != b.shape or not np.allclose(a, b, rtol=SAMPLE_RTOL, atol=1e-6):
+            differ.append(name)
+    return differ
 
 
 class PromptedCLIP(nn.Module):
@@ -152,18 +164,19 @@ class PromptedCLIP(nn.Module):
     def learned_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
 
-    def backbone_digest(self) -> str:
-        """A short identity of the frozen backbone's weights: the first and last ``DIGEST_VALUES`` values of every
-        tensor, rounded to bf16 (a bf16 copy of the same weights has the same digest). A checkpoint records it, so
-        that its prompts are not applied to other weights read under the same architecture (another tag, another
-        file), which the fingerprint cannot see: it names where the weights come from, not what they are."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self.clip.state_dict().items()):
+    def backbone_sample(self) -> dict[str, list[float]]:
+        """A few values of every backbone weight (the first and last ``SAMPLE_VALUES``): what a checkpoint records
+        of the weights it was trained on, so that its prompts are not applied to other weights read under the same
+        architecture (another tag, another file), which the fingerprint cannot see: it names where the weights come
+        from, not what they are. Values, not a hash, so that a bf16 or fp16 copy of the same weights compares equal
+        (:func:`other_weights`); parameters only (buffers and their names move between library versions)."""
+        sample = {}
+        for name, tensor in self.clip.named_parameters():
             flat = tensor.detach().reshape(-1)
-            sample = torch.cat([flat[:DIGEST_VALUES], flat[-DIGEST_VALUES:]]).to("cpu", torch.bfloat16)
-            digest.update(f"{name}{tuple(tensor.shape)}".encode())
-            digest.update(sample.view(torch.int16).numpy().tobytes())
-        return digest.hexdigest()[:32]
+            if flat.is_floating_point() and len(flat):
+                values = torch.cat([flat[:SAMPLE_VALUES], flat[-SAMPLE_VALUES:]]).float().cpu().tolist()
+                sample[name] = [float(f"{v:.6g}") for v in values]
+        return sample
 
     def fingerprint(self, *, record_activation: bool = True) -> str:
         """Identity of the encoder: config (minus where weights are read from) + learned tensors.

@@ -92,5 +92,6 @@ def test_a_checkpoint_is_not_applied_to_other_weights_of_its_architecture(saved,
     torch.save(other.state_dict(), tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other sbir-tiny weights"):
         load_checkpoint(saved, pretrained=str(tmp_path / "other.pt"))
-    torch.save(tiny_encoder.clip.state_dict(), tmp_path / "same.pt")  # a copy of the very weights: fine
-    assert load_checkpoint(saved, pretrained=str(tmp_path / "same.pt")).fingerprint() == tiny_encoder.fingerprint()
+    for dtype in (torch.float32, torch.float16):  # a copy of the very weights, also a half-precision one: fine
+        torch.save({k: v.to(dtype) for k, v in tiny_encoder.clip.state_dict().items()}, tmp_path / "same.pt")
+        assert load_checkpoint(saved, pretrained=str(tmp_path / "same.pt")).fingerprint() == tiny_encoder.fingerprint()
