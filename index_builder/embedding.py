@@ -29,11 +29,15 @@ from photo_index.errors import BuildError
 from .sources import UNREADABLE, Skipped
 from .staging import FileKey, Staging
 
+OUT_OF_MEMORY = "out-of-memory"  # decoding ran out of memory (read again next build)
+
 
 def classify_decode_error(error: Exception) -> str:
     """A short reason key for a file that could not be decoded."""
     if isinstance(error, ImageTooLargeError):
         return "too-large"
+    if isinstance(error.__cause__, MemoryError):  # the machine's state, not the file's: not remembered as broken
+        return OUT_OF_MEMORY
     cause = str(error.__cause__ or "").lower()
     message = str(error).lower()
     if "not an image" in message:
@@ -74,7 +78,8 @@ def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: st
     except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
         return Decoded(index, None, sha256, Skipped(path, classify_decode_error(error), str(error)))
     except Exception as error:  # noqa: BLE001 - a transform failing on an odd image must not stop the run
-        return Decoded(index, None, sha256, Skipped(path, "corrupt", f"{type(error).__name__}: {error}"))
+        reason = OUT_OF_MEMORY if isinstance(error, MemoryError) else "corrupt"
+        return Decoded(index, None, sha256, Skipped(path, reason, f"{type(error).__name__}: {error}"))
     return Decoded(index, pixels, sha256, None)
 
 

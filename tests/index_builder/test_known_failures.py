@@ -155,3 +155,29 @@ def test_a_list_that_cannot_be_written_does_not_fail_the_build(broken_gallery, b
     assert report.status == "built" and report.added == 1
     assert any(note.startswith("could not remember the files that failed") for note in report.notes)
     assert not [p for p in (tmp_path / "index").iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_file_that_ran_out_of_memory_is_not_remembered(broken_gallery, build, tmp_path, reads, monkeypatch):
+    """Running short of memory is the machine's state, not the file's: the next build reads it again."""
+    from encoder import ImageDecodeError, Preprocessor
+
+    real = Preprocessor.photo_file_pixels
+
+    def short_of_memory(self, data):
+        if data.startswith(b"\x89PNG"):  # the gallery's PNGs: decoding them runs out of memory
+            try:
+                raise MemoryError
+            except MemoryError as error:
+                raise ImageDecodeError("The image is corrupt or truncated (MemoryError: ).") from error
+        return real(self, data)
+
+    monkeypatch.setattr(Preprocessor, "photo_file_pixels", short_of_memory)
+    first = build(gallery=broken_gallery)
+    assert {name: reason for name, reason in skipped(first).items() if name.endswith(".png")} == {
+        "cat_1.png": "out-of-memory", "dog_1.png": "out-of-memory"}
+    assert remembered(tmp_path / "index") == BROKEN  # the broken files only
+
+    monkeypatch.setattr(Preprocessor, "photo_file_pixels", real)
+    reads.clear()
+    second = build(gallery=broken_gallery)
+    assert sorted(reads) == ["cat_1.png", "dog_1.png"] and second.added == 2 and skipped(second) == BROKEN
