@@ -28,6 +28,7 @@ from photo_index.format import (
     CHECKSUMS,
     IDS,
     MANIFEST,
+    NOT_PHOTO_DATA,
     VECTORS,
     IndexLayout,
     checksum_problems,
@@ -67,7 +68,8 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
             return _tune_segmented(writer, queries_path, recall_target, keep)
         folder = layout.current_dir()
         manifest = read_manifest(folder)
-        if damaged := checksum_problems(folder, manifest):  # tuned files are linked into the new version as they are
+        # the files tune links into the new version as they are (the query sample it replaces)
+        if damaged := checksum_problems(folder, manifest, ignore=NOT_PHOTO_DATA):
             raise IndexCorruptError(f"version {manifest['version']}: {'; '.join(damaged)}")
         queries = load_queries(queries_path, int(manifest["dim"]))
         section = manifest["index"]

@@ -220,6 +220,9 @@ def field_of(manifest: dict, dotted: str) -> Any:
 # Files a version records the SHA-256 of (those up to this size: hashing them at every swap stays cheap);
 # larger ones record their size only.
 CHECKSUM_MAX_BYTES = 16 * 1024 * 1024
+# A version's files that are no part of its photos: a build carries the query sample over (checked by load_queries)
+# and `tune` replaces it; `tune` before 07 Dec 2026 recorded a stale checksum for it in one-copy versions.
+NOT_PHOTO_DATA = (CALIBRATION_QUERIES,)
 CHECKSUMS = "checksums"  # the manifest's section: file name -> {"bytes": n, "sha256": hex or absent}
 
 
@@ -256,10 +259,13 @@ def malformed_optional(manifest: dict) -> list[str]:
     return wrong
 
 
-def checksum_problems(folder: Path, manifest: dict) -> list[str]:
-    """The version's files that differ from what its manifest recorded (none recorded: an older version, no check)."""
+def checksum_problems(folder: Path, manifest: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The version's files that differ from what its manifest recorded (none recorded: an older version, no check),
+    but those named in ``ignore``."""
     problems = []
     for name, entry in (manifest.get(CHECKSUMS) or {}).items():
+        if name in ignore:
+            continue
         path = folder / Path(name).name
         try:
             size = path.stat().st_size

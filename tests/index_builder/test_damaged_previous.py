@@ -78,3 +78,27 @@ def test_tune_of_a_one_copy_index_publishes_checksums_that_hold(make_gallery, on
     assert tune_index(index_dir, tmp_path / "q2.npy")["status"] == "tuned"  # a new sample under the same name
 
     assert verify(open_source(index_dir)) == []
+
+
+def test_a_stale_query_sample_checksum_of_an_older_tune_does_not_block_builds(make_gallery, build, one_copy_build,
+                                                                               tmp_path):
+    """`tune` before this fix copied the old checksums beside a new query file; the sample is no photo data: a build
+    carries it over (load_queries checks it) and records fresh checksums."""
+    gallery = make_gallery({"cat": 20, "dog": 20})
+    one_copy_build(gallery=gallery, index_factory="IVF4,Flat")
+    index_dir = tmp_path / "index"
+    manifest_file = IndexLayout(index_dir).current_dir() / "manifest.json"
+    dim = json.loads(manifest_file.read_text())["dim"]
+    queries = np.random.default_rng(3).normal(size=(64, dim)).astype(np.float32)
+    np.save(tmp_path / "q.npy", queries / np.linalg.norm(queries, axis=1, keepdims=True))
+    assert tune_index(index_dir, tmp_path / "q.npy")["status"] == "tuned"
+    manifest_file = IndexLayout(index_dir).current_dir() / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["checksums"]["calibration_queries.npy"]["sha256"] = "0" * 64  # what the older tune left
+    manifest_file.chmod(0o644)
+    manifest_file.write_text(json.dumps(manifest))
+    write_photo(gallery / "cat" / "new.jpg", 79)
+
+    report = build(gallery=gallery)
+
+    assert report.added == 1 and verify(open_source(index_dir)) == []

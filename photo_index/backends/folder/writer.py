@@ -18,6 +18,7 @@ from ...format import (
     IDS,
     MANIFEST,
     METADATA,
+    NOT_PHOTO_DATA,
     REPORT,
     VECTORS,
     IndexLayout,
@@ -45,7 +46,7 @@ class PreviousVersion:
         self.manifest = read_manifest(folder)
         # Every file against its recorded checksum (the service's check before a swap): a build must not carry
         # damaged ids or records forward, nor bless them with fresh checksums when it converts them to a segment.
-        if damaged := checksum_problems(folder, self.manifest):
+        if damaged := checksum_problems(folder, self.manifest, ignore=NOT_PHOTO_DATA):
             raise IndexCorruptError(f"version {self.name}: {'; '.join(damaged)}")
         store = MetadataStore(folder / METADATA)
         try:
