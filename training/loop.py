@@ -184,8 +184,8 @@ def check_out_dir(out_dir: str | Path, resume: bool) -> None:
                               "or choose another --out.")
     if held and resume and STATE not in held:
         raise FileExistsError(f"{out_dir} holds {', '.join(held)} but no {STATE} to resume from; a fresh run would "
-                              f"overwrite them: continue from a checkpoint with --checkpoint {out_dir / LAST} and "
-                              "another --out.")
+                              f"overwrite them: continue from a checkpoint with --checkpoint {out_dir / held[0]} "
+                              "and another --out.")
 
 
 def train(task: Task, encoder: PromptedCLIP, options: TrainOptions, out_dir: str | Path) -> TrainResult:
@@ -242,10 +242,10 @@ class _Run:
         out_dir, options = self.out_dir, self.options
         if self.rank.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
+        check_out_dir(out_dir, options.resume)  # before saying anything of a fresh run it may refuse
         self.resumed = options.resume and (out_dir / STATE).is_file()
         if options.resume and not self.resumed and self.rank.is_main:
             log.warning("--resume: no %s in %s; starting a fresh run", STATE, out_dir)
-        check_out_dir(out_dir, options.resume)
         if self.resumed:
             self._restore()
         if self.rank.is_main:

@@ -12,7 +12,7 @@ const SEARCH_TIMEOUT_MS = 60000;  // a search that takes longer is given up (the
 const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
 // What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
 // curly quote would make every request fail before it is sent.
-const KEY_CHARACTERS = /^[\x21-\x7e]+$/;
+const KEY_CHARACTERS = /^[\x20-\x7e]+$/;  // (trimmed first: spaces only inside, as the Python client allows)
 
 const state = {
   strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
@@ -133,7 +133,8 @@ function clearAll() {
 $("undo").addEventListener("click", undo);
 $("clear").addEventListener("click", clearAll);
 document.addEventListener("keydown", (event) => {
-  const typing = event.target.closest && event.target.closest("input, textarea, select, [contenteditable]");
+  const typing = event.target.closest &&  // the text fields' own undo; menus, slider and checkbox leave it to strokes
+    event.target.closest("textarea, [contenteditable], input[type=text], input[type=search], input[type=password]");
   if (typing || event.shiftKey || event.altKey) return;  // text undo in the words box; Ctrl+Shift+Z is redo
   if ((event.ctrlKey || event.metaKey) && event.key.toLowerCase() === "z") { event.preventDefault(); undo(); }
 });
