@@ -29,6 +29,7 @@ const state = {
   unreachable: false,   // the last request could not reach the service
   weightSet: false,     // the user moved the slider: /info's default no longer applies
   page: null,           // the results on show: {k, category, next (offset of the next page), version, answer}
+  maxUploadBytes: null, // the service's upload limit (/info)
 };
 
 // ---- drawing ------------------------------------------------------------------------------------
@@ -140,6 +141,10 @@ document.addEventListener("keydown", (event) => {
 });
 
 // ---- upload and drag-and-drop -------------------------------------------------------------------
+function megabytes(bytes) {
+  return `${(bytes / 1048576).toFixed(1)} MB`;
+}
+
 function isDrawingFile(file) {
   return /\.(ndjson|jsonl|json)$/i.test(file.name || "") || /json/.test(file.type || "");
 }
@@ -191,6 +196,11 @@ function useUpload(upload) {
 
 async function useFile(file) {
   if (!file) return;
+  if (state.maxUploadBytes && file.size > state.maxUploadBytes) {  // refused here, not after the whole upload
+    $("message").textContent = `The file is ${megabytes(file.size)}; the service takes at most ` +
+      `${megabytes(state.maxUploadBytes)} (SBIR_MAX_UPLOAD_BYTES).`;
+    return;
+  }
   if (isDrawingFile(file)) {
     const strokes = strokesOf(await file.text());
     if (strokes) {
@@ -603,6 +613,7 @@ async function loadInfo() {
   const kinds = info.query_kinds || [];
   $("text").hidden = !kinds.includes("text");  // an encoder without a text tower answers no words
   if (info.max_text_chars) $("text").maxLength = info.max_text_chars;
+  if (info.max_upload_bytes) state.maxUploadBytes = info.max_upload_bytes;
   if (info.text_weight !== undefined && !state.weightSet) {
     $("text-weight").value = String(info.text_weight);
     updateWeightField();

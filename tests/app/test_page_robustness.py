@@ -101,3 +101,17 @@ def test_the_upload_button_is_reached_by_the_keyboard(app_index, app_encoder):
                 break
         assert page.evaluate("document.activeElement.id") == "file"
         assert page.evaluate("getComputedStyle(document.querySelector('.upload')).outlineStyle") == "solid"
+
+
+def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(app_index, app_encoder, tmp_path):
+    app = create_app(Settings(index_dir=app_index[1], max_upload_bytes=64 * 1024), encoder=app_encoder)
+    big = tmp_path / "phone-photo.jpg"
+    big.write_bytes(b"\xff\xd8\xff\xe0" + bytes(200 * 1024))
+    with served_page(app, VIEW) as (page, base):
+        sent = []
+        page.on("request", lambda request: sent.append(request.url) if request.url.endswith("/search") else None)
+        page.goto(base + "/")
+        page.wait_for_function("state.maxUploadBytes === 65536")
+        page.set_input_files("#file", str(big))
+        page.wait_for_function("document.getElementById('message').textContent.includes('at most 0.1 MB')")
+        assert "0.2 MB" in page.inner_text("#message") and sent == []
