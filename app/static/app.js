@@ -9,7 +9,8 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), pad = $("pad"), ctx = canvas.getContext("2d");
 const DEBOUNCE_MS = 250;
 const SEARCH_TIMEOUT_MS = 60000;  // a search that takes longer is given up (the busy state must not stay forever)
-const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
+const MIN_STEP_PX = 1;
+const MAX_RETRIES = 3;  // a 503 with Retry-After (busy, index server away) is asked again this many times  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
 // What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
 // curly quote would make every request fail before it is sent.
 const KEY_CHARACTERS = /^[\x20-\x7e]+$/;  // (trimmed first: spaces only inside, as the Python client allows)
@@ -30,6 +31,7 @@ const state = {
   weightSet: false,     // the user moved the slider: /info's default no longer applies
   page: null,           // the results on show: {k, category, next (offset of the next page), version, answer}
   maxUploadBytes: null, // the service's upload limit (/info)
+  retries: 0,           // 503 answers of the query on screen asked again so far
 };
 
 // ---- drawing ------------------------------------------------------------------------------------
@@ -271,11 +273,16 @@ function moreLike(id) {
   redraw();
   setBusy(true);
   scheduleSearch(0);
+  $("summary").focus({ preventScroll: true });  // the clicked card goes with the old results: focus what answers
 }
 
 $("text").addEventListener("input", () => scheduleSearch());  // search as you type, debounced
 $("text-weight").addEventListener("input", () => { state.weightSet = true; scheduleSearch(); });
-$("unlike").addEventListener("click", () => { setLike(null); scheduleSearch(0); });
+$("unlike").addEventListener("click", () => {
+  setLike(null);  // hides the chip and this button with it: focus goes to what answers the query
+  scheduleSearch(0);
+  $("summary").focus({ preventScroll: true });
+});
 $("api-key").addEventListener("change", (event) => {
   const key = event.target.value.trim();
   event.target.value = key;
@@ -337,6 +344,7 @@ function regainedService() {
 
 // ---- searching ----------------------------------------------------------------------------------
 function scheduleSearch(delay = DEBOUNCE_MS) {
+  state.retries = 0;  // a changed query gets its own retries
   updateWeightField();
   setNextPage(null);  // the query is changing: the old results' next page is no longer the one to append
   clearTimeout(state.timer);
@@ -405,6 +413,16 @@ async function search(more = null) {
     if (state.unreachable) { state.unreachable = false; showError(""); }  // this answer is the re-run
     if (!response.ok) {
       const reason = data.detail || `Search failed (HTTP ${response.status}).`;
+      const retryAfter = Number(response.headers.get("Retry-After"));
+      if (response.status === 503 && retryAfter > 0 && !more && state.retries < MAX_RETRIES) {
+        state.retries++;  // busy for a moment: the same query again when the service says, not a dead end
+        const wait = Math.min(retryAfter, 10);
+        showResults(null, `No results yet: ${reason}`);
+        $("message").textContent = `${reason} Asking again in ${wait} s…`;
+        clearTimeout(state.timer);
+        state.timer = setTimeout(() => search(), wait * 1000);
+        return;
+      }
       if (response.status === 401) askForKey("an API key is required");
       if (more) {  // the results on show still answer the query on screen: they stay, and the button can retry
         $("message").textContent = `No more results: ${reason}`;

@@ -115,3 +115,37 @@ def test_a_file_over_the_upload_limit_is_refused_before_it_is_sent(app_index, ap
         page.set_input_files("#file", str(big))
         page.wait_for_function("document.getElementById('message').textContent.includes('at most 0.1 MB')")
         assert "0.2 MB" in page.inner_text("#message") and sent == []
+
+
+def test_a_busy_service_is_asked_again_when_it_says(app_index, app_encoder):
+    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
+    busy = json.dumps({"error": "busy", "detail": "Too many uploads in progress; retry shortly."})
+    with served_page(app, VIEW) as (page, base):
+        answers = []
+
+        def first_busy(route):
+            answers.append(1)
+            if len(answers) == 1:
+                route.fulfill(status=503, body=busy, content_type="application/json", headers={"Retry-After": "1"})
+            else:
+                route.continue_()
+
+        page.route(base + "/search", first_busy)
+        page.goto(base + "/")
+        draw_line(page)
+        page.wait_for_function("document.getElementById('message').textContent.includes('Asking again in 1 s')")
+        page.wait_for_function(GRID_FILLED, timeout=20_000)
+        assert len(answers) == 2 and page.inner_text("#message") == ""
+
+
+def test_more_like_this_moves_focus_to_the_summary_of_its_answer(app_index, app_encoder):
+    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
+    with served_page(app, VIEW) as (page, base):
+        page.goto(base + "/")
+        draw_line(page)
+        page.wait_for_function(GRID_FILLED, timeout=20_000)
+        page.wait_for_function("!state.busy")
+        page.locator("#grid .more").first.click()
+        assert page.evaluate("document.activeElement.id") == "summary"
+        page.wait_for_function("document.getElementById('summary').textContent.includes('like photo')",
+                               timeout=20_000)
