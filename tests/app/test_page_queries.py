@@ -124,6 +124,7 @@ def test_more_like_this_with_words_shows_the_composed_query_and_the_summary_in_w
 
         liked = int(page.locator("#grid .more").first.get_attribute("data-id"))
         page.locator("#grid .more").first.click()
+        assert page.evaluate("document.activeElement.id") == "summary"  # the clicked card leaves with its results
         page.wait_for_function("document.getElementById('summary').dataset.query === 'like'", timeout=20_000)
         assert page.inner_text("#like-text") == f"Searching photos like #{liked}"
         page.type("#text", "boat", delay=20)

@@ -137,15 +137,3 @@ def test_a_busy_service_is_asked_again_when_it_says(app_index, app_encoder):
         page.wait_for_function(GRID_FILLED, timeout=20_000)
         assert len(answers) == 2 and page.inner_text("#message") == ""
 
-
-def test_more_like_this_moves_focus_to_the_summary_of_its_answer(app_index, app_encoder):
-    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
-    with served_page(app, VIEW) as (page, base):
-        page.goto(base + "/")
-        draw_line(page)
-        page.wait_for_function(GRID_FILLED, timeout=20_000)
-        page.wait_for_function("!state.busy")
-        page.locator("#grid .more").first.click()
-        assert page.evaluate("document.activeElement.id") == "summary"
-        page.wait_for_function("document.getElementById('summary').textContent.includes('like photo')",
-                               timeout=20_000)
