@@ -19,6 +19,21 @@ import numpy as np
 # inside its large one's index), and the page's JavaScript numbers hold integers exactly only up to 2^53.
 MAX_PHOTO_ID = 2**52 - 1
 
+
+
+def ids_problem(ids: np.ndarray) -> str | None:
+    """What is wrong with a sorted set of photo ids (a segment's, a version's, its tombstones), or None: int64, one
+    dimension, strictly ascending, within 0..MAX_PHOTO_ID (the search's own ids for small segments start above it:
+    search.ANNEX_ID_BASE)."""
+    if ids.dtype != np.int64 or ids.ndim != 1:
+        return f"ids are {ids.dtype} of shape {ids.shape}, not int64 ids"
+    if len(ids) and np.any(ids[1:] <= ids[:-1]):  # one byte per id, where np.diff would copy eight
+        return "ids are not strictly ascending"
+    if len(ids) and (ids[0] < 0 or ids[-1] > MAX_PHOTO_ID):
+        return f"ids run from {ids[0]} to {ids[-1]}, outside 0..{MAX_PHOTO_ID}"
+    return None
+
+
 # Where a row of a new version gets its vector: the previous version's row, or the build's staging row.
 FROM_PREVIOUS, FROM_STAGING = 0, 1
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
+from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent, ids_problem
 from ...atomic import write_json
 from ...errors import BuildError, IndexCorruptError
 from ...format import (
@@ -32,7 +32,6 @@ from ...space import naming, reserved_memmap
 from .calibration import saved_queries
 from .faiss_index import FaissEngine
 from .records import MetadataStore, write_metadata
-from .segments.segment import ids_problem
 
 COPY_CHUNK = 65_536
 

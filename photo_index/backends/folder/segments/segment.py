@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from ....api import MAX_PHOTO_ID, PhotoRecord
+from ....api import PhotoRecord, ids_problem
 from ....atomic import fsync_dir
 from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, malformed_index_section, utc_now
@@ -121,18 +121,6 @@ def check_rows(ids: np.ndarray, vectors: np.ndarray) -> None:
         raise BuildError(f"A segment needs one id per vector; got ids {ids.shape}, vectors {vectors.shape}.")
     if problem := ids_problem(ids):
         raise BuildError(f"A segment's {problem}.")
-
-
-def ids_problem(ids: np.ndarray) -> str | None:
-    """What is wrong with a segment's ids, or None: int64, one row each, strictly ascending, within
-    0..MAX_PHOTO_ID (the search's own ids for small segments start above it: search.ANNEX_ID_BASE)."""
-    if ids.dtype != np.int64 or ids.ndim != 1:
-        return f"ids are {ids.dtype} of shape {ids.shape}, not int64 ids"
-    if len(ids) and np.any(ids[1:] <= ids[:-1]):  # one byte per id, where np.diff would copy eight
-        return "ids are not strictly ascending"
-    if len(ids) and (ids[0] < 0 or ids[-1] > MAX_PHOTO_ID):
-        return f"ids run from {ids[0]} to {ids[-1]}, outside 0..{MAX_PHOTO_ID}"
-    return None
 
 
 def _copy_vectors(path: Path, vectors: np.ndarray) -> np.ndarray:

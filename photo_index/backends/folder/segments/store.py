@@ -36,6 +36,7 @@ from .version import (
     SegmentRef,
     Version,
     content_name,
+    content_name_of,
     npy_bytes,
     read_version_file,
     version_to_json,
@@ -194,7 +195,8 @@ class SegmentStore:
 
     def _write_array(self, kind: str, array: np.ndarray) -> str:
         """Store ``array`` content-addressed under ``kind/`` (atomically); its path from the index folder."""
-        folder, name, data = self.root / kind, content_name(array), npy_bytes(array)
+        data = npy_bytes(array)
+        folder, name = self.root / kind, content_name_of(data)
         if not _holds(folder / name, data):  # a file of that name with other bytes (damage) is written again
             folder.mkdir(parents=True, exist_ok=True)
             write_atomic(folder / name, data)
@@ -281,7 +283,6 @@ class SegmentStore:
     def disk_bytes(self) -> int:
         """Bytes of every file under the index folder (segments, versions, tombstones, staging)."""
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-
 
 
 def _holds(path: Path, data: bytes) -> bool:

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ....api import MAX_PHOTO_ID
+from ....api import ids_problem
 from ....errors import CountsMismatchError, IndexCorruptError
 
 VERSION_FORMAT = "sbir-index/2"
 TOMBSTONES = "tombstones"  # the folder of tombstone files, in the index folder
-TOMBSTONE_FILE = re.compile(rf"{TOMBSTONES}/(?P<sha>[0-9a-f]{{32}})\.npy")  # what _write_array names one
+TOMBSTONE_FILE = re.compile(rf"{TOMBSTONES}/[0-9a-f]{{32}}\.npy")  # what _write_array names one
 INLINE_TOMBSTONES = 64
 NO_IDS = np.zeros(0, dtype=np.int64)
 RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments")
@@ -101,7 +101,12 @@ def npy_bytes(array: np.ndarray) -> bytes:
 
 def content_name(array: np.ndarray) -> str:
     """The content address of an array file (tombstones, a query sample): same content, same file."""
-    return hashlib.sha256(npy_bytes(array)).hexdigest()[:32] + ".npy"
+    return content_name_of(npy_bytes(array))
+
+
+def content_name_of(data: bytes) -> str:
+    """The content address of an array file's bytes (:func:`npy_bytes`)."""
+    return hashlib.sha256(data).hexdigest()[:32] + ".npy"
 
 
 def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], str]) -> dict:
@@ -147,34 +152,30 @@ def _count(value: object, what: str) -> int:
 def _ref_from_json(item: dict, root: Path) -> SegmentRef:
     raw = item["tombstones"]
     if isinstance(raw, dict):
-        tombstones = _tombstone_file(root, raw["file"], _count(raw["count"], "a tombstone count"))
+        tombstones, count = _tombstone_file(root, raw["file"]), _count(raw["count"], "a tombstone count")
     elif isinstance(raw, list) and all(type(i) is int for i in raw):
         tombstones = np.array(raw, dtype=np.int64)  # OverflowError past int64
+        count = len(tombstones)
     else:
         raise ValueError(f"the tombstones of segment {item['name']} are not a list of ids")
-    if len(tombstones) and np.any(np.diff(tombstones) <= 0):
-        raise ValueError(f"the tombstones of segment {item['name']} are not sorted unique ids")
-    if len(tombstones) and (tombstones[0] < 0 or tombstones[-1] > MAX_PHOTO_ID):
-        raise ValueError(f"the tombstones of segment {item['name']} hold ids outside 0..{MAX_PHOTO_ID}")
+    if problem := ids_problem(tombstones):
+        raise ValueError(f"the tombstones of segment {item['name']}: {problem}")
+    if len(tombstones) != count:
+        raise ValueError(f"the tombstones of segment {item['name']} are {len(tombstones)} ids; the manifest says "
+                         f"{count}")
     return SegmentRef(name=str(item["name"]), size=_count(item["size"], "a segment size"), tombstones=tombstones,
                       search_params=dict(item.get("search_params") or {}))
 
 
-def _tombstone_file(root: Path, file: object, count: int) -> np.ndarray:
-    """The ids of a content-addressed tombstone file, checked against its name: a file changed after it was
+def _tombstone_file(root: Path, file: object) -> np.ndarray:
+    """The array of a content-addressed tombstone file, checked against its name: a file changed after it was
     written (a disk error, a hand edit) would bring deleted photos back and hide live ones."""
-    name = TOMBSTONE_FILE.fullmatch(file) if isinstance(file, str) else None
-    if name is None:
+    if not isinstance(file, str) or not TOMBSTONE_FILE.fullmatch(file):
         raise ValueError(f"tombstone file {file!r} is not named {TOMBSTONES}/<sha256>.npy")
     data = (root / file).read_bytes()
-    if hashlib.sha256(data).hexdigest()[:32] != name["sha"]:
+    if content_name_of(data) != Path(file).name:
         raise ValueError(f"{file} does not hold what its name says (its content changed after it was written)")
-    ids = np.load(io.BytesIO(data), allow_pickle=False)
-    if ids.dtype != np.int64 or ids.ndim != 1:
-        raise ValueError(f"{file} holds {ids.dtype} of shape {ids.shape}, not int64 ids")
-    if len(ids) != count:
-        raise ValueError(f"{file} holds {len(ids)} ids; the manifest says {count}")
-    return ids
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def read_version_file(path: Path, root: Path) -> Version:
