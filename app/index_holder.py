@@ -28,6 +28,9 @@ from .errors import APIError
 from .metrics import Metrics
 
 log = logging.getLogger("app.index")
+# What opening or checking a damaged version may raise beyond the index's own errors (damage no parser named): the
+# version is refused like any other, never the service's crash.
+VERSION_DAMAGE = (OSError, SBIRError, ValueError, RuntimeError, LookupError, TypeError, ArithmeticError)
 
 
 @dataclass
@@ -150,8 +153,7 @@ class IndexHolder:
         except IndexNotFoundError as error:  # the pointer names a version that is not there
             return self._refuse(version, "missing", str(error), f"The index pointer names version {version!r}, "
                                 "which does not exist.")
-        except (OSError, SBIRError, ValueError, RuntimeError, LookupError, TypeError, ArithmeticError) as error:
-            # damage no parser named: refused like any other, never the service's crash
+        except VERSION_DAMAGE as error:
             return self._refuse(None, "open", str(error),
                                 f"The new index version cannot be opened ({type(error).__name__}).")
         finding = self._distrust(reader)
@@ -177,8 +179,7 @@ class IndexHolder:
         started = time.perf_counter()
         try:
             findings = trust_findings(reader, fingerprint=self.fingerprint, dim=self.dim)
-        except (OSError, SBIRError, ValueError, RuntimeError, LookupError, TypeError,
-                ArithmeticError) as error:  # a check that cannot even run on what it found
+        except VERSION_DAMAGE as error:  # a check that cannot even run on what it found
             return Finding("readable", f"{type(error).__name__}: {error}")
         log.debug("checked index version %s in %.3f s", reader.version, time.perf_counter() - started)
         if findings:
