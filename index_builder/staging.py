@@ -150,13 +150,11 @@ class Staging:
         self._failed.flush()
         self.failures[key] = skipped
 
-    def recall(self, failures: dict[FileKey, Skipped]) -> int:
+    def recall(self, failures: dict[FileKey, Skipped]) -> None:
         """Take the failures an earlier build remembered (index_builder.known_failures) as this build's: those
-        files are not read again. Not written to staging; returns how many were new here."""
-        fresh = {key: skipped for key, skipped in failures.items()
-                 if key not in self.failures and key not in self.entries}
-        self.failures.update(fresh)
-        return len(fresh)
+        files are not read again. Not written to staging."""
+        self.failures.update({key: skipped for key, skipped in failures.items()
+                              if key not in self.failures and key not in self.entries})
 
     def vectors(self) -> np.ndarray:
         """All staged rows as a read-only memory map ``[rows, dim]`` (``entries`` say which row is whose)."""

@@ -262,7 +262,7 @@ class _Run:
         config, tensors, _info = read_checkpoint(out_dir / LAST)
         if config != encoder.config:
             raise CheckpointError(f"{out_dir / LAST} was trained with {config}, not {encoder.config}.")
-        try:  # a state of another shape (edited, or not this program's) is refused whole, never half applied
+        try:  # a state of another shape (edited, or not this program's) stops the run before it trains on any of it
             if not isinstance(state, dict):
                 raise TypeError(f"it holds a {type(state).__name__}, not a training state")
             # The state's own copy of the weights (one moment with its optimiser); a state saved before it had one

@@ -9,8 +9,8 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("canvas"), pad = $("pad"), ctx = canvas.getContext("2d");
 const DEBOUNCE_MS = 250;
 const SEARCH_TIMEOUT_MS = 60000;  // a search that takes longer is given up (the busy state must not stay forever)
-const MIN_STEP_PX = 1;
-const MAX_RETRIES = 3;  // a 503 with Retry-After (busy, index server away) is asked again this many times  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
+const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (a 1 kHz mouse sends many)
+const MAX_RETRIES = 3;  // a 503 with Retry-After (busy, index server away) is asked again this many times
 // What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
 // curly quote would make every request fail before it is sent.
 const KEY_CHARACTERS = /^[\x20-\x7e]+$/;  // (trimmed first: spaces only inside, as the Python client allows)
