@@ -19,7 +19,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from encoder import Preprocessor, decode_image, load_drawing_json
+from encoder import Preprocessor, decode_image, load_drawing_json, looks_like_svg
 from encoder.errors import InputError, StrokeFormatError
 from encoder.imaging import to_rgb
 
@@ -48,7 +48,7 @@ class SearchRequest:
     when the query is only text and/or a liked photo."""
 
     kind: Literal["image", "strokes"] | None
-    payload: bytes | dict | None
+    payload: bytes | dict | None  # strokes: a decoded JSON object, or an SVG document's bytes
     k: int
     category: str | None
     fields: QueryFields = field(default_factory=QueryFields)
@@ -97,13 +97,15 @@ def _recognised_other(data: bytes) -> str:
         return " (it looks like a HEIC/HEIF photo: export it as JPEG or PNG)"
     if head.startswith(b"%pdf"):
         return " (it looks like a PDF document)"
-    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
-        return " (it looks like an SVG drawing: export it as PNG)"
     if data.startswith(b"\x00\x00\x01\x00"):
         return " (it looks like an ICO icon)"
     if data.startswith(b"PK\x03\x04"):
         return " (it looks like a ZIP archive)"
     return ""
+
+
+def _is_picture(head: bytes) -> bool:
+    return sniff_image_type(head) is not None or looks_like_svg(head)
 
 
 def _looks_like_json(data: bytes) -> bool:
@@ -263,9 +265,9 @@ async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image"
             return "strokes", _json_object(await strokes.read())
         if isinstance(strokes, str):
             return "strokes", _json_object(strokes)
-        # One image under another name ("file", "image", "photo", ...) is taken as the picture.
+        # One image (or SVG drawing) under another name ("file", "image", "photo", ...) is taken as the picture.
         for value in form.values():
-            if isinstance(value, UploadFile) and sniff_image_type(await value.read(16)) is not None:
+            if isinstance(value, UploadFile) and _is_picture(await value.read(4096)):
                 await value.seek(0)
                 sketch = value
     if isinstance(sketch, UploadFile):
@@ -276,8 +278,11 @@ async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image"
             return "image", data
         if _looks_like_json(data):  # a strokes file (QuickDraw ndjson, JSON) sent as the sketch
             return "strokes", _json_object(data)
+        if looks_like_svg(data):  # its lines are read as strokes in the worker thread (to_tensor)
+            return "strokes", data
         raise APIError(415, "unsupported_type",
-                       f"The uploaded file is not a {IMAGE_TYPES} image or JSON strokes{_recognised_other(data)}.")
+                       f"The uploaded file is not a {IMAGE_TYPES} image, an SVG drawing or JSON strokes"
+                       f"{_recognised_other(data)}.")
     if required:
         raise APIError(422, "missing_sketch",
                        'The form needs a "sketch" file, a "strokes" JSON field, "text" or "like".')
@@ -291,7 +296,7 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type in ("", "application/x-www-form-urlencoded"):
         # No header, or curl's default for --data/--data-binary: an image or JSON body is judged by its bytes.
-        if sniff_image_type(body) is not None:
+        if sniff_image_type(body) is not None or looks_like_svg(body):
             content_type = "application/octet-stream"
         elif _looks_like_json(body):
             content_type = "application/json"
@@ -310,9 +315,11 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
             return _request(None, None, params, limits)
         if not body:
             raise APIError(422, "bad_image", "The request body is empty.")
+        if sniff_image_type(body) is None and looks_like_svg(body):
+            return _request("strokes", body, params, limits)
         if sniff_image_type(body) is None:
             raise APIError(415, "unsupported_type",
-                           f"The request body is not a {IMAGE_TYPES} image{_recognised_other(body)}.")
+                           f"The request body is not a {IMAGE_TYPES} image or an SVG drawing{_recognised_other(body)}.")
         return _request("image", body, params, limits)
     raise APIError(
         415, "unsupported_type",

@@ -24,6 +24,7 @@ from .model import MODALITIES, PromptedCLIP, build_encoder
 from .precision import PRECISIONS, PrecisionChoice, add_precision_arg, apply_precision, resolve_precision
 from .preprocess import PREPROCESSING_VERSION, Preprocessor
 from .strokes import iter_ndjson_drawings, load_drawing_json, parse_strokes, rasterize_strokes
+from .svg_strokes import looks_like_svg
 
 __all__ = [
     "MODALITIES",
@@ -56,6 +57,7 @@ __all__ = [
     "iter_ndjson_drawings",
     "load_checkpoint",
     "load_drawing_json",
+    "looks_like_svg",
     "load_encoder",
     "normalise_sketch",
     "parse_strokes",

@@ -4,7 +4,8 @@ Accepted formats (each parsed into a list of ``[N, 2]`` float arrays, one per st
 
 * QuickDraw ndjson, simplified: ``{"drawing": [[[x0, x1, ...], [y0, y1, ...]], ...]}`` (0–255 box);
 * QuickDraw ndjson, raw: ``{"drawing": [[[x...], [y...], [t...]], ...]}`` (any coordinates, times ignored);
-* plain JSON, what the web page sends: ``{"strokes": [[[x, y], [x, y], ...], ...]}``.
+* plain JSON, what the web page sends: ``{"strokes": [[[x, y], [x, y], ...], ...]}``;
+* an SVG drawing (bytes or text): its visible lines, curves sampled (:mod:`encoder.svg_strokes`).
 
 A bytes/str argument may hold one JSON object or ndjson (first drawing is used by
 :func:`parse_strokes`; :func:`iter_ndjson_drawings` walks all of them). Rendering is anti-aliased
@@ -24,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .errors import StrokeFormatError, TooManyPointsError
+from .svg_strokes import looks_like_svg, strokes_from_svg
 
 DEFAULT_MAX_POINTS = int(os.environ.get("SBIR_MAX_STROKE_POINTS", "20000"))
 DEFAULT_MAX_STROKES = 2000
@@ -139,7 +141,9 @@ def load_drawing_json(data: bytes | str) -> Any:
 
 
 def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
-    """Parse one drawing from JSON text/bytes (object or ndjson: first line) or a decoded object."""
+    """Parse one drawing from JSON text/bytes (object or ndjson: first line), a decoded object, or an SVG document."""
+    if isinstance(data, bytes | bytearray | str) and looks_like_svg(data):
+        return strokes_from_svg(data, max_points=max_points)
     obj = data if isinstance(data, dict) else load_drawing_json(data)
     return strokes_from_object(obj, max_points=max_points)
 

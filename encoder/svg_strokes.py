@@ -1,0 +1,211 @@
+"""SVG drawing → strokes, so the vector sketches datasets ship (TU-Berlin, Sketchy, QMUL ShoeV2/ChairV2) and drawing
+apps export are searched as what they are: lines, drawn by the same renderer as the page's strokes.
+
+What counts as a line (as a browser would show it on white paper):
+
+* a shape with a visible stroke (not ``none``, not transparent, not near-white) is drawn as its outline;
+* a shape with no visible stroke but a visible fill (apps that export a brush stroke as a filled outline) is drawn
+  as that outline;
+* hidden (``display:none``, ``visibility:hidden``) and white shapes (a background) are left out, as are text and
+  embedded raster images.
+
+Curves and arcs are sampled into polylines finer than the model's input resolution. svgelements
+(https://github.com/meerk40t/svgelements) parses paths, shapes, transforms, ``<use>`` and CSS; before it sees a
+file, defusedxml refuses XML entities (billion laughs) and a check of the element tree refuses ``<use>`` cycles and
+references that multiply into more elements than a drawing has (the same attack without entities).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from xml.etree.ElementTree import Element
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import ParseError
+from defusedxml.ElementTree import fromstring as safe_fromstring
+
+from .errors import StrokeFormatError, TooManyPointsError
+
+MAX_DEPTH = 64  # nesting of SVG elements; drawings nest a few groups deep
+SAMPLES_PER_SIDE = 256  # curve sampling step: the drawing's larger side / this (the model sees 224 px)
+MAX_SAMPLES_PER_CURVE = 64
+ROUGH_SAMPLES = np.linspace(0, 1, 5)
+NEAR_WHITE = 235  # every channel at least this: invisible on white paper
+_NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+
+
+def looks_like_svg(data: bytes | str) -> bool:
+    """The bytes are an SVG document: its root element is ``<svg``, within the first 4 KiB, after any XML
+    declaration, comments and DOCTYPE (a linear scan: a regular expression over hostile prologs can backtrack)."""
+    head = (data[:4096].encode("utf-8", "replace") if isinstance(data, str) else bytes(data[:4096]))
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, as some Windows tools write XML
+        head = head.decode("utf-16", "replace").encode("utf-8", "replace")
+    at = 3 if head.startswith(b"\xef\xbb\xbf") else 0
+    while at < len(head):
+        if head[at:at + 1].isspace():
+            at += 1
+        elif head.startswith(b"<svg", at):
+            return head[at + 4:at + 5] in (b" ", b"\t", b"\r", b"\n", b">", b"/")
+        elif head.startswith(b"<?", at):
+            at = _after(head, b"?>", at)
+        elif head.startswith(b"<!--", at):
+            at = _after(head, b"-->", at)
+        elif head[at:at + 9].upper() == b"<!DOCTYPE":
+            subset, close = head.find(b"[", at), head.find(b">", at)
+            at = _after(head, b">", _after(head, b"]", subset)) if -1 < subset < close else _after(head, b">", at)
+        else:
+            return False
+    return False
+
+
+def _after(data: bytes, end: bytes, start: int) -> int:
+    """The position after the first ``end`` from ``start`` (past the data when there is none)."""
+    found = data.find(end, start)
+    return len(data) if found < 0 else found + len(end)
+
+
+def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
+    """The lines of an SVG drawing as strokes (``[N, 2]`` arrays in the drawing's own units, y down).
+
+    Raises :class:`StrokeFormatError` for XML that is malformed, hostile or holds no line, and
+    :class:`TooManyPointsError` when the drawing needs more than ``max_points`` points.
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    root = _checked_tree(raw)
+    _check_size(root, max_points)
+    from svgelements import SVG  # imported here: only SVG queries pay for it
+
+    try:
+        document = SVG.parse(io.BytesIO(raw), reify=True)
+        shapes = [path for path in map(_visible_outline, document.elements()) if path is not None]
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError, RecursionError) as error:
+        # svgelements' own errors on attribute values it cannot read (a transform, a length, a colour)
+        raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}.") from None
+    if not shapes:
+        raise StrokeFormatError("The SVG drawing has no visible lines (its text and embedded images are not read).")
+    return _sample(shapes, max_points)
+
+
+def _checked_tree(raw: bytes) -> Element:
+    try:  # a DOCTYPE is common in exported SVGs; entities (and with them billion laughs) are not
+        return safe_fromstring(raw, forbid_dtd=False, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException:
+        raise StrokeFormatError("The SVG declares XML entities, which are not accepted.") from None
+    except ParseError as error:
+        raise StrokeFormatError(f"The SVG is not well-formed XML: {error}.") from None
+    except RecursionError:
+        raise StrokeFormatError("The SVG is nested too deeply.") from None
+
+
+def _check_size(root: Element, max_points: int) -> None:
+    """Refuse a tree whose ``<use>`` references loop, or expand into more elements or coordinates than the point
+    limit allows, before svgelements expands them (ten ``<use>`` of ten ``<use>``... is exponential)."""
+    by_id = {element.get("id"): element for element in root.iter() if element.get("id")}
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+    limit = 4 * max_points
+
+    def size(element: Element, depth: int) -> int:
+        key = id(element)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise StrokeFormatError("The SVG's <use> references loop.")
+        if depth > MAX_DEPTH:
+            raise StrokeFormatError(f"The SVG nests elements more than {MAX_DEPTH} deep.")
+        visiting.add(key)
+        total = 1 + sum(len(_NUMBER.findall(element.get(name, "").encode())) // 2 for name in ("d", "points"))
+        for child in element:
+            total += size(child, depth + 1)
+        href = element.get("href") or element.get(_XLINK_HREF) or ""
+        if _local_name(element.tag) == "use" and href.startswith("#") and href[1:] in by_id:
+            total += size(by_id[href[1:]], depth + 1)
+        visiting.discard(key)
+        if total > limit:
+            raise TooManyPointsError(f"The SVG drawing has more than {max_points} points (the limit).")
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _local_name(tag: object) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _visible(color: object) -> bool:
+    value = getattr(color, "value", None)
+    if value is None or color.alpha == 0:
+        return False
+    return min(color.red, color.green, color.blue) < NEAR_WHITE
+
+
+def _visible_outline(element: object):
+    """The element's outline as an svgelements Path when it shows as lines, else None."""
+    from svgelements import Path, Shape, SimpleLine
+
+    if not isinstance(element, Shape):
+        return None
+    values = getattr(element, "values", {}) or {}
+    if str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse"):
+        return None
+    stroked = _visible(element.stroke)
+    filled = not isinstance(element, SimpleLine) and _visible(element.fill)
+    if not (stroked or filled):
+        return None
+    return element if isinstance(element, Path) else Path(element)
+
+
+def _sample(shapes: list, max_points: int) -> list[np.ndarray]:
+    """Polylines through every subpath; each curve sampled so that no chord is longer than the drawing's larger side
+    / SAMPLES_PER_SIDE (its extent taken from a first, rough sampling: svgelements' exact bbox costs more)."""
+    from svgelements import Close, Line, Move
+
+    rough_subpaths: list[list[tuple[object, np.ndarray]]] = []
+    for shape in shapes:
+        for subpath in shape.as_subpaths():
+            pieces = []
+            for segment in subpath:
+                if isinstance(segment, Move) or segment.start is None or segment.end is None:
+                    continue
+                if isinstance(segment, Line | Close):
+                    ends = [[segment.start.x, segment.start.y], [segment.end.x, segment.end.y]]
+                    pieces.append((None, np.array(ends, dtype=np.float64)))
+                else:
+                    pieces.append((segment, np.asarray(segment.npoint(ROUGH_SAMPLES), dtype=np.float64)))
+            if pieces:
+                rough_subpaths.append(pieces)
+                if len(rough_subpaths) > max_points:
+                    raise TooManyPointsError(f"The SVG drawing has more than {max_points} lines (the limit).")
+    if not rough_subpaths:
+        raise StrokeFormatError("The SVG drawing has no visible lines.")
+    rough = np.concatenate([points for pieces in rough_subpaths for _, points in pieces])
+    if not np.isfinite(rough).all():
+        raise StrokeFormatError("The SVG drawing holds a non-finite or too large coordinate.")
+    with np.errstate(over="ignore"):
+        extent = float((rough.max(axis=0) - rough.min(axis=0)).max())
+    step = extent / SAMPLES_PER_SIDE if 0 < extent < np.inf else np.inf
+
+    strokes: list[np.ndarray] = []
+    total = 0
+    for pieces in rough_subpaths:
+        points = []
+        for segment, chunk in pieces:
+            if segment is not None:  # a curve or arc: enough samples that no chord is longer than `step`
+                with np.errstate(over="ignore", invalid="ignore"):
+                    length = float(np.linalg.norm(np.diff(chunk, axis=0), axis=1).sum())
+                wanted = int(min(MAX_SAMPLES_PER_CURVE, max(2, np.ceil(length / step) + 1))) if step < np.inf else 2
+                if wanted > len(chunk):
+                    chunk = np.asarray(segment.npoint(np.linspace(0, 1, wanted)), dtype=np.float64)
+            points.append(chunk if not points else chunk[1:])
+        stroke = np.concatenate(points)
+        total += len(stroke)
+        if total > max_points:
+            raise TooManyPointsError(f"The SVG drawing needs more than {max_points} points (the limit).")
+        strokes.append(stroke)
+    if not all(np.isfinite(stroke).all() for stroke in strokes):
+        raise StrokeFormatError("The SVG drawing holds a non-finite or too large coordinate.")
+    return strokes

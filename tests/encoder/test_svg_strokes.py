@@ -1,0 +1,151 @@
+"""SVG sketches (TU-Berlin, Sketchy, QMUL and drawing apps ship them) are read as their visible lines and drawn by
+the strokes renderer; hostile SVG is refused quickly with a clear InputError."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from encoder import looks_like_svg, parse_strokes, rasterize_strokes
+from encoder.errors import StrokeFormatError, TooManyPointsError
+
+NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
+# A cat's head in a QuickDraw-like 0..255 box: two ears, a face, whiskers.
+STROKES = [[[40, 120], [70, 40], [100, 100]], [[150, 100], [185, 40], [215, 120]],
+           [[30, 130], [60, 220], [190, 225], [225, 130]], [[90, 170], [20, 160]], [[160, 170], [240, 165]]]
+
+
+def _polyline(points) -> str:
+    return " ".join(f"{x},{y}" for x, y in points)
+
+
+def _as_svg(strokes, *, transform: str = "translate(40,30) scale(2.5)") -> bytes:
+    """The strokes as an exported drawing: a DOCTYPE, a white background, a transformed group of paths and
+    polylines, plus what a browser does not show as lines (hidden, white and text elements)."""
+    paths = [f'<path d="M {a[0]} {a[1]} ' + " ".join(f"L {x} {y}" for x, y in rest) + '"/>'
+             for a, *rest in strokes[:2]]
+    lines = [f'<polyline points="{_polyline(stroke)}"/>' for stroke in strokes[2:]]
+    return f'''<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" "http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">
+<!-- exported by a drawing app -->
+<svg {NS} width="800" height="800" viewBox="0 0 800 800">
+  <rect x="0" y="0" width="800" height="800" fill="#ffffff"/>
+  <g transform="{transform}" fill="none" stroke="#000" stroke-width="2" stroke-linecap="round">
+    {"".join(paths + lines)}
+    <path d="M 0 0 L 700 700" style="display:none"/>
+    <path d="M 0 700 L 700 0" visibility="hidden"/>
+    <path d="M 0 300 L 700 300" stroke="white"/>
+  </g>
+  <text x="10" y="790">cat</text>
+</svg>'''.encode()
+
+
+def _ink(image) -> np.ndarray:
+    return 255 - np.asarray(image.convert("L"), dtype=np.float64)
+
+
+def test_an_svg_drawing_draws_as_its_strokes_would():
+    """Same lines, other units: after fitting to the canvas, the SVG and the JSON strokes are the same picture."""
+    from_svg = parse_strokes(_as_svg(STROKES))
+    assert len(from_svg) == len(STROKES)
+    want = _ink(rasterize_strokes([np.array(s, dtype=float) for s in STROKES], 256))
+    got = _ink(rasterize_strokes(from_svg, 256))
+    assert np.abs(got - want).mean() < 0.5 and np.abs(got - want).max() < 64
+    assert got.sum() > 0.02 * 255 * 256 * 256  # real ink, not an empty page
+
+
+@pytest.mark.parametrize("transform", ["matrix(0,1,-1,0,800,0)", "rotate(90 400 400)"])
+def test_transforms_are_applied(transform):
+    """A rotated group is drawn rotated: compare with the strokes rotated by hand."""
+    rotated = [[[-y, x] for x, y in stroke] for stroke in STROKES]
+    got = _ink(rasterize_strokes(parse_strokes(_as_svg(STROKES, transform=transform)), 256))
+    want = _ink(rasterize_strokes([np.array(s, dtype=float) for s in rotated], 256))
+    assert np.abs(got - want).mean() < 0.5
+
+
+def test_curves_arcs_and_shapes_are_sampled_finely():
+    svg = f'''<svg {NS} viewBox="0 0 100 100"><g stroke="black" fill="none">
+      <circle cx="50" cy="50" r="40"/>
+      <path d="M 10 50 A 40 40 0 0 1 90 50"/>
+      <path d="M 10 90 C 30 60, 70 60, 90 90"/></g></svg>'''.encode()
+    circle, arc, cubic = parse_strokes(svg)
+    radius = np.linalg.norm(circle - 50, axis=1)
+    assert np.allclose(radius, 40, atol=1e-6) and len(circle) >= 64
+    assert np.allclose(np.linalg.norm(arc - 50, axis=1), 40, atol=1e-6)
+    # the polyline stays within 0.05 units (0.15 px once drawn at 256 px) of the circle between its samples
+    for stroke in (circle, arc):
+        middles = (stroke[1:] + stroke[:-1]) / 2
+        assert np.abs(np.linalg.norm(middles - 50, axis=1) - 40).max() < 0.05
+    assert len(cubic) > 16
+
+
+def test_a_brush_stroke_exported_as_a_filled_outline_is_drawn():
+    svg = f'<svg {NS}><path d="M 0 0 L 100 2 L 100 6 L 0 4 Z" fill="#333"/></svg>'.encode()
+    (outline,) = parse_strokes(svg)
+    assert len(outline) >= 4
+
+
+def test_css_and_use_are_resolved():
+    svg = f'''<svg {NS}><style>.ink {{ stroke: #222; fill: none }}</style>
+      <defs><path id="ear" class="ink" d="M 0 0 L 10 -20 L 20 0"/></defs>
+      <use xlink:href="#ear"/><use href="#ear" transform="translate(40 0)"/></svg>'''.encode()
+    left, right = parse_strokes(svg)
+    assert np.allclose(right - left, [40, 0])
+
+
+@pytest.mark.parametrize("head", [b"<svg", b"  \n<?xml version='1.0'?>\n<!-- hi -->\n<svg ",
+                                  b"\xef\xbb\xbf<svg>", "<svg viewBox='0 0 1 1'/>".encode("utf-16")])
+def test_svg_is_recognised(head):
+    assert looks_like_svg(head + b" ")
+
+
+@pytest.mark.parametrize("data", [b"<html><body><svg></svg>", b"{\"strokes\": []}", b"\x89PNG", b"", b"<svgx>",
+                                  b" " * 5000 + b"<svg>", b"<!--" * 1000, b"<?" * 2000, b"<!DOCTYPE [" * 400,
+                                  b"<?xml?><!DOCTYPE a [" + b"<!-- ]>" * 500])
+def test_other_files_are_not_svg(data):
+    """... also hostile prologs, at once (a regular expression over them had backtracked for minutes)."""
+    started = time.monotonic()
+    assert not looks_like_svg(data)
+    assert time.monotonic() - started < 0.5
+
+
+LOOP = f'<svg {NS}><g id="a"><use xlink:href="#b"/></g><g id="b"><use href="#a"/>' \
+       '<line x2="1" y2="1" stroke="black"/></g></svg>'
+# ten <use> of ten <use> of ...: 10^8 lines once expanded, in 2 KB, without any XML entity
+USE_BOMB = f'<svg {NS}><defs><g id="g0"><line x2="1" y2="1" stroke="black"/></g>' + "".join(
+    f'<g id="g{i}">' + f'<use xlink:href="#g{i - 1}"/>' * 10 + "</g>" for i in range(1, 9)) + \
+    '</defs><use xlink:href="#g8"/></svg>'
+
+
+@pytest.mark.parametrize(("svg", "error", "words"), [
+    ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">]>'
+     f'<svg {NS}><text>&b;</text></svg>', StrokeFormatError, "entities"),
+    ('<?xml version="1.0"?><!DOCTYPE svg [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+     f'<svg {NS}><text>&x;</text></svg>', StrokeFormatError, "entities"),
+    (LOOP, StrokeFormatError, "loop"),
+    (USE_BOMB, TooManyPointsError, "limit"),
+    (f'<svg {NS}>' + "<g>" * 300 + "</g>" * 300 + "</svg>", StrokeFormatError, "deep"),
+    (f'<svg {NS}><path stroke="black" d="M0 0 ' + "L 1 1 " * 30_000 + '"/></svg>', TooManyPointsError, "limit"),
+    (f'<svg {NS}><path d="M0 0 L 1 1"', StrokeFormatError, "well-formed"),
+    (f'<svg {NS}></svg>', StrokeFormatError, "no visible lines"),
+    (f'<svg {NS}><text>a cat</text><image href="data:image/png;base64,AAAA" width="5" height="5"/></svg>',
+     StrokeFormatError, "text"),
+    (f'<svg {NS}><rect width="100%" height="100%" fill="white"/></svg>', StrokeFormatError, "no visible lines"),
+    (f'<svg {NS}><path stroke="black" d="M0 0 L 1e400 5"/></svg>', StrokeFormatError, "too large"),
+    (f'<svg {NS}><circle r="1e308" stroke="black"/></svg>', StrokeFormatError, "too large"),
+    (f'<svg {NS}><path stroke="black" transform="matrix(1,2)" d="M0 0 L5 5"/></svg>', StrokeFormatError, "SVG"),
+])
+def test_hostile_or_empty_svg_is_refused_quickly(svg, error, words):
+    started = time.monotonic()
+    with pytest.raises(error, match=f"(?i){words}"):
+        parse_strokes(svg.encode(), max_points=20_000)
+    assert time.monotonic() - started < 5
+
+
+def test_the_point_limit_counts_sampled_curves():
+    many = f'<svg {NS}><path stroke="black" fill="none" d="M0 0 ' + "c 5 5 10 -5 15 0 " * 400 + '"/></svg>'
+    assert sum(len(s) for s in parse_strokes(many.encode(), max_points=20_000)) > 400
+    with pytest.raises(TooManyPointsError):
+        parse_strokes(many.encode(), max_points=300)
