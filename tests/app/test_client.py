@@ -151,6 +151,17 @@ def test_what_the_client_cannot_send_is_its_input_error_before_any_request(tmp_p
             pytest.fail(case)
 
 
+def test_an_svg_drawing_is_sent_as_a_sketch(service, tmp_path):
+    lines = "".join('<polyline points="' + " ".join(f"{x},{y}" for x, y in stroke) + '"/>'
+                    for stroke in STROKES["strokes"])
+    drawing = tmp_path / "cat.svg"
+    drawing.write_text(f'<svg xmlns="http://www.w3.org/2000/svg"><g stroke="black" fill="none">{lines}</g></svg>')
+    with Client(service, api_key=KEY) as client:
+        expected = [r.id for r in client.search(sketch=STROKES, k=3).results]
+        page = client.search(sketch=drawing, k=3)
+    assert [r.id for r in page.results] == expected and page.query == "sketch"
+
+
 def test_images_of_any_mode_are_sent_and_a_size_of_0_is_the_services_to_refuse(service):
     sketch = draw_sketch(seed=3)
     with Client(service, api_key=KEY) as client:

@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for an answer")
     commands = parser.add_subparsers(dest="command", required=True)
     query = commands.add_parser("query", help="find the photos closest to a sketch, a photo or words")
-    query.add_argument("sketch", nargs="?", type=Path, help="an image, or JSON strokes (.json/.ndjson)")
+    query.add_argument("sketch", nargs="?", type=Path, help="an image, an SVG drawing, or JSON strokes (.json/.ndjson)")
     query.add_argument("-k", type=int, default=10, help="how many photos")
     query.add_argument("--offset", type=int, default=0, help="results to skip (paging)")
     query.add_argument("--text", help="words, alone or with the sketch")

@@ -82,6 +82,8 @@ def refusal(response: httpx.Response) -> Exception:
 def _mime(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if b"<svg" in data[:4096]:  # a label only: the service tells an SVG drawing by its bytes
+        return "image/svg+xml"
     return next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
 
 
