@@ -147,3 +147,19 @@ def test_a_non_image_upload_shows_the_services_error_where_the_results_go(app_in
         summary = page.inner_text("#summary")
         assert "not a PNG" in summary and "No results for this sketch" not in summary
         assert page.is_hidden("#details")
+
+
+def test_an_svg_drawing_is_uploaded_and_searched(app_index, app_encoder, tmp_path):
+    """An SVG sketch (TU-Berlin, Sketchy, a drawing app) goes as the file itself; the service reads its lines."""
+    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
+    with served_page(app, DESKTOP) as (page, base):
+        answers = []
+        page.on("response", lambda r: answers.append(r.status) if r.url.startswith(base + "/search") else None)
+        page.goto(base + "/")
+        drawing = tmp_path / "cat.svg"  # no width/height: the browser may not know its size, the service does not care
+        drawing.write_text('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100"><path d="M10 10 C 40 90 '
+                           '60 90 90 10 M 20 60 L 80 60" stroke="#000" fill="none" stroke-width="2"/></svg>')
+        page.set_input_files("#file", str(drawing))
+        page.wait_for_function(GRID_FILLED, timeout=20_000)
+        assert answers and set(answers) == {200}
+        assert page.inner_text("#message").strip() == ""
