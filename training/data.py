@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -102,32 +103,87 @@ def category_root(root: str | Path, modality: Modality, augmentation: str = DEFA
     return chosen
 
 
+def _is_hidden(path: Path, class_dir: Path) -> bool:
+    """A file that is, or sits below, a dot-named entry of its class folder (``.thumbnails/``, ``._x.jpg``): never
+    a sample, or a thumbnail cache would join training and the gallery (and, fine-grained, pair with the sketches)."""
+    return any(part.startswith(".") for part in path.relative_to(class_dir).parts)
+
+
+def _require_utf8_name(folder: Path) -> None:
+    """Refuse a folder name that is not UTF-8 (Latin-1 ``caf\\xe9`` from an old archive): the class name reaches
+    run.json, the CSVs and the class text, and would fail there after the work, so it fails here, before it."""
+    try:
+        folder.name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(folder).decode("utf-8", "backslashreplace")
+        raise DataError(f"{shown}: the folder name is not UTF-8; rename it "
+                        "(e.g. convmv -f latin1 -t utf8) so class names can be written to reports.") from None
+
+
+def _class_samples(class_dir: Path, suffixes: frozenset[str]) -> list[Sample]:
+    """The samples of one class folder, its subfolders included, in path order."""
+    samples: list[Sample] = []
+    for path in sorted(class_dir.rglob("*")):
+        suffix = path.suffix.lower()
+        if _is_hidden(path, class_dir) or suffix not in suffixes or not path.is_file():
+            continue
+        if suffix == ".ndjson":
+            try:
+                samples.extend(Sample(str(path), class_dir.name, offset) for offset in _ndjson_offsets(path))
+            except OSError as error:
+                log.warning("skipping unreadable stroke file %s: %s", path, error)
+        else:
+            samples.append(Sample(str(path), class_dir.name))
+    return samples
+
+
 def scan_modality(root: str | Path, modality: Modality, augmentation: str = DEFAULT_AUGMENTATION
                   ) -> dict[str, list[Sample]]:
-    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and other suffixes ignored.
+    """``ROOT/<modality>/<category>/*`` → {category: samples}, sorted; hidden files and folders and other suffixes
+    ignored; a category folder whose name is not UTF-8 is a :class:`DataError`.
 
     In the raw Sketchy layout the categories are read from the ``augmentation`` folder (:func:`category_root`)."""
     folder = category_root(root, modality, augmentation)
     suffixes = IMAGE_SUFFIXES | (STROKE_SUFFIXES if modality == "sketch" else frozenset())
     found: dict[str, list[Sample]] = {}
     for class_dir in _visible_dirs(folder):
-        samples: list[Sample] = []
-        for path in sorted(class_dir.rglob("*")):
-            suffix = path.suffix.lower()
-            if path.name.startswith(".") or suffix not in suffixes or not path.is_file():
-                continue
-            if suffix == ".ndjson":
-                try:
-                    samples.extend(Sample(str(path), class_dir.name, offset) for offset in _ndjson_offsets(path))
-                except OSError as error:
-                    log.warning("skipping unreadable stroke file %s: %s", path, error)
-            else:
-                samples.append(Sample(str(path), class_dir.name))
+        _require_utf8_name(class_dir)
+        samples = _class_samples(class_dir, suffixes)
         if samples:
             found[class_dir.name] = samples
     if not found:
         raise DataError(f"{folder} has no category folders with files in them.")
     return found
+
+
+def _folders_by_key(scanned: dict[str, list[Sample]], modality: Modality) -> dict[str, str]:
+    """{class_key: folder name} of one modality; two folders of one key (``frying-pan``, ``frying_pan``) are an
+    error: which of them pairs with the other modality's folder would be a guess."""
+    by_key: dict[str, list[str]] = {}
+    for name in scanned:
+        by_key.setdefault(class_key(name), []).append(name)
+    twins = sorted(" = ".join(names) for names in by_key.values() if len(names) > 1)
+    if twins:
+        raise DataError(f"{modality}/ spells some categories in several folders: {'; '.join(twins)}. "
+                        "Merge each into one folder.")
+    return {key: names[0] for key, names in by_key.items()}
+
+
+def _renamed(samples: list[Sample], category: str) -> list[Sample]:
+    return [replace(sample, category=category) for sample in samples]
+
+
+def scan_both(root: str | Path, augmentation: str = DEFAULT_AUGMENTATION
+              ) -> tuple[dict[str, list[Sample]], dict[str, list[Sample]]]:
+    """(sketches, photos) of :func:`scan_modality`, the two sides paired by :func:`class_key`: ``sketch/teddy bear``
+    and ``photo/teddy-bear``, or ``café`` in NFD (macOS) and NFC, are one category, named as its photo folder."""
+    sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
+    sketch_names, photo_names = _folders_by_key(sketches, "sketch"), _folders_by_key(photos, "photo")
+    renamed = {}
+    for key, sketch_name in sketch_names.items():
+        name = photo_names.get(key, sketch_name)
+        renamed[name] = sketches[sketch_name] if name == sketch_name else _renamed(sketches[sketch_name], name)
+    return dict(sorted(renamed.items())), photos
 
 
 @dataclass
@@ -144,7 +200,7 @@ class CategoryDataset:
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"Dataset root {root} does not exist or is not a folder.")
-        sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
+        sketches, photos = scan_both(root, augmentation)
         only_one = sorted(set(sketches) ^ set(photos))
         if only_one:
             log.warning("%d categories have only sketches or only photos and are ignored: %s",

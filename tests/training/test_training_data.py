@@ -209,3 +209,61 @@ def test_training_with_a_random_split_runs_on_the_raw_sketchy_layout(tmp_path, c
     split = json.loads((out / "run.json").read_text())["split"]
     assert sorted(split["train"] + split["val"] + split["test"]) == ["ant", "bee", "cat", "dog", "eel"]
     assert len(split["test"]) == 2
+
+
+def _category(root, modality, name, files=("a",)):
+    folder = root / modality / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for stem in files:
+        if modality == "sketch":
+            draw_sketch(seed=len(stem)).save(folder / f"{stem}.png")
+        else:
+            random_photo((40, 32), seed=len(stem)).save(folder / f"{stem}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize(("sketch_name", "photo_name"), [("teddy bear", "teddy-bear"),
+                                                         ("cafe\u0301", "caf\u00e9")])  # NFD (macOS) vs NFC
+def test_sketch_and_photo_folders_spelled_differently_are_one_category(tmp_path, sketch_name, photo_name):
+    # was: "categories have only sketches or only photos and are ignored", the class silently dropped
+    for name in ("ant", "bee"):
+        _category(tmp_path, "sketch", name)
+        _category(tmp_path, "photo", name)
+    _category(tmp_path, "sketch", sketch_name, ("s1", "s2"))
+    _category(tmp_path, "photo", photo_name, ("p1",))
+    data = CategoryDataset.scan(tmp_path)
+    assert data.classes == sorted(["ant", "bee", photo_name])
+    sketches, photos = data.subset([photo_name])
+    assert len(sketches) == 2 and len(photos) == 1
+    assert {s.category for s in sketches} == {photo_name}  # one name on both sides: the labels agree
+
+
+def test_two_folders_of_one_category_on_one_side_are_an_error(tmp_path):
+    for name in ("frying-pan", "frying_pan"):
+        _category(tmp_path, "sketch", name)
+    _category(tmp_path, "photo", "frying pan")
+    with pytest.raises(DataError, match="frying-pan = frying_pan"):
+        CategoryDataset.scan(tmp_path)
+
+
+def test_files_inside_hidden_subfolders_are_not_samples(tmp_path):
+    # was: photo/cat/.thumbnails/x.jpg joined training and the gallery
+    _category(tmp_path, "sketch", "cat")
+    photos = _category(tmp_path, "photo", "cat", ("a",))
+    _category(tmp_path, "photo", "cat/sub", ("b",))  # a plain subfolder still counts
+    _category(tmp_path, "photo", "cat/.thumbnails", ("a",))
+    _category(tmp_path, "photo", "cat/sub/.cache", ("c",))
+    data = CategoryDataset.scan(tmp_path)
+    assert sorted(p.path for p in data.photos["cat"]) == [str(photos / "a.jpg"), str(photos / "sub" / "b.jpg")]
+
+
+def test_a_category_folder_named_in_latin1_is_refused_at_scan_naming_it(tmp_path):
+    # was: training and evaluation ran, then writing the per-class CSV crashed ("surrogates not allowed")
+    import os
+
+    _category(tmp_path, "sketch", "ant")
+    _category(tmp_path, "photo", "ant")
+    os.mkdir(os.fsencode(tmp_path / "photo") + b"/caf\xe9")
+    random_photo().save(os.fsdecode(os.fsencode(tmp_path / "photo") + b"/caf\xe9/a.jpg"))
+    with pytest.raises(DataError, match=r"caf\\xe9: the folder name is not UTF-8"):
+        CategoryDataset.scan(tmp_path)
