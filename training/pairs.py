@@ -3,8 +3,10 @@
 Two sources:
 
 - Sketchy's layout: ``ROOT/sketch/<category>/<photo_id>-<n>.<ext>`` was drawn from
-  ``ROOT/photo/<category>/<photo_id>.<ext>`` (any common image extension; scanning is
-  :func:`training.data.scan_modality`, shared with the category-level task);
+  ``ROOT/photo/<category>/<photo_id>.<ext>`` (any common image extension; QMUL ShoeV2 / ChairV2's
+  ``<photo_id>_<n>`` too: the last ``-<digits>`` or ``_<digits>`` is dropped, so a photo id holding ``-`` or
+  ``_`` pairs right; scanning is :func:`training.data.scan_both`, shared with the category-level task, which
+  pairs the category folders spelling-insensitively);
 - a CSV of ``sketch,photo[,category]`` paths (relative paths resolve against the CSV's folder;
   without a category column the photo's parent folder names it; a header row is optional: a first
   row naming no existing file is taken for one, whatever its column names).
@@ -28,11 +30,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DEFAULT_AUGMENTATION, DataError, Sample, scan_modality
+from .data import DEFAULT_AUGMENTATION, DataError, Sample, scan_both
 
 log = logging.getLogger(__name__)
 GALLERY_CHOICES = ("paired", "all")
-SKETCH_NAME = re.compile(r"^(?P<photo_id>.+)-(?P<n>\d+)$")
+# Sketchy: <photo_id>-<n>; QMUL ShoeV2 / ChairV2: <photo_id>_<n>. Only the last separator counts (a stem ends in
+# one of them), so a photo id with its own "-" or "_" ("n02691156_10151") still pairs, and no name reads two ways.
+SKETCH_NAME = re.compile(r"^(?P<photo_id>.+)[-_](?P<n>\d+)$")
+NOT_A_SKETCH_NAME = "not named <photo_id>-<n> or <photo_id>_<n>"
 CSV_HEADER = ("sketch", "photo")
 
 
@@ -104,9 +109,9 @@ class PairedData:
 
 
 def scan_sketchy_pairs(root: str | Path, augmentation: str = DEFAULT_AUGMENTATION) -> PairedData:
-    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` pairs with photo ``<photo_id>``
-    (the raw download's layout: of one ``augmentation`` folder)."""
-    sketches, photos = scan_modality(root, "sketch", augmentation), scan_modality(root, "photo", augmentation)
+    """Pairs from Sketchy's layout under ``root``: a sketch ``<photo_id>-<n>`` (or QMUL's ``<photo_id>_<n>``) pairs
+    with photo ``<photo_id>`` (the raw download's layout: of one ``augmentation`` folder)."""
+    sketches, photos = scan_both(root, augmentation)
     skipped: dict[str, list[str]] = defaultdict(list)
     pairs: dict[str, list[tuple[Sample, Sample]]] = {}
     for category in sorted(sketches):
@@ -116,7 +121,7 @@ def scan_sketchy_pairs(root: str | Path, augmentation: str = DEFAULT_AUGMENTATIO
         for sketch in sketches[category]:
             match = SKETCH_NAME.match(Path(sketch.path).stem)
             if match is None or sketch.line is not None:
-                skipped["not named <photo_id>-<n>"].append(sketch.key)
+                skipped[NOT_A_SKETCH_NAME].append(sketch.key)
             elif match["photo_id"] not in by_id:
                 skipped["without their photo"].append(sketch.key)
             else:

@@ -11,7 +11,7 @@ import torch
 from tests.imagegen import draw_sketch, random_photo
 from training.data import DataError, TripletDataset, collate_triplets
 from training.fine_grained import balanced_positions, evaluate_fine_grained
-from training.pairs import load_pairs, read_pair_csv, scan_sketchy_pairs
+from training.pairs import NOT_A_SKETCH_NAME, load_pairs, read_pair_csv, scan_sketchy_pairs
 from training.pk_sampler import hard_triplet_batches
 
 
@@ -44,7 +44,7 @@ def test_sketchy_layout_pairs_each_sketch_with_the_photo_it_was_drawn_from(tmp_p
             assert drawn_from(sketch.path) == Path(photo.path).stem
     assert len(data.pairs["cat"]) == 3 and len(data.pairs["dog"]) == 4  # "n02-7" keeps its own dash
     assert len(data.photos["cat"]) == 3  # the unsketched photo stays in the gallery
-    assert data.skipped_counts() == {"not named <photo_id>-<n>": 1, "without their photo": 1}
+    assert data.skipped_counts() == {NOT_A_SKETCH_NAME: 1, "without their photo": 1}
     assert "7 pairs, 5 photos (4 paired), 2 categories" in data.summary()
 
 
@@ -159,3 +159,39 @@ def test_evaluation_leaves_unreadable_photos_out_of_gallery_and_queries(tmp_path
     assert summary["n_gallery"] == 4 and summary["n_queries"] == 4  # x and its two sketches are gone
     assert summary["n_unreadable"] == 1
     assert summary["within_category"]["acc_10"] == summary["all_photos"]["acc_10"] == 1.0
+
+
+def test_qmul_sketch_names_pair_with_their_photo_and_sketchy_ids_with_underscores_still_pair(tmp_path):
+    # was: QMUL ShoeV2 / ChairV2's <photo_id>_<n>.png → "No usable sketch–photo pairs"
+    for folder in ("photo/shoe", "sketch/shoe", "photo/cat", "sketch/cat"):
+        (tmp_path / folder).mkdir(parents=True)
+    for photo_id in ("1135045020", "1135045021"):
+        random_photo(seed=1).save(tmp_path / "photo" / "shoe" / f"{photo_id}.png")
+    for name in ("1135045020_1", "1135045020_2", "1135045021_1"):
+        draw_sketch().save(tmp_path / "sketch" / "shoe" / f"{name}.png")
+    random_photo().save(tmp_path / "photo" / "cat" / "n01_1.jpg")  # Sketchy: the photo id holds "_"
+    random_photo().save(tmp_path / "photo" / "cat" / "n01.jpg")  # a decoy the "_1" must not be read into
+    draw_sketch().save(tmp_path / "sketch" / "cat" / "n01_1-3.png")
+    data = load_pairs(tmp_path)
+    drawn = {Path(s.path).stem: Path(p.path).stem for pairs in data.pairs.values() for s, p in pairs}
+    assert drawn == {"1135045020_1": "1135045020", "1135045020_2": "1135045020", "1135045021_1": "1135045021",
+                     "n01_1-3": "n01_1"}
+
+
+def test_sketch_and_photo_folders_spelled_differently_still_pair(tmp_path):
+    # was: sketch/teddy bear vs photo/teddy-bear → every sketch "without their photo"
+    sketchy_tree(tmp_path, {"teddy-bear": {"p1": 2}, "cat": {"c1": 1}})
+    (tmp_path / "sketch" / "teddy-bear").rename(tmp_path / "sketch" / "teddy bear")
+    data = scan_sketchy_pairs(tmp_path)
+    assert data.classes == ["cat", "teddy-bear"] and len(data.pairs["teddy-bear"]) == 2
+    assert len(data.subset(["teddy-bear"])) == 2
+
+
+def test_a_thumbnail_in_a_hidden_subfolder_is_no_photo_to_pair_with(tmp_path):
+    # was: photo/cat/.thumbnails/p1.jpg sorted first and every sketch of p1 paired with the thumbnail
+    sketchy_tree(tmp_path, {"cat": {"p1": 2, "p2": 1}})
+    (tmp_path / "photo" / "cat" / ".thumbnails").mkdir()
+    random_photo().save(tmp_path / "photo" / "cat" / ".thumbnails" / "p1.jpg")
+    data = scan_sketchy_pairs(tmp_path)
+    assert all(".thumbnails" not in p.path for p in data.photos["cat"])
+    assert all(".thumbnails" not in photo.path for _, photo in data.pairs["cat"])
