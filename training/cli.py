@@ -47,8 +47,9 @@ log = logging.getLogger("training")
 
 
 # ------------------------------------------------------------------------------ argument groups
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """argparse type: an integer >= ``minimum``, so a bad count is a usage error, not a crash mid-run."""
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer >= ``minimum`` (and <= ``maximum``), so a bad count is a usage error, not a crash
+    mid-run."""
 
     def parse(text: str) -> int:
         try:
@@ -57,12 +58,17 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum}, got {value}")
         return value
 
     return parse
 
 
 positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+# torch seeds are 64-bit: a larger seed failed deep inside as "Overflow when unpacking long long"; 2**63 - 1 leaves
+# room for the per-rank offset (seed + rank)
+seed_int = int_at_least(0, 2**63 - 1)
 
 
 def float_in(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
@@ -99,7 +105,7 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of the seen classes held out of training to select checkpoints; 0: train on "
                        "every seen class for --epochs and keep last.safetensors")
-    group.add_argument("--seed", type=int, default=0, help="seeds the random split, the validation slice, sampling")
+    group.add_argument("--seed", type=seed_int, default=0, help="seeds the random split, the validation slice, sampling")
     group.add_argument("--augmentation", default=DEFAULT_AUGMENTATION,
                        help="raw Sketchy download (sketch/tx_*/<category>, photo/tx_*/<category>): the augmentation "
                        f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")

@@ -43,6 +43,8 @@ def test_pairs_csv_with_bom_header_is_a_header_not_a_pair(tmp_path):
     ["evaluate", "--top-k", "0"],  # wrote no grid, silently
     ["evaluate", "--split", "random", "--n-unseen", "nan"],  # was "cannot convert float NaN to integer"
     ["category", "--split", "random", "--n-unseen", "0"],
+    ["category", "--seed", "99999999999999999999999"],  # was "Overflow when unpacking long long" mid-start
+    ["evaluate", "--seed", "-1"],
 ])
 def test_bad_counts_are_usage_errors(argv, capsys):
     required = ["--data", "d", "--out", "o"] if argv[0] != "evaluate" else ["--data", "d"]
