@@ -12,9 +12,10 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -105,7 +106,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--val-fraction", "--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
                        help="share of the seen classes held out of training to select checkpoints; 0: train on "
                        "every seen class for --epochs and keep last.safetensors")
-    group.add_argument("--seed", type=seed_int, default=0, help="seeds the random split, the validation slice, sampling")
+    group.add_argument("--seed", type=seed_int, default=0,
+                       help="seeds the random split, the validation slice, sampling (0 to 2**63 - 1)")
     group.add_argument("--augmentation", default=DEFAULT_AUGMENTATION,
                        help="raw Sketchy download (sketch/tx_*/<category>, photo/tx_*/<category>): the augmentation "
                        f"folder to read (default {DEFAULT_AUGMENTATION}); ignored for other layouts")
@@ -256,12 +258,12 @@ def run_category(args: argparse.Namespace) -> int:
                 f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
                 f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
 
-    return train_recipe(args, data, make_task, describe, device, shared=False, evaluate_flags="")
+    return train_recipe(args, data, make_task, describe, device, shared=False, evaluate_flags=())
 
 
 # ------------------------------------------------------------------------------ recipes
 def train_recipe(args: argparse.Namespace, data, make_task, describe, device: torch.device, *, shared: bool,
-                 evaluate_flags: str) -> int:
+                 evaluate_flags: Sequence[str]) -> int:
     """One run on the split (``--val-fraction 0``: on every seen class, keeping ``last``), or with
     ``--refit`` two: the epoch count chosen on the validation slice in ``OUT/select``, then a fresh
     run on every seen class for that many epochs in ``OUT``."""
@@ -382,27 +384,36 @@ def run_fine_grained(args: argparse.Namespace) -> int:
                 f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
                 f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
 
-    return train_recipe(args, data, make_task, describe, device, shared=True, evaluate_flags="--fine-grained ")
+    return train_recipe(args, data, make_task, describe, device, shared=True, evaluate_flags=("--fine-grained",))
 
 
-def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flags: str) -> None:
+def _report_run(args: argparse.Namespace, task, result, out: Path, evaluate_flags: Sequence[str]) -> None:
     """After training: unreadable files, and the command that evaluates the chosen checkpoint."""
     print(f"unreadable files: {task.bad.summary()}")
     if len(task.bad):
         task.bad.write(out / "unreadable_files.json")
     best = result.best_checkpoint or result.last_checkpoint
+    print(f"evaluate on the unseen classes with:\n  {evaluate_command(args, best, out, evaluate_flags)}")
+
+
+def evaluate_command(args: argparse.Namespace, checkpoint: str | Path, out: Path, task_flags: Sequence[str]) -> str:
+    """The ``evaluate`` command line for a finished run, shell-quoted (paths may hold spaces), with every data flag
+    that changes which files are scored."""
     # --split none: the unseen classes live in another folder, which only the user can name
     data = "UNSEEN_CLASSES_ROOT" if args.split == "none" and not args.unseen_classes else args.data
-    print(f"evaluate on the unseen classes with:\n  python -m training evaluate {evaluate_flags}--checkpoint {best} "
-          f"--data {data} {_split_flags(args)} --json {out / 'test_metrics.json'}")
+    argv = ["python", "-m", "training", "evaluate", *task_flags, "--checkpoint", str(checkpoint), "--data", str(data),
+            *_split_flags(args)]
+    if args.augmentation != DEFAULT_AUGMENTATION:
+        argv += ["--augmentation", args.augmentation]
+    return shlex.join([*argv, "--json", str(out / "test_metrics.json")])
 
 
-def _split_flags(args: argparse.Namespace) -> str:
+def _split_flags(args: argparse.Namespace) -> list[str]:
     if args.unseen_classes:
-        return f"--unseen-classes {args.unseen_classes}"
+        return ["--unseen-classes", str(args.unseen_classes)]
     if args.split == "random":
-        return f"--split random --n-unseen {args.n_unseen:g} --seed {args.seed}"
-    return f"--split {args.split}"
+        return ["--split", "random", "--n-unseen", f"{args.n_unseen:g}", "--seed", str(args.seed)]
+    return ["--split", args.split]
 
 
 # ------------------------------------------------------------------------------ evaluate

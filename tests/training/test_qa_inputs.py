@@ -275,3 +275,19 @@ def test_a_checkpoint_path_that_is_a_folder_is_named_as_one(tmp_path, capsys):
     assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "none", "--workers", "0", "--no-progress",
                  "--checkpoint", str(tmp_path)]) == 2
     assert "is a folder, not a checkpoint file" in capsys.readouterr().err
+
+
+def test_the_printed_evaluate_command_is_shell_quoted_and_keeps_a_chosen_augmentation(tmp_path):
+    # was: "--data my data" split in two by the shell, and --augmentation left out, so another one was scored
+    import shlex
+
+    from training.cli import evaluate_command
+
+    args = build_parser().parse_args(["category", "--data", str(tmp_path / "my data"), "--out", "run 1",
+                                      "--split", "random", "--seed", "3", "--augmentation", "tx_000000000010"])
+    line = evaluate_command(args, tmp_path / "run 1" / "best.safetensors", tmp_path / "run 1", ["--fine-grained"])
+    parsed = build_parser().parse_args(shlex.split(line)[3:])
+    assert parsed.fine_grained and parsed.data == str(tmp_path / "my data")
+    assert parsed.checkpoint == str(tmp_path / "run 1" / "best.safetensors")
+    assert (parsed.split, parsed.seed, parsed.augmentation) == ("random", 3, "tx_000000000010")
+    assert parsed.json == str(tmp_path / "run 1" / "test_metrics.json")
