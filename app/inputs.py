@@ -35,7 +35,7 @@ from .query_fields import (
     whole_number,
 )
 
-IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF or AVIF"
+IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF, AVIF or HEIC"
 DRAWING_KEYS = ("strokes", "drawing")  # plain strokes, QuickDraw (encoder.strokes)
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
 MAX_CATEGORY_LENGTH = 200
@@ -58,6 +58,9 @@ class SearchRequest:
         return query_kind(self.kind, self.fields)
 
 
+# ISO media brands of still HEIF images (HEVC-coded, as iPhones save them, or the generic image brand); a
+# sequence (hevc, msf1) is a video, not accepted.
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1"})
 # Enough of a file's start to tell its type (an ISO media file lists its brands in its first box).
 SNIFF_BYTES = 256
 
@@ -76,8 +79,11 @@ def sniff_image_type(data: bytes) -> str | None:
         return "image/bmp"
     if data.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):  # TIFF, BigTIFF
         return "image/tiff"
-    if _ftyp_brands(data) & {b"avif", b"avis"}:
+    brands = _ftyp_brands(data)
+    if brands & {b"avif", b"avis"}:
         return "image/avif"
+    if brands & HEIF_BRANDS:
+        return "image/heic" if brands & {b"heic", b"heix", b"heim", b"heis"} else "image/heif"
     return None
 
 
@@ -93,8 +99,8 @@ def _ftyp_brands(data: bytes) -> set[bytes]:
 def _recognised_other(data: bytes) -> str:
     """' (it looks like X)' for common files that are not accepted, to say what was sent; else ''."""
     head = data[:512].lstrip().lower()
-    if _ftyp_brands(data) & {b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"}:
-        return " (it looks like a HEIC/HEIF photo: export it as JPEG or PNG)"
+    if _ftyp_brands(data) & {b"hevc", b"msf1"}:
+        return " (it looks like a HEIF image sequence, a video: send one frame as JPEG or PNG)"
     if head.startswith(b"%pdf"):
         return " (it looks like a PDF document)"
     if data.startswith(b"\x00\x00\x01\x00"):

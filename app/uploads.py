@@ -21,7 +21,8 @@ from .schemas import UploadedPhoto
 
 UPLOADS = "uploads"
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp", "image/gif": ".gif",
-              "image/bmp": ".bmp", "image/tiff": ".tif", "image/avif": ".avif"}
+              "image/bmp": ".bmp", "image/tiff": ".tif", "image/avif": ".avif",
+              "image/heic": ".heic", "image/heif": ".heif"}
 
 
 def check_photo(data: bytes, max_pixels: int) -> str:

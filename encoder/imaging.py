@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
 from .config import SKETCH_FRAMINGS, env_number
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError, InputError
@@ -36,6 +37,10 @@ PAGE_SHARE = 0.25
 # scanner's edge shadow), and isolated specks of at most this share of the image's pixels (dust on a scan).
 EDGE_SHARE = 0.02
 SPECK_SHARE = 0.0001
+
+# HEIC/HEIF (an iPhone's photos) opens like any Pillow format wherever this package decodes images: the service,
+# the indexer and its workers, training. libheif applies the file's rotation itself (and resets the EXIF tag).
+register_heif_opener()
 
 
 def default_max_pixels() -> int:

@@ -23,10 +23,10 @@ from tqdm import tqdm
 from photo_index.api import MAX_PHOTO_ID
 from photo_index.errors import BuildError
 
-# The file types Pillow decodes here (AVIF included, Pillow >= 11.3), as named by cameras, phones and editors;
-# app/uploads.py files an uploaded photo under one of these.
+# The file types Pillow decodes here (AVIF included, Pillow >= 11.3; HEIC/HEIF through pillow-heif), as named by
+# cameras, phones and editors; app/uploads.py files an uploaded photo under one of these.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-                              ".avif"})
+                              ".avif", ".heic", ".heif", ".hif"})
 MANIFEST_FIELDS = ("path", "id", "category")
 MAX_ID = MAX_PHOTO_ID  # 2^52 - 1 (photo_index.api says why)
 

@@ -99,6 +99,17 @@ def test_uploads_are_checked_whole_and_stored_by_content_hash(own_index, app_enc
         assert sorted(p.name for p in (gallery / "uploads").iterdir()) == [f"{photo['sha256']}.jpg"]
 
 
+def test_a_heic_photo_is_stored_as_heic(own_index, app_encoder):
+    gallery, index_dir = own_index
+    heic = io.BytesIO()
+    random_photo((64, 48), seed=9).save(heic, "HEIF", quality=90)
+    with app_client(index_dir, app_encoder, gallery_root=gallery, admin_keys=ADMIN_KEY) as client:
+        stored = client.post("/admin/photos", headers={"X-API-Key": ADMIN_KEY},
+                             files={"photo": ("IMG_0002.HEIC", heic.getvalue())})
+    assert stored.status_code == 201, stored.text
+    assert stored.json()["photos"][0]["path"].endswith(".heic")
+
+
 def test_every_file_of_an_upload_is_stored_and_a_truncated_form_is_refused(own_index, app_encoder):
     gallery, index_dir = own_index
     with app_client(index_dir, app_encoder, gallery_root=gallery, admin_keys=ADMIN_KEY) as client:

@@ -61,7 +61,9 @@ def test_cli_flags_map_to_settings():
     (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf", "image/avif"),
     # an AVIF naming the generic HEIF brand as its major one, and AVIF among the compatible brands
     (b"\x00\x00\x00\x1cftypmif1\x00\x00\x00\x00mif1avifmiaf", "image/avif"),
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", None),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "image/heic"),  # an iPhone photo
+    (b"\x00\x00\x00\x18ftypmif1\x00\x00\x00\x00mif1miaf", "image/heif"),
+    (b"\x00\x00\x00\x18ftyphevc\x00\x00\x00\x00msf1hevc", None),  # an image sequence: a video
 ])
 def test_image_types_are_sniffed_from_content(data, expected):
     assert sniff_image_type(data) == expected

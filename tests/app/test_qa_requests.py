@@ -56,6 +56,16 @@ def test_one_image_under_another_field_name_is_the_sketch(client):
     assert_found(client.post("/search", files={"file": ("a.png", sketch_png(), "image/png")}), "image")
 
 
+@pytest.mark.parametrize("as_photo", [False, True])
+def test_a_heic_sketch_or_photo_is_accepted(client, as_photo):
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(sketch_png())).convert("RGB").save(buffer, "HEIF", quality=90)
+    query = "?as=photo" if as_photo else ""
+    for response in (client.post(f"/search{query}", content=buffer.getvalue(), headers={"Content-Type": "image/heic"}),
+                     client.post(f"/search{query}", files={"sketch": ("IMG_0001.HEIC", buffer.getvalue())})):
+        assert_found(response, "image")
+
+
 def test_an_avif_sketch_is_accepted(client):
     buffer = io.BytesIO()
     Image.open(io.BytesIO(sketch_png())).convert("RGB").save(buffer, "AVIF", quality=80)
@@ -113,7 +123,7 @@ def test_a_sketch_file_takes_precedence_over_a_strokes_field(client):
 
 
 @pytest.mark.parametrize(("data", "words"), [
-    (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64, "HEIC"),
+    (b"\x00\x00\x00\x18ftyphevc\x00\x00\x00\x00msf1hevc" + b"\x00" * 64, "video"),
     (b"%PDF-1.7\n", "PDF"),
     (b"\x00\x00\x01\x00\x01\x00" + b"\x00" * 64, "ICO"),
 ])

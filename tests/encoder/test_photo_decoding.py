@@ -61,3 +61,19 @@ def test_photos_up_to_the_aspect_cap_are_untouched_and_longer_ones_keep_the_cent
     ribbon = random_photo((100, 5), seed=5).resize((64 * 60, 60), Image.Resampling.BICUBIC)  # 64:1, over the cap
     a, b = tiny_encoder.encode_photo(torch.stack([preprocess.photo(ribbon), preprocess.photo_eval(ribbon)]))
     assert float(a @ b) > 0.999
+
+
+def test_an_iphone_heic_photo_decodes_like_its_jpeg_and_turns_upright(tiny_encoder):
+    """HEIC (pillow-heif) decodes to the same picture as a JPEG of it, EXIF rotation applied once."""
+    photo = random_photo((40, 30), seed=5).resize((640, 480), Image.Resampling.BICUBIC)
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view": a phone held upright
+    heic, jpeg = (io.BytesIO(), io.BytesIO())
+    photo.save(heic, "HEIF", quality=95, exif=exif.tobytes())
+    photo.save(jpeg, "JPEG", quality=95, exif=exif.tobytes())
+    assert heic.getvalue()[4:12] == b"ftypheic"
+    from_heic, from_jpeg = decode_image(heic.getvalue()), decode_image(jpeg.getvalue())
+    assert from_heic.size == from_jpeg.size == (480, 640)
+    a, b = tiny_encoder.encode_photo(torch.stack([tiny_encoder.preprocess.photo_file(heic.getvalue()),
+                                                  tiny_encoder.preprocess.photo_file(jpeg.getvalue())]))
+    assert float(a @ b) > 0.99

@@ -295,3 +295,17 @@ def _failing_open(path: str):
             raise OSError(5, "Input/output error", file)
         return open(file, *args, **kwargs)
     return fake_open
+
+
+def test_heic_photos_from_a_phone_are_indexed_like_their_png(make_gallery, build, tmp_path):
+    """An iPhone gallery (.HEIC, upper case as phones name it) is indexed, not skipped; its vector is the photo's."""
+    gallery = make_gallery({"cat": 2})
+    photo = random_photo((48, 40), seed=77).resize((480, 400), Image.Resampling.BICUBIC)
+    photo.save(gallery / "cat" / "IMG_0001.HEIC", "HEIF", quality=95)
+    photo.save(gallery / "cat" / "same.png")
+    report = build(gallery=gallery)
+    assert report.size == 4 and not report.skipped
+    with IndexReader.open(tmp_path / "index") as reader:
+        ids, vectors = reader.vectors()
+        by_name = {os.path.basename(r.path): v for r, v in zip(reader.records(ids), np.asarray(vectors), strict=True)}
+    assert float(by_name["IMG_0001.HEIC"] @ by_name["same.png"]) > 0.99
