@@ -5,6 +5,8 @@ Accepted formats (each parsed into a list of ``[N, 2]`` float arrays, one per st
 * QuickDraw ndjson, simplified: ``{"drawing": [[[x0, x1, ...], [y0, y1, ...]], ...]}`` (0–255 box);
 * QuickDraw ndjson, raw: ``{"drawing": [[[x...], [y...], [t...]], ...]}`` (any coordinates, times ignored);
 * plain JSON, what the web page sends: ``{"strokes": [[[x, y], [x, y], ...], ...]}``;
+* sketch-rnn's offsets (stroke-3 ``{"strokes": [[dx, dy, pen_lifted], ...]}``, or stroke-5 ``[dx, dy, p1, p2, p3]``,
+  the form of QuickDraw's ``.npz`` data): rows of numbers, not lists of points, so the two cannot be confused;
 * an SVG drawing (bytes or text): its visible lines, curves sampled (:mod:`encoder.svg_strokes`).
 
 A bytes/str argument may hold one JSON object or ndjson (first drawing is used by
@@ -73,10 +75,43 @@ def _declared_points(stroke: Any, quickdraw: bool) -> int:
     return len(stroke)
 
 
+def _is_offset_sequence(raw: Any) -> bool:
+    """sketch-rnn's stroke-3/stroke-5: a list of rows of 3 or 5 numbers (plain strokes are lists of point lists)."""
+    return isinstance(raw, list) and bool(raw) and all(
+        isinstance(row, list) and len(row) in (3, 5) and all(isinstance(v, int | float) for v in row) for row in raw)
+
+
+def _offset_strokes(rows: list, max_points: int) -> Strokes:
+    """stroke-3 ``[dx, dy, p]`` (p = 1: the pen lifts after this point) or stroke-5 ``[dx, dy, p1, p2, p3]``
+    (p2: the pen lifts, p3: the sketch ends; rows after it are padding) → absolute strokes."""
+    if len(rows) > max_points:
+        raise TooManyPointsError(f"The drawing has more than {max_points} points (the limit).")
+    if len({len(row) for row in rows}) > 1:
+        raise StrokeFormatError("A stroke-3/stroke-5 sequence needs rows of one length: [dx, dy, p] or "
+                                "[dx, dy, p1, p2, p3].")
+    table = _as_float_array(rows, "The stroke-3/stroke-5 sequence")
+    if table.shape[1] == 5:
+        ends = np.flatnonzero(table[:, 4] >= 0.5)
+        table = table[: ends[0] + 1] if len(ends) else table
+        lifted = (table[:, 3] >= 0.5) | (table[:, 4] >= 0.5)
+    else:
+        lifted = table[:, 2] >= 0.5
+    with np.errstate(over="ignore", invalid="ignore"):
+        points = np.cumsum(table[:, :2], axis=0)
+    if not np.isfinite(points).all():
+        raise StrokeFormatError("The stroke-3/stroke-5 offsets add up to a coordinate too large to draw.")
+    strokes = [stroke for stroke in np.split(points, np.flatnonzero(lifted[:-1]) + 1) if len(stroke)]
+    if len(strokes) > DEFAULT_MAX_STROKES:
+        raise TooManyPointsError(f"The drawing has {len(strokes)} strokes; the limit is {DEFAULT_MAX_STROKES}.")
+    return strokes
+
+
 def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
     """Parse a decoded JSON object in any supported format into strokes; validate limits."""
     if not isinstance(obj, dict):
         raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
+    if "strokes" in obj and _is_offset_sequence(obj["strokes"]):
+        return _offset_strokes(obj["strokes"], max_points)
     if "strokes" in obj:
         raw, parse = obj["strokes"], _plain_stroke
     elif "drawing" in obj:

@@ -39,11 +39,29 @@ def plain(shape=L_SHAPE) -> dict:
     return {"strokes": [[list(p) for p in s] for s in shape]}
 
 
+def stroke3(shape=L_SHAPE) -> dict:
+    """sketch-rnn's stroke-3: offsets from the previous point; 1 lifts the pen after a point."""
+    rows, last = [], (0, 0)
+    for stroke in shape:
+        for index, (x, y) in enumerate(stroke):
+            rows.append([x - last[0], y - last[1], int(index == len(stroke) - 1)])
+            last = (x, y)
+    return {"strokes": rows}
+
+
+def stroke5(shape=L_SHAPE) -> dict:
+    """stroke-5 [dx, dy, pen down, pen up, end], padded after the end as sketch-rnn's batches are."""
+    rows = [[dx, dy, 1 - lifted, lifted, 0] for dx, dy, lifted in stroke3(shape)["strokes"]]
+    rows[-1][2:] = [0, 0, 1]
+    return {"strokes": rows + [[0, 0, 0, 0, 1]] * 3}
+
+
 def ink_mask(image) -> np.ndarray:
     return np.asarray(image.convert("L")) < 128
 
 
-@pytest.mark.parametrize("make", [quickdraw_simplified, quickdraw_raw, plain], ids=["qd-simplified", "qd-raw", "plain"])
+@pytest.mark.parametrize("make", [quickdraw_simplified, quickdraw_raw, plain, stroke3, stroke5],
+                         ids=["qd-simplified", "qd-raw", "plain", "stroke-3", "stroke-5"])
 def test_every_format_draws_ink_where_the_strokes_are(make):
     image = rasterize_strokes(parse_strokes(json.dumps(make())), size=128)
     mask = ink_mask(image)
@@ -59,11 +77,26 @@ def test_every_format_draws_ink_where_the_strokes_are(make):
     assert not mask[rows[0] : rows[0] + 20, cols[-1] - 20 : cols[-1]].any()
 
 
-def test_the_three_formats_render_the_same_drawing():
-    renders = [ink_mask(rasterize_strokes(parse_strokes(m()), size=96)) for m in (quickdraw_simplified, plain)]
+def test_the_formats_render_the_same_drawing():
+    renders = [ink_mask(rasterize_strokes(parse_strokes(m()), size=96))
+               for m in (quickdraw_simplified, plain, stroke3, stroke5)]
     raw = ink_mask(rasterize_strokes(parse_strokes(quickdraw_raw()), size=96))
-    assert (renders[0] != renders[1]).mean() == 0
+    assert all((renders[0] != other).mean() == 0 for other in renders[1:])
     assert (renders[0] != raw).mean() < 0.01
+
+
+def test_stroke3_keeps_its_strokes_apart_and_refuses_what_it_cannot_draw():
+    assert [s.tolist() for s in parse_strokes(stroke3())] == [[[10, 10], [10, 200]], [[10, 200], [150, 200]]]
+    refused = {
+        "rows of two lengths": ([[1, 2, 0], [3, 4, 0, 1, 0]], StrokeFormatError),
+        "offsets adding up past a float": ([[1e308, 0, 0], [1e308, 0, 1]], StrokeFormatError),
+        "a boolean offset": ([[True, 2, 0], [1, 1, 1]], StrokeFormatError),
+        "more rows than points allowed": ([[1, 1, 0]] * 101, TooManyPointsError),
+    }
+    for case, (rows, error) in refused.items():
+        with pytest.raises(error):
+            parse_strokes({"strokes": rows}, max_points=100)
+            pytest.fail(case)
 
 
 def test_ndjson_first_drawing_and_all_drawings(tmp_path):
