@@ -253,7 +253,8 @@ def run_category(args: argparse.Namespace) -> int:
     def make_task(split: ClassSplit, encoder):
         return CategoryTask(data, split, encoder, options, rank)
 
-    def describe(split: ClassSplit, encoder) -> str:
+    def describe(task, encoder) -> str:
+        split = task.split
         return (f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
                 f"({split.source}); encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
                 f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
@@ -303,7 +304,7 @@ def _train_run(args, split: ClassSplit, make_task, describe, device, *, shared: 
     with _run_lock(out):
         if rank.is_main:
             write_run_record(out, args, split, encoder, extra)
-            print(describe(split, encoder))
+            print(describe(task, encoder))  # the task's own view: what of the split it can use
         options = train_options(args)
         options.epochs = epochs
         return task, train(task, encoder, options, out)
@@ -377,10 +378,12 @@ def run_fine_grained(args: argparse.Namespace) -> int:
                             f"{args.checkpoint} has separate ones.")
         return FineGrainedTask(data, split, encoder, options, rank)
 
-    def describe(split: ClassSplit, encoder) -> str:
+    def describe(task, encoder) -> str:
+        split = task.split
         return (f"pairs: {data.summary()}\n"
                 f"classes: {len(split.train)} train, {len(split.val)} validation, {len(split.test)} unseen "
-                f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}; "
+                f"({split.source}); batches of {options.categories_per_batch} x {options.pairs_per_category}: "
+                f"{task.usable()}; "
                 f"encoder {encoder.config.backbone}/{encoder.config.pretrained} on {device}"
                 f"{' (RANDOM WEIGHTS)' if encoder.random_weights else ''}; {rank.world_size} process(es)")
 

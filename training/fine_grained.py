@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,8 +33,10 @@ from .fg_metrics import DEFAULT_KS, GALLERIES, fine_grained_accuracy
 from .loop import DistInfo, current_dist
 from .losses import DEFAULT_MARGIN, category_loss, triplet_loss
 from .pairs import PairedData, PairSet
-from .pk_sampler import hard_triplet_batches
+from .pk_sampler import hard_triplet_batches, unusable_categories
 from .report import format_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -253,6 +256,9 @@ class FineGrainedTask:
         self.options, self.dist, self.split = options, dist or current_dist(), split
         self.preprocess = encoder.preprocess
         self.pairs = data.subset(split.train)
+        self.left_out = unusable_categories(self.pairs.sketch_labels, self.pairs.photo_labels,
+                                            options.pairs_per_category)
+        self._warn_left_out()
         self.val_pairs = data.subset(split.val, gallery="paired")  # scored as the test protocol is
         # Frozen text tower: class text features are computed once (method.md).
         self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
@@ -264,6 +270,18 @@ class FineGrainedTask:
         except ValueError as error:
             raise DataError(f"Fine-grained batches of {options.categories_per_batch} categories x "
                             f"{options.pairs_per_category} pairs: {error}.") from error
+
+    def usable(self) -> str:
+        """How much of the training split can fill P×K batches, for the start-of-run description."""
+        pairs = sum(1 for label in self.pairs.sketch_labels if label not in self.left_out)
+        return (f"{len(self.pairs.classes) - len(self.left_out)} of {len(self.pairs.classes)} training classes, "
+                f"{pairs} of {len(self.pairs)} pairs fill P x K batches")
+
+    def _warn_left_out(self) -> None:
+        if self.left_out:
+            named = "; ".join(f"{self.pairs.classes[label]} ({why})" for label, why in self.left_out.items())
+            log.warning("%d training classes never fill a batch and take no part in training: %s",
+                        len(self.left_out), named)
 
     def _batches(self, epoch: int) -> list[list[tuple[int, int, int]]]:
         pairs, options = self.pairs, self.options

@@ -9,7 +9,7 @@ under DDP every rank draws the same global list and keeps its own share
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Hashable, Sequence
 
 from .samplers import by_label, epoch_rng, shard
@@ -110,3 +110,18 @@ def hard_triplet_batches(
             triples.append((sketch, own, negative))
         triplets.append(triples)
     return triplets
+
+
+def unusable_categories(sketch_labels: Sequence[int], photo_labels: Sequence[int],
+                        pairs_per_category: int) -> dict[int, str]:
+    """{label: why} of the categories :func:`hard_triplet_batches` never draws, whatever the epoch: fewer than two
+    photos (no hard negative) or fewer than K pairs (no chunk of K). Said at the start, so a run that quietly
+    trains on fewer classes than it names is not mistaken for one that trains on all of them."""
+    n_photos, n_pairs = Counter(photo_labels), Counter(sketch_labels)
+    why = {}
+    for label in sorted(n_pairs):
+        if n_photos[label] < 2:
+            why[label] = f"{n_photos[label]} photo, a hard negative needs another"
+        elif n_pairs[label] < pairs_per_category:
+            why[label] = f"only {n_pairs[label]} of K = {pairs_per_category} pairs"
+    return why

@@ -195,3 +195,21 @@ def test_a_thumbnail_in_a_hidden_subfolder_is_no_photo_to_pair_with(tmp_path):
     data = scan_sketchy_pairs(tmp_path)
     assert all(".thumbnails" not in p.path for p in data.photos["cat"])
     assert all(".thumbnails" not in photo.path for _, photo in data.pairs["cat"])
+
+
+def test_the_task_says_which_training_classes_never_fill_a_batch(tmp_path, caplog):
+    # was: "7 train" printed while the classes with fewer than K pairs or under 2 photos never trained, silently
+    from encoder import EncoderConfig, PromptConfig, build_encoder
+    from training.data import ClassSplit
+    from training.fine_grained import FineGrainedOptions, FineGrainedTask
+
+    sketchy_tree(tmp_path, {"ant": {"a1": 2, "a2": 1}, "bee": {"b1": 2, "b2": 1}, "cat": {"c1": 1, "c2": 0},
+                            "dog": {"d1": 3}})
+    config = EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=PromptConfig(shared=True))
+    options = FineGrainedOptions(categories_per_batch=2, pairs_per_category=2, workers=0)
+    task = FineGrainedTask(scan_sketchy_pairs(tmp_path), ClassSplit(train=["ant", "bee", "cat", "dog"], val=[],
+                                                                     test=[]), build_encoder(config, "cpu"), options)
+    assert task.usable() == "2 of 4 training classes, 6 of 10 pairs fill P x K batches"
+    assert "2 training classes never fill a batch" in caplog.text
+    assert "cat (only 1 of K = 2 pairs)" in caplog.text
+    assert "dog (1 photo, a hard negative needs another)" in caplog.text

@@ -45,3 +45,12 @@ def test_ranks_get_disjoint_equal_shares():
 def test_too_few_categories_is_a_clear_error():
     with pytest.raises(ValueError, match="categories"):
         pk_batches(LABELS, 5, 4, seed=0, epoch=0)
+
+
+def test_categories_that_never_fill_a_batch_are_named_with_the_reason():
+    from training.pk_sampler import unusable_categories
+
+    sketch_labels = [0] * 4 + [1] * 2 + [2] * 5
+    photo_labels = [0, 0, 1, 1, 1, 2]  # category 2 has one photo: no hard negative
+    assert unusable_categories(sketch_labels, photo_labels, 3) == {
+        1: "only 2 of K = 3 pairs", 2: "1 photo, a hard negative needs another"}
