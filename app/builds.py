@@ -15,6 +15,7 @@ import errno
 import fcntl
 import json
 import logging
+import os
 import re
 import secrets
 import sys
@@ -99,11 +100,19 @@ def build_command(settings: Settings, gallery: Path, module: str = BUILDER_MODUL
                "--json", "--engine", settings.engine, "--device", settings.device]
     options = {"--backbone": settings.backbone, "--pretrained": settings.pretrained,
                "--activation": settings.activation, "--checkpoint": settings.checkpoint,
-               "--milvus-uri": settings.milvus_uri, "--collection": settings.collection}
+               "--collection": settings.collection}
     for flag, value in options.items():
         if value is not None:
             command += [flag, str(value)]
     return command
+
+
+def build_environment(settings: Settings) -> dict[str, str]:
+    """The build's environment: the service's, plus the Milvus URI and token, which may hold credentials and so
+    never go into the command line (any local user can read a process's argv)."""
+    private = {"SBIR_MILVUS_URI": settings.milvus_uri,
+                "SBIR_MILVUS_TOKEN": settings.milvus_token.get_secret_value() if settings.milvus_token else None}
+    return {**os.environ, **{name: value for name, value in private.items() if value}}
 
 
 class BuildRunner:
@@ -138,7 +147,7 @@ class BuildRunner:
         try:
             job.process = await asyncio.create_subprocess_exec(
                 *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE)
+                stderr=asyncio.subprocess.PIPE, env=build_environment(self.settings))
             job.state, job.started_at = "running", _now()
             stdout, _ = await asyncio.gather(job.process.stdout.read(), self._follow(job, errors))
             code = await job.process.wait()

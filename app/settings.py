@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     engine: Literal["faiss", "milvus"] = Field("faiss", description="vector engine: faiss (index_dir) | milvus")
     milvus_uri: str | None = Field(None, description="Milvus server for engine milvus, e.g. http://127.0.0.1:19530")
     collection: str | None = Field(None, description="Milvus alias the index is served under (engine milvus)")
+    milvus_token: SecretStr | None = Field(None, description="Milvus token, user:password or an API key (engine "
+                                           "milvus)")
     milvus_timeout_s: float = Field(DEFAULT_MILVUS_TIMEOUT_S, gt=0, le=600,
                                     description="longest wait for one Milvus call")
     milvus_consistency: Literal["Strong", "Bounded"] = Field(
@@ -168,6 +170,7 @@ class Settings(BaseSettings):
     def location(self) -> Location:
         """Where the served index is (a folder, or a Milvus alias), as one validated object."""
         return locate(self.engine, index_dir=self.index_dir, milvus_uri=self.milvus_uri, collection=self.collection,
+                      token=self.milvus_token.get_secret_value() if self.milvus_token else "",
                       timeout_s=self.milvus_timeout_s, consistency=self.milvus_consistency)
 
     @property

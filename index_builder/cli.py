@@ -86,6 +86,8 @@ def add_engine_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="Milvus server, e.g. http://127.0.0.1:19530 (env SBIR_MILVUS_URI)")
     group.add_argument("--collection", default=os.environ.get("SBIR_COLLECTION") or None,
                        help="Milvus alias the index is served under (env SBIR_COLLECTION)")
+    group.add_argument("--milvus-token", default=os.environ.get("SBIR_MILVUS_TOKEN") or "",
+                       help="Milvus token, user:password or an API key (env SBIR_MILVUS_TOKEN, safer: argv is public)")
     # The environment's value is read when used (_location), so a bad one is an error naming it, not a traceback.
     group.add_argument("--milvus-timeout-s", type=float, default=None,
                        help=f"longest wait for one Milvus call (env SBIR_MILVUS_TIMEOUT_S, default "
@@ -109,7 +111,7 @@ def parse_params(text: str | None, flag: str) -> dict | None:
 def _location(args: argparse.Namespace, index_dir: Path | None) -> Location:
     timeout_s = env_timeout_s() if args.milvus_timeout_s is None else args.milvus_timeout_s
     return locate(args.engine, index_dir=index_dir, milvus_uri=args.milvus_uri, collection=args.collection,
-                  timeout_s=timeout_s)
+                  token=args.milvus_token, timeout_s=timeout_s)
 
 
 def _source(args: argparse.Namespace) -> Source:
