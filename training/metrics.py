@@ -14,7 +14,13 @@
 * mAP = mean over queries that have at least one relevant gallery item.
 
 The gallery is ranked by cosine similarity in query chunks sized to a memory budget, so 12k
-sketches × 60k photos never needs the full similarity matrix at once. Ties keep gallery order.
+sketches × 60k photos never needs the full similarity matrix at once.
+
+Tied scores (:func:`tie_aware`) never depend on gallery order: as sklearn does, a run of equal scores is one
+threshold, every item of it taking the precision at its end, and each place in the run holds the run's share of hits
+(the expected relevance under a random order of the run). Without ties this is the plain ranking; AP@all is sklearn's
+``average_precision_score`` either way, P@k the expected value over tie orders, and a run cut by k counts the share of
+its hits that falls inside the top k, at the run's precision. A collapsed model (every score equal) scores chance.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ import numpy as np
 import torch
 
 DEFAULT_MEMORY_BYTES = 512 * 2**20
-_BYTES_PER_CELL = 64  # peak per similarity cell: scores, order, gathered labels, float64 hits/precision sums
+# peak per similarity cell: scores, order, gathered labels, float64 hits/precision sums, and with tied scores
+# tie_aware's run-end and run-start hits and ranks
+_BYTES_PER_CELL = 80
 
 
 @dataclass
@@ -83,6 +91,37 @@ def _interpolated_precision_sum_torch(precision: torch.Tensor, rel: torch.Tensor
     return (envelope * rel).sum(dim=1)
 
 
+def _reverse_cummin(values: torch.Tensor) -> torch.Tensor:
+    """min over j >= i per row."""
+    if values.device.type == "cpu":  # numpy's running min over a reversed view: no flipped copies, no indices (3x)
+        return torch.from_numpy(np.ascontiguousarray(np.minimum.accumulate(values.numpy()[:, ::-1], axis=1)[:, ::-1]))
+    return torch.flip(torch.cummin(torch.flip(values, dims=[1]), dim=1).values, dims=[1])
+
+
+def tie_aware(rel: torch.Tensor, run_ends: torch.Tensor, ranks: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(relevance, hits, precision) per ranked place, each run of tied scores taken as one threshold.
+
+    ``rel`` [Q, G]: 1 for a relevant item in ranked order; ``run_ends`` [Q, G] (bool): the place is the last of its
+    run of equal scores; ``ranks``: 1..G. Inside a run the relevance is the run's share of hits, hits their running
+    sum, and the precision that of the run's end (sklearn's precision at each distinct threshold). Without ties it
+    is (rel, cumulative hits, hits / rank): the ranking as sorted."""
+    hits = rel.cumsum(dim=1)
+    if bool(run_ends.all()):  # real-valued features practically never tie: no extra work
+        return rel, hits, hits / ranks
+    inf = torch.tensor(float("inf"), dtype=rel.dtype, device=rel.device)
+    run_starts = torch.ones_like(run_ends)
+    run_starts[:, 1:] = run_ends[:, :-1]
+    # hits are non-decreasing, so the nearest run end after a place is the smallest end value after it (and the
+    # nearest start before it the largest start value before it)
+    end_hits = _reverse_cummin(torch.where(run_ends, hits, inf))
+    end_rank = _reverse_cummin(torch.where(run_ends, ranks.expand_as(hits), inf))
+    hits_before = torch.where(run_starts, hits - rel, -inf).cummax(dim=1).values
+    rank_before = torch.where(run_starts, ranks - 1, -inf).cummax(dim=1).values
+    share = (end_hits - hits_before) / (end_rank - rank_before)
+    return share, share.cumsum(dim=1), end_hits / end_rank
+
+
 def chunk_rows(n_gallery: int, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> int:
     """How many queries to rank at once so one chunk's working set stays under ``memory_bytes``."""
     return max(1, int(memory_bytes // max(1, n_gallery * _BYTES_PER_CELL)))
@@ -130,13 +169,15 @@ def rank_gallery(
         if keep_top:
             top[start:stop] = order[:, :keep_top].cpu().numpy()
             top_scores[start:stop] = scores[:, :keep_top].float().cpu().numpy()
+        run_ends = torch.ones_like(scores, dtype=torch.bool)
+        run_ends[:, :-1] = scores[:, :-1] != scores[:, 1:]
         del scores
         labels = q_labels_all[start:stop].to(device)
         rel = (g_labels[order] == labels[:, None]).to(torch.float64)
         del order
-        hits = rel.cumsum(dim=1)
-        total = hits[:, -1]
-        precision = hits / ranks
+        total = rel.sum(dim=1)  # exact: the tie-aware running hits are fractions
+        rel, hits, precision = tie_aware(rel, run_ends, ranks)
+        del run_ends
         weighted = (precision * rel).cumsum(dim=1)
         safe_total = total.clamp(min=1)
         n_relevant[start:stop] = total.long().cpu().numpy()
@@ -145,8 +186,10 @@ def rank_gallery(
             kk = min(k, n_g)
             ap_at[k][start:stop] = (weighted[:, kk - 1] / total.clamp(max=k).clamp(min=1)).cpu().numpy()
             ap_at_div_k[k][start:stop] = (weighted[:, kk - 1] / k).cpu().numpy()
-            # hits = 0 in the top k gives 0 / 1 = 0, as apsak and torchmetrics do
-            ap_at_in_topk[k][start:stop] = (weighted[:, kk - 1] / hits[:, kk - 1].clamp(min=1)).cpu().numpy()
+            # no hit in the top k scores 0, as apsak and torchmetrics do (hits may be a fraction under ties)
+            in_top = hits[:, kk - 1]
+            ap_at_in_topk[k][start:stop] = torch.where(in_top > 0, weighted[:, kk - 1] / in_top.clamp(min=1e-300),
+                                                       0.0).cpu().numpy()
             # the list is cut at k before interpolating
             voc = interpolated_precision_sum(precision[:, :kk], rel[:, :kk]) / total.clamp(max=k).clamp(min=1)
             ap_at_voc[k][start:stop] = voc.cpu().numpy()

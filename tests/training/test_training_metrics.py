@@ -201,3 +201,59 @@ def test_every_printed_number_names_its_convention_and_source(capsys):
     assert "÷ 200" in METRIC_SOURCES["map_200_div_k"] and "÷ min(200, R)" in METRIC_SOURCES["map_200"]
     assert float(shown["map_200_div_k"]) <= float(shown["map_200"])  # R < 200 everywhere in this small gallery
     assert "Doodle2Search" not in " ".join(METRIC_SOURCES.values())  # its only trace is commented-out code
+
+
+def _tied_problem(seed: int, n_q: int = 20, n_g: int = 60, n_classes: int = 3):
+    """Features on a coarse grid, so many gallery items tie for a query."""
+    rng = np.random.default_rng(seed)
+    q = torch.from_numpy(rng.integers(0, 2, (n_q, 3))).double()
+    g = torch.from_numpy(rng.integers(0, 2, (n_g, 3))).double()
+    return q, rng.integers(0, n_classes, n_q), g, rng.integers(0, n_classes, n_g)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ap_all_equals_sklearn_when_scores_tie(seed):
+    # was: a stable sort, so tied scores kept gallery order and AP depended on it
+    q, ql, g, gl = _tied_problem(seed)
+    result = rank_gallery(q, ql, g, gl)
+    sims = (q @ g.t()).numpy()
+    assert any(len(np.unique(row)) < len(row) for row in sims)
+    for i in range(len(ql)):
+        relevant = gl == ql[i]
+        if relevant.any():
+            assert result.ap_all[i] == pytest.approx(average_precision_score(relevant, sims[i]), abs=1e-9)
+
+
+def test_a_collapsed_model_scores_chance_not_the_gallery_order():
+    # was: constant embeddings, gallery [0, 0, 1, 1] → AP 1.0 and 0.4167 (sklearn: 0.5, 0.5)
+    result = rank_gallery(torch.ones(2, 4), [0, 1], torch.ones(4, 4), [0, 0, 1, 1], ap_ks=(2,), precision_ks=(1, 2))
+    np.testing.assert_allclose(result.ap_all, [0.5, 0.5])
+    np.testing.assert_allclose(result.ap_all_voc, [0.5, 0.5])
+    np.testing.assert_allclose(result.precision_at[1], [0.5, 0.5])  # the expected value over tie orders
+    np.testing.assert_allclose(result.precision_at[2], [0.5, 0.5])
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_every_metric_is_independent_of_gallery_order_when_scores_tie(seed):
+    q, ql, g, gl = _tied_problem(seed)
+    shuffled = np.random.default_rng(seed).permutation(len(gl))
+    kwargs = {"ap_ks": (7, 25), "precision_ks": (5, 13)}
+    plain, permuted = rank_gallery(q, ql, g, gl, **kwargs), rank_gallery(q, ql, g[shuffled], gl[shuffled], **kwargs)
+    for name in ("ap_all", "ap_all_voc"):
+        np.testing.assert_allclose(getattr(plain, name), getattr(permuted, name), atol=1e-12)
+    for name in ("ap_at", "ap_at_voc", "ap_at_in_topk", "ap_at_div_k", "precision_at"):
+        for k, values in getattr(plain, name).items():
+            np.testing.assert_allclose(values, getattr(permuted, name)[k], atol=1e-12)
+
+
+def test_precision_at_k_is_the_expected_value_over_the_orders_of_a_tied_run():
+    import itertools
+
+    scores = [3, 2, 2, 2, 2, 1]  # a run of four ties cut by k = 3
+    labels = [1, 0, 1, 1, 0, 1]
+    gallery = torch.tensor([[float(s), 0.0] for s in scores])
+    result = rank_gallery(torch.tensor([[1.0, 0.0]]), [1], gallery, labels, ap_ks=(), precision_ks=(3,))
+    run = labels[1:5]
+    orders = list(itertools.permutations(run))
+    expected = np.mean([(labels[0] + sum(order[:2])) / 3 for order in orders])
+    assert result.precision_at[3][0] == pytest.approx(expected)
