@@ -3,7 +3,7 @@
 Layout (Sketchy-, TU-Berlin- and QuickDraw-Extended as distributed)::
 
     ROOT/sketch/<category>/*   images (.png .jpg ...), stroke files (.json: one drawing,
-                               .ndjson: one drawing per line, QuickDraw style)
+                               .ndjson: one drawing per line, QuickDraw style; .svg: a vector sketch)
     ROOT/photo/<category>/*    images
 
 The raw Sketchy download nests one more level, an augmentation folder per modality
@@ -40,8 +40,10 @@ log = logging.getLogger(__name__)
 
 Modality = Literal["sketch", "photo"]
 SPLITS_DIR = Path(__file__).with_name("splits")
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-STROKE_SUFFIXES = frozenset({".json", ".ndjson"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
+                            ".heif"})
+# .svg: the vector sketches TU-Berlin, Sketchy and QMUL ship, read as their lines (encoder.svg_strokes)
+STROKE_SUFFIXES = frozenset({".json", ".ndjson", ".svg"})
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_AUGMENTATION = "tx_000000000000"  # raw Sketchy: non-uniformly scaled to the bounding box, no augmentation
 AUGMENTATION_DIR = re.compile(r"^tx_\d{12}$")

@@ -1,5 +1,7 @@
 """Split files, class splits, scanning, unreadable files, the category triplet sampler."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -134,6 +136,22 @@ def test_stroke_files_are_rasterised(tmp_path, tiny_encoder):
     dataset = SampleDataset(data.sketches["line"], [0, 0], tiny_encoder.preprocess, "sketch")
     image, _, _, error = dataset[1]
     assert error is None and isinstance(image, torch.Tensor) and image.shape == (3, 64, 64)
+
+
+def test_svg_sketches_are_read_as_their_lines(tmp_path, tiny_encoder):
+    """TU-Berlin and Sketchy ship SVG sketches: one sample each, drawn like the same strokes as JSON."""
+    (tmp_path / "sketch" / "line").mkdir(parents=True)
+    (tmp_path / "photo" / "line").mkdir(parents=True)
+    (tmp_path / "sketch" / "line" / "1.svg").write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 800 800"><g transform="scale(3)">'
+        '<path d="M 0 0 L 100 120 L 200 10" stroke="#000" fill="none"/></g></svg>')
+    (tmp_path / "sketch" / "line" / "2.json").write_text('{"strokes": [[[0, 0], [100, 120], [200, 10]]]}')
+    random_photo().save(tmp_path / "photo" / "line" / "p.jpg")
+    data = CategoryDataset.scan(tmp_path)
+    assert sorted(Path(s.path).name for s in data.sketches["line"]) == ["1.svg", "2.json"]
+    dataset = SampleDataset(data.sketches["line"], [0, 0], tiny_encoder.preprocess, "sketch")
+    (svg, _, _, error), (json_strokes, _, _, _) = dataset[0], dataset[1]
+    assert error is None and torch.allclose(svg, json_strokes, atol=0.05)
 
 
 def test_unreadable_files_in_training_and_evaluation_are_dropped_counted_and_excluded(tmp_path, tiny_encoder):
