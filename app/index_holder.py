@@ -72,6 +72,13 @@ class IndexHolder:
         return loaded.reader.version if loaded else None
 
     @property
+    def revision(self) -> str | None:
+        """What `current` answered for the served version: its name, or a backend's finer revision (Milvus: the
+        collection and its manifest's digest, which a build in place changes without a new collection)."""
+        loaded = self._loaded
+        return revision_of(loaded.reader) if loaded else None
+
+    @property
     def ready(self) -> bool:
         return self._loaded is not None and self.unavailable is None
 
@@ -138,7 +145,7 @@ class IndexHolder:
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
                 return False
-            if version == self.version:
+            if version == self.revision:
                 self.refusal = None  # the published version is the one served (again)
                 return False
             if version == self._refused:
@@ -159,7 +166,7 @@ class IndexHolder:
         finding = self._distrust(reader)
         if finding is not None:
             reader.close()
-            return self._refuse(reader.version, finding.check, finding.detail,
+            return self._refuse(revision_of(reader), finding.check, finding.detail,
                                 f"Index version {reader.version} failed the {finding.check} check: {finding.detail}.")
         self._serve(reader)
         return True
@@ -270,6 +277,11 @@ class IndexHolder:
         self._retire(None)
         self.source.close()
         self.problem = "The service is shutting down."
+
+
+def revision_of(reader: Reader) -> str:
+    """The reader's revision (see :attr:`IndexHolder.revision`); a folder reader's is its version name."""
+    return getattr(reader, "revision", None) or reader.version
 
 
 def segments_and_deleted(reader: Reader) -> tuple[int, int]:

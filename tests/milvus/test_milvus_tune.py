@@ -69,8 +69,8 @@ def test_tune_calibrates_records_and_the_service_reader_takes_it_up(milvus, coll
 
     manifest = MilvusConnection(milvus.uri).read_manifest(version)
     assert manifest["index"]["search_params"] == {knob: chosen} and manifest["tuned"]["queries"] == 300
-    assert source.current() == version  # the service's poll: same collection, so no reopen ...
-    assert serving.search_params == {knob: chosen}  # ... but its reader now searches with the tuned value
+    assert source.current().startswith(version + "@")  # the service's poll: a new revision of the same collection
+    assert serving.search_params == {knob: chosen}  # ... and a reader not reopened searches with the tuned value
     assert source.open().search_params == {knob: chosen}
     sample = np.load(queries)
     assert _recall(serving, sample, vectors) >= 0.95  # measured independently of the calibration

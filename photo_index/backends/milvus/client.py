@@ -13,10 +13,14 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
+import re
+import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
 from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_SEPARATOR
@@ -24,16 +28,71 @@ from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_S
 MANIFESTS = "sbir_manifests"
 VARCHAR_MAX = 65_535
 PATH_MAX = 4_096
+CATEGORY_MAX = 1_024
 PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata"]
 # Added later (a collection made before has none of them); Milvus fields are not nullable: -1 / "" mean unknown.
 DETAIL_FIELDS = ["width", "height", "taken_at"]
 QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
+TOPK_MAX = 16_384  # Milvus's largest search limit (topk)
+VERSION_TIME = "%Y%m%d%H%M%S%f"  # 20 digits
+# Server answers that are a refusal of what was asked, not a server that is away: ParameterInvalid/Missing, the
+# alias/collection name conflicts (Milvus 2.3+ error codes). Any other server code (65535 "unknown" included) stays
+# "unavailable", as a restarting server answers with many of them.
+REFUSED_CODES = frozenset({1100, 1101, 1601, 1602})
+BUILD_MARK = "sbir-build"  # the description of a photo collection this builder created (with host and pid)
 T = TypeVar("T")
 
 
 def new_version_name(alias: str) -> str:
     """Sortable by creation time; Milvus names allow only letters, digits and underscores."""
-    return f"{alias}{VERSION_SEPARATOR}{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+    return f"{alias}{VERSION_SEPARATOR}{datetime.now(UTC).strftime(VERSION_TIME)}"
+
+
+def is_version_of(alias: str, name: str) -> bool:
+    """Whether ``name`` is exactly what :func:`new_version_name` makes for ``alias`` (not merely a longer name)."""
+    return re.fullmatch(re.escape(alias + VERSION_SEPARATOR) + r"[0-9]{20}", name) is not None
+
+
+def version_age_s(name: str) -> float:
+    """Seconds since the version ``name`` was created (from its name)."""
+    made = datetime.strptime(name.rsplit(VERSION_SEPARATOR, 1)[1], VERSION_TIME).replace(tzinfo=UTC)
+    return (datetime.now(UTC) - made).total_seconds()
+
+
+def redacted(uri: str) -> str:
+    """``uri`` without user name and password, for every message, log line and description."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def build_mark() -> str:
+    return json.dumps({"mark": BUILD_MARK, "host": socket.gethostname(), "pid": os.getpid()})
+
+
+def builder_alive(description: str) -> bool | None:
+    """Whether the build that created a collection (its description, :func:`build_mark`) still runs: its process
+    lives on this host. None when we cannot tell (no mark, or another host)."""
+    try:
+        mark = json.loads(description)
+        host, pid = mark["host"], int(mark["pid"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    if mark.get("mark") != BUILD_MARK or host != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def manifest_key(version: str) -> int:
@@ -45,11 +104,45 @@ def _is_missing(message: str) -> bool:
     return any(word in text for word in ("not found", "not exist", "doesn't exist", "does not exist"))
 
 
+def _is_refusal(error: Exception) -> bool:
+    """A request the server (or pymilvus before sending it) refuses as such: retrying or reconnecting cannot help."""
+    from pymilvus.exceptions import (
+        ConnectError,
+        ConnectionNotExistException,
+        MilvusException,
+        MilvusUnavailableException,
+    )
+
+    if isinstance(error, (ConnectError, ConnectionNotExistException, MilvusUnavailableException)):
+        return False
+    if type(error) is not MilvusException:  # pymilvus's own checks (ParamError, DataNotMatch...): never sent
+        return True
+    return error.code in REFUSED_CODES
+
+
+def redacted_text(text: str, uri: str) -> str:
+    """``text`` (a driver's message) with ``uri``'s credentials replaced by its redacted form."""
+    return text.replace(uri, redacted(uri)) if uri != redacted(uri) else text
+
+
+def manifest_text(version: str, manifest: dict) -> str:
+    """The stored form of a manifest; a :class:`BuildError` when it exceeds the field Milvus keeps it in (checked
+    before a build writes any row, so a too-big manifest never leaves a half-applied build)."""
+    text = json.dumps(manifest, sort_keys=True)
+    size = len(text.encode())
+    if size > VARCHAR_MAX:
+        categories = len(manifest.get("categories") or [])
+        raise BuildError(f"The manifest of {version} would be {size} bytes ({categories} categories); Milvus holds "
+                         f"{VARCHAR_MAX}: use fewer or shorter category names.")
+    return text
+
+
 class MilvusConnection:
     """One MilvusClient with bounded timeouts; a failed call drops the client so the next one reconnects."""
 
     def __init__(self, uri: str, *, timeout: float = DEFAULT_MILVUS_TIMEOUT_S, token: str = "") -> None:
         self.uri = uri
+        self.shown_uri = redacted(uri)
         self.timeout = float(timeout)
         self.token = token
         self._client = None
@@ -67,24 +160,27 @@ class MilvusConnection:
         return self._client
 
     def call(self, action: Callable[[], T], *, what: str, missing: str | None = None) -> T:
-        """Run ``action``; map Milvus failures: ``missing`` names what a not-found error means, else unavailable."""
-        from pymilvus.exceptions import MilvusException, ParamError
+        """Run ``action``; map Milvus failures: ``missing`` names what a not-found error means, a refusal of the
+        request is a :class:`BuildError`, anything else (no connection, a timeout, a server not ready) unavailable."""
+        from pymilvus.exceptions import MilvusException
 
         try:
             return action()
         except (EngineUnavailableError, IndexNotFoundError, BuildError):
             raise  # already ours (e.g. the connect inside an action)
-        except ParamError as error:
-            raise BuildError(f"Milvus at {self.uri} refused {what}: {error.message}") from None
         except MilvusException as error:
             if missing is not None and _is_missing(error.message):
                 raise IndexNotFoundError(missing) from None
+            if _is_refusal(error):
+                raise BuildError(f"Milvus at {self.shown_uri} refused {what}: "
+                                 f"{redacted_text(error.message, self.uri)}") from None
             self.reset()
-            raise EngineUnavailableError(f"Milvus at {self.uri} is unavailable ({what}: {error.message}).") from None
+            raise EngineUnavailableError(f"Milvus at {self.shown_uri} is unavailable ({what}: "
+                                         f"{redacted_text(error.message, self.uri)}).") from None
         except Exception as error:  # noqa: BLE001 - grpc and socket errors of every kind: the server is unreachable
             self.reset()
-            raise EngineUnavailableError(f"Milvus at {self.uri} is unavailable ({what}: {type(error).__name__}: "
-                                         f"{error}).") from None
+            raise EngineUnavailableError(f"Milvus at {self.shown_uri} is unavailable ({what}: {type(error).__name__}: "
+                                         f"{redacted_text(str(error), self.uri)}).") from None
 
     def reset(self) -> None:
         client, self._client = self._client, None
@@ -105,7 +201,18 @@ class MilvusConnection:
     def versions(self, alias: str) -> list[str]:
         """Photo collections of ``alias``, oldest first (complete or not)."""
         names = self.call(lambda: self.client.list_collections(timeout=self.timeout), what="list collections")
-        return sorted(n for n in names if n.startswith(alias + VERSION_SEPARATOR))
+        return sorted(n for n in names if is_version_of(alias, n))
+
+    def is_plain_collection(self, name: str) -> bool:
+        """Whether ``name`` is a collection of its own (not an alias): it cannot become our alias."""
+        if self.alias_target(name) is not None:
+            return False
+        return bool(self.call(lambda: self.client.has_collection(name, timeout=self.timeout), what=f"has {name}"))
+
+    def description(self, name: str) -> str:
+        described = self.call(lambda: self.client.describe_collection(name, timeout=self.timeout),
+                              what=f"describe {name}", missing=f"Milvus collection {name} is gone.")
+        return str(described.get("description") or "")
 
     def switch_alias(self, alias: str, collection: str) -> None:
         """Point ``alias`` at ``collection`` in one server-side step (searches see the old or the new one)."""
@@ -146,9 +253,7 @@ class MilvusConnection:
         return json.loads(rows[0]["manifest"]) if rows else None
 
     def write_manifest(self, version: str, manifest: dict) -> None:
-        text = json.dumps(manifest, sort_keys=True)
-        if len(text.encode()) > VARCHAR_MAX:
-            raise BuildError(f"The manifest of {version} is {len(text.encode())} bytes; Milvus holds {VARCHAR_MAX}.")
+        text = manifest_text(version, manifest)
         self._ensure_manifests()
         row = {"key": manifest_key(version), "version": version, "manifest": text, "unused": [0.0, 0.0]}
         self.call(lambda: self.client.upsert(MANIFESTS, [row], timeout=self.timeout), what="write a manifest")
@@ -162,11 +267,11 @@ class MilvusConnection:
     def create_photos(self, name: str, dim: int, index_type: str, index_params: dict) -> None:
         from pymilvus import DataType, MilvusClient
 
-        schema = MilvusClient.create_schema(auto_id=False)
+        schema = MilvusClient.create_schema(auto_id=False, description=build_mark())
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
         schema.add_field("path", DataType.VARCHAR, max_length=PATH_MAX)
-        schema.add_field("category", DataType.VARCHAR, max_length=1024)
+        schema.add_field("category", DataType.VARCHAR, max_length=CATEGORY_MAX)
         schema.add_field("sha256", DataType.VARCHAR, max_length=64)
         schema.add_field("size", DataType.INT64)
         schema.add_field("mtime_ns", DataType.INT64)
@@ -184,7 +289,7 @@ class MilvusConnection:
         try:
             self.call(lambda: self.client.create_index(name, index, timeout=self.timeout),
                       what=f"create a {index_type} index")
-        except EngineUnavailableError as error:
+        except (EngineUnavailableError, BuildError) as error:
             self.drop(name)
             raise BuildError(f"Milvus cannot build index type {index_type!r} with params {index_params}: "
                              f"{error}") from None

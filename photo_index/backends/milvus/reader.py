@@ -7,7 +7,7 @@ Category filters are Milvus expressions (``category == "..."``); records come fr
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import json
 import threading
 import weakref
@@ -21,7 +21,11 @@ from ...errors import EngineUnavailableError, IndexCorruptError, IndexNotFoundEr
 from ...format import REQUIRED, field_of
 from ...location import DEFAULT_CONSISTENCY, MilvusLocation
 from ...queries import checked_queries, no_hits
-from .client import DETAIL_FIELDS, MilvusConnection
+from .client import DETAIL_FIELDS, TOPK_MAX, MilvusConnection
+
+# Search params that bound how many hits a search can return: Milvus refuses a k above them ("ef(64) should be larger
+# than k(65)"), so a deeper search raises them to k (HNSW/AUTOINDEX ef, DiskANN search_list, GPU_CAGRA itopk_size).
+DEPTH_BOUNDED = ("ef", "search_list", "itopk_size")
 
 
 def category_filter(category: str) -> str:
@@ -47,8 +51,12 @@ def to_row(record: PhotoRecord, vector: np.ndarray) -> dict:
     return {"id": int(record.id), "vector": np.asarray(vector, dtype=np.float32).tolist(), "path": record.path,
             "category": record.category or "", "sha256": record.sha256, "size": int(record.size),
             "mtime_ns": int(record.mtime_ns), "added_at": record.added_at, "updated_at": record.updated_at,
-            "metadata": json.dumps(record.metadata, sort_keys=True), "width": _unknown_is(record.width),
+            "metadata": to_row_metadata(record), "width": _unknown_is(record.width),
             "height": _unknown_is(record.height), "taken_at": record.taken_at or ""}
+
+
+def to_row_metadata(record: PhotoRecord) -> str:
+    return json.dumps(record.metadata, sort_keys=True)
 
 
 def _unknown_is(value: int | None) -> int:
@@ -57,6 +65,27 @@ def _unknown_is(value: int | None) -> int:
 
 def has_details(fields: list[str]) -> bool:
     return set(DETAIL_FIELDS) <= set(fields)
+
+
+def search_params_for(params: dict, k: int) -> dict:
+    """``params`` for a search of depth ``k``: each depth-bounding param at least ``k``. A ValueError for a ``k``
+    above Milvus's largest topk (a request too deep, not a server problem)."""
+    if k > TOPK_MAX:
+        raise ValueError(f"A Milvus index returns at most {TOPK_MAX} hits per search; {k} were asked for "
+                         "(offset + k too deep).")
+    return {**params, **{name: max(int(params[name]), k) for name in DEPTH_BOUNDED if name in params}}
+
+
+def revision_of(version: str, manifest: dict) -> str:
+    """What :meth:`MilvusSource.current` answers: the collection and a digest of its manifest, so an in-place build
+    (same collection, new size and categories) is a new revision the service reopens."""
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{version}@{digest}"
+
+
+def version_of(revision: str) -> str:
+    """The collection a :func:`revision_of` token (or a plain collection name) names."""
+    return revision.split("@", 1)[0]
 
 
 def checked_manifest(connection: MilvusConnection, version: str) -> dict:
@@ -78,6 +107,7 @@ class MilvusReader:
         self.consistency = consistency
         self.manifest = checked_manifest(connection, version)
         self.version: str = version
+        self.revision: str = revision_of(version, self.manifest)
         self.dim: int = int(self.manifest["dim"])
         self.size: int = int(self.manifest["size"])
         self.fingerprint: str = self.manifest["encoder"]["fingerprint"]
@@ -98,7 +128,7 @@ class MilvusReader:
         if len(queries) == 0 or self.size == 0 or (category is not None and category not in self._categories):
             return scores, found
         expression = category_filter(category) if category is not None else ""
-        params = {"metric_type": "IP", "params": self.search_params}
+        params = {"metric_type": "IP", "params": search_params_for(self.search_params, k)}
         hits = self._call(lambda: self.connection.client.search(
             self.version, data=queries.tolist(), limit=k, filter=expression, search_params=params,
             output_fields=[], consistency_level=self.consistency, timeout=self.connection.timeout), what="search")
@@ -207,33 +237,35 @@ class MilvusSource:
         self._readers: weakref.WeakSet[MilvusReader] = weakref.WeakSet()  # opened by this source, for the poll
 
     def describe(self) -> str:
-        return f"Milvus {self.connection.uri} collection {self.alias}"
+        return f"Milvus {self.connection.shown_uri} collection {self.alias}"
 
     def current(self) -> str | None:
-        """The live collection; its open readers take up search parameters `tune` wrote into its manifest since
-        (`tune` keeps the collection, so the name does not change and the service would not reopen it)."""
+        """The live collection's revision (:func:`revision_of`): it changes when the alias switches and when a build
+        in place rewrites the manifest. Open readers of the collection take up search parameters `tune` wrote into
+        its manifest since (a reader not reopened, e.g. the CLI's, searches with them too)."""
         version = self.connection.alias_target(self.alias)
-        live = [reader for reader in list(self._readers) if reader.version == version]
-        if live:
-            with contextlib.suppress(EngineUnavailableError):  # the next poll tries again
-                manifest = self.connection.read_manifest(version)
-                if manifest is not None:
-                    for reader in live:
-                        reader.search_params = dict(manifest["index"].get("search_params") or {})
-        return version
+        if version is None:
+            return None
+        manifest = self.connection.read_manifest(version)
+        if manifest is None:
+            return version  # opening it says why it cannot be served
+        for reader in [reader for reader in list(self._readers) if reader.version == version]:
+            reader.search_params = dict(manifest["index"].get("search_params") or {})
+        return revision_of(version, manifest)
 
     def open(self, device: str = "cpu") -> MilvusReader:  # noqa: ARG002 - the server decides where it searches
         return self.open_version(None)
 
     def open_version(self, version: str | None) -> MilvusReader:
         if version is None:
-            version = self.current()
+            version = self.connection.alias_target(self.alias)
             if version is None:
                 raise IndexNotFoundError(f"No index in {self.describe()}: the alias does not exist "
                                          "(run `index_builder build --engine milvus`).")
             reader = MilvusReader(self.connection, version, self.consistency)
             self._readers.add(reader)
             return reader
+        version = version_of(version)
         if version not in self.versions():
             raise IndexNotFoundError(f"{self.describe()} has no version {version!r}.")
         return MilvusReader(self.connection, version)

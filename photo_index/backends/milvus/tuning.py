@@ -58,14 +58,14 @@ def tune_collection(connection: MilvusConnection, alias: str, queries_path: str 
     """Calibrate the live collection behind ``alias`` on the vectors in ``queries_path``; the report of ``tune``."""
     version = connection.alias_target(alias)
     if version is None:
-        raise IndexNotFoundError(f"No index in Milvus {connection.uri} collection {alias}: the alias does not exist "
-                                 "(run `index_builder build --engine milvus`).")
+        raise IndexNotFoundError(f"No index in Milvus {connection.shown_uri} collection {alias}: the alias does not "
+                                 "exist (run `index_builder build --engine milvus`).")
     reader = MilvusReader(connection, version)
     manifest = reader.manifest
     queries = load_queries(queries_path, reader.dim)
     section = manifest["index"]
     before = dict(section.get("search_params") or {})
-    report = {"index_dir": f"Milvus {connection.uri} collection {alias}", "previous": version, "version": version,
+    report = {"index_dir": f"Milvus {connection.shown_uri} collection {alias}", "previous": version, "version": version,
               "queries": len(queries), "factory": section["factory"], "before": before}
     knob = search_knob(section["factory"], section.get("index_params") or {})
     if knob is None or reader.size == 0:

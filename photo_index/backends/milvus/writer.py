@@ -17,17 +17,51 @@ from pathlib import Path
 import numpy as np
 
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
-from ...errors import BuildError, EngineUnavailableError
-from ...format import expired
+from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
+from ...format import expired, utc_now
 from ...location import MilvusLocation
 from ...publishing import live_base, version_report
-from .client import MilvusConnection, new_version_name
-from .reader import checked_manifest, has_details, to_record, to_row
+from .client import (
+    CATEGORY_MAX,
+    PATH_MAX,
+    VARCHAR_MAX,
+    MilvusConnection,
+    builder_alive,
+    manifest_text,
+    new_version_name,
+    version_age_s,
+)
+from .reader import checked_manifest, has_details, to_record, to_row, to_row_metadata
 from .tuning import tune_collection
 
 DEFAULT_INDEX = "AUTOINDEX"
 CHUNK = 1_000  # rows per insert/upsert call (well under Milvus's 64 MB message limit at 512 dims)
 BUILD_TIMEOUT_S = 3_600.0  # flush and load of a large collection take long; a dead server still fails fast
+# A collection without a manifest whose builder we cannot ask (another host, or made before builds were marked) is
+# dropped only when older than a build's longest fill (inserts, flush, index: each up to BUILD_TIMEOUT_S).
+UNFINISHED_AFTER_S = 3 * BUILD_TIMEOUT_S
+
+
+def categories_of(records) -> list[str]:
+    return sorted({record.category for record in records if record.category})
+
+
+def oversized_field(record: PhotoRecord) -> str | None:
+    """Which of ``record``'s text fields exceeds its Milvus field (bytes), or None: checked before any row is
+    written, as the server refuses the whole insert."""
+    limits = {"path": (record.path, PATH_MAX), "category": (record.category or "", CATEGORY_MAX),
+              "metadata": (to_row_metadata(record), VARCHAR_MAX)}
+    return next((f"{name} is {len(text.encode())} bytes (Milvus holds {limit})"
+                 for name, (text, limit) in limits.items() if len(text.encode()) > limit), None)
+
+
+def check_fields(records: list[PhotoRecord]) -> None:
+    """A one-line :class:`BuildError` naming the first photo whose fields Milvus cannot hold."""
+    for record in records:
+        problem = oversized_field(record)
+        if problem is not None:
+            raise BuildError(f"Photo {record.path[:200]!r} cannot be stored in Milvus: its {problem}; shorten it "
+                             "or leave the photo out.")
 
 
 class MilvusPrevious:
@@ -47,6 +81,15 @@ class MilvusPrevious:
     @property
     def fingerprint(self) -> str:
         return self.manifest["encoder"]["fingerprint"]
+
+    def disagreement(self) -> str | None:
+        """How the manifest and the rows differ (a build killed between its upserts and its manifest), or None."""
+        rows, categories = len(self.by_path), categories_of(self.by_path.values())
+        if int(self.manifest.get("size", -1)) != rows:
+            return f"the manifest counts {self.manifest.get('size')} photos, the collection holds {rows}"
+        if list(self.manifest.get("categories") or []) != categories:
+            return "the manifest's categories differ from the collection's"
+        return None
 
     def row_of(self, photo_id: int) -> int:
         return photo_id  # Milvus rows are addressed by id
@@ -72,7 +115,7 @@ class MilvusWriter:
         self.options = options
         self.alias = location.collection
         self.connection = MilvusConnection(location.uri, timeout=location.timeout_s, token=location.token)
-        self.where = f"Milvus {location.uri} collection {self.alias}"
+        self.where = f"Milvus {self.connection.shown_uri} collection {self.alias}"
         self.notes: list[str] = []
         self.index_params = dict(options.index_params or {})
         self.search_params = options.search_params  # None: the type's defaults, or what `tune` chose
@@ -80,9 +123,31 @@ class MilvusWriter:
     def previous(self, rebuild: bool) -> MilvusPrevious | None:
         version = self.connection.alias_target(self.alias)
         if version is None:
+            self._refuse_plain_collection()
             return None
-        return live_base(lambda: MilvusPrevious(self.connection, version), rebuild=rebuild,
-                         what=f"The live collection {version} of {self.where}")
+        previous = live_base(lambda: MilvusPrevious(self.connection, version), rebuild=rebuild,
+                             what=f"The live collection {version} of {self.where}")
+        if previous is not None:
+            self._repair_manifest(previous)
+        return previous
+
+    def _refuse_plain_collection(self) -> None:
+        """Before anything is embedded: the alias name must not be a collection of its own (Milvus would refuse
+        the alias only at the end, after a whole new collection was filled)."""
+        if self.connection.is_plain_collection(self.alias):
+            raise BuildError(f"--collection {self.alias} is an existing Milvus collection, not an alias this builder "
+                             "manages; choose another name.")
+
+    def _repair_manifest(self, previous: MilvusPrevious) -> None:
+        """A build killed between its upserts and its manifest left rows the manifest does not count: the next
+        build (also one that changes nothing) rewrites the manifest from the rows, so the service sees them."""
+        problem = previous.disagreement()
+        if problem is None:
+            return
+        previous.manifest = {**previous.manifest, "size": len(previous.by_path),
+                             "categories": categories_of(previous.by_path.values()), "updated_at": utc_now()}
+        self.connection.write_manifest(previous.name, previous.manifest)
+        self.notes.append(f"rewrote the manifest of {previous.name}: {problem} (an earlier build was interrupted)")
 
     def resolve_factory(self, size: int, dim: int, requested: str | None) -> str:  # noqa: ARG002
         return (requested or DEFAULT_INDEX).upper()
@@ -97,18 +162,19 @@ class MilvusWriter:
         in_place = (previous is not None and not self.options.rebuild and previous.manifest["dim"] == dim
                     and (old.get("factory"), old.get("index_params") or {}) == (factory, self.index_params)
                     and has_details(previous.fields))
-        dates = {}
-        if in_place:
-            version = previous.name
-            self._update_in_place(content, previous)
-            dates = {"created_at": previous.manifest["created_at"], "updated_at": content.now}
-        else:
-            version = new_version_name(self.alias)
-            self._fill_new(version, content, previous, dim, factory)
+        version = previous.name if in_place else new_version_name(self.alias)
+        dates = {"created_at": previous.manifest["created_at"], "updated_at": content.now} if in_place else {}
         _, counts = version_report(report, version)
-        self.connection.write_manifest(version, {
-            **manifest, "categories": sorted({r.category for r in content.records if r.category}), **dates,
-            "version": version, "index": section, "build": counts})
+        final = {**manifest, "categories": categories_of(content.records), **dates, "version": version,
+                 "index": section, "build": counts}
+        # Refused before any row is written: a build that cannot finish must not leave half of itself behind.
+        check_fields(content.records)
+        manifest_text(version, final)
+        if in_place:
+            self._update_in_place(content, previous)
+        else:
+            self._fill_new(version, content, previous, dim, factory)
+        self.connection.write_manifest(version, final)
         if not in_place:
             self.connection.switch_alias(self.alias, version)
         return version
@@ -171,11 +237,22 @@ class MilvusWriter:
             raise
 
     def prune(self, keep: int) -> None:
-        """Drop all but the newest ``keep`` complete collections (never the live one) and unfinished ones."""
+        """Drop all but the newest ``keep`` complete collections (never the live one) and abandoned unfinished ones
+        (never one a build may still be filling)."""
         live = self.connection.alias_target(self.alias)
         versions = self.connection.versions(self.alias)
         complete = [v for v in versions if v == live or self.connection.read_manifest(v) is not None]
-        doomed = [v for v in versions if v not in complete] + expired(complete, live, keep)
+        doomed = [v for v in versions if v not in complete and self._abandoned(v)] + expired(complete, live, keep)
         for version in doomed:
             self.connection.drop(version)
 
+    def _abandoned(self, version: str) -> bool:
+        """An unfinished collection no build is filling: its builder's process is gone, or (when we cannot ask) it
+        is older than any build takes."""
+        try:
+            alive = builder_alive(self.connection.description(version))
+        except IndexNotFoundError:
+            return False  # dropped meanwhile
+        if alive is None:
+            return version_age_s(version) > UNFINISHED_AFTER_S
+        return not alive
