@@ -8,6 +8,7 @@ vectors in ``staging/`` for the next run to resume from. :func:`build_index` ret
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from .errors import FingerprintMismatchError
 from .lock import LOCK_FILE, build_lock
 from .plan import Plan, Selection, plan, select
 from .report import BuildReport
-from .sources import Scan, Skipped, read_manifest_file, scan_folder
+from .sources import IMAGE_EXTENSIONS, Scan, Skipped, read_manifest_file, scan_folder
 from .staging import ENTRIES, FileKey, Staging, file_key
 
 # File timestamps come from the kernel's coarse clock: read the scan start from it, so that a write after the
@@ -69,10 +70,8 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
     started = time.perf_counter()
     writer = options.writer()
     work_dir = Path(options.index_dir).expanduser().absolute()  # the lock and staging, whatever the backend
-    if options.gallery is not None and work_dir.resolve() == Path(options.gallery).expanduser().resolve():
-        # The index folder is never scanned, so the whole gallery would be: "no photos", and files left in it.
-        raise BuildError(f"The index folder {work_dir} is the gallery itself; put the index beside it, or in a "
-                         "folder inside it (which the scan skips).")
+    if options.gallery is not None:
+        check_folders(Path(options.gallery), work_dir)
     photos = [0]  # how many the scan found (for the space a full disk needed)
     created = not work_dir.exists()
     try:
@@ -85,14 +84,41 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
                 if is_disk_full(error):
                     shutil.rmtree(work_dir / STAGING, ignore_errors=True)
                 raise
-    except BuildError:
-        if created:
-            _remove_if_empty(work_dir)
-        raise
     except OSError as error:
         if not is_disk_full(error):
             raise
         raise disk_full(error, work_dir, needed_bytes(photos[0], encoder.embed_dim)) from None
+    except BaseException:  # refused, or interrupted (Ctrl+C): a first build that staged nothing leaves no folder
+        if created:
+            _remove_if_empty(work_dir)
+        raise
+
+
+def check_folders(gallery: Path, work_dir: Path) -> None:
+    """Refuse a gallery the build would destroy or silently leave out: the index folder itself, a gallery inside
+    the index folder (staging and old versions are deleted there), or an index folder inside the gallery that
+    holds photos (the scan skips the index folder, so they would never be indexed)."""
+    gallery, index = gallery.expanduser().resolve(), work_dir.resolve()
+    if gallery == index:
+        raise BuildError(f"The index folder {work_dir} is the gallery itself; put the index beside it, or in a "
+                         "folder inside it (which the scan skips).")
+    if index in gallery.parents:
+        raise BuildError(f"The gallery {gallery} is inside the index folder {work_dir}, where a build removes and "
+                         "replaces what it wrote; put the gallery outside the index folder.")
+    if gallery in index.parents:
+        photo = _a_photo_in(index)
+        if photo is not None:
+            raise BuildError(f"The index folder {work_dir} lies inside the gallery and holds photos ({photo}), which "
+                             "a scan skips with the index folder; give an empty folder for the index.")
+
+
+def _a_photo_in(folder: Path) -> str | None:
+    """The path of an image file under ``folder`` (the first one found), or None; not following links."""
+    for parent, _, files in os.walk(folder):
+        found = next((name for name in files if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS), None)
+        if found is not None:
+            return os.path.join(parent, found)
+    return None
 
 
 def _remove_if_empty(work_dir: Path) -> None:

@@ -29,6 +29,8 @@ from .tuning import tune
 DEFAULT_WORKERS = min(4, os.cpu_count() or 1)
 DEVICES = ("auto", "cpu", "cuda")
 MAX_BATCH_SIZE = 65_536  # photos per encoder call: far beyond any accelerator's memory, well inside islice's range
+# decoding processes: past a few per core they only take memory (each holds torch; 100,000 of them OOM-killed a host)
+MAX_WORKERS = max(32, 4 * (os.cpu_count() or 1))
 
 
 def choice_of(values, env: str):
@@ -109,6 +111,8 @@ def parse_params(text: str | None, flag: str) -> dict | None:
 
 
 def _location(args: argparse.Namespace, index_dir: Path | None) -> Location:
+    if index_dir is None and args.engine == "faiss":  # as `build --out` defaults (docker-compose sets it)
+        index_dir = env_path("SBIR_INDEX_DIR", "index")
     timeout_s = env_timeout_s() if args.milvus_timeout_s is None else args.milvus_timeout_s
     return locate(args.engine, index_dir=index_dir, milvus_uri=args.milvus_uri, collection=args.collection,
                   token=args.milvus_token, timeout_s=timeout_s)
@@ -138,7 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--rebuild", action="store_true", help="re-embed everything (needed after a model change)")
     build.add_argument("--batch-size", type=int, default=256,
                        help=f"photos per encoder call (default 256, at most {MAX_BATCH_SIZE})")
-    build.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="DataLoader decoding workers (local)")
+    build.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                       help=f"DataLoader decoding workers (local; at most {MAX_WORKERS})")
     build.add_argument("--distributor", choices=DISTRIBUTORS, type=choice_of(DISTRIBUTORS, "SBIR_DISTRIBUTOR"),
                        default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
                        help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
@@ -172,7 +177,7 @@ def _parser() -> argparse.ArgumentParser:
                                  "efSearch; Milvus nprobe / ef) on real query vectors; FAISS: published as a new "
                                  "version, Milvus: written into the collection's manifest")
     tuning.add_argument("index_dir", type=path_arg, nargs="?", default=None,
-                        help="index folder (FAISS) whose live version is tuned")
+                        help="index folder (FAISS) whose live version is tuned (default $SBIR_INDEX_DIR, else ./index)")
     tuning.add_argument("--queries", type=path_arg, required=True,
                         help=".npy of query vectors [Q, dim] of the index's encoder (e.g. saved by the service with "
                         "SBIR_QUERY_SAMPLE)")
@@ -193,7 +198,8 @@ def _parser() -> argparse.ArgumentParser:
 
     for name, text in (("info", "describe the current version"), ("verify", "check that a version is consistent")):
         command = commands.add_parser(name, help=text)
-        command.add_argument("index_dir", type=path_arg, nargs="?", default=None, help="index folder (FAISS)")
+        command.add_argument("index_dir", type=path_arg, nargs="?", default=None,
+                             help="index folder (FAISS; default $SBIR_INDEX_DIR, else ./index)")
         command.add_argument("--version", default=None, help="a version name (default: current)")
         add_engine_args(command)
         if name == "info":
@@ -206,6 +212,8 @@ def _build(args: argparse.Namespace) -> int:
         raise SBIRError("--batch-size and --keep must be >= 1, --workers >= 0, --recall-target in (0, 1].")
     if args.batch_size > MAX_BATCH_SIZE:
         raise SBIRError(f"--batch-size must be at most {MAX_BATCH_SIZE} photos per encoder call.")
+    if args.workers > MAX_WORKERS:
+        raise SBIRError(f"--workers must be at most {MAX_WORKERS} (4 decoding processes per CPU core, at least 32).")
     out = env_path("SBIR_INDEX_DIR", "index") if args.out is None else args.out
     distributor = _distributor(args)
     milvus = args.engine == "milvus"
@@ -324,6 +332,10 @@ class Interrupted(BaseException):
 
 
 def _interrupt(signum: int, _frame: object) -> None:
+    # A second Ctrl+C while unwinding would land inside cleanup (DataLoader workers' __del__) as a traceback: the
+    # first one already stops the run.
+    for other in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(other, signal.SIG_IGN)
     raise Interrupted(signum)
 
 

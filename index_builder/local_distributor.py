@@ -62,7 +62,9 @@ class LocalDistributor:
     name: str = "local"
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
-        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known), job.batch_size, job.workers)
+        batches = -(-len(job.paths) // job.batch_size)  # a worker per batch at most: more would only start and wait
+        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known), job.batch_size,
+                             min(job.workers, batches))
         for batch in loader:
             good = [item for item in batch if item.pixels is not None]
             vectors: list[np.ndarray | None] = []

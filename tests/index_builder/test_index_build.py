@@ -309,3 +309,15 @@ def test_heic_photos_from_a_phone_are_indexed_like_their_png(make_gallery, build
         ids, vectors = reader.vectors()
         by_name = {os.path.basename(r.path): v for r, v in zip(reader.records(ids), np.asarray(vectors), strict=True)}
     assert float(by_name["IMG_0001.HEIC"] @ by_name["same.png"]) > 0.99
+
+
+def test_a_first_build_interrupted_before_staging_anything_leaves_no_index_folder(make_gallery, build, tmp_path):
+    class Interrupting:
+        name = "interrupting"
+
+        def run(self, encoder, job, writer):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(gallery=make_gallery({"cat": 2}), distributor=Interrupting())
+    assert not (tmp_path / "index").exists()

@@ -239,3 +239,70 @@ def test_the_summary_points_to_where_its_long_skip_list_really_is(make_gallery, 
         (gallery / "cat" / f"empty_{i:02}.jpg").write_bytes(b"")
     assert "(the version's report.json)" in build(gallery=gallery).summary()
     assert "(--json lists them all)" in build(gallery=gallery).summary()  # unchanged: no new version, no report
+
+
+def _photos(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("inside", ["staging", "segments", "versions/x"])
+def test_a_gallery_inside_the_index_folder_is_refused_before_anything_is_deleted(make_gallery, tmp_path, capsys,
+                                                                                 inside):
+    """Staging is removed and old versions pruned inside the index folder: a gallery there was deleted."""
+    index_dir = tmp_path / "index"
+    gallery = index_dir / inside
+    gallery.parent.mkdir(parents=True, exist_ok=True)
+    make_gallery({"cat": 2}).rename(gallery)
+    before = _photos(gallery)
+    assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 2
+    assert "inside the index folder" in capsys.readouterr().err
+    assert _photos(gallery) == before
+
+
+def test_an_index_folder_inside_the_gallery_that_holds_photos_is_refused(make_gallery, capsys):
+    """--out gallery/ant: the scan skips the index folder, so ant's photos would silently never be indexed."""
+    gallery = make_gallery({"cat": 2, "ant": 2})
+    assert main(["build", "--gallery", str(gallery), "--out", str(gallery / "ant"), "--workers", "0",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "holds photos" in err and "ant" in err
+    assert not (gallery / "ant" / ".lock").exists()
+    # an empty (or index) folder inside the gallery stays a valid place for the index
+    assert main(["build", "--gallery", str(gallery), "--out", str(gallery / ".index"), "--workers", "0",
+                 "--no-progress"]) == 0
+
+
+def test_workers_beyond_the_cap_are_refused(make_gallery, tmp_path, capsys):
+    from index_builder.cli import MAX_WORKERS
+
+    gallery = make_gallery({"cat": 2})
+    assert main(["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"),
+                 "--workers", str(MAX_WORKERS + 1)]) == 2
+    assert f"--workers must be at most {MAX_WORKERS}" in capsys.readouterr().err
+    assert not (tmp_path / "index").exists()
+
+
+def test_info_and_verify_read_the_index_folder_from_sbir_index_dir(make_gallery, tmp_path, capsys, monkeypatch):
+    index_dir = tmp_path / "index"
+    assert main(["build", "--gallery", str(make_gallery({"cat": 2})), "--out", str(index_dir), "--workers", "0",
+                 "--no-progress"]) == 0
+    monkeypatch.setenv("SBIR_INDEX_DIR", str(index_dir))
+    capsys.readouterr()
+    assert main(["info", "--json"]) == 0 and json.loads(capsys.readouterr().out)["size"] == 2
+    assert main(["verify"]) == 0
+
+
+def test_a_second_signal_while_unwinding_is_ignored():
+    """The first Ctrl+C stops the run; a second one must not land in cleanup code as a traceback."""
+    import signal
+
+    from index_builder.cli import Interrupted, _interrupt
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(Interrupted):
+            _interrupt(signal.SIGINT, None)
+        assert all(signal.getsignal(s) == signal.SIG_IGN for s in saved)
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
