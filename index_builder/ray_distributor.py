@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,8 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
     if ray.is_initialized():
         return False
     options = {"logging_level": logging.WARNING, "include_dashboard": False}
+    if address:
+        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **options)
@@ -71,6 +74,20 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise BuildError(f"Cannot connect to the Ray cluster at {address or 'a new local cluster'}: {error}") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse a ``host:port`` nobody answers on within seconds: ray.init retries it for minutes, saying only
+    "Failed to connect to GCS". Other forms (``auto``, ``ray://``) are Ray's to resolve."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")  # [::1]:6379
+    if not host or "/" in host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError, OverflowError) as error:
+        raise BuildError(f"Cannot reach the Ray cluster at {address} ({error}); is its head node running, "
+                         "and is the address host:port of its GCS (e.g. 10.0.0.5:6379)?") from None
 
 
 def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
@@ -191,6 +208,16 @@ class RayDistributor:
             if connected_here:
                 ray.shutdown()
 
+    @staticmethod
+    def _check_room(resources: dict, actors: int, actor_cpus: float, on_gpu: bool, reader_cpus: float) -> None:
+        """Refuse more actors than the cluster can place beside one read task: Ray Data would wait for them
+        for ever, embedding nothing."""
+        cpus, gpus = float(resources.get("CPU", 0)), int(resources.get("GPU", 0))
+        most = min(gpus, int((cpus - reader_cpus) // actor_cpus)) if on_gpu else int((cpus - reader_cpus) // actor_cpus)
+        if actors > most:
+            raise BuildError(f"--ray-actors {actors} cannot all be placed: the cluster ({cpus:g} CPUs, {gpus} GPUs) "
+                             f"holds at most {max(most, 0)} encoder actors beside a read task.")
+
     def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
         import pyarrow as pa
 
@@ -202,6 +229,8 @@ class RayDistributor:
             raise BuildError("--device cuda was requested but the Ray cluster has no GPU.")
         on_gpu = gpus > 0 and self.actor_device != "cpu"
         reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
+        actors = self.actors or (gpus if on_gpu else 1)
+        self._check_room(ray.cluster_resources(), actors, actor_cpus, on_gpu, reader_cpus)
         payload = ray.put(EncoderPayload.of(encoder))
         step = job.batch_size  # one block per batch: every batch can be read by another task at once
         blocks = [pa.table({
@@ -215,7 +244,7 @@ class RayDistributor:
         ).map_batches(
             EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once},
             batch_size=job.batch_size, batch_format="numpy", num_cpus=actor_cpus, num_gpus=1 if on_gpu else 0,
-            compute=ray.data.ActorPoolStrategy(size=self.actors or (gpus if on_gpu else 1)),
+            compute=ray.data.ActorPoolStrategy(size=actors),
         )
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             writer.write(outcomes(batch, job))

@@ -1,0 +1,47 @@
+"""The Ray distributor refuses, in seconds and in one line, what would otherwise hang: a cluster address nobody
+answers on (ray.init retried it for minutes) and more encoder actors than the cluster can place (Ray Data waited for
+them for ever)."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from index_builder.ray_distributor import CPU_ONLY_SHARES, RayDistributor, connect
+from photo_index.errors import BuildError
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]  # closed again when the block ends: nobody listens there
+
+
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "[::1]:{port}", "localhost:{port}"])
+def test_an_address_nobody_answers_on_is_refused_at_once(form):
+    import ray
+
+    started = time.monotonic()
+    with pytest.raises(BuildError, match="Cannot reach the Ray cluster"):
+        connect(form.format(port=_closed_port()))
+    assert time.monotonic() - started < 10 and not ray.is_initialized()
+
+
+@pytest.mark.parametrize(("resources", "actors", "on_gpu", "fits"), [
+    ({"CPU": 2.0}, 1, False, True),
+    ({"CPU": 2.0}, 6, False, True),  # a quarter CPU each beside a half-CPU read task
+    ({"CPU": 2.0}, 50, False, False),
+    ({"CPU": 8.0, "GPU": 2.0}, 2, True, True),
+    ({"CPU": 8.0, "GPU": 2.0}, 3, True, False),
+    ({"CPU": 2.0, "GPU": 4.0}, 2, True, False),  # one CPU per GPU actor, one for reading
+])
+def test_more_actors_than_the_cluster_can_place_are_refused(resources, actors, on_gpu, fits):
+    reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
+    check = RayDistributor._check_room
+    if fits:
+        check(resources, actors, actor_cpus, on_gpu, reader_cpus)
+    else:
+        with pytest.raises(BuildError, match="cannot all be placed"):
+            check(resources, actors, actor_cpus, on_gpu, reader_cpus)
