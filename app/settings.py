@@ -161,9 +161,12 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _engine_needs_its_location(self) -> Settings:
         try:
-            self.location  # noqa: B018 - validated here, once, where the settings are read
+            location = self.location
         except BuildError as error:
             raise ValueError(str(error)) from None
+        if location.max_depth is not None and self.max_results > location.max_depth:
+            raise ValueError(f"SBIR_MAX_RESULTS is {self.max_results}, deeper than the {location.engine} engine "
+                             f"searches (at most {location.max_depth}).")
         return self
 
     @property

@@ -7,7 +7,7 @@ Every entry point (the builder's CLI, the service's settings) turns its flags in
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,6 +30,7 @@ class FolderLocation:
 
     path: Path
     engine: ClassVar[str] = "faiss"
+    max_depth: ClassVar[int | None] = None  # FAISS ranks as deep as asked
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -41,10 +42,11 @@ class MilvusLocation:
 
     uri: str
     collection: str
-    token: str = ""
+    token: str = field(default="", repr=False)  # a secret: never in a log line or a traceback's locals
     timeout_s: float = DEFAULT_MILVUS_TIMEOUT_S
     consistency: str = DEFAULT_CONSISTENCY
     engine: ClassVar[str] = "milvus"
+    max_depth: ClassVar[int | None] = 16_384  # Milvus's largest search limit (topk): offset + k at most this
 
     def __post_init__(self) -> None:
         if not self.uri or not isinstance(self.uri, str):

@@ -95,3 +95,15 @@ def test_photo_paths_must_resolve_inside_the_gallery_root(tmp_path):
         assert refused.value.status == 404 and str(tmp_path) not in refused.value.message
     with pytest.raises(APIError):
         safe_photo_path(record(gallery / "in.jpg"), None)
+
+
+def test_milvus_refuses_results_deeper_than_it_searches_and_never_shows_its_token(tmp_path):
+    from pydantic import ValidationError
+
+    milvus = {"engine": "milvus", "milvus_uri": "http://127.0.0.1:19530", "collection": "photos",
+              "milvus_token": "alice:s3cret"}
+    with pytest.raises(ValidationError, match="at most 16384"):
+        Settings(index_dir=tmp_path, max_results=16_385, **milvus)
+    settings = Settings(index_dir=tmp_path, max_results=16_384, **milvus)
+    assert "s3cret" not in repr(settings.location) and settings.location.token == "alice:s3cret"
+    Settings(index_dir=tmp_path, max_results=100_000)  # FAISS ranks as deep as asked

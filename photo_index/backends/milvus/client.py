@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
-from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_SEPARATOR
+from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_SEPARATOR, MilvusLocation
 
 MANIFESTS = "sbir_manifests"
 VARCHAR_MAX = 65_535
@@ -33,7 +33,7 @@ PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_a
 # Added later (a collection made before has none of them); Milvus fields are not nullable: -1 / "" mean unknown.
 DETAIL_FIELDS = ["width", "height", "taken_at"]
 QUERY_LIMIT = 16_384  # Milvus's largest query window (offset + limit)
-TOPK_MAX = 16_384  # Milvus's largest search limit (topk)
+TOPK_MAX = MilvusLocation.max_depth
 VERSION_TIME = "%Y%m%d%H%M%S%f"  # 20 digits
 # Server answers that are a refusal of what was asked, not a server that is away: ParameterInvalid/Missing, the
 # alias/collection name conflicts (Milvus 2.3+ error codes). Any other server code (65535 "unknown" included) stays
