@@ -32,11 +32,22 @@ const state = {
   page: null,           // the results on show: {k, category, next (offset of the next page), version, answer}
   maxUploadBytes: null, // the service's upload limit (/info)
   retries: 0,           // 503 answers of the query on screen asked again so far
+  padWidth: 0,          // the pad's width in CSS pixels when the strokes were last scaled to it
 };
 
 // ---- drawing ------------------------------------------------------------------------------------
 function resizeCanvas() {
   const rect = canvas.getBoundingClientRect(), ratio = window.devicePixelRatio || 1;
+  // Strokes are kept in CSS pixels: when the pad changes size (a phone turned, a window resized) they scale with it,
+  // so the drawing keeps its place on the pad instead of shrinking into a corner. The pad is square.
+  if (state.padWidth && rect.width > 0 && rect.width !== state.padWidth) {
+    const scale = rect.width / state.padWidth;
+    for (const stroke of state.strokes) {
+      stroke.width *= scale;
+      stroke.points = stroke.points.map(([x, y]) => [Math.round(x * scale * 10) / 10, Math.round(y * scale * 10) / 10]);
+    }
+  }
+  if (rect.width > 0) state.padWidth = rect.width;
   canvas.width = Math.round(rect.width * ratio);
   canvas.height = Math.round(rect.height * ratio);
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);

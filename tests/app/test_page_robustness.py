@@ -137,3 +137,29 @@ def test_a_busy_service_is_asked_again_when_it_says(app_index, app_encoder):
         page.wait_for_function(GRID_FILLED, timeout=20_000)
         assert len(answers) == 2 and page.inner_text("#message") == ""
 
+
+
+INK_BOX = """() => {  // the drawing's box on the canvas, as shares of its side
+    const c = document.getElementById('canvas'), d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let x0 = c.width, y0 = c.height, x1 = -1, y1 = -1;
+    for (let i = 0; i < d.length; i += 4) {
+        if (d[i] >= 128) continue;
+        const p = i / 4, x = p % c.width, y = Math.floor(p / c.width);
+        x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y);
+    }
+    return [x0 / c.width, y0 / c.height, x1 / c.width, y1 / c.height, c.width];
+}"""
+
+
+def test_a_drawing_keeps_its_place_when_the_pad_changes_size(app_index, app_encoder):
+    """Turning a phone or resizing the window resizes the pad: the strokes scale with it, not shrink to a corner."""
+    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
+    with served_page(app, {"width": 1100, "height": 760}) as (page, base):
+        page.goto(base + "/")
+        draw_line(page)
+        before = page.evaluate(INK_BOX)
+        page.set_viewport_size({"width": 420, "height": 900})
+        page.wait_for_function(f"document.getElementById('canvas').width !== {before[4]}")
+        after = page.evaluate(INK_BOX)
+        assert after[4] != before[4]
+        assert all(abs(a - b) < 0.03 for a, b in zip(after[:4], before[:4], strict=True)), (before, after)
