@@ -158,13 +158,15 @@ function megabytes(bytes) {
   return `${(bytes / 1048576).toFixed(1)} MB`;
 }
 
+const DRAWING_HEAD_BYTES = 4 * 1048576;  // where a drawing file's first drawing must end
+
 function isDrawingFile(file) {
   return /\.(ndjson|jsonl|json)$/i.test(file.name || "") || /json/.test(file.type || "");
 }
 
-// The strokes of a drawing file (QuickDraw {"drawing": [[xs], [ys], (ts)]...} or the page's own
-// {"strokes": [[[x, y], ...]]}; ndjson: the first drawing), or null when the page cannot read them: the service
-// then judges the file and says what is wrong with it.
+// The strokes of a drawing file (QuickDraw {"drawing": [[xs], [ys], (ts)]...}, the page's own
+// {"strokes": [[[x, y], ...]]} or sketch-rnn's offsets {"strokes": [[dx, dy, lifted], ...]}; ndjson: the first
+// drawing), or null when the page cannot read them: the service then judges the file and says what is wrong with it.
 function strokesOf(text) {
   try {
     const line = text.replace(/^\ufeff/, "").split(/\r?\n/).find((l) => l.trim());
@@ -172,6 +174,8 @@ function strokesOf(text) {
     let strokes = null;
     if (Array.isArray(drawing.drawing)) {
       strokes = drawing.drawing.map(([xs, ys]) => xs.map((x, i) => [Number(x), Number(ys[i])]));
+    } else if (isOffsetSequence(drawing.strokes)) {
+      strokes = offsetStrokes(drawing.strokes);
     } else if (Array.isArray(drawing.strokes)) {
       strokes = drawing.strokes.map((points) => points.map(([x, y]) => [Number(x), Number(y)]));
     }
@@ -181,6 +185,25 @@ function strokesOf(text) {
   } catch (error) {
     return null;
   }
+}
+
+// sketch-rnn's stroke-3 [dx, dy, lifted] / stroke-5 [dx, dy, down, up, end] rows, as encoder/strokes.py reads them.
+function isOffsetSequence(rows) {
+  return Array.isArray(rows) && rows.length > 0 && rows.every((row) => Array.isArray(row) &&
+    (row.length === 3 || row.length === 5) && row.every((value) => typeof value === "number"));
+}
+
+function offsetStrokes(rows) {
+  const strokes = [[]];
+  let x = 0, y = 0;
+  for (const row of rows) {
+    x += row[0];
+    y += row[1];
+    strokes[strokes.length - 1].push([x, y]);
+    if (row.length === 5 && row[4] >= 0.5) break;  // the end of the sketch: padding follows
+    if ((row.length === 5 ? row[3] : row[2]) >= 0.5) strokes.push([]);  // the pen lifts after this point
+  }
+  return strokes;
 }
 
 // Strokes in any coordinates, fitted into the canvas (aspect ratio kept, a margin around) as the user's own
@@ -209,22 +232,25 @@ function useUpload(upload) {
 
 async function useFile(file) {
   if (!file) return;
-  if (state.maxUploadBytes && file.size > state.maxUploadBytes) {  // refused here, not after the whole upload
-    $("message").textContent = `The file is ${megabytes(file.size)}; the service takes at most ` +
-      `${megabytes(state.maxUploadBytes)} (SBIR_MAX_UPLOAD_BYTES).`;
-    return;
-  }
   if (isDrawingFile(file)) {
-    const strokes = strokesOf(await file.text());
+    // Only the first drawing is needed: a QuickDraw class file of hundreds of MB is not read whole (nor sent).
+    const strokes = strokesOf(await file.slice(0, DRAWING_HEAD_BYTES).text());
     if (strokes) {
       state.upload = null;
       setLike(null);
       state.strokes = fitToCanvas(strokes);
       redraw();
       scheduleSearch(0);
-    } else {
-      useUpload({ blob: file, image: null });
+      return;
     }
+  }
+  if (state.maxUploadBytes && file.size > state.maxUploadBytes) {  // refused here, not after the whole upload
+    $("message").textContent = `The file is ${megabytes(file.size)}; the service takes at most ` +
+      `${megabytes(state.maxUploadBytes)} (SBIR_MAX_UPLOAD_BYTES).`;
+    return;
+  }
+  if (isDrawingFile(file)) {  // not readable here: the service judges it and says what is wrong
+    useUpload({ blob: file, image: null });
     return;
   }
   const url = URL.createObjectURL(file), image = new Image();

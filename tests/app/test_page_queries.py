@@ -163,3 +163,26 @@ def test_an_svg_drawing_is_uploaded_and_searched(app_index, app_encoder, tmp_pat
         page.wait_for_function(GRID_FILLED, timeout=20_000)
         assert answers and set(answers) == {200}
         assert page.inner_text("#message").strip() == ""
+
+
+def test_a_quickdraw_class_file_over_the_upload_limit_and_a_stroke3_file_are_drawn(app_index, app_encoder, tmp_path):
+    """QuickDraw's per-class ndjson runs to hundreds of MB: only its first drawing is read (and sent, as strokes),
+    so the upload limit does not stand in the way; sketch-rnn's stroke-3 offsets are drawn as strokes too."""
+    app = create_app(Settings(index_dir=app_index[1], max_upload_bytes=64 * 1024), encoder=app_encoder)
+    with served_page(app, DESKTOP) as (page, base):
+        sent = json_searches(page, base)
+        page.goto(base + "/")
+        page.wait_for_function("document.querySelectorAll('#category option').length === 3")
+        many = tmp_path / "full_simplified_cat.ndjson"
+        first = '{"word": "cat", "drawing": [[[10, 50, 90], [10, 80, 10]], [[20, 80], [60, 60]]]}\n'
+        many.write_text(first + '{"word": "cat", "drawing": [[[0, 255], [0, 255]]]}\n' * 5000)  # ~250 KB
+        page.set_input_files("#file", str(many))
+        page.wait_for_function(GRID_FILLED, timeout=20_000)
+        assert page.evaluate(INK) > 500 and [len(s) for s in sent[-1]["strokes"]] == [3, 2]
+
+        offsets = tmp_path / "cat.json"  # stroke-3: offsets from the last point, 1 = the pen lifts after the point
+        offsets.write_text(json.dumps({"strokes": [[10, 10, 0], [40, 70, 1], [-30, -20, 0], [60, 0, 0], [10, -50, 1]]}))
+        with page.expect_response(lambda r: r.url == base + "/search", timeout=20_000) as answer:
+            page.set_input_files("#file", str(offsets))
+        assert answer.value.status == 200
+        assert [len(s) for s in sent[-1]["strokes"]] == [2, 3] and page.evaluate(INK) > 500
