@@ -38,6 +38,7 @@ from .query_fields import (
 IMAGE_TYPES = "PNG, JPEG, WebP, GIF, BMP, TIFF, AVIF or HEIC"
 DRAWING_KEYS = ("strokes", "drawing")  # plain strokes, QuickDraw (encoder.strokes)
 JSON_TYPES = ("application/json", "application/x-ndjson", "application/ndjson", "application/jsonl")
+XML_TYPES = ("text/xml", "application/xml")
 MAX_CATEGORY_LENGTH = 200
 MAX_FORM_FIELDS = 8
 
@@ -268,9 +269,10 @@ async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image"
     sketch, strokes = form.get("sketch"), form.get("strokes")
     if not isinstance(sketch, UploadFile):
         if isinstance(strokes, UploadFile):
-            return "strokes", _json_object(await strokes.read())
+            data = await strokes.read()
+            return "strokes", data if looks_like_svg(data) else _json_object(data)
         if isinstance(strokes, str):
-            return "strokes", _json_object(strokes)
+            return "strokes", strokes.encode() if looks_like_svg(strokes) else _json_object(strokes)
         # One image (or SVG drawing) under another name ("file", "image", "photo", ...) is taken as the picture.
         for value in form.values():
             if isinstance(value, UploadFile) and _is_picture(await value.read(4096)):
@@ -315,6 +317,8 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
         if any(obj.get(key) is not None for key in DRAWING_KEYS) or not set(obj) <= {*query_keys, *DRAWING_KEYS}:
             return _request("strokes", obj, params, limits)  # a drawing, or keys of some other strokes format
         return _request(None, None, params, limits)
+    if content_type in XML_TYPES and looks_like_svg(body):  # an SVG drawing sent as XML
+        content_type = "image/svg+xml"
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
         params = request.query_params
         if not body and _without_picture(params):

@@ -222,13 +222,16 @@ def rasterize_strokes(
     canvas_side = size * SUPERSAMPLE
     usable = canvas_side * (1 - 2 * margin)
     scale = usable / extent
-    offset = (canvas_side - (high - low) * scale) / 2 - low * scale
+    # Scaled after moving to the origin: a drawing far away (x = 1e306) with a small extent would overflow to inf
+    padding = (canvas_side - (high - low) * scale) / 2
     pen = max(1, round(line_width * SUPERSAMPLE))
 
     canvas = Image.new("L", (canvas_side, canvas_side), 255)
     draw = ImageDraw.Draw(canvas)
     for stroke in strokes:
-        xy = stroke * scale + offset
+        xy = (stroke - low) * scale + padding
+        if not np.isfinite(xy).all():
+            raise StrokeFormatError("The drawing's coordinates are too large to draw.")
         coords = [tuple(p) for p in xy.tolist()]
         if len(coords) > 1:
             draw.line(coords, fill=0, width=pen, joint="curve")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import io
 import re
-from xml.etree.ElementTree import Element
+from xml.etree.ElementTree import Element, SubElement, tostring
 
 import numpy as np
 from defusedxml import DefusedXmlException
@@ -35,6 +35,10 @@ ROUGH_SAMPLES = np.linspace(0, 1, 5)
 NEAR_WHITE = 235  # every channel at least this: invisible on white paper
 _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
+SVG_NS = "http://www.w3.org/2000/svg"
+NOT_RENDERED = frozenset({"mask", "marker", "symbol", "clipPath", "pattern"})
+# What svgelements spends reading an element, in path points (measured: a circle ~0.5 ms, a point ~0.02 ms)
+PARSE_COST = {"circle": 24, "ellipse": 24, "rect": 12, "line": 8, "polyline": 8, "polygon": 8, "path": 4, "use": 4}
 
 
 def looks_like_svg(data: bytes | str) -> bool:
@@ -76,17 +80,23 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
     raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     root = _checked_tree(raw)
     _check_size(root, max_points)
+    _move_unrendered_to_defs(root)
     from svgelements import SVG  # imported here: only SVG queries pay for it
 
     try:
-        document = SVG.parse(io.BytesIO(raw), reify=True)
+        document = SVG.parse(io.BytesIO(tostring(root)), reify=True)
         shapes = [path for path in map(_visible_outline, document.elements()) if path is not None]
+        if not shapes:
+            raise StrokeFormatError("The SVG drawing has no visible lines (its text and embedded images are not "
+                                    "read).")
+        return _sample(shapes, max_points)
+    except StrokeFormatError:
+        raise
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError, RecursionError) as error:
-        # svgelements' own errors on attribute values it cannot read (a transform, a length, a colour)
-        raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}.") from None
-    if not shapes:
-        raise StrokeFormatError("The SVG drawing has no visible lines (its text and embedded images are not read).")
-    return _sample(shapes, max_points)
+        # svgelements' own errors on values it cannot read (a transform, a length in em, a colour), when parsing
+        # or when outlining and sampling a shape
+        raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}: "
+                                f"{str(error).rstrip('.')}.") from None
 
 
 def _checked_tree(raw: bytes) -> Element:
@@ -100,13 +110,28 @@ def _checked_tree(raw: bytes) -> Element:
         raise StrokeFormatError("The SVG is nested too deeply.") from None
 
 
+def _move_unrendered_to_defs(root: Element) -> None:
+    """Move what a browser never draws by itself (masks, markers, symbols, clip paths, patterns) into ``<defs>``:
+    svgelements would draw their shapes as lines, and still resolves a ``<use>`` of them there."""
+    parents = {child: parent for parent in root.iter() for child in parent}
+    defs = None
+    for element in list(root.iter()):
+        parent = parents.get(element)
+        if _local_name(element.tag) in NOT_RENDERED and parent is not None and _local_name(parent.tag) != "defs":
+            if defs is None:
+                defs = SubElement(root, f"{{{SVG_NS}}}defs")
+            parent.remove(element)
+            defs.append(element)
+
+
 def _check_size(root: Element, max_points: int) -> None:
-    """Refuse a tree whose ``<use>`` references loop, or expand into more elements or coordinates than the point
-    limit allows, before svgelements expands them (ten ``<use>`` of ten ``<use>``... is exponential)."""
+    """Refuse a tree whose ``<use>`` references loop, or whose parse would cost more than its points may (each
+    element weighed by what svgelements spends on it: a circle about as much as 24 path points), before svgelements
+    expands it (ten ``<use>`` of ten ``<use>``... is exponential; 10,000 circles took seconds)."""
     by_id = {element.get("id"): element for element in root.iter() if element.get("id")}
     sizes: dict[int, int] = {}
     visiting: set[int] = set()
-    limit = 4 * max_points
+    limit = 2 * max_points
 
     def size(element: Element, depth: int) -> int:
         key = id(element)
@@ -117,7 +142,8 @@ def _check_size(root: Element, max_points: int) -> None:
         if depth > MAX_DEPTH:
             raise StrokeFormatError(f"The SVG nests elements more than {MAX_DEPTH} deep.")
         visiting.add(key)
-        total = 1 + sum(len(_NUMBER.findall(element.get(name, "").encode())) // 2 for name in ("d", "points"))
+        total = PARSE_COST.get(_local_name(element.tag), 1) + sum(
+            len(_NUMBER.findall(element.get(name, "").encode())) // 2 for name in ("d", "points"))
         for child in element:
             total += size(child, depth + 1)
         href = element.get("href") or element.get(_XLINK_HREF) or ""
@@ -125,7 +151,8 @@ def _check_size(root: Element, max_points: int) -> None:
             total += size(by_id[href[1:]], depth + 1)
         visiting.discard(key)
         if total > limit:
-            raise TooManyPointsError(f"The SVG drawing has more than {max_points} points (the limit).")
+            raise TooManyPointsError(f"The SVG drawing has more than {max_points} points, or shapes that cost as "
+                                     "much to read (the limit).")
         sizes[key] = total
         return total
 
@@ -134,6 +161,13 @@ def _check_size(root: Element, max_points: int) -> None:
 
 def _local_name(tag: object) -> str:
     return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _number(value: object, default: float) -> float:
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
 
 
 def _visible(color: object) -> bool:
@@ -152,7 +186,9 @@ def _visible_outline(element: object):
     values = getattr(element, "values", {}) or {}
     if str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse"):
         return None
-    stroked = _visible(element.stroke)
+    if _number(values.get("opacity"), 1.0) <= 0:  # the shape's or its group's (svgelements passes it down)
+        return None
+    stroked = _visible(element.stroke) and _number(getattr(element, "stroke_width", 1.0), 1.0) > 0
     filled = not isinstance(element, SimpleLine) and _visible(element.fill)
     if not (stroked or filled):
         return None

@@ -35,7 +35,12 @@ def _same_answer(response, want) -> None:
     lambda c: c.post("/search?k=4", content=SVG, headers={"Content-Type": "image/svg+xml"}),
     lambda c: c.post("/search?k=4", content=SVG, headers={"Content-Type": "application/x-www-form-urlencoded"}),
     lambda c: c.post("/search?k=4", content=SVG),
-], ids=["sketch-field", "other-field", "svg-body", "curl-data-binary", "no-content-type"])
+    lambda c: c.post("/search?k=4", content=SVG, headers={"Content-Type": "application/xml"}),
+    lambda c: c.post("/search?k=4", content=SVG, headers={"Content-Type": "text/xml; charset=utf-8"}),
+    lambda c: c.post("/search?k=4", data={"strokes": SVG.decode()}),
+    lambda c: c.post("/search?k=4", files={"strokes": ("cat.svg", SVG)}),
+], ids=["sketch-field", "other-field", "svg-body", "curl-data-binary", "no-content-type", "application-xml",
+        "text-xml", "strokes-field", "strokes-file"])
 def test_an_svg_sketch_finds_what_its_strokes_find(client, send):
     want = client.post("/search", json={**STROKES, "k": 4}).json()["results"]
     _same_answer(send(client), [(hit["id"], hit["score"]) for hit in want])
@@ -52,6 +57,8 @@ BOMB = f'<svg {NS}><defs><g id="g0"><line x2="1" y2="1" stroke="black"/></g>' + 
      "bad_strokes"),
     (f'<svg {NS}><text>a cat</text></svg>', 422, "bad_strokes"),
     (f'<svg {NS}><path d="M0 0', 422, "bad_strokes"),
+    (f'<svg {NS} viewBox="0 0 100 100"><circle cx="3ex" cy="" r="3ex" stroke="black"/></svg>', 422, "bad_strokes"),
+    (f'<svg {NS}>' + '<circle cx="5" cy="5" r="3" stroke="black"/>' * 19_000 + "</svg>", 413, "too_many_points"),
 ])
 def test_hostile_or_empty_svg_is_a_4xx(client, svg, status, code):
     for response in (client.post("/search", files={"sketch": ("x.svg", svg.encode())}),

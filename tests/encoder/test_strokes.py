@@ -165,3 +165,12 @@ def test_strokes_become_a_model_input(tiny_encoder):
 def test_strokes_of_the_wrong_json_type_are_named_as_such(obj, said):
     with pytest.raises(StrokeFormatError, match=re.escape(said)):
         strokes_from_object(obj)
+
+
+@pytest.mark.parametrize("obj", [{"strokes": [[[1e306, 0], [1e306, 1], [1e306, 2]]]},
+                                 {"strokes": [[1e306, 0, 0], [0, 1, 0], [0, 1, 0]]},
+                                 {"drawing": [[[1e306, 1e306], [0, 3]]]}])
+def test_a_small_drawing_far_from_the_origin_draws_where_it_is(obj):
+    """Scaling before moving to the origin overflowed to inf (a 500, or a blank canvas searched)."""
+    mask = ink_mask(rasterize_strokes(parse_strokes(obj), size=64))
+    assert mask.sum() > 100 and mask[:, 28:36].sum() > 0.9 * mask.sum()  # a vertical line in the middle

@@ -149,3 +149,26 @@ def test_the_point_limit_counts_sampled_curves():
     assert sum(len(s) for s in parse_strokes(many.encode(), max_points=20_000)) > 400
     with pytest.raises(TooManyPointsError):
         parse_strokes(many.encode(), max_points=300)
+
+
+def test_what_a_browser_does_not_draw_is_left_out():
+    """Masks, markers, clip paths and symbols are not drawn by themselves (a <use> of a symbol is); nor are shapes
+    of opacity 0 (or in a group of opacity 0) and strokes of width 0."""
+    svg = f'''<svg {NS}><symbol id="s"><line x2="10" y2="10" stroke="black"/></symbol>
+      <mask id="m"><rect width="500" height="500" stroke="black"/></mask>
+      <g><marker id="k"><path d="M0 0 L 300 0" stroke="black"/></marker></g>
+      <clipPath id="c"><circle r="400" stroke="black"/></clipPath>
+      <g opacity="0"><path d="M0 0 L 900 900" stroke="black"/></g>
+      <path d="M0 0 L 800 0" stroke="black" opacity="0"/><path d="M0 0 L 0 800" stroke="black" stroke-width="0"
+      fill="none"/><use href="#s" x="50"/><path d="M 50 0 L 20 30" stroke="black"/></svg>'''.encode()
+    assert [stroke.tolist() for stroke in parse_strokes(svg)] == [[[50, 0], [60, 10]], [[50, 0], [20, 30]]]
+
+
+def test_costly_shapes_and_unreadable_lengths_are_refused_quickly():
+    circles = f'<svg {NS}>' + '<circle cx="5" cy="5" r="3" stroke="black"/>' * 19_000 + "</svg>"  # 5 s to read
+    started = time.monotonic()
+    with pytest.raises(TooManyPointsError):
+        parse_strokes(circles.encode(), max_points=20_000)
+    assert time.monotonic() - started < 2
+    with pytest.raises(StrokeFormatError, match="cannot be read"):  # em/ex need a font size svgelements lacks
+        parse_strokes(f'<svg {NS}><circle cx="3ex" r="3ex" stroke="black"/></svg>'.encode())
