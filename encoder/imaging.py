@@ -18,6 +18,7 @@ from pillow_heif import register_heif_opener
 
 from .config import SKETCH_FRAMINGS, env_number
 from .errors import EmptySketchError, ImageDecodeError, ImageTooLargeError, InputError
+from .heif_header import largest_coded_pixels
 
 DEFAULT_MAX_PIXELS = 40_000_000  # unless SBIR_MAX_IMAGE_PIXELS says otherwise (default_max_pixels)
 ENV_MAX_PIXELS = "SBIR_MAX_IMAGE_PIXELS"
@@ -41,6 +42,7 @@ SPECK_SHARE = 0.0001
 # HEIC/HEIF (an iPhone's photos) opens like any Pillow format wherever this package decodes images: the service,
 # the indexer and its workers, training. libheif applies the file's rotation itself (and resets the EXIF tag).
 register_heif_opener()
+ISO_MEDIA_FORMATS = ("HEIF", "AVIF")  # Pillow's names of the formats whose crop (clap) hides the decoded size
 
 
 def default_max_pixels() -> int:
@@ -77,6 +79,10 @@ def decode_image(
                 raise ImageTooLargeError(
                     f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}."
                 )
+            coded = _coded_pixels(source) if image.format in ISO_MEDIA_FORMATS else None
+            if coded is not None and coded > max_pixels:  # shown cropped, decoded whole
+                raise ImageTooLargeError(f"The image codes {coded:,} pixels before its crop; the limit is "
+                                         f"{max_pixels:,}.")
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             if reduce_to and image.format == "JPEG":
@@ -97,6 +103,14 @@ def decode_image(
     except Exception as error:  # noqa: BLE001 - PIL raises OSError/SyntaxError/ValueError/struct.error...
         raise ImageDecodeError(f"The image is corrupt or truncated ({type(error).__name__}: {error}).") from error
     return image
+
+
+def _coded_pixels(source: bytes | bytearray | memoryview | Path) -> int | None:
+    """The largest image a HEIF/AVIF file codes (heif_header): Pillow reports its size after the crop."""
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            return largest_coded_pixels(handle)
+    return largest_coded_pixels(io.BytesIO(source))
 
 
 def _composited(rgba: Image.Image, background: int) -> np.ndarray:

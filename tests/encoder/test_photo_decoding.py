@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
 import torch
 from PIL import Image
 
 from encoder import decode_image
+from encoder.errors import ImageTooLargeError
 from encoder.imaging import to_rgb
 from tests.imagegen import random_photo
 
@@ -77,3 +79,20 @@ def test_an_iphone_heic_photo_decodes_like_its_jpeg_and_turns_upright(tiny_encod
     a, b = tiny_encoder.encode_photo(torch.stack([tiny_encoder.preprocess.photo_file(heic.getvalue()),
                                                   tiny_encoder.preprocess.photo_file(jpeg.getvalue())]))
     assert float(a @ b) > 0.99
+
+
+def test_a_heic_whose_crop_hides_its_coded_size_is_refused_before_decoding():
+    """A HEIF's clap box crops what Pillow reports (64x64), while libheif decodes the whole coded image first: a
+    decompression bomb in a few KB. The coded size (ispe) is what the pixel limit checks."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("L", (2001, 1001), 255).save(buffer, "HEIF", quality=1)  # odd sides: the encoder writes a clap box
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"clap")
+    assert at > 0
+    data[at + 4:at + 36] = struct.pack(">8I", 64, 1, 64, 1, 0, 1, 0, 1)  # show 64x64 of it
+    assert Image.open(io.BytesIO(bytes(data))).size == (64, 64)
+    with pytest.raises(ImageTooLargeError, match="pixels before its crop"):
+        decode_image(bytes(data), max_pixels=1_000_000)
+    assert decode_image(bytes(data), max_pixels=3_000_000).size == (64, 64)
