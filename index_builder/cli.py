@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 from encoder import SBIRError, add_encoder_args, add_lanes_arg, add_precision_arg, load_encoder
@@ -331,16 +332,26 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+STOP_GRACE_S = 5.0  # after a first Ctrl+C, how long a repeat is taken for impatience, not for "stop now"
+_stopping_since: list[float] = []  # when the first signal arrived (empty: none yet)
+
+
 def _interrupt(signum: int, _frame: object) -> None:
-    # A second Ctrl+C while unwinding would land inside cleanup (DataLoader workers' __del__) as a traceback: the
-    # first one already stops the run.
-    for other in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(other, signal.SIG_IGN)
-    raise Interrupted(signum)
+    """The first signal unwinds (closing workers, releasing the lock); a repeat within STOP_GRACE_S is ignored, as it
+    would land inside that cleanup as a traceback; a later one, if cleanup hangs, exits at once."""
+    if not _stopping_since:
+        _stopping_since.append(time.monotonic())
+        raise Interrupted(signum)
+    if time.monotonic() - _stopping_since[0] < STOP_GRACE_S:
+        return
+    print(f"error: interrupted again ({signal.Signals(signum).name}) while stopping; exiting now. The live version "
+          "is untouched.", file=sys.stderr, flush=True)
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _stopping_since.clear()  # a new run (tests call main again in one process)
     handlers = {}
     try:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -255,8 +255,28 @@ def test_a_gallery_inside_the_index_folder_is_refused_before_anything_is_deleted
     make_gallery({"cat": 2}).rename(gallery)
     before = _photos(gallery)
     assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 2
-    assert "inside the index folder" in capsys.readouterr().err
+    assert "inside the index folder's" in capsys.readouterr().err
     assert _photos(gallery) == before
+
+
+def test_a_gallery_in_a_folder_of_its_own_inside_the_index_folder_is_built_and_kept(make_gallery, tmp_path):
+    """`--out . --gallery ./photos`: the index writes, replaces and prunes only its own entries (INDEX_ENTRIES)."""
+    from index_builder import known_failures
+    from index_builder.lock import LOCK_FILE
+    from photo_index.backends.folder import INDEX_ENTRIES
+
+    index_dir = tmp_path / "index"
+    index_dir.mkdir()
+    gallery = index_dir / "photos"
+    make_gallery({"cat": 3}).rename(gallery)
+    (gallery / "cat" / "broken.jpg").write_bytes(b"\xff\xd8 not a photo")  # remembered in failed.json
+    before = _photos(gallery)
+    for _ in range(2):
+        assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0",
+                     "--no-progress", "--keep", "1"]) == 0
+        (gallery / "cat" / "cat_0.jpg").unlink(missing_ok=True)  # a deletion: tombstones, a pruned version
+    assert _photos(gallery) == [p for p in before if p != "cat/cat_0.jpg"]
+    assert {p.name for p in index_dir.iterdir()} <= INDEX_ENTRIES | {LOCK_FILE, known_failures.FAILED_FILE, "photos"}
 
 
 def test_an_index_folder_inside_the_gallery_that_holds_photos_is_refused(make_gallery, capsys):
@@ -292,17 +312,26 @@ def test_info_and_verify_read_the_index_folder_from_sbir_index_dir(make_gallery,
     assert main(["verify"]) == 0
 
 
-def test_a_second_signal_while_unwinding_is_ignored():
-    """The first Ctrl+C stops the run; a second one must not land in cleanup code as a traceback."""
-    import signal
-
-    from index_builder.cli import Interrupted, _interrupt
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        with pytest.raises(Interrupted):
-            _interrupt(signal.SIGINT, None)
-        assert all(signal.getsignal(s) == signal.SIG_IGN for s in saved)
-    finally:
-        for signum, handler in saved.items():
-            signal.signal(signum, handler)
+def test_a_repeated_signal_while_unwinding_is_ignored_and_a_late_one_exits_at_once(tmp_path):
+    """The first Ctrl+C unwinds; a repeat within the grace period must not land in cleanup code as a traceback; one
+    after it (cleanup hanging) exits at once with one line."""
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "import index_builder.cli as cli\n"
+        "cli.STOP_GRACE_S = 1.0\n"
+        "signal.signal(signal.SIGINT, cli._interrupt)\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(5)\n"
+        "except cli.Interrupted:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # impatient: ignored\n"
+        "    print('unwinding', flush=True)\n"
+        "    time.sleep(1.5)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # cleanup hangs: exit now\n"
+        "    time.sleep(30)\n"
+        "    print('never', flush=True)\n")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 130 and result.stdout == "unwinding\n", (result.stdout, result.stderr)
+    assert "interrupted again" in result.stderr and "Traceback" not in result.stderr
