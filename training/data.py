@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 Modality = Literal["sketch", "photo"]
 SPLITS_DIR = Path(__file__).with_name("splits")
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".avif", ".heic",
-                            ".heif"})
+                            ".heif", ".hif"})
 # .svg: the vector sketches TU-Berlin, Sketchy and QMUL ship, read as their lines (encoder.svg_strokes)
 STROKE_SUFFIXES = frozenset({".json", ".ndjson", ".svg"})
 DEFAULT_VAL_FRACTION = 0.1

@@ -82,9 +82,10 @@ def refusal(response: httpx.Response) -> Exception:
 def _mime(data: bytes) -> str:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
-    if b"<svg" in data[:4096]:  # a label only: the service tells an SVG drawing by its bytes
+    known = next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), None)
+    if known is None and b"<svg" in data[:4096]:  # a label only: the service tells an SVG drawing by its bytes
         return "image/svg+xml"
-    return next((mime for magic, mime in _IMAGE_MAGIC if data.startswith(magic)), "application/octet-stream")
+    return known or "application/octet-stream"
 
 
 # What PNG holds; a PIL image of another mode (CMYK, float, LAB, YCbCr from a scanner or a TIFF) goes as a TIFF,
