@@ -226,7 +226,9 @@ class IndexHolder:
         if self._loaded is not None:
             return False
         try:
-            candidates = [name for name in reversed(self.source.versions()) if name != self._refused]
+            # a revision (Milvus: collection@manifest-digest) names its version before the "@"
+            refused = self._refused.split("@", 1)[0] if self._refused else None
+            candidates = [name for name in reversed(self.source.versions()) if name != refused]
         except (OSError, SBIRError):
             return False
         for name in candidates:

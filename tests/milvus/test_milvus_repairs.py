@@ -58,7 +58,7 @@ def test_a_running_service_sees_an_in_place_build_and_reopens_it(milvus, milvus_
     holder.close()
 
 
-def test_a_search_deeper_than_ef_raises_ef_and_one_past_topk_is_refused(milvus, collection):
+def test_a_search_deeper_than_ef_raises_ef_and_one_past_topk_ends_at_topk(milvus, collection):
     location = MilvusLocation(milvus.uri, collection)
     options = PublishOptions(index_params={"M": 4, "efConstruction": 16}, search_params={"ef": 16})
     version = publish_vectors(open_writer(location, options), _vectors(1100), factory="HNSW")
@@ -67,8 +67,8 @@ def test_a_search_deeper_than_ef_raises_ef_and_one_past_topk_is_refused(milvus, 
     reader = open_source(location).open()
     assert reader.search_params == {"ef": 16}
     assert (reader.search(_vectors(2, seed=1), 40)[1] >= 0).sum() == 80
-    with pytest.raises(ValueError, match="at most 16384 hits"):
-        reader.search(_vectors(1, seed=1), TOPK_MAX + 1)
+    scores, found = reader.search(_vectors(1, seed=1), TOPK_MAX + 2)  # what offset + k = 16384 asks (+1, +like)
+    assert found.shape == (1, TOPK_MAX + 2) and (found[0] >= 0).sum() == 1100 and found[0, -1] == -1
     assert search_params_for({"ef": 64, "nprobe": 8}, 100) == {"ef": 100, "nprobe": 8}
     assert search_params_for({"ef": 64}, 10) == {"ef": 64}
 
@@ -190,3 +190,40 @@ def test_credentials_in_the_uri_never_reach_messages_and_a_token_is_passed(milvu
     assert "s3cret" not in open_writer(hidden, PublishOptions()).where
     publish_vectors(open_writer(MilvusLocation(milvus.uri, collection), PublishOptions()), _vectors(2), factory="FLAT")
     assert open_source(MilvusLocation(milvus.uri, collection, token="root:Milvus")).open().size == 2
+
+
+def test_credentials_never_show_and_a_bad_port_or_ipv6_uri_is_kept_as_written():
+    from photo_index.backends.milvus.client import redacted
+
+    assert redacted("http://alice:s3cret@milvus:19530") == "http://milvus:19530"
+    assert redacted("http://alice:s3cret@milvus:99999") == "http://milvus:99999"  # urlsplit's .port would raise
+    assert redacted("http://alice:s3cret@milvus:abc") == "http://milvus:abc"
+    assert redacted("http://u:p@[::1]:19530") == "http://[::1]:19530"
+    assert redacted("http://127.0.0.1:19530") == "http://127.0.0.1:19530"
+
+
+def test_a_builder_is_alive_only_while_its_own_process_runs():
+    """A restarted container counts process ids from 1 again: a later process with the builder's id is not it."""
+    import json
+    import os
+
+    from photo_index.backends.milvus.client import build_mark, builder_alive
+
+    mark = json.loads(build_mark())
+    assert builder_alive(json.dumps(mark)) is True
+    assert builder_alive(json.dumps({**mark, "started": "1"})) is False  # same pid and host, another start
+    assert builder_alive(json.dumps({**mark, "pid": 2**22 + 12345})) is False  # no such process
+    assert builder_alive(json.dumps({**mark, "host": "elsewhere"})) is None
+    assert builder_alive("a collection of another tool") is None
+    assert mark["pid"] == os.getpid()
+
+
+def test_a_server_not_ready_is_unavailable_and_a_request_pymilvus_refuses_is_a_refusal():
+    from pymilvus.exceptions import MilvusException, ParamError, SchemaNotReadyException
+
+    from photo_index.backends.milvus.client import _is_refusal
+
+    assert _is_refusal(ParamError(message="bad"))
+    assert not _is_refusal(SchemaNotReadyException(message="not ready"))
+    assert _is_refusal(MilvusException(code=1100, message="invalid parameter"))
+    assert not _is_refusal(MilvusException(code=65535, message="unknown"))

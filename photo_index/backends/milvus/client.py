@@ -39,6 +39,14 @@ VERSION_TIME = "%Y%m%d%H%M%S%f"  # 20 digits
 # alias/collection name conflicts (Milvus 2.3+ error codes). Any other server code (65535 "unknown" included) stays
 # "unavailable", as a restarting server answers with many of them.
 REFUSED_CODES = frozenset({1100, 1101, 1601, 1602})
+# pymilvus's exceptions for a request it refuses before sending it (its other ones, SchemaNotReady and the like,
+# are a server not ready: unavailable, retried)
+CLIENT_CHECKS = frozenset({
+    "ParamError", "DataNotMatchException", "DataTypeNotMatchException", "DataTypeNotSupportException",
+    "FieldTypeException", "FieldsTypeException", "PrimaryKeyException", "AutoIDException", "PartitionKeyException",
+    "ClusteringKeyException", "AmbiguousIndexName", "InvalidConsistencyLevel", "CannotInferSchemaException",
+    "FunctionsTypeException", "ConnectionConfigException",
+})
 BUILD_MARK = "sbir-build"  # the description of a photo collection this builder created (with host and pid)
 T = TypeVar("T")
 
@@ -67,13 +75,23 @@ def redacted(uri: str) -> str:
         return uri
     if parts.username is None and parts.password is None:
         return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    # the host and port as written (a bad port must not raise here; IPv6 keeps its brackets)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def build_mark() -> str:
-    return json.dumps({"mark": BUILD_MARK, "host": socket.gethostname(), "pid": os.getpid()})
+    pid = os.getpid()
+    return json.dumps({"mark": BUILD_MARK, "host": socket.gethostname(), "pid": pid, "started": process_start(pid)})
+
+
+def process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc), so that a later process given the same id (a
+    restarted container counts from 1 again) is not taken for it; None where /proc cannot tell."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()  # field 22, after the command's ")"
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def builder_alive(description: str) -> bool | None:
@@ -91,8 +109,9 @@ def builder_alive(description: str) -> bool | None:
     except ProcessLookupError:
         return False
     except PermissionError:  # another user's live process
-        return True
-    return True
+        pass
+    started = mark.get("started")
+    return started is None or started == process_start(pid)  # the same process, not a later one with its id
 
 
 def manifest_key(version: str) -> int:
@@ -115,9 +134,9 @@ def _is_refusal(error: Exception) -> bool:
 
     if isinstance(error, (ConnectError, ConnectionNotExistException, MilvusUnavailableException)):
         return False
-    if type(error) is not MilvusException:  # pymilvus's own checks (ParamError, DataNotMatch...): never sent
+    if type(error).__name__ in CLIENT_CHECKS:  # pymilvus's own checks of the request: never sent, never better
         return True
-    return error.code in REFUSED_CODES
+    return type(error) is MilvusException and error.code in REFUSED_CODES
 
 
 def redacted_text(text: str, uri: str) -> str:

@@ -68,11 +68,7 @@ def has_details(fields: list[str]) -> bool:
 
 
 def search_params_for(params: dict, k: int) -> dict:
-    """``params`` for a search of depth ``k``: each depth-bounding param at least ``k``. A ValueError for a ``k``
-    above Milvus's largest topk (a request too deep, not a server problem)."""
-    if k > TOPK_MAX:
-        raise ValueError(f"A Milvus index returns at most {TOPK_MAX} hits per search; {k} were asked for "
-                         "(offset + k too deep).")
+    """``params`` for a search of depth ``k`` (at most TOPK_MAX): each depth-bounding param at least ``k``."""
     return {**params, **{name: max(int(params[name]), k) for name in DEPTH_BOUNDED if name in params}}
 
 
@@ -128,9 +124,10 @@ class MilvusReader:
         if len(queries) == 0 or self.size == 0 or (category is not None and category not in self._categories):
             return scores, found
         expression = category_filter(category) if category is not None else ""
-        params = {"metric_type": "IP", "params": search_params_for(self.search_params, k)}
+        depth = min(k, TOPK_MAX)  # Milvus returns at most TOPK_MAX hits: a deeper ranking ends there, padded
+        params = {"metric_type": "IP", "params": search_params_for(self.search_params, depth)}
         hits = self._call(lambda: self.connection.client.search(
-            self.version, data=queries.tolist(), limit=k, filter=expression, search_params=params,
+            self.version, data=queries.tolist(), limit=depth, filter=expression, search_params=params,
             output_fields=[], consistency_level=self.consistency, timeout=self.connection.timeout), what="search")
         for row, row_hits in enumerate(hits):
             for column, hit in enumerate(list(row_hits)[:k]):

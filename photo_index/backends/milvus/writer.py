@@ -231,8 +231,8 @@ class MilvusWriter:
                 connection.call(lambda rows=rows: client.insert(name, rows, timeout=timeout), what="insert photos")
             connection.call(lambda: client.flush(name, timeout=BUILD_TIMEOUT_S), what="flush")
             connection.wait_indexed(name, len(plan.records), timeout=BUILD_TIMEOUT_S)
-        except EngineUnavailableError:
-            with contextlib.suppress(EngineUnavailableError):
+        except (EngineUnavailableError, BuildError):  # away, or refusing a row: the half-filled collection goes
+            with contextlib.suppress(EngineUnavailableError, BuildError):
                 connection.drop(name)
             raise
 
