@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+import zlib
 from xml.etree.ElementTree import Element, SubElement, tostring
 
 import numpy as np
@@ -28,6 +29,9 @@ from defusedxml.ElementTree import fromstring as safe_fromstring
 
 from .errors import StrokeFormatError, TooManyPointsError
 
+GZIP_MAGIC = b"\x1f\x8b"
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+MAX_SVGZ_BYTES = 16 * 2**20  # an .svgz's SVG, inflated: far above a drawing's, far below a gzip bomb's
 MAX_DEPTH = 64  # nesting of SVG elements; drawings nest a few groups deep
 SAMPLES_PER_SIDE = 256  # curve sampling step: the drawing's larger side / this (the model sees 224 px)
 MAX_SAMPLES_PER_CURVE = 64
@@ -42,17 +46,25 @@ PARSE_COST = {"circle": 24, "ellipse": 24, "rect": 12, "line": 8, "polyline": 8,
 
 
 def looks_like_svg(data: bytes | str) -> bool:
-    """The bytes are an SVG document: its root element is ``<svg``, within the first 4 KiB, after any XML
-    declaration, comments and DOCTYPE (a linear scan: a regular expression over hostile prologs can backtrack)."""
+    """The bytes are an SVG document (or one gzipped, .svgz): its root element is ``<svg`` (or ``<prefix:svg``),
+    within the first 4 KiB, after any XML declaration, comments and DOCTYPE (a linear scan: a regular expression
+    over hostile prologs can backtrack)."""
     head = (data[:4096].encode("utf-8", "replace") if isinstance(data, str) else bytes(data[:4096]))
+    if head.startswith(GZIP_MAGIC):
+        try:
+            head = zlib.decompressobj(GZIP_WBITS).decompress(bytes(data[:65536]), 4096)
+        except zlib.error:
+            return False
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, as some Windows tools write XML
         head = head.decode("utf-16", "replace").encode("utf-8", "replace")
     at = 3 if head.startswith(b"\xef\xbb\xbf") else 0
     while at < len(head):
         if head[at:at + 1].isspace():
             at += 1
-        elif head.startswith(b"<svg", at):
-            return head[at + 4:at + 5] in (b" ", b"\t", b"\r", b"\n", b">", b"/")
+        elif head.startswith(b"<", at) and head[at + 1:at + 2].isalpha():  # the root element: <svg or <svg:svg
+            name = re.match(rb"[\w.:-]*", head[at + 1:at + 200]).group()
+            return (name == b"svg" or name.endswith(b":svg")) and head[at + 1 + len(name):at + 2 + len(name)] in (
+                b" ", b"\t", b"\r", b"\n", b">", b"/")
         elif head.startswith(b"<?", at):
             at = _after(head, b"?>", at)
         elif head.startswith(b"<!--", at):
@@ -77,7 +89,7 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
     Raises :class:`StrokeFormatError` for XML that is malformed, hostile or holds no line, and
     :class:`TooManyPointsError` when the drawing needs more than ``max_points`` points.
     """
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    raw = data.encode("utf-8") if isinstance(data, str) else _gunzipped(bytes(data))
     root = _checked_tree(raw)
     _check_size(root, max_points)
     _move_unrendered_to_defs(root)
@@ -97,6 +109,20 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
         # or when outlining and sampling a shape
         raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}: "
                                 f"{str(error).rstrip('.')}.") from None
+
+
+def _gunzipped(data: bytes) -> bytes:
+    """An .svgz's SVG (any other bytes as they are), refusing one that inflates past MAX_SVGZ_BYTES (a gzip bomb)."""
+    if not data.startswith(GZIP_MAGIC):
+        return data
+    inflate = zlib.decompressobj(GZIP_WBITS)
+    try:
+        svg = inflate.decompress(data, MAX_SVGZ_BYTES)
+    except zlib.error as error:
+        raise StrokeFormatError(f"The compressed SVG (.svgz) is damaged: {error}.") from None
+    if inflate.unconsumed_tail:
+        raise TooManyPointsError(f"The compressed SVG (.svgz) inflates past {MAX_SVGZ_BYTES:,} bytes (the limit).")
+    return svg
 
 
 def _checked_tree(raw: bytes) -> Element:

@@ -3,6 +3,8 @@ hostile SVG is a 4xx."""
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 
 from tests.app.support import STROKES
@@ -39,8 +41,9 @@ def _same_answer(response, want) -> None:
     lambda c: c.post("/search?k=4", content=SVG, headers={"Content-Type": "text/xml; charset=utf-8"}),
     lambda c: c.post("/search?k=4", data={"strokes": SVG.decode()}),
     lambda c: c.post("/search?k=4", files={"strokes": ("cat.svg", SVG)}),
+    lambda c: c.post("/search?k=4", files={"sketch": ("cat.svgz", gzip.compress(SVG))}),
 ], ids=["sketch-field", "other-field", "svg-body", "curl-data-binary", "no-content-type", "application-xml",
-        "text-xml", "strokes-field", "strokes-file"])
+        "text-xml", "strokes-field", "strokes-file", "svgz"])
 def test_an_svg_sketch_finds_what_its_strokes_find(client, send):
     want = client.post("/search", json={**STROKES, "k": 4}).json()["results"]
     _same_answer(send(client), [(hit["id"], hit["score"]) for hit in want])

@@ -10,6 +10,7 @@ import pytest
 
 from encoder import looks_like_svg, parse_strokes, rasterize_strokes
 from encoder.errors import StrokeFormatError, TooManyPointsError
+from encoder.svg_strokes import strokes_from_svg
 
 NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
 # A cat's head in a QuickDraw-like 0..255 box: two ears, a face, whiskers.
@@ -172,3 +173,27 @@ def test_costly_shapes_and_unreadable_lengths_are_refused_quickly():
     assert time.monotonic() - started < 2
     with pytest.raises(StrokeFormatError, match="cannot be read"):  # em/ex need a font size svgelements lacks
         parse_strokes(f'<svg {NS}><circle cx="3ex" r="3ex" stroke="black"/></svg>'.encode())
+
+
+def test_a_compressed_svgz_and_a_prefixed_root_are_read():
+    import gzip
+
+    plain = _as_svg(STROKES)
+    assert looks_like_svg(gzip.compress(plain))
+    assert [s.tolist() for s in parse_strokes(gzip.compress(plain))] == [s.tolist() for s in parse_strokes(plain)]
+    prefixed = b'<svg:svg xmlns:svg="http://www.w3.org/2000/svg"><svg:path d="M0 0 L 5 5" stroke="#000"/></svg:svg>'
+    assert looks_like_svg(prefixed) and [s.tolist() for s in parse_strokes(prefixed)] == [[[0, 0], [5, 5]]]
+    assert not looks_like_svg(gzip.compress(b"not a drawing"))
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it():
+    import gzip
+
+    bomb = gzip.compress(b"<svg>" + b" " * 100_000_000)  # 100 MB in 100 KB
+    started = time.monotonic()
+    with pytest.raises(TooManyPointsError, match="inflates past"):
+        parse_strokes(bomb)
+    assert time.monotonic() - started < 2
+    packed = gzip.compress(_as_svg(STROKES))
+    with pytest.raises(StrokeFormatError, match="damaged"):
+        strokes_from_svg(packed[:10] + b"\xff" * 8 + packed[18:], max_points=20_000)
