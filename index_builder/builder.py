@@ -19,6 +19,7 @@ from encoder.precision import log as precision_log
 from encoder.precision import precision_note
 from photo_index import Location, PublishOptions, Writer, locate, open_writer
 from photo_index.api import Previous
+from photo_index.backends.folder import INDEX_ENTRIES
 from photo_index.compatibility import embedding_identity, encoder_section, preprocessing_mismatch
 from photo_index.errors import BuildError
 from photo_index.format import FORMAT, STAGING
@@ -96,15 +97,16 @@ def build_index(encoder: PromptedCLIP, options: BuildOptions) -> BuildReport:
 
 def check_folders(gallery: Path, work_dir: Path) -> None:
     """Refuse a gallery the build would destroy or silently leave out: the index folder itself, a gallery inside
-    the index folder (staging and old versions are deleted there), or an index folder inside the gallery that
-    holds photos (the scan skips the index folder, so they would never be indexed)."""
+    one of the index folder's own entries (staging, segments, versions: deleted and replaced there), or an index
+    folder inside the gallery that holds photos (the scan skips the index folder, so they would never be indexed)."""
     gallery, index = gallery.expanduser().resolve(), work_dir.resolve()
     if gallery == index:
         raise BuildError(f"The index folder {work_dir} is the gallery itself; put the index beside it, or in a "
                          "folder inside it (which the scan skips).")
-    if index in gallery.parents:
-        raise BuildError(f"The gallery {gallery} is inside the index folder {work_dir}, where a build removes and "
-                         "replaces what it wrote; put the gallery outside the index folder.")
+    owned = gallery.relative_to(index).parts[0] if index in gallery.parents else None
+    if owned in INDEX_ENTRIES | {LOCK_FILE, known_failures.FAILED_FILE}:
+        raise BuildError(f"The gallery {gallery} is inside the index folder's {owned!r}, which a build removes and "
+                         "replaces; put the gallery elsewhere.")
     if gallery in index.parents:
         photo = _a_photo_in(index)
         if photo is not None:
