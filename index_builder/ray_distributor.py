@@ -59,12 +59,12 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if address:
+        _check_reachable(address)  # also when already connected: the address asked for must answer
     ray = _ray()
     if ray.is_initialized():
         return False
     options = {"logging_level": logging.WARNING, "include_dashboard": False}
-    if address:
-        _check_reachable(address)
     try:
         if address:
             ray.init(address=address, **options)

@@ -23,10 +23,11 @@ def _closed_port() -> int:
 def test_an_address_nobody_answers_on_is_refused_at_once(form):
     import ray
 
+    connected = ray.is_initialized()  # a session's shared local cluster may already be up: it stays as it was
     started = time.monotonic()
     with pytest.raises(BuildError, match="Cannot reach the Ray cluster"):
         connect(form.format(port=_closed_port()))
-    assert time.monotonic() - started < 10 and not ray.is_initialized()
+    assert time.monotonic() - started < 10 and ray.is_initialized() == connected
 
 
 @pytest.mark.parametrize(("resources", "actors", "on_gpu", "fits"), [
