@@ -27,16 +27,16 @@ async def readyz(request: Request) -> JSONResponse:
     services: Services | None = getattr(request.app.state, "services", None)
     index = services.index if services else None
     ready = bool(index and index.ready)
-    size = 0
+    size, version = 0, index.version if index else None
     if ready:
         try:
-            with index.lease() as reader:
-                size = reader.size
+            with index.lease() as reader:  # version and size of one reader: a swap between two reads mixed them
+                size, version = reader.size, reader.version
         except Exception:  # noqa: BLE001 - a swap to nothing between the two checks: report not ready
             ready = False
     body = Readiness(
         ready=ready, model_loaded=services is not None, index_loaded=ready,
-        index_version=index.version if index else None, index_size=size,
+        index_version=version, index_size=size,
         detail=None if ready else (index.reason if index else "The model is loading."),
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
@@ -50,11 +50,11 @@ async def info(request: Request, services: Services = Depends(get_services),
     access = get_access(request)
     if not access.key_ok(x_api_key):  # the page learns it must ask for a key; nothing about the gallery
         return LockedInfo(detail="This service needs an API key: send it in the X-API-Key header.")
-    size, segments, deleted = 0, 1, 0
+    size, segments, deleted, version = 0, 1, 0, services.index.version
     if services.index.ready:
         try:
-            with services.index.lease() as reader:
-                size = reader.size
+            with services.index.lease() as reader:  # one reader's version, size and segments (as /readyz)
+                size, version = reader.size, reader.version
                 segments, deleted = segments_and_deleted(reader)
         except Exception:  # noqa: BLE001 - reported as size 0 / version None
             size = 0
@@ -66,7 +66,7 @@ async def info(request: Request, services: Services = Depends(get_services),
         warning=services.warning,
         device=str(services.encoder.device),
         precision=services.encoder.precision,
-        index_version=services.index.version,
+        index_version=version,
         index_size=size,
         index_refused=services.index.refusal,
         index_segments=segments,
