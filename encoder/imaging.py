@@ -79,10 +79,8 @@ def decode_image(
                 raise ImageTooLargeError(
                     f"The image is {width}x{height} = {width * height:,} pixels; the limit is {max_pixels:,}."
                 )
-            coded = _coded_pixels(source) if image.format in ISO_MEDIA_FORMATS else None
-            if coded is not None and coded > max_pixels:  # shown cropped, decoded whole
-                raise ImageTooLargeError(f"The image codes {coded:,} pixels before its crop; the limit is "
-                                         f"{max_pixels:,}.")
+            if image.format in ISO_MEDIA_FORMATS:
+                _check_coded_size(stream if isinstance(stream, Path) else source, image.format, max_pixels)
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
             if reduce_to and image.format == "JPEG":
@@ -105,12 +103,19 @@ def decode_image(
     return image
 
 
-def _coded_pixels(source: bytes | bytearray | memoryview | Path) -> int | None:
-    """The largest image a HEIF/AVIF file codes (heif_header): Pillow reports its size after the crop."""
+def _check_coded_size(source: bytes | bytearray | memoryview | Path, kind: str, max_pixels: int) -> None:
+    """The largest image a HEIF/AVIF file codes (heif_header) within the limit: Pillow reports its size after the
+    crop. One that declares no coded size is refused (fail closed: its decoding cost is unknown)."""
     if isinstance(source, Path):
         with open(source, "rb") as handle:
-            return largest_coded_pixels(handle)
-    return largest_coded_pixels(io.BytesIO(source))
+            coded = largest_coded_pixels(handle)
+    else:
+        coded = largest_coded_pixels(io.BytesIO(source))
+    if coded is None:
+        raise ImageDecodeError(f"The {kind} file declares no coded image size (no ispe property in its meta box); "
+                               "it is damaged or hand-made.")
+    if coded > max_pixels:  # shown cropped, decoded whole
+        raise ImageTooLargeError(f"The image codes {coded:,} pixels before its crop; the limit is {max_pixels:,}.")
 
 
 def _composited(rgba: Image.Image, background: int) -> np.ndarray:

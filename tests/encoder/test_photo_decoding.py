@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from encoder import decode_image
-from encoder.errors import ImageTooLargeError
+from encoder.errors import ImageDecodeError, ImageTooLargeError
 from encoder.imaging import to_rgb
 from tests.imagegen import random_photo
 
@@ -96,3 +96,64 @@ def test_a_heic_whose_crop_hides_its_coded_size_is_refused_before_decoding():
     with pytest.raises(ImageTooLargeError, match="pixels before its crop"):
         decode_image(bytes(data), max_pixels=1_000_000)
     assert decode_image(bytes(data), max_pixels=3_000_000).size == (64, 64)
+
+
+def _cropped_heic(coded=(2001, 1001)) -> bytes:
+    """A HEIC coding ``coded`` pixels whose clap crop shows 64x64 (Pillow reports the crop)."""
+    import struct
+
+    buffer = io.BytesIO()
+    Image.new("L", coded, 255).save(buffer, "HEIF", quality=1)  # odd sides: the encoder writes a clap box
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"clap")
+    data[at + 4:at + 36] = struct.pack(">8I", 64, 1, 64, 1, 0, 1, 0, 1)
+    return bytes(data)
+
+
+def _insert_box(data: bytes, before: bytes, box: bytes, *, enclosing: bytes | None = None) -> bytes:
+    """``box`` inserted before the first ``before`` box, growing the size of the ``enclosing`` box around it."""
+    import struct
+
+    at = data.find(before) - 4
+    out = bytearray(data[:at] + box + data[at:])
+    if enclosing is not None:
+        start = data.find(enclosing) - 4
+        out[start:start + 4] = struct.pack(">I", struct.unpack(">I", data[start:start + 4])[0] + len(box))
+    return bytes(out)
+
+
+def test_padding_before_or_inside_meta_does_not_hide_the_coded_size():
+    """The boxes are walked by their headers: many small boxes before meta, or megabytes of padding inside it
+    before the properties, still reach the ispe (a fixed read of the first boxes gave up and let the bomb decode)."""
+    import struct
+
+    from encoder.heif_header import largest_coded_pixels
+
+    data = _cropped_heic()
+    coded = largest_coded_pixels(io.BytesIO(data))
+    assert coded is not None and coded >= 2001 * 1001
+    many_small = _insert_box(data, b"meta", struct.pack(">I4s", 8, b"free") * 200)
+    assert largest_coded_pixels(io.BytesIO(many_small)) == coded
+    padded = _insert_box(data, b"iprp", struct.pack(">I4s", 8 + 5 * 2**20, b"free") + bytes(5 * 2**20),
+                         enclosing=b"meta")
+    assert largest_coded_pixels(io.BytesIO(padded)) == coded
+
+
+def test_a_heif_that_declares_no_coded_size_is_refused_not_decoded_unchecked(tmp_path):
+    data = _cropped_heic()
+    hidden = data.replace(b"ispe", b"xspe")
+    with pytest.raises(ImageDecodeError, match="declares no coded image size"):
+        decode_image(hidden, max_pixels=10**9)
+    path = tmp_path / "hidden.heic"
+    path.write_bytes(hidden)
+    with pytest.raises(ImageDecodeError, match="declares no coded image size"):
+        decode_image(str(path), max_pixels=10**9)
+
+
+def test_a_heic_named_by_a_str_path_decodes_as_by_a_path(tmp_path):
+    """Training passes sample paths as str: the coded-size check opened them as bytes and refused every HEIC."""
+    path = tmp_path / "photo.heic"
+    path.write_bytes(_cropped_heic())
+    assert decode_image(str(path), max_pixels=3_000_000).size == decode_image(path, max_pixels=3_000_000).size
+    with pytest.raises(ImageTooLargeError, match="pixels before its crop"):
+        decode_image(str(path), max_pixels=1_000_000)
