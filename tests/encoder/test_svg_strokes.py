@@ -197,3 +197,17 @@ def test_a_gzip_bomb_is_refused_without_inflating_it():
     packed = gzip.compress(_as_svg(STROKES))
     with pytest.raises(StrokeFormatError, match="damaged"):
         strokes_from_svg(packed[:10] + b"\xff" * 8 + packed[18:], max_points=20_000)
+
+
+def test_a_small_svgz_of_a_million_elements_is_refused_while_parsed_not_after():
+    """4 KB that inflate to a million empty groups: parsed whole, the tree took a gigabyte and seconds before the
+    size check; counted while parsing, it stops at the element budget (twice the points limit)."""
+    import gzip
+    import resource
+
+    flood = gzip.compress(f"<svg {NS}>".encode() + b"<g/>" * 1_000_000 + b"</svg>")
+    assert len(flood) < 10_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(TooManyPointsError, match="more than 40,000 elements"):
+        strokes_from_svg(flood, max_points=20_000)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: well under the 1 GB
