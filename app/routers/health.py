@@ -56,7 +56,7 @@ async def info(request: Request, services: Services = Depends(get_services),
             with services.index.lease() as reader:  # one reader's version, size and segments (as /readyz)
                 size, version = reader.size, reader.version
                 segments, deleted = segments_and_deleted(reader)
-        except Exception:  # noqa: BLE001 - reported as size 0 / version None
+        except Exception:  # noqa: BLE001 - a reader that cannot say: reported as size 0
             size = 0
     settings = services.settings
     return Info(

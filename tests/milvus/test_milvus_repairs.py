@@ -215,7 +215,21 @@ def test_a_builder_is_alive_only_while_its_own_process_runs():
     assert builder_alive(json.dumps({**mark, "pid": 2**22 + 12345})) is False  # no such process
     assert builder_alive(json.dumps({**mark, "host": "elsewhere"})) is None
     assert builder_alive("a collection of another tool") is None
+    assert builder_alive(json.dumps({**mark, "pid": 2**70})) is None  # not a process id
+    assert builder_alive(json.dumps({**mark, "pid": 0})) is None
     assert mark["pid"] == os.getpid()
+
+
+def test_a_builder_whose_start_time_proc_hides_is_taken_as_alive(monkeypatch):
+    """/proc mounted with hidepid hides another user's start time: an unknown start must not read as a dead builder
+    (its collection, still being filled, would be pruned)."""
+    import json
+
+    from photo_index.backends.milvus import client
+
+    mark = json.loads(client.build_mark())
+    monkeypatch.setattr(client, "process_start", lambda pid: None)
+    assert client.builder_alive(json.dumps({**mark, "started": "12345"})) is True
 
 
 def test_a_server_not_ready_is_unavailable_and_a_request_pymilvus_refuses_is_a_refusal():

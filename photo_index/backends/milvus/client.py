@@ -102,7 +102,7 @@ def builder_alive(description: str) -> bool | None:
         host, pid = mark["host"], int(mark["pid"])
     except (ValueError, TypeError, KeyError):
         return None
-    if mark.get("mark") != BUILD_MARK or host != socket.gethostname():
+    if mark.get("mark") != BUILD_MARK or host != socket.gethostname() or pid <= 0:
         return None
     try:
         os.kill(pid, 0)
@@ -110,8 +110,12 @@ def builder_alive(description: str) -> bool | None:
         return False
     except PermissionError:  # another user's live process
         pass
-    started = mark.get("started")
-    return started is None or started == process_start(pid)  # the same process, not a later one with its id
+    except OverflowError:  # not a process id
+        return None
+    started, now = mark.get("started"), process_start(pid)
+    # The same process, not a later one with its id; a start time /proc hides (hidepid) is taken as alive: a
+    # collection still being filled must never be pruned.
+    return started is None or now is None or started == now
 
 
 def manifest_key(version: str) -> int:
