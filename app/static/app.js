@@ -209,12 +209,17 @@ function offsetStrokes(rows) {
 // Strokes in any coordinates, fitted into the canvas (aspect ratio kept, a margin around) as the user's own
 // drawing: they can be searched, undone stroke by stroke and drawn over.
 function fitToCanvas(strokes) {
-  const rect = canvas.getBoundingClientRect(), points = strokes.flat();
-  const xs = points.map((p) => p[0]), ys = points.map((p) => p[1]);
-  const left = Math.min(...xs), top = Math.min(...ys);
-  const extent = Math.max(Math.max(...xs) - left, Math.max(...ys) - top) || 1;
+  const rect = canvas.getBoundingClientRect();
+  // A loop, not Math.min(...xs): spreading 100,000+ points overflows the call stack (RangeError).
+  let left = Infinity, top = Infinity, right = -Infinity, bottom = -Infinity;
+  for (const stroke of strokes) {
+    for (const [x, y] of stroke) {
+      left = Math.min(left, x); right = Math.max(right, x); top = Math.min(top, y); bottom = Math.max(bottom, y);
+    }
+  }
+  const extent = Math.max(right - left, bottom - top) || 1;
   const scale = 0.85 * Math.min(rect.width, rect.height) / extent;
-  const dx = (rect.width - (Math.max(...xs) - left) * scale) / 2, dy = (rect.height - (Math.max(...ys) - top) * scale) / 2;
+  const dx = (rect.width - (right - left) * scale) / 2, dy = (rect.height - (bottom - top) * scale) / 2;
   const width = Number($("brush").value);
   return strokes.map((stroke) => ({
     width, points: stroke.map(([x, y]) => [Math.round(((x - left) * scale + dx) * 10) / 10,
