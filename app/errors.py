@@ -21,7 +21,7 @@ from encoder.errors import (
     StrokeFormatError,
     TooManyPointsError,
 )
-from photo_index import EngineUnavailableError
+from photo_index import BuildError, EngineUnavailableError
 
 log = logging.getLogger("app")
 
@@ -76,6 +76,13 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("vector index unavailable on %s: %s", request.url.path, error)
         return JSONResponse(_body("index_unavailable", "The vector index server cannot be reached; retry shortly."),
                             status_code=503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(BuildError)
+    async def _engine_refused(request: Request, error: BuildError) -> JSONResponse:
+        count(request, "index_refused")  # a server engine (Milvus) refused a read: its reason is for the operator
+        log.warning("vector index refused a request on %s: %s", request.url.path, error)
+        return JSONResponse(_body("index_refused", "The vector index server refused the request; the reason is in "
+                                  "the service's log."), status_code=502)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -210,3 +210,20 @@ def test_a_photo_of_extreme_shape_is_searched_not_blown_up(client, size):
 def test_a_json_number_too_long_to_read_is_422(client, body):
     response = client.post("/search", content=body, headers={"Content-Type": "application/json"})
     assert_refused(response, 422, "bad_json", "too long")
+
+
+def test_an_index_server_refusing_a_search_is_a_502_with_its_reason_in_the_log(client, monkeypatch, caplog):
+    """Milvus refusing a read (BuildError from its client) was an 'internal' 500; the reason goes to the log only
+    (it names the server and the collection)."""
+    from photo_index import BuildError
+
+    with client.app.state.services.index.lease() as reader:
+        kind = type(reader)
+
+    def refuse(*args, **kwargs):
+        raise BuildError("Milvus at http://10.0.0.5:19530 refused search: invalid expression")
+
+    monkeypatch.setattr(kind, "search", refuse)
+    response = client.post("/search", json=STROKES)
+    assert_refused(response, 502, "index_refused", "refused")
+    assert "10.0.0.5" not in response.text and "invalid expression" in caplog.text
