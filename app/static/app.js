@@ -188,9 +188,10 @@ function strokesOf(text) {
 }
 
 // sketch-rnn's stroke-3 [dx, dy, lifted] / stroke-5 [dx, dy, down, up, end] rows, as encoder/strokes.py reads them.
-function isOffsetSequence(rows) {
-  return Array.isArray(rows) && rows.length > 0 && rows.every((row) => Array.isArray(row) &&
-    (row.length === 3 || row.length === 5) && row.every((value) => typeof value === "number"));
+function isOffsetSequence(rows) {  // rows of one length, as the service's parser requires
+  const width = Array.isArray(rows) && Array.isArray(rows[0]) ? rows[0].length : 0;
+  return (width === 3 || width === 5) && rows.every((row) => Array.isArray(row) && row.length === width &&
+    row.every((value) => typeof value === "number"));
 }
 
 function offsetStrokes(rows) {

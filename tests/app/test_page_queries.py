@@ -187,6 +187,13 @@ def test_a_quickdraw_class_file_over_the_upload_limit_and_a_stroke3_file_are_dra
         assert answer.value.status == 200
         assert [len(s) for s in sent[-1]["strokes"]] == [2, 3] and page.evaluate(INK) > 500
 
+        mixed = tmp_path / "mixed.json"  # stroke-3 and stroke-5 rows together: the service says what is wrong
+        mixed.write_text(json.dumps({"strokes": [[10, 10, 0], [40, 70, 1, 0, 0]]}))
+        with page.expect_response(lambda r: r.url == base + "/search", timeout=20_000) as answer:
+            page.set_input_files("#file", str(mixed))
+        assert answer.value.status == 422
+        page.wait_for_function("document.querySelector('#message').textContent.includes('one length')")
+
         long_stroke = tmp_path / "scribble.json"  # past the call stack's room for Math.min(...points): fitted in a loop
         long_stroke.write_text(json.dumps({"strokes": [[[i % 997, i // 997] for i in range(150_000)]]}))
         with page.expect_response(lambda r: r.url == base + "/search", timeout=30_000) as answer:
