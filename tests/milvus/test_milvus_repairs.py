@@ -73,18 +73,58 @@ def test_a_search_deeper_than_ef_raises_ef_and_one_past_topk_ends_at_topk(milvus
     assert search_params_for({"ef": 64}, 10) == {"ef": 64}
 
 
-def test_a_manifest_too_big_for_milvus_is_refused_before_any_row_is_written(milvus, collection):
+def _with_long_categories(milvus, collection, count: int):
+    """(location, live version, writer, its previous, content adding ``count`` photos of long category names)."""
     location = MilvusLocation(milvus.uri, collection)
     version = publish_vectors(open_writer(location, PublishOptions()), _vectors(3), factory="AUTOINDEX")
     writer = open_writer(location, PublishOptions())
     previous = writer.previous(rebuild=False)
     records = [*previous.by_path.values(), *(
         dataclasses.replace(record, category=f"department-{record.id:04d}-" + "x" * 100)
-        for record in synthetic_records(range(3, 603)))]
-    content = _content(records, previous, _vectors(600, seed=2))
+        for record in synthetic_records(range(3, 3 + count)))]
+    return location, version, writer, previous, _content(records, previous, _vectors(count, seed=2))
+
+
+def test_a_manifest_too_big_for_milvus_is_refused_before_any_row_is_written(milvus, collection, monkeypatch):
+    from photo_index.backends.milvus import client
+
+    monkeypatch.setattr(client, "MANIFEST_PARTS_MAX", 1)  # 600 long names need 2 rows; 64 hold tens of thousands
+    _, version, writer, previous, content = _with_long_categories(milvus, collection, 600)
     with pytest.raises(BuildError, match="manifest .* bytes .603 categories"):
         writer.write(content, previous, previous.manifest, {"factory": "AUTOINDEX"})
     assert _rows(milvus, version) == 3 and writer.connection.read_manifest(version)["size"] == 3
+
+
+def test_a_manifest_past_one_row_is_stored_in_parts_read_whole_and_never_mixed(milvus, collection):
+    """Galleries of thousands of category names outgrew the one 64 KB row a manifest had: it is stored in parts,
+    each with the digest of the whole, so a reader never joins parts of two writes."""
+    from photo_index import IndexCorruptError
+    from photo_index.backends.milvus.client import MANIFESTS, manifest_part_key
+
+    location, _, writer, previous, content = _with_long_categories(milvus, collection, 600)
+    small = dict(previous.manifest)
+    version = writer.write(content, previous, previous.manifest, {"factory": "AUTOINDEX"})
+    connection = writer.connection
+
+    def stored_parts() -> int:
+        keys = [manifest_part_key(version, i) for i in range(4)]
+        return len(connection.client.query(MANIFESTS, filter=f"key in {keys}", output_fields=["key"]))
+
+    assert stored_parts() == 2 and len(connection.read_manifest(version)["categories"]) == 603
+    assert len(open_source(location).open().categories()) == 603  # what the service reads
+
+    first = connection.client.query(MANIFESTS, filter=f"key in [{manifest_part_key(version, 1)}]",
+                                    output_fields=["key", "version", "manifest", "unused"])[0]
+    header, _, chunk = first["manifest"].partition("\n")
+    forged = {**first, "manifest": header.rsplit("/", 1)[0] + "/0000000000000000\n" + chunk}
+    connection.client.upsert(MANIFESTS, [forged])  # part 1 of another write
+    with pytest.raises(IndexCorruptError, match="parts that do not agree"):
+        connection.read_manifest(version)
+
+    connection.write_manifest(version, small)  # back to one row: the other part goes
+    assert stored_parts() == 1 and connection.read_manifest(version) == small
+    connection.delete_manifest(version)
+    assert stored_parts() == 0 and connection.read_manifest(version) is None
 
 
 def _content(records, previous, staged):

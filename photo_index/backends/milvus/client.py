@@ -22,11 +22,14 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
-from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
+from ...errors import BuildError, EngineUnavailableError, IndexCorruptError, IndexNotFoundError
 from ...location import DEFAULT_CONSISTENCY, DEFAULT_MILVUS_TIMEOUT_S, VERSION_SEPARATOR, MilvusLocation
 
 MANIFESTS = "sbir_manifests"
 VARCHAR_MAX = 65_535
+MANIFEST_PART = VARCHAR_MAX - 64  # the JSON in each row of a manifest stored in parts (a header goes first)
+MANIFEST_PARTS_MAX = 64  # rows per manifest: 4 MB, tens of thousands of category names
+MANIFEST_READ_TRIES = 3  # a manifest rewritten while read (parts of two writes) is read again
 PATH_MAX = 4_096
 CATEGORY_MAX = 1_024
 PHOTO_FIELDS = ["id", "path", "category", "sha256", "size", "mtime_ns", "added_at", "updated_at", "metadata"]
@@ -148,16 +151,38 @@ def redacted_text(text: str, uri: str) -> str:
     return text.replace(uri, redacted(uri)) if uri != redacted(uri) else text
 
 
-def manifest_text(version: str, manifest: dict) -> str:
-    """The stored form of a manifest; a :class:`BuildError` when it exceeds the field Milvus keeps it in (checked
+def manifest_parts(version: str, manifest: dict) -> list[str]:
+    """The stored rows of a manifest: its JSON in one row, or, past one VARCHAR, in parts of at most MANIFEST_PART
+    characters, each headed ``#i/n/digest`` (a reader joins them only when every part carries the digest of the
+    whole, so it never takes halves of two writes). A :class:`BuildError` past MANIFEST_PARTS_MAX rows (checked
     before a build writes any row, so a too-big manifest never leaves a half-applied build)."""
-    text = json.dumps(manifest, sort_keys=True)
-    size = len(text.encode())
-    if size > VARCHAR_MAX:
+    text = json.dumps(manifest, sort_keys=True)  # ASCII (ensure_ascii): characters are bytes, any split is safe
+    if len(text) <= VARCHAR_MAX:
+        return [text]
+    count = -(-len(text) // MANIFEST_PART)
+    if count > MANIFEST_PARTS_MAX:
         categories = len(manifest.get("categories") or [])
-        raise BuildError(f"The manifest of {version} would be {size} bytes ({categories} categories); Milvus holds "
-                         f"{VARCHAR_MAX}: use fewer or shorter category names.")
-    return text
+        raise BuildError(f"The manifest of {version} would be {len(text):,} bytes ({categories:,} categories); "
+                         f"Milvus holds at most {MANIFEST_PARTS_MAX * MANIFEST_PART:,} here: use fewer or shorter "
+                         "category names.")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return [f"#{i}/{count}/{digest}\n" + text[i * MANIFEST_PART:(i + 1) * MANIFEST_PART] for i in range(count)]
+
+
+def manifest_part_key(version: str, part: int) -> int:
+    return manifest_key(version if part == 0 else f"{version}#{part}")  # part 0 where a one-row manifest is
+
+
+def _part_header(text: str) -> tuple[int, int, str, str] | None:
+    """(index, count, digest, chunk) of a stored part; None for a one-row manifest (plain JSON)."""
+    if not text.startswith("#"):
+        return None
+    header, _, chunk = text.partition("\n")
+    try:
+        index, count, digest = header[1:].split("/")
+        return int(index), int(count), digest, chunk
+    except ValueError:
+        raise IndexCorruptError(f"A stored manifest part has a damaged header {header[:80]!r}.") from None
 
 
 class MilvusConnection:
@@ -269,22 +294,48 @@ class MilvusConnection:
     def read_manifest(self, version: str) -> dict | None:
         if not self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
             return None
-        rows = self.call(lambda: self.client.query(MANIFESTS, filter=f"key in [{manifest_key(version)}]",
+        for _ in range(MANIFEST_READ_TRIES):
+            first = self._manifest_rows(version, [0])
+            if not first:
+                return None
+            head = _part_header(first[0])
+            if head is None:
+                return json.loads(first[0])
+            _, count, digest, _ = head
+            parts = [_part_header(text) for text in first + self._manifest_rows(version, list(range(1, count)))]
+            by_index = {part[0]: part[3] for part in parts if part is not None and part[1:3] == (count, digest)}
+            text = "".join(by_index.get(i, "") for i in range(count))
+            if len(by_index) == count and hashlib.sha256(text.encode()).hexdigest()[:16] == digest:
+                return json.loads(text)
+            time.sleep(0.2)  # a write in progress: parts of two manifests
+        raise IndexCorruptError(f"The manifest of Milvus collection {version} is stored in parts that do not agree "
+                                "(a write in progress, or one interrupted); a build rewrites it.")
+
+    def _manifest_rows(self, version: str, parts: list[int]) -> list[str]:
+        """The stored texts of ``parts`` of ``version``'s manifest (those present, in no particular order)."""
+        if not parts:
+            return []
+        keys = [manifest_part_key(version, part) for part in parts]
+        rows = self.call(lambda: self.client.query(MANIFESTS, filter=f"key in {keys}",
                                                    output_fields=["version", "manifest"], timeout=self.timeout),
                          what="read a manifest")
-        rows = [row for row in rows if row["version"] == version]
-        return json.loads(rows[0]["manifest"]) if rows else None
+        return [row["manifest"] for row in rows if row["version"] == version]
 
     def write_manifest(self, version: str, manifest: dict) -> None:
-        text = manifest_text(version, manifest)
+        texts = manifest_parts(version, manifest)
         self._ensure_manifests()
-        row = {"key": manifest_key(version), "version": version, "manifest": text, "unused": [0.0, 0.0]}
-        self.call(lambda: self.client.upsert(MANIFESTS, [row], timeout=self.timeout), what="write a manifest")
+        rows = [{"key": manifest_part_key(version, i), "version": version, "manifest": text, "unused": [0.0, 0.0]}
+                for i, text in enumerate(texts)]
+        self.call(lambda: self.client.upsert(MANIFESTS, rows, timeout=self.timeout), what="write a manifest")
+        stale = [manifest_part_key(version, i) for i in range(len(texts), MANIFEST_PARTS_MAX)]  # of a longer one
+        self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in {stale}", timeout=self.timeout),
+                  what="delete a manifest's stale parts")
 
     def delete_manifest(self, version: str) -> None:
         if self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
-            self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in [{manifest_key(version)}]",
-                                                 timeout=self.timeout), what="delete a manifest")
+            keys = [manifest_part_key(version, i) for i in range(MANIFEST_PARTS_MAX)]
+            self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in {keys}", timeout=self.timeout),
+                      what="delete a manifest")
 
     # -- photo collections --------------------------------------------------------------------------
     def create_photos(self, name: str, dim: int, index_type: str, index_params: dict) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent
-from ...errors import BuildError, EngineUnavailableError, IndexNotFoundError
+from ...errors import BuildError, EngineUnavailableError, IndexCorruptError, IndexNotFoundError
 from ...format import expired, utc_now
 from ...location import MilvusLocation
 from ...publishing import live_base, version_report
@@ -27,7 +27,7 @@ from .client import (
     VARCHAR_MAX,
     MilvusConnection,
     builder_alive,
-    manifest_text,
+    manifest_parts,
     new_version_name,
     version_age_s,
 )
@@ -169,7 +169,7 @@ class MilvusWriter:
                  "index": section, "build": counts}
         # Refused before any row is written: a build that cannot finish must not leave half of itself behind.
         check_fields(content.records)
-        manifest_text(version, final)
+        manifest_parts(version, final)
         if in_place:
             self._update_in_place(content, previous)
         else:
@@ -241,10 +241,16 @@ class MilvusWriter:
         (never one a build may still be filling)."""
         live = self.connection.alias_target(self.alias)
         versions = self.connection.versions(self.alias)
-        complete = [v for v in versions if v == live or self.connection.read_manifest(v) is not None]
+        complete = [v for v in versions if v == live or self._has_manifest(v)]
         doomed = [v for v in versions if v not in complete and self._abandoned(v)] + expired(complete, live, keep)
         for version in doomed:
             self.connection.drop(version)
+
+    def _has_manifest(self, version: str) -> bool:
+        try:
+            return self.connection.read_manifest(version) is not None
+        except IndexCorruptError:  # parts that disagree still mark a finished build: never dropped as unfinished
+            return True
 
     def _abandoned(self, version: str) -> bool:
         """An unfinished collection no build is filling: its builder's process is gone, or (when we cannot ask) it
