@@ -52,6 +52,7 @@ class BodyLimits:
 
 
 UNAUTHORIZED = b"A valid X-API-Key header is required."
+BEYOND_ANY_LIMIT = 2**63  # a declared length of more digits than any body: compared, never converted whole
 
 
 class BodyGuard:
@@ -133,6 +134,17 @@ class BodyGuard:
             self.metrics.bodies_in_flight.set(self.in_flight)
 
 
+def declared_length(value: bytes | str) -> int | None:
+    """A Content-Length header's value; None unless it is ASCII digits (str.isdigit takes '²'). Past 19 significant
+    digits it is BEYOND_ANY_LIMIT: int() of thousands of digits raised ValueError (Python's 4300-digit cap)."""
+    raw = value.encode("latin-1", "replace") if isinstance(value, str) else value
+    digits = raw.strip()
+    if not (digits.isascii() and digits.isdigit()):
+        return None
+    significant = digits.lstrip(b"0") or b"0"
+    return int(significant) if len(significant) <= 19 else BEYOND_ANY_LIMIT
+
+
 class _Exchange:
     """One request's body state between the server and the app."""
 
@@ -141,8 +153,7 @@ class _Exchange:
         self._receive, self._send = receive, send
         headers = {name.lower(): value for name, value in scope["headers"]}
         self._headers = headers
-        length = headers.get(b"content-length", b"").strip()
-        self.declared = int(length) if length.isdigit() else None
+        self.declared = declared_length(headers.get(b"content-length", b""))
         self.expects_continue = headers.get(b"expect", b"").lower() == b"100-continue"
         self.complete = self.declared in (None, 0) and b"transfer-encoding" not in headers
         self.read = 0

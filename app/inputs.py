@@ -23,6 +23,7 @@ from encoder import Preprocessor, decode_image, load_drawing_json, looks_like_sv
 from encoder.errors import InputError, StrokeFormatError
 from encoder.imaging import to_rgb
 
+from .body_guard import declared_length
 from .errors import APIError, from_input_error
 from .query_fields import (
     DEFAULT_TEXT_WEIGHT,
@@ -121,11 +122,12 @@ def _looks_like_json(data: bytes) -> bool:
 
 async def read_limited(request: Request, limit: int) -> bytes:
     """The request body, refusing (413) as soon as the declared or streamed size passes `limit`."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
+    header = request.headers.get("content-length")
+    if header is not None:
+        declared = declared_length(header)
+        if declared is None:
             raise APIError(400, "bad_request", "The Content-Length header is not a number.")
-        if int(declared) > limit:
+        if declared > limit:
             raise APIError(413, "request_too_large", f"The request body is larger than the {limit:,}-byte limit.")
     chunks, total = [], 0
     try:

@@ -117,6 +117,19 @@ def test_a_refused_body_is_drained_only_within_its_bounds(served, declared, expe
     assert DRAIN_TIMEOUT_S - 0.1 <= took < BODY_TIMEOUT_S + 1 if drained else took < DRAIN_TIMEOUT_S
 
 
+@pytest.mark.parametrize(("length", "status"), [("9" * 4301, 400), ("0" * 4301, 422), ("\u00b2", 400)],
+                         ids=["4301-digits", "4301-zeros", "superscript-two"])
+def test_a_content_length_of_thousands_of_digits_or_odd_digits_is_a_4xx(served, length, status):
+    """int() of more than 4300 digits raised ValueError (a 500 on every route: the HTTP parser passes leading zeros,
+    and refuses a value that overflows); '²' is a digit to str.isdigit."""
+    base, _ = served
+    headers = f"Content-Type: image/png\r\nContent-Length: {length}\r\nConnection: close\r\n"
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: test\r\n" + headers.encode("latin-1") + b"\r\n")
+        assert status_of(read_until_closed(sock)) == status
+
+
 def _search_latencies(base: str, n: int, until: float = float("inf")) -> list[float]:
     """Up to ``n`` sequential image searches on one keep-alive connection (stopping at ``until``), in seconds."""
     latencies = []
