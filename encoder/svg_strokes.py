@@ -41,6 +41,10 @@ _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 SVG_NS = "http://www.w3.org/2000/svg"
 NOT_RENDERED = frozenset({"mask", "marker", "symbol", "clipPath", "pattern"})
+MAX_ATTRIBUTE_CHARS = 16 * 1024  # any attribute but path data (counted as points): a transform list is a few words
+MAX_STYLE_CHARS = 64 * 1024  # all <style> sheets together: an exported drawing's are a few classes
+MAX_CSS_RULES = 1000
+POINT_ATTRIBUTES = frozenset({"d", "points"})
 # What svgelements spends reading an element, in path points (measured: a circle ~0.5 ms, a point ~0.02 ms)
 PARSE_COST = {"circle": 24, "ellipse": 24, "rect": 12, "line": 8, "polyline": 8, "polygon": 8, "path": 4, "use": 4}
 
@@ -92,6 +96,7 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
     raw = data.encode("utf-8") if isinstance(data, str) else _gunzipped(bytes(data))
     root = _checked_tree(raw, max_elements=2 * max_points)
     _check_size(root, max_points)
+    _check_text(root)
     _move_unrendered_to_defs(root)
     from svgelements import SVG  # imported here: only SVG queries pay for it
 
@@ -142,6 +147,48 @@ def _checked_tree(raw: bytes, *, max_elements: int) -> Element:
         raise StrokeFormatError(f"The SVG is not well-formed XML: {error}.") from None
     except RecursionError:
         raise StrokeFormatError("The SVG is nested too deeply.") from None
+
+
+def _check_text(root: Element) -> None:
+    """Refuse attributes and style sheets longer than a drawing's, and rewrite each ``<style>`` as plain
+    ``selector{declarations}`` rules: svgelements reads CSS with regular expressions that take quadratic time on
+    a sheet with an unclosed rule or comment (30 KB took 7 s, holding the GIL) and joins repeated rules one string
+    at a time."""
+    styles = 0
+    for element in root.iter():
+        for name, value in element.attrib.items():
+            if len(value) > MAX_ATTRIBUTE_CHARS and _local_name(name) not in POINT_ATTRIBUTES:
+                raise StrokeFormatError(f"The SVG's {_local_name(name)!r} attribute is {len(value):,} characters "
+                                        f"long; at most {MAX_ATTRIBUTE_CHARS:,} are read.")
+        if _local_name(element.tag) == "style":
+            styles += len(element.text or "")
+            if styles > MAX_STYLE_CHARS:
+                raise StrokeFormatError(f"The SVG's style sheets are longer than {MAX_STYLE_CHARS:,} characters.")
+            element.text = _plain_css(element.text or "")
+            for child in list(element):  # CDATA is text already; any element inside a style sheet is not CSS
+                element.remove(child)
+
+
+def _plain_css(sheet: str) -> str:
+    """``sheet`` as one ``selector{declarations}`` per line, comments and unclosed rules dropped (linear scans)."""
+    text, at = [], 0
+    while (start := sheet.find("/*", at)) >= 0:
+        text.append(sheet[at:start])
+        end = sheet.find("*/", start + 2)
+        at = len(sheet) if end < 0 else end + 2
+    text.append(sheet[at:])
+    sheet, rules, at = "".join(text), [], 0
+    while (brace := sheet.find("{", at)) >= 0:
+        close = sheet.find("}", brace + 1)
+        if close < 0:
+            break
+        selector, declarations = sheet[at:brace].strip(), sheet[brace + 1:close].strip()
+        at = close + 1
+        if selector and declarations:
+            rules.append(f"{selector}{{{declarations}}}")
+            if len(rules) > MAX_CSS_RULES:
+                raise StrokeFormatError(f"The SVG's style sheets hold more than {MAX_CSS_RULES} rules.")
+    return "\n".join(rules)
 
 
 def _move_unrendered_to_defs(root: Element) -> None:

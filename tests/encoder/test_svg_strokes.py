@@ -211,3 +211,30 @@ def test_a_small_svgz_of_a_million_elements_is_refused_while_parsed_not_after():
     with pytest.raises(TooManyPointsError, match="more than 40,000 elements"):
         strokes_from_svg(flood, max_points=20_000)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB: well under the 1 GB
+
+
+@pytest.mark.parametrize("sheet", [b"a" * 60_000, b"a{" + b"b" * 60_000, b"/*a" * 20_000],
+                         ids=["no-brace", "unclosed-rule", "unclosed-comments"])
+def test_a_style_sheet_svgelements_reads_in_quadratic_time_is_read_at_once(sheet):
+    """svgelements' CSS expressions backtrack over an unclosed rule or comment: 30 KB took 7 s and held the GIL (the
+    service's health checks waited). Each sheet is rewritten as plain rules first; the drawing still reads."""
+    started = time.monotonic()
+    drawing = f"<svg {NS}><style>".encode() + sheet + b'</style><path d="M0 0 L10 10" stroke="black"/></svg>'
+    assert [s.tolist() for s in strokes_from_svg(drawing, max_points=20_000)] == [[[0, 0], [10, 10]]]
+    assert time.monotonic() - started < 1
+
+
+def test_style_sheets_and_attributes_longer_than_a_drawings_are_refused_and_exported_classes_still_apply():
+    repeated = f"<svg {NS}><style>".encode() + b"path{stroke:red} " * 240_000 + b'</style><path d="M0 0 L9 9"/></svg>'
+    with pytest.raises(StrokeFormatError, match="style sheets are longer"):
+        strokes_from_svg(repeated, max_points=20_000)
+    many = f"<svg {NS}><style>".encode() + b"".join(b".c%d{stroke:red}" % i for i in range(1001)) + b"</style></svg>"
+    with pytest.raises(StrokeFormatError, match="more than 1000 rules"):
+        strokes_from_svg(many, max_points=20_000)
+    turned = f'<svg {NS}><g transform="'.encode() + b"rotate(1) " * 5000 + b'"><path d="M0 0 L9 9"/></g></svg>'
+    with pytest.raises(StrokeFormatError, match="'transform' attribute is 50,000 characters"):
+        strokes_from_svg(turned, max_points=20_000)
+    exported = (f'<svg {NS}><style><![CDATA[ /* Illustrator */ .st0{{fill:none;stroke:#000;stroke-width:2}}\n'
+                '.st1{fill:none;stroke:#FFFFFF} ]]></style><path class="st0" d="M0 0 L10 10"/>'
+                '<path class="st1" d="M0 5 L10 5"/></svg>').encode()
+    assert [s.tolist() for s in strokes_from_svg(exported, max_points=100)] == [[[0, 0], [10, 10]]]
