@@ -26,6 +26,7 @@ WHITE = 255
 # Ink must be at least this much darker than the paper (0-255 grey levels) to count as a stroke.
 MIN_INK_CONTRAST = 24
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+UNPREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
 # Cells per side of the grid on which uneven paper lighting is estimated.
 PAPER_GRID = 16
 # The paper is read from the image's outer band, this share of its shorter side wide: a frame or a scanner's edge
@@ -87,6 +88,8 @@ def decode_image(
                 image.draft(None, (reduce_to, reduce_to))
             image.load()
             image = ImageOps.exif_transpose(image)
+            if image.mode in UNPREMULTIPLIED:  # premultiplied alpha (TIFF ExtraSamples=1): La converts only to LA
+                image = image.convert(UNPREMULTIPLIED[image.mode])
     except (ImageTooLargeError, ImageDecodeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
@@ -125,13 +128,15 @@ def _composited(rgba: Image.Image, background: int) -> np.ndarray:
 
 
 def _has_alpha(image: Image.Image) -> bool:
-    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (image.mode == "P" and "transparency" in image.info)
+    """An alpha channel, or a palette or colour key (PNG tRNS on P, L or RGB) that makes pixels transparent."""
+    return image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
+        image.mode in ("P", "L", "RGB") and "transparency" in image.info)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode → RGB for a photo: transparency composited on white, 16/32-bit and float images
     rescaled to 0..255 (a plain ``convert("RGB")`` clips 16-bit values to white and float 0..1 to black)."""
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if _has_alpha(image):
         rgba = image.convert("RGBA")
@@ -160,13 +165,16 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
         return on_white
     if mode in HIGH_DEPTH_MODES:
         values = np.asarray(image, dtype=np.float32)
-        if not np.isfinite(values).all():
-            values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+        finite = np.isfinite(values)
+        if not finite.all():  # no-data (NaN) and +inf read as the lightest value (paper), -inf as the darkest
+            top, bottom = (float(values[finite].max()), float(values[finite].min())) if finite.any() else (0.0, 0.0)
+            values = np.nan_to_num(values, nan=top, posinf=top, neginf=bottom)
         low, high = float(values.min()), float(values.max())
         if mode == "F" and low >= 0 and high <= 1.0:  # float images in 0..1
             return values * 255.0
-        # Wide-range images (16-bit, 32-bit) are rescaled to 0..255 by their own range.
-        if high > 255 or low < 0:
+        # Wide-range images (16-bit, 32-bit, float outside 0..1: HDR or linear data) are rescaled to 0..255 by
+        # their own range.
+        if mode == "F" or high > 255 or low < 0:
             values = (values - low) * (255.0 / max(high - low, 1e-6))
         return values
     if mode == "1":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -157,3 +158,50 @@ def test_a_heic_named_by_a_str_path_decodes_as_by_a_path(tmp_path):
     assert decode_image(str(path), max_pixels=3_000_000).size == decode_image(path, max_pixels=3_000_000).size
     with pytest.raises(ImageTooLargeError, match="pixels before its crop"):
         decode_image(str(path), max_pixels=1_000_000)
+
+
+def _ink_on(background: float, size=(40, 40)) -> np.ndarray:
+    values = np.full(size[::-1], background, np.float32)
+    values[size[1] // 2, :] = 0.0  # one dark line across
+    return values
+
+
+def test_a_tiff_of_premultiplied_alpha_decodes_as_plain_alpha():
+    """ExtraSamples = 1 (associated alpha) gives mode La, which Pillow converts only to LA: a 500 on /search."""
+    buffer = io.BytesIO()
+    line = Image.fromarray(_ink_on(255.0).astype(np.uint8))
+    Image.merge("LA", (Image.new("L", line.size, 0), Image.eval(line, lambda v: 255 - v))).save(buffer, "TIFF")
+    data = bytearray(buffer.getvalue())
+    at = data.find(b"\x52\x01\x03\x00\x01\x00\x00\x00")  # the ExtraSamples tag: 2 (unassociated) -> 1 (associated)
+    data[at + 8:at + 10] = b"\x01\x00"
+    image = decode_image(bytes(data))
+    assert image.mode == "LA"
+    grey = np.asarray(to_rgb(image).convert("L"))
+    assert grey[0, 0] == 255 and grey[20, 5] < 50  # black ink on white
+
+
+def test_a_png_colour_key_is_transparent_for_photos_too():
+    """PNG tRNS on an RGB or L image keys a colour out, as browsers show it: on white, not as the keyed black."""
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[20, :] = (120, 0, 0)
+    for image, key in ((Image.fromarray(rgb), (0, 0, 0)), (Image.fromarray(rgb[..., 0]), 0)):
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG", transparency=key)
+        shown = np.asarray(to_rgb(decode_image(buffer.getvalue())))
+        assert shown[0, 0].tolist() == [255, 255, 255] and shown[20, 5].mean() < 128
+
+
+def test_float_images_outside_zero_to_one_keep_their_picture():
+    """A float TIFF in 0..4 (HDR or linear data) was taken as grey levels 0..4 (black); NaN no-data and +inf were
+    black too. Now: rescaled by their own range, no-data read as paper."""
+    from encoder.imaging import to_grayscale_on_white
+
+    hdr = _ink_on(4.0)
+    damaged = hdr.copy()
+    damaged[:5] = np.nan
+    damaged[6] = np.inf
+    for values in (hdr, damaged):
+        buffer = io.BytesIO()
+        Image.fromarray(values, mode="F").save(buffer, "TIFF")
+        grey = to_grayscale_on_white(decode_image(buffer.getvalue()))
+        assert grey[0, 0] == 255 and grey[20, 5] == 0 and grey[6, 5] == 255
