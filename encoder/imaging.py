@@ -27,6 +27,9 @@ WHITE = 255
 MIN_INK_CONTRAST = 24
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 UNPREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
+# The modes the photo and sketch paths convert themselves; any other is made RGB at decode.
+HANDLED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
+                           *HIGH_DEPTH_MODES})
 # Cells per side of the grid on which uneven paper lighting is estimated.
 PAPER_GRID = 16
 # The paper is read from the image's outer band, this share of its shorter side wide: a frame or a scanner's edge
@@ -90,6 +93,8 @@ def decode_image(
             image = ImageOps.exif_transpose(image)
             if image.mode in UNPREMULTIPLIED:  # premultiplied alpha (TIFF ExtraSamples=1): La converts only to LA
                 image = image.convert(UNPREMULTIPLIED[image.mode])
+            elif image.mode not in HANDLED_MODES:  # e.g. BGR;16: read as RGB here, or refused as a decode error
+                image = image.convert("RGB")
     except (ImageTooLargeError, ImageDecodeError):
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
