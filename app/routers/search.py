@@ -106,7 +106,7 @@ async def search(request: Request, services: Services = Depends(get_services)) -
     fields = query.fields
     if fields.offset + query.k > settings.max_results:
         raise APIError(422, "bad_offset", f"offset + k must be at most {settings.max_results} (SBIR_MAX_RESULTS); "
-                       f"got {min(fields.offset, settings.max_results * 10)} + {query.k}.")
+                       f"got {fields.offset} + {query.k}.")
     if fields.text is not None and not services.encoder.has_text_tower:
         raise APIError(422, "text_unsupported", "The loaded encoder has no text tower; see query_kinds in GET /info.")
     if query.category is not None:

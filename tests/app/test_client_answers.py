@@ -117,3 +117,81 @@ def test_the_cli_names_an_unexpected_answer_and_exits_2(html_proxy, capsys):
 ])
 def test_downloaded_photos_are_named_inside_the_folder_on_any_system(path, name):
     assert _file_name(SimpleNamespace(id=7, path=path), b"\x89PNG\r\n\x1a\n") == name
+
+
+@pytest.mark.parametrize("call", ["start_build", "upload_photos", "photo"])
+def test_a_success_of_another_status_or_a_redirect_is_an_unexpected_answer_not_a_refusal(call):
+    """A proxy's 200 page where the service answers 201/202 was 'ServiceError 200 http_200'; a redirect names where;
+    a photo whose body is no image (a proxy's page) is never saved as one."""
+    calls = {**CALLS, "photo": lambda client: client.photo(3)}
+    with Client("http://sketch.test", transport=_transport(200, {"content-type": "text/html"}, HTML)) as client, \
+            pytest.raises(UnexpectedAnswerError, match="502 Bad Gateway|not an image"):
+        calls[call](client)
+    moved = _transport(307, {"location": "https://sketch.test/v2/search"}, b"")
+    with Client("http://sketch.test", transport=moved) as client, \
+            pytest.raises(UnexpectedAnswerError, match="redirect to 'https://sketch.test/v2/search'"):
+        calls[call](client)
+
+
+def test_a_503_carries_the_wait_the_service_asked_for():
+    from sketch_search_client import NotReadyError
+
+    busy = _transport(503, {"retry-after": "2", "content-type": "application/json"},
+                      b'{"error": "index_unavailable", "detail": "retry shortly"}')
+    with Client("http://sketch.test", transport=busy) as client, pytest.raises(NotReadyError) as raised:
+        client.search(text="a cat")
+    assert raised.value.retry_after == 2.0 and raised.value.code == "index_unavailable"
+
+
+def test_the_key_and_url_credentials_never_reach_a_message_and_a_padded_key_is_trimmed():
+    seen = []
+
+    def refuse(request):
+        seen.append(request.headers["X-API-Key"])
+        raise httpx.ConnectError(f"refused, with {request.headers['X-API-Key']} and {request.url}")
+
+    from sketch_search_client import ServiceUnreachableError
+
+    transport = httpx.MockTransport(refuse)
+    with Client("http://user:pw@sketch.test", api_key="  s3cret-key  ", transport=transport) as client, \
+            pytest.raises(ServiceUnreachableError) as raised:
+        client.search(text="a cat")
+    assert seen == ["s3cret-key"]
+    message = str(raised.value)
+    assert "s3cret" not in message and "pw" not in message and "***" in message and "sketch.test" in message
+    for bad in (-1, 0, float("nan"), float("inf"), "10"):
+        with pytest.raises(InputError, match="timeout"):
+            Client("http://sketch.test", timeout=bad)
+
+
+def test_sketch_files_and_strokes_that_are_no_strokes_are_input_errors(tmp_path):
+    """A .json holding a string was read as a second path and that file uploaded; [1, 2, 3] was a TypeError."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the service")
+    named = tmp_path / "q.json"
+    named.write_text(f'"{secret}"')
+    numbers = tmp_path / "n.json"
+    numbers.write_text("[1, 2, 3]")
+    sent = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
+    with Client("http://sketch.test", transport=transport) as client:
+        for sketch in (named, numbers, [1, 2], ["ab"]):
+            with pytest.raises(InputError, match="strokes"):
+                client.search(sketch=sketch)
+        with pytest.raises(InputError, match="not valid Unicode"):
+            client.search(text="\ud800")
+    assert not sent
+
+
+def test_one_photo_given_alone_is_uploaded_as_one(tmp_path):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(b"\xff\xd8\xff a photo")
+    bodies = []
+
+    def answer(request):
+        bodies.append(request.read())
+        return httpx.Response(201, json={"photos": [{"id": "x"}]})
+
+    with Client("http://sketch.test", transport=httpx.MockTransport(answer)) as client:
+        assert client.upload_photos(str(photo)) == [{"id": "x"}]
+    assert bodies[0].count(b'name="photo"') == 1

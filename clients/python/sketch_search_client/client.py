@@ -7,6 +7,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
@@ -21,26 +22,55 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def _options(url: str, api_key: str | None, timeout: float, headers: dict[str, str] | None) -> dict[str, Any]:
+def _options(url: str, api_key: str | None, timeout: float | httpx.Timeout | None,
+             headers: dict[str, str] | None) -> dict[str, Any]:
+    api_key = api_key.strip() if api_key else api_key  # a pasted key's surrounding spaces (the service strips them)
     if api_key and not (api_key.isascii() and api_key.isprintable()):
         # a header holds printable ASCII: the service never hands out other keys (a pasted key with a stray
         # character or a newline would otherwise fail deep inside httpx, or split the header)
         raise InputError("the API key must be printable ASCII characters (check for a pasted line break or quote)")
+    numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not (timeout is None or isinstance(timeout, httpx.Timeout) or (numeric and 0 < timeout < float("inf"))):
+        raise InputError(f"the timeout is a number of seconds above 0 (or an httpx.Timeout), not {timeout!r}")
     merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}
     return {"base_url": url.rstrip("/"), "headers": merged, "timeout": timeout}
 
 
+def shown_url(url: str) -> str:
+    """``url`` without the user:password it may carry (error messages are printed and logged)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=host))
+
+
 @contextlib.contextmanager
-def _talking_to(url: str) -> Iterator[None]:
+def _talking_to(url: str, secrets: Sequence[str]) -> Iterator[None]:
     """httpx's errors as the client's: no answer → ServiceUnreachableError; an answer that could not be read (a
-    corrupt compressed body, a redirect loop) → UnexpectedAnswerError."""
+    corrupt compressed body, a redirect loop) → UnexpectedAnswerError. The messages name the URL without its
+    credentials and never carry a header's value (the API key)."""
     try:
         yield
     except httpx.TransportError as error:
-        raise ServiceUnreachableError(f"cannot reach the service at {url}: {error!r}") from error
+        raise ServiceUnreachableError(f"cannot reach the service at {shown_url(url)}: "
+                                      f"{_redacted(error, url, secrets)}") from None
     except httpx.RequestError as error:
-        raise UnexpectedAnswerError(0, "unexpected_answer",
-                                    f"the answer of {url} could not be read: {error!r}") from error
+        raise UnexpectedAnswerError(0, "unexpected_answer", f"the answer of {shown_url(url)} could not be read: "
+                                    f"{_redacted(error, url, secrets)}") from None
+
+
+def _redacted(error: Exception, url: str, secrets: Sequence[str]) -> str:
+    text = f"{type(error).__name__}: {error}"
+    for secret in [url, *secrets]:
+        if secret:
+            text = text.replace(secret, shown_url(url) if secret == url else "***")
+    return text
+
+
+def _secrets(options: dict[str, Any]) -> list[str]:
+    """Header values not to repeat in messages (the API key, an Authorization header given in ``headers``)."""
+    return [str(value) for value in options["headers"].values() if len(str(value)) >= 4]
 
 
 class Client:
@@ -55,10 +85,12 @@ class Client:
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
                  headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
         self.url = url
-        self._http = httpx.Client(**_options(url, api_key, timeout, headers), transport=transport)
+        options = _options(url, api_key, timeout, headers)
+        self._secrets = _secrets(options)
+        self._http = httpx.Client(**options, transport=transport)
 
     def _call(self, call: protocol.Call[T]) -> T:
-        with _talking_to(self.url):
+        with _talking_to(self.url, self._secrets):
             response = self._http.request(call.method, call.path, **call.request)
         return call.read(response)
 
@@ -102,10 +134,12 @@ class AsyncClient:
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
                  headers: dict[str, str] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.url = url
-        self._http = httpx.AsyncClient(**_options(url, api_key, timeout, headers), transport=transport)
+        options = _options(url, api_key, timeout, headers)
+        self._secrets = _secrets(options)
+        self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def _call(self, call: protocol.Call[T]) -> T:
-        with _talking_to(self.url):
+        with _talking_to(self.url, self._secrets):
             response = await self._http.request(call.method, call.path, **call.request)
         return call.read(response)
 

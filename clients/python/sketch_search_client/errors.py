@@ -14,11 +14,12 @@ class ServiceUnreachableError(SketchSearchError):
 class ServiceError(SketchSearchError):
     """The service refused the request: `status` (HTTP), `code` (e.g. "bad_k", "unauthorized") and `detail`."""
 
-    def __init__(self, status: int, code: str, detail: str) -> None:
+    def __init__(self, status: int, code: str, detail: str, retry_after: float | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
         self.detail = detail
+        self.retry_after = retry_after  # seconds the service asked to wait (Retry-After on 503/429), or None
 
 
 class AuthError(ServiceError):
@@ -39,6 +40,6 @@ class InputError(SketchSearchError, ValueError):
     not valid Unicode, a photo id that is no integer, no sketch, text or like at all) — found before any request."""
 
 
-def error_for(status: int, code: str, detail: str) -> ServiceError:
+def error_for(status: int, code: str, detail: str, retry_after: float | None = None) -> ServiceError:
     kind = AuthError if status in (401, 403) else NotReadyError if status == 503 else ServiceError
-    return kind(status, code, detail)
+    return kind(status, code, detail, retry_after)

@@ -54,6 +54,12 @@ class Call(Generic[T]):
     def read(self, response: httpx.Response) -> T:
         """The parsed answer, or the service's refusal raised as a ServiceError subclass."""
         if response.status_code not in self.ok:
+            if response.status_code < 400:  # a proxy's page, or a redirect: not the service's answer, nor a refusal
+                where = response.headers.get("Location")
+                raise UnexpectedAnswerError(response.status_code, "unexpected_answer", (
+                    f"a redirect to {where!r} (point the client's URL there)" if where else
+                    f"status {response.status_code} where the service answers {self.ok[0]}; it begins "
+                    f"{_start_of(response)!r}"))
             raise refusal(response)
         try:
             return self.parse(response)
@@ -61,13 +67,24 @@ class Call(Generic[T]):
             raise unexpected_answer(response, error) from error
 
 
-def unexpected_answer(response: httpx.Response, error: Exception) -> UnexpectedAnswerError:
+def _start_of(response: httpx.Response) -> str:
     try:
-        start = response.text[:200]
+        return response.text[:200]
     except (UnicodeDecodeError, LookupError, httpx.HTTPError):  # an undecodable body or a bogus charset
-        start = repr(response.content[:200])
-    return UnexpectedAnswerError(response.status_code, "unexpected_answer",
-                                 f"not the service's answer ({type(error).__name__}: {error}); it begins {start!r}")
+        return repr(response.content[:200])
+
+
+def unexpected_answer(response: httpx.Response, error: Exception) -> UnexpectedAnswerError:
+    return UnexpectedAnswerError(response.status_code, "unexpected_answer", f"not the service's answer "
+                                 f"({type(error).__name__}: {error}); it begins {_start_of(response)!r}")
+
+
+def _image_bytes(response: httpx.Response) -> bytes:
+    """A photo's bytes; a body that is not an image (a proxy's page, JSON) is not saved as one."""
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    if not kind.startswith("image/"):
+        raise ValueError(f"the answer is {kind or 'untyped'}, not an image")
+    return response.content
 
 
 def refusal(response: httpx.Response) -> Exception:
@@ -76,7 +93,9 @@ def refusal(response: httpx.Response) -> Exception:
         code, detail = str(body["error"]), str(body["detail"])
     except (ValueError, KeyError, TypeError):
         code, detail = f"http_{response.status_code}", response.text[:200] or response.reason_phrase
-    return error_for(response.status_code, code, detail)
+    wait = response.headers.get("Retry-After", "").strip()
+    return error_for(response.status_code, code, detail,
+                     retry_after=float(wait) if wait.isascii() and wait.isdigit() and len(wait) < 10 else None)
 
 
 def _mime(data: bytes) -> str:
@@ -107,10 +126,10 @@ def _json_body(obj: dict[str, Any]) -> dict[str, Any]:
     httpx would raise as a bare ValueError) in UTF-8."""
     try:
         content = json.dumps(obj, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # before ValueError, its base class
+        raise InputError("the query holds text that is not valid Unicode (a lone surrogate)") from None
     except ValueError as error:
         raise InputError(f"the strokes hold numbers JSON cannot carry (NaN or infinite): {error}") from None
-    except UnicodeEncodeError:
-        raise InputError("the query holds text that is not valid Unicode (a lone surrogate)") from None
     return {"content": content, "headers": {"Content-Type": "application/json"}}
 
 
@@ -155,11 +174,16 @@ def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
                 obj = json.loads(data.decode("utf-8").splitlines()[0] if path.suffix.lower() == ".ndjson" else data)
             except (ValueError, IndexError) as error:
                 raise InputError(f"{path} is not JSON strokes: {error}") from None
+            if not isinstance(obj, dict | list):  # a JSON string is no file name to read: never a second path
+                raise InputError(f"{path} is not JSON strokes: it holds a {type(obj).__name__}, not an object or "
+                                 "a list of strokes")
             return sketch_payload(obj)
         return "image", data
     if hasattr(sketch, "save") and hasattr(sketch, "size"):  # a PIL image (Pillow is optional)
         return "image", _pil_bytes(sketch)
     if isinstance(sketch, Sequence):
+        if not all(isinstance(stroke, Sequence) and not isinstance(stroke, str | bytes) for stroke in sketch):
+            raise InputError("strokes are a list of strokes, each a list of [x, y] points (or sketch-rnn rows)")
         return "strokes", {"strokes": [list(stroke) for stroke in sketch]}
     raise InputError(f"a sketch is a path, image bytes, a PIL image or strokes, not {type(sketch).__name__}")
 
@@ -190,7 +214,7 @@ def search(**args: Any) -> Call[SearchPage]:
 def photo(photo_id: int, size: int | None = None) -> Call[bytes]:
     """GET /photos/{id}: the file, or a JPEG thumbnail fitting size×size."""
     params = {} if size is None else {"size": size}  # size 0 is the service's to refuse, not the full photo
-    return Call("GET", f"/photos/{_photo_id(photo_id)}", lambda response: response.content, {"params": params})
+    return Call("GET", f"/photos/{_photo_id(photo_id)}", _image_bytes, {"params": params})
 
 
 def info() -> Call[ServiceInfo]:
@@ -204,6 +228,8 @@ def ready() -> Call[bool]:
 
 def upload_photos(photos: Sequence[str | os.PathLike | bytes]) -> Call[list[dict[str, Any]]]:
     """POST /admin/photos (admin key): files into the gallery's uploads/ folder."""
+    if isinstance(photos, str | bytes | bytearray | os.PathLike):  # one photo, not a sequence of characters
+        photos = [photos]
     files = []
     for number, item in enumerate(photos):
         data = bytes(item) if isinstance(item, bytes | bytearray) else _read_file("photo", Path(item))
