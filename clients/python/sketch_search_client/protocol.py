@@ -80,9 +80,10 @@ def unexpected_answer(response: httpx.Response, error: Exception) -> UnexpectedA
 
 
 def _image_bytes(response: httpx.Response) -> bytes:
-    """A photo's bytes; a body that is not an image (a proxy's page, JSON) is not saved as one."""
+    """A photo's bytes; a body that is not an image (a proxy's page, JSON) is not saved as one. The service labels
+    a gallery file whose type it cannot tell application/octet-stream."""
     kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if not kind.startswith("image/"):
+    if not (kind.startswith("image/") or kind == "application/octet-stream"):
         raise ValueError(f"the answer is {kind or 'untyped'}, not an image")
     return response.content
 
