@@ -150,7 +150,12 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
     previous = writer.previous(options.rebuild)
     check_fingerprint(previous, encoder, options.rebuild, writer.where)
     # A build that fails keeps its staged rows on disk for the next run to resume, never their open files.
-    with Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim) as staging:
+    with Staging(work_dir / STAGING, embedding_identity(encoder), encoder.embed_dim,
+                 decoding=known_failures.decoding_identity(encoder.preprocess)) as staging:
+        # An interrupted run's failures hold when they are the file's own fault (not out of memory, not a
+        # permission); --rebuild reads every file again.
+        staging.keep_failures(lambda skipped: not options.rebuild
+                              and skipped.reason in known_failures.REMEMBERED_REASONS)
         if not options.rebuild:
             staging.recall(known_failures.load(work_dir, encoder.preprocess))
         recalled = dict(staging.failures)  # known before this run read anything (remembered, or an interrupted run's)

@@ -47,6 +47,8 @@ def choice_of(values, env: str):
 def _path_problem(text: str) -> str | None:
     if not text:
         return "an empty path (it would mean the current folder); give a folder or file"
+    if not text.strip():  # a variable set to blanks, not a folder named with spaces anyone meant
+        return "a path of only spaces; give a folder or file"
     try:  # the index records paths as text, and FAISS and SQLite open files by UTF-8 names
         text.encode("utf-8")
     except UnicodeEncodeError:

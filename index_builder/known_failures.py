@@ -6,6 +6,8 @@ corrupt, not an image, too large), not a file that could not be read (a permissi
 vector the encoder returned as NaN (the encoder's fault, not the file's). The list is dropped whenever decoding
 could turn out otherwise: another photo preprocessing version, Pillow version, set of image formats or pixel
 limit or input size; ``--rebuild`` reads every file again. It is a cache: a build that cannot write it still succeeds.
+The failures an interrupted or refused run staged (``staging/failures.jsonl``) follow the same rules: dropped when
+the decoding identity changed or with ``--rebuild``, and only the file's own faults are taken on resume.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,17 +72,21 @@ def _unit_rows(path: Path, count: int, dim: int, chunk: int = 65536) -> np.ndarr
 class Staging:
     """Append-only store of embedded vectors of one (unfinished) build."""
 
-    def __init__(self, folder: Path, fingerprint: str, dim: int) -> None:
+    def __init__(self, folder: Path, fingerprint: str, dim: int, decoding: dict | None = None) -> None:
+        """``decoding``: what decides whether a file decodes (known_failures.decoding_identity); the failures an
+        interrupted run staged are dropped when it changed (a raised pixel limit reads a too-large file again)."""
         self.folder = folder
         self.dim = dim
         self.row_bytes = 4 * dim
-        state = {"fingerprint": fingerprint, "dim": dim}
+        state = {"fingerprint": fingerprint, "dim": dim, "decoding": decoding}
         try:
             previous = json.loads((folder / STATE).read_text())
         except (OSError, ValueError):
             previous = None
-        if previous != state:
+        if not isinstance(previous, dict) or {**previous, "decoding": decoding} != state:
             shutil.rmtree(folder, ignore_errors=True)
+        elif previous.get("decoding") != decoding:
+            (folder / FAILURES).unlink(missing_ok=True)
         folder.mkdir(parents=True, exist_ok=True)
         with naming(folder / STATE):
             (folder / STATE).write_text(json.dumps(state))
@@ -149,6 +154,10 @@ class Staging:
                                        "reason": skipped.reason, "detail": skipped.detail}) + "\n")
         self._failed.flush()
         self.failures[key] = skipped
+
+    def keep_failures(self, keep: Callable[[Skipped], bool]) -> None:
+        """Forget the staged failures ``keep`` rejects (their files are read again; their lines stay on disk)."""
+        self.failures = {key: skipped for key, skipped in self.failures.items() if keep(skipped)}
 
     def recall(self, failures: dict[FileKey, Skipped]) -> None:
         """Take the failures an earlier build remembered (index_builder.known_failures) as this build's: those

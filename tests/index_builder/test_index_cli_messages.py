@@ -155,13 +155,15 @@ def test_a_bad_flat_max_does_not_break_the_import_and_a_low_one_is_blamed_not_th
     ["compact", "I", "--device", "tpu"],
     ["build", "--gallery", "G", "--out", os.fsdecode(b"ox\xff")],
     ["build", "--gallery", os.fsdecode(b"g\xfe")],
+    ["build", "--gallery", "G", "--out", "   "],
 ])
 def test_an_empty_or_non_utf8_path_or_an_unknown_device_is_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "an empty path" in err or "invalid choice: 'tpu'" in err or "not valid UTF-8" in err, err
+    assert any(words in err for words in ("an empty path", "invalid choice: 'tpu'", "not valid UTF-8",
+                                          "only spaces")), err
 
 
 @pytest.mark.parametrize("size", ["99999999999999999999", "65537"])

@@ -181,3 +181,47 @@ def test_a_file_that_ran_out_of_memory_is_not_remembered(broken_gallery, build, 
     reads.clear()
     second = build(gallery=broken_gallery)
     assert sorted(reads) == ["cat_1.png", "dog_1.png"] and second.added == 2 and skipped(second) == BROKEN
+
+
+def test_failures_a_failed_build_staged_are_read_again_under_a_new_limit_or_a_rebuild(make_gallery, build, tmp_path,
+                                                                                        reads, monkeypatch,
+                                                                                        tiny_baseline):
+    """A build whose every photo was too large stops with staging kept; its staged failures held the index
+    unbuildable after the limit was raised, even with --rebuild, until staging/ was deleted by hand."""
+    from photo_index.errors import BuildError
+
+    gallery = make_gallery({"cat": 2, "dog": 1})
+    build(gallery=gallery)
+    monkeypatch.setattr(tiny_baseline.preprocess, "max_pixels", 10)
+    with pytest.raises(BuildError, match=r"too-large 3\); the live version"):
+        build(gallery=gallery, rebuild=True)
+    reads.clear()
+    with pytest.raises(BuildError, match="too-large 3"):
+        build(gallery=gallery, rebuild=True)  # same limit, --rebuild: every file read again
+    assert len(reads) == 3
+
+    monkeypatch.setattr(tiny_baseline.preprocess, "max_pixels", 10**8)
+    for rebuild in (True, False):
+        report = build(gallery=gallery, rebuild=rebuild)
+        assert report.size == 3 and not report.skipped
+
+
+def test_a_staged_failure_that_is_not_the_files_fault_is_read_again_on_resume(broken_gallery, build, tmp_path, reads,
+                                                                              tiny_baseline):
+    """Out of memory (or a permission) in an interrupted run says nothing about the file: the resume reads it."""
+    from index_builder.staging import Staging
+    from photo_index.compatibility import embedding_identity
+    from photo_index.format import STAGING
+
+    build(gallery=broken_gallery)
+    target = broken_gallery / "cat" / "cat_0.jpg"
+    target.write_bytes(target.read_bytes())  # written since the build: read again, not reused
+    info = target.stat()
+    staged = {"path": str(target), "size": info.st_size, "mtime_ns": info.st_mtime_ns, "ctime_ns": info.st_ctime_ns,
+              "reason": "out-of-memory", "detail": "the reader ran out of memory"}
+    with Staging(tmp_path / "index" / STAGING, embedding_identity(tiny_baseline), tiny_baseline.embed_dim,
+                 decoding=known_failures.decoding_identity(tiny_baseline.preprocess)) as interrupted:
+        interrupted._failed.write(json.dumps(staged) + "\n")  # what an interrupted run's reader left
+    reads.clear()
+    report = build(gallery=broken_gallery)
+    assert "cat_0.jpg" in reads and "cat_0.jpg" not in skipped(report)
