@@ -302,6 +302,8 @@ class MilvusConnection:
             if head is None:
                 return json.loads(first[0])
             _, count, digest, _ = head
+            if not 1 < count <= MANIFEST_PARTS_MAX:
+                raise IndexCorruptError(f"The manifest of Milvus collection {version} claims {count} parts.")
             parts = [_part_header(text) for text in first + self._manifest_rows(version, list(range(1, count)))]
             by_index = {part[0]: part[3] for part in parts if part is not None and part[1:3] == (count, digest)}
             text = "".join(by_index.get(i, "") for i in range(count))
