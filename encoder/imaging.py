@@ -27,6 +27,7 @@ WHITE = 255
 MIN_INK_CONTRAST = 24
 HIGH_DEPTH_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 UNPREMULTIPLIED = {"La": "LA", "RGBa": "RGBA"}
+F_GREY_LEVELS = 16.0  # a float image reaching this (and within 0..255) holds 8-bit grey levels, not HDR values
 # The modes the photo and sketch paths convert themselves; any other is made RGB at decode.
 HANDLED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV",
                            *HIGH_DEPTH_MODES})
@@ -177,9 +178,9 @@ def to_grayscale_on_white(image: Image.Image) -> np.ndarray:
         low, high = float(values.min()), float(values.max())
         if mode == "F" and low >= 0 and high <= 1.0:  # float images in 0..1
             return values * 255.0
-        # Wide-range images (16-bit, 32-bit, float outside 0..1: HDR or linear data) are rescaled to 0..255 by
-        # their own range.
-        if mode == "F" or high > 255 or low < 0:
+        # Wide-range images (16-bit, 32-bit) and floats of a small range (HDR or linear data, e.g. 0..4) are
+        # rescaled to 0..255 by their own range; floats up to 255 reaching F_GREY_LEVELS are 8-bit grey levels.
+        if high > 255 or low < 0 or (mode == "F" and high < F_GREY_LEVELS):
             values = (values - low) * (255.0 / max(high - low, 1e-6))
         return values
     if mode == "1":

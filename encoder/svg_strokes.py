@@ -44,7 +44,8 @@ NOT_RENDERED = frozenset({"mask", "marker", "symbol", "clipPath", "pattern"})
 MAX_ATTRIBUTE_CHARS = 16 * 1024  # any attribute but path data (counted as points): a transform list is a few words
 MAX_STYLE_CHARS = 64 * 1024  # all <style> sheets together: an exported drawing's are a few classes
 MAX_CSS_RULES = 1000
-POINT_ATTRIBUTES = frozenset({"d", "points"})
+# Not length-checked: path data (counted as points), and links (an embedded picture's data: URI, never read)
+UNCHECKED_ATTRIBUTES = frozenset({"d", "points", "href"})
 # What svgelements spends reading an element, in path points (measured: a circle ~0.5 ms, a point ~0.02 ms)
 PARSE_COST = {"circle": 24, "ellipse": 24, "rect": 12, "line": 8, "polyline": 8, "polygon": 8, "path": 4, "use": 4}
 
@@ -157,7 +158,7 @@ def _check_text(root: Element) -> None:
     styles = 0
     for element in root.iter():
         for name, value in element.attrib.items():
-            if len(value) > MAX_ATTRIBUTE_CHARS and _local_name(name) not in POINT_ATTRIBUTES:
+            if len(value) > MAX_ATTRIBUTE_CHARS and _local_name(name) not in UNCHECKED_ATTRIBUTES:
                 raise StrokeFormatError(f"The SVG's {_local_name(name)!r} attribute is {len(value):,} characters "
                                         f"long; at most {MAX_ATTRIBUTE_CHARS:,} are read.")
         if _local_name(element.tag) == "style":
@@ -179,16 +180,26 @@ def _plain_css(sheet: str) -> str:
     text.append(sheet[at:])
     sheet, rules, at = "".join(text), [], 0
     while (brace := sheet.find("{", at)) >= 0:
-        close = sheet.find("}", brace + 1)
+        close = _block_end(sheet, brace)
         if close < 0:
             break
         selector, declarations = sheet[at:brace].strip(), sheet[brace + 1:close].strip()
         at = close + 1
-        if selector and declarations:
+        if selector and declarations and "{" not in declarations:  # an at-rule's block (@media) is left out
             rules.append(f"{selector}{{{declarations}}}")
             if len(rules) > MAX_CSS_RULES:
                 raise StrokeFormatError(f"The SVG's style sheets hold more than {MAX_CSS_RULES} rules.")
     return "\n".join(rules)
+
+
+def _block_end(sheet: str, brace: int) -> int:
+    """The ``}`` closing the block opened at ``brace`` (nested blocks counted), or -1 when it is never closed."""
+    depth = 0
+    for match in re.finditer(r"[{}]", sheet[brace:]):
+        depth += 1 if match.group() == "{" else -1
+        if depth == 0:
+            return brace + match.start()
+    return -1
 
 
 def _move_unrendered_to_defs(root: Element) -> None:

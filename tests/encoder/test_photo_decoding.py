@@ -205,3 +205,7 @@ def test_float_images_outside_zero_to_one_keep_their_picture():
         Image.fromarray(values, mode="F").save(buffer, "TIFF")
         grey = to_grayscale_on_white(decode_image(buffer.getvalue()))
         assert grey[0, 0] == 255 and grey[20, 5] == 0 and grey[6, 5] == 255
+    buffer = io.BytesIO()
+    Image.fromarray(_ink_on(250.0) + 3.0, mode="F").save(buffer, "TIFF")  # 8-bit grey levels stored as floats
+    grey = to_grayscale_on_white(decode_image(buffer.getvalue()))
+    assert grey[0, 0] == 253 and grey[20, 5] == 3  # as they are, not stretched

@@ -238,3 +238,10 @@ def test_style_sheets_and_attributes_longer_than_a_drawings_are_refused_and_expo
                 '.st1{fill:none;stroke:#FFFFFF} ]]></style><path class="st0" d="M0 0 L10 10"/>'
                 '<path class="st1" d="M0 5 L10 5"/></svg>').encode()
     assert [s.tolist() for s in strokes_from_svg(exported, max_points=100)] == [[[0, 0], [10, 10]]]
+
+
+def test_an_embedded_picture_is_passed_over_and_an_at_rule_does_not_swallow_the_next_rule():
+    picture = "data:image/png;base64," + "A" * 40_000  # exported drawings often carry their bitmap
+    drawing = (f'<svg {NS}><style>@media screen {{ .a{{stroke:red}} }} .b{{stroke:black;fill:none}}</style>'
+               f'<image xlink:href="{picture}" width="10" height="10"/><path class="b" d="M0 0 L10 10"/></svg>')
+    assert [s.tolist() for s in strokes_from_svg(drawing.encode(), max_points=100)] == [[[0, 0], [10, 10]]]
