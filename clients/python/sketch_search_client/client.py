@@ -22,7 +22,7 @@ T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
 
 
-def _options(url: str, api_key: str | None, timeout: float | httpx.Timeout | None,
+def _options(url: str, api_key: str | None, timeout: Any,
              headers: dict[str, str] | None) -> dict[str, Any]:
     api_key = api_key.strip() if api_key else api_key  # a pasted key's surrounding spaces (the service strips them)
     if api_key and not (api_key.isascii() and api_key.isprintable()):
@@ -30,8 +30,8 @@ def _options(url: str, api_key: str | None, timeout: float | httpx.Timeout | Non
         # character or a newline would otherwise fail deep inside httpx, or split the header)
         raise InputError("the API key must be printable ASCII characters (check for a pasted line break or quote)")
     numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if not (timeout is None or isinstance(timeout, httpx.Timeout) or (numeric and 0 < timeout < float("inf"))):
-        raise InputError(f"the timeout is a number of seconds above 0 (or an httpx.Timeout), not {timeout!r}")
+    if numeric and not 0 < timeout < float("inf"):  # httpx's other forms (Timeout, a tuple, None) are its own
+        raise InputError(f"the timeout is a number of seconds above 0, not {timeout!r}")
     merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}
     return {"base_url": url.rstrip("/"), "headers": merged, "timeout": timeout}
 
@@ -54,10 +54,10 @@ def _talking_to(url: str, secrets: Sequence[str]) -> Iterator[None]:
         yield
     except httpx.TransportError as error:
         raise ServiceUnreachableError(f"cannot reach the service at {shown_url(url)}: "
-                                      f"{_redacted(error, url, secrets)}") from None
+                                      f"{_redacted(error, url, secrets)}") from error
     except httpx.RequestError as error:
         raise UnexpectedAnswerError(0, "unexpected_answer", f"the answer of {shown_url(url)} could not be read: "
-                                    f"{_redacted(error, url, secrets)}") from None
+                                    f"{_redacted(error, url, secrets)}") from error
 
 
 def _redacted(error: Exception, url: str, secrets: Sequence[str]) -> str:
