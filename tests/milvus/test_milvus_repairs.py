@@ -99,32 +99,42 @@ def test_a_manifest_past_one_row_is_stored_in_parts_read_whole_and_never_mixed(m
     """Galleries of thousands of category names outgrew the one 64 KB row a manifest had: it is stored in parts,
     each with the digest of the whole, so a reader never joins parts of two writes."""
     from photo_index import IndexCorruptError
-    from photo_index.backends.milvus.client import MANIFESTS, manifest_part_key
+    from photo_index.backends.milvus.client import MANIFESTS, manifest_part_key, manifest_parts
 
     location, _, writer, previous, content = _with_long_categories(milvus, collection, 600)
     small = dict(previous.manifest)
     version = writer.write(content, previous, previous.manifest, {"factory": "AUTOINDEX"})
     connection = writer.connection
 
-    def stored_parts() -> int:
-        keys = [manifest_part_key(version, i) for i in range(4)]
-        return len(connection.client.query(MANIFESTS, filter=f"key in {keys}", output_fields=["key"]))
+    def stored() -> list[dict]:
+        return connection.client.query(MANIFESTS, filter=f'version == "{version}"',
+                                       output_fields=["key", "version", "manifest", "unused"])
 
-    assert stored_parts() == 2 and len(connection.read_manifest(version)["categories"]) == 603
+    assert len(stored()) == 2 and len(connection.read_manifest(version)["categories"]) == 603
     assert len(open_source(location).open().categories()) == 603  # what the service reads
+    whole = connection.read_manifest(version)
+    bigger = {**whole, "note": "x" * 70_000}
+    texts = manifest_parts(version, bigger)  # a build killed after writing the new parts, before part 0
+    digest = texts[1].split("\n", 1)[0].rsplit("/", 1)[1]
+    connection.client.upsert(MANIFESTS, [{"key": manifest_part_key(version, digest, i), "version": version,
+                                          "manifest": text, "unused": [0.0, 0.0]} for i, text in enumerate(texts)
+                                         if i > 0])
+    assert connection.read_manifest(version) == whole  # the old manifest, whole
+    connection.write_manifest(version, bigger)  # the parts beside the live ones, then part 0 switches
+    assert len(stored()) == 3 and connection.read_manifest(version)["note"] == "x" * 70_000
 
-    first = connection.client.query(MANIFESTS, filter=f"key in [{manifest_part_key(version, 1)}]",
-                                    output_fields=["key", "version", "manifest", "unused"])[0]
-    header, _, chunk = first["manifest"].partition("\n")
-    forged = {**first, "manifest": header.rsplit("/", 1)[0] + "/0000000000000000\n" + chunk}
-    connection.client.upsert(MANIFESTS, [forged])  # part 1 of another write
+    second = next(row for row in stored() if row["key"] != manifest_part_key(version, "", 0))
+    header, _, chunk = second["manifest"].partition("\n")
+    forged = {**second, "manifest": header.rsplit("/", 1)[0] + "/0000000000000000\n" + chunk}
+    connection.client.upsert(MANIFESTS, [forged])  # a part of another write under this one's key: damage
     with pytest.raises(IndexCorruptError, match="parts that do not agree"):
         connection.read_manifest(version)
 
-    connection.write_manifest(version, small)  # back to one row: the other part goes
-    assert stored_parts() == 1 and connection.read_manifest(version) == small
+    connection.write_manifest(version, small)  # back to one row: the parts part 0 named go
+    assert len(stored()) == 1 and connection.read_manifest(version) == small
+    connection.write_manifest(version, whole)
     connection.delete_manifest(version)
-    assert stored_parts() == 0 and connection.read_manifest(version) is None
+    assert stored() == [] and connection.read_manifest(version) is None
 
 
 def _content(records, previous, staged):

@@ -169,8 +169,11 @@ def manifest_parts(version: str, manifest: dict) -> list[str]:
     return [f"#{i}/{count}/{digest}\n" + text[i * MANIFEST_PART:(i + 1) * MANIFEST_PART] for i in range(count)]
 
 
-def manifest_part_key(version: str, part: int) -> int:
-    return manifest_key(version if part == 0 else f"{version}#{part}")  # part 0 where a one-row manifest is
+def manifest_part_key(version: str, digest: str, part: int) -> int:
+    """Part 0 where a one-row manifest is; the others under the digest of their write, so a write puts its parts
+    beside the live ones and only the one-row upsert of part 0 switches to them (a build killed between its
+    upserts leaves the old manifest whole)."""
+    return manifest_key(version if part == 0 else f"{version}#{digest}#{part}")
 
 
 def _part_header(text: str) -> tuple[int, int, str, str] | None:
@@ -295,7 +298,7 @@ class MilvusConnection:
         if not self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
             return None
         for _ in range(MANIFEST_READ_TRIES):
-            first = self._manifest_rows(version, [0])
+            first = self._manifest_rows(version, [manifest_key(version)])
             if not first:
                 return None
             head = _part_header(first[0])
@@ -304,38 +307,54 @@ class MilvusConnection:
             _, count, digest, _ = head
             if not 1 < count <= MANIFEST_PARTS_MAX:
                 raise IndexCorruptError(f"The manifest of Milvus collection {version} claims {count} parts.")
-            parts = [_part_header(text) for text in first + self._manifest_rows(version, list(range(1, count)))]
+            rest = self._manifest_rows(version, [manifest_part_key(version, digest, i) for i in range(1, count)])
+            parts = [_part_header(text) for text in first + rest]
             by_index = {part[0]: part[3] for part in parts if part is not None and part[1:3] == (count, digest)}
             text = "".join(by_index.get(i, "") for i in range(count))
             if len(by_index) == count and hashlib.sha256(text.encode()).hexdigest()[:16] == digest:
                 return json.loads(text)
-            time.sleep(0.2)  # a write in progress: parts of two manifests
+            time.sleep(0.2)  # read while a write replaced part 0 and removed the parts it had named
         raise IndexCorruptError(f"The manifest of Milvus collection {version} is stored in parts that do not agree "
-                                "(a write in progress, or one interrupted); a build rewrites it.")
+                                "(damaged); a build with --rebuild writes a new one.")
 
-    def _manifest_rows(self, version: str, parts: list[int]) -> list[str]:
-        """The stored texts of ``parts`` of ``version``'s manifest (those present, in no particular order)."""
-        if not parts:
+    def _manifest_rows(self, version: str, keys: list[int]) -> list[str]:
+        """The stored texts under ``keys`` of ``version``'s manifest (those present, in no particular order)."""
+        if not keys:
             return []
-        keys = [manifest_part_key(version, part) for part in parts]
         rows = self.call(lambda: self.client.query(MANIFESTS, filter=f"key in {keys}",
                                                    output_fields=["version", "manifest"], timeout=self.timeout),
                          what="read a manifest")
         return [row["manifest"] for row in rows if row["version"] == version]
 
+    def _part_keys(self, version: str) -> list[int]:
+        """The keys of the parts beyond part 0 that the stored manifest of ``version`` names (none: one row)."""
+        first = self._manifest_rows(version, [manifest_key(version)])
+        try:
+            head = _part_header(first[0]) if first else None
+        except IndexCorruptError:
+            return []
+        if head is None or not 1 < head[1] <= MANIFEST_PARTS_MAX:
+            return []
+        return [manifest_part_key(version, head[2], i) for i in range(1, head[1])]
+
     def write_manifest(self, version: str, manifest: dict) -> None:
         texts = manifest_parts(version, manifest)
         self._ensure_manifests()
-        rows = [{"key": manifest_part_key(version, i), "version": version, "manifest": text, "unused": [0.0, 0.0]}
-                for i, text in enumerate(texts)]
-        self.call(lambda: self.client.upsert(MANIFESTS, rows, timeout=self.timeout), what="write a manifest")
-        stale = [manifest_part_key(version, i) for i in range(len(texts), MANIFEST_PARTS_MAX)]  # of a longer one
-        self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in {stale}", timeout=self.timeout),
-                  what="delete a manifest's stale parts")
+        old = self._part_keys(version)
+        digest = _part_header(texts[0])[2] if len(texts) > 1 else ""
+        rows = [{"key": manifest_part_key(version, digest, i), "version": version, "manifest": text,
+                 "unused": [0.0, 0.0]} for i, text in enumerate(texts)]
+        if len(rows) > 1:  # the new parts beside the live ones first; part 0, one row, switches to them
+            self.call(lambda: self.client.upsert(MANIFESTS, rows[1:], timeout=self.timeout), what="write a manifest")
+        self.call(lambda: self.client.upsert(MANIFESTS, rows[:1], timeout=self.timeout), what="write a manifest")
+        stale = sorted(set(old) - {row["key"] for row in rows})
+        if stale:
+            self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in {stale}", timeout=self.timeout),
+                      what="delete a manifest's old parts")
 
     def delete_manifest(self, version: str) -> None:
         if self.call(lambda: self.client.has_collection(MANIFESTS, timeout=self.timeout), what="has manifests"):
-            keys = [manifest_part_key(version, i) for i in range(MANIFEST_PARTS_MAX)]
+            keys = [manifest_key(version), *self._part_keys(version)]
             self.call(lambda: self.client.delete(MANIFESTS, filter=f"key in {keys}", timeout=self.timeout),
                       what="delete a manifest")
 
