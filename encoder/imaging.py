@@ -142,7 +142,7 @@ def _has_alpha(image: Image.Image) -> bool:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode → RGB for a photo: transparency composited on white, 16/32-bit and float images
     rescaled to 0..255 (a plain ``convert("RGB")`` clips 16-bit values to white and float 0..1 to black)."""
-    if image.mode == "RGB" and "transparency" not in image.info:
+    if image.mode == "RGB" and not _has_alpha(image):
         return image
     if _has_alpha(image):
         rgba = image.convert("RGBA")

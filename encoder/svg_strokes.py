@@ -38,6 +38,7 @@ MAX_SAMPLES_PER_CURVE = 64
 ROUGH_SAMPLES = np.linspace(0, 1, 5)
 NEAR_WHITE = 235  # every channel at least this: invisible on white paper
 _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_BRACES = re.compile(r"[{}]")
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 SVG_NS = "http://www.w3.org/2000/svg"
 NOT_RENDERED = frozenset({"mask", "marker", "symbol", "clipPath", "pattern"})
@@ -195,10 +196,10 @@ def _plain_css(sheet: str) -> str:
 def _block_end(sheet: str, brace: int) -> int:
     """The ``}`` closing the block opened at ``brace`` (nested blocks counted), or -1 when it is never closed."""
     depth = 0
-    for match in re.finditer(r"[{}]", sheet[brace:]):
+    for match in _BRACES.finditer(sheet, brace):  # from ``brace`` in place: no copy of the sheet's rest per rule
         depth += 1 if match.group() == "{" else -1
         if depth == 0:
-            return brace + match.start()
+            return match.start()
     return -1
 
 
