@@ -176,6 +176,14 @@ def manifest_part_key(version: str, digest: str, part: int) -> int:
     return manifest_key(version if part == 0 else f"{version}#{digest}#{part}")
 
 
+def _other_part_keys(version: str, head: tuple[int, int, str, str]) -> list[int]:
+    """The keys of parts 1.. that part 0's header ``head`` names; a count no write makes is damage."""
+    _, count, digest, _ = head
+    if not 1 < count <= MANIFEST_PARTS_MAX:
+        raise IndexCorruptError(f"The manifest of Milvus collection {version} claims {count} parts.")
+    return [manifest_part_key(version, digest, i) for i in range(1, count)]
+
+
 def _part_header(text: str) -> tuple[int, int, str, str] | None:
     """(index, count, digest, chunk) of a stored part; None for a one-row manifest (plain JSON)."""
     if not text.startswith("#"):
@@ -305,9 +313,7 @@ class MilvusConnection:
             if head is None:
                 return json.loads(first[0])
             _, count, digest, _ = head
-            if not 1 < count <= MANIFEST_PARTS_MAX:
-                raise IndexCorruptError(f"The manifest of Milvus collection {version} claims {count} parts.")
-            rest = self._manifest_rows(version, [manifest_part_key(version, digest, i) for i in range(1, count)])
+            rest = self._manifest_rows(version, _other_part_keys(version, head))
             parts = [_part_header(text) for text in first + rest]
             by_index = {part[0]: part[3] for part in parts if part is not None and part[1:3] == (count, digest)}
             text = "".join(by_index.get(i, "") for i in range(count))
@@ -327,15 +333,14 @@ class MilvusConnection:
         return [row["manifest"] for row in rows if row["version"] == version]
 
     def _part_keys(self, version: str) -> list[int]:
-        """The keys of the parts beyond part 0 that the stored manifest of ``version`` names (none: one row)."""
+        """The keys of the parts beyond part 0 that the stored manifest of ``version`` names (none: one row, or a
+        part 0 too damaged to name any)."""
         first = self._manifest_rows(version, [manifest_key(version)])
         try:
             head = _part_header(first[0]) if first else None
+            return _other_part_keys(version, head) if head is not None else []
         except IndexCorruptError:
             return []
-        if head is None or not 1 < head[1] <= MANIFEST_PARTS_MAX:
-            return []
-        return [manifest_part_key(version, head[2], i) for i in range(1, head[1])]
 
     def write_manifest(self, version: str, manifest: dict) -> None:
         texts = manifest_parts(version, manifest)
