@@ -3,8 +3,10 @@ request), sent over httpx's sync or async transport."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -20,10 +22,13 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 60.0
+# The most an answer may hold once decoded: a photo is the largest (the gallery's own file); a server that streams
+# without end, or a compressed bomb, is cut off here instead of filling the memory.
+DEFAULT_MAX_ANSWER_BYTES = 512 * 2**20
 
 
-def _options(url: str, api_key: str | None, timeout: Any,
-             headers: dict[str, str] | None) -> dict[str, Any]:
+def _options(url: str, api_key: str | None, timeout: Any, headers: dict[str, str] | None,
+             max_answer_bytes: int) -> dict[str, Any]:
     api_key = api_key.strip() if api_key else api_key  # a pasted key's surrounding spaces (the service strips them)
     if api_key and not (api_key.isascii() and api_key.isprintable()):
         # a header holds printable ASCII: the service never hands out other keys (a pasted key with a stray
@@ -32,6 +37,8 @@ def _options(url: str, api_key: str | None, timeout: Any,
     numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     if numeric and not 0 < timeout < float("inf"):  # httpx's other forms (Timeout, a tuple, None) are its own
         raise InputError(f"the timeout is a number of seconds above 0, not {timeout!r}")
+    if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int) or max_answer_bytes < 1:
+        raise InputError(f"max_answer_bytes is a whole number of bytes above 0, not {max_answer_bytes!r}")
     merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}
     return {"base_url": url.rstrip("/"), "headers": merged, "timeout": timeout}
 
@@ -68,6 +75,46 @@ def _redacted(error: Exception, url: str, secrets: Sequence[str]) -> str:
     return text
 
 
+class _Budget:
+    """What one call may spend: seconds in all (a numeric timeout bounds the whole call, not each step, so a server
+    that drip-feeds its answer cannot hold it; httpx's own timeout forms stay per step) and bytes of answer."""
+
+    def __init__(self, timeout: Any, max_bytes: int, url: str) -> None:
+        numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+        self.seconds = float(timeout) if numeric else None
+        self._ends = time.monotonic() + self.seconds if numeric else None
+        self._max_bytes = max_bytes
+        self._url = shown_url(url)
+        self._read = 0
+
+    def left(self) -> float | None:
+        """Seconds left (None: no total bound); out of time raises ServiceUnreachableError."""
+        if self._ends is None:
+            return None
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise self.out_of_time()
+        return left
+
+    def out_of_time(self) -> ServiceUnreachableError:
+        return ServiceUnreachableError(f"the service at {self._url} did not answer within the timeout "
+                                       f"({self.seconds:g} s in all)")
+
+    def took(self, chunk: bytes, status: int) -> None:
+        self._read += len(chunk)
+        if self._read > self._max_bytes:
+            raise UnexpectedAnswerError(status, "unexpected_answer", f"the answer of {self._url} is larger than "
+                                        f"max_answer_bytes ({self._max_bytes} bytes); it was cut off")
+        self.left()
+
+
+def _whole(response: httpx.Response, body: bytes) -> httpx.Response:
+    """The streamed answer as one response holding its decoded body (so it is not decoded a second time)."""
+    headers = [(name, value) for name, value in response.headers.multi_items()
+               if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
+    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
+
+
 def _secrets(options: dict[str, Any]) -> list[str]:
     """Header values not to repeat in messages (the API key, an Authorization header given in ``headers``)."""
     return [str(value) for value in options["headers"].values() if len(str(value)) >= 4]
@@ -83,16 +130,28 @@ class Client:
     """
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None) -> None:
+                 headers: dict[str, str] | None = None, transport: httpx.BaseTransport | None = None,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self.url = url
-        options = _options(url, api_key, timeout, headers)
+        options = _options(url, api_key, timeout, headers, max_answer_bytes)
+        self._timeout, self._max_bytes = timeout, max_answer_bytes
         self._secrets = _secrets(options)
         self._http = httpx.Client(**options, transport=transport)
 
     def _call(self, call: protocol.Call[T]) -> T:
+        # Blocking sockets cannot be interrupted from here: every wait is cut to the time left when the call
+        # starts, and the budget is checked after each part of the answer.
+        budget = _Budget(self._timeout, self._max_bytes, self.url)
+        left = budget.left()
         with _talking_to(self.url, self._secrets):
-            response = self._http.request(call.method, call.path, **call.request)
-        return call.read(response)
+            request = self._http.build_request(call.method, call.path, **call.request,
+                                               **({} if left is None else {"timeout": left}))
+            with contextlib.closing(self._http.send(request, stream=True)) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    budget.took(chunk, response.status_code)
+                    body += chunk
+        return call.read(_whole(response, bytes(body)))
 
     def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:
         return self._call(protocol.search(**query))
@@ -132,16 +191,28 @@ class AsyncClient:
     """The asyncio twin of `Client`: the same methods, awaited (`async with AsyncClient(url) as client`)."""
 
     def __init__(self, url: str, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 headers: dict[str, str] | None = None, transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 headers: dict[str, str] | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                 max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES) -> None:
         self.url = url
-        options = _options(url, api_key, timeout, headers)
+        options = _options(url, api_key, timeout, headers, max_answer_bytes)
+        self._timeout, self._max_bytes = timeout, max_answer_bytes
         self._secrets = _secrets(options)
         self._http = httpx.AsyncClient(**options, transport=transport)
 
     async def _call(self, call: protocol.Call[T]) -> T:
-        with _talking_to(self.url, self._secrets):
-            response = await self._http.request(call.method, call.path, **call.request)
-        return call.read(response)
+        budget = _Budget(self._timeout, self._max_bytes, self.url)
+        try:
+            async with asyncio.timeout(budget.left()):  # exact here: the whole call is cancelled at the deadline
+                with _talking_to(self.url, self._secrets):
+                    request = self._http.build_request(call.method, call.path, **call.request)
+                    async with contextlib.aclosing(await self._http.send(request, stream=True)) as response:
+                        body = bytearray()
+                        async for chunk in response.aiter_bytes():
+                            budget.took(chunk, response.status_code)
+                            body += chunk
+        except TimeoutError:
+            raise budget.out_of_time() from None
+        return call.read(_whole(response, bytes(body)))
 
     async def search(self, **query: Unpack[protocol.SearchArgs]) -> SearchPage:
         return await self._call(protocol.search(**query))
