@@ -15,7 +15,7 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.errors import SBIRError
@@ -39,6 +39,16 @@ class _Loaded:
     categories: frozenset[str]
     leases: int = 0
     retired: bool = False
+    # Worked out once per version, not per request (a gallery can hold tens of thousands of categories, and /info
+    # and a category filter run in the event loop): the sorted list and each name by its NFC spelling.
+    sorted_categories: tuple[str, ...] = field(init=False)
+    by_nfc: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sorted_categories = tuple(sorted(self.categories))
+        self.by_nfc = {}
+        for name in self.sorted_categories:
+            self.by_nfc.setdefault(unicodedata.normalize("NFC", name), name)
 
 
 class IndexHolder:
@@ -112,12 +122,11 @@ class IndexHolder:
             return None
         if name in loaded.categories:
             return name
-        wanted = unicodedata.normalize("NFC", name)
-        return next((c for c in loaded.categories if unicodedata.normalize("NFC", c) == wanted), None)
+        return loaded.by_nfc.get(unicodedata.normalize("NFC", name))
 
     def categories(self) -> list[str]:
         loaded = self._loaded
-        return sorted(loaded.categories) if loaded else []
+        return list(loaded.sorted_categories) if loaded else []
 
     # -- reloading ---------------------------------------------------------------------------------
     def refresh(self) -> bool:
