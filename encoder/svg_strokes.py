@@ -47,6 +47,12 @@ MAX_STYLE_CHARS = 64 * 1024  # all <style> sheets together: an exported drawing'
 MAX_CSS_RULES = 1000
 # Not length-checked: path data (counted as points), and links (an embedded picture's data: URI, never read)
 UNCHECKED_ATTRIBUTES = frozenset({"d", "points", "href"})
+# Lengths in font units, as CSS resolves them with no font size set (the initial 16 px; an ex taken as half an em):
+# svgelements reads "1em" on a shape as 1 and refuses it on the root's width. Only a whole attribute that is one
+# such length is rewritten; inherited font sizes are not followed.
+FONT_UNIT_PX = {"em": 16.0, "ex": 8.0}
+NAMES = frozenset({"id", "class"})  # names that may look like lengths ("2em"), never to be rewritten
+_FONT_LENGTH = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(em|ex)\s*", re.IGNORECASE)
 # What svgelements spends reading an element, in path points (measured: a circle ~0.5 ms, a point ~0.02 ms)
 PARSE_COST = {"circle": 24, "ellipse": 24, "rect": 12, "line": 8, "polyline": 8, "polygon": 8, "path": 4, "use": 4}
 
@@ -114,8 +120,8 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
     except (ValueError, TypeError, IndexError, KeyError, AttributeError, ZeroDivisionError, RecursionError) as error:
         # svgelements' own errors on values it cannot read (a transform, a length in em, a colour), when parsing
         # or when outlining and sampling a shape
-        raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}: "
-                                f"{str(error).rstrip('.')}.") from None
+        reason = str(error).rstrip(".") or "a value it cannot read (a length, a transform or a colour)"
+        raise StrokeFormatError(f"The SVG drawing cannot be read: {type(error).__name__}: {reason}.") from None
 
 
 def _gunzipped(data: bytes) -> bytes:
@@ -162,6 +168,9 @@ def _check_text(root: Element) -> None:
             if len(value) > MAX_ATTRIBUTE_CHARS and _local_name(name) not in UNCHECKED_ATTRIBUTES:
                 raise StrokeFormatError(f"The SVG's {_local_name(name)!r} attribute is {len(value):,} characters "
                                         f"long; at most {MAX_ATTRIBUTE_CHARS:,} are read.")
+            if _local_name(name) not in NAMES and (font_length := _FONT_LENGTH.fullmatch(value)) is not None:
+                number, unit = font_length.groups()
+                element.set(name, f"{float(number) * FONT_UNIT_PX[unit.lower()]:g}")
         if _local_name(element.tag) == "style":
             styles += len(element.text or "")
             if styles > MAX_STYLE_CHARS:

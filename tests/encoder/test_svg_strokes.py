@@ -171,8 +171,18 @@ def test_costly_shapes_and_unreadable_lengths_are_refused_quickly():
     with pytest.raises(TooManyPointsError):
         parse_strokes(circles.encode(), max_points=20_000)
     assert time.monotonic() - started < 2
-    with pytest.raises(StrokeFormatError, match="cannot be read"):  # em/ex need a font size svgelements lacks
-        parse_strokes(f'<svg {NS}><circle cx="3ex" r="3ex" stroke="black"/></svg>'.encode())
+    with pytest.raises(StrokeFormatError, match="cannot be read"):
+        parse_strokes(f'<svg {NS}><circle cx="3" r="3" stroke="black" transform="rotate(x)"/></svg>'.encode())
+
+
+def test_lengths_in_em_and_ex_are_read_at_the_initial_font_size():
+    """svgelements read x1="1em" as 1 (another shape when ex is used beside it) and refused width="2em"."""
+    line = f'<svg {NS} width="2em" height="1em"><line x1="1em" y1="1EM" x2="5em" y2="5ex" stroke="black"/></svg>'
+    assert parse_strokes(line.encode())[0][[0, -1]].tolist() == [[16, 16], [80, 40]]
+    scaled = f'<svg {NS} width="2em" height="1em" viewBox="0 0 4 2"><path d="M0 0 L4 2" stroke="black"/></svg>'
+    assert parse_strokes(scaled.encode())[0][[0, -1]].tolist() == [[0, 0], [32, 16]]
+    named = f'<svg {NS}><path id="2em" class="1ex" d="M0 0 L4 2" stroke="black"/><use href="#2em" x="1"/></svg>'
+    assert len(parse_strokes(named.encode())) == 2  # an id or class that looks like a length stays a name
 
 
 def test_a_compressed_svgz_and_a_prefixed_root_are_read():
