@@ -29,6 +29,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp",
                               ".avif", ".heic", ".heif", ".hif"})
 MANIFEST_FIELDS = ("path", "id", "category")
 MAX_ID = MAX_PHOTO_ID  # 2^52 - 1 (photo_index.api says why)
+# A manifest row's other fields, as JSON with non-ASCII escaped, and its category in UTF-8: what every backend holds
+# (a Milvus text field keeps 65,535 bytes, its category field 1,024), and far more than captions or tags need. Every
+# search answer carries its photos' metadata: a megabyte cell would ride along with each result.
+MAX_METADATA_CHARS = 60_000
+MAX_CATEGORY_BYTES = 1_024
 
 
 @dataclass
@@ -228,6 +233,16 @@ def _parse_id(value: object) -> int:
     return number
 
 
+def _oversized_row(category: str | None, metadata: dict) -> str | None:
+    """Why a manifest row's category or other fields are too large to keep, or None."""
+    if category is not None and len(category.encode("utf-8", "surrogatepass")) > MAX_CATEGORY_BYTES:
+        return f"the category is longer than {MAX_CATEGORY_BYTES:,} bytes"
+    size = len(json.dumps(metadata, sort_keys=True))
+    if size > MAX_METADATA_CHARS:
+        return f"its other fields are {size:,} characters as JSON (at most {MAX_METADATA_CHARS:,})"
+    return None
+
+
 def read_manifest_file(manifest: str | Path) -> Scan:
     """Read a manifest: ``path`` (absolute, or relative to the manifest's folder), optional ``id``,
     ``category`` (default: the photo's folder name) and any other fields (kept as the photo's metadata)."""
@@ -282,11 +297,15 @@ def read_manifest_file(manifest: str | Path) -> Scan:
         if problem:
             skipped.append(problem)
             continue
-        seen_paths.add(path)
-        if photo_id is not None:
-            seen_ids.add(photo_id)
         category = row.get("category")
         category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
         metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
+        oversized = _oversized_row(category, metadata)
+        if oversized:
+            skipped.append(Skipped(path, "bad-manifest-row", f"line {line}: {oversized}"))
+            continue
+        seen_paths.add(path)
+        if photo_id is not None:
+            seen_ids.add(photo_id)
         photos.append(SourcePhoto(path, category, info.st_size, info.st_mtime_ns, photo_id, metadata, info.st_ctime_ns))
     return Scan(photos, skipped, None, f"manifest:{manifest_path}")

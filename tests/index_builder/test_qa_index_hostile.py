@@ -241,6 +241,24 @@ def test_manifest_ids_stay_below_the_searchs_own_id_range(make_gallery, build, t
         assert reader.record(MAX_PHOTO_ID).path == str(photos[0])
 
 
+def test_a_manifest_row_too_large_to_keep_is_skipped_and_the_rest_is_built(make_gallery, build, tmp_path):
+    """A megabyte caption rode along with every search result (and stopped a Milvus build); a category of 2 KB
+    stopped Milvus too. Both are now a skipped row, for every backend; a caption with room to spare is kept."""
+    gallery = make_gallery({"cat": 3})
+    photos = sorted((gallery / "cat").iterdir())
+    manifest = tmp_path / "photos.jsonl"
+    rows = [{"path": str(photos[0]), "caption": "x" * 1_000_000}, {"path": str(photos[1]), "category": "c" * 2_000},
+            {"path": str(photos[2]), "caption": "é" * 9_000, "tags": ["a", "b"]}]  # 54,000 characters as JSON
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = build(manifest=manifest)
+    assert report.size == 1 and [s.reason for s in report.skipped] == ["bad-manifest-row"] * 2
+    assert "line 1: its other fields are 1,000,015 characters" in report.skipped[0].detail
+    assert "line 2: the category is longer than 1,024 bytes" in report.skipped[1].detail
+    with IndexReader.open(tmp_path / "index") as reader:
+        kept = reader.record(reader.vectors()[0][0])
+        assert kept.path == str(photos[2]) and kept.metadata["tags"] == ["a", "b"]
+
+
 def test_a_next_id_set_back_never_hands_out_a_live_photos_id_again(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 3})
     build(gallery=gallery)
