@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 from types import SimpleNamespace
 
 import httpx
@@ -14,6 +13,8 @@ import pytest
 from sketch_search_client import AsyncClient, Client, InputError, ServiceError, UnexpectedAnswerError
 from sketch_search_client.cli import _file_name
 from sketch_search_client.cli import main as cli_main
+
+from tests.app.support import loopback_http
 
 HTML = b"<html><body><h1>502 Bad Gateway</h1></body></html>"
 ANSWERS = {  # name: (status, headers, body)
@@ -92,15 +93,8 @@ def html_proxy():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with loopback_http(Handler) as url:
+        yield url
 
 
 def test_the_cli_names_an_unexpected_answer_and_exits_2(html_proxy, capsys):

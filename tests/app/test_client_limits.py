@@ -13,6 +13,8 @@ import httpx
 import pytest
 from sketch_search_client import AsyncClient, Client, InputError, ServiceUnreachableError, UnexpectedAnswerError
 
+from tests.app.support import loopback_http
+
 
 @pytest.fixture()
 def endless_server():
@@ -40,17 +42,11 @@ def endless_server():
         def log_message(self, *args):
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with loopback_http(Handler) as url:
+            yield url
     finally:
         stop.set()
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
 
 
 def _timed(call):
