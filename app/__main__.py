@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from encoder import add_encoder_args
 from encoder.errors import SBIRError
 
-from .main import create_app, load_configured_encoder
+from .main import check_encoder, create_app, load_configured_encoder
 from .server import server_options
 from .settings import Settings, describe_settings_error
 
@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         encoder = load_configured_encoder(settings)
+        check_encoder(encoder)
     except (SBIRError, ValueError) as error:
         print(f"error: cannot load the encoder: {error}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from encoder.errors import SBIRError
 from encoder.precision import precision_note
 from photo_index import EngineUnavailableError, IndexCorruptError, IndexNotFoundError, Reader, Source, open_source
 from photo_index.checks import Finding, trust_findings
-from photo_index.compatibility import preprocessing_mismatch
+from photo_index.compatibility import preprocessing_mismatch, weights_mismatch
 
 from .errors import APIError
 from .metrics import Metrics
@@ -58,10 +58,12 @@ class IndexHolder:
     reason) until a poll reaches it again; the loaded reader is kept, so it serves again at once."""
 
     def __init__(self, source: Source | Path, *, fingerprint: str, dim: int, device: str = "cpu",
-                 metrics: Metrics | None = None, precision: str | None = None) -> None:
+                 metrics: Metrics | None = None, precision: str | None = None,
+                 weights_sample: dict[str, list[float]] | None = None) -> None:
         self.source = open_source(source) if isinstance(source, (str, Path)) else source
         self.device = device
         self.fingerprint = fingerprint
+        self.weights_sample = weights_sample  # the encoder's backbone sample (None: not checked)
         self.dim = dim
         self.metrics = metrics
         self.precision = precision  # the encoder's: an index embedded in another one is noted once in the log
@@ -201,7 +203,10 @@ class IndexHolder:
         if findings:
             return findings[0]
         mismatch = preprocessing_mismatch(reader.manifest)
-        return Finding("preprocessing", mismatch) if mismatch else None
+        if mismatch:
+            return Finding("preprocessing", mismatch)
+        other = weights_mismatch(reader.manifest, self.weights_sample) if self.weights_sample is not None else None
+        return Finding("weights", other) if other else None
 
     def _refuse(self, version: str | None, check: str, detail: str, reason: str) -> bool:
         """Log (once) and count a refused version; while nothing is served, fall back to an older good one."""

@@ -51,12 +51,25 @@ def load_configured_encoder(settings: Settings) -> PromptedCLIP:
                         lanes=settings.encoder_lanes)
 
 
+PLAIN_SKETCH = {"strokes": [[[0, 0], [10, 10], [20, 0]]]}
+
+
 def _warm_up(engine: SearchEngine) -> None:
     """One pass through preprocessing and the encoder (text tower too), so the first user does not pay for
     lazy set-up."""
-    tensor = engine.encoder.preprocess.sketch_strokes({"strokes": [[[0, 0], [10, 10], [20, 0]]]})
+    tensor = engine.encoder.preprocess.sketch_strokes(PLAIN_SKETCH)
     text = "warm up" if engine.encoder.has_text_tower else None
-    vectors = engine.query_vectors([Query(1, None, tensor=tensor, text=text)])
+    _require_finite(engine.query_vectors([Query(1, None, tensor=tensor, text=text)]))
+
+
+def check_encoder(encoder: PromptedCLIP) -> None:
+    """Refuse, before a server starts, an encoder that answers a plain sketch with NaN or infinite numbers (the
+    warm-up checks it again inside the app, where a refusal could only end the startup with a traceback)."""
+    tensor = encoder.preprocess.sketch_strokes(PLAIN_SKETCH)
+    _require_finite(encoder.encode_sketch(tensor.unsqueeze(0)).float().cpu().numpy())
+
+
+def _require_finite(vectors: np.ndarray) -> None:
     if not np.isfinite(vectors).all():  # else every search would answer 200 with no results, and /readyz 200
         raise BrokenEncoderError("The encoder answers a plain sketch with NaN or infinite numbers: its backbone "
                                  "weights or checkpoint are damaged; the service does not start on it.")
@@ -80,7 +93,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
         fingerprint = model.fingerprint()
         source = open_source(settings.location)
         index = IndexHolder(source, fingerprint=fingerprint, dim=model.embed_dim, device=settings.device,
-                            metrics=metrics, precision=model.precision)
+                            metrics=metrics, precision=model.precision, weights_sample=model.backbone_sample())
         await asyncio.to_thread(index.refresh)
         sample = QuerySample(settings.query_sample, model.embed_dim) if settings.query_sample else None
         engine = SearchEngine(model, index, sample)

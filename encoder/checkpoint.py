@@ -190,7 +190,11 @@ def load_checkpoint(
             f"another activation: {error} Retrain the prompts on the correctly built backbone."
         ) from error
     recorded = info.get("backbone_sample")  # a checkpoint written before it was recorded is not checked
-    if isinstance(recorded, dict) and (differ := other_weights(recorded, encoder.backbone_sample())):
+    try:
+        differ = other_weights(recorded, encoder.backbone_sample()) if isinstance(recorded, dict) else []
+    except ValueError as error:
+        raise CheckpointError(f"Checkpoint {path} has a broken backbone sample ({error}).") from None
+    if differ:
         raise CheckpointError(
             f"Checkpoint {path} was trained on other {config.backbone} weights than {pretrained or config.pretrained} "
             f"holds ({len(differ)} weights differ, e.g. {differ[0]}): its prompts only fit the weights they were "

@@ -59,15 +59,36 @@ SAMPLE_VALUES = 4  # values from each end of every backbone weight in PromptedCL
 SAMPLE_RTOL = 1e-2  # a bf16 copy moves a value by 0.4 % at most, another training run by far more
 
 
+SAMPLE_NAMES = 16  # backbone weights an index manifest records (compact_sample): enough to tell weights apart
+
+
 def other_weights(recorded: dict[str, list[float]], current: dict[str, list[float]]) -> list[str]:
     """The weights (by name) whose recorded sample values differ from ``current``'s beyond a bf16 rounding; names
-    only one side has are not compared (a library version may name them otherwise)."""
+    only one side has are not compared (a library version may name them otherwise). A recorded entry that is not a
+    list of numbers raises ValueError (a damaged record, not other weights)."""
     differ = []
     for name in sorted(set(recorded) & set(current)):
-        a, b = np.asarray(recorded[name], dtype=np.float64), np.asarray(current[name], dtype=np.float64)
+        a, b = _sample_values(name, recorded[name]), np.asarray(current[name], dtype=np.float64)
         if a.shape != b.shape or not np.allclose(a, b, rtol=SAMPLE_RTOL, atol=1e-6):
             differ.append(name)
     return differ
+
+
+def _sample_values(name: str, values: object) -> np.ndarray:
+    if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                                               for v in values):
+        raise ValueError(f"the recorded sample of {name} is not a list of numbers")
+    return np.asarray(values, dtype=np.float64)
+
+
+def compact_sample(sample: dict[str, list[float]], names: int = SAMPLE_NAMES) -> dict[str, list[float]]:
+    """``names`` weights of a backbone sample, spread evenly over its sorted names (the same ones for the same
+    architecture): what an index manifest records of the weights its vectors came from."""
+    ordered = sorted(sample)
+    if len(ordered) <= names:
+        return {name: sample[name] for name in ordered}
+    picks = sorted({round(i * (len(ordered) - 1) / (names - 1)) for i in range(names)})
+    return {ordered[i]: sample[ordered[i]] for i in picks}
 
 
 class PromptedCLIP(nn.Module):

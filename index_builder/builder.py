@@ -20,7 +20,7 @@ from encoder.precision import precision_note
 from photo_index import Location, PublishOptions, Writer, locate, open_writer
 from photo_index.api import Previous
 from photo_index.backends.folder import INDEX_ENTRIES
-from photo_index.compatibility import embedding_identity, encoder_section, preprocessing_mismatch
+from photo_index.compatibility import embedding_identity, encoder_section, preprocessing_mismatch, weights_mismatch
 from photo_index.errors import BuildError
 from photo_index.format import FORMAT, STAGING
 from photo_index.space import disk_full, is_disk_full
@@ -238,7 +238,7 @@ def check_fingerprint(previous: Previous | None, encoder: PromptedCLIP, rebuild:
             f"({encoder.config.to_dict()}). Vectors of different encoders cannot share an index, so incremental "
             "mode is refused: run again with --rebuild to re-embed the whole gallery."
         )
-    stale = preprocessing_mismatch(previous.manifest)
+    stale = preprocessing_mismatch(previous.manifest) or weights_mismatch(previous.manifest, encoder.backbone_sample())
     if stale:
         raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {where}.")
     if note := precision_note(previous.manifest["encoder"].get("precision"), encoder.precision, "new photos"):

@@ -1,21 +1,28 @@
 """Whether a version's vectors can be mixed with (builder) or searched by (app) this encoder's.
 
-Two things must match: the encoder's fingerprint (config + learned tensors) and the photo preprocessing
-version (:data:`encoder.PREPROCESSING_VERSION`): the same model fed differently decoded photos makes other
-vectors. A manifest without the preprocessing field predates it and is refused the same way.
+Three things must match: the encoder's fingerprint (config + learned tensors), the backbone weights, and the photo
+preprocessing version (:data:`encoder.PREPROCESSING_VERSION`): the same model fed differently decoded photos makes
+other vectors. A manifest without the preprocessing field predates it and is refused the same way. The fingerprint
+names where the weights come from, not what they are (a baseline index read from a weights file that was replaced
+since kept its fingerprint), so a manifest also records a few values of the weights (``weights_sample``); one
+written before it was recorded is not checked for them.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 from encoder import PREPROCESSING_VERSION, PromptedCLIP
+from encoder.model import compact_sample, other_weights
 
 
 def encoder_section(encoder: PromptedCLIP, checkpoint: str | None = None) -> dict:
     """The manifest's ``encoder`` section for vectors made by ``encoder`` now."""
     return {
         "fingerprint": encoder.fingerprint(),
+        "weights_sample": compact_sample(encoder.backbone_sample()),
         "preprocessing": PREPROCESSING_VERSION,
         "config": encoder.config.to_dict(),
         "checkpoint": str(Path(checkpoint).absolute()) if checkpoint else None,
@@ -27,7 +34,30 @@ def encoder_section(encoder: PromptedCLIP, checkpoint: str | None = None) -> dic
 
 def embedding_identity(encoder: PromptedCLIP) -> str:
     """One string that changes whenever the vectors of a photo would (for staged vectors of a resumed build)."""
-    return f"{encoder.fingerprint()}/preprocessing-{PREPROCESSING_VERSION}"
+    rounded = {name: [float(f"{value:.3g}") for value in values]
+               for name, values in compact_sample(encoder.backbone_sample()).items()}
+    weights = hashlib.sha256(json.dumps(rounded, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{encoder.fingerprint()}/preprocessing-{PREPROCESSING_VERSION}/weights-{weights}"
+
+
+def weights_mismatch(manifest: dict, backbone_sample: dict[str, list[float]]) -> str | None:
+    """Why the version's vectors came from other backbone weights than those sampled in ``backbone_sample`` (the
+    encoder's :meth:`~encoder.PromptedCLIP.backbone_sample`), or None when they match or were not recorded."""
+    recorded = manifest.get("encoder", {}).get("weights_sample")
+    if recorded is None:
+        return None
+    version = manifest.get("version")
+    try:
+        if not isinstance(recorded, dict):
+            raise ValueError("it is not a mapping of weight names to values")
+        differ = other_weights(recorded, backbone_sample)
+    except ValueError as error:
+        return f"Index version {version} has a damaged record of its backbone weights ({error})."
+    if not differ:
+        return None
+    return (f"Index version {version} was embedded with other backbone weights ({len(differ)} of {len(recorded)} "
+            f"sampled weights differ, e.g. {differ[0]}; the weights file was replaced?): point --pretrained at the "
+            "weights it was built with, or rebuild it with --rebuild.")
 
 
 def preprocessing_mismatch(manifest: dict) -> str | None:

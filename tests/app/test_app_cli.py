@@ -22,6 +22,25 @@ def test_unavailable_weights_stop_with_the_encoders_message(tmp_path, monkeypatc
     assert code == 2 and "cannot load the encoder" in err and "Traceback" not in err
 
 
+def test_an_encoder_that_answers_nan_stops_with_a_message_before_the_server_starts(tmp_path, capsys, monkeypatch):
+    """A well-formed checkpoint whose prompts are huge (every embedding NaN) ended uvicorn's startup with a
+    traceback ("Application startup failed", exit 3)."""
+    import torch
+
+    import app.__main__ as entry
+    from encoder import EncoderConfig, PromptConfig, build_encoder, save_checkpoint
+
+    encoder = build_encoder(EncoderConfig("sbir-tiny", "none", PromptConfig()))
+    with torch.no_grad():
+        for prompt in encoder.prompts.values():
+            prompt.fill_(1e30)
+    path = save_checkpoint(encoder, tmp_path / "huge.safetensors")
+    monkeypatch.setattr(entry.uvicorn, "run", lambda *args, **kwargs: (_ for _ in ()).throw(AssertionError))
+    code = main(["--port", "0", "--backbone", "sbir-tiny", "--pretrained", "none", "--checkpoint", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "NaN or infinite" in err and "Traceback" not in err
+
+
 def test_invalid_settings_stop_with_a_message(capsys):
     assert main(["--max-batch", "0"]) == 2
     err = capsys.readouterr().err
@@ -35,6 +54,7 @@ def test_slow_client_settings_reach_the_app_and_uvicorn(monkeypatch):
     monkeypatch.setenv("SBIR_LIMIT_CONCURRENCY", "321")
     served = {}
     monkeypatch.setattr(entry, "load_configured_encoder", lambda settings: None)
+    monkeypatch.setattr(entry, "check_encoder", lambda encoder: None)
     metrics = Metrics()
     def fake_app(settings, encoder):
         return SimpleNamespace(state=SimpleNamespace(settings=settings, metrics=metrics))

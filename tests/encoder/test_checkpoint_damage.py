@@ -95,3 +95,14 @@ def test_a_checkpoint_is_not_applied_to_other_weights_of_its_architecture(saved,
     for dtype in (torch.float32, torch.float16):  # a copy of the very weights, also a half-precision one: fine
         torch.save({k: v.to(dtype) for k, v in tiny_encoder.clip.state_dict().items()}, tmp_path / "same.pt")
         assert load_checkpoint(saved, pretrained=str(tmp_path / "same.pt")).fingerprint() == tiny_encoder.fingerprint()
+
+
+@pytest.mark.parametrize("values", [{"x": 1}, "abc", [1, "2"], None])
+def test_a_backbone_sample_that_is_no_list_of_numbers_is_a_broken_checkpoint(saved, values):
+    """A dict raised TypeError (a traceback in every entry point); a string's ValueError never named the file."""
+    with safe_open(str(saved), framework="pt") as handle:
+        info = json.loads(handle.metadata()["info"])
+    name = next(iter(info["backbone_sample"]))
+    rewrite(saved, info=json.dumps({**info, "backbone_sample": {**info["backbone_sample"], name: values}}))
+    with pytest.raises(CheckpointError, match=f"{saved}.*broken backbone sample.*{name}"):
+        load_checkpoint(saved)
