@@ -204,6 +204,8 @@ def trained_activation(backbone: str, source: str) -> str | None:
             model_cfg = json.loads(config_path.read_text()).get("model_cfg", {})
         except (OSError, ValueError, AttributeError):
             return None  # the build reports the unreadable folder
+        if not isinstance(model_cfg, dict):
+            return None  # a config of another shape ("model_cfg": null): the build reports it too
         return _flag(bool(model_cfg.get("quick_gelu", False)))
     if source.lower() == "none" or _is_file_like(source):
         return None

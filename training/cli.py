@@ -207,14 +207,15 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
     record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
               "encoder": encoder.config.to_dict(), **(extra or {})}
     if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
-        before = json.loads(path.read_text())
+        before = _run_record(path)
+        was_args = before.get("args") if isinstance(before.get("args"), dict) else {}
         if before.get("split") != record["split"]:
             raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
-        if before.get("args", {}).get("command") != getattr(args, "command", None):
-            raise SBIRError(f"{path} is a {before.get('args', {}).get('command')} run; "
+        if was_args.get("command") != getattr(args, "command", None):
+            raise SBIRError(f"{path} is a {was_args.get('command')} run; "
                             f"refusing to resume it as {getattr(args, 'command', None)}.")
         for flag in BATCH_FLAGS:  # another batch size changes the steps per epoch and the optimiser's schedule
-            was, now = before.get("args", {}).get(flag), getattr(args, flag, None)
+            was, now = was_args.get(flag), getattr(args, flag, None)
             if was is not None and was != now:
                 raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "
                                 f"(resume with --{flag} {was}, or start a new run in another --out).")
@@ -459,12 +460,25 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--no-progress", "--no_progress", action="store_true")
 
 
+def _run_record(path: Path) -> dict:
+    """A run's ``run.json``; one that cannot be read, or holds no record, is a clear error naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise SBIRError(f"{path} cannot be read ({error}); the run cannot resume from it: start a fresh run in "
+                        "another --out.") from None
+    if not isinstance(record, dict):
+        raise SBIRError(f"{path} holds a {type(record).__name__}, not a run record; the run cannot resume from it.")
+    return record
+
+
 def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     """The task a checkpoint was trained for (``None``: baseline or unknown); warns when it is not
     ``scored_as``: scoring across tasks is allowed, but a forgotten ``--fine-grained`` must not pass unnoticed."""
     if not checkpoint:
         return None
-    trained = read_checkpoint(checkpoint)[2].get("extra", {}).get("task")
+    extra = read_checkpoint(checkpoint)[2].get("extra")
+    trained = extra.get("task") if isinstance(extra, dict) else None  # a checkpoint of another shape: task unknown
     if trained and trained != scored_as:
         other = "with --fine-grained" if trained == "fine-grained" else "without --fine-grained"
         print(f"warning: {checkpoint} was trained for the {trained} task but is scored with the {scored_as} "

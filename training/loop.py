@@ -270,9 +270,16 @@ class _Run:
             apply_learned_state(encoder, state.get("learned") or tensors, source=str(out_dir / STATE))
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
-            self.epoch, self.step, self.skip_batches = state["epoch"], state["step"], state["batches_done"]
-            self.best = state["best"] if state["best"] is not None else -math.inf
-            self.best_epoch, self.history = state["best_epoch"], json.loads(state["history"])
+            self.epoch, self.step, self.skip_batches = (_count(state, name) for name in ("epoch", "step",
+                                                                                      "batches_done"))
+            best = state["best"]
+            if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+                raise TypeError(f"best is {best!r}, not a score")
+            self.best = float(best) if best is not None else -math.inf
+            self.best_epoch = None if state["best_epoch"] is None else _count(state, "best_epoch")
+            self.history = json.loads(state["history"])
+            if not isinstance(self.history, list) or not all(isinstance(entry, dict) for entry in self.history):
+                raise TypeError("history is not a list of per-epoch records")
             if "unreadable" in state:  # a state saved before it was kept: the files are found again
                 self.task.bad.load_state_dict(state["unreadable"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -450,6 +457,14 @@ class _Run:
             self.best, self.best_epoch, self.history = shared
         return TrainResult(self.step, self.epoch, self.best if self.best_epoch else None, self.best_epoch,
                            self.out_dir, self.history)
+
+
+def _count(state: dict, name: str) -> int:
+    """``state[name]`` as a count (an int of 0 or more); anything else is a state of another shape."""
+    value = state[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} is {value!r}, not a count")
+    return value
 
 
 def _skip_batches(loader: Iterable[Any], n: int) -> Iterable[Any]:

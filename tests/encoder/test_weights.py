@@ -113,6 +113,17 @@ def test_local_dir_without_weights_is_refused_not_random(tmp_path):
         build_backbone(TINY, f"local-dir:{tmp_path / 'absent'}")
 
 
+@pytest.mark.parametrize("model_cfg", [None, [1], "sbir-tiny"])
+def test_a_local_dir_config_of_another_shape_is_refused_not_a_traceback(tmp_path, model_cfg):
+    """"model_cfg": null raised AttributeError while the activation was read, before any weights."""
+    folder = tmp_path / "odd-config"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg}))
+    torch.save(build_backbone(TINY, "none").model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(WeightsUnavailableError, match="local-dir:"):
+        build_backbone(TINY, f"local-dir:{folder}")
+
+
 def test_none_is_random_but_reproducible():
     first, second = build_backbone(TINY, "none"), build_backbone(TINY, "none")
     assert first.random_weights and RANDOM_SEED == 0

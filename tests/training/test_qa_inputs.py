@@ -62,6 +62,8 @@ def test_checkpoint_of_the_other_task_is_named_and_warned_about(tmp_path, tiny_e
     assert checkpoint_task(str(path), "category") == "fine-grained"
     assert "trained for the fine-grained task" in capsys.readouterr().err
     assert checkpoint_task(None, "category") is None
+    odd = save_checkpoint(tiny_encoder, tmp_path / "odd.safetensors", extra=["not", "an", "object"])
+    assert checkpoint_task(str(odd), "category") is None  # was AttributeError: the task is unknown, not a crash
 
 
 def test_ctrl_c_mid_epoch_saves_the_position_and_resume_finishes_the_epoch(tmp_path, monkeypatch):

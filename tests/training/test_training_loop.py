@@ -382,11 +382,23 @@ def test_resume_takes_the_weights_of_its_state_and_an_unreadable_state_is_one_er
     assert (out / "last.safetensors").read_bytes() == last
 
     # States of another shape (edited, or not this program's): refused whole, with the same one line
-    for other in ([1, 2, 3], {k: v for k, v in state.items() if k != "optimizer"}, {**state, "history": "[1,"}):
+    # (fields of the wrong type passed, printed "resuming" and died later with a traceback)
+    odd_fields = [{"epoch": "1"}, {"step": "x"}, {"batches_done": -5}, {"best": "x"}, {"best_epoch": 1.5},
+                  {"history": '{"a": 1}'}, {"history": "[1]"}]
+    for other in ([1, 2, 3], {k: v for k, v in state.items() if k != "optimizer"}, {**state, "history": "[1,"},
+                  *({**state, **change} for change in odd_fields)):
         torch.save(other, out / "last_state.pt")
         assert main(_category_args(shapes_root, unseen, out, "--resume")) == 2
         err = capsys.readouterr().err
-        assert "last_state.pt is unreadable" in err and err.count("\n") == 1, err
+        assert "last_state.pt is unreadable" in err and err.count("\n") == 1 and "resuming" not in err, err
+
+    # A run record that is not one: one line naming it, not a traceback
+    torch.save(state, out / "last_state.pt")
+    for record in ("[]", "{not json"):
+        (out / "run.json").write_text(record)
+        assert main(_category_args(shapes_root, unseen, out, "--resume")) == 2
+        err = capsys.readouterr().err
+        assert "run.json" in err and "Traceback" not in err and err.count("\n") == 1, err
 
 
 def test_ctrl_c_while_validating_keeps_the_epochs_training_and_resume_validates_it(shapes_root, tmp_path,
