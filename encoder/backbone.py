@@ -267,7 +267,11 @@ def build_backbone(backbone: str, pretrained: str, activation: str | None = None
     elif _is_file_like(source) or Path(source).expanduser().is_file():
         path = Path(source).expanduser()
         if not path.is_file():
-            raise WeightsUnavailableError(f"Pretrained weights file {path} does not exist. {HOW_TO_SUPPLY}")
+            what = "is a folder (a folder of open_clip_config.json + weights is local-dir:PATH)" if path.is_dir() \
+                else "does not exist"
+            raise WeightsUnavailableError(f"Pretrained weights file {path} {what}. {HOW_TO_SUPPLY}")
+        if path.stat().st_size == 0:
+            raise WeightsUnavailableError(f"Pretrained weights file {path} is empty (0 bytes). {HOW_TO_SUPPLY}")
         _require_known(backbone)
         model_name = backbone
         model, train_tf, val_tf = _wrap_errors(
@@ -319,6 +323,7 @@ def _wrap_errors(build, source: str):
     except (WeightsUnavailableError, ActivationMismatchError):
         raise
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one documented error
+        reason = str(error).rstrip(".") or type(error).__name__  # some loaders raise without a message
         raise WeightsUnavailableError(
-            f"Loading pretrained weights {source!r} failed: {error}. {HOW_TO_SUPPLY}"
+            f"Loading pretrained weights {source!r} failed: {reason}. {HOW_TO_SUPPLY}"
         ) from error

@@ -70,6 +70,14 @@ def test_missing_local_file_names_the_path(tmp_path):
     missing = tmp_path / "weights" / "open_clip_model.safetensors"
     with pytest.raises(WeightsUnavailableError, match=f"{missing} does not exist"):
         build_backbone(TINY, str(missing))
+    folder = tmp_path / "weights.pt"
+    folder.mkdir()
+    with pytest.raises(WeightsUnavailableError, match="is a folder .*local-dir:PATH"):  # was "does not exist"
+        build_backbone(TINY, str(folder))
+    empty = tmp_path / "empty.pt"
+    empty.touch()
+    with pytest.raises(WeightsUnavailableError, match="is empty"):  # was "failed: ." (torch says nothing)
+        build_backbone(TINY, str(empty))
 
 
 def test_hf_hub_source_offline_fails_with_instructions(empty_hf_cache, monkeypatch):
