@@ -69,6 +69,8 @@ def looks_like_svg(data: bytes | str) -> bool:
             return False
     if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16, as some Windows tools write XML
         head = head.decode("utf-16", "replace").encode("utf-8", "replace")
+    elif head.startswith((b"<\x00", b"\x00<")):  # UTF-16 without a byte-order mark (XML tells it by the first "<")
+        head = head.decode("utf-16-le" if head[0] == 0x3C else "utf-16-be", "replace").encode("utf-8", "replace")
     at = 3 if head.startswith(b"\xef\xbb\xbf") else 0
     while at < len(head):
         if head[at:at + 1].isspace():

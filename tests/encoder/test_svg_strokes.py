@@ -102,6 +102,16 @@ def test_svg_is_recognised(head):
     assert looks_like_svg(head + b" ")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("prolog", ['<?xml version="1.0" encoding="UTF-16"?>', ""])
+def test_utf16_without_a_byte_order_mark_is_read(encoding, prolog):
+    """Recognised by its first "<" (XML's own rule); such files were sent on to the JSON reader and refused."""
+    svg = f'{prolog}<svg {NS} width="100" height="100"><path d="M10 10 L90 90" stroke="black"/></svg>'
+    data = svg.encode(encoding)
+    assert looks_like_svg(data)
+    assert parse_strokes(data)[0][[0, -1]].tolist() == [[10, 10], [90, 90]]
+
+
 @pytest.mark.parametrize("data", [b"<html><body><svg></svg>", b"{\"strokes\": []}", b"\x89PNG", b"", b"<svgx>",
                                   b" " * 5000 + b"<svg>", b"<!--" * 1000, b"<?" * 2000, b"<!DOCTYPE [" * 400,
                                   b"<?xml?><!DOCTYPE a [" + b"<!-- ]>" * 500])
