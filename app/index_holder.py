@@ -30,7 +30,7 @@ from .metrics import Metrics
 log = logging.getLogger("app.index")
 # What opening or checking a damaged version may raise beyond the index's own errors (damage no parser named): the
 # version is refused like any other, never the service's crash.
-VERSION_DAMAGE = (OSError, SBIRError, ValueError, RuntimeError, LookupError, TypeError, ArithmeticError)
+VERSION_DAMAGE = (OSError, SBIRError, ValueError, RuntimeError, LookupError, TypeError, ArithmeticError, EOFError)
 
 
 @dataclass

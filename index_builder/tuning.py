@@ -18,6 +18,7 @@ import numpy as np
 
 from photo_index import Location
 from photo_index.api import PublishOptions
+from photo_index.arrays import load_array
 from photo_index.atomic import write_json
 from photo_index.backends.folder.calibration import load_queries
 from photo_index.backends.folder.faiss_index import FaissEngine
@@ -73,7 +74,7 @@ def tune_index(index_dir: str | Path, queries_path: str | Path, *, recall_target
             raise IndexCorruptError(f"version {manifest['version']}: {'; '.join(damaged)}")
         queries = load_queries(queries_path, int(manifest["dim"]))
         section = manifest["index"]
-        ids, vectors = np.load(folder / IDS), np.load(folder / VECTORS, mmap_mode="r")
+        ids, vectors = load_array(folder / IDS), load_array(folder / VECTORS, mmap=True)
         tuned = FaissEngine().tune(folder, section, vectors, ids, queries, recall_target=recall_target)
         del vectors
         report = {"index_dir": str(layout.root), "previous": manifest["version"], "queries": len(queries),

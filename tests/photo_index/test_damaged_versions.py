@@ -90,6 +90,16 @@ def test_a_segment_whose_ids_a_search_could_confuse_is_refused_at_open(tmp_path,
         Segment(store.segment_dir(info.name))
 
 
+@pytest.mark.parametrize("part", ["ids.npy", "vectors.npy"])
+def test_an_empty_array_file_is_a_damaged_segment_not_a_numpy_error(tmp_path, part):
+    """numpy raises EOFError for a 0-byte .npy: it escaped every reader (the service's startup, verify, build)."""
+    store = SegmentStore(tmp_path)
+    info = add(store, [0, 1, 2], 1)
+    (store.segment_dir(info.name) / part).write_bytes(b"")
+    with pytest.raises(IndexCorruptError, match=f"{part} cannot be read .EOFError"):
+        Segment(store.segment_dir(info.name))
+
+
 def test_a_segment_is_never_written_with_ids_above_the_photo_id_range(tmp_path):
     with pytest.raises(BuildError, match="outside 0"):
         add(SegmentStore(tmp_path), [1, MAX_PHOTO_ID + 1], 1)

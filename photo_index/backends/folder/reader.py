@@ -14,6 +14,7 @@ import numpy as np
 
 from ... import checks
 from ...api import PhotoRecord, Reader, StoredRows, TrustSample
+from ...arrays import load_array
 from ...errors import IndexCorruptError, IndexNotFoundError
 from ...format import IDS, METADATA, VECTORS, IndexLayout, checksum_problems, read_manifest, read_pointer
 from ...queries import checked_queries, no_hits
@@ -35,9 +36,9 @@ class IndexReader:
         self.encoder_config: dict = self.manifest["encoder"]["config"]
         self.gallery_root: str | None = self.manifest["gallery"].get("root")
         try:
-            self._ids = np.load(folder / IDS)
-            self._vectors = np.load(folder / VECTORS, mmap_mode="r")
-        except (OSError, ValueError) as error:
+            self._ids = load_array(folder / IDS)
+            self._vectors = load_array(folder / VECTORS, mmap=True)
+        except IndexCorruptError as error:
             raise IndexCorruptError(f"Version {folder} has unreadable vectors or ids: {error}") from error
         self._metadata = MetadataStore(folder / METADATA)
         section = self.manifest["index"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ...api import FROM_PREVIOUS, FROM_STAGING, PhotoRecord, PublishOptions, VersionContent, ids_problem
+from ...arrays import load_array
 from ...atomic import write_json
 from ...errors import BuildError, IndexCorruptError
 from ...format import (
@@ -52,8 +53,8 @@ class PreviousVersion:
             self.by_path: dict[str, PhotoRecord] = {record.path: record for record in store.iter_records()}
         finally:
             store.close()
-        self.ids = np.load(folder / IDS)
-        self.vectors = np.load(folder / VECTORS, mmap_mode="r")
+        self.ids = load_array(folder / IDS)
+        self.vectors = load_array(folder / VECTORS, mmap=True)
         if problem := ids_problem(self.ids):
             raise IndexCorruptError(f"version {self.name}: its {problem}")
         if len(self.ids) != len(self.by_path) or self.vectors.shape[0] != len(self.ids):

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ....api import PhotoRecord
+from ....arrays import load_array
 from ....errors import IndexCorruptError
 from ....format import new_version_name, utc_now
 from ..records import MetadataStore
@@ -109,7 +110,7 @@ def write_merged(store: SegmentStore, refs: Sequence[SegmentRef], *, factory: st
         for ref in refs:
             ids = store.segment_ids(ref.name)
             live = ~np.isin(ids, ref.tombstones, assume_unique=True) if ref.deleted else np.ones(len(ids), bool)
-            vectors.append(np.load(store.segment_dir(ref.name) / "vectors.npy", mmap_mode="r"))
+            vectors.append(load_array(store.segment_dir(ref.name) / "vectors.npy", mmap=True))
             live_ids.append(ids[live])
             rows.append(np.flatnonzero(live))
             metadata.append(MetadataStore(store.segment_dir(ref.name) / "metadata.sqlite"))

@@ -30,6 +30,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ....api import PhotoRecord, ids_problem
+from ....arrays import load_array
 from ....atomic import fsync_dir
 from ....errors import BuildError, CountsMismatchError, IndexCorruptError
 from ....format import IDS, METADATA, VECTORS, malformed_index_section, utc_now
@@ -246,9 +247,9 @@ class Segment:
         self.info = read_segment_info(folder)
         self.name = self.info.name
         try:
-            self.ids = np.load(folder / IDS)
-            self.vectors = np.load(folder / VECTORS, mmap_mode="r")
-        except (OSError, ValueError) as error:
+            self.ids = load_array(folder / IDS)
+            self.vectors = load_array(folder / VECTORS, mmap=True)
+        except IndexCorruptError as error:
             raise IndexCorruptError(f"Segment {folder} has unreadable vectors or ids: {error}") from error
         if problem := ids_problem(self.ids):  # a wrong id answers searches with another photo
             raise IndexCorruptError(f"Segment {folder} is damaged: its {problem}.")

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ....arrays import load_array
 from ....atomic import write_atomic, write_json
-from ....errors import BuildError, IndexNotFoundError
+from ....errors import BuildError, IndexCorruptError, IndexNotFoundError
 from ....format import CURRENT, current_version, new_version_name, utc_now
 from .segment import TMP_PREFIX, Segment, SegmentInfo, read_segment_info
 from .version import (
@@ -117,7 +118,7 @@ class SegmentStore:
     def segment_ids(self, name: str) -> np.ndarray:
         """The ids a segment holds (sorted; cached: segments never change)."""
         if name not in self._ids:
-            self._ids[name] = np.load(self.segment_dir(name) / "ids.npy")
+            self._ids[name] = load_array(self.segment_dir(name) / "ids.npy")
         return self._ids[name]
 
     def open_segment(self, ref: SegmentRef, device: str = "cpu") -> Segment:
@@ -213,8 +214,8 @@ class SegmentStore:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             return None
         try:
-            return np.load(self.root / entry["file"], allow_pickle=False)
-        except (OSError, ValueError):
+            return load_array(self.root / entry["file"])
+        except IndexCorruptError:
             return None
 
     def collect_garbage(self, keep: int) -> dict[str, list[str]]:

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ....arrays import load_array
 from ....format import VECTORS, new_version_name, utc_now
 from ..faiss_index import EXACT_FACTORIES, FaissEngine
 from .store import QUERY_SAMPLE, SegmentStore
@@ -31,7 +32,7 @@ def tune_version(store: SegmentStore, version: Version, queries: np.ndarray, *, 
             continue
         folder = store.segment_dir(ref.name)
         section = {**info.index, "search_params": {**info.search_params, **ref.search_params}}
-        vectors = np.load(folder / VECTORS, mmap_mode="r")
+        vectors = load_array(folder / VECTORS, mmap=True)
         tuned = engine.tune(folder, section, vectors, store.segment_ids(ref.name), queries,
                             recall_target=recall_target)
         del vectors
