@@ -137,3 +137,28 @@ def test_verify_finds_damage_in_segments_and_tombstones(tmp_path):
     problems = segment_problems(store, version)
     assert problems[0] == f"segment {second.name}: index.faiss differs from its checksum"
     assert problems[1].startswith(f"segment {second.name}: unreadable (FAISS index") and len(problems) == 2
+
+
+def test_a_sqlite_write_error_other_than_a_full_disk_is_an_os_error_naming_the_file(tmp_path):
+    """Under a file-size limit or a quota SQLite says "disk I/O error" (only ENOSPC is "full"): that escaped as a
+    sqlite3.OperationalError, a traceback in build and compact. Run in a child limited to 64 KB files."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import resource, signal, sys
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from pathlib import Path
+        from photo_index.backends.folder.records import write_metadata
+        from tests.photo_index.segtools import records_for
+        try:
+            write_metadata(Path({str(tmp_path / 'metadata.sqlite')!r}), records_for(range(5000)))
+        except OSError as error:
+            print("OSError", error.errno, error.filename)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == f"OSError 5 {tmp_path / 'metadata.sqlite'}", done.stdout + done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import sqlite3
 import threading
@@ -62,10 +63,13 @@ def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_0
         conn.executemany(f"INSERT INTO photos ({COLUMNS}) VALUES ({_MARKS})", rows)
         count += len(rows)
         conn.commit()
-    except sqlite3.OperationalError as error:
+    except sqlite3.Error as error:
         if "full" in str(error):  # SQLITE_FULL: the disk, in SQLite's words
             raise no_space(path, str(error)) from None
-        raise
+        # SQLite names only ENOSPC as full: a quota or a file-size limit is a "disk I/O error", which callers must
+        # see as the OSError it is (the build stops with one line; the live version is untouched)
+        raise OSError(errno.EIO, f"SQLite could not write the metadata ({error}; a disk quota or a file-size "
+                      "limit?)", str(path)) from None
     finally:
         conn.close()
     return count
