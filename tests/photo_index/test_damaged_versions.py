@@ -143,3 +143,17 @@ def test_an_unreadable_kept_manifest_keeps_its_segments_but_dead_writes_still_go
     assert removed[UNREADABLE] == [first.name]
     assert not dead.exists() and store.segment_dir(orphan.name).is_dir()
     assert all(store.segment_dir(name).is_dir() for name in second.segment_names())
+
+
+def test_temporary_files_a_killed_writer_left_in_the_index_folder_go_once_no_writer_can_own_them(tmp_path):
+    """A build killed between writing `current` aside and renaming it left `.current.<hex>.tmp` for ever (one more
+    per kill); a fresh one may still be a live writer's (the service saves its query sample beside the index)."""
+    store = SegmentStore(tmp_path)
+    store.publish(store.commit(None, added=[add(store, [1, 2], 1)], encoder=ENCODER))
+    dead, fresh = tmp_path / ".current.0a1b2c3d.tmp", tmp_path / ".query_sample.npy.0a1b2c3d.tmp"
+    for file in (dead, fresh):
+        file.write_text("v-killed\n")
+    os.utime(dead, (1, 1))
+    removed = store.clear_dead_writes()
+    assert removed["temporary"] == [dead.name] and not dead.exists() and fresh.exists()
+    assert read_pointer(tmp_path) == store.current_name()

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ....arrays import load_array
-from ....atomic import write_atomic, write_json
+from ....atomic import dead_temp_files, write_atomic, write_json
 from ....errors import BuildError, IndexCorruptError, IndexNotFoundError
 from ....format import CURRENT, current_version, new_version_name, utc_now
 from .segment import TMP_PREFIX, Segment, SegmentInfo, read_segment_info
@@ -232,6 +232,9 @@ class SegmentStore:
         if self.versions_dir.is_dir():  # a manifest a killed publish left half-written
             for stale in self.versions_dir.glob(f".*{VERSION_SUFFIX}.*.tmp"):
                 stale.unlink(missing_ok=True)
+        for stale in dead_temp_files(self.root):  # a pointer or a failure list a killed build left unrenamed
+            stale.unlink(missing_ok=True)
+            removed.setdefault("temporary", []).append(stale.name)
         segments, files, unreadable = set(), set(), []
         for name in retained:
             try:
