@@ -292,12 +292,17 @@ def test_a_bad_pointer_is_logged_once_and_the_served_version_stays(index_dir, ap
     holder.close()
 
 
-@pytest.mark.parametrize("pointer", ["damaged", b"\xff\xfe", "/etc", "v-no-such-version"])
+@pytest.mark.parametrize("pointer", ["damaged", b"\xff\xfe", "/etc", "v-no-such-version", b"", None])
 def test_a_start_on_a_bad_pointer_serves_the_newest_good_version_with_a_warning(index_dir, app_encoder, caplog,
                                                                                   pointer):
+    """An empty or missing pointer beside versions (deleted by hand, a copy that missed it) is damage too: it said
+    "No index version has been published yet" and served nothing."""
     good = live_name(index_dir)
     bad = damaged_copy(index_dir, nan_vectors)  # newer than the good one, so a fallback must skip it
-    point_at(index_dir, bad if pointer == "damaged" else pointer)
+    if pointer is None:
+        (index_dir / "current").unlink()
+    else:
+        point_at(index_dir, bad if pointer == "damaged" else pointer)
     holder, metrics = holder_for(index_dir, app_encoder)
     with caplog.at_level(logging.INFO, logger=LOGGER):
         assert holder.refresh()

@@ -138,6 +138,9 @@ class SegmentedWriter:
             name = read_pointer(self.layout.root)
             if name is None and pointer.is_file():  # written whole or not at all (a rename): empty is damage
                 raise IndexCorruptError(f"The index pointer {pointer} is empty.")
+            if name is None and self.store.versions():  # deleted by hand, or a copy that missed it
+                what = "a folder" if pointer.is_dir() else "missing"
+                raise IndexCorruptError(f"The index pointer {pointer} is {what}, but the index holds versions.")
         except IndexCorruptError as error:
             if rebuild:
                 return None
