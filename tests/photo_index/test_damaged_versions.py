@@ -157,3 +157,26 @@ def test_temporary_files_a_killed_writer_left_in_the_index_folder_go_once_no_wri
     removed = store.clear_dead_writes()
     assert removed["temporary"] == [dead.name] and not dead.exists() and fresh.exists()
     assert read_pointer(tmp_path) == store.current_name()
+
+
+def test_a_flipped_inline_tombstone_is_a_damaged_manifest_not_a_deleted_photo_come_back(tmp_path):
+    """Inline tombstones (64 ids or fewer) had no checksum: 1 → 0 brought photo 1 back and hid live photo 0."""
+    store = SegmentStore(tmp_path)
+    first = store.commit(None, added=[add(store, range(10), 1)], encoder=ENCODER)
+    version = store.commit(first, removed=np.array([1]))
+    store.publish(version)
+    path = store.version_path(version.name)
+    good = path.read_text()
+    data = json.loads(good)
+    assert data["segments"][0]["tombstones"] == [1]
+    data["segments"][0]["tombstones"] = [0]
+    path.write_text(json.dumps(data))
+    with pytest.raises(IndexCorruptError, match="segment list is not what was written"):
+        store.read_version(version.name)
+    data["segments"][0]["tombstones"], data["next_id"] = [1], 99  # other fields may be edited by hand
+    path.write_text(json.dumps(data))
+    assert store.read_version(version.name).next_id == 99
+    del data["segments_digest"]  # a manifest written before the digest: read as before
+    data["segments"][0]["tombstones"] = [0]
+    path.write_text(json.dumps(data))
+    assert store.read_version(version.name).segments[0].tombstones.tolist() == [0]

@@ -7,6 +7,7 @@
                "search_params": {"nprobe": 16}},
               {"name": "s...", "size": 900000, "deleted": 5000,
                "tombstones": {"file": "tombstones/<sha256>.npy", "count": 5000}, "search_params": {}}],
+ "segments_digest": "<sha256 of each segment's name, size and tombstones>",
  ... (whatever else the writer records: gallery, build counts, options)}
 ```
 Tombstones are a sorted int64 set per segment: inline up to ``INLINE_TOMBSTONES`` ids, else a content-addressed
@@ -34,7 +35,12 @@ TOMBSTONES = "tombstones"  # the folder of tombstone files, in the index folder
 TOMBSTONE_FILE = re.compile(rf"{TOMBSTONES}/[0-9a-f]{{32}}\.npy")  # what _write_array names one
 INLINE_TOMBSTONES = 64
 NO_IDS = np.zeros(0, dtype=np.int64)
-RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments")
+RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments",
+            "segments_digest")
+# SHA-256 (hex, 32 characters) over each segment's name, size and tombstones as written: a flipped digit in an inline
+# tombstone brings a deleted photo back and hides a live one, and would otherwise pass every other check (tombstone
+# files are checked by their names). A manifest written before it was recorded is not checked.
+SEGMENTS_DIGEST = "segments_digest"
 
 
 @dataclass(frozen=True, eq=False)  # holds an array: compare fields explicitly
@@ -118,7 +124,14 @@ def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], s
             tombstones = {"file": write_tombstones(ref.tombstones), "count": ref.deleted}
         refs.append({"name": ref.name, "size": ref.size, "deleted": ref.deleted, "tombstones": tombstones,
                      "search_params": ref.search_params})
-    return {**version.manifest(), "segments": refs}
+    return {**version.manifest(), "segments": refs, SEGMENTS_DIGEST: segments_digest(refs)}
+
+
+def segments_digest(refs: list) -> str:
+    """The digest of a manifest's segment list (see SEGMENTS_DIGEST); search parameters are left out (tuning)."""
+    listed = [[item.get("name"), item.get("size"), item.get("deleted"), item.get("tombstones")]
+              if isinstance(item, dict) else item for item in refs]
+    return hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def version_from_json(data: dict, root: Path, where: str) -> Version:
@@ -127,6 +140,10 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
         if data.get("format") != VERSION_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, not {VERSION_FORMAT}")
         refs = tuple(_ref_from_json(item, root) for item in data["segments"])
+        recorded = data.get(SEGMENTS_DIGEST)  # after the segments parse: what cannot be a segment is named as such
+        if recorded is not None and recorded != segments_digest(data["segments"]):
+            raise ValueError("its segment list is not what was written (the segments' digest differs): a changed "
+                             "size or tombstone would show deleted photos or hide live ones")
         version = Version(name=str(data["version"]), created_at=str(data["created_at"]), previous=data["previous"],
                           dim=_count(data["dim"], "dim"), next_id=_count(data["next_id"], "next_id"),
                           encoder=dict(data["encoder"]), segments=refs,
