@@ -131,6 +131,27 @@ def test_rebuild_and_compact_make_one_segment(make_gallery, build, tmp_path, cap
     assert rebuilt.embedded == 9 and [(s["size"], s["deleted"]) for s in manifest["segments"]] == [(9, 0)]
 
 
+def test_compact_keeps_the_factory_the_index_was_built_with_and_says_what_it_wrote(make_gallery, build, tmp_path,
+                                                                                     capsys):
+    """An index built with --index-factory IVF4,Flat was compacted into a Flat segment (the choice by size) that the
+    output and the version still called IVF4,Flat."""
+    gallery = make_gallery({"cat": 12, "dog": 12})
+    build(gallery=gallery, index_factory="IVF4,Flat")
+    write_photo(gallery / "owl" / "owl_0.jpg", 900)
+    build(gallery=gallery)
+    index_dir = tmp_path / "index"
+    assert main(["compact", str(index_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    manifest = live_manifest(index_dir)
+    segment = json.loads((index_dir / "segments" / manifest["segments"][0]["name"] / "segment.json").read_text())
+    assert result["factory"] == manifest["index"]["factory"] == segment["index"]["factory"] == "IVF4,Flat"
+    assert "nprobe" in result["search_params"]
+    assert main(["compact", str(index_dir), "--index-factory", "Flat", "--json"]) == 0  # asked for now: used
+    manifest = live_manifest(index_dir)
+    segment = json.loads((index_dir / "segments" / manifest["segments"][0]["name"] / "segment.json").read_text())
+    assert json.loads(capsys.readouterr().out)["factory"] == segment["index"]["factory"] == "Flat"
+
+
 def test_info_reports_segments_and_tombstones(make_gallery, build, tmp_path, capsys):
     gallery = make_gallery({"cat": 4})  # one deleted of 4: under the ratio that rewrites a segment
     build(gallery=gallery)

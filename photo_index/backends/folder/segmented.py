@@ -205,7 +205,10 @@ class SegmentedWriter:
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to compact.")
         options = self.options
-        merged = compact(self.store, base, factory=factory, device=options.faiss_device,
+        # the factory asked for now, else the one the index was built with on request (--index-factory), else
+        # the choice by size; the merged segment says which it got
+        requested = factory or base.fields.get("index_factory_option")
+        merged = compact(self.store, base, factory=requested, device=options.faiss_device,
                          recall_target=options.recall_target, progress=options.progress)
         if merged is base:
             return base, base
@@ -213,11 +216,10 @@ class SegmentedWriter:
         if queries is not None:
             merged, _ = tune_version(self.store, merged, queries, recall_target=options.recall_target,
                                      only=set(merged.segment_names()) - set(base.segment_names()))
-        factory = factory or base.fields.get("index", {}).get("factory") or "Flat"
+        used = self.store.segment_info(merged.segments[0].name).index.get("factory") if merged.segments else None
         merged = replace(merged, previous=base.name, fields={
-            **merged.fields, "index": self._index_section(merged, factory),
-            "index_factory_option": factory if factory != base.fields.get("index", {}).get("factory") else
-            base.fields.get("index_factory_option"),
+            **merged.fields, "index": self._index_section(merged, used or requested or "Flat"),
+            "index_factory_option": requested,
             "compacted": {"at": utc_now(), "segments_before": len(base.segments), "deleted_before": base.deleted}})
         self.store.publish(merged)
         return base, merged
