@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,10 +178,21 @@ def _full_checks(reader: Reader) -> list[str]:
 
 
 def reindex_command(manifest: dict) -> str:
-    """The build command that brings a version back in line with its gallery (paths are the building host's)."""
+    """The build command that brings a version back in line with its gallery, with the encoder it was embedded by
+    (another encoder's build is refused): paths are the building host's."""
     kind, _, where = str(manifest.get("gallery", {}).get("source", "")).partition(":")
     flag = {"folder": "--gallery", "manifest": "--manifest"}.get(kind)
-    return f"python -m index_builder build {flag} {where}" if flag and where else "python -m index_builder build"
+    words = ["python", "-m", "index_builder", "build", *([flag, where] if flag and where else [])]
+    encoder = manifest.get("encoder") if isinstance(manifest.get("encoder"), dict) else {}
+    config = encoder.get("config") if isinstance(encoder.get("config"), dict) else {}
+    if encoder.get("checkpoint"):
+        words += ["--checkpoint", str(encoder["checkpoint"])]
+    else:  # the frozen baseline: its backbone and weights are the whole encoder
+        words += [item for name in ("backbone", "pretrained") if config.get(name)
+                  for item in (f"--{name}", str(config[name]))]
+        if config.get("activation") == "quick_gelu":
+            words += ["--activation", "quick_gelu"]
+    return shlex.join(words)
 
 
 def missing_gallery_files(reader: Reader, ids: np.ndarray) -> list[str]:

@@ -75,6 +75,28 @@ def test_verify_reports_gallery_photos_deleted_since_the_build(make_gallery, tmp
     assert main(["verify", str(index_dir)]) == 0
 
 
+def test_the_reindex_command_verify_prints_runs_with_the_indexs_encoder(make_gallery, tmp_path, capsys,
+                                                                         tiny_encoder):
+    """It named the gallery only: run as printed, a build of a checkpoint's index was refused (another encoder)."""
+    import shlex
+
+    from encoder import save_checkpoint
+
+    checkpoint = save_checkpoint(tiny_encoder, tmp_path / "prompts.safetensors")
+    gallery = make_gallery({"cat": 3, "dog": 2})
+    index_dir = tmp_path / "index"
+    quiet = ["--out", str(index_dir), "--workers", "0", "--no-progress"]
+    assert main(["build", "--gallery", str(gallery), "--checkpoint", str(checkpoint), *quiet]) == 0
+    (gallery / "dog" / "dog_1.png").unlink()
+    capsys.readouterr()
+    assert main(["verify", str(index_dir)]) == 1
+    printed = capsys.readouterr().err.split("re-index with `", 1)[1].split("`", 1)[0]
+    words = shlex.split(printed)
+    assert words[:4] == ["python", "-m", "index_builder", "build"] and str(checkpoint) in words
+    assert main([*words[3:], *quiet]) == 0
+    assert main(["verify", str(index_dir)]) == 0
+
+
 def _segment_json(index_dir: Path) -> Path:
     return next((index_dir / "segments").glob("*/segment.json"))
 
