@@ -26,7 +26,8 @@ FLAGS = {
     "--max-stroke-points": ("max_stroke_points", int), "--cors-origins": ("cors_origins", str),
     "--reload-interval-s": ("reload_interval_s", float), "--thumbnail-cache-mb": ("thumbnail_cache_mb", int),
     "--text-weight": ("text_weight", float), "--max-text-chars": ("max_text_chars", int),
-    "--photo-url-ttl-s": ("photo_url_ttl_s", int),
+    "--photo-url-ttl-s": ("photo_url_ttl_s", int), "--max-results": ("max_results", int),
+    "--query-sample": ("query_sample", int), "--query-sample-path": ("query_sample_path", str),
     "--body-timeout-s": ("body_timeout_s", float), "--max-bodies-in-flight": ("max_bodies_in_flight", int),
     "--max-bodies-per-client": ("max_bodies_per_client", int), "--header-timeout-s": ("header_timeout_s", float),
     "--http-parser": ("http_parser", str),
@@ -34,7 +35,8 @@ FLAGS = {
     "--limit-concurrency": ("limit_concurrency", int), "--timeout-keep-alive-s": ("timeout_keep_alive_s", float),
     "--engine": ("engine", str), "--milvus-uri": ("milvus_uri", str), "--collection": ("collection", str),
     "--milvus-timeout-s": ("milvus_timeout_s", float), "--milvus-consistency": ("milvus_consistency", str),
-}  # API keys and the URL secret have no flags: a command line is visible to every user of the host
+}  # API keys, the URL secret and the Milvus token have no flags: a command line is visible to every user of the host
+SECRETS = ("api_key", "api_keys", "admin_keys", "url_secret", "milvus_token")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
         env = name.upper() if name in ("host", "port") else f"SBIR_{name.upper()}"
         parser.add_argument(flag, dest=name, type=kind, default=None,
                             help=f"{fields[name].description or name} (env {env})")
-    parser.add_argument("--metrics-require-key", dest="metrics_require_key", action="store_true", default=None,
-                        help=f"{fields['metrics_require_key'].description} (env SBIR_METRICS_REQUIRE_KEY)")
+    for name in ("metrics_require_key", "hide_paths"):  # switches: on when given, else the environment's
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action="store_true", default=None,
+                            help=f"{fields[name].description} (env SBIR_{name.upper()})")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_encoder_args(parser)
     return parser

@@ -14,6 +14,16 @@ def test_help_lists_the_settings_flags():
         assert flag in text
 
 
+def test_every_setting_but_the_secrets_is_a_flag():
+    """docs/app.md: each variable is also a flag (--max-results, --hide-paths and the query sample's were not)."""
+    from app.__main__ import SECRETS
+    from app.settings import Settings
+
+    flags = {action.dest for action in build_parser()._actions}
+    assert [name for name in Settings.model_fields if name not in flags and name not in SECRETS] == []
+    assert not flags & set(SECRETS)
+
+
 def test_unavailable_weights_stop_with_the_encoders_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
