@@ -217,8 +217,9 @@ def _request(picture: Literal["image", "strokes"] | None, payload: bytes | dict 
 
 
 def _without_picture(params: Mapping[str, Any]) -> bool:
-    """The request names a query of its own (text or a liked photo), so no sketch is needed."""
-    return any(params.get(name) not in (None, "") for name in ("text", "like"))
+    """The request names a query of its own (text or a liked photo), so no sketch is needed: a blank one included,
+    which its own check then refuses by name ("text is empty") rather than as a missing sketch."""
+    return any(params.get(name) is not None for name in ("text", "like"))
 
 
 async def _parse_form(request: Request, body: bytes, limits: QueryLimits, multipart: bool) -> SearchRequest:

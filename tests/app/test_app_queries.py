@@ -256,6 +256,10 @@ def test_bad_query_fields_in_json_are_422(client, payload, code, words):
 
 def test_bad_query_fields_in_forms_and_query_strings_are_422(client, stored):
     refused(client.post("/search", data={"text": "   "}), 422, "bad_text", "empty")
+    # a multipart form's blank text alone (curl -F text=) was "missing_sketch", as if no text had been sent
+    refused(client.post("/search", data={"text": ""}, files={"other": ("", b"", "text/plain")}), 422, "bad_text",
+            "empty")
+    refused(client.post("/search?text="), 422, "bad_text", "empty")
     refused(client.post("/search", data={"text": "apple", "text_weight": "nan"}), 422, "bad_text_weight", "0 and 1")
     refused(client.post("/search?text=apple&text_weight=inf"), 422, "bad_text_weight", "0 and 1")
     refused(client.post("/search?like=-3"), 422, "bad_like", "0 or more")
