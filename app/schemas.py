@@ -110,7 +110,8 @@ class Info(BaseModel):
                                       "with another encoder, damaged, unreadable); the previous one, if any, "
                                       "keeps serving. null when the published version is the one served")
     index_segments: int = Field(1, description="segments of the served index (a one-copy or Milvus version: 1)")
-    index_deleted: int = Field(0, description="deleted photos (tombstones) still held by its segments until a "
+    index_deleted: int = Field(0, description="tombstones: rows of deleted or replaced photos (a changed photo's "
+                               "old row) still held by its segments until a "
                                "merge or `compact` rewrites them")
     categories: list[str]
     api_key_required: bool

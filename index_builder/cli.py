@@ -305,7 +305,8 @@ def _info(args: argparse.Namespace) -> int:
           f" checkpoint {data['encoder']['checkpoint']}")
     print(f"  index {index['engine']} {index['factory']} search {index['search_params']}")
     if index.get("layout") == "segments":
-        print(f"  {len(index['segments'])} segment(s), {index['deleted']} deleted photos (tombstones): "
+        print(f"  {len(index['segments'])} segment(s), {index['deleted']} tombstone(s) (rows of deleted or replaced "
+              "photos): "
               + ", ".join(f"{s['size'] - s['deleted']} live/{s['size']} {s['factory']}" for s in index["segments"]))
     print(f"  gallery {data['gallery']['source']}")
     print(f"  versions: {', '.join(data['versions'])}")

@@ -161,7 +161,7 @@ def test_info_reports_segments_and_tombstones(make_gallery, build, tmp_path, cap
     index = json.loads(capsys.readouterr().out)["index"]
     assert index["layout"] == "segments" and index["deleted"] == 1 and len(index["segments"]) == 1
     assert main(["info", str(tmp_path / "index")]) == 0
-    assert "1 segment(s), 1 deleted" in capsys.readouterr().out
+    assert "1 segment(s), 1 tombstone(s) (rows of deleted or replaced photos)" in capsys.readouterr().out
 
 
 def test_compact_of_a_missing_index_is_a_clear_error(tmp_path, capsys):
