@@ -165,12 +165,15 @@ def parse_category(value: Any) -> str | None:
     return value.strip() or None
 
 
-def _json_object(data: bytes | str) -> dict:
-    """The drawing's JSON object (one JSON value, or ndjson whose first line is used)."""
+def _json_object(data: bytes | str, *, strokes_field: bool = False) -> dict:
+    """The drawing's JSON object (one JSON value, or ndjson whose first line is used). In a form's ``strokes``
+    field a bare list is the strokes themselves (the field names what it holds)."""
     try:
         obj = load_drawing_json(data)
     except StrokeFormatError as error:
         raise APIError(422, "bad_json", str(error)) from None
+    if strokes_field and isinstance(obj, list):
+        obj = {"strokes": obj}
     if not isinstance(obj, dict):
         raise APIError(422, "bad_strokes", 'Strokes must be a JSON object with a "strokes" or "drawing" field.')
     return obj
@@ -273,9 +276,10 @@ async def _form_picture(form: FormData, required: bool) -> tuple[Literal["image"
     if not isinstance(sketch, UploadFile):
         if isinstance(strokes, UploadFile):
             data = await strokes.read()
-            return "strokes", data if looks_like_svg(data) else _json_object(data)
+            return "strokes", data if looks_like_svg(data) else _json_object(data, strokes_field=True)
         if isinstance(strokes, str):
-            return "strokes", strokes.encode() if looks_like_svg(strokes) else _json_object(strokes)
+            return "strokes", strokes.encode() if looks_like_svg(strokes) else _json_object(strokes,
+                                                                                            strokes_field=True)
         # One image (or SVG drawing) under another name ("file", "image", "photo", ...) is taken as the picture.
         for value in form.values():
             if isinstance(value, UploadFile) and _is_picture(await value.read(4096)):

@@ -194,5 +194,6 @@ def add_encoder_args(parser: argparse.ArgumentParser, *, checkpoint: bool = True
         group.add_argument(
             "--checkpoint",
             default=os.environ.get("SBIR_CHECKPOINT") or None,
-            help="trained prompts (.safetensors); omitted: the frozen-CLIP baseline (env SBIR_CHECKPOINT)",
+            help="trained prompts (.safetensors); omitted or '': the frozen-CLIP baseline (env SBIR_CHECKPOINT, "
+                 "which --checkpoint '' overrides)",
         )

@@ -83,6 +83,11 @@ def test_search_with_strokes_as_a_form_field(client):
     response = client.post("/search", data={"strokes": json.dumps(STROKES), "k": "3"},
                            files={"unused": ("a.txt", b"x", "text/plain")})
     assert response.status_code == 200 and response.json()["input"] == "strokes"
+    # the field names what it holds: the strokes alone (a bare list) are read too, urlencoded or multipart
+    bare = json.dumps(STROKES["strokes"])
+    for files in (None, {"unused": ("a.txt", b"x", "text/plain")}):
+        answer = client.post("/search", data={"strokes": bare, "k": "3"}, files=files)
+        assert answer.status_code == 200 and answer.json()["results"] == response.json()["results"], answer.text
 
 
 def test_category_filter_returns_only_that_category(client):
