@@ -152,11 +152,6 @@ class IndexHolder:
                 log.info("the vector index server is reachable again")
                 self.unavailable = None
             if version is None:
-                if self._loaded is None and self._has_versions():  # deleted or emptied by hand, or a copy missed it
-                    if self._note_pointer("The index pointer (`current`) is missing or empty, but the index holds "
-                                          "versions.", "The index pointer is missing or empty."):
-                        return self._fall_back()
-                    return False
                 self._pointer_problem = None
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
@@ -239,12 +234,6 @@ class IndexHolder:
         if self._loaded is None:
             self.problem = reason
         return True
-
-    def _has_versions(self) -> bool:
-        try:
-            return bool(self.source.versions())
-        except (OSError, SBIRError):
-            return False
 
     def _fall_back(self) -> bool:
         """While nothing is served: serve the newest version that passes the checks, with a warning."""

@@ -11,7 +11,14 @@ import time
 
 import httpx
 import pytest
-from sketch_search_client import AsyncClient, Client, InputError, ServiceUnreachableError, UnexpectedAnswerError
+from sketch_search_client import (
+    AsyncClient,
+    Client,
+    InputError,
+    ServiceError,
+    ServiceUnreachableError,
+    UnexpectedAnswerError,
+)
 
 from tests.app.support import loopback_http
 
@@ -26,13 +33,16 @@ def endless_server():
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):  # noqa: N802 - http.server's name
+            short = "/short" in self.path  # 15 bytes over 1.5 s, then the end
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(10**12))
+            self.send_header("Content-Type", "image/png" if short else "application/json")
+            self.send_header("Content-Length", str(15 if short else 10**12))
             self.end_headers()
-            piece, pause = (b" ", 0.1) if self.path.startswith("/drip") else (b" " * 65536, 0)
+            piece, pause = (b" ", 0.1) if self.path.startswith(("/drip", "/short")) else (b" " * 65536, 0)
             try:
-                while not stop.is_set():
+                for _ in range(15) if short else iter(int, 1):
+                    if stop.is_set():
+                        break
                     self.wfile.write(piece)
                     self.wfile.flush()
                     time.sleep(pause)
@@ -107,6 +117,16 @@ def test_max_answer_bytes_is_a_whole_number_above_0(bad):
 
 def test_httpx_timeout_forms_stay_per_step(endless_server):
     """An httpx.Timeout (or None) is httpx's own per-step setting: no total bound is added to it."""
-    with Client(endless_server, timeout=httpx.Timeout(5.0), max_answer_bytes=2**20) as client, \
-            pytest.raises(UnexpectedAnswerError, match="max_answer_bytes"):
+    with Client(endless_server + "/short", timeout=httpx.Timeout(1.0)) as client:
+        assert client.photo(1) == b" " * 15  # 1.5 s in all, each byte within the second
+    with Client(endless_server + "/short", timeout=1.0) as client, pytest.raises(ServiceUnreachableError):
+        client.photo(1)
+
+
+def test_a_refusal_keeps_the_reason_phrase_it_came_with():
+    """Rebuilt from the streamed body, the answer lost its extensions: an empty 520's reason became ''."""
+    transport = httpx.MockTransport(lambda request: httpx.Response(
+        520, content=b"", extensions={"reason_phrase": b"Origin Is Unreachable"}))
+    with Client("http://sketch.test", transport=transport) as client, \
+            pytest.raises(ServiceError, match="520 http_520: Origin Is Unreachable"):
         client.info()

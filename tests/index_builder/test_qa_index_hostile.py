@@ -272,24 +272,47 @@ def test_a_next_id_set_back_never_hands_out_a_live_photos_id_again(make_gallery,
         assert len(set(ids)) == 4 and reader.record(3).path.endswith("new.jpg")
 
 
-@pytest.mark.parametrize("pointer", [b"\xff\xfe\x00garbage", b"", b"../../etc\n", None])
+@pytest.mark.parametrize("pointer", [b"\xff\xfe\x00garbage", b"", b"../../etc\n"])
 def test_a_damaged_pointer_stops_the_build_instead_of_renumbering_every_photo(make_gallery, tmp_path, capsys,
                                                                             pointer):
-    """None: the pointer deleted beside its versions (by hand, a copy that missed it) started a build from nothing."""
     gallery = make_gallery({"cat": 3})
     index_dir = tmp_path / "index"
     args = ["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]
     assert main(args) == 0
     live = current_version(index_dir)
     capsys.readouterr()
-    damage = (lambda: (index_dir / "current").unlink()) if pointer is None else \
-        (lambda: (index_dir / "current").write_bytes(pointer))
-    damage()
+    (index_dir / "current").write_bytes(pointer)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "index pointer" in err and f"the newest is {live}" in err and "--rebuild" in err
     assert (index_dir / "versions" / f"{live}.json").is_file()  # nothing was replaced
     (index_dir / "current").write_text(live + "\n")  # the repair the message names
     assert main(args) == 0 and "unchanged" in capsys.readouterr().out
-    damage()
+    (index_dir / "current").write_bytes(pointer)
     assert main([*args, "--rebuild"]) == 0 and current_version(index_dir) not in (None, live)
+
+
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_missing_pointer_beside_versions_is_named_again_and_built_on(make_gallery, tmp_path, capsys, changed):
+    """A first build killed between its version and its pointer, or a pointer deleted by hand: the build started
+    from nothing and renumbered every photo. It now builds on the newest version and names it again, also when
+    nothing changed (no new version is written then)."""
+    gallery = make_gallery({"cat": 3})
+    index_dir = tmp_path / "index"
+    args = ["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    (gallery / "cat" / "cat_0.jpg").unlink()
+    assert main(args) == 0
+    live = current_version(index_dir)
+    with IndexReader.open(index_dir) as reader:
+        ids = {record.path: record.id for record in reader.records(reader.vectors()[0])}
+    (index_dir / "current").unlink()
+    if changed:
+        write_photo(gallery / "cat" / "late.jpg", 55)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert current_version(index_dir) is not None and (current_version(index_dir) == live) is not changed
+    with IndexReader.open(index_dir) as reader:
+        after = {record.path: record.id for record in reader.records(reader.vectors()[0])}
+    assert {path: after[path] for path in ids} == ids  # no photo renumbered, deleted ids not reused
+    assert not changed or after[str(gallery / "cat" / "late.jpg")] == 3

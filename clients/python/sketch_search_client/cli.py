@@ -29,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get(ENV_KEY),
                         help=f"X-API-Key, when the service needs one (env {ENV_KEY})")
     parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds a request may take in all, answer included")
+                        help="seconds a request may take, answer included (checked between the parts of the answer)")
     commands = parser.add_subparsers(dest="command", required=True)
     query = commands.add_parser("query", help="find the photos closest to a sketch, a photo or words")
     query.add_argument("sketch", nargs="?", type=Path, help="an image, an SVG drawing, or JSON strokes (.json/.ndjson)")

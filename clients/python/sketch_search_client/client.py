@@ -112,7 +112,8 @@ def _whole(response: httpx.Response, body: bytes) -> httpx.Response:
     """The streamed answer as one response holding its decoded body (so it is not decoded a second time)."""
     headers = [(name, value) for name, value in response.headers.multi_items()
                if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
-    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request)
+    return httpx.Response(response.status_code, headers=headers, content=body, request=response.request,
+                          extensions=response.extensions, history=response.history)  # reason phrase, HTTP version
 
 
 def _secrets(options: dict[str, Any]) -> list[str]:
@@ -140,7 +141,8 @@ class Client:
 
     def _call(self, call: protocol.Call[T]) -> T:
         # Blocking sockets cannot be interrupted from here: every wait is cut to the time left when the call
-        # starts, and the budget is checked after each part of the answer.
+        # starts, and the budget is checked after each part of the answer's body (a server that drips its headers,
+        # or reads an upload slowly, can hold the call longer: AsyncClient's bound is exact).
         budget = _Budget(self._timeout, self._max_bytes, self.url)
         left = budget.left()
         with _talking_to(self.url, self._secrets):
@@ -201,8 +203,9 @@ class AsyncClient:
 
     async def _call(self, call: protocol.Call[T]) -> T:
         budget = _Budget(self._timeout, self._max_bytes, self.url)
+        deadline = asyncio.timeout(budget.left())  # exact here: the whole call is cancelled at the deadline
         try:
-            async with asyncio.timeout(budget.left()):  # exact here: the whole call is cancelled at the deadline
+            async with deadline:
                 with _talking_to(self.url, self._secrets):
                     request = self._http.build_request(call.method, call.path, **call.request)
                     async with contextlib.aclosing(await self._http.send(request, stream=True)) as response:
@@ -211,6 +214,8 @@ class AsyncClient:
                             budget.took(chunk, response.status_code)
                             body += chunk
         except TimeoutError:
+            if not deadline.expired():  # some other TimeoutError: not this call's deadline
+                raise
             raise budget.out_of_time() from None
         return call.read(_whole(response, bytes(body)))
 

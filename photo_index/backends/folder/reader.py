@@ -16,7 +16,16 @@ from ... import checks
 from ...api import PhotoRecord, Reader, StoredRows, TrustSample
 from ...arrays import load_array
 from ...errors import IndexCorruptError, IndexNotFoundError
-from ...format import IDS, METADATA, VECTORS, IndexLayout, checksum_problems, read_manifest, read_pointer
+from ...format import (
+    CURRENT,
+    IDS,
+    METADATA,
+    VECTORS,
+    IndexLayout,
+    checksum_problems,
+    read_manifest,
+    read_pointer,
+)
 from ...queries import checked_queries, no_hits
 from .faiss_index import FaissEngine, FaissIndex
 from .records import MetadataStore
@@ -181,7 +190,17 @@ class FolderSource:
         return str(self.index_dir)
 
     def current(self) -> str | None:
-        return read_pointer(self.index_dir)
+        """The published version; an empty pointer, or none beside versions (deleted by hand, a copy that missed
+        it, a first build killed before its switch), is damage: the service then serves the newest good version."""
+        name = read_pointer(self.index_dir)
+        if name is None:
+            pointer = self.index_dir / CURRENT
+            if pointer.is_file():  # written whole or not at all (a rename)
+                raise IndexCorruptError(f"The index pointer {pointer} is empty.")
+            if not pointer.exists() and self.versions():
+                raise IndexCorruptError(f"The index pointer {pointer} is missing, but the index holds versions (a "
+                                        "build names the newest again).")
+        return name
 
     def open(self, device: str = "cpu") -> Reader:
         return self._open(self.current(), device)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ...api import FROM_PREVIOUS, PhotoRecord, PublishOptions, StoredRows, TrustSample, VersionContent
-from ...atomic import write_json
+from ...atomic import write_atomic, write_json
 from ...errors import BuildError, IndexCorruptError, IndexNotFoundError
 from ...format import CHECKSUM_MAX_BYTES, CURRENT, REQUIRED, IndexLayout, expired, field_of, read_pointer, utc_now
 from ...location import FolderLocation
@@ -119,6 +119,7 @@ class SegmentedWriter:
         self.policy = policy or TieredMergePolicy()
         self.where = str(self.layout.root)
         self.notes: list[str] = []
+        self._base_note: str | None = None  # how the base was found when `current` could not say (a note)
 
     def previous(self, rebuild: bool) -> Base | None:
         name = self._live_name(rebuild)
@@ -126,28 +127,38 @@ class SegmentedWriter:
             return None
         what = f"The current version of {self.layout.root}"
         if self.store.is_segmented(name):
-            return live_base(lambda: SegmentedPrevious(self.store, self.store.read_version(name)), rebuild=rebuild,
+            base = live_base(lambda: SegmentedPrevious(self.store, self.store.read_version(name)), rebuild=rebuild,
                              what=what)
-        return live_base(lambda: PreviousVersion(self.layout.current_dir()), rebuild=rebuild, what=what)
+        else:
+            base = live_base(lambda: PreviousVersion(self.layout.version_dir(name)), rebuild=rebuild, what=what)
+        if base is not None and self._base_note:  # the base opened: `current` names it again (even if unchanged)
+            write_atomic(self.layout.root / CURRENT, name + "\n")
+        return base
 
     def _live_name(self, rebuild: bool) -> str | None:
         """The version ``current`` names. A damaged pointer (garbage, a path, empty) is refused: a build from
         nothing would hand every photo a new id beside intact versions. With ``rebuild``: None, start over."""
         pointer = self.layout.root / CURRENT
+        versions = sorted(self.layout.versions() + self.store.versions())  # either format
         try:
             name = read_pointer(self.layout.root)
             if name is None and pointer.is_file():  # written whole or not at all (a rename): empty is damage
                 raise IndexCorruptError(f"The index pointer {pointer} is empty.")
-            if name is None and self.store.versions():  # deleted by hand, or a copy that missed it
-                what = "a folder" if pointer.is_dir() else "missing"
-                raise IndexCorruptError(f"The index pointer {pointer} is {what}, but the index holds versions.")
+            if name is None and pointer.is_dir() and versions:
+                raise IndexCorruptError(f"The index pointer {pointer} is a folder.")
         except IndexCorruptError as error:
             if rebuild:
                 return None
-            versions = self.store.versions()
             newest = f" (the newest is {versions[-1]})" if versions else ""
             raise BuildError(f"{error} The versions stay as they are: write the name of the one to serve into "
                              f"{pointer}{newest}, or run with --rebuild to start over with new ids.") from None
+        if name is None and versions and not rebuild:
+            # No pointer beside versions: a first build killed between its version and the pointer, or a pointer
+            # deleted by hand. Building on the newest keeps every id (a build from nothing would renumber them);
+            # publishing writes the pointer again.
+            self._base_note = (f"{pointer} was missing: it names the newest version, {versions[-1]}, again, and "
+                               "this build went on from it")
+            return versions[-1]
         return name
 
     def resolve_factory(self, size: int, dim: int, requested: str | None) -> str:
@@ -159,7 +170,7 @@ class SegmentedWriter:
             return self._write(content, previous, manifest, report)
 
     def _write(self, content: VersionContent, previous: Base | None, manifest: Mapping, report: Mapping) -> str:
-        self.notes = []
+        self.notes = [self._base_note] if self._base_note else []
         dim = int(manifest["dim"])
         requested = manifest.get("index_factory_option")
         fresh = previous is None or self.options.rebuild or previous.fingerprint != manifest["encoder"]["fingerprint"] \
