@@ -124,14 +124,16 @@ def version_to_json(version: Version, write_tombstones: Callable[[np.ndarray], s
             tombstones = {"file": write_tombstones(ref.tombstones), "count": ref.deleted}
         refs.append({"name": ref.name, "size": ref.size, "deleted": ref.deleted, "tombstones": tombstones,
                      "search_params": ref.search_params})
-    return {**version.manifest(), "segments": refs, SEGMENTS_DIGEST: segments_digest(refs)}
+    return {**version.manifest(), "segments": refs, SEGMENTS_DIGEST: segments_digest(version.name, refs)}
 
 
-def segments_digest(refs: list) -> str:
-    """The digest of a manifest's segment list (see SEGMENTS_DIGEST); search parameters are left out (tuning)."""
+def segments_digest(name: str, refs: list) -> str:
+    """``<version name>:<digest>`` of a manifest's segment list (see SEGMENTS_DIGEST); search parameters are left
+    out (tuning). The name binds it to its version: older code keeps unknown fields and would copy a stale digest
+    into the versions it writes (after a rollback), which must read as unrecorded, not as damage."""
     listed = [[item.get("name"), item.get("size"), item.get("deleted"), item.get("tombstones")]
               if isinstance(item, dict) else item for item in refs]
-    return hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest()[:32]
+    return f"{name}:{hashlib.sha256(json.dumps(listed, sort_keys=True).encode()).hexdigest()[:32]}"
 
 
 def version_from_json(data: dict, root: Path, where: str) -> Version:
@@ -140,8 +142,11 @@ def version_from_json(data: dict, root: Path, where: str) -> Version:
         if data.get("format") != VERSION_FORMAT:
             raise ValueError(f"format is {data.get('format')!r}, not {VERSION_FORMAT}")
         refs = tuple(_ref_from_json(item, root) for item in data["segments"])
-        recorded = data.get(SEGMENTS_DIGEST)  # after the segments parse: what cannot be a segment is named as such
-        if recorded is not None and recorded != segments_digest(data["segments"]):
+        # after the segments parse (what cannot be a segment is named as such); a digest of another version's name
+        # was copied by older code, which does not write one
+        recorded = data.get(SEGMENTS_DIGEST)
+        if isinstance(recorded, str) and recorded.startswith(f"{data['version']}:") \
+                and recorded != segments_digest(str(data["version"]), data["segments"]):
             raise ValueError("its segment list is not what was written (the segments' digest differs): a changed "
                              "size or tombstone would show deleted photos or hide live ones")
         version = Version(name=str(data["version"]), created_at=str(data["created_at"]), previous=data["previous"],
