@@ -45,6 +45,10 @@ def _row_to_record(row: tuple) -> PhotoRecord:
     )
 
 
+# SQLite's primary result codes for the disk (sqlite3.Error.sqlite_errorcode & 0xFF)
+SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN = 10, 13, 14
+
+
 def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_000) -> int:
     """Create ``path`` (must not exist) holding ``records``; returns the row count."""
     conn = sqlite3.connect(path)
@@ -64,12 +68,15 @@ def write_metadata(path: Path, records: Iterable[PhotoRecord], batch: int = 10_0
         count += len(rows)
         conn.commit()
     except sqlite3.Error as error:
-        if "full" in str(error):  # SQLITE_FULL: the disk, in SQLite's words
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        if code == SQLITE_FULL or "full" in str(error):  # the disk, in SQLite's words
             raise no_space(path, str(error)) from None
-        # SQLite names only ENOSPC as full: a quota or a file-size limit is a "disk I/O error", which callers must
-        # see as the OSError it is (the build stops with one line; the live version is untouched)
-        raise OSError(errno.EIO, f"SQLite could not write the metadata ({error}; a disk quota or a file-size "
-                      "limit?)", str(path)) from None
+        if code in (SQLITE_IOERR, SQLITE_CANTOPEN):
+            # SQLite names only ENOSPC as full: a quota or a file-size limit is a "disk I/O error", which callers
+            # must see as the OSError it is (the build stops with one line; the live version is untouched)
+            raise OSError(errno.EIO, f"SQLite could not write the metadata ({error}; a disk quota or a file-size "
+                          "limit?)", str(path)) from None
+        raise  # a constraint or misuse: a bug, not the disk
     finally:
         conn.close()
     return count
