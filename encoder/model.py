@@ -84,11 +84,14 @@ def _sample_values(name: str, values: object) -> np.ndarray:
 def compact_sample(sample: dict[str, list[float]], names: int = SAMPLE_NAMES) -> dict[str, list[float]]:
     """``names`` weights of a backbone sample, spread evenly over its sorted names (the same ones for the same
     architecture): what an index manifest records of the weights its vectors came from."""
-    ordered = sorted(sample)
-    if len(ordered) <= names:
-        return {name: sample[name] for name in ordered}
-    picks = sorted({round(i * (len(ordered) - 1) / (names - 1)) for i in range(names)})
-    return {ordered[i]: sample[ordered[i]] for i in picks}
+    return {name: sample[name] for name in _spread(sorted(sample), names)}
+
+
+def _spread(ordered: list[str], count: int) -> list[str]:
+    """``count`` of ``ordered``, evenly spaced, first and last included (all of them when there are fewer)."""
+    if len(ordered) <= count:
+        return ordered
+    return [ordered[i] for i in sorted({round(i * (len(ordered) - 1) / (count - 1)) for i in range(count)})]
 
 
 class PromptedCLIP(nn.Module):
@@ -184,6 +187,19 @@ class PromptedCLIP(nn.Module):
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         return {name: p.detach().cpu().contiguous() for name, p in self.trainable_parameters().items()}
+
+    def weights_digest(self) -> str:
+        """A hash of the sampled backbone weights that a bf16 copy of them shares (each value is taken to bf16
+        first, as casting the model does): it changes when the weights do, not with the precision they run in."""
+        tensors = {name: tensor.detach().reshape(-1) for name, tensor in self.clip.named_parameters()
+                   if tensor.is_floating_point() and tensor.numel()}
+        digest = hashlib.sha256()
+        for name in _spread(sorted(tensors), SAMPLE_NAMES):
+            flat = tensors[name]
+            values = torch.cat([flat[:SAMPLE_VALUES], flat[-SAMPLE_VALUES:]]).to(torch.bfloat16).float().cpu()
+            digest.update(name.encode())
+            digest.update(values.numpy().tobytes())
+        return digest.hexdigest()[:16]
 
     def backbone_sample(self) -> dict[str, list[float]]:
         """A few values of every backbone weight (the first and last ``SAMPLE_VALUES``): what a checkpoint records

@@ -10,8 +10,6 @@ written before it was recorded is not checked for them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from encoder import PREPROCESSING_VERSION, PromptedCLIP
@@ -34,10 +32,7 @@ def encoder_section(encoder: PromptedCLIP, checkpoint: str | None = None) -> dic
 
 def embedding_identity(encoder: PromptedCLIP) -> str:
     """One string that changes whenever the vectors of a photo would (for staged vectors of a resumed build)."""
-    rounded = {name: [float(f"{value:.3g}") for value in values]
-               for name, values in compact_sample(encoder.backbone_sample()).items()}
-    weights = hashlib.sha256(json.dumps(rounded, sort_keys=True).encode()).hexdigest()[:16]
-    return f"{encoder.fingerprint()}/preprocessing-{PREPROCESSING_VERSION}/weights-{weights}"
+    return f"{encoder.fingerprint()}/preprocessing-{PREPROCESSING_VERSION}/weights-{encoder.weights_digest()}"
 
 
 def weights_mismatch(manifest: dict, backbone_sample: dict[str, list[float]]) -> str | None:

@@ -69,3 +69,15 @@ def test_a_bf16_copy_of_the_weights_matches_and_an_older_or_damaged_record_is_to
     damaged = {name: {"x": 1} for name in recorded}
     for record in (damaged, ["not", "a", "mapping"]):
         assert "damaged record" in weights_mismatch({"version": "v1", "encoder": {"weights_sample": record}}, sample)
+
+
+def test_a_resumed_builds_staging_survives_a_change_of_precision():
+    """The identity hashed weights rounded to 3 digits, which a bf16 cast moves: a build killed on a GPU (bf16) and
+    resumed on a CPU (fp32) threw its staged vectors away. Vectors of either precision mix (encoder/precision.py)."""
+    from encoder.precision import PrecisionChoice, apply_precision
+
+    config = EncoderConfig(backbone=TINY, pretrained="none", prompts=None)
+    fp32, bf16 = build_encoder(config, "cpu"), build_encoder(config, "cpu")
+    apply_precision(bf16, PrecisionChoice("bf16", "bf16", "test"))
+    assert bf16.weights_dtype == torch.bfloat16
+    assert embedding_identity(bf16) == embedding_identity(fp32)
