@@ -187,11 +187,9 @@ def reindex_command(manifest: dict) -> str:
     config = encoder.get("config") if isinstance(encoder.get("config"), dict) else {}
     if encoder.get("checkpoint"):
         words += ["--checkpoint", str(encoder["checkpoint"])]
-    else:  # the frozen baseline: its backbone and weights are the whole encoder
-        words += [item for name in ("backbone", "pretrained") if config.get(name)
-                  for item in (f"--{name}", str(config[name]))]
-        if config.get("activation") == "quick_gelu":
-            words += ["--activation", "quick_gelu"]
+    else:  # the frozen baseline: its backbone and weights are the whole encoder (and no SBIR_CHECKPOINT applies)
+        words += [item for name in ("backbone", "pretrained", "activation") if config.get(name)
+                  for item in (f"--{name}", str(config[name]))] + ["--checkpoint", ""]
     return shlex.join(words)
 
 

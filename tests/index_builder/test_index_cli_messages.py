@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -71,15 +72,17 @@ def test_verify_reports_gallery_photos_deleted_since_the_build(make_gallery, tmp
     assert "FAILED, 1 problem(s)" in captured.out
     assert "1 indexed photo file(s) are gone from the gallery" in captured.err and "dog_1.png" in captured.err
     assert f"python -m index_builder build --gallery {gallery}" in captured.err  # how to bring it back in line
-    assert main(["build", "--gallery", str(gallery), "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 0
+    # run as printed, also where SBIR_CHECKPOINT is set (a serving host): the baseline's command says --checkpoint ''
+    printed = captured.err.split("re-index with `", 1)[1].split("`", 1)[0]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SBIR_CHECKPOINT", str(tmp_path / "someone-elses.safetensors"))
+        assert main([*shlex.split(printed)[3:], "--out", str(index_dir), "--workers", "0", "--no-progress"]) == 0
     assert main(["verify", str(index_dir)]) == 0
 
 
 def test_the_reindex_command_verify_prints_runs_with_the_indexs_encoder(make_gallery, tmp_path, capsys,
                                                                          tiny_encoder):
     """It named the gallery only: run as printed, a build of a checkpoint's index was refused (another encoder)."""
-    import shlex
-
     from encoder import save_checkpoint
 
     checkpoint = save_checkpoint(tiny_encoder, tmp_path / "prompts.safetensors")
