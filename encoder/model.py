@@ -78,7 +78,10 @@ def _sample_values(name: str, values: object) -> np.ndarray:
     if not isinstance(values, list) or not all(isinstance(v, int | float) and not isinstance(v, bool)
                                                for v in values):
         raise ValueError(f"the recorded sample of {name} is not a list of numbers")
-    return np.asarray(values, dtype=np.float64)
+    array = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(array).all():  # weights are finite: NaN here is a damaged record, not other weights
+        raise ValueError(f"the recorded sample of {name} holds NaN or infinite numbers")
+    return array
 
 
 def compact_sample(sample: dict[str, list[float]], names: int = SAMPLE_NAMES) -> dict[str, list[float]]:

@@ -273,7 +273,8 @@ class _Run:
             self.epoch, self.step, self.skip_batches = (_count(state, name) for name in ("epoch", "step",
                                                                                       "batches_done"))
             best = state["best"]
-            if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)):
+            if best is not None and (isinstance(best, bool) or not isinstance(best, int | float)
+                                     or not math.isfinite(best)):
                 raise TypeError(f"best is {best!r}, not a score")
             self.best = float(best) if best is not None else -math.inf
             self.best_epoch = None if state["best_epoch"] is None else _count(state, "best_epoch")

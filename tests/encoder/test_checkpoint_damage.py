@@ -97,7 +97,7 @@ def test_a_checkpoint_is_not_applied_to_other_weights_of_its_architecture(saved,
         assert load_checkpoint(saved, pretrained=str(tmp_path / "same.pt")).fingerprint() == tiny_encoder.fingerprint()
 
 
-@pytest.mark.parametrize("values", [{"x": 1}, "abc", [1, "2"], None])
+@pytest.mark.parametrize("values", [{"x": 1}, "abc", [1, "2"], None, [float("nan")] * 8])
 def test_a_backbone_sample_that_is_no_list_of_numbers_is_a_broken_checkpoint(saved, values):
     """A dict raised TypeError (a traceback in every entry point); a string's ValueError never named the file."""
     with safe_open(str(saved), framework="pt") as handle:
@@ -105,4 +105,13 @@ def test_a_backbone_sample_that_is_no_list_of_numbers_is_a_broken_checkpoint(sav
     name = next(iter(info["backbone_sample"]))
     rewrite(saved, info=json.dumps({**info, "backbone_sample": {**info["backbone_sample"], name: values}}))
     with pytest.raises(CheckpointError, match=f"{saved}.*broken backbone sample.*{name}"):
+        load_checkpoint(saved)
+
+
+def test_a_backbone_sample_that_is_no_mapping_is_a_broken_checkpoint(saved):
+    """A list was skipped as if the checkpoint predated the sample, while a damaged entry was refused."""
+    with safe_open(str(saved), framework="pt") as handle:
+        info = json.loads(handle.metadata()["info"])
+    rewrite(saved, info=json.dumps({**info, "backbone_sample": [1, 2, 3]}))
+    with pytest.raises(CheckpointError, match="broken backbone sample"):
         load_checkpoint(saved)

@@ -383,7 +383,8 @@ def test_resume_takes_the_weights_of_its_state_and_an_unreadable_state_is_one_er
 
     # States of another shape (edited, or not this program's): refused whole, with the same one line
     # (fields of the wrong type passed, printed "resuming" and died later with a traceback)
-    odd_fields = [{"epoch": "1"}, {"step": "x"}, {"batches_done": -5}, {"best": "x"}, {"best_epoch": 1.5},
+    odd_fields = [{"epoch": "1"}, {"step": "x"}, {"batches_done": -5}, {"best": "x"}, {"best": float("nan")},
+                  {"best_epoch": 1.5},
                   {"history": '{"a": 1}'}, {"history": "[1]"}]
     for other in ([1, 2, 3], {k: v for k, v in state.items() if k != "optimizer"}, {**state, "history": "[1,"},
                   *({**state, **change} for change in odd_fields)):
