@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .api import Reader, Source, StoredRows
+from .errors import IndexNotFoundError
 
 NORM_TOLERANCE = 1e-3
 CHUNK = 65_536
@@ -42,7 +43,7 @@ def info(source: Source, version: str | None = None) -> dict:
         manifest = reader.manifest
         return {
             "index_dir": source.where,
-            "current": source.current(),
+            "current": _current_or_none(source),
             "version": reader.version,
             "created_at": manifest["created_at"],
             "size": manifest["size"],
@@ -175,6 +176,14 @@ def _full_checks(reader: Reader) -> list[str]:
         problems.append(f"{bad_hashes} photos without a valid sha256")
     gone = missing_gallery_files(reader, ids) if ids.ndim == 1 else []
     return problems + reader.index_problems(rows) + gone
+
+
+def _current_or_none(source: Source) -> str | None:
+    """The published version, or None when the pointer is damaged or missing (info on a named version still runs)."""
+    try:
+        return source.current()
+    except IndexNotFoundError:
+        return None
 
 
 def reindex_command(manifest: dict) -> str:

@@ -150,6 +150,11 @@ def test_compact_keeps_the_factory_the_index_was_built_with_and_says_what_it_wro
     manifest = live_manifest(index_dir)
     segment = json.loads((index_dir / "segments" / manifest["segments"][0]["name"] / "segment.json").read_text())
     assert json.loads(capsys.readouterr().out)["factory"] == segment["index"]["factory"] == "Flat"
+    write_photo(gallery / "owl" / "owl_1.jpg", 901)
+    build(gallery=gallery)
+    assert main(["compact", str(index_dir), "--index-factory", "auto", "--json"]) == 0  # by size, as for a build
+    assert json.loads(capsys.readouterr().out)["factory"] == "Flat"
+    assert live_manifest(index_dir)["index_factory_option"] is None
 
 
 def test_info_reports_segments_and_tombstones(make_gallery, build, tmp_path, capsys):

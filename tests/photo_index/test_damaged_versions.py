@@ -150,12 +150,16 @@ def test_temporary_files_a_killed_writer_left_in_the_index_folder_go_once_no_wri
     per kill); a fresh one may still be a live writer's (the service saves its query sample beside the index)."""
     store = SegmentStore(tmp_path)
     store.publish(store.commit(None, added=[add(store, [1, 2], 1)], encoder=ENCODER))
+    (tmp_path / "reports").mkdir()
     dead, fresh = tmp_path / ".current.0a1b2c3d.tmp", tmp_path / ".query_sample.npy.0a1b2c3d.tmp"
-    for file in (dead, fresh):
+    report = tmp_path / "reports" / ".v1.json.0a1b2c3d.tmp"
+    for file in (dead, fresh, report):
         file.write_text("v-killed\n")
     os.utime(dead, (1, 1))
+    os.utime(report, (1, 1))
     removed = store.clear_dead_writes()
-    assert removed["temporary"] == [dead.name] and not dead.exists() and fresh.exists()
+    assert removed["temporary"] == [dead.name, report.name] and not dead.exists() and fresh.exists()
+    assert not report.exists()
     assert read_pointer(tmp_path) == store.current_name()
 
 

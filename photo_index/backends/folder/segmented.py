@@ -31,12 +31,10 @@ from .segments import SegmentedView, SegmentStore, TieredMergePolicy, apply_poli
 from .segments.checks import segment_problems
 from .segments.merge import GatheredRows
 from .segments.segment import adopt_folder, checksum_problems
-from .segments.store import UNREADABLE
+from .segments.store import REPORTS, UNREADABLE
 from .segments.tune import tune_version
 from .segments.version import Version
 from .writer import PreviousVersion
-
-REPORTS = "reports"  # reports/<version>.json: each build's full report (every skipped file)
 
 
 def check_manifest(manifest: dict, where: str) -> dict:
@@ -216,9 +214,9 @@ class SegmentedWriter:
         if base is None:
             raise IndexNotFoundError(f"{self.layout.root} has no segmented live version to compact.")
         options = self.options
-        # the factory asked for now, else the one the index was built with on request (--index-factory), else
-        # the choice by size; the merged segment says which it got
-        requested = factory or base.fields.get("index_factory_option")
+        # the factory asked for now ("auto": by size again, as for a build), else the one the index was built with
+        # on request (--index-factory), else the choice by size; the merged segment says which it got
+        requested = None if factory == "auto" else factory or base.fields.get("index_factory_option")
         merged = compact(self.store, base, factory=requested, device=options.faiss_device,
                          recall_target=options.recall_target, progress=options.progress)
         if merged is base:

@@ -46,6 +46,7 @@ from .version import (
 VERSIONS = "versions"
 SEGMENTS = "segments"
 QUERIES = "queries"
+REPORTS = "reports"  # reports/<version>.json: each build's full report (every skipped file)
 UNREADABLE = "unreadable"  # collect_garbage's list of kept versions whose manifest could not be read
 QUERY_SAMPLE = "calibration_queries"  # the version field naming the query sample: {"file": ..., "count": ...}
 VERSION_SUFFIX = ".json"
@@ -232,7 +233,7 @@ class SegmentStore:
         if self.versions_dir.is_dir():  # a manifest a killed publish left half-written
             for stale in self.versions_dir.glob(f".*{VERSION_SUFFIX}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        for stale in dead_temp_files(self.root):  # a pointer or a failure list a killed build left unrenamed
+        for stale in [*dead_temp_files(self.root), *dead_temp_files(self.root / REPORTS)]:  # killed writes
             stale.unlink(missing_ok=True)
             removed.setdefault("temporary", []).append(stale.name)
         segments, files, unreadable = set(), set(), []
