@@ -119,6 +119,10 @@ def damaged_copy(index_dir: Path, damage, *, checksums: bool = True, segment: in
         shutil.copytree(index_dir / "versions" / good, folder)
         manifest = json.loads(manifest_path.read_text())
     manifest["version"] = name
+    if "segments_digest" in manifest:  # as the writer would record it for this version
+        from photo_index.backends.folder.segments.version import segments_digest
+
+        manifest["segments_digest"] = segments_digest(name, manifest["segments"])
     if not checksums:  # as a version written before checksums were recorded
         manifest.pop("checksums", None)
     manifest_path.write_text(json.dumps(manifest))
