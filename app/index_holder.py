@@ -282,12 +282,19 @@ class IndexHolder:
 
     async def poll_forever(self, interval_s: float) -> None:
         """Check for a new version every `interval_s` seconds, loading it in a worker thread."""
+        last_failure: str | None = None
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await asyncio.to_thread(self.refresh)
-            except Exception:  # noqa: BLE001 - polling must never die; the old version keeps serving
-                log.exception("index reload failed")
+                last_failure = None
+            except Exception as error:  # noqa: BLE001 - polling must never die; the old version keeps serving
+                failure = f"{type(error).__name__}: {error}"
+                if failure != last_failure:  # a traceback once per distinct failure, not at every poll
+                    log.exception("index reload failed")
+                else:
+                    log.debug("index reload failed again: %s", failure)
+                last_failure = failure
 
     def close(self) -> None:
         self._retire(None)

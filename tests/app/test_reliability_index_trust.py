@@ -328,3 +328,30 @@ def test_a_start_with_no_good_version_at_all_is_not_ready(index_dir, app_encoder
     holder, _ = holder_for(index_dir, app_encoder)
     assert not holder.refresh() and not holder.ready and "checksums check" in (holder.reason or "")
     holder.close()
+
+
+def test_a_reload_that_keeps_failing_the_same_way_logs_one_traceback(index_dir, app_encoder, caplog, monkeypatch):
+    """An unexpected failure of every poll (an EOFError from a damaged file did this) logged a traceback at each poll
+    for as long as it lasted; the served version stays either way."""
+    import asyncio
+
+    holder, _ = holder_for(index_dir, app_encoder)
+    assert holder.refresh()
+    failures = [OSError("disk gone"), OSError("disk gone"), OSError("disk gone"), RuntimeError("other")]
+
+    def failing_refresh():
+        raise failures.pop(0) if failures else RuntimeError("other")
+
+    monkeypatch.setattr(holder, "refresh", failing_refresh)
+
+    async def poll_briefly():
+        task = asyncio.create_task(holder.poll_forever(0.01))
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        asyncio.run(poll_briefly())
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert tracebacks == ["index reload failed", "index reload failed"]  # "disk gone" once, then "other"
+    assert holder.ready
+    holder.close()
