@@ -214,7 +214,8 @@ def missing_gallery_files(reader: Reader, ids: np.ndarray) -> list[str]:
     if not missing:
         return []
     return [f"{missing} indexed photo file(s) are gone from the gallery (e.g. {example}); the service answers 404 "
-            f"for them: re-index with `{reindex_command(reader.manifest)}` (same --out) to drop them"]
+            f"for them: re-index with `{reindex_command(reader.manifest)}` and the same --out (or --engine milvus "
+            "and its collection) to drop them"]
 
 
 def check_vectors(vectors: np.ndarray) -> list[str]:
