@@ -90,7 +90,10 @@ def decode_image(
                 image.seek(0)
             if reduce_to and image.format == "JPEG":
                 image.draft(None, (reduce_to, reduce_to))
+            bmp_pixels = _bmp_alpha_layout(image)
             image.load()
+            if bmp_pixels is not None:
+                image = _with_bmp_alpha(image, stream if isinstance(stream, Path) else source, *bmp_pixels)
             image = ImageOps.exif_transpose(image)
             if image.mode in UNPREMULTIPLIED:  # premultiplied alpha (TIFF ExtraSamples=1): La converts only to LA
                 image = image.convert(UNPREMULTIPLIED[image.mode])
@@ -110,6 +113,38 @@ def decode_image(
     except Exception as error:  # noqa: BLE001 - PIL raises OSError/SyntaxError/ValueError/struct.error...
         raise ImageDecodeError(f"The image is corrupt or truncated ({type(error).__name__}: {error}).") from error
     return image
+
+
+def _bmp_alpha_layout(image: Image.Image) -> tuple[int, int, int] | None:
+    """(offset, stride, row order) of a 32-bit uncompressed BMP's pixels, whose fourth byte Pillow drops (BGRX)."""
+    if image.format != "BMP" or len(image.tile) != 1:
+        return None
+    tile = image.tile[0]
+    if tile[0] != "raw" or not isinstance(tile[3], tuple) or len(tile[3]) != 3 or tile[3][0] != "BGRX":
+        return None
+    _, stride, order = tile[3]
+    return int(tile[2]), int(stride), int(order)
+
+
+def _with_bmp_alpha(image: Image.Image, source: bytes | bytearray | memoryview | Path, offset: int, stride: int,
+                    order: int) -> Image.Image:
+    """The image with the alpha a 32-bit BI_RGB BMP carries in its fourth byte, which the format calls reserved but
+    drawing apps fill (a transparent sketch's background is then black in RGB). As browsers do: used when some pixel
+    has a non-zero alpha and not all are opaque; a file whose fourth byte is all 0 or all 255 stays RGB."""
+    size = stride * image.size[1]
+    if isinstance(source, Path):
+        with open(source, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read(size)
+    else:
+        data = bytes(source[offset : offset + size])
+    if len(data) < size:
+        return image  # truncated: what Pillow decoded stands
+    rgba = Image.frombytes("RGBA", image.size, data, "raw", "BGRA", stride, order)
+    alpha = np.asarray(rgba.getchannel("A"))
+    if not alpha.any() or alpha.min() == 255:
+        return image
+    return rgba
 
 
 def _check_coded_size(source: bytes | bytearray | memoryview | Path, kind: str, max_pixels: int) -> None:

@@ -84,6 +84,31 @@ def test_modes_agree_with_each_other():
         assert np.abs(other - reference).mean() < 12, mode
 
 
+def _bmp32(rgba: Image.Image) -> bytes:
+    """``rgba`` as a 32-bit BI_RGB BMP with its alpha in the fourth byte (as drawing apps write it)."""
+    import struct
+
+    pixels = np.asarray(rgba.convert("RGBA"))
+    rows = pixels[::-1, :, [2, 1, 0, 3]].tobytes()
+    height, width = pixels.shape[:2]
+    return struct.pack("<2sIHHI", b"BM", 54 + len(rows), 0, 0, 54) + struct.pack(
+        "<IiiHHIIiiII", 40, width, height, 1, 32, 0, len(rows), 2835, 2835, 0, 0) + rows
+
+
+def test_a_32_bit_bmp_keeps_the_alpha_of_its_fourth_byte():
+    """Pillow reads it as BGRX: a transparent sketch's black background hid its black ink (browsers use the alpha
+    when some pixel has one); a BMP whose fourth byte is all 0 (Windows' padding) stays opaque RGB."""
+    transparent = as_mode("RGBA")
+    decoded = decode_image(_bmp32(transparent))
+    assert decoded.mode == "RGBA"
+    reference = np.asarray(normalise_sketch(transparent, SIZE).convert("L"), dtype=np.float32)
+    assert np.array_equal(np.asarray(normalise_sketch(decoded, SIZE).convert("L"), dtype=np.float32), reference)
+    padded = cross().convert("RGBA")
+    padded.putalpha(0)
+    opaque = decode_image(_bmp32(padded))
+    assert opaque.mode == "RGB" and np.array_equal(np.asarray(opaque), np.asarray(cross().convert("RGB")))
+
+
 def test_white_on_black_is_inverted():
     normal = np.asarray(normalise_sketch(cross(), SIZE).convert("L"), dtype=np.float32)
     inverted = np.asarray(normalise_sketch(Image.eval(cross(), lambda v: 255 - v), SIZE).convert("L"), np.float32)
