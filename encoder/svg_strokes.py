@@ -18,6 +18,7 @@ references that multiply into more elements than a drawing has (the same attack 
 from __future__ import annotations
 
 import io
+import math
 import re
 import zlib
 from xml.etree.ElementTree import Element, SubElement, tostring
@@ -108,6 +109,7 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
     _check_size(root, max_points)
     _check_text(root)
     _move_unrendered_to_defs(root)
+    _size_used_symbols(root)
     from svgelements import SVG  # imported here: only SVG queries pay for it
 
     try:
@@ -226,6 +228,46 @@ def _move_unrendered_to_defs(root: Element) -> None:
                 defs = SubElement(root, f"{{{SVG_NS}}}defs")
             parent.remove(element)
             defs.append(element)
+
+
+def _size_used_symbols(root: Element) -> None:
+    """Fit each ``<use>`` of a ``<symbol>`` that has a viewBox into the use's width x height, as a browser does
+    (svgelements draws the symbol in its own units, so a sprite of viewBox 0 0 10 10 shown at 100 px came out 10 px):
+    the use's x, y and the viewBox mapping become its transform. A use without a numeric size is left as it is."""
+    symbols = {element.get("id"): element for element in root.iter()
+               if _local_name(element.tag) == "symbol" and element.get("id") and element.get("viewBox")}
+    if not symbols:
+        return
+    for use in root.iter():
+        if _local_name(use.tag) != "use":
+            continue
+        symbol = symbols.get((use.get("href") or use.get(_XLINK_HREF) or "").removeprefix("#"))
+        box = [_number(v, math.nan) for v in symbol.get("viewBox", "").replace(",", " ").split()] if symbol else []
+        width = _number(use.get("width", symbol.get("width") if symbol is not None else None), math.nan)
+        height = _number(use.get("height", symbol.get("height") if symbol is not None else None), math.nan)
+        if len(box) != 4 or not all(map(math.isfinite, [*box, width, height])) or min(box[2:]) <= 0:
+            continue
+        fit = _viewbox_fit(box, width, height, symbol.get("preserveAspectRatio", ""))
+        x, y = _number(use.get("x"), 0.0), _number(use.get("y"), 0.0)
+        use.set("transform", f"{use.get('transform', '')} translate({x} {y}) {fit}".strip())
+        for name in ("x", "y", "width", "height"):
+            use.attrib.pop(name, None)
+
+
+def _viewbox_fit(box: list[float], width: float, height: float, aspect: str) -> str:
+    """The transform that maps viewBox ``box`` onto width x height under preserveAspectRatio ``aspect``."""
+    min_x, min_y, box_w, box_h = box
+    words = aspect.split()
+    align = words[0] if words else "xMidYMid"
+    if align == "none":
+        sx, sy, dx, dy = width / box_w, height / box_h, 0.0, 0.0
+    else:
+        scale = (max if "slice" in words[1:] else min)(width / box_w, height / box_h)
+        share = {"Min": 0.0, "Mid": 0.5, "Max": 1.0}
+        dx = (width - box_w * scale) * share.get(align[1:4], 0.5)
+        dy = (height - box_h * scale) * share.get(align[5:8], 0.5)
+        sx = sy = scale
+    return f"translate({dx} {dy}) scale({sx} {sy}) translate({-min_x} {-min_y})"
 
 
 def _check_size(root: Element, max_points: int) -> None:

@@ -265,3 +265,17 @@ def test_an_embedded_picture_is_passed_over_and_an_at_rule_does_not_swallow_the_
     drawing = (f'<svg {NS}><style>@media screen {{ .a{{stroke:red}} }} .b{{stroke:black;fill:none}}</style>'
                f'<image xlink:href="{picture}" width="10" height="10"/><path class="b" d="M0 0 L10 10"/></svg>')
     assert [s.tolist() for s in strokes_from_svg(drawing.encode(), max_points=100)] == [[[0, 0], [10, 10]]]
+
+
+@pytest.mark.parametrize(("use", "aspect", "ends"), [
+    ('x="10" y="20" width="200" height="100"', "", [[60, 20], [160, 120]]),  # meet, centred: scale 10
+    ('width="200" height="100"', 'preserveAspectRatio="none"', [[0, 0], [200, 100]]),
+    ('width="200" height="100"', 'preserveAspectRatio="xMinYMin slice"', [[0, 0], [200, 200]]),
+    ("", "", [[0, 0], [10, 10]]),  # no size on the use: left in the symbol's own units
+])
+def test_a_used_symbol_is_fitted_into_the_uses_size(use, aspect, ends):
+    """svgelements drew a symbol in its viewBox units: a sprite of viewBox 0 0 10 10 shown at 200 px was 10 px."""
+    svg = (f'<svg {NS} width="300" height="300"><defs><symbol id="s" viewBox="0 0 10 10" {aspect}>'
+           f'<path d="M0 0 L10 10" stroke="black"/></symbol></defs><use xlink:href="#s" {use}/>'
+           '<path d="M0 300 L300 0" stroke="black"/></svg>')
+    assert parse_strokes(svg.encode())[0][[0, -1]].tolist() == ends
