@@ -136,6 +136,7 @@ function clearAll() {
   state.upload = null;
   setLike(null);
   $("text").value = "";
+  updateWeightField();  // no words left: the slider goes too
   redraw();
   showResults(null);
   $("message").textContent = "";
@@ -169,8 +170,7 @@ function isDrawingFile(file) {
 // drawing), or null when the page cannot read them: the service then judges the file and says what is wrong with it.
 function strokesOf(text) {
   try {
-    const line = text.replace(/^\ufeff/, "").split(/\r?\n/).find((l) => l.trim());
-    const drawing = JSON.parse(line);
+    const drawing = parseDrawing(text.replace(/^\ufeff/, ""));
     let strokes = null;
     if (Array.isArray(drawing.drawing)) {
       strokes = drawing.drawing.map(([xs, ys]) => xs.map((x, i) => [Number(x), Number(ys[i])]));
@@ -184,6 +184,15 @@ function strokesOf(text) {
     return strokes && strokes.length && finite ? strokes : null;
   } catch (error) {
     return null;
+  }
+}
+
+// The whole text as one JSON value (a .json file, pretty-printed or not), else its first line (ndjson).
+function parseDrawing(text) {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    return JSON.parse(text.split(/\r?\n/).find((line) => line.trim()));
   }
 }
 
@@ -259,10 +268,34 @@ async function useFile(file) {
     useUpload({ blob: file, image: null });
     return;
   }
+  if (await isSvg(file)) {  // drawn only once the service has accepted it: a browser renders an SVG bomb for minutes
+    useUpload({ blob: file, image: null, svg: true });
+    return;
+  }
   const url = URL.createObjectURL(file), image = new Image();
   image.onload = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image }); };
   // Not displayable here: keep it as the query all the same (a change of filter re-runs it); the service judges it.
   image.onerror = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image: null }); };
+  image.src = url;
+}
+
+async function isSvg(file) {
+  if (/svg/i.test(file.type || "") || /\.svgz?$/i.test(file.name || "")) return true;
+  const head = await file.slice(0, 4096).text();
+  return /<svg[\s>]/i.test(head) && !/^\s*[{[]/.test(head);
+}
+
+// The SVG upload on the pad, once the service has searched with it (its size and nesting were then within limits).
+function previewAcceptedSvg() {
+  const upload = state.upload;
+  if (!upload || !upload.svg || upload.image || upload.previewing) return;
+  upload.previewing = true;
+  const url = URL.createObjectURL(upload.blob), image = new Image();
+  image.onload = () => {
+    URL.revokeObjectURL(url);
+    if (state.upload === upload) { upload.image = image; redraw(); }
+  };
+  image.onerror = () => URL.revokeObjectURL(url);
   image.src = url;
 }
 
@@ -466,7 +499,9 @@ async function search(more = null) {
         state.timer = setTimeout(() => search(), wait * 1000);
         return;
       }
-      if (response.status === 401) askForKey("an API key is required");
+      if (response.status === 401) {
+        askForKey(headers["X-API-Key"] ? "this API key is not accepted — check it" : "an API key is required");
+      }
       if (more) {  // the results on show still answer the query on screen: they stay, and the button can retry
         $("message").textContent = `No more results: ${reason}`;
         return;
@@ -483,12 +518,14 @@ async function search(more = null) {
     }
     if (more) appendResults(data);
     else showResults(data, undefined, false, { k, category });
+    previewAcceptedSvg();
     if (data.index_version !== state.infoVersion) loadInfo();  // a hot reload: the header catches up now
   } catch (error) {
     if (seq !== state.seq) return;
-    if (timedOut) $("message").textContent = `No answer within ${SEARCH_TIMEOUT_MS / 1000} s; change the query or ` +
-      "try again.";
-    else if (error.name !== "AbortError") lostService();
+    if (timedOut) {  // results on show answer an older query: they go (a hung service also stops the info poll)
+      if (!more) showResults(null, "No results: the service did not answer in time.", true);
+      $("message").textContent = `No answer within ${SEARCH_TIMEOUT_MS / 1000} s; change the query or try again.`;
+    } else if (error.name !== "AbortError") lostService();
   } finally {
     clearTimeout(timer);
     if (seq === state.seq) setBusy(false);
@@ -615,6 +652,7 @@ toResults.addEventListener("click", () => $("results").scrollIntoView({ behavior
 
 // ---- the header: the service, its index, its categories ---------------------------------------------
 const INFO_POLL_MS = 5000;  // the header follows hot reloads and outages without a search
+const INFO_TIMEOUT_MS = 10000;  // an /info without an answer by then: the service is taken as unreachable
 
 function indexStatus(info) {
   const refused = info.index_refused;
@@ -642,12 +680,23 @@ function setCategories(names) {
   }
 }
 
+// The Results menu offers no count above the service's SBIR_MAX_K (each such search would be refused).
+function limitResults(maxK) {
+  const select = $("k"), options = () => [...select.options];
+  if (!options().some((option) => Number(option.value) === maxK) && options().some((o) => Number(o.value) > maxK)) {
+    select.add(new Option(String(maxK)), options().find((option) => Number(option.value) > maxK));
+  }
+  for (const option of options()) option.hidden = option.disabled = Number(option.value) > maxK;
+  if (Number(select.value) > maxK) select.value = String(maxK);
+}
+
 async function loadInfo() {
   if (!$("api-key").value) $("api-key").value = localStorage.getItem("sbir-api-key") || "";
   let info;
   try {
     const sent = keyHeaders();
-    const response = await fetch("/info", { headers: sent });
+    // a hung service (its socket still open) would hold the poll for ever: it counts as unreachable
+    const response = await fetch("/info", { headers: sent, signal: AbortSignal.timeout(INFO_TIMEOUT_MS) });
     info = await response.json();
     regainedService();
     if (!response.ok) {  // starting, or no index it may serve yet (503): say so, and leave the page as it is
@@ -675,6 +724,7 @@ async function loadInfo() {
   $("text").hidden = !kinds.includes("text");  // an encoder without a text tower answers no words
   if (info.max_text_chars) $("text").maxLength = info.max_text_chars;
   if (info.max_upload_bytes) state.maxUploadBytes = info.max_upload_bytes;
+  if (info.max_k) limitResults(info.max_k);
   if (info.text_weight !== undefined && !state.weightSet) {
     $("text-weight").value = String(info.text_weight);
     updateWeightField();
@@ -687,6 +737,9 @@ async function pollInfo() {
   setTimeout(pollInfo, INFO_POLL_MS);
 }
 
-window.addEventListener("resize", () => { resizeCanvas(); updateResultsPointer(); });
+window.addEventListener("resize", updateResultsPointer);
+// The pad changes size without the window too (a scrollbar appears with the results, the column reflows): the canvas
+// follows it, or the ink would land away from the pointer.
+new ResizeObserver(() => resizeCanvas()).observe(pad);
 resizeCanvas();
 pollInfo();
