@@ -62,7 +62,8 @@ def current_version(index_dir: str | Path) -> str | None:
 
 def read_pointer(index_dir: str | Path) -> str | None:
     """The version ``current`` names; None when there is no pointer; :class:`IndexCorruptError` when it cannot be
-    read or holds no plain version name (a path, absolute or relative, is never followed)."""
+    read, is empty (it is written whole or not at all, by a rename) or holds no plain version name (a path, absolute
+    or relative, is never followed)."""
     path = Path(index_dir) / CURRENT
     try:
         name = _read_small_file(path).decode("utf-8").strip()
@@ -72,7 +73,7 @@ def read_pointer(index_dir: str | Path) -> str | None:
         raise IndexCorruptError(f"The index pointer {path} cannot be read ({type(error).__name__}: "
                                 f"{getattr(error, 'strerror', None) or error}).") from None
     if not name:
-        return None
+        raise IndexCorruptError(f"The index pointer {path} is empty.")
     if len(name) > MAX_VERSION_NAME or not is_version_name(name):
         raise IndexCorruptError(f"The index pointer {path} holds {name[:80]!r}, which is not a version name "
                                 "(a path is never followed).")

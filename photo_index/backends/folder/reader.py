@@ -29,7 +29,7 @@ from ...format import (
 from ...queries import checked_queries, no_hits
 from .faiss_index import FaissEngine, FaissIndex
 from .records import MetadataStore
-from .segmented import open_version
+from .segmented import open_version, versions_of
 from .segments import SegmentStore
 
 
@@ -190,16 +190,14 @@ class FolderSource:
         return str(self.index_dir)
 
     def current(self) -> str | None:
-        """The published version; an empty pointer, or none beside versions (deleted by hand, a copy that missed
-        it, a first build killed before its switch), is damage: the service then serves the newest good version."""
+        """The published version; an empty pointer (read_pointer), or none beside versions (deleted by hand, a copy
+        that missed it, a first build killed before its switch), is damage: the service then serves the newest good
+        version."""
         name = read_pointer(self.index_dir)
-        if name is None:
-            pointer = self.index_dir / CURRENT
-            if pointer.is_file():  # written whole or not at all (a rename)
-                raise IndexCorruptError(f"The index pointer {pointer} is empty.")
-            if not pointer.exists() and self.versions():
-                raise IndexCorruptError(f"The index pointer {pointer} is missing, but the index holds versions (a "
-                                        "build names the newest again).")
+        pointer = self.index_dir / CURRENT
+        if name is None and not pointer.exists() and self.versions():
+            raise IndexCorruptError(f"The index pointer {pointer} is missing, but the index holds versions (a build "
+                                    "names the newest again).")
         return name
 
     def open(self, device: str = "cpu") -> Reader:
@@ -218,7 +216,7 @@ class FolderSource:
 
     def versions(self) -> list[str]:
         """Versions of either format, oldest first."""
-        return sorted(self.layout.versions() + SegmentStore(self.layout.root).versions())
+        return versions_of(self.layout, SegmentStore(self.layout.root))
 
     def info(self, version: str | None = None) -> dict:
         return checks.info(self, version)

@@ -37,6 +37,11 @@ from .segments.version import Version
 from .writer import PreviousVersion
 
 
+def versions_of(layout: IndexLayout, store: SegmentStore) -> list[str]:
+    """The index folder's versions of either format (one-copy folders, segmented manifests), oldest first."""
+    return sorted(layout.versions() + store.versions())
+
+
 def check_manifest(manifest: dict, where: str) -> dict:
     """A segmented version's manifest, checked for what readers and builds take from it."""
     wrong = [key for key, kind in REQUIRED.items() if not isinstance(field_of(manifest, key), kind)
@@ -137,11 +142,9 @@ class SegmentedWriter:
         """The version ``current`` names. A damaged pointer (garbage, a path, empty) is refused: a build from
         nothing would hand every photo a new id beside intact versions. With ``rebuild``: None, start over."""
         pointer = self.layout.root / CURRENT
-        versions = sorted(self.layout.versions() + self.store.versions())  # either format
+        versions = versions_of(self.layout, self.store)
         try:
             name = read_pointer(self.layout.root)
-            if name is None and pointer.is_file():  # written whole or not at all (a rename): empty is damage
-                raise IndexCorruptError(f"The index pointer {pointer} is empty.")
             if name is None and pointer.is_dir() and versions:
                 raise IndexCorruptError(f"The index pointer {pointer} is a folder.")
         except IndexCorruptError as error:
