@@ -191,8 +191,6 @@ def load_checkpoint(
         ) from error
     recorded = info.get("backbone_sample")  # a checkpoint written before it was recorded is not checked
     try:
-        if recorded is not None and not isinstance(recorded, dict):
-            raise ValueError("it is not a mapping of weight names to values")
         differ = other_weights(recorded, encoder.backbone_sample()) if recorded is not None else []
     except ValueError as error:
         raise CheckpointError(f"Checkpoint {path} has a broken backbone sample ({error}).") from None

@@ -62,10 +62,12 @@ SAMPLE_RTOL = 1e-2  # a bf16 copy moves a value by 0.4 % at most, another traini
 SAMPLE_NAMES = 16  # backbone weights an index manifest records (compact_sample): enough to tell weights apart
 
 
-def other_weights(recorded: dict[str, list[float]], current: dict[str, list[float]]) -> list[str]:
+def other_weights(recorded: object, current: dict[str, list[float]]) -> list[str]:
     """The weights (by name) whose recorded sample values differ from ``current``'s beyond a bf16 rounding; names
-    only one side has are not compared (a library version may name them otherwise). A recorded entry that is not a
-    list of numbers raises ValueError (a damaged record, not other weights)."""
+    only one side has are not compared (a library version may name them otherwise). A record that is not a mapping
+    of lists of finite numbers raises ValueError (a damaged record, not other weights)."""
+    if not isinstance(recorded, dict):
+        raise ValueError("it is not a mapping of weight names to values")
     differ = []
     for name in sorted(set(recorded) & set(current)):
         a, b = _sample_values(name, recorded[name]), np.asarray(current[name], dtype=np.float64)
@@ -194,15 +196,22 @@ class PromptedCLIP(nn.Module):
     def weights_digest(self) -> str:
         """A hash of the sampled backbone weights that a bf16 copy of them shares (each value is taken to bf16
         first, as casting the model does): it changes when the weights do, not with the precision they run in."""
-        tensors = {name: tensor.detach().reshape(-1) for name, tensor in self.clip.named_parameters()
-                   if tensor.is_floating_point() and tensor.numel()}
+        sampled = self._sampled_weights()
         digest = hashlib.sha256()
-        for name in _spread(sorted(tensors), SAMPLE_NAMES):
-            flat = tensors[name]
-            values = torch.cat([flat[:SAMPLE_VALUES], flat[-SAMPLE_VALUES:]]).to(torch.bfloat16).float().cpu()
+        for name in _spread(sorted(sampled), SAMPLE_NAMES):
             digest.update(name.encode())
-            digest.update(values.numpy().tobytes())
+            digest.update(sampled[name].to(torch.bfloat16).float().cpu().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def _sampled_weights(self) -> dict[str, torch.Tensor]:
+        """The first and last ``SAMPLE_VALUES`` of every floating backbone parameter (buffers and their names move
+        between library versions), in the backbone's dtype."""
+        sampled = {}
+        for name, tensor in self.clip.named_parameters():
+            flat = tensor.detach().reshape(-1)
+            if flat.is_floating_point() and len(flat):
+                sampled[name] = torch.cat([flat[:SAMPLE_VALUES], flat[-SAMPLE_VALUES:]])
+        return sampled
 
     def backbone_sample(self) -> dict[str, list[float]]:
         """A few values of every backbone weight (the first and last ``SAMPLE_VALUES``): what a checkpoint records
@@ -210,13 +219,8 @@ class PromptedCLIP(nn.Module):
         architecture (another tag, another file), which the fingerprint cannot see: it names where the weights come
         from, not what they are. Values, not a hash, so that a bf16 or fp16 copy of the same weights compares equal
         (:func:`other_weights`); parameters only (buffers and their names move between library versions)."""
-        sample = {}
-        for name, tensor in self.clip.named_parameters():
-            flat = tensor.detach().reshape(-1)
-            if flat.is_floating_point() and len(flat):
-                values = torch.cat([flat[:SAMPLE_VALUES], flat[-SAMPLE_VALUES:]]).float().cpu().tolist()
-                sample[name] = [float(f"{v:.6g}") for v in values]
-        return sample
+        return {name: [float(f"{v:.6g}") for v in values.float().cpu().tolist()]
+                for name, values in self._sampled_weights().items()}
 
     def fingerprint(self, *, record_activation: bool = True) -> str:
         """Identity of the encoder: config (minus where weights are read from) + learned tensors.

@@ -43,8 +43,6 @@ def weights_mismatch(manifest: dict, backbone_sample: dict[str, list[float]]) ->
         return None
     version = manifest.get("version")
     try:
-        if not isinstance(recorded, dict):
-            raise ValueError("it is not a mapping of weight names to values")
         differ = other_weights(recorded, backbone_sample)
     except ValueError as error:
         return f"Index version {version} has a damaged record of its backbone weights ({error})."
