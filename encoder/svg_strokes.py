@@ -242,9 +242,11 @@ def _size_used_symbols(root: Element) -> None:
         if _local_name(use.tag) != "use":
             continue
         symbol = symbols.get((use.get("href") or use.get(_XLINK_HREF) or "").removeprefix("#"))
-        box = [_number(v, math.nan) for v in symbol.get("viewBox", "").replace(",", " ").split()] if symbol else []
-        width = _number(use.get("width", symbol.get("width") if symbol is not None else None), math.nan)
-        height = _number(use.get("height", symbol.get("height") if symbol is not None else None), math.nan)
+        if symbol is None:
+            continue
+        box = [_number(v, math.nan) for v in symbol.get("viewBox", "").replace(",", " ").split()]
+        width = _number(use.get("width", symbol.get("width")), math.nan)
+        height = _number(use.get("height", symbol.get("height")), math.nan)
         if len(box) != 4 or not all(map(math.isfinite, [*box, width, height])) or min(box[2:]) <= 0:
             continue
         fit = _viewbox_fit(box, width, height, symbol.get("preserveAspectRatio", ""))
