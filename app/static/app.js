@@ -13,7 +13,8 @@ const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (
 const MAX_RETRIES = 3;  // a 503 with Retry-After (busy, index server away) is asked again this many times
 // What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
 // curly quote would make every request fail before it is sent.
-const KEY_CHARACTERS = /^[\x20-\x7e]+$/;  // (trimmed first: spaces only inside, as the Python client allows)
+const KEY_CHARACTERS = /^[\x20-\x7e]+$/;
+const KEY_REFUSED = "this API key is not accepted — check it";  // a key was sent, and the service said 401  // (trimmed first: spaces only inside, as the Python client allows)
 
 const state = {
   strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
@@ -272,10 +273,16 @@ async function useFile(file) {
     useUpload({ blob: file, image: null, svg: true });
     return;
   }
-  const url = URL.createObjectURL(file), image = new Image();
-  image.onload = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image }); };
-  // Not displayable here: keep it as the query all the same (a change of filter re-runs it); the service judges it.
-  image.onerror = () => { URL.revokeObjectURL(url); useUpload({ blob: file, image: null }); };
+  // Not displayable here (null): keep it as the query all the same (a change of filter re-runs it); the service
+  // judges it.
+  loadImage(file, (image) => useUpload({ blob: file, image }));
+}
+
+// The browser's picture of `blob`, or null when it cannot show it.
+function loadImage(blob, then) {
+  const url = URL.createObjectURL(blob), image = new Image();
+  image.onload = () => { URL.revokeObjectURL(url); then(image); };
+  image.onerror = () => { URL.revokeObjectURL(url); then(null); };
   image.src = url;
 }
 
@@ -290,13 +297,9 @@ function previewAcceptedSvg() {
   const upload = state.upload;
   if (!upload || !upload.svg || upload.image || upload.previewing) return;
   upload.previewing = true;
-  const url = URL.createObjectURL(upload.blob), image = new Image();
-  image.onload = () => {
-    URL.revokeObjectURL(url);
-    if (state.upload === upload) { upload.image = image; redraw(); }
-  };
-  image.onerror = () => URL.revokeObjectURL(url);
-  image.src = url;
+  loadImage(upload.blob, (image) => {
+    if (image && state.upload === upload) { upload.image = image; redraw(); }
+  });
 }
 
 $("file").addEventListener("change", (event) => { useFile(event.target.files[0]); event.target.value = ""; });
@@ -500,7 +503,7 @@ async function search(more = null) {
         return;
       }
       if (response.status === 401) {
-        askForKey(headers["X-API-Key"] ? "this API key is not accepted — check it" : "an API key is required");
+        askForKey(headers["X-API-Key"] ? KEY_REFUSED : "an API key is required");
       }
       if (more) {  // the results on show still answer the query on screen: they stay, and the button can retry
         $("message").textContent = `No more results: ${reason}`;
@@ -705,7 +708,7 @@ async function loadInfo() {
     }
     state.apiKeyRequired = info.api_key_required;
     if (info.authorized === false) {
-      askForKey(sent["X-API-Key"] ? "this API key is not accepted — check it" : "enter the API key to search");
+      askForKey(sent["X-API-Key"] ? KEY_REFUSED : "enter the API key to search");
       return;
     }
   } catch (error) {
