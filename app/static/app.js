@@ -13,8 +13,8 @@ const MIN_STEP_PX = 1;  // points closer than this to the last one add nothing (
 const MAX_RETRIES = 3;  // a 503 with Retry-After (busy, index server away) is asked again this many times
 // What an HTTP header (and so an API key) can carry: printable ASCII. A pasted key with a zero-width space or a
 // curly quote would make every request fail before it is sent.
-const KEY_CHARACTERS = /^[\x20-\x7e]+$/;
-const KEY_REFUSED = "this API key is not accepted — check it";  // a key was sent, and the service said 401  // (trimmed first: spaces only inside, as the Python client allows)
+const KEY_CHARACTERS = /^[\x20-\x7e]+$/;  // (trimmed first: spaces only inside, as the Python client allows)
+const KEY_REFUSED = "this API key is not accepted — check it";  // a key was sent, and the service said 401
 
 const state = {
   strokes: [],          // [{width, points: [[x, y], ...]}] in CSS pixels
