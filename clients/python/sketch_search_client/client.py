@@ -27,6 +27,11 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_ANSWER_BYTES = 512 * 2**20
 
 
+def _in_seconds(timeout: Any) -> bool:
+    """A timeout given as a number of seconds (not one of httpx's own forms: Timeout, a tuple, None)."""
+    return isinstance(timeout, int | float) and not isinstance(timeout, bool)
+
+
 def _options(url: str, api_key: str | None, timeout: Any, headers: dict[str, str] | None,
              max_answer_bytes: int) -> dict[str, Any]:
     api_key = api_key.strip() if api_key else api_key  # a pasted key's surrounding spaces (the service strips them)
@@ -34,8 +39,7 @@ def _options(url: str, api_key: str | None, timeout: Any, headers: dict[str, str
         # a header holds printable ASCII: the service never hands out other keys (a pasted key with a stray
         # character or a newline would otherwise fail deep inside httpx, or split the header)
         raise InputError("the API key must be printable ASCII characters (check for a pasted line break or quote)")
-    numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if numeric and not 0 < timeout < float("inf"):  # httpx's other forms (Timeout, a tuple, None) are its own
+    if _in_seconds(timeout) and not 0 < timeout < float("inf"):  # httpx's own forms are its to check
         raise InputError(f"the timeout is a number of seconds above 0, not {timeout!r}")
     if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int) or max_answer_bytes < 1:
         raise InputError(f"max_answer_bytes is a whole number of bytes above 0, not {max_answer_bytes!r}")
@@ -80,9 +84,8 @@ class _Budget:
     that drip-feeds its answer cannot hold it; httpx's own timeout forms stay per step) and bytes of answer."""
 
     def __init__(self, timeout: Any, max_bytes: int, url: str) -> None:
-        numeric = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-        self.seconds = float(timeout) if numeric else None
-        self._ends = time.monotonic() + self.seconds if numeric else None
+        self.seconds = float(timeout) if _in_seconds(timeout) else None
+        self._ends = None if self.seconds is None else time.monotonic() + self.seconds
         self._max_bytes = max_bytes
         self._url = shown_url(url)
         self._read = 0
