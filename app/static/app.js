@@ -42,17 +42,20 @@ function resizeCanvas() {
   // Strokes are kept in CSS pixels: when the pad changes size (a phone turned, a window resized) they scale with it,
   // so the drawing keeps its place on the pad instead of shrinking into a corner. The pad is square.
   if (state.padWidth && rect.width > 0 && rect.width !== state.padWidth) {
-    const scale = rect.width / state.padWidth;
-    for (const stroke of state.strokes) {
-      stroke.width *= scale;
-      stroke.points = stroke.points.map(([x, y]) => [Math.round(x * scale * 10) / 10, Math.round(y * scale * 10) / 10]);
-    }
+    scaleStrokes(state.strokes, rect.width / state.padWidth);
   }
   if (rect.width > 0) state.padWidth = rect.width;
   canvas.width = Math.round(rect.width * ratio);
   canvas.height = Math.round(rect.height * ratio);
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
   redraw();
+}
+
+function scaleStrokes(strokes, scale) {
+  for (const stroke of strokes) {
+    stroke.width *= scale;
+    stroke.points = stroke.points.map(([x, y]) => [Math.round(x * scale * 10) / 10, Math.round(y * scale * 10) / 10]);
+  }
 }
 
 function redraw() {
@@ -346,6 +349,7 @@ function setLike(id) {
 
 function moreLike(id) {
   if (state.busy) return;  // one query at a time: a second click waits for the first answer
+  pushStep();
   state.strokes = [];
   state.upload = null;
   setLike(id);
@@ -354,6 +358,41 @@ function moreLike(id) {
   scheduleSearch(0);
   $("summary").focus({ preventScroll: true });  // the clicked card goes with the old results: focus what answers
 }
+
+// Each "more like this" is a step in the browser's history: Back brings the query it left (the drawing, the upload
+// or the photo liked before) with its results, Forward the liked photo again. Words stay as typed. The steps live
+// in this page: after a reload, an older step has nothing to restore and the query on screen stays.
+const steps = [];  // by history step: {strokes, upload, like, padWidth}, saved when the page leaves that step
+let step = Number.isInteger(history.state?.sbirStep) ? history.state.sbirStep : 0;
+history.replaceState({ ...history.state, sbirStep: step }, "");
+
+function queryOnScreen() {
+  return { strokes: state.strokes, upload: state.upload, like: state.like, padWidth: state.padWidth };
+}
+
+function pushStep() {
+  steps[step] = queryOnScreen();
+  step += 1;
+  steps.length = step;  // a new step drops the ones Forward would have reached
+  history.pushState({ sbirStep: step }, "");
+}
+
+window.addEventListener("popstate", (event) => {
+  const to = event.state?.sbirStep;
+  if (!Number.isInteger(to) || to === step) return;
+  steps[step] = queryOnScreen();
+  step = to;
+  const saved = steps[to];
+  if (!saved) return;
+  state.strokes = saved.strokes;
+  state.upload = saved.upload;
+  if (saved.padWidth && state.padWidth && saved.padWidth !== state.padWidth) {  // the pad changed size since
+    scaleStrokes(state.strokes, state.padWidth / saved.padWidth);
+  }
+  setLike(saved.like);
+  redraw();
+  scheduleSearch(0);
+});
 
 $("text").addEventListener("input", () => scheduleSearch());  // search as you type, debounced
 $("text-weight").addEventListener("input", () => { state.weightSet = true; scheduleSearch(); });

@@ -134,6 +134,30 @@ def test_more_like_this_with_words_shows_the_composed_query_and_the_summary_in_w
         assert page.inner_text("#summary") == f"7 photos like photo #{liked} and the words “boat” (words weigh 0.30)."
 
 
+def test_back_after_more_like_this_brings_the_drawing_and_its_results_again(app_index, app_encoder):
+    app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
+    with served_page(app, DESKTOP) as (page, base):
+        sent = json_searches(page, base)
+        page.goto(base + "/")
+        draw_line(page)
+        page.wait_for_function("document.getElementById('summary').dataset.query === 'sketch'", timeout=20_000)
+        drawn = sent[-1]["strokes"]
+        liked = int(page.locator("#grid .more").first.get_attribute("data-id"))
+        page.locator("#grid .more").first.click()
+        page.wait_for_function("document.getElementById('summary').dataset.query === 'like'", timeout=20_000)
+        assert page.evaluate(INK) == 0 and page.url == base + "/"  # the like query holds no drawing
+
+        page.go_back()  # the drawing comes back, and is searched again: the page did not leave
+        page.wait_for_function("document.getElementById('summary').dataset.query === 'sketch'", timeout=20_000)
+        assert page.url == base + "/" and page.evaluate(INK) > 100 and page.is_hidden("#like-chip")
+        assert sent[-1]["strokes"] == drawn and "like" not in sent[-1]
+
+        page.go_forward()  # and the liked photo again
+        page.wait_for_function("document.getElementById('summary').dataset.query === 'like'", timeout=20_000)
+        assert sent[-1]["like"] == liked and page.evaluate(INK) == 0
+        assert page.inner_text("#like-text") == f"Searching photos like #{liked}"
+
+
 def test_a_non_image_upload_shows_the_services_error_where_the_results_go(app_index, app_encoder, tmp_path):
     app = create_app(Settings(index_dir=app_index[1]), encoder=app_encoder)
     with served_page(app, DESKTOP) as (page, base):
