@@ -233,11 +233,13 @@ def _move_unrendered_to_defs(root: Element) -> None:
 def _size_used_symbols(root: Element) -> None:
     """Fit each ``<use>`` of a ``<symbol>`` that has a viewBox into the use's width x height, as a browser does
     (svgelements draws the symbol in its own units, so a sprite of viewBox 0 0 10 10 shown at 100 px came out 10 px):
-    the use's x, y and the viewBox mapping become its transform. A use without a numeric size is left as it is."""
+    the use's x, y and the viewBox mapping become its transform. A size left out is 100 %, and a percentage is of
+    the outer viewport, as browsers take it; a use sized in other units (10mm) is left as it is."""
     symbols = {element.get("id"): element for element in root.iter()
                if _local_name(element.tag) == "symbol" and element.get("id") and element.get("viewBox")}
     if not symbols:
         return
+    viewport = _viewport(root)
     for use in root.iter():
         if _local_name(use.tag) != "use":
             continue
@@ -245,8 +247,8 @@ def _size_used_symbols(root: Element) -> None:
         if symbol is None:
             continue
         box = [_number(v, math.nan) for v in symbol.get("viewBox", "").replace(",", " ").split()]
-        width = _number(use.get("width", symbol.get("width")), math.nan)
-        height = _number(use.get("height", symbol.get("height")), math.nan)
+        width = _use_length(use.get("width", symbol.get("width")), viewport[0])
+        height = _use_length(use.get("height", symbol.get("height")), viewport[1])
         if len(box) != 4 or not all(map(math.isfinite, [*box, width, height])) or min(box[2:]) <= 0:
             continue
         fit = _viewbox_fit(box, width, height, symbol.get("preserveAspectRatio", ""))
@@ -254,6 +256,24 @@ def _size_used_symbols(root: Element) -> None:
         use.set("transform", f"{use.get('transform', '')} translate({x} {y}) {fit}".strip())
         for name in ("x", "y", "width", "height"):
             use.attrib.pop(name, None)
+
+
+def _viewport(root: Element) -> tuple[float, float]:
+    """The outer ``<svg>``'s width and height in user units, which percentages refer to: its viewBox's, else its own
+    (in plain numbers), else a browser's default 300 x 150."""
+    box = [_number(v, math.nan) for v in (root.get("viewBox") or "").replace(",", " ").split()]
+    if len(box) == 4 and all(map(math.isfinite, box)) and min(box[2:]) > 0:
+        return box[2], box[3]
+    width, height = _number(root.get("width"), math.nan), _number(root.get("height"), math.nan)
+    return (width if width > 0 else 300.0), (height if height > 0 else 150.0)
+
+
+def _use_length(value: str | None, side: float) -> float:
+    """A use's width or height in user units: left out is 100 % of the viewport's ``side``; NaN when unreadable."""
+    text = (value or "100%").strip()
+    if text.endswith("%"):
+        return _number(text[:-1], math.nan) / 100 * side
+    return _number(text, math.nan)
 
 
 def _viewbox_fit(box: list[float], width: float, height: float, aspect: str) -> str:

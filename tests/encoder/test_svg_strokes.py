@@ -271,7 +271,9 @@ def test_an_embedded_picture_is_passed_over_and_an_at_rule_does_not_swallow_the_
     ('x="10" y="20" width="200" height="100"', "", [[60, 20], [160, 120]]),  # meet, centred: scale 10
     ('width="200" height="100"', 'preserveAspectRatio="none"', [[0, 0], [200, 100]]),
     ('width="200" height="100"', 'preserveAspectRatio="xMinYMin slice"', [[0, 0], [200, 200]]),
-    ("", "", [[0, 0], [10, 10]]),  # no size on the use: left in the symbol's own units
+    ("", "", [[0, 0], [300, 300]]),  # no size on the use: 100 % of the drawing, as browsers draw it
+    ('width="50%" height="20%"', "", [[45, 0], [105, 60]]),  # a percentage of the drawing's 300 x 300
+    ('width="5em" height="5em"', "", [[0, 0], [80, 80]]),  # an em is 16 px, as elsewhere in a drawing
 ])
 def test_a_used_symbol_is_fitted_into_the_uses_size(use, aspect, ends):
     """svgelements drew a symbol in its viewBox units: a sprite of viewBox 0 0 10 10 shown at 200 px was 10 px."""
