@@ -5,7 +5,8 @@ would live on as orphans, holding whatever they inherited (memory, file descript
 the project (index building, training, evaluation) passes :class:`WorkerInit` as its
 ``worker_init_fn``: each worker asks the kernel to SIGKILL it when its parent dies
 (``PR_SET_PDEATHSIG``), then checks that the parent is still the one that created it, because the
-parent may have died before the request took effect.
+parent may have died before the request took effect. Signals sent to the whole process group are left to the
+parent (:func:`leave_group_signals_to_parent`).
 
 The death signal follows the parent *thread* that forked the worker: iterate loaders from a thread
 that outlives the iteration (the main thread does, in every caller here).
@@ -45,6 +46,16 @@ def die_with_parent(parent_pid: int) -> bool:
     return True
 
 
+def leave_group_signals_to_parent() -> None:
+    """Ignore SIGINT and SIGTERM in this worker: sent to the whole process group (Ctrl-C in a terminal, ``timeout``,
+    a scheduler's kill), they are the parent's to handle; it saves where it stands and shuts its workers down. A
+    worker killed by the signal first made the loader raise "worker killed by signal" in the parent instead, and a
+    training run lose its epoch's steps. Only with PR_SET_PDEATHSIG: the kernel still ends the worker with its
+    parent."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
 class WorkerInit:
     """A picklable DataLoader ``worker_init_fn``: die with the parent, then run ``then(worker_id)``.
 
@@ -55,6 +66,7 @@ class WorkerInit:
         self.then = then
 
     def __call__(self, worker_id: int) -> None:
-        die_with_parent(self.parent_pid)
+        if die_with_parent(self.parent_pid):
+            leave_group_signals_to_parent()
         if self.then is not None:
             self.then(worker_id)

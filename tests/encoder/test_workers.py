@@ -75,6 +75,38 @@ def test_loader_workers_die_when_their_parent_is_sigkilled():
         process.wait()
 
 
+@pytest.mark.slow
+def test_a_signal_to_the_whole_process_group_is_left_to_the_parent():
+    """Ctrl-C or `timeout` signals every process of the group: the workers must not die of it, or the loader raises
+    "worker killed by signal" in the parent before its own handler saves where the run stands."""
+    program = textwrap.dedent("""
+        import os, signal, sys, torch
+        from torch.utils.data import DataLoader, Dataset
+        from encoder.workers import WorkerInit
+
+        class SignalsItsGroup(Dataset):
+            def __len__(self):
+                return 8
+            def __getitem__(self, i):
+                if i == 3:  # as the terminal or a scheduler would: every process of the group at once
+                    os.killpg(os.getpgid(0), signal.SIGTERM)
+                return i
+
+        got = []
+        try:
+            for batch in DataLoader(SignalsItsGroup(), batch_size=1, num_workers=2, worker_init_fn=WorkerInit()):
+                got += batch.tolist()
+        except KeyboardInterrupt:
+            print("parent took it", flush=True)
+            sys.exit(3)
+    """)
+    handler = "import signal\ndef _stop(*_): raise KeyboardInterrupt\nsignal.signal(signal.SIGTERM, _stop)\n"
+    result = subprocess.run([sys.executable, "-c", handler + program], env=ENV, capture_output=True, text=True,
+                            timeout=120, start_new_session=True)
+    assert result.returncode == 3 and "parent took it" in result.stdout, result.stderr[-2000:]
+    assert "killed by signal" not in result.stderr
+
+
 def test_training_loaders_carry_the_worker_init(tmp_path, tiny_encoder):
     from tests.training.synthetic_categories import make_dataset
     from training.category import CategoryOptions, CategoryTask
