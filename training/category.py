@@ -61,6 +61,7 @@ class CategoryTask:
         self.text_features = encoder.text_features([class_text(c) for c in split.train])
         self.logit_scale = encoder.logit_scale
         self.bad = BadFiles()
+        self.generator = None  # the augmentations are drawn per triplet (TripletDataset): nothing to keep
 
     def train_loader(self, epoch: int) -> DataLoader:
         skip_s, skip_p = self.bad.left_out(epoch, self.sketches, self.photos)
@@ -68,7 +69,7 @@ class CategoryTask:
                                     skip_sketches=skip_s, skip_photos=skip_p, order=self.options.sampler)
         triples = shard(triples, self.dist.rank, self.dist.world_size)
         dataset = TripletDataset(self.sketches, self.photos, self.sketch_labels, self.photo_labels, triples,
-                                 self.preprocess, train=self.options.augment)
+                                 self.preprocess, train=self.options.augment, draws=(self.options.seed, epoch))
         return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=False,
                           num_workers=self.options.workers, collate_fn=collate,
                           pin_memory=torch.cuda.is_available(), persistent_workers=False,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -468,15 +469,25 @@ class TripletDataset(Dataset):
 
     def __init__(self, sketches: Sequence[Sample], photos: Sequence[Sample], sketch_labels: Sequence[int],
                  photo_labels: Sequence[int], triples: Sequence[tuple[int, int, int]], preprocess: Preprocessor,
-                 *, train: bool = True) -> None:
+                 *, train: bool = True, draws: tuple[int, int] | None = None) -> None:
         self.sketches, self.photos = sketches, photos
         self.sketch_labels, self.photo_labels = sketch_labels, photo_labels
         self.triples, self.preprocess, self.train = triples, preprocess, train
+        self.draws = draws  # (seed, epoch) of the augmentations; None: torch's running random state
 
     def __len__(self) -> int:
         return len(self.triples)
 
     def __getitem__(self, index: int):
+        if not (self.train and self.draws is not None):
+            return self._triplet(index)
+        # Each triplet's augmentations are drawn from (seed, epoch, its place in the epoch): the same whatever the
+        # number of workers, and after a --resume that skipped the epoch's first batches.
+        with torch.random.fork_rng(devices=()):
+            torch.manual_seed(int(np.random.SeedSequence([*self.draws, index]).generate_state(1)[0]))
+            return self._triplet(index)
+
+    def _triplet(self, index: int):
         s, p, n = self.triples[index]
         labels = (self.sketch_labels[s], self.photo_labels[p], self.photo_labels[n])
         tensors = []

@@ -50,6 +50,9 @@ class Task(Protocol):
     name: str  # "category" | "fine-grained"
     selection_metric: str  # key of validate()'s dict, higher is better
     bad: BadFiles  # unreadable files met so far: shared by the DDP ranks after each epoch, kept in the state
+    # Random draws the task makes in this process as it trains (fine-grained: the patch shuffles), or None; its state
+    # is kept in the run's state, so a resumed run draws what an unbroken one would.
+    generator: torch.Generator | None
 
     def train_loader(self, epoch: int) -> Iterable[Any]:
         """Batches of one epoch (sampler seeded by epoch; this DDP rank's share)."""
@@ -283,6 +286,8 @@ class _Run:
                 raise TypeError("history is not a list of per-epoch records")
             if "unreadable" in state:  # a state saved before it was kept: the files are found again
                 self.task.bad.load_state_dict(state["unreadable"])
+            if state.get("generator") is not None and self.task.generator is not None:  # older states: drawn anew
+                self.task.generator.set_state(state["generator"])
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{unreadable} ({type(error).__name__}: {error}); {advice}") from None
         if self.rank.is_main:
@@ -301,7 +306,8 @@ class _Run:
                  "step": self.step, "batches_done": batches_done, "learned": learned,
                  "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
                  "history": json.dumps(self.history), "options": json.dumps(asdict(self.options)),
-                 "unreadable": self.task.bad.state_dict()}
+                 "unreadable": self.task.bad.state_dict(),
+                 "generator": None if self.task.generator is None else self.task.generator.get_state()}
         tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out_dir / STATE)
