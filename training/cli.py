@@ -194,8 +194,9 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     return build_encoder(config, device, prompt_init=args.prompt_init)
 
 
-# Flags that shape every batch: a resumed run must keep them (its sampler position and step count depend on them).
-BATCH_FLAGS = ("batch_size", "pairs_per_category")
+# Flags that shape every batch, its size, its order or the files it reads: a resumed run must keep them (its saved
+# position counts batches of that size, in that order, over those files).
+BATCH_FLAGS = ("batch_size", "pairs_per_category", "seed", "sampler", "augmentation")
 
 
 def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder,
@@ -214,7 +215,7 @@ def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, enc
         if was_args.get("command") != getattr(args, "command", None):
             raise SBIRError(f"{path} is a {was_args.get('command')} run; "
                             f"refusing to resume it as {getattr(args, 'command', None)}.")
-        for flag in BATCH_FLAGS:  # another batch size changes the steps per epoch and the optimiser's schedule
+        for flag in BATCH_FLAGS:  # e.g. another seed would train some sketches of the epoch twice and others never
             was, now = was_args.get(flag), getattr(args, flag, None)
             if was is not None and was != now:
                 raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "

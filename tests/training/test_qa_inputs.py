@@ -257,6 +257,15 @@ def test_resume_with_another_batch_size_is_refused_before_touching_the_run(tmp_p
     assert {path.name: path.read_bytes() for path in sorted(out.iterdir()) if path.is_file()} == before
     assert main(["category", *common, "--resume", "--max-steps", "2"]) == 0  # the same batch size resumes
 
+    # Another batch order: the saved position would skip other sketches than those trained on. (No validation
+    # slice, so that the seed draws no other split, which is refused as such.)
+    fixed = [*common[: common.index("--out")], "--val-fraction", "0", "--out", str(tmp_path / "fixed")]
+    assert main(["category", *fixed]) == 0
+    for flag, value in (("--seed", "5"), ("--sampler", "official")):
+        assert main(["category", *fixed, "--resume", flag, value]) == 2
+        err = capsys.readouterr().err
+        assert f"{flag} {value}" in err and "refusing to resume" in err, err
+
 
 def test_evaluating_one_class_warns_that_its_scores_say_nothing(tmp_path, caplog):
     from tests.training.synthetic_categories import make_dataset
