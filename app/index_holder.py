@@ -139,10 +139,7 @@ class IndexHolder:
             try:
                 version = self.source.current()
             except EngineUnavailableError as error:
-                if self.unavailable is None:
-                    log.error("%s", error)  # the details (server address) go to the log only
-                self.unavailable = "The vector index server cannot be reached; retrying (see the service log)."
-                return False
+                return self._away(error)
             except (OSError, SBIRError) as error:
                 if self._note_pointer(str(error) or f"The index pointer cannot be read ({type(error).__name__}).",
                                       "The index pointer cannot be read."):
@@ -161,11 +158,22 @@ class IndexHolder:
                 return False
             if version == self._refused:
                 return False
-            return self._load(version)
+            try:
+                return self._load(version)
+            except EngineUnavailableError as error:  # away while the version was opened or checked: not its fault,
+                return self._away(error)                # so it is tried again at the next poll
+
+    def _away(self, error: EngineUnavailableError) -> bool:
+        if self.unavailable is None:
+            log.error("%s", error)  # the details (server address) go to the log only
+        self.unavailable = "The vector index server cannot be reached; retrying (see the service log)."
+        return False
 
     def _load(self, version: str) -> bool:
         try:
             reader = self.source.open(self.device)
+        except EngineUnavailableError:
+            raise
         except IndexCorruptError as error:
             return self._refuse(version, error.check, str(error), "The index version is damaged and cannot be read.")
         except IndexNotFoundError as error:  # the pointer names a version that is not there
@@ -174,7 +182,11 @@ class IndexHolder:
         except VERSION_DAMAGE as error:
             return self._refuse(None, "open", str(error),
                                 f"The new index version cannot be opened ({type(error).__name__}).")
-        finding = self._distrust(reader)
+        try:
+            finding = self._distrust(reader)
+        except EngineUnavailableError:
+            reader.close()
+            raise
         if finding is not None:
             reader.close()
             return self._refuse(revision_of(reader), finding.check, finding.detail,
@@ -197,6 +209,8 @@ class IndexHolder:
         started = time.perf_counter()
         try:
             findings = trust_findings(reader, fingerprint=self.fingerprint, dim=self.dim)
+        except EngineUnavailableError:
+            raise
         except VERSION_DAMAGE as error:  # a check that cannot even run on what it found
             return Finding("readable", f"{type(error).__name__}: {error}")
         log.debug("checked index version %s in %.3f s", reader.version, time.perf_counter() - started)
@@ -250,7 +264,11 @@ class IndexHolder:
                 reader = self.source.open_version(name)
             except (OSError, SBIRError, ValueError, RuntimeError):
                 continue
-            finding = self._distrust(reader)
+            try:
+                finding = self._distrust(reader)
+            except EngineUnavailableError as error:
+                reader.close()
+                return self._away(error)
             if finding is None:
                 refused, pointer, refusal = self._refused, self._pointer_problem, self.refusal
                 self._serve(reader)

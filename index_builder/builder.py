@@ -184,11 +184,12 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
             version = writer.write(planned.content, previous, base_manifest(
                 encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
-            report = dataclasses.replace(report, version=version, notes=[*report.notes, *writer.notes])
+            report = dataclasses.replace(report, version=version)
         report = dataclasses.replace(report, notes=[*report.notes, *remember_failures(
             work_dir, encoder, scan, staging, recalled)])
         staging.discard()
         writer.prune(options.keep)
+        report = dataclasses.replace(report, notes=[*report.notes, *writer.notes])  # repairs and pruning too
     return dataclasses.replace(report, elapsed_s=time.perf_counter() - started)
 
 

@@ -276,9 +276,14 @@ class MilvusConnection:
     def switch_alias(self, alias: str, collection: str) -> None:
         """Point ``alias`` at ``collection`` in one server-side step (searches see the old or the new one)."""
         if self.alias_target(alias) is None:
-            self.call(lambda: self.client.create_alias(collection, alias, timeout=self.timeout), what="create alias")
-        else:
-            self.call(lambda: self.client.alter_alias(collection, alias, timeout=self.timeout), what="alter alias")
+            try:
+                self.call(lambda: self.client.create_alias(collection, alias, timeout=self.timeout),
+                          what="create alias")
+                return
+            except BuildError as error:  # another first build made it meanwhile: the newest build's collection wins
+                if "alias already exist" not in str(error).lower():
+                    raise
+        self.call(lambda: self.client.alter_alias(collection, alias, timeout=self.timeout), what="alter alias")
 
     def drop(self, collection: str) -> None:
         self.call(lambda: self.client.drop_collection(collection, timeout=self.timeout), what=f"drop {collection}")
@@ -311,14 +316,14 @@ class MilvusConnection:
                 return None
             head = _part_header(first[0])
             if head is None:
-                return json.loads(first[0])
+                return _manifest_json(version, first[0])
             _, count, digest, _ = head
             rest = self._manifest_rows(version, _other_part_keys(version, head))
             parts = [_part_header(text) for text in first + rest]
             by_index = {part[0]: part[3] for part in parts if part is not None and part[1:3] == (count, digest)}
             text = "".join(by_index.get(i, "") for i in range(count))
             if len(by_index) == count and hashlib.sha256(text.encode()).hexdigest()[:16] == digest:
-                return json.loads(text)
+                return _manifest_json(version, text)
             time.sleep(0.2)  # read while a write replaced part 0 and removed the parts it had named
         raise IndexCorruptError(f"The manifest of Milvus collection {version} is stored in parts that do not agree "
                                 "(damaged); a build with --rebuild writes a new one.")
@@ -451,3 +456,16 @@ class MilvusConnection:
 
     def close(self) -> None:
         self.reset()
+
+
+def _manifest_json(version: str, text: str) -> dict:
+    """A stored manifest's object; text that is not a JSON object (edited by hand, damaged) is a damaged version."""
+    try:
+        manifest = json.loads(text)
+    except ValueError as error:
+        raise IndexCorruptError(f"The manifest of Milvus collection {version} is not JSON ({error}); a build with "
+                                "--rebuild writes a new one.") from None
+    if not isinstance(manifest, dict):
+        raise IndexCorruptError(f"The manifest of Milvus collection {version} is not a JSON object; a build with "
+                                "--rebuild writes a new one.")
+    return manifest

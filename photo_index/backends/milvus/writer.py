@@ -73,10 +73,14 @@ class MilvusPrevious:
         self.manifest = checked_manifest(connection, version)
         self.fields = connection.record_fields(version)
         pages = connection.query_pages(version, self.fields, missing=f"Milvus collection {version} is gone.")
-        self.by_path = {row["path"]: to_record(row) for page in pages for row in page}
+        rows = [row for page in pages for row in page]
+        self.by_path = {row["path"]: to_record(row) for row in rows}
+        ids = {int(row["id"]) for row in rows}
+        # A build killed between upserting a photo under a new id and deleting its old row left two rows of one
+        # path: the one not kept here is stale (the next build deletes it).
+        self.stale_ids = sorted(ids - {record.id for record in self.by_path.values()})
         # A build killed after upserting new photos has not written next_id: never hand out an id in use.
-        highest = max((record.id for record in self.by_path.values()), default=-1)
-        self.manifest["next_id"] = max(int(self.manifest.get("next_id", 0)), highest + 1)
+        self.manifest["next_id"] = max(int(self.manifest.get("next_id", 0)), max(ids, default=-1) + 1)
 
     @property
     def fingerprint(self) -> str:
@@ -119,6 +123,7 @@ class MilvusWriter:
         self.notes: list[str] = []
         self.index_params = dict(options.index_params or {})
         self.search_params = options.search_params  # None: the type's defaults, or what `tune` chose
+        self._replaced: str | None = None  # the collection this build's alias switch took out of service
 
     def previous(self, rebuild: bool) -> MilvusPrevious | None:
         version = self.connection.alias_target(self.alias)
@@ -140,7 +145,13 @@ class MilvusWriter:
 
     def _repair_manifest(self, previous: MilvusPrevious) -> None:
         """A build killed between its upserts and its manifest left rows the manifest does not count: the next
-        build (also one that changes nothing) rewrites the manifest from the rows, so the service sees them."""
+        build (also one that changes nothing) rewrites the manifest from the rows, so the service sees them, and
+        deletes the stale rows of photos it had upserted under new ids."""
+        if previous.stale_ids:
+            self._delete(previous.name, previous.stale_ids)
+            self.notes.append(f"deleted {len(previous.stale_ids)} stale row(s) of {previous.name} (photos an "
+                              "interrupted build had stored again under new ids)")
+            previous.stale_ids = []
         problem = previous.disagreement()
         if problem is None:
             return
@@ -177,6 +188,7 @@ class MilvusWriter:
         self.connection.write_manifest(version, final)
         if not in_place:
             self.connection.switch_alias(self.alias, version)
+            self._replaced = previous.name if previous is not None else None
         return version
 
     def _search_section(self, old: Mapping, factory: str) -> dict:
@@ -211,10 +223,13 @@ class MilvusWriter:
             self.connection.call(lambda rows=rows: client.upsert(previous.name, rows, timeout=timeout),
                                  what="upsert photos")
         kept = {record.id for record in plan.records}
-        doomed = sorted(r.id for r in previous.by_path.values() if r.id not in kept)
-        for start in range(0, len(doomed), CHUNK):
-            chunk = doomed[start : start + CHUNK]
-            self.connection.call(lambda chunk=chunk: client.delete(previous.name, filter=f"id in {chunk}",
+        self._delete(previous.name, sorted(r.id for r in previous.by_path.values() if r.id not in kept))
+
+    def _delete(self, collection: str, ids: list[int]) -> None:
+        client, timeout = self.connection.client, self.connection.timeout
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            self.connection.call(lambda chunk=chunk: client.delete(collection, filter=f"id in {chunk}",
                                                                    timeout=timeout), what="delete photos")
 
     def _fill_new(self, name: str, plan: VersionContent, previous: MilvusPrevious | None, dim: int,
@@ -238,11 +253,15 @@ class MilvusWriter:
 
     def prune(self, keep: int) -> None:
         """Drop all but the newest ``keep`` complete collections (never the live one) and abandoned unfinished ones
-        (never one a build may still be filling)."""
+        (never one a build may still be filling). The collection this build's switch took out of service stays
+        until the next build: a service searches it until its next poll (with ``--keep 1`` its searches failed)."""
         live = self.connection.alias_target(self.alias)
         versions = self.connection.versions(self.alias)
         complete = [v for v in versions if v == live or self._has_manifest(v)]
         doomed = [v for v in versions if v not in complete and self._abandoned(v)] + expired(complete, live, keep)
+        if self._replaced in doomed:
+            doomed.remove(self._replaced)
+            self.notes.append(f"kept {self._replaced} until the next build (services may still search it)")
         for version in doomed:
             self.connection.drop(version)
 
