@@ -233,10 +233,14 @@ def _parse_id(value: object) -> int:
     return number
 
 
-def _oversized_row(category: str | None, metadata: dict) -> str | None:
-    """Why a manifest row's category or other fields are too large to keep, or None."""
+def _unstorable_row(category: str | None, metadata: dict) -> str | None:
+    """Why a manifest row's category or other fields cannot be kept (too large, not UTF-8), or None."""
     if category is not None and len(category.encode("utf-8", "surrogatepass")) > MAX_CATEGORY_BYTES:
         return f"the category is longer than {MAX_CATEGORY_BYTES:,} bytes"
+    if category is not None and not _is_utf8(category):  # a lone surrogate ("\ud800" in JSON): no store holds it
+        return "the category is not valid UTF-8"
+    if not _is_utf8(json.dumps(metadata, ensure_ascii=False)):
+        return "its other fields are not valid UTF-8"
     size = len(json.dumps(metadata, sort_keys=True))
     if size > MAX_METADATA_CHARS:
         return f"its other fields are {size:,} characters as JSON (at most {MAX_METADATA_CHARS:,})"
@@ -298,11 +302,12 @@ def read_manifest_file(manifest: str | Path) -> Scan:
             skipped.append(problem)
             continue
         category = row.get("category")
-        category = str(category) if category is not None else os.path.basename(os.path.dirname(path)) or None
+        category = str(category) if category is not None else os.path.basename(os.path.dirname(path))
+        category = category if category.strip() else None  # "" or spaces: no category (as stores read it back)
         metadata = {k: v for k, v in row.items() if k not in MANIFEST_FIELDS}
-        oversized = _oversized_row(category, metadata)
-        if oversized:
-            skipped.append(Skipped(path, "bad-manifest-row", f"line {line}: {oversized}"))
+        unstorable = _unstorable_row(category, metadata)
+        if unstorable:
+            skipped.append(Skipped(path, "bad-manifest-row", f"line {line}: {unstorable}"))
             continue
         seen_paths.add(path)
         if photo_id is not None:

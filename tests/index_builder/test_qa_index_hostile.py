@@ -259,6 +259,25 @@ def test_a_manifest_row_too_large_to_keep_is_skipped_and_the_rest_is_built(make_
         assert kept.path == str(photos[2]) and kept.metadata["tags"] == ["a", "b"]
 
 
+def test_a_manifest_row_no_store_can_hold_is_skipped_and_an_empty_category_is_none(make_gallery, build, tmp_path):
+    """A lone surrogate ("\\ud800" in JSON) in a category or a caption stopped the whole build with an encoder error;
+    an empty category was "" here but None read back from Milvus, so every build rewrote that photo."""
+    gallery = make_gallery({"cat": 4})
+    photos = sorted((gallery / "cat").iterdir())
+    manifest = tmp_path / "photos.jsonl"
+    manifest.write_text(f'{{"path": "{photos[0]}", "category": "bad\\ud800"}}\n'
+                        f'{{"path": "{photos[1]}", "caption": "x\\udfff"}}\n'
+                        f'{{"path": "{photos[2]}", "category": ""}}\n'
+                        f'{{"path": "{photos[3]}", "category": "  "}}\n')
+    report = build(manifest=manifest)
+    assert report.size == 2 and [s.reason for s in report.skipped] == ["bad-manifest-row"] * 2
+    assert "line 1: the category is not valid UTF-8" in report.skipped[0].detail
+    assert "line 2: its other fields are not valid UTF-8" in report.skipped[1].detail
+    with IndexReader.open(tmp_path / "index") as reader:
+        assert [reader.record(i).category for i in reader.vectors()[0]] == [None, None]
+    assert build(manifest=manifest).status == "unchanged"
+
+
 def test_a_next_id_set_back_never_hands_out_a_live_photos_id_again(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 3})
     build(gallery=gallery)
