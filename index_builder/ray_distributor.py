@@ -14,9 +14,13 @@ writer drops any outcome it already has, so a retry cannot duplicate a photo.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import socket
+import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +29,7 @@ import torch
 
 from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
 from encoder.precision import PrecisionChoice, apply_precision
+from encoder.workers import available_cpus
 from photo_index.errors import BuildError
 
 from .embedding import EmbedJob, Outcome, StagingWriter, embed_pixels, read_photo
@@ -66,14 +71,31 @@ def connect(address: str | None = None, temp_dir: str | None = None) -> bool:
         return False
     options = {"logging_level": logging.WARNING, "include_dashboard": False}
     try:
-        if address:
-            ray.init(address=address, **options)
-        else:
-            ray.init(address="local", _temp_dir=temp_dir or os.environ.get(ENV_TEMP_DIR) or DEFAULT_TEMP_DIR,
-                     **options)
+        with _own_signal_handlers():
+            if address:
+                ray.init(address=address, **options)
+            else:
+                ray.init(address="local", _temp_dir=temp_dir or os.environ.get(ENV_TEMP_DIR) or DEFAULT_TEMP_DIR,
+                         **options)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise BuildError(f"Cannot connect to the Ray cluster at {address or 'a new local cluster'}: {error}") from None
     return True
+
+
+@contextlib.contextmanager
+def _own_signal_handlers():
+    """Keep this process's SIGINT and SIGTERM handlers across ``ray.init``, which installs its own (and its C++ core
+    a crash handler): a SIGTERM then aborted the build (exit 134, a stack dump) instead of unwinding it (143)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread sets handlers
+        yield
+        return
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in handlers.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(signum, handler)
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -88,6 +110,29 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except (OSError, ValueError, OverflowError) as error:
         raise BuildError(f"Cannot reach the Ray cluster at {address} ({error}); is its head node running, "
                          "and is the address host:port of its GCS (e.g. 10.0.0.5:6379)?") from None
+    if not _speaks_grpc(host, int(port), timeout_s):
+        raise BuildError(f"Something answers at {address}, but not a Ray cluster's GCS (no gRPC there: a dashboard "
+                         "or another server?); the address is host:port of the head's GCS (e.g. 10.0.0.5:6379).")
+
+
+def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
+    """Whether a gRPC (HTTP/2) connection opens to ``host:port`` within ``timeout_s``: the GCS speaks it, a dashboard
+    or web server does not, and ray.init retried such an address for minutes. True when it cannot be told (no
+    grpc, or TLS, which a plain probe cannot open)."""
+    if os.environ.get("RAY_USE_TLS", "").lower() in ("1", "true"):
+        return True
+    try:
+        import grpc
+    except ImportError:
+        return True
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
 
 
 def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
@@ -140,10 +185,12 @@ class EncoderPayload:
 class EncoderActor:
     """The model step in a Ray actor: one encoder, built once, embeds batch after batch."""
 
-    def __init__(self, payload: list, fail_once: str | None = None) -> None:
+    def __init__(self, payload: list, fail_once: str | None = None, threads: int | None = None) -> None:
         import ray
 
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        if device == "cpu" and threads:  # Ray sets 1 thread for an actor of a fraction of a CPU
+            torch.set_num_threads(max(1, min(threads, available_cpus())))
         self.encoder = ray.get(payload[0]).build(device)  # in a list: Ray leaves nested refs unresolved
         self.fail_once = fail_once
 
@@ -198,15 +245,18 @@ class RayDistributor:
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
         ray = _ray()
-        connected_here = connect(self.address, self.temp_dir)
-        try:
-            self._embed(ray, encoder, job, writer)
-        except ray.exceptions.RayError as error:
-            raise BuildError(f"The Ray embedding step failed ({type(error).__name__}: {error}); the photos embedded "
-                             "so far are staged and the next run resumes from them.") from None
-        finally:
-            if connected_here:
-                ray.shutdown()
+        # Ray prints its cluster's messages ("(raylet) A worker died ...") to stdout, which is the report's with
+        # --json: they go to stderr, with the rest of what a build says along the way.
+        with contextlib.redirect_stdout(sys.stderr):
+            connected_here = connect(self.address, self.temp_dir)
+            try:
+                self._embed(ray, encoder, job, writer)
+            except ray.exceptions.RayError as error:
+                raise BuildError(f"The Ray embedding step failed ({type(error).__name__}: {error}); the photos "
+                                 "embedded so far are staged and the next run resumes from them.") from None
+            finally:
+                if connected_here:
+                    ray.shutdown()
 
     @staticmethod
     def _check_room(resources: dict, actors: int, actor_cpus: float, on_gpu: bool, reader_cpus: float) -> None:
@@ -231,6 +281,8 @@ class RayDistributor:
         reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
         actors = self.actors or (gpus if on_gpu else 1)
         self._check_room(ray.cluster_resources(), actors, actor_cpus, on_gpu, reader_cpus)
+        # On CPUs an actor computes with its share of the cluster's cores (at most its node's), as a local build does
+        threads = None if on_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
         payload = ray.put(EncoderPayload.of(encoder))
         step = job.batch_size  # one block per batch: every batch can be read by another task at once
         blocks = [pa.table({
@@ -242,7 +294,7 @@ class RayDistributor:
             read_batch, fn_kwargs={"preprocess": encoder.preprocess}, batch_size=job.batch_size,
             batch_format="numpy", num_cpus=reader_cpus, compute=ray.data.TaskPoolStrategy(size=self.decoders),
         ).map_batches(
-            EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once},
+            EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once, "threads": threads},
             batch_size=job.batch_size, batch_format="numpy", num_cpus=actor_cpus, num_gpus=1 if on_gpu else 0,
             compute=ray.data.ActorPoolStrategy(size=actors),
         )

@@ -34,8 +34,9 @@ def staged_rows(index_dir: Path) -> int:
 
 
 def kill_build_mid_embedding(gallery: Path, index_dir: Path, *options: str, env: dict | None = None,
-                             timeout: float = 120) -> int:
-    """Start a build (batches of 2), SIGKILL it once 8 rows are staged; returns the rows staged then."""
+                             timeout: float = 120, sig: int = signal.SIGKILL) -> int:
+    """Start a build (batches of 2), send it ``sig`` once 8 rows are staged; returns the rows staged then. A
+    SIGKILL must kill it; SIGINT or SIGTERM must unwind it: exit 128 + the signal, saying it was interrupted."""
     command = [sys.executable, "-m", "index_builder", "build", "--gallery", str(gallery), "--out", str(index_dir),
                "--batch-size", "2", "--no-progress", *options]
     env = {**os.environ, "SBIR_BACKBONE": "sbir-tiny", "SBIR_PRETRAINED": "none", "PYTHONPATH": str(ROOT),
@@ -44,9 +45,13 @@ def kill_build_mid_embedding(gallery: Path, index_dir: Path, *options: str, env:
     deadline = time.monotonic() + timeout
     while staged_rows(index_dir) < 8 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert process.returncode == -signal.SIGKILL, process.stderr.read().decode()[-3000:]
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    err = process.stderr.read().decode()
+    if sig == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL, err[-3000:]
+    else:
+        assert process.returncode == 128 + sig and "interrupted" in err, (process.returncode, err[-3000:])
     return staged_rows(index_dir)
 
 

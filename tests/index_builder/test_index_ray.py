@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -172,6 +173,24 @@ def test_killed_ray_driver_resumes_without_redoing_finished_photos(ray_cluster, 
 
     assert report.resumed == finished and report.embedded == total - finished  # nothing finished is redone
     assert report.added == report.size == total
+
+
+def test_sigterm_unwinds_a_ray_build_as_it_does_a_local_one(ray_cluster, tmp_path):
+    """ray.init replaced the build's SIGTERM handler with its own and a crash handler: exit 134 and a stack dump."""
+    gallery, index_dir = tmp_path / "gallery", tmp_path / "index"
+    write_distinct_photos(gallery / "dog", 400)
+    staged = kill_build_mid_embedding(
+        gallery, index_dir, "--distributor", "ray", "--ray-address", ray_cluster.address, "--ray-decoders", "1",
+        env={**ray_cluster.driver_env, MARK: ray_cluster.mark}, timeout=240, sig=signal.SIGTERM)
+    assert staged >= 8 and not (index_dir / "current").exists()  # staged for the next run; nothing published
+
+
+def test_the_clusters_messages_go_to_stderr_not_to_the_json_report(ray_driver, tiny_baseline, monkeypatch, capsys):
+    """Ray prints "(raylet) A worker died ..." to stdout while it embeds: with --json that broke the report."""
+    monkeypatch.setattr(RayDistributor, "_embed", lambda self, ray, encoder, job, writer: print("(raylet) noise"))
+    ray_distributor().run(tiny_baseline, None, None)
+    captured = capsys.readouterr()
+    assert "(raylet) noise" in captured.err and captured.out == ""
 
 
 def test_ray_options_are_checked_before_anything_starts(tmp_path, capsys):

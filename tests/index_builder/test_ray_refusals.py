@@ -30,6 +30,25 @@ def test_an_address_nobody_answers_on_is_refused_at_once(form):
     assert time.monotonic() - started < 10 and ray.is_initialized() == connected
 
 
+def test_an_address_where_no_gcs_answers_is_refused_in_seconds():
+    """A web server (the dashboard's port, say) accepts the connection: ray.init then retried it for minutes."""
+    import http.server
+    import threading
+
+    import ray
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    connected, started = ray.is_initialized(), time.monotonic()
+    try:
+        with pytest.raises(BuildError, match="not a Ray cluster's GCS"):
+            connect(f"127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 15 and ray.is_initialized() == connected
+
+
 @pytest.mark.parametrize(("resources", "actors", "on_gpu", "fits"), [
     ({"CPU": 2.0}, 1, False, True),
     ({"CPU": 2.0}, 6, False, True),  # a quarter CPU each beside a half-CPU read task
