@@ -417,7 +417,10 @@ def _split_flags(args: argparse.Namespace) -> list[str]:
     if args.unseen_classes:
         return ["--unseen-classes", str(args.unseen_classes)]
     if args.split == "random":
-        return ["--split", "random", "--n-unseen", f"{args.n_unseen:g}", "--seed", str(args.seed)]
+        # repr, not :g (6 digits): 0.1666666 printed as 0.166667 drew another split on some class counts
+        count = float(args.n_unseen)
+        return ["--split", "random", "--n-unseen", str(int(count)) if count.is_integer() else repr(count),
+                "--seed", str(args.seed)]
     return ["--split", args.split]
 
 
@@ -509,8 +512,12 @@ def scored_classes(args: argparse.Namespace, split: ClassSplit) -> list[str]:
 
 def check_report_paths(args: argparse.Namespace) -> None:
     """Refuse report paths that cannot be written before anything is embedded (on Sketchy that is minutes)."""
+    files = [Path(path) for path in (args.json, args.per_class, args.grid) if path]
+    for file in files:
+        if file.is_dir():
+            raise SBIRError(f"The report file {file} is a folder; name a file in it.")
     folders = [Path(args.out)] if args.out else []
-    folders += [Path(path).parent for path in (args.json, args.per_class, args.grid) if path]
+    folders += [file.parent for file in files]
     for folder in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -123,10 +123,28 @@ def _require_utf8_name(folder: Path) -> None:
                         "(e.g. convmv -f latin1 -t utf8) so class names can be written to reports.") from None
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every entry under ``folder``, following linked subfolders as linked files and class folders are followed
+    (Path.rglob skips them); a link back up the tree is walked once."""
+    seen: set[tuple[int, int]] = set()
+    found: list[Path] = []
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        try:
+            info = os.stat(top)
+        except OSError:  # gone or unreadable since it was listed: its files are not found, as os.walk's own errors
+            continue
+        if (info.st_dev, info.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((info.st_dev, info.st_ino))
+        found += [Path(top, name) for name in files]
+    return found
+
+
 def _class_samples(class_dir: Path, suffixes: frozenset[str]) -> list[Sample]:
     """The samples of one class folder, its subfolders included, in path order."""
     samples: list[Sample] = []
-    for path in sorted(class_dir.rglob("*")):
+    for path in sorted(_files_under(class_dir)):
         suffix = path.suffix.lower()
         if _is_hidden(path, class_dir) or suffix not in suffixes or not path.is_file():
             continue

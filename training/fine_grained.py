@@ -264,6 +264,10 @@ class FineGrainedTask:
         self.text_features = encoder.text_features([class_text(c) for c in self.pairs.classes])
         self.bad = BadFiles()  # unreadable training files: skipped from the next epoch on
         self.generator = torch.Generator().manual_seed(options.seed)  # patch-shuffling permutations
+        losses, size = options.losses, self.preprocess.image_size
+        if losses.ps_weight and losses.grid > size:  # refused now, not after the first validation
+            raise DataError(f"A {losses.grid}×{losses.grid} patch-shuffling grid does not fit the model's "
+                            f"{size}×{size} input: choose --grid of at most {size}.")
         try:  # fail now, not after the first validation, when the data cannot fill a P×K batch
             if not self._batches(0):
                 raise ValueError("the training pairs do not fill a single batch")

@@ -131,3 +131,14 @@ def test_fine_grained_trains_on_every_seen_class_with_val_fraction_0(pairs_root,
                  "--max-steps", "2", "--out", str(run)]) == 0
     assert json.loads((run / "run.json").read_text())["split"]["train"] == load_pairs(pairs_root).classes
     assert (run / "last.safetensors").is_file() and not (run / "best.safetensors").exists()
+
+
+def test_a_grid_larger_than_the_model_input_is_refused_before_anything_runs(pairs_root, tmp_path, one_thread,
+                                                                            capsys):
+    # was: the whole epoch-0 validation ran, run.json and log.csv were written, then the first step failed
+    run = tmp_path / "run"
+    assert main(["fine-grained", "--data", str(pairs_root), "--split", "random", "--n-unseen", "1", "--workers", "0",
+                 "--no-progress", "--batch_size", "4", "--pairs-per-category", "2", "--grid", "65",
+                 "--out", str(run)]) == 2
+    assert "does not fit the model's 64×64 input" in capsys.readouterr().err
+    assert not (run / "run.json").exists() and not (run / "log.csv").exists()

@@ -302,3 +302,28 @@ def test_the_printed_evaluate_command_is_shell_quoted_and_keeps_a_chosen_augment
     assert parsed.checkpoint == str(tmp_path / "run 1" / "best.safetensors")
     assert (parsed.split, parsed.seed, parsed.augmentation) == ("random", 3, "tx_000000000010")
     assert parsed.json == str(tmp_path / "run 1" / "test_metrics.json")
+
+
+@pytest.mark.parametrize(("given", "printed"), [("0.1666666", "0.1666666"), ("3", "3"), ("0.2", "0.2")])
+def test_the_printed_evaluate_command_names_the_trained_split_exactly(tmp_path, given, printed):
+    # was: --n-unseen 0.166667 (6 digits), which drew one more unseen class than training had on 9 classes
+    import shlex
+
+    from training.cli import evaluate_command
+
+    args = build_parser().parse_args(["category", "--data", "d", "--out", "o", "--split", "random", "--n-unseen",
+                                      given])
+    words = shlex.split(evaluate_command(args, tmp_path / "best.safetensors", tmp_path, []))
+    assert words[words.index("--n-unseen") + 1] == printed
+    assert build_parser().parse_args(words[3:]).n_unseen == args.n_unseen
+
+
+def test_a_report_file_named_as_an_existing_folder_is_refused_before_embedding(tmp_path, capsys):
+    from tests.training.synthetic_categories import make_dataset
+    from training.cli import main
+
+    make_dataset(tmp_path / "d", classes=["h1", "v1"], per_class=2)
+    assert main(["evaluate", "--data", str(tmp_path / "d"), "--split", "none", "--workers", "0", "--no-progress",
+                 "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"The report file {tmp_path} is a folder" in err and "Errno" not in err

@@ -275,6 +275,18 @@ def test_files_inside_hidden_subfolders_are_not_samples(tmp_path):
     assert sorted(p.path for p in data.photos["cat"]) == [str(photos / "a.jpg"), str(photos / "sub" / "b.jpg")]
 
 
+def test_a_linked_subfolder_is_read_as_linked_files_are_and_a_link_up_the_tree_once(tmp_path):
+    # was: Path.rglob skipped photo/cat/more -> elsewhere, silently, while linked files and class folders counted
+    _category(tmp_path, "sketch", "cat")
+    photos = _category(tmp_path, "photo", "cat", ("a",))
+    elsewhere = _category(tmp_path / "elsewhere", "photo", "more", ("b", "c"))
+    (photos / "more").symlink_to(elsewhere, target_is_directory=True)
+    (photos / "loop").symlink_to(photos, target_is_directory=True)  # back up the tree: walked once
+    data = CategoryDataset.scan(tmp_path)
+    assert sorted(p.path for p in data.photos["cat"]) == [str(photos / name) for name in
+                                                          ("a.jpg", "more/b.jpg", "more/c.jpg")]
+
+
 def test_a_category_folder_named_in_latin1_is_refused_at_scan_naming_it(tmp_path):
     # was: training and evaluation ran, then writing the per-class CSV crashed ("surrogates not allowed")
     import os
