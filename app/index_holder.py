@@ -152,6 +152,8 @@ class IndexHolder:
                 self._pointer_problem = None
                 if self._loaded is None:
                     self.problem = "No index version has been published yet."
+                else:
+                    self._drop_if_gone()
                 return False
             if version == self.revision:
                 self.refusal = None  # the published version is the one served (again)
@@ -162,6 +164,22 @@ class IndexHolder:
                 return self._load(version)
             except EngineUnavailableError as error:  # away while the version was opened or checked: not its fault,
                 return self._away(error)                # so it is tried again at the next poll
+
+    def _drop_if_gone(self) -> None:
+        """Nothing is published and the served version is gone too (a Milvus collection dropped with its alias, an
+        index folder emptied): stop serving it, so that readiness says so, where every search answered that the
+        index server could not be reached."""
+        served = self._loaded.reader.version
+        try:
+            if served in self.source.versions():
+                return
+        except (OSError, SBIRError):  # cannot tell (the server away): keep serving what is loaded
+            return
+        log.error("index version %s was deleted, and no version is published: nothing is served", served)
+        self._retire(None)
+        self.problem = f"The served index version {served} was deleted, and no version is published."
+        if self.metrics is not None:
+            self.metrics.index_reloads.labels("gone").inc()
 
     def _away(self, error: EngineUnavailableError) -> bool:
         if self.unavailable is None:

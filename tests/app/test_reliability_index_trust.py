@@ -330,6 +330,19 @@ def test_a_start_with_no_good_version_at_all_is_not_ready(index_dir, app_encoder
     holder.close()
 
 
+def test_an_index_emptied_under_the_service_stops_being_served(index_dir, app_encoder):
+    """Nothing published and the served version deleted: not ready, saying why (Milvus: a dropped collection)."""
+    holder, metrics = holder_for(index_dir, app_encoder)
+    assert holder.refresh() and holder.ready
+    served = holder.version
+    for entry in index_dir.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    assert not holder.refresh() and not holder.ready
+    assert holder.reason == f"The served index version {served} was deleted, and no version is published."
+    assert metrics.registry.get_sample_value("sbir_index_reloads_total", {"outcome": "gone"}) == 1
+    holder.close()
+
+
 def test_a_reload_that_keeps_failing_the_same_way_logs_one_traceback(index_dir, app_encoder, caplog, monkeypatch):
     """An unexpected failure of every poll (an EOFError from a damaged file did this) logged a traceback at each poll
     for as long as it lasted; the served version stays either way."""

@@ -1,5 +1,6 @@
 """Regressions of the Milvus audit (chaos): an outage while a version is checked is retried, not a refusal; stale
-rows of a build killed between its upsert and its delete are deleted by the next build; `--keep 1` keeps the
+rows of a build killed between its upsert and its delete are deleted by the next build; a served collection
+dropped with its alias makes the service not ready; `--keep 1` keeps the
 collection a service may still search; two first builds racing for the alias; a manifest that is not JSON."""
 
 from __future__ import annotations
@@ -49,6 +50,24 @@ def test_a_version_checked_while_its_collection_is_not_loaded_is_served_once_it_
         holder.close()
     finally:
         client.close()
+
+
+def test_a_served_collection_dropped_with_its_alias_makes_the_service_not_ready(milvus, milvus_build, collection,
+                                                                                tmp_path, tiny_baseline):
+    """/readyz said 200 while every search answered that the index server could not be reached."""
+    built = milvus_build(make_gallery(tmp_path / "gallery", categories=("apple",), per_category=2))
+    holder = IndexHolder(open_source(MilvusLocation(milvus.uri, collection)), fingerprint=tiny_baseline.fingerprint(),
+                         dim=tiny_baseline.embed_dim)
+    assert holder.refresh() and holder.ready
+    client = MilvusClient(uri=milvus.uri)
+    try:
+        client.drop_alias(collection)
+        client.drop_collection(built.version)
+    finally:
+        client.close()
+    assert not holder.refresh() and not holder.ready
+    assert holder.reason == f"The served index version {built.version} was deleted, and no version is published."
+    holder.close()
 
 
 def test_a_photos_stale_row_left_by_a_killed_build_is_deleted_by_the_next(milvus, collection):
