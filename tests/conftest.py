@@ -35,6 +35,13 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 @pytest.fixture()
+def one_thread():
+    """Tiny models run far faster single-threaded on a busy shared CPU."""
+    with torch_threads(1):
+        yield
+
+
+@pytest.fixture()
 def two_threads():
     """Two torch threads, whatever the machine: encoder lanes have a budget to share out."""
     with torch_threads(2):

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from encoder import EncoderConfig, PromptConfig, build_encoder
-from tests.conftest import torch_threads
 from tests.training.synthetic_pairs import make_pairs
 from training.cli import main
 from training.data import ClassSplit
@@ -22,13 +21,6 @@ from training.fine_grained import (
 )
 from training.loop import TrainOptions, train
 from training.pairs import load_pairs
-
-
-@pytest.fixture()
-def one_thread():
-    """Tiny models run far faster single-threaded on a busy shared CPU."""
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")

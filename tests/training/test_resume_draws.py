@@ -7,17 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import torch_threads
 from tests.training.synthetic_categories import make_dataset
 from tests.training.synthetic_pairs import make_pairs
 from training.cli import main
 from training.data import TripletDataset
-
-
-@pytest.fixture()
-def one_thread():
-    with torch_threads(1):
-        yield
 
 
 @pytest.fixture(scope="module")
