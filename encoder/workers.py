@@ -14,6 +14,7 @@ that outlives the iteration (the main thread does, in every caller here).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -47,13 +48,14 @@ def die_with_parent(parent_pid: int) -> bool:
 
 
 def leave_group_signals_to_parent() -> None:
-    """Ignore SIGINT and SIGTERM in this worker: sent to the whole process group (Ctrl-C in a terminal, ``timeout``,
-    a scheduler's kill), they are the parent's to handle; it saves where it stands and shuts its workers down. A
-    worker killed by the signal first made the loader raise "worker killed by signal" in the parent instead, and a
-    training run lose its epoch's steps. Only with PR_SET_PDEATHSIG: the kernel still ends the worker with its
-    parent."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    """Move this worker into a process group of its own: a signal sent to the parent's whole group (Ctrl-C in a
+    terminal, ``timeout``, a scheduler's kill) is then the parent's alone to handle; it saves where it stands and
+    shuts its workers down. A worker killed by the signal first made the loader raise "worker killed by signal" in
+    the parent instead, and a training run lose its epoch's steps. The worker keeps torch's own handlers, so the
+    loader can still stop a stuck one (ignoring SIGTERM instead left it running and the parent waiting at exit).
+    Only with PR_SET_PDEATHSIG: the kernel still ends the worker with its parent."""
+    with contextlib.suppress(OSError):  # not allowed (a session leader): the worker stays in the parent's group
+        os.setpgid(0, 0)
 
 
 class WorkerInit:

@@ -88,8 +88,8 @@ def test_a_signal_to_the_whole_process_group_is_left_to_the_parent():
             def __len__(self):
                 return 8
             def __getitem__(self, i):
-                if i == 3:  # as the terminal or a scheduler would: every process of the group at once
-                    os.killpg(os.getpgid(0), signal.SIGTERM)
+                if i == 3:  # as the terminal or a scheduler would: every process of the parent's group at once
+                    os.killpg(os.getpgid(os.getppid()), signal.SIGTERM)
                 return i
 
         got = []
@@ -105,6 +105,31 @@ def test_a_signal_to_the_whole_process_group_is_left_to_the_parent():
                             timeout=120, start_new_session=True)
     assert result.returncode == 3 and "parent took it" in result.stdout, result.stderr[-2000:]
     assert "killed by signal" not in result.stderr
+
+
+@pytest.mark.slow
+def test_a_stuck_worker_is_still_stopped_when_its_loader_ends():
+    """The loader stops a worker that does not finish by SIGTERM: a worker ignoring it outlived the loader and kept
+    the parent from exiting."""
+    program = textwrap.dedent("""
+        import time, torch
+        from torch.utils.data import DataLoader, Dataset
+        from encoder.workers import WorkerInit
+
+        class Stuck(Dataset):
+            def __len__(self):
+                return 100
+            def __getitem__(self, i):
+                if i >= 2:
+                    time.sleep(3600)  # a hung read
+                return i
+
+        for batch in DataLoader(Stuck(), batch_size=1, num_workers=1, worker_init_fn=WorkerInit()):
+            break  # the loader ends while its worker is stuck
+        print("done", flush=True)
+    """)
+    result = subprocess.run([sys.executable, "-c", program], env=ENV, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0 and "done" in result.stdout, result.stderr[-2000:]
 
 
 def test_training_loaders_carry_the_worker_init(tmp_path, tiny_encoder):
