@@ -69,7 +69,8 @@ class CategoryTask:
                                     skip_sketches=skip_s, skip_photos=skip_p, order=self.options.sampler)
         triples = shard(triples, self.dist.rank, self.dist.world_size)
         dataset = TripletDataset(self.sketches, self.photos, self.sketch_labels, self.photo_labels, triples,
-                                 self.preprocess, train=self.options.augment, draws=(self.options.seed, epoch))
+                                 self.preprocess, train=self.options.augment,
+                                 draws=(self.options.seed, epoch, self.dist.rank))
         return DataLoader(dataset, batch_size=self.options.batch_size, shuffle=False,
                           num_workers=self.options.workers, collate_fn=collate,
                           pin_memory=torch.cuda.is_available(), persistent_workers=False,

@@ -487,11 +487,11 @@ class TripletDataset(Dataset):
 
     def __init__(self, sketches: Sequence[Sample], photos: Sequence[Sample], sketch_labels: Sequence[int],
                  photo_labels: Sequence[int], triples: Sequence[tuple[int, int, int]], preprocess: Preprocessor,
-                 *, train: bool = True, draws: tuple[int, int] | None = None) -> None:
+                 *, train: bool = True, draws: tuple[int, ...] | None = None) -> None:
         self.sketches, self.photos = sketches, photos
         self.sketch_labels, self.photo_labels = sketch_labels, photo_labels
         self.triples, self.preprocess, self.train = triples, preprocess, train
-        self.draws = draws  # (seed, epoch) of the augmentations; None: torch's running random state
+        self.draws = draws  # (seed, epoch, DDP rank) of the augmentations; None: torch's running random state
 
     def __len__(self) -> int:
         return len(self.triples)
@@ -499,8 +499,8 @@ class TripletDataset(Dataset):
     def __getitem__(self, index: int):
         if not (self.train and self.draws is not None):
             return self._triplet(index)
-        # Each triplet's augmentations are drawn from (seed, epoch, its place in the epoch): the same whatever the
-        # number of workers, and after a --resume that skipped the epoch's first batches.
+        # Each triplet's augmentations are drawn from (seed, epoch, rank, its place in the rank's share): the same
+        # whatever the number of workers, and after a --resume that skipped the epoch's first batches.
         with torch.random.fork_rng(devices=()):
             torch.manual_seed(int(np.random.SeedSequence([*self.draws, index]).generate_state(1)[0]))
             return self._triplet(index)

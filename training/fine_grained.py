@@ -304,7 +304,7 @@ class FineGrainedTask:
         starts = itertools.accumulate((len(b) for b in batches), initial=0)
         positions = [list(range(start, start + len(batch))) for start, batch in zip(starts, batches, strict=False)]
         dataset = TripletDataset(pairs.sketches, pairs.photos, pairs.sketch_labels, pairs.photo_labels, triples,
-                                 self.preprocess, train=options.augment, draws=(options.seed, epoch))
+                                 self.preprocess, train=options.augment, draws=(options.seed, epoch, self.dist.rank))
         return DataLoader(dataset, batch_sampler=positions, collate_fn=collate_triplets,
                           num_workers=options.workers, pin_memory=torch.cuda.is_available(),
                           worker_init_fn=WorkerInit())

@@ -288,15 +288,17 @@ class _Run:
                 self.task.bad.load_state_dict(state["unreadable"])
             if state.get("generator") is not None and self.task.generator is not None:  # older states: drawn anew
                 self.task.generator.set_state(state["generator"])
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as error:  # RuntimeError: torch's
             raise CheckpointError(f"{unreadable} ({type(error).__name__}: {error}); {advice}") from None
         if self.rank.is_main:
             print(f"resuming {self.task.name} from epoch {self.epoch}, step {self.step} "
                   f"({self.skip_batches} batches into the epoch)")
 
     # ---- files
-    def save(self, epoch: int, batches_done: int, metrics: dict[str, float] | None) -> None:
-        """``last.safetensors`` + ``last_state.pt`` (written then renamed), ``batches_done`` into ``epoch``."""
+    def save(self, epoch: int, batches_done: int, metrics: dict[str, float] | None,
+             draws: torch.Tensor | None = None) -> None:
+        """``last.safetensors`` + ``last_state.pt`` (written then renamed), ``batches_done`` into ``epoch``;
+        ``draws``: the task generator's state to keep, when not its state now."""
         extra = {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {}}
         save_checkpoint(self.encoder, self.out_dir / LAST, extra=extra)
         # The learned tensors go into the state too: it is written whole or not at all (a rename), so --resume
@@ -307,7 +309,8 @@ class _Run:
                  "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
                  "history": json.dumps(self.history), "options": json.dumps(asdict(self.options)),
                  "unreadable": self.task.bad.state_dict(),
-                 "generator": None if self.task.generator is None else self.task.generator.get_state()}
+                 "generator": draws if draws is not None or self.task.generator is None
+                 else self.task.generator.get_state()}
         tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out_dir / STATE)
@@ -356,14 +359,16 @@ class _Run:
         window: dict[str, list[float]] = defaultdict(list)
         done = started = self.skip_batches
         self.skip_batches = 0
-        stopped, learned = False, 0
+        stopped, learned, draws = False, 0, None
         try:
             for batch in bar:
                 if options.max_steps is not None and self.step >= options.max_steps:  # already there (a resume)
                     stopped = True
                     break
+                draws = None if task.generator is None else task.generator.get_state()
                 learned += self._optimise(step_fn, batch, window)
                 done += 1
+                draws = None  # the step is done: what it drew counts
                 if rank.is_main and (self.step % options.log_every == 0 or done == total):
                     means = {k: sum(v) / len(v) for k, v in window.items()}
                     self.csv_log.add(self.step, self.epoch + 1, "train", means)
@@ -374,8 +379,8 @@ class _Run:
                     break
         except KeyboardInterrupt:  # Ctrl-C mid-epoch: keep the steps done, so --resume continues at this batch
             bar.close()
-            if rank.is_main and done > started:
-                self.save(self.epoch, done, None)
+            if rank.is_main and done > started:  # (the generator as it was before the step that was cut short)
+                self.save(self.epoch, done, None, draws=draws)
                 tqdm.write(f"[{task.name}] interrupted at step {self.step} ({done} batches into epoch "
                            f"{self.epoch + 1}); saved to {self.out_dir}, --resume continues from there")
             raise

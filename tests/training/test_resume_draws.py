@@ -50,6 +50,33 @@ def test_a_fine_grained_run_resumed_mid_epoch_shuffles_the_patches_an_unbroken_o
     _assert_same(*_unbroken_and_resumed(tmp_path, args, stop_at=2))
 
 
+def test_a_fine_grained_run_interrupted_mid_step_resumes_with_the_draws_of_that_step(tmp_path, one_thread,
+                                                                                      monkeypatch):
+    """Ctrl-C after a step drew its patch shuffles: the state kept the generator after those draws, so the resumed
+    step shuffled otherwise."""
+    import training.fine_grained as fine_grained
+
+    root = make_pairs(tmp_path / "data", n_classes=4, photos=8, sketches=2, seed=2)
+    args = ["fine-grained", "--data", str(root), "--split", "none", "--val-fraction", "0", "--workers", "0",
+            "--no-progress", "--batch_size", "4", "--pairs-per-category", "2", "--epochs", "1", "--prompt_lr", "1e-2",
+            "--clip_LN_lr", "1e-2"]
+    assert main([*args, "--out", str(tmp_path / "unbroken")]) == 0
+    real, calls = fine_grained.shuffle_permutations, []
+
+    def drawn_then_interrupted(*a, **k):
+        permutations = real(*a, **k)
+        calls.append(1)
+        if len(calls) == 3:  # the third step, after its draws
+            raise KeyboardInterrupt
+        return permutations
+
+    monkeypatch.setattr(fine_grained, "shuffle_permutations", drawn_then_interrupted)
+    assert main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    monkeypatch.undo()
+    assert main([*args, "--out", str(tmp_path / "resumed"), "--resume"]) == 0
+    _assert_same(_learned(tmp_path / "unbroken"), _learned(tmp_path / "resumed"))
+
+
 def test_a_triplets_augmentation_depends_on_its_place_and_epoch_not_on_what_was_drawn_before(shapes_root,
                                                                                              tiny_encoder):
     from training.data import CategoryDataset
@@ -60,7 +87,7 @@ def test_a_triplets_augmentation_depends_on_its_place_and_epoch_not_on_what_was_
     labels = [0] * len(sketches), [0] * len(photos)
 
     def dataset(epoch: int) -> TripletDataset:
-        return TripletDataset(sketches, photos, *labels, triples, tiny_encoder.preprocess, draws=(0, epoch))
+        return TripletDataset(sketches, photos, *labels, triples, tiny_encoder.preprocess, draws=(0, epoch, 0))
 
     first = dataset(0)[1][0]
     torch.rand(1000)  # another place in torch's running random state (a worker's, or after a resume)
