@@ -73,6 +73,8 @@ class IndexHolder:
         self._loaded: _Loaded | None = None
         self._refused: str | None = None  # a version already refused (not retried until `current` changes)
         self._pointer_problem: str | None = None  # why `current` cannot be read (logged once per problem)
+        self._gone: str | None = None  # why nothing is served after the served version was deleted
+        self._check_failure: str | None = None  # the engine's failure checking a new version (logged once)
         self.problem: str | None = "The index has not been loaded yet."
         self.refusal: str | None = None  # why the published version is not the one served (None: it is)
         self.unavailable: str | None = None  # why the engine's server cannot be reached (None: it can)
@@ -151,7 +153,7 @@ class IndexHolder:
             if version is None:
                 self._pointer_problem = None
                 if self._loaded is None:
-                    self.problem = "No index version has been published yet."
+                    self.problem = self._gone or "No index version has been published yet."
                 else:
                     self._drop_if_gone()
                 return False
@@ -163,12 +165,14 @@ class IndexHolder:
             try:
                 return self._load(version)
             except EngineUnavailableError as error:  # away while the version was opened or checked: not its fault,
-                return self._away(error)                # so it is tried again at the next poll
+                return self._check_failed(version, error)  # so it is tried again at the next poll
 
     def _drop_if_gone(self) -> None:
-        """Nothing is published and the served version is gone too (a Milvus collection dropped with its alias, an
-        index folder emptied): stop serving it, so that readiness says so, where every search answered that the
-        index server could not be reached."""
+        """Nothing is published and the served version is gone too (a Milvus collection dropped with its alias):
+        stop serving it, so that readiness says so, where every search answered that the index server could not be
+        reached. A folder's reader keeps serving from its open files (a volume unmounted for a moment)."""
+        if self.source.readers_outlive_deletion:
+            return
         served = self._loaded.reader.version
         try:
             if served in self.source.versions():
@@ -177,9 +181,20 @@ class IndexHolder:
             return
         log.error("index version %s was deleted, and no version is published: nothing is served", served)
         self._retire(None)
-        self.problem = f"The served index version {served} was deleted, and no version is published."
+        self.problem = self._gone = f"The served index version {served} was deleted, and no version is published."
         if self.metrics is not None:
             self.metrics.index_reloads.labels("gone").inc()
+
+    def _check_failed(self, version: str, error: EngineUnavailableError) -> bool:
+        """The engine failed while a new version was opened or checked, though it answered the poll (a collection
+        not loaded yet after a restart): with a version served, that one keeps serving and the new one is tried at
+        the next poll (logged once); with none, the service is not ready for it."""
+        if self._loaded is None:
+            return self._away(error)
+        if str(error) != self._check_failure:
+            log.error("index version %s cannot be checked yet; the served one stays, retrying: %s", version, error)
+        self._check_failure = str(error)
+        return False
 
     def _away(self, error: EngineUnavailableError) -> bool:
         if self.unavailable is None:
@@ -213,6 +228,7 @@ class IndexHolder:
         return True
 
     def _serve(self, reader: Reader) -> None:
+        self._gone = self._check_failure = None
         self._note_precision(reader.manifest)
         self._retire(_Loaded(reader, frozenset(reader.categories())))
         self._refused, self.problem, self._pointer_problem, self.refusal = None, None, None, None

@@ -142,6 +142,9 @@ class Source(Protocol):
     """Where the live index is: polled for its version, opened into a :class:`Reader`."""
 
     where: str  # the location, for people (info's ``index_dir``)
+    # Whether an open reader keeps serving its version once the version is deleted (a folder's open files do; a
+    # Milvus collection dropped on the server does not).
+    readers_outlive_deletion: bool
 
     def describe(self) -> str: ...
 

@@ -330,16 +330,36 @@ def test_a_start_with_no_good_version_at_all_is_not_ready(index_dir, app_encoder
     holder.close()
 
 
-def test_an_index_emptied_under_the_service_stops_being_served(index_dir, app_encoder):
-    """Nothing published and the served version deleted: not ready, saying why (Milvus: a dropped collection)."""
-    holder, metrics = holder_for(index_dir, app_encoder)
+def test_an_index_emptied_under_the_service_keeps_serving_from_its_open_files(index_dir, app_encoder):
+    """A folder's reader holds its files open: a volume unmounted for a moment does not stop the service (a Milvus
+    collection dropped with its alias does: tests/milvus/test_milvus_outages.py)."""
+    holder, _ = holder_for(index_dir, app_encoder)
     assert holder.refresh() and holder.ready
-    served = holder.version
     for entry in index_dir.iterdir():
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-    assert not holder.refresh() and not holder.ready
-    assert holder.reason == f"The served index version {served} was deleted, and no version is published."
-    assert metrics.registry.get_sample_value("sbir_index_reloads_total", {"outcome": "gone"}) == 1
+    assert not holder.refresh() and holder.ready
+    holder.close()
+
+
+def test_an_engine_failing_while_a_new_version_is_checked_leaves_the_served_one_serving(index_dir, app_encoder,
+                                                                                       caplog, monkeypatch):
+    """Milvus answered the poll but the new collection was not loaded yet: the whole service said unavailable."""
+    from photo_index import EngineUnavailableError
+
+    holder, _ = holder_for(index_dir, app_encoder)
+    assert holder.refresh()
+    served = holder.version
+
+    def not_loaded(*_args, **_kwargs):
+        raise EngineUnavailableError("Milvus at x is unavailable (search: collection not loaded).")
+
+    monkeypatch.setattr(holder.source, "current", lambda: "v-new")
+    monkeypatch.setattr(holder.source, "open", not_loaded)
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        for _ in range(3):
+            assert not holder.refresh()
+            assert holder.ready and holder.version == served and holder.refusal is None
+    assert len([r for r in caplog.records if "cannot be checked yet" in r.getMessage()]) == 1
     holder.close()
 
 

@@ -181,6 +181,8 @@ class IndexReader:
 class FolderSource:
     """The live version of an index folder (FAISS): the ``current`` pointer file names it."""
 
+    readers_outlive_deletion = True  # a reader holds its files open (an unmounted volume does not stop it)
+
     def __init__(self, index_dir: str | Path) -> None:
         self.index_dir = Path(index_dir)
         self.layout = IndexLayout(index_dir)

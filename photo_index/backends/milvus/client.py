@@ -273,17 +273,23 @@ class MilvusConnection:
                               what=f"describe {name}", missing=f"Milvus collection {name} is gone.")
         return str(described.get("description") or "")
 
-    def switch_alias(self, alias: str, collection: str) -> None:
-        """Point ``alias`` at ``collection`` in one server-side step (searches see the old or the new one)."""
-        if self.alias_target(alias) is None:
+    def switch_alias(self, alias: str, collection: str) -> str | None:
+        """Point ``alias`` at ``collection`` in one server-side step (searches see the old or the new one); returns
+        the collection it pointed at before (None: it is new)."""
+        before = self.alias_target(alias)
+        if before is None:
             try:
                 self.call(lambda: self.client.create_alias(collection, alias, timeout=self.timeout),
                           what="create alias")
-                return
-            except BuildError as error:  # another first build made it meanwhile: the newest build's collection wins
-                if "alias already exist" not in str(error).lower():
+                return None
+            except (BuildError, EngineUnavailableError):
+                # Another first build made it meanwhile (servers word that differently): the later build's
+                # collection wins, as with any two builds; a failure for another reason raises.
+                before = self.alias_target(alias)
+                if before is None:
                     raise
         self.call(lambda: self.client.alter_alias(collection, alias, timeout=self.timeout), what="alter alias")
+        return before
 
     def drop(self, collection: str) -> None:
         self.call(lambda: self.client.drop_collection(collection, timeout=self.timeout), what=f"drop {collection}")

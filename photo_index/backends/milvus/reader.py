@@ -226,6 +226,8 @@ class MilvusReader:
 class MilvusSource:
     """The live index behind a Milvus alias: polled by the app, described and verified by the CLI."""
 
+    readers_outlive_deletion = False  # a dropped collection is gone for every reader
+
     def __init__(self, location: MilvusLocation) -> None:
         self.alias = location.collection
         self.consistency = location.consistency

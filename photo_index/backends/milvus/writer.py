@@ -186,9 +186,8 @@ class MilvusWriter:
         else:
             self._fill_new(version, content, previous, dim, factory)
         self.connection.write_manifest(version, final)
-        if not in_place:
-            self.connection.switch_alias(self.alias, version)
-            self._replaced = previous.name if previous is not None else None
+        if not in_place:  # (what the alias named just before: another build's collection, in a race of two)
+            self._replaced = self.connection.switch_alias(self.alias, version)
         return version
 
     def _search_section(self, old: Mapping, factory: str) -> dict:
