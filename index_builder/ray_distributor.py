@@ -125,7 +125,9 @@ def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
         import grpc
     except ImportError:
         return True
-    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    # No HTTP proxy, as Ray's own channels (an http_proxy variable would make a live GCS look like no GCS)
+    channel = grpc.insecure_channel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                                    options=[("grpc.enable_http_proxy", 0)])
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
         return True

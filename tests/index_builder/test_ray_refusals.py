@@ -49,6 +49,26 @@ def test_an_address_where_no_gcs_answers_is_refused_in_seconds():
     assert time.monotonic() - started < 15 and ray.is_initialized() == connected
 
 
+def test_a_grpc_server_is_recognised_whatever_http_proxy_says(monkeypatch):
+    """Ray's channels ignore http_proxy; the probe went through it and took a live GCS for no GCS."""
+    from concurrent import futures
+
+    import grpc
+
+    from index_builder.ray_distributor import _speaks_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        for name in ("http_proxy", "https_proxy", "grpc_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{_closed_port()}")
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert _speaks_grpc("127.0.0.1", port, 5.0)
+    finally:
+        server.stop(None)
+
+
 @pytest.mark.parametrize(("resources", "actors", "on_gpu", "fits"), [
     ({"CPU": 2.0}, 1, False, True),
     ({"CPU": 2.0}, 6, False, True),  # a quarter CPU each beside a half-CPU read task
