@@ -252,7 +252,9 @@ def _size_used_symbols(root: Element) -> None:
         if len(box) != 4 or not all(map(math.isfinite, [*box, width, height])) or min(box[2:]) <= 0:
             continue
         fit = _viewbox_fit(box, width, height, symbol.get("preserveAspectRatio", ""))
-        x, y = _number(use.get("x"), 0.0), _number(use.get("y"), 0.0)
+        x, y = _use_length(use.get("x") or "0", viewport[0]), _use_length(use.get("y") or "0", viewport[1])
+        if not (math.isfinite(x) and math.isfinite(y)):
+            continue
         use.set("transform", f"{use.get('transform', '')} translate({x} {y}) {fit}".strip())
         for name in ("x", "y", "width", "height"):
             use.attrib.pop(name, None)
@@ -264,16 +266,25 @@ def _viewport(root: Element) -> tuple[float, float]:
     box = [_number(v, math.nan) for v in (root.get("viewBox") or "").replace(",", " ").split()]
     if len(box) == 4 and all(map(math.isfinite, box)) and min(box[2:]) > 0:
         return box[2], box[3]
-    width, height = _number(root.get("width"), math.nan), _number(root.get("height"), math.nan)
+    width, height = _use_length(root.get("width"), math.nan), _use_length(root.get("height"), math.nan)
     return (width if width > 0 else 300.0), (height if height > 0 else 150.0)
 
 
+# CSS absolute units in px (user units of an outer <svg> without a viewBox)
+CSS_UNIT_PX = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4}
+_LENGTH = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%|[a-zA-Z]*)\s*")
+
+
 def _use_length(value: str | None, side: float) -> float:
-    """A use's width or height in user units: left out is 100 % of the viewport's ``side``; NaN when unreadable."""
-    text = (value or "100%").strip()
-    if text.endswith("%"):
-        return _number(text[:-1], math.nan) / 100 * side
-    return _number(text, math.nan)
+    """A length in user units: a percentage is of the viewport's ``side`` (left out: 100 %), CSS absolute units
+    (px, pt, pc, in, cm, mm) are converted; NaN when unreadable."""
+    match = _LENGTH.fullmatch(value if value is not None else "100%")
+    if match is None:
+        return math.nan
+    number, unit = float(match.group(1)), match.group(2).lower()
+    if unit == "%":
+        return number / 100 * side
+    return number * CSS_UNIT_PX[unit] if unit in CSS_UNIT_PX else math.nan
 
 
 def _viewbox_fit(box: list[float], width: float, height: float, aspect: str) -> str:

@@ -267,6 +267,14 @@ def test_an_embedded_picture_is_passed_over_and_an_at_rule_does_not_swallow_the_
     assert [s.tolist() for s in strokes_from_svg(drawing.encode(), max_points=100)] == [[[0, 0], [10, 10]]]
 
 
+def test_a_used_symbol_is_placed_by_lengths_in_units_and_percentages_of_the_drawing():
+    """The drawing's size in inches and the use's x in % (of 3.125in = 300 px): read as a browser reads them."""
+    svg = (f'<svg {NS} width="3.125in" height="300px"><defs><symbol id="s" viewBox="0 0 10 10">'
+           '<path d="M0 0 L10 10" stroke="black"/></symbol></defs>'
+           '<use xlink:href="#s" x="25%" width="50%" height="50%"/><path d="M0 300 L300 0" stroke="black"/></svg>')
+    assert parse_strokes(svg.encode())[0][[0, -1]].tolist() == [[75, 0], [225, 150]]
+
+
 @pytest.mark.parametrize(("use", "aspect", "ends"), [
     ('x="10" y="20" width="200" height="100"', "", [[60, 20], [160, 120]]),  # meet, centred: scale 10
     ('width="200" height="100"', 'preserveAspectRatio="none"', [[0, 0], [200, 100]]),
