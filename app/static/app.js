@@ -384,6 +384,8 @@ window.addEventListener("popstate", (event) => {
   step = to;
   const saved = steps[to];
   if (!saved) return;
+  state.current = null;  // a stroke being drawn belongs to the query left behind
+  state.pointerId = null;
   state.strokes = saved.strokes;
   state.upload = saved.upload;
   if (saved.padWidth && state.padWidth && saved.padWidth !== state.padWidth) {  // the pad changed size since
