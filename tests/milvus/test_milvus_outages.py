@@ -111,8 +111,14 @@ def test_a_first_build_that_finds_the_alias_made_meanwhile_moves_it(milvus, coll
     other = publish_vectors(open_writer(MilvusLocation(milvus.uri, collection + "_b"), PublishOptions()),
                             _vectors(3, seed=1), factory="AUTOINDEX")
     connection = MilvusConnection(milvus.uri)
-    monkeypatch.setattr(MilvusConnection, "alias_target", lambda self, alias: None)  # as the racing build saw it
-    connection.switch_alias(collection, other)
+    real, looks = MilvusConnection.alias_target, []
+
+    def first_look_sees_none(self, alias):  # as the racing build saw it before the other's alias was made
+        looks.append(alias)
+        return None if len(looks) == 1 else real(self, alias)
+
+    monkeypatch.setattr(MilvusConnection, "alias_target", first_look_sees_none)
+    assert connection.switch_alias(collection, other) == first  # the collection it took out of service
     monkeypatch.undo()
     assert other != first and connection.alias_target(collection) == other
     connection.reset()
