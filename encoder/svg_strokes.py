@@ -233,8 +233,9 @@ def _move_unrendered_to_defs(root: Element) -> None:
 def _size_used_symbols(root: Element) -> None:
     """Fit each ``<use>`` of a ``<symbol>`` that has a viewBox into the use's width x height, as a browser does
     (svgelements draws the symbol in its own units, so a sprite of viewBox 0 0 10 10 shown at 100 px came out 10 px):
-    the use's x, y and the viewBox mapping become its transform. A size left out is 100 %, and a percentage is of
-    the outer viewport, as browsers take it; a use sized in other units (10mm) is left as it is."""
+    the use's x, y and the viewBox mapping become its transform. A size left out is 100 %, a percentage is of the
+    outer viewport and CSS absolute units are converted, as browsers take them; a use sized in other units (10vw) is
+    left as it is."""
     symbols = {element.get("id"): element for element in root.iter()
                if _local_name(element.tag) == "symbol" and element.get("id") and element.get("viewBox")}
     if not symbols:
@@ -246,13 +247,13 @@ def _size_used_symbols(root: Element) -> None:
         symbol = symbols.get((use.get("href") or use.get(_XLINK_HREF) or "").removeprefix("#"))
         if symbol is None:
             continue
-        box = [_number(v, math.nan) for v in symbol.get("viewBox", "").replace(",", " ").split()]
-        width = _use_length(use.get("width", symbol.get("width")), viewport[0])
-        height = _use_length(use.get("height", symbol.get("height")), viewport[1])
-        if len(box) != 4 or not all(map(math.isfinite, [*box, width, height])) or min(box[2:]) <= 0:
+        box = _viewbox(symbol)
+        width = _length(use.get("width", symbol.get("width")), viewport[0])
+        height = _length(use.get("height", symbol.get("height")), viewport[1])
+        if box is None or not (math.isfinite(width) and math.isfinite(height)):
             continue
         fit = _viewbox_fit(box, width, height, symbol.get("preserveAspectRatio", ""))
-        x, y = _use_length(use.get("x") or "0", viewport[0]), _use_length(use.get("y") or "0", viewport[1])
+        x, y = _length(use.get("x") or "0", viewport[0]), _length(use.get("y") or "0", viewport[1])
         if not (math.isfinite(x) and math.isfinite(y)):
             continue
         use.set("transform", f"{use.get('transform', '')} translate({x} {y}) {fit}".strip())
@@ -260,13 +261,19 @@ def _size_used_symbols(root: Element) -> None:
             use.attrib.pop(name, None)
 
 
+def _viewbox(element: Element) -> list[float] | None:
+    """``element``'s viewBox (min-x, min-y, width, height), or None when it has none that can be used."""
+    box = [_number(v, math.nan) for v in (element.get("viewBox") or "").replace(",", " ").split()]
+    return box if len(box) == 4 and all(map(math.isfinite, box)) and min(box[2:]) > 0 else None
+
+
 def _viewport(root: Element) -> tuple[float, float]:
     """The outer ``<svg>``'s width and height in user units, which percentages refer to: its viewBox's, else its own
-    (in plain numbers), else a browser's default 300 x 150."""
-    box = [_number(v, math.nan) for v in (root.get("viewBox") or "").replace(",", " ").split()]
-    if len(box) == 4 and all(map(math.isfinite, box)) and min(box[2:]) > 0:
+    (in CSS absolute units), else a browser's default 300 x 150."""
+    box = _viewbox(root)
+    if box is not None:
         return box[2], box[3]
-    width, height = _use_length(root.get("width"), math.nan), _use_length(root.get("height"), math.nan)
+    width, height = _length(root.get("width"), math.nan), _length(root.get("height"), math.nan)
     return (width if width > 0 else 300.0), (height if height > 0 else 150.0)
 
 
@@ -275,7 +282,7 @@ CSS_UNIT_PX = {"": 1.0, "px": 1.0, "pt": 96 / 72, "pc": 16.0, "in": 96.0, "cm": 
 _LENGTH = re.compile(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(%|[a-zA-Z]*)\s*")
 
 
-def _use_length(value: str | None, side: float) -> float:
+def _length(value: str | None, side: float) -> float:
     """A length in user units: a percentage is of the viewport's ``side`` (left out: 100 %), CSS absolute units
     (px, pt, pc, in, cm, mm) are converted; NaN when unreadable."""
     match = _LENGTH.fullmatch(value if value is not None else "100%")
