@@ -299,6 +299,8 @@ class _Run:
              draws: torch.Tensor | None = None) -> None:
         """``last.safetensors`` + ``last_state.pt`` (written then renamed), ``batches_done`` into ``epoch``;
         ``draws``: the task generator's state to keep, when not its state now."""
+        if draws is None and self.task.generator is not None:
+            draws = self.task.generator.get_state()
         extra = {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {}}
         save_checkpoint(self.encoder, self.out_dir / LAST, extra=extra)
         # The learned tensors go into the state too: it is written whole or not at all (a rename), so --resume
@@ -309,8 +311,7 @@ class _Run:
                  "best": self.best if self.best > -math.inf else None, "best_epoch": self.best_epoch,
                  "history": json.dumps(self.history), "options": json.dumps(asdict(self.options)),
                  "unreadable": self.task.bad.state_dict(),
-                 "generator": draws if draws is not None or self.task.generator is None
-                 else self.task.generator.get_state()}
+                 "generator": draws}
         tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out_dir / STATE)
