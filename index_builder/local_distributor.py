@@ -36,7 +36,7 @@ def _collate(items: list[Decoded]) -> list[Decoded]:
     return items
 
 
-def _quiet_worker(_worker_id: int) -> None:
+def _decoding_worker(_worker_id: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process owns the compute threads
     # (Ctrl-C / SIGTERM to the build's process group do not reach them: WorkerInit gives each a group of its own.)
 
@@ -48,7 +48,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
         shuffle=False,
         num_workers=workers,
         collate_fn=_collate,
-        worker_init_fn=WorkerInit(_quiet_worker) if workers > 0 else None,  # a killed build leaves no worker
+        worker_init_fn=WorkerInit(_decoding_worker) if workers > 0 else None,  # a killed build leaves no worker
         prefetch_factor=4 if workers > 0 else None,
         persistent_workers=False,
     )

@@ -276,15 +276,16 @@ class RayDistributor:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the writer's bar counts photos; Ray's would interleave with it
         context.print_on_execution_start = False
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()  # one ask of the cluster for the placement below
+        gpus = int(resources.get("GPU", 0))
         if self.actor_device == "cuda" and not gpus:
             raise BuildError("--device cuda was requested but the Ray cluster has no GPU.")
         on_gpu = gpus > 0 and self.actor_device != "cpu"
         reader_cpus, actor_cpus = (1, 1) if on_gpu else CPU_ONLY_SHARES
         actors = self.actors or (gpus if on_gpu else 1)
-        self._check_room(ray.cluster_resources(), actors, actor_cpus, on_gpu, reader_cpus)
+        self._check_room(resources, actors, actor_cpus, on_gpu, reader_cpus)
         # On CPUs an actor computes with its share of the cluster's cores (at most its node's), as a local build does
-        threads = None if on_gpu else max(1, int(ray.cluster_resources().get("CPU", 1)) // actors)
+        threads = None if on_gpu else max(1, int(resources.get("CPU", 1)) // actors)
         payload = ray.put(EncoderPayload.of(encoder))
         step = job.batch_size  # one block per batch: every batch can be read by another task at once
         blocks = [pa.table({
