@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     backbone = args.backbone or ("ViT-B-32" if args.vit else "sbir-tiny")
     # The build's lanes; its device stays --device either way: the bare encoder is timed where the photos embed.
-    _, lanes = build_encoder_placement(args.distributor, args.device, args.encoder_lanes)
+    _, lanes, _ = build_encoder_placement(args.distributor, args.device, args.encoder_lanes, args.precision)
     encoder = load_encoder(backbone=backbone, pretrained="none", device=args.device, precision=args.precision,
                            lanes=lanes)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]

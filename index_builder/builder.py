@@ -27,7 +27,7 @@ from photo_index.space import disk_full, is_disk_full
 
 from . import known_failures
 from .distributors import get_distributor
-from .embedding import Distributor, embed_files
+from .embedding import Distributor, Embedded, embed_files
 from .errors import FingerprintMismatchError
 from .lock import LOCK_FILE, build_lock
 from .plan import Plan, Selection, plan, select
@@ -161,8 +161,10 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
         recalled = dict(staging.failures)  # known before this run read anything (remembered, or an interrupted run's)
         selection = select(scan, previous, staging, options.rebuild)
         embed_started = time.perf_counter()
-        same = embed_step(encoder, selection, staging, options)
+        embedded = embed_step(encoder, selection, staging, options)
         embed_s = time.perf_counter() - embed_started
+        same, precision = embedded.same, embedded_precision(embedded, encoder, previous, options.rebuild)
+        note_precision(previous, precision, options.rebuild, writer.where)
         reused = {**selection.reused, **{key[0]: previous.by_path[key[0]] for key in same}}
         planned = plan(scan, previous, reused, staging)
         report = BuildReport(
@@ -170,7 +172,7 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             previous=previous.name if previous else None, skipped=[*scan.skipped, *planned.failed],
             size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
             unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
-            resumed=selection.resumed, embed_s=embed_s, precision=encoder.precision,
+            resumed=selection.resumed, embed_s=embed_s, precision=precision,
             lanes=encoder.lanes, notes=held_note(planned.held))
         if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
             raise nothing_to_index(scan, report, previous)
@@ -183,7 +185,7 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
         else:
             report = dataclasses.replace(report, status="built", elapsed_s=time.perf_counter() - started)
             version = writer.write(planned.content, previous, base_manifest(
-                encoder, options, scan, planned, report, scanned_at_ns, requested), report.to_dict())
+                encoder, options, scan, planned, report, scanned_at_ns, requested, precision), report.to_dict())
             report = dataclasses.replace(report, version=version)
         report = dataclasses.replace(report, notes=[*report.notes, *remember_failures(
             work_dir, encoder, scan, staging, recalled)])
@@ -242,12 +244,28 @@ def check_fingerprint(previous: Previous | None, encoder: PromptedCLIP, rebuild:
     stale = preprocessing_mismatch(previous.manifest) or weights_mismatch(previous.manifest, encoder.backbone_sample())
     if stale:
         raise FingerprintMismatchError(f"{stale} Incremental mode is refused for {where}.")
-    if note := precision_note(previous.manifest["encoder"].get("precision"), encoder.precision, "new photos"):
+
+
+def embedded_precision(embedded: Embedded, encoder: PromptedCLIP, previous: Previous | None, rebuild: bool) -> str:
+    """The precision the new version's vectors were computed in: this run's (its workers', or the encoder's), or
+    the previous version's when this run embedded nothing (only removals: an fp32 Ray driver must not relabel them)."""
+    if embedded.precision:
+        return embedded.precision
+    if embedded.ran or previous is None or rebuild:
+        return encoder.precision
+    return previous.manifest["encoder"].get("precision") or encoder.precision
+
+
+def note_precision(previous: Previous | None, precision: str, rebuild: bool, where: str) -> None:
+    """Say once when the new photos' vectors were computed in another precision than the kept ones'."""
+    if previous is None or rebuild:
+        return
+    if note := precision_note(previous.manifest["encoder"].get("precision"), precision, "new photos"):
         precision_log.info("index %s: %s", where, note)
 
 
-def embed_step(encoder: PromptedCLIP, selection: Selection, staging: Staging, options: BuildOptions) -> set[FileKey]:
-    """Embed the selected files into staging; returns those whose content turned out unchanged."""
+def embed_step(encoder: PromptedCLIP, selection: Selection, staging: Staging, options: BuildOptions) -> Embedded:
+    """Embed the selected files into staging (what turned out unchanged, the precision the vectors are in)."""
     return embed_files(encoder, selection.wanted, staging, distributor=options.distributor or get_distributor("local"),
                        batch_size=options.batch_size, workers=options.workers, progress=options.progress,
                        known=selection.known)
@@ -268,7 +286,7 @@ def requested_factory(options: BuildOptions, previous: Previous | None) -> str |
 
 
 def base_manifest(encoder: PromptedCLIP, options: BuildOptions, scan: Scan, planned: Plan, report: BuildReport,
-                  scanned_at_ns: int, requested: str | None) -> dict:
+                  scanned_at_ns: int, requested: str | None, precision: str) -> dict:
     """What the build knows of the new version; the writer adds its name, index section and build counts."""
     return {
         "format": FORMAT,
@@ -278,7 +296,7 @@ def base_manifest(encoder: PromptedCLIP, options: BuildOptions, scan: Scan, plan
         "dim": encoder.embed_dim,
         "next_id": planned.content.next_id,
         "scanned_at_ns": scanned_at_ns,
-        "encoder": encoder_section(encoder, options.checkpoint),
+        "encoder": {**encoder_section(encoder, options.checkpoint), "precision": precision},
         "gallery": {"root": scan.gallery_root, "source": scan.source},
         "index_factory_option": requested,
     }

@@ -229,9 +229,10 @@ def _build(args: argparse.Namespace) -> int:
     search_params = parse_params(args.milvus_search_params, "--milvus-search-params")
     # --device means three things, one per step: where this process's encoder embeds (local), where Ray actors
     # embed (ray; the driver's copy then only describes the encoder), and where FAISS builds its index.
-    encoder_device, lanes = build_encoder_placement(args.distributor, args.device, args.encoder_lanes)
+    encoder_device, lanes, precision = build_encoder_placement(args.distributor, args.device, args.encoder_lanes,
+                                                               args.precision)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
-                           activation=args.activation, device=encoder_device, precision=args.precision, lanes=lanes)
+                           activation=args.activation, device=encoder_device, precision=precision, lanes=lanes)
     options = BuildOptions(
         index_dir=out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
@@ -247,7 +248,7 @@ def _build(args: argparse.Namespace) -> int:
 def _distributor(args: argparse.Namespace) -> Distributor:
     if args.distributor == "ray":
         return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
-                               actor_device=args.device)
+                               actor_device=args.device, precision=args.precision)
     return get_distributor(args.distributor)
 
 

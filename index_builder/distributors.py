@@ -20,10 +20,11 @@ DISTRIBUTORS = {
 EMBED_IN_PROCESS = frozenset({"local"})
 
 
-def build_encoder_placement(name: str, device: str, lanes: str) -> tuple[str, str]:
-    """(device, lanes) for the encoder the build process loads with distributor ``name``: as asked when it
-    embeds there; on the CPU in one lane when its workers embed (their device is the distributor's option)."""
-    return (device, lanes) if name in EMBED_IN_PROCESS else ("cpu", "1")
+def build_encoder_placement(name: str, device: str, lanes: str, precision: str) -> tuple[str, str, str]:
+    """(device, lanes, precision) for the encoder the build process loads with distributor ``name``: as asked when
+    it embeds there; on the CPU in one lane and fp32 when its workers embed (their device and precision are the
+    distributor's options: each worker resolves ``precision`` on its own device, from these fp32 weights)."""
+    return (device, lanes, precision) if name in EMBED_IN_PROCESS else ("cpu", "1", "fp32")
 
 
 def get_distributor(name: str = "local", **options) -> Distributor:

@@ -159,11 +159,23 @@ class StagingWriter:
 
 
 class Distributor(Protocol):
-    """Runs the reader and the model over a job and hands every outcome to the writer (in any order)."""
+    """Runs the reader and the model over a job and hands every outcome to the writer (in any order).
+
+    ``run`` returns the precision the vectors were computed in when its workers chose it on their own device (Ray
+    actors resolving ``auto`` on a GPU), or None when they computed in ``encoder.precision``."""
 
     name: str
 
-    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None: ...
+    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """What the embedding step did beyond staging: files found unchanged, and the precision it computed in."""
+
+    same: set[FileKey]
+    precision: str | None  # None: the encoder's own (or nothing was embedded)
+    ran: bool = True  # False: there was nothing to embed
 
 
 def embed_files(
@@ -176,18 +188,18 @@ def embed_files(
     workers: int = 4,
     progress: bool = True,
     known: dict[str, str] | None = None,
-) -> set[FileKey]:
+) -> Embedded:
     """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
 
-    Files whose content hash equals ``known[path]`` are not embedded; their keys are returned."""
+    Files whose content hash equals ``known[path]`` are not embedded; their keys are returned in ``same``."""
     if not keys:
-        return set()
+        return Embedded(set(), None, ran=False)
     job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
     writer = StagingWriter(job, staging, progress)
     try:
-        distributor.run(encoder, job, writer)
+        precision = distributor.run(encoder, job, writer)
     finally:
         writer.close()
     if writer.missing:  # a distributor that stopped early must not look like a finished embedding step
         raise BuildError(f"The embedding step returned no result for {writer.missing} of {len(keys)} photos.")
-    return writer.same
+    return Embedded(writer.same, precision)

@@ -59,6 +59,7 @@ class LocalDistributor:
     name: str = "local"
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
+        """Embeds in this process, in ``encoder.precision``."""
         batches = -(-len(job.paths) // job.batch_size)  # a worker per batch at most: more would only start and wait
         loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known), job.batch_size,
                              min(job.workers, batches))

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from encoder import EncoderConfig, Preprocessor, PromptedCLIP, build_encoder
-from encoder.precision import PrecisionChoice, apply_precision
+from encoder.precision import PRECISIONS, PrecisionChoice, apply_precision, resolve_precision
 from encoder.workers import available_cpus
 from photo_index.errors import BuildError
 
@@ -164,15 +164,21 @@ class EncoderPayload:
     config: EncoderConfig
     state: dict[str, torch.Tensor]  # every tensor, frozen backbone included: no weights needed on workers
     fingerprint: str
-    # The driver's precision, which the manifest records: actors compute in it too (a bf16 backbone's state loaded
-    # into an fp32 model would otherwise run fp32 on bf16-rounded weights).
+    # The driver's precision: actors compute in it when no `requested` is given (a bf16 backbone's state loaded into
+    # an fp32 model would otherwise run fp32 on bf16-rounded weights).
     precision: PrecisionChoice
+    # A precision each actor resolves on its own device (``auto``: CUDA's autocast on a GPU, bf16 on a CPU with
+    # native bf16), from the driver's fp32 state; None: the driver's.
+    requested: str | None = None
 
     @classmethod
-    def of(cls, encoder: PromptedCLIP) -> EncoderPayload:
+    def of(cls, encoder: PromptedCLIP, requested: str | None = None) -> EncoderPayload:
+        if requested is not None and encoder.weights_dtype != torch.float32:
+            raise BuildError(f"The driver's encoder is already {encoder.precision}: actors choosing their precision "
+                             "on their own device need its fp32 weights (load it in fp32).")
         state = {name: tensor.detach().cpu() for name, tensor in encoder.state_dict().items()}
         precision = encoder.precision_choice or PrecisionChoice(encoder.precision, "as built", "the driver's encoder")
-        return cls(encoder.config, state, encoder.fingerprint(), precision)
+        return cls(encoder.config, state, encoder.fingerprint(), precision, requested)
 
     def build(self, device: str) -> PromptedCLIP:
         encoder = build_encoder(self.config, device, weights_source="none")  # shape only; the state replaces it
@@ -180,7 +186,8 @@ class EncoderPayload:
         if encoder.fingerprint() != self.fingerprint:
             raise RuntimeError(f"The encoder rebuilt on this worker has fingerprint {encoder.fingerprint()}, "
                                f"the driver's is {self.fingerprint} (different code versions?).")
-        apply_precision(encoder, self.precision)
+        apply_precision(encoder, self.precision if self.requested is None else resolve_precision(self.requested,
+                                                                                                  device))
         return encoder
 
 
@@ -213,7 +220,7 @@ class EncoderActor:
         if decoded.any():
             vectors[decoded] = embed_pixels(self.encoder, np.ascontiguousarray(batch["pixels"][decoded]))
         return {**{name: batch[name] for name in ("index", "sha256", "reason", "detail", "decoded")},
-                "vector": vectors}
+                "vector": vectors, "precision": np.full(len(decoded), self.encoder.precision, dtype=object)}
 
 
 def outcomes(batch: dict[str, np.ndarray], job: EmbedJob) -> list[Outcome]:
@@ -236,6 +243,9 @@ class RayDistributor:
     decoders: int | None = None  # most read tasks at once; default as many as the cluster's CPUs allow
     actor_device: str = "auto"  # where actors embed: auto (GPUs when the cluster has them) | cpu | cuda (needs GPUs)
     temp_dir: str | None = None  # a local cluster's temp dir (default SBIR_RAY_TMPDIR, else /tmp/sbir-ray)
+    # What actors compute in (--precision): resolved by each actor on its device, so `auto` is the autocast on a GPU
+    # actor whatever the driver's CPU has; None: the precision of the driver's encoder.
+    precision: str | None = None
     fail_once: str | None = None  # tests: see EncoderActor._maybe_fail
     name: str = "ray"
 
@@ -244,15 +254,18 @@ class RayDistributor:
             raise BuildError("--ray-actors and --ray-decoders must be >= 1.")
         if self.actor_device not in ("auto", "cpu", "cuda"):
             raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.actor_device!r}.")
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise BuildError(f"Ray actors compute in {', '.join(PRECISIONS)}, not {self.precision!r}.")
 
-    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
+    def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str | None:
+        """Embeds on the cluster; returns the precision the actors computed in (``a+b`` where actors differed)."""
         ray = _ray()
         # Ray prints its cluster's messages ("(raylet) A worker died ...") to stdout, which is the report's with
         # --json: they go to stderr, with the rest of what a build says along the way.
         with contextlib.redirect_stdout(sys.stderr):
             connected_here = connect(self.address, self.temp_dir)
             try:
-                self._embed(ray, encoder, job, writer)
+                return self._embed(ray, encoder, job, writer)
             except ray.exceptions.RayError as error:
                 raise BuildError(f"The Ray embedding step failed ({type(error).__name__}: {error}); the photos "
                                  "embedded so far are staged and the next run resumes from them.") from None
@@ -270,7 +283,7 @@ class RayDistributor:
             raise BuildError(f"--ray-actors {actors} cannot all be placed: the cluster ({cpus:g} CPUs, {gpus} GPUs) "
                              f"holds at most {max(most, 0)} encoder actors beside a read task.")
 
-    def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
+    def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str:
         import pyarrow as pa
 
         context = ray.data.DataContext.get_current()
@@ -286,7 +299,7 @@ class RayDistributor:
         self._check_room(resources, actors, actor_cpus, on_gpu, reader_cpus)
         # On CPUs an actor computes with its share of the cluster's cores (at most its node's), as a local build does
         threads = None if on_gpu else max(1, int(resources.get("CPU", 1)) // actors)
-        payload = ray.put(EncoderPayload.of(encoder))
+        payload = ray.put(EncoderPayload.of(encoder, self.precision))
         step = job.batch_size  # one block per batch: every batch can be read by another task at once
         blocks = [pa.table({
             "index": pa.array(range(start, min(start + step, len(job.keys))), pa.int64()),
@@ -301,5 +314,8 @@ class RayDistributor:
             batch_size=job.batch_size, batch_format="numpy", num_cpus=actor_cpus, num_gpus=1 if on_gpu else 0,
             compute=ray.data.ActorPoolStrategy(size=actors),
         )
+        computed_in = set()
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             writer.write(outcomes(batch, job))
+            computed_in.update(batch["precision"].tolist())
+        return "+".join(sorted(computed_in)) or encoder.precision

@@ -37,6 +37,19 @@ def test_manifest_and_report_record_the_precision_and_mixing_is_logged(make_gall
     assert len(notes) == 1 and "new photos are embedded in bf16" in notes[0]
 
 
+def test_a_build_that_only_removes_photos_keeps_the_precision_its_vectors_were_computed_in(make_gallery, tmp_path,
+                                                                                           capsys):
+    gallery = make_gallery({"cat": 3, "dog": 2})
+    index_dir = tmp_path / "index"
+    assert build(gallery, index_dir, "--precision", "bf16") == 0
+    capsys.readouterr()
+    (gallery / "cat" / "cat_0.jpg").unlink()  # nothing to embed: every vector left is a bf16 one
+    assert build(gallery, index_dir, "--precision", "fp32") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["removed"], report["embedded"], report["precision"]) == (1, 0, "bf16")
+    assert live_manifest(index_dir)["encoder"]["precision"] == "bf16"
+
+
 def test_an_unknown_precision_in_the_environment_is_a_clean_error(make_gallery, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("SBIR_PRECISION", "fp8")
     assert build(make_gallery({"cat": 1}), tmp_path / "index") == 2
@@ -63,7 +76,8 @@ def test_a_bad_lane_count_is_a_clean_error(make_gallery, tmp_path, capsys, monke
     assert "encoder lanes must be" in capsys.readouterr().err
 
 
-def test_only_a_distributor_that_embeds_in_the_build_process_gets_its_device_and_lanes():
-    assert build_encoder_placement("local", "cuda", "auto") == ("cuda", "auto")
-    assert build_encoder_placement("ray", "cuda", "auto") == ("cpu", "1")  # the actors load their own copy
+def test_only_a_distributor_that_embeds_in_the_build_process_gets_its_device_lanes_and_precision():
+    assert build_encoder_placement("local", "cuda", "auto", "auto") == ("cuda", "auto", "auto")
+    # The actors load their own copy, from the driver's fp32 weights, and resolve the precision on their device
+    assert build_encoder_placement("ray", "cuda", "auto", "bf16") == ("cpu", "1", "fp32")
     assert EMBED_IN_PROCESS.issubset(DISTRIBUTORS)

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from encoder import EncoderConfig, apply_precision, build_encoder, resolve_precision
+from encoder import precision as precision_module
 from index_builder.cli import main
 from index_builder.embedding import embed_files
 from index_builder.local_distributor import LocalDistributor
-from index_builder.ray_distributor import RayDistributor
+from index_builder.ray_distributor import EncoderPayload, RayDistributor
 from index_builder.sources import scan_folder
 from index_builder.staging import ENTRIES, FileKey, Staging, file_key
 from photo_index.backends.folder import IndexReader
+from photo_index.errors import BuildError
 from photo_index.format import STAGING
 
 from .conftest import add_broken_files, write_photo
@@ -109,6 +111,41 @@ def test_ray_actors_embed_in_the_drivers_precision(ray_driver, make_gallery, bui
         with IndexReader.open(tmp_path / name) as reader:
             assert reader.manifest["encoder"]["precision"] == "bf16"
     assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
+
+
+def test_ray_actors_resolve_the_requested_precision_from_the_drivers_fp32_weights(ray_driver, make_gallery, build,
+                                                                                tmp_path):
+    # --precision reaches the actors, which cast the driver's fp32 weights themselves (as a local bf16 build does),
+    # and the manifest and the report record what they computed in, not the fp32 driver's precision.
+    bf16 = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=None), "cpu")
+    apply_precision(bf16, resolve_precision("bf16", "cpu"))
+    gallery = make_gallery({"cat": 3, "dog": 2})
+
+    build(bf16, gallery=gallery, index_dir=tmp_path / "local")
+    report = build(gallery=gallery, index_dir=tmp_path / "ray", distributor=ray_distributor(precision="bf16"))
+
+    assert report.precision == "bf16"
+    with IndexReader.open(tmp_path / "ray") as reader:
+        assert reader.manifest["encoder"]["precision"] == "bf16"
+    assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
+
+
+@pytest.mark.parametrize(("flags", "expected"), [(frozenset({"amx_bf16"}), "bf16"), (frozenset({"avx2"}), "fp32")])
+def test_auto_is_resolved_on_the_actors_device_not_the_drivers(tiny_baseline, monkeypatch, flags, expected):
+    # The driver's choice (fp32 here) does not bind an actor asked for `auto`: it decides on its own device.
+    monkeypatch.setattr(precision_module, "cpu_flags", lambda: flags)
+    encoder = EncoderPayload.of(tiny_baseline, "auto").build("cpu")
+    assert encoder.precision == expected
+    assert EncoderPayload.of(tiny_baseline).build("cpu").precision == tiny_baseline.precision == "fp32"
+
+
+def test_actors_choosing_their_precision_refuse_a_driver_already_in_bf16():
+    bf16 = build_encoder(EncoderConfig(backbone="sbir-tiny", pretrained="none", prompts=None), "cpu")
+    apply_precision(bf16, resolve_precision("bf16", "cpu"))
+    with pytest.raises(BuildError, match="need its fp32 weights"):
+        EncoderPayload.of(bf16, "auto")
+    with pytest.raises(BuildError, match="compute in auto, fp32, bf16, not 'fp16'"):
+        RayDistributor(precision="fp16")
 
 
 def test_incremental_ray_build_equals_local_incremental_build(ray_driver, make_gallery, build, tmp_path):
