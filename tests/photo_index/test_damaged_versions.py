@@ -76,6 +76,22 @@ def test_numbers_that_are_no_counts_or_ids_are_a_damaged_manifest(tmp_path, fiel
         store.current()
 
 
+@pytest.mark.parametrize("name", ["../../outside", "/etc", ".hidden", "a/b", 7])
+def test_a_segment_name_that_is_no_folder_of_segments_is_a_damaged_manifest(tmp_path, name):
+    # Joined to segments/ as it was, "../x" or an absolute path was read outside the index (a manifest without a
+    # digest, as older code wrote, is not checked by it).
+    store = SegmentStore(tmp_path)
+    version = store.commit(None, added=[add(store, [1, 2, 3], 1)], encoder=ENCODER)
+    store.publish(version)
+    path = store.version_path(version.name)
+    manifest = json.loads(path.read_text())
+    manifest.pop("segments_digest", None)
+    manifest["segments"][0]["name"] = name
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(IndexCorruptError, match="is not a folder name of segments/"):
+        store.current()
+
+
 @pytest.mark.parametrize("ids", [
     np.array([0, 2, 1], dtype=np.int64), np.array([0, 1, MAX_PHOTO_ID + 2], dtype=np.int64),
     np.array([-1, 0, 1], dtype=np.int64), np.array([0, 1, 2], dtype=np.int32), np.array([0.0, 1.0, 2.0]),

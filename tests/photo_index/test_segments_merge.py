@@ -15,10 +15,11 @@ from photo_index.backends.folder.segments import (
     write_segment,
 )
 from photo_index.backends.folder.segments import merge as merge_segments
+from photo_index.backends.folder.segments.merge import merge_factory
 from photo_index.backends.folder.segments.segment import TMP_PREFIX
 from photo_index.backends.folder.segments.tune import tune_version
 
-from .segtools import exact_top_k, records_for, unit_vectors
+from .segtools import add_segment, exact_top_k, records_for, unit_vectors
 
 ENCODER = {"fingerprint": "enc-1"}
 
@@ -161,3 +162,22 @@ def test_tune_recalibrates_approximate_segments_in_a_new_version_and_keeps_the_s
     assert store.queries_of(store.current()) is not None  # the retained version's sample is kept
     exact_only = store.commit(None, added=[small], encoder=ENCODER)
     assert tune_version(store, exact_only, unit_vectors(8, 4)) == (exact_only, [])
+
+
+def test_an_explicit_factory_sticks_when_the_policy_rewrites_or_merges_large_segments(tmp_path, monkeypatch):
+    store = SegmentStore(tmp_path)
+    ids = np.arange(3000, dtype=np.int64)
+    big = write_segment(store.segments_dir, unit_vectors(3000, 1), ids, records_for(ids), factory="IVF16,SQ8")
+    version = store.commit(None, added=[big], encoder=ENCODER, fields={"index_factory_option": "IVF16,SQ8"})
+    version = store.commit(version, removed=np.arange(1000))  # a third deleted: the policy rewrites it
+    version = store.commit(version, added=[add_segment(store, range(3000, 3040), 2)])
+    version = store.commit(version, added=[add_segment(store, range(3040, 3080), 3)])
+    merged, merges = apply_policy(store, version, TieredMergePolicy())
+    assert (big.name,) in merges
+    # It was rewritten with the auto choice by size (exact Flat) while the version said IVF16,SQ8
+    factories = {ref.live: store.segment_info(ref.name).index["factory"] for ref in merged.segments}
+    assert factories == {2000: "IVF16,SQ8", 40: "Flat"}
+    # Small change segments merged together stay exact; past the exact size the explicit factory is used
+    assert merge_factory(store, version, version.segment_names()[1:]) is None
+    monkeypatch.setenv("SBIR_INDEX_FLAT_MAX", "50")
+    assert merge_factory(store, version, version.segment_names()[1:]) == "IVF16,SQ8"

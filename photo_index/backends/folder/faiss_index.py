@@ -12,6 +12,7 @@ again by ``tune`` on real query vectors (sketches sit farther from photos than p
 from __future__ import annotations
 
 import errno
+import functools
 import math
 import os
 import time
@@ -371,21 +372,34 @@ class FaissIndex:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed_ids is None:
             scores, found = self.search_index.search(queries, k)
-        elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX:
+        elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX or not self.takes_selectors:
             scores, found = exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
         else:
-            scores, found = self.cpu_index.search(queries, k, params=self._params(allowed_ids))
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
+            scores, found = self.cpu_index.search(queries, k, params=self.params_with(selector))
         found = found.astype(np.int64, copy=False)
         scores = np.where(found < 0, -np.inf, scores).astype(np.float32)  # FAISS pads with -1 and -inf/-3.4e38
         return scores, found
 
-    def _params(self, allowed_ids: np.ndarray) -> faiss.SearchParameters:
-        selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
+    def params_with(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+        """New search parameters restricted by ``selector``, for one search call: FAISS's IndexIDMap points the
+        object's selector at a stack object while it searches, so parameters shared by two threads crash."""
         if self.knob is not None:
             return _search_params(self.knob, self.knob_value, selector)
         params = faiss.SearchParameters(sel=selector)
         params.keep_alive = selector  # the params object only holds a raw pointer
         return params
+
+    @functools.cached_property
+    def takes_selectors(self) -> bool:
+        """Whether FAISS filters ids inside this index type's search (IVF, HNSW, Flat do; PQ, LSH refuse any
+        search parameters): asked once, with one empty query."""
+        try:
+            self.cpu_index.search(np.zeros((1, self.dim), np.float32), 1,
+                                  params=self.params_with(faiss.IDSelectorRange(0, 0)))
+        except RuntimeError:
+            return False
+        return True
 
     def self_check(self, rows: StoredRows) -> list[str]:
         """An exact index must hold exactly the stored vectors; an approximate one must find most of them."""

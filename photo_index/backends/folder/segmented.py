@@ -30,6 +30,7 @@ from .faiss_index import FaissEngine
 from .segments import SegmentedView, SegmentStore, TieredMergePolicy, apply_policy, compact, write_segment
 from .segments.checks import segment_problems
 from .segments.merge import GatheredRows
+from .segments.search import open_live_segments
 from .segments.segment import adopt_folder, checksum_problems
 from .segments.store import REPORTS, UNREADABLE
 from .segments.tune import tune_version
@@ -60,14 +61,16 @@ class SegmentedPrevious:
         self.manifest = check_manifest(version.manifest(), str(store.version_path(version.name)))
         self.sources: list[np.ndarray] = []
         ids, which, rows, records = [], [], [], []
-        with SegmentedView(store, version) as view:
+        # Opened without the search structures a view builds (a build reads ids, records and vector rows only)
+        segments = open_live_segments(store, version)
+        try:
             # The service's checks before a swap (every file up to CHECKSUM_MAX_BYTES hashed, the rest sized): a
             # build never carries damaged ids or records into a new version. Merges hash every file they read.
-            damaged = [problem for live in view.segments for problem in checksum_problems(
+            damaged = [problem for live in segments for problem in checksum_problems(
                 live.segment.folder, live.segment.info, hash_max_bytes=CHECKSUM_MAX_BYTES)]
             if damaged:
                 raise IndexCorruptError("; ".join(damaged))
-            for number, live in enumerate(view.segments):
+            for number, live in enumerate(segments):
                 live_rows = live.live_rows()
                 self.sources.append(live.segment.vectors)
                 ids.append(live.segment.ids[live_rows])
@@ -75,6 +78,9 @@ class SegmentedPrevious:
                 rows.append(live_rows)
                 keep = set(ids[-1].tolist())
                 records += [r for r in live.segment.metadata.iter_records() if r.id in keep]
+        finally:
+            for live in segments:
+                live.segment.close()
         order = np.argsort(np.concatenate(ids) if ids else np.zeros(0, np.int64), kind="stable")
         self.ids = np.concatenate(ids)[order] if ids else np.zeros(0, np.int64)
         self.which = np.concatenate(which)[order] if ids else np.zeros(0, np.int64)

@@ -27,6 +27,7 @@ from ....api import PhotoRecord
 from ....arrays import load_array
 from ....errors import IndexCorruptError
 from ....format import new_version_name, utc_now
+from ..faiss_index import EXACT_FACTORIES, choose_factory
 from ..records import MetadataStore
 from .segment import SegmentInfo, checksum_problems, write_segment
 from .store import SegmentStore
@@ -153,8 +154,21 @@ def apply_policy(store: SegmentStore, version: Version, policy: TieredMergePolic
     """``version`` after the merges ``policy`` plans for it (written; not published), and those merges."""
     merges = policy.plan(version.segments)
     for names in merges:
-        version = merge(store, version, names, **options)
+        version = merge(store, version, names, factory=merge_factory(store, version, names), **options)
     return version, merges
+
+
+def merge_factory(store: SegmentStore, version: Version, names: Sequence[str]) -> str | None:
+    """The factory of a merge the policy runs: an explicit ``--index-factory`` sticks to the index, so a merge that
+    rewrites a segment built with it, or that is large enough for the choice by size to be approximate, uses it;
+    other merges of small change segments are chosen by size (exact), as those segments were."""
+    requested = version.fields.get("index_factory_option")
+    if not requested:
+        return None
+    refs = [ref for ref in version.segments if ref.name in set(names)]
+    if any(store.segment_info(ref.name).index.get("factory") == requested for ref in refs):
+        return requested
+    return None if choose_factory(sum(ref.live for ref in refs), version.dim) in EXACT_FACTORIES else requested
 
 
 def needs_compaction(store: SegmentStore, version: Version, factory: str | None) -> bool:

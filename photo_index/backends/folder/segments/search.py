@@ -14,7 +14,7 @@ import numpy as np
 
 from ....api import MAX_PHOTO_ID, PhotoRecord
 from ....errors import CountsMismatchError
-from ..faiss_index import _search_params, exact_subset
+from ..faiss_index import exact_subset
 from .segment import Segment
 from .store import SegmentStore
 from .version import Version
@@ -47,24 +47,17 @@ class LiveSegment:
         self.segment = segment
         self.tombstones = tombstones
         self.live = segment.info.size - len(tombstones)
-        self._exclusion: faiss.SearchParameters | None = None
+        self._exclusion: faiss.IDSelector | None = None
 
-    def _exclusion_params(self) -> faiss.SearchParameters:
-        """Search parameters that skip the tombstones (made on first use: they open the segment's index)."""
+    def _exclusion_selector(self) -> faiss.IDSelector:
+        """A selector of every id but the tombstones (made once; FAISS only reads it, so threads share it; the
+        search parameters around it are made per call: see ``FaissIndex.params_with``)."""
         if self._exclusion is None:
-            self._exclusion = self._make_exclusion_params()
+            deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
+            selector = faiss.IDSelectorNot(deleted)
+            selector.keep_alive = deleted  # selectors hold raw pointers to what they wrap
+            self._exclusion = selector
         return self._exclusion
-
-    def _make_exclusion_params(self) -> faiss.SearchParameters:
-        deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
-        selector = faiss.IDSelectorNot(deleted)
-        selector.keep_alive = deleted  # selectors hold raw pointers to what they wrap
-        index = self.segment.index
-        if index.knob is not None:
-            return _search_params(index.knob, index.knob_value, selector)
-        params = faiss.SearchParameters(sel=selector)
-        params.keep_alive = selector
-        return params
 
     def live_rows(self) -> np.ndarray:
         ids = self.segment.ids
@@ -90,9 +83,26 @@ class LiveSegment:
             return index.search(queries, k, allowed) if len(allowed) else _no_hits(len(queries), k)
         if not len(self.tombstones):
             return index.search(queries, k)
-        scores, found = index.cpu_index.search(queries, k, params=self._exclusion_params())
+        if not index.takes_selectors:  # e.g. PQ: ask for enough more to drop the deleted ones afterwards
+            scores, found = index.search(queries, k + len(self.tombstones))
+            return without_ids(scores, found, self.tombstones, k)
+        params = index.params_with(self._exclusion_selector())
+        scores, found = index.cpu_index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
         found = found.astype(np.int64, copy=False)
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+
+
+def without_ids(scores: np.ndarray, found: np.ndarray, dropped: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``k`` results per row that are not in ``dropped`` (order kept; -inf / -1 pad)."""
+    keep = (found >= 0) & ~np.isin(found, dropped)
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+    kept = np.take_along_axis(keep, order, axis=1)
+    scores = np.where(kept, np.take_along_axis(scores, order, axis=1), -np.inf).astype(np.float32)
+    found = np.where(kept, np.take_along_axis(found, order, axis=1), -1)
+    if scores.shape[1] < k:
+        pad_scores, pad_ids = _no_hits(len(scores), k - scores.shape[1])
+        scores, found = np.hstack([scores, pad_scores]), np.hstack([found, pad_ids])
+    return scores, found
 
 
 ANNEX_ID_BASE = MAX_PHOTO_ID + 1  # small rows' ids inside a host index: above any photo id, so that neither a
@@ -152,23 +162,38 @@ class SmallRows:
         return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
 
 
+def open_live_segments(store: SegmentStore, version: Version, device: str = "cpu") -> list[LiveSegment]:
+    """``version``'s segments, opened (their FAISS indexes are read on first search) and checked against the
+    version's counts; all closed again when one fails."""
+    segments: list[LiveSegment] = []
+    try:
+        for ref in version.segments:
+            segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
+            info = segments[-1].segment.info
+            if (info.size, info.dim) != (ref.size, version.dim):
+                raise CountsMismatchError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
+                                          f"{version.name} lists {ref.size} x {version.dim}.")
+    except BaseException:
+        for segment in segments:
+            segment.segment.close()
+        raise
+    return segments
+
+
 class SegmentedView:
     """A read-only view of one version: search, records, vectors (thread-safe; bound to the version)."""
 
     def __init__(self, store: SegmentStore, version: Version, *, device: str = "cpu") -> None:
         self.version = version
         self.dim = version.dim
-        self.segments: list[LiveSegment] = []
+        self.segments = open_live_segments(store, version, device)
         try:
-            for ref in version.segments:
-                self.segments.append(LiveSegment(store.open_segment(ref, device), ref.tombstones))
-                info = self.segments[-1].segment.info
-                if (info.size, info.dim) != (ref.size, version.dim):
-                    raise CountsMismatchError(f"Segment {ref.name} holds {info.size} x {info.dim}; version "
-                                            f"{version.name} lists {ref.size} x {version.dim}.")
-        except BaseException:
+            self._set_up_search()
+        except BaseException:  # an unreadable index file: the open segments' files are not left to the collector
             self.close()
             raise
+
+    def _set_up_search(self) -> None:
         self.size = sum(s.live for s in self.segments)
         exact = [s for s in self.segments if s.segment.exact and s.live]
         self._approximate = [s for s in self.segments if not s.segment.exact and s.live]

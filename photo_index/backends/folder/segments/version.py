@@ -34,6 +34,7 @@ VERSION_FORMAT = "sbir-index/2"
 TOMBSTONES = "tombstones"  # the folder of tombstone files, in the index folder
 TOMBSTONE_FILE = re.compile(rf"{TOMBSTONES}/[0-9a-f]{{32}}\.npy")  # what _write_array names one
 INLINE_TOMBSTONES = 64
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # one folder of segments/ (new_segment_name's are)
 NO_IDS = np.zeros(0, dtype=np.int64)
 RESERVED = ("format", "version", "created_at", "previous", "dim", "size", "next_id", "encoder", "segments",
             "segments_digest")
@@ -172,6 +173,9 @@ def _count(value: object, what: str) -> int:
 
 
 def _ref_from_json(item: dict, root: Path) -> SegmentRef:
+    if not isinstance(item["name"], str) or not SEGMENT_NAME.fullmatch(item["name"]):
+        # a name is one folder of segments/: "../x" or an absolute path would be read outside the index
+        raise ValueError(f"segment name {str(item['name'])[:80]!r} is not a folder name of segments/")
     raw = item["tombstones"]
     if isinstance(raw, dict):
         tombstones, count = _tombstone_file(root, raw["file"]), _count(raw["count"], "a tombstone count")
