@@ -55,17 +55,28 @@ def lock_held(index_dir: Path) -> bool:
         handle = open(index_dir / LOCK_FILE, "r+b")  # noqa: SIM115 - closed below; lockf needs it writable
     except FileNotFoundError:
         return False  # no build ever ran here
-    except PermissionError:
-        return False  # the child cannot build here either, and says so in its error
+    except OSError:
+        return False  # no permission, a read-only volume, a folder of that name: the build says why in its error
     with handle:
         try:
             fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
-            if error.errno in (errno.EACCES, errno.EAGAIN):
-                return True
-            raise
+            # held elsewhere; any other failure (ENOLCK on an NFS without a lock daemon) is the build's to report
+            return error.errno in (errno.EACCES, errno.EAGAIN)
         fcntl.lockf(handle.fileno(), fcntl.LOCK_UN)
     return False
+
+
+def read_report(stdout: bytes) -> dict[str, Any]:
+    """The build's ``--json`` report: all of stdout, or where something printed lines before it (a library on
+    the child's stdout), the JSON object opening on the last line that starts with "{" (the report's own)."""
+    try:
+        return json.loads(stdout)
+    except ValueError:
+        start = stdout.rfind(b"\n{")
+        if start < 0:
+            raise
+        return json.loads(stdout[start + 1:])
 
 
 def parse_progress(segment: str) -> dict[str, Any] | None:
@@ -152,7 +163,7 @@ class BuildRunner:
             stdout, _ = await asyncio.gather(job.process.stdout.read(), self._follow(job, errors))
             code = await job.process.wait()
             if code == 0:
-                job.result = json.loads(stdout)
+                job.result = read_report(stdout)
                 job.state = "finished"
             else:
                 job.state = "failed"

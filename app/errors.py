@@ -29,11 +29,12 @@ log = logging.getLogger("app")
 class APIError(Exception):
     """A refusal with an HTTP status, a machine-readable code and a human message."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 def from_input_error(error: InputError) -> APIError:
@@ -67,7 +68,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, error: APIError) -> JSONResponse:
         count(request, error.code)
         # a refusal must not be cached in place of the answer an authorised request gets
-        headers = {"WWW-Authenticate": "X-API-Key", "Cache-Control": "no-store"} if error.status == 401 else None
+        headers = {"WWW-Authenticate": "X-API-Key", "Cache-Control": "no-store"} if error.status == 401 else {}
+        headers.update(error.headers or {})
         return JSONResponse(_body(error.code, error.message), status_code=error.status, headers=headers)
 
     @app.exception_handler(EngineUnavailableError)

@@ -325,6 +325,8 @@ class IndexHolder:
                 close_now = old.leases == 0
         if old is not None and close_now:
             old.reader.close()
+        if replacement is None and self.metrics is not None:  # nothing served: no version, no size
+            self.metrics.set_index(None, 0, 0, 0)
 
     def _note_precision(self, manifest: dict) -> None:
         note = precision_note(manifest.get("encoder", {}).get("precision"), self.precision) if self.precision else None

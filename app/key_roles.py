@@ -39,6 +39,14 @@ async def require_search_key(request: Request, x_api_key: str | None = Header(
     require_api_key(request, x_api_key)
 
 
+def require_metrics_key(request: Request, key: str | None) -> None:
+    """GET /metrics with SBIR_METRICS_REQUIRE_KEY: a search key or an admin key (the monitoring may hold either;
+    with only admin keys configured, an admin key). Settings refuse the switch when no key is configured."""
+    if is_admin_key(request, key) or get_access(request).required and get_access(request).key_ok(key):
+        return
+    raise APIError(401, "unauthorized", "A valid X-API-Key header is required (a search or an admin key).")
+
+
 def refuse_admin_key(request: Request, key: str | None) -> None:
     """403 when ``key`` is an admin key: it is never accepted where a search key is (searches, photos)."""
     if is_admin_key(request, key):

@@ -70,6 +70,10 @@ class ThumbnailCache:
                 return cached
         data = self._render(path, size)
         with self._lock:
+            # Two requests may render the same thumbnail at once: the second replaces the first, counted once
+            # (counting both let the byte count drift up until every new thumbnail was evicted at once).
+            if (replaced := self._items.pop((key, size), None)) is not None:
+                self._bytes -= len(replaced)
             if len(data) <= self.max_bytes:
                 self._items[(key, size)] = data
                 self._bytes += len(data)

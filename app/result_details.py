@@ -5,6 +5,7 @@ search path); a detail an older index did not record is None."""
 from __future__ import annotations
 
 import functools
+import os
 from datetime import UTC, datetime
 from pathlib import PurePath, PurePosixPath
 from typing import Any
@@ -14,13 +15,25 @@ from photo_index import PhotoRecord
 
 def gallery_path(record: PhotoRecord, root: str | PurePath | None) -> str | None:
     """The photo's path relative to the gallery root (POSIX separators); None when it lies outside or there is
-    no root. Purely lexical: symlinks are the photo route's business."""
+    no root. Lexical, against the root as given and then as its real path: a folder build records real paths, so a
+    root given relative, with '..' or through a symlink is compared as the real folder it names (a manifest's paths
+    are kept as written, so the root as given comes first). Serving the file is the photo route's business."""
     if root is None:
         return None
+    root = str(root)
+    return _relative(record.path, root) or _relative(record.path, _real_path(root))
+
+
+@functools.lru_cache(maxsize=64)
+def _real_path(root: str) -> str:
+    """The root's real path, resolved once per root (a search must not touch the disk for every result)."""
+    return os.path.realpath(root)
+
+
+def _relative(path: str, root: str) -> str | None:
     # Every result of every search passes here, on the event loop: a path spelled as PurePath would spell it is cut
     # by string (~1 µs); PurePath's parse + relative_to (~10 µs) is kept for the rest, with the same answer.
-    prefix = _root_prefix(str(root))
-    path = record.path
+    prefix = _root_prefix(root)
     if prefix is not None and path.startswith(prefix) and _plain(path):
         return path[len(prefix):]
     try:

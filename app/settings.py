@@ -23,6 +23,14 @@ from .query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
 MIB = 1024 * 1024
 
 
+def _check_header_safe(which: str, key: str) -> None:
+    """A key travels in the X-API-Key header, which HTTP reads as Latin-1 bytes: a key outside printable ASCII (an
+    accent, a Cyrillic letter, a control character) would be accepted here and then never match."""
+    if not (key.isascii() and key.isprintable()):
+        raise ValueError(f"{which} holds characters outside printable ASCII, which an HTTP header cannot carry "
+                         "as written; use letters, digits and punctuation (e.g. secrets.token_urlsafe(32))")
+
+
 class Settings(BaseSettings):
     """Everything the service can be told; unknown environment variables are ignored."""
 
@@ -124,11 +132,13 @@ class Settings(BaseSettings):
                                  f"keys of at least {MIN_KEY_LENGTH} characters, or remove the variable to run "
                                  "without keys")
             for position, key in enumerate(keys, 1):
+                which = f"key {position} of {name}" if name == "SBIR_API_KEYS" else name
                 if len(key.get_secret_value().strip()) < MIN_KEY_LENGTH:
-                    which = f"key {position} of {name}" if name == "SBIR_API_KEYS" else name
                     raise ValueError(
                         f"{which} is shorter than {MIN_KEY_LENGTH} characters; use a long random one, e.g. "
                         "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+                if name != "SBIR_URL_SECRET":  # the secret never travels in a header (HMAC of its UTF-8 bytes)
+                    _check_header_safe(which, key.get_secret_value().strip())
         return self
 
     @staticmethod
@@ -148,9 +158,13 @@ class Settings(BaseSettings):
         for position, key in enumerate(self.admin_key_list, 1):
             if len(key) < MIN_KEY_LENGTH:
                 raise ValueError(f"key {position} of SBIR_ADMIN_KEYS is shorter than {MIN_KEY_LENGTH} characters")
+            _check_header_safe(f"key {position} of SBIR_ADMIN_KEYS", key)
             if key in search:
                 raise ValueError(f"key {position} of SBIR_ADMIN_KEYS is also a search key (SBIR_API_KEY/S); "
                                  "admin keys must be a separate set")
+        if self.metrics_require_key and not search and not self.admin_key_list:
+            raise ValueError("SBIR_METRICS_REQUIRE_KEY is set but no key is configured (SBIR_API_KEY/S or "
+                             "SBIR_ADMIN_KEYS): /metrics would stay open; configure a key or unset the switch")
         return self
 
     @property

@@ -7,9 +7,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..index_holder import segments_and_deleted
+from ..key_roles import require_metrics_key
 from ..query_fields import query_kinds
 from ..schemas import Health, Info, LockedInfo, Readiness
-from ..services import Services, get_access, get_services, require_api_key
+from ..services import Services, get_access, get_services
 
 router = APIRouter(tags=["operations"])
 
@@ -88,7 +89,7 @@ async def metrics(request: Request, x_api_key: str | None = Header(None, descrip
                                                                                     "SBIR_METRICS_REQUIRE_KEY is set")
                   ) -> Response:
     if request.app.state.settings.metrics_require_key:
-        require_api_key(request, x_api_key)
+        require_metrics_key(request, x_api_key)
     registry = request.app.state.metrics
     services: Services | None = getattr(request.app.state, "services", None)
     if services is not None:

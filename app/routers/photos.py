@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
-from starlette.responses import MalformedRangeHeader
+from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
 from ..batching import BatcherClosedError
 from ..errors import APIError
@@ -29,7 +29,8 @@ INT64_MAX = 2**63 - 1
 class PhotoFileResponse(FileResponse):
     """A photo file; byte ranges as Starlette serves them, except that a Range header it cannot read
     (``bytes=5-1``, ``garbage``) is ignored and the whole file sent, as RFC 9110 (14.2) says, instead of
-    Starlette's plain-text 400."""
+    Starlette's plain-text 400; a range past the end is a 416 in the API's error shape (Starlette's is empty
+    text)."""
 
     @classmethod
     def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
@@ -37,6 +38,9 @@ class PhotoFileResponse(FileResponse):
             return super()._parse_range_header(http_range, file_size)
         except MalformedRangeHeader:
             return []  # no ranges: the whole file, 200
+        except RangeNotSatisfiable:
+            raise APIError(416, "range_not_satisfiable", f"The range starts past the end of the photo file "
+                           f"({file_size} bytes).", headers={"Content-Range": f"bytes */{file_size}"}) from None
 
 
 @router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)

@@ -250,6 +250,37 @@ def test_metrics_can_require_the_key(app_index, app_encoder):
         assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
 
 
+def test_metrics_behind_admin_keys_alone_need_an_admin_key(app_index, app_encoder):
+    # Only admin keys configured: /metrics with SBIR_METRICS_REQUIRE_KEY was open to anyone.
+    with app_client(app_index[1], app_encoder, admin_keys=KEY_B, metrics_require_key=True) as client:
+        assert_unauthorized(client.get("/metrics"))
+        assert_unauthorized(client.get("/metrics", headers={"X-API-Key": WRONG}))
+        assert client.get("/metrics", headers={"X-API-Key": KEY_B}).status_code == 200
+    with app_client(app_index[1], app_encoder, api_key=KEY_A, admin_keys=KEY_B, metrics_require_key=True) as client:
+        assert all(client.get("/metrics", headers={"X-API-Key": key}).status_code == 200 for key in (KEY_A, KEY_B))
+
+
+def test_metrics_require_key_without_any_key_is_refused_at_start_up(monkeypatch):
+    monkeypatch.setenv("SBIR_METRICS_REQUIRE_KEY", "true")
+    with pytest.raises(ValueError, match="SBIR_METRICS_REQUIRE_KEY is set but no key is configured"):
+        Settings()
+
+
+@pytest.mark.parametrize("variable", ["SBIR_API_KEY", "SBIR_API_KEYS", "SBIR_ADMIN_KEYS"])
+@pytest.mark.parametrize("key", ["ключ-ключ-ключ-ключ-1", "key-with-é-0123456789", "key-with-tab\t0123456789"])
+def test_a_key_an_http_header_cannot_carry_is_refused_at_start_up(monkeypatch, variable, key):
+    # The header is read as Latin-1 bytes, the key was hashed as UTF-8: it started, and then never matched.
+    monkeypatch.setenv(variable, key)
+    with pytest.raises(ValueError, match="outside printable ASCII"):
+        Settings()
+
+
+def test_a_url_secret_may_hold_any_characters(monkeypatch):
+    monkeypatch.setenv("SBIR_API_KEY", KEY_A)
+    monkeypatch.setenv("SBIR_URL_SECRET", "секрет-секрет-секрет-секрет")
+    assert Settings().url_secret is not None
+
+
 @pytest.mark.parametrize("variable, value", [
     ("SBIR_API_KEY", "abc123xyz"), ("SBIR_API_KEYS", f"{KEY_A},tiny"), ("SBIR_URL_SECRET", "x" * (MIN_KEY_LENGTH - 1)),
 ])

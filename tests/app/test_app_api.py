@@ -122,6 +122,7 @@ def test_photo_byte_ranges_and_a_range_header_that_cannot_be_read_is_ignored(cli
         assert (response.status_code, response.content) == (200, whole), unreadable
     beyond = client.get(f"/photos/{photo_id}", headers={"Range": f"bytes={len(whole) + 10}-"})
     assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{len(whole)}"
+    assert beyond.json()["error"] == "range_not_satisfiable"  # the API's error shape (it was empty text)
 
 
 def test_thumbnail_fits_the_requested_size(client):
@@ -176,3 +177,11 @@ def test_openapi_documents_every_endpoint(client):
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/search", "/photos/{photo_id}", "/healthz", "/readyz", "/info", "/metrics"} <= set(paths)
     assert {"application/json", "multipart/form-data"} <= set(paths["/search"]["post"]["requestBody"]["content"])
+
+
+def test_a_json_text_query_with_a_field_the_api_does_not_know_names_that_field(client):
+    # It was read as strokes of some other format: "Strokes must be a JSON object with a strokes or drawing field".
+    response = client.post("/search", json={"text": "cat", "tetx": 1})
+    assert response.status_code == 422 and response.json()["error"] == "unknown_field"
+    assert "'tetx'" in response.json()["detail"]
+    assert client.post("/search", json={"foo": 1}).json()["error"] == "bad_strokes"  # no query of its own: strokes

@@ -153,7 +153,7 @@ def test_the_key_and_url_credentials_never_reach_a_message_and_a_padded_key_is_t
     assert seen == ["s3cret-key"]
     message = str(raised.value)
     assert "s3cret" not in message and "pw" not in message and "***" in message and "sketch.test" in message
-    for bad in (-1, 0, float("nan"), float("inf")):
+    for bad in (-1, 0, float("nan"), float("inf"), 1e10):  # 1e10 s: OverflowError from inside httpx's socket
         with pytest.raises(InputError, match="timeout"):
             Client("http://sketch.test", timeout=bad)
 
@@ -189,3 +189,23 @@ def test_one_photo_given_alone_is_uploaded_as_one(tmp_path):
     with Client("http://sketch.test", transport=httpx.MockTransport(answer)) as client:
         assert client.upload_photos(str(photo)) == [{"id": "x"}]
     assert bodies[0].count(b'name="photo"') == 1
+
+
+def test_whole_floats_go_as_integers_in_a_form_and_a_strokes_file_may_start_with_a_bom(tmp_path):
+    # k=2.0 worked with strokes (JSON) but was refused with an image (the form sent "2.0"); a .ndjson file saved
+    # with a byte-order mark was refused by the client while the service reads it.
+    sent = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"results": [], "k": 2, "query": "sketch", "index_version": "v1"})
+
+    sketch = tmp_path / "drawing.ndjson"
+    sketch.write_bytes(b'\xef\xbb\xbf{"drawing": [[[0, 10], [0, 10]]]}\n{"drawing": []}\n')
+    photo = tmp_path / "sketch.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
+    with Client("http://sketch.test", transport=httpx.MockTransport(answer)) as client:
+        client.search(sketch=sketch, k=2.0)
+        client.search(sketch=photo, k=2.0)
+    assert b'"k": 2' in sent[0].content and b'"drawing"' in sent[0].content
+    assert b'name="k"\r\n\r\n2\r\n' in sent[1].content

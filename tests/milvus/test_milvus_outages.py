@@ -13,6 +13,7 @@ import pytest
 from pymilvus import MilvusClient
 
 from app.index_holder import IndexHolder
+from app.metrics import Metrics
 from bench.search import publish_vectors
 from photo_index import IndexCorruptError, MilvusLocation, PublishOptions, open_source, open_writer
 from photo_index.backends.milvus.client import MilvusConnection, _manifest_json
@@ -56,9 +57,11 @@ def test_a_served_collection_dropped_with_its_alias_makes_the_service_not_ready(
                                                                                 tmp_path, tiny_baseline):
     """/readyz said 200 while every search answered that the index server could not be reached."""
     built = milvus_build(make_gallery(tmp_path / "gallery", categories=("apple",), per_category=2))
+    metrics = Metrics()
     holder = IndexHolder(open_source(MilvusLocation(milvus.uri, collection)), fingerprint=tiny_baseline.fingerprint(),
-                         dim=tiny_baseline.embed_dim)
+                         dim=tiny_baseline.embed_dim, metrics=metrics)
     assert holder.refresh() and holder.ready
+    assert metrics.registry.get_sample_value("sbir_index_size") == 2
     client = MilvusClient(uri=milvus.uri)
     try:
         client.drop_alias(collection)
@@ -68,6 +71,9 @@ def test_a_served_collection_dropped_with_its_alias_makes_the_service_not_ready(
     for _ in range(2):  # said until a build publishes again, not only at the poll that found it
         assert not holder.refresh() and not holder.ready
         assert holder.reason == f"The served index version {built.version} was deleted, and no version is published."
+    # /metrics no longer reports the dropped version as served
+    assert metrics.registry.get_sample_value("sbir_index_size") == 0
+    assert metrics.registry.get_sample_value("sbir_index_version_info", {"version": built.version}) is None
     holder.close()
 
 

@@ -25,6 +25,8 @@ DEFAULT_TIMEOUT_S = 60.0
 # The most an answer may hold once decoded: a photo is the largest (the gallery's own file); a server that streams
 # without end, or a compressed bomb, is cut off here instead of filling the memory.
 DEFAULT_MAX_ANSWER_BYTES = 512 * 2**20
+# Sockets take timeouts up to ~292 years; far beyond that Python raises OverflowError from inside httpx.
+MAX_TIMEOUT_S = 365 * 24 * 3600
 
 
 def _in_seconds(timeout: Any) -> bool:
@@ -39,8 +41,9 @@ def _options(url: str, api_key: str | None, timeout: Any, headers: dict[str, str
         # a header holds printable ASCII: the service never hands out other keys (a pasted key with a stray
         # character or a newline would otherwise fail deep inside httpx, or split the header)
         raise InputError("the API key must be printable ASCII characters (check for a pasted line break or quote)")
-    if _in_seconds(timeout) and not 0 < timeout < float("inf"):  # httpx's own forms are its to check
-        raise InputError(f"the timeout is a number of seconds above 0, not {timeout!r}")
+    if _in_seconds(timeout) and not 0 < timeout <= MAX_TIMEOUT_S:  # httpx's own forms are its to check
+        raise InputError(f"the timeout is a number of seconds above 0 and at most {MAX_TIMEOUT_S:,} (a year; None "
+                         f"waits for ever), not {timeout!r}")
     if isinstance(max_answer_bytes, bool) or not isinstance(max_answer_bytes, int) or max_answer_bytes < 1:
         raise InputError(f"max_answer_bytes is a whole number of bytes above 0, not {max_answer_bytes!r}")
     merged = {**(headers or {}), **({"X-API-Key": api_key} if api_key else {})}

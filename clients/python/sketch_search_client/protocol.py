@@ -130,13 +130,15 @@ def _json_body(obj: dict[str, Any]) -> dict[str, Any]:
     except UnicodeEncodeError:  # before ValueError, its base class
         raise InputError("the query holds text that is not valid Unicode (a lone surrogate)") from None
     except ValueError as error:
-        raise InputError(f"the strokes hold numbers JSON cannot carry (NaN or infinite): {error}") from None
+        raise InputError(f"the query holds numbers JSON cannot carry (NaN or infinite): {error}") from None
     return {"content": content, "headers": {"Content-Type": "application/json"}}
 
 
 def _form_fields(fields: dict[str, Any]) -> dict[str, str]:
-    """The query fields as form values, refused here when a text is not valid Unicode."""
-    values = {name: str(value) for name, value in fields.items()}
+    """The query fields as form values, refused here when a text is not valid Unicode. A whole float is sent as
+    an integer (``k=2.0`` is "2", as JSON's 2.0 is read: the service reads a form's whole numbers in plain digits)."""
+    values = {name: str(int(value) if isinstance(value, float) and value.is_integer() else value)
+              for name, value in fields.items()}
     for value in values.values():
         try:
             value.encode("utf-8")
@@ -172,7 +174,9 @@ def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
         data = _read_file("sketch", path)
         if path.suffix.lower() in (".json", ".ndjson"):
             try:
-                obj = json.loads(data.decode("utf-8").splitlines()[0] if path.suffix.lower() == ".ndjson" else data)
+                # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the JSON, as for the service
+                text = data.decode("utf-8-sig")
+                obj = json.loads(text.splitlines()[0] if path.suffix.lower() == ".ndjson" else text)
             except (ValueError, IndexError) as error:
                 raise InputError(f"{path} is not JSON strokes: {error}") from None
             if not isinstance(obj, dict | list):  # a JSON string is no file name to read: never a second path
