@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from datetime import UTC, datetime
 from pathlib import PurePath, PurePosixPath
 from typing import Any
@@ -21,21 +22,29 @@ def gallery_path(record: PhotoRecord, root: str | PurePath | None) -> str | None
     if root is None:
         return None
     root = str(root)
-    return _relative(record.path, root) or _relative(record.path, _real_path(root))
+    real = _real_path(root, int(time.monotonic() // REAL_PATH_TTL_S))
+    roots = (root,) if real == root else (root, real)
+    # Every result of every search passes here, on the event loop: a path spelled as PurePath would spell it is cut
+    # by string (~1 µs) under either root first; PurePath's parse + relative_to (~10 µs) is kept for the rest.
+    path = record.path
+    for candidate in roots:
+        prefix = _root_prefix(candidate)
+        if prefix is not None and path.startswith(prefix) and _plain(path):
+            return path[len(prefix):]
+    return next((found for found in map(functools.partial(_relative, path), roots) if found is not None), None)
+
+
+REAL_PATH_TTL_S = 30  # a root's symlink pointed elsewhere is followed within this time
 
 
 @functools.lru_cache(maxsize=64)
-def _real_path(root: str) -> str:
-    """The root's real path, resolved once per root (a search must not touch the disk for every result)."""
+def _real_path(root: str, _period: int) -> str:
+    """The root's real path, resolved once per root and period (a search must not touch the disk per result)."""
     return os.path.realpath(root)
 
 
 def _relative(path: str, root: str) -> str | None:
-    # Every result of every search passes here, on the event loop: a path spelled as PurePath would spell it is cut
-    # by string (~1 µs); PurePath's parse + relative_to (~10 µs) is kept for the rest, with the same answer.
-    prefix = _root_prefix(root)
-    if prefix is not None and path.startswith(prefix) and _plain(path):
-        return path[len(prefix):]
+    """``path`` relative to ``root`` as PurePath says (None outside it)."""
     try:
         return PurePath(path).relative_to(root).as_posix()
     except ValueError:

@@ -248,11 +248,10 @@ def check_fingerprint(previous: Previous | None, encoder: PromptedCLIP, rebuild:
 
 def embedded_precision(embedded: Embedded, encoder: PromptedCLIP, previous: Previous | None, rebuild: bool) -> str:
     """The precision the new version's vectors were computed in: this run's (its workers', or the encoder's), or
-    the previous version's when this run embedded nothing (only removals: an fp32 Ray driver must not relabel them)."""
-    if embedded.precision:
-        return embedded.precision
-    if embedded.ran or previous is None or rebuild:
-        return encoder.precision
+    the previous version's when this run computed no vector (removals, touched files: an fp32 Ray driver must not
+    relabel them). Vectors staged by an interrupted run are taken to be in this run's precision."""
+    if embedded.computed or previous is None or rebuild:
+        return embedded.precision or encoder.precision
     return previous.manifest["encoder"].get("precision") or encoder.precision
 
 

@@ -127,6 +127,7 @@ class StagingWriter:
         self.job = job
         self.staging = staging
         self.same: set[FileKey] = set()
+        self.computed = 0  # vectors staged from this run's encoder (not unchanged files, not failures)
         self._done: set[int] = set()
         self._bar = tqdm(total=len(job.keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1)
 
@@ -145,6 +146,7 @@ class StagingWriter:
             else:
                 embedded.append(item)
         if embedded:
+            self.computed += len(embedded)
             self.staging.append([self.job.keys[item.index] for item in embedded], [item.sha256 for item in embedded],
                                 np.stack([item.vector for item in embedded]))
         self._bar.update(len(fresh))
@@ -174,8 +176,8 @@ class Embedded:
     """What the embedding step did beyond staging: files found unchanged, and the precision it computed in."""
 
     same: set[FileKey]
-    precision: str | None  # None: the encoder's own (or nothing was embedded)
-    ran: bool = True  # False: there was nothing to embed
+    precision: str | None  # None: the encoder's own (or no vector was computed)
+    computed: int = 0  # vectors this run computed (0: every file was unchanged, failed, or staged by an earlier run)
 
 
 def embed_files(
@@ -193,7 +195,7 @@ def embed_files(
 
     Files whose content hash equals ``known[path]`` are not embedded; their keys are returned in ``same``."""
     if not keys:
-        return Embedded(set(), None, ran=False)
+        return Embedded(set(), None)
     job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
     writer = StagingWriter(job, staging, progress)
     try:
@@ -202,4 +204,4 @@ def embed_files(
         writer.close()
     if writer.missing:  # a distributor that stopped early must not look like a finished embedding step
         raise BuildError(f"The embedding step returned no result for {writer.missing} of {len(keys)} photos.")
-    return Embedded(writer.same, precision)
+    return Embedded(writer.same, precision, writer.computed)

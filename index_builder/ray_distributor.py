@@ -254,6 +254,8 @@ class RayDistributor:
             raise BuildError("--ray-actors and --ray-decoders must be >= 1.")
         if self.actor_device not in ("auto", "cpu", "cuda"):
             raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.actor_device!r}.")
+        if self.precision is not None:
+            self.precision = self.precision.strip().lower()  # as resolve_precision reads SBIR_PRECISION
         if self.precision is not None and self.precision not in PRECISIONS:
             raise BuildError(f"Ray actors compute in {', '.join(PRECISIONS)}, not {self.precision!r}.")
 
@@ -283,7 +285,7 @@ class RayDistributor:
             raise BuildError(f"--ray-actors {actors} cannot all be placed: the cluster ({cpus:g} CPUs, {gpus} GPUs) "
                              f"holds at most {max(most, 0)} encoder actors beside a read task.")
 
-    def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str:
+    def _embed(self, ray: Any, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str | None:
         import pyarrow as pa
 
         context = ray.data.DataContext.get_current()
@@ -317,5 +319,5 @@ class RayDistributor:
         computed_in = set()
         for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
             writer.write(outcomes(batch, job))
-            computed_in.update(batch["precision"].tolist())
-        return "+".join(sorted(computed_in)) or encoder.precision
+            computed_in.update(batch["precision"][batch["decoded"]].tolist())  # rows an actor computed a vector for
+        return "+".join(sorted(computed_in)) or None

@@ -25,6 +25,10 @@ class BuildError(SBIRError):
     """A build or a publish cannot go on (bad arguments or settings, another build running, nothing readable, ...)."""
 
 
+class TrainingError(BuildError):
+    """An approximate index cannot be trained on the rows it is given (fewer than its lists or codes need)."""
+
+
 class EngineUnavailableError(SBIRError):
     """The vector engine's server cannot be reached or answer in time (a temporary condition: retry later)."""
 

@@ -202,10 +202,14 @@ def test_whole_floats_go_as_integers_in_a_form_and_a_strokes_file_may_start_with
 
     sketch = tmp_path / "drawing.ndjson"
     sketch.write_bytes(b'\xef\xbb\xbf{"drawing": [[[0, 10], [0, 10]]]}\n{"drawing": []}\n')
+    notepad = tmp_path / "drawing.json"  # UTF-16 with its byte-order mark, as Windows Notepad may save it
+    notepad.write_bytes('{"strokes": [[[0, 0], [5, 5]]]}'.encode("utf-16"))
     photo = tmp_path / "sketch.png"
     photo.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(32))
     with Client("http://sketch.test", transport=httpx.MockTransport(answer)) as client:
         client.search(sketch=sketch, k=2.0)
         client.search(sketch=photo, k=2.0)
+        client.search(sketch=notepad)
     assert b'"k": 2' in sent[0].content and b'"drawing"' in sent[0].content
     assert b'name="k"\r\n\r\n2\r\n' in sent[1].content
+    assert b'"strokes": [[[0, 0], [5, 5]]]' in sent[2].content

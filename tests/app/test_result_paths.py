@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import PurePath
 
-from app.result_details import _relative, gallery_path
+from app.result_details import gallery_path
 from photo_index import PhotoRecord
 
 ROOTS = ["/g", "/g/", "/", "g", "./g", "/g//sub", "/g/./sub", "/g/sub", ".", "", "/g/..", PurePath("/g")]
@@ -24,9 +24,12 @@ def record_at(path: str) -> PhotoRecord:
     return PhotoRecord(id=1, path=path, category="c", sha256="0" * 64, size=1, added_at="", metadata={})
 
 
-def test_the_fast_path_answers_as_purepath_does():
+def test_the_fast_path_answers_as_purepath_does(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative roots name no real folder holding these paths
     for root, path in itertools.product(ROOTS, PATHS):
-        assert _relative(path, str(root)) == _reference(path, str(root)), (root, path)
+        if root == "/g/..":  # its real path is "/", which does hold /g/a.jpg: the symlink test below
+            continue
+        assert gallery_path(record_at(path), root) == _reference(path, root), (root, path)
 
 
 def test_a_root_given_relative_with_dots_or_through_a_symlink_names_the_real_folder(tmp_path, monkeypatch):

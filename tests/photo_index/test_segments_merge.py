@@ -181,3 +181,19 @@ def test_an_explicit_factory_sticks_when_the_policy_rewrites_or_merges_large_seg
     assert merge_factory(store, version, version.segment_names()[1:]) is None
     monkeypatch.setenv("SBIR_INDEX_FLAT_MAX", "50")
     assert merge_factory(store, version, version.segment_names()[1:]) == "IVF16,SQ8"
+
+
+def test_a_merge_too_small_to_train_the_explicit_factory_is_chosen_by_size(tmp_path, monkeypatch):
+    # Change segments merged past the exact size, but fewer rows than IVF256's lists: the build failed on every run.
+    monkeypatch.setenv("SBIR_INDEX_FLAT_MAX", "50")
+    store = SegmentStore(tmp_path)
+    version = store.commit(None, added=[add_segment(store, range(40), 1)], encoder=ENCODER,
+                           fields={"index_factory_option": "IVF256,Flat"})
+    version = store.commit(version, added=[add_segment(store, range(40, 80), 2)])
+    version = store.commit(version, added=[add_segment(store, range(80, 120), 3)])
+    policy = TieredMergePolicy(segments_per_tier=1, max_merge_at_once=2, floor_size=10_000)
+    assert merge_factory(store, version, version.segment_names()[1:]) == "IVF256,Flat"
+    merged, merges = apply_policy(store, version, policy)
+    assert len(merges) == 1  # the two small segments
+    factories = sorted(store.segment_info(ref.name).index["factory"] for ref in merged.segments)
+    assert factories == ["Flat", "IVF64,Flat"] and merged.size == 120

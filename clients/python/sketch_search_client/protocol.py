@@ -174,8 +174,9 @@ def sketch_payload(sketch: Sketch) -> tuple[str, Any]:
         data = _read_file("sketch", path)
         if path.suffix.lower() in (".json", ".ndjson"):
             try:
-                # utf-8-sig: a byte-order mark (Windows editors write one) is no part of the JSON, as for the service
-                text = data.decode("utf-8-sig")
+                # UTF-8, -16 or -32 as JSON allows (json.detect_encoding), without a byte-order mark (Windows
+                # editors write one), as the service reads it
+                text = data.decode(json.detect_encoding(data)).removeprefix("\ufeff")
                 obj = json.loads(text.splitlines()[0] if path.suffix.lower() == ".ndjson" else text)
             except (ValueError, IndexError) as error:
                 raise InputError(f"{path} is not JSON strokes: {error}") from None

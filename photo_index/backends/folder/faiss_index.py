@@ -26,7 +26,7 @@ from encoder.config import env_number
 
 from ...api import StoredRows
 from ...checks import self_recall
-from ...errors import BuildError, IndexCorruptError
+from ...errors import BuildError, IndexCorruptError, TrainingError
 from ...space import no_space
 from .faiss_lib import faiss
 
@@ -242,7 +242,7 @@ class FaissEngine:
             fix = (f"{FLAT_MAX_ENV}={flat_max()} chose it for {size} vectors: raise that (default {FLAT_MAX}), or give "
                    "another --index-factory." if factory == choose_factory(size, ivf.d)
                    else "Use a smaller nlist or leave --index-factory out.")
-            raise BuildError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} lists; "
+            raise TrainingError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} lists; "
                              f"the gallery has {size}. {fix}")
         if gpu and ivf is not None:
             # The documented way to train IVF on GPU: k-means assignment on a GPU flat index.
@@ -250,7 +250,7 @@ class FaissEngine:
         try:
             index.train(sample)
         except RuntimeError as error:
-            raise BuildError(f"Training index {factory!r} on {len(sample)} vectors failed: {error}") from error
+            raise TrainingError(f"Training index {factory!r} on {len(sample)} vectors failed: {error}") from error
         finally:
             if ivf is not None:
                 ivf.clustering_index = None

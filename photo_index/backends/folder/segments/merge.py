@@ -25,7 +25,7 @@ import numpy as np
 
 from ....api import PhotoRecord
 from ....arrays import load_array
-from ....errors import IndexCorruptError
+from ....errors import IndexCorruptError, TrainingError
 from ....format import new_version_name, utc_now
 from ..faiss_index import EXACT_FACTORIES, choose_factory
 from ..records import MetadataStore
@@ -154,14 +154,23 @@ def apply_policy(store: SegmentStore, version: Version, policy: TieredMergePolic
     """``version`` after the merges ``policy`` plans for it (written; not published), and those merges."""
     merges = policy.plan(version.segments)
     for names in merges:
-        version = merge(store, version, names, factory=merge_factory(store, version, names), **options)
+        factory = merge_factory(store, version, names)
+        try:
+            merged = merge(store, version, names, factory=factory, **options)
+        except TrainingError:
+            if factory is None:
+                raise
+            # too few live rows to train the explicit factory (its lists or codes): chosen by size, as before
+            merged = merge(store, version, names, **options)
+        version = merged
     return version, merges
 
 
 def merge_factory(store: SegmentStore, version: Version, names: Sequence[str]) -> str | None:
     """The factory of a merge the policy runs: an explicit ``--index-factory`` sticks to the index, so a merge that
-    rewrites a segment built with it, or that is large enough for the choice by size to be approximate, uses it;
-    other merges of small change segments are chosen by size (exact), as those segments were."""
+    rewrites a segment built with it, or that is large enough for the choice by size to be approximate, uses it
+    (when its rows can train it: see ``apply_policy``); other merges of small change segments are chosen by size
+    (exact), as those segments were."""
     requested = version.fields.get("index_factory_option")
     if not requested:
         return None

@@ -83,9 +83,13 @@ class LiveSegment:
             return index.search(queries, k, allowed) if len(allowed) else _no_hits(len(queries), k)
         if not len(self.tombstones):
             return index.search(queries, k)
-        if not index.takes_selectors:  # e.g. PQ: ask for enough more to drop the deleted ones afterwards
-            scores, found = index.search(queries, k + len(self.tombstones))
-            return without_ids(scores, found, self.tombstones, k)
+        if not index.takes_selectors:  # e.g. PQ: FAISS cannot skip them, so more are asked for and dropped after
+            fetch = min(2 * k, index.size)
+            while True:
+                scores, found = without_ids(*index.search(queries, fetch), self.tombstones, k)
+                if fetch >= min(k + len(self.tombstones), index.size) or (found >= 0).all():
+                    return scores, found
+                fetch = min(4 * fetch, k + len(self.tombstones), index.size)  # deleted ones crowded the top
         params = index.params_with(self._exclusion_selector())
         scores, found = index.cpu_index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
         found = found.astype(np.int64, copy=False)
