@@ -173,7 +173,8 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
             size=planned.size, added=planned.added, updated=planned.updated, removed=planned.removed,
             unchanged=planned.unchanged, embedded=sum(key in staging.entries for key in selection.wanted),
             resumed=selection.resumed, embed_s=embed_s, precision=precision,
-            lanes=encoder.lanes, notes=held_note(planned.held))
+            lanes=encoder.lanes, distributor=options.distributor.name if options.distributor else "local",
+            notes=held_note(planned.held))
         if planned.size == 0:  # an empty folder or an unmounted volume must not replace a good index
             raise nothing_to_index(scan, report, previous)
         requested = requested_factory(options, previous)

@@ -27,7 +27,8 @@ class BuildReport:
     skipped: list[Skipped] = field(default_factory=list)
     factory: str = ""
     precision: str = ""  # what the encoder computed in (encoder/precision.py)
-    lanes: int = 1  # encoder replicas each batch was split over (encoder/lanes.py)
+    lanes: int = 1  # encoder replicas each batch was split over (encoder/lanes.py), with the local distributor
+    distributor: str = "local"  # where photos were read and embedded (index_builder/distributors.py)
     notes: list[str] = field(default_factory=list)  # what the writer did that a person should know
     embed_s: float = 0.0
     elapsed_s: float = 0.0
@@ -52,6 +53,11 @@ class BuildReport:
         data["skipped"] = len(self.skipped)
         return data
 
+    def _where(self) -> str:
+        if self.distributor != "local":  # its workers' own encoders: the build process's lanes did not embed
+            return f"on {self.distributor}"
+        return f"{self.lanes} encoder lane{'s' if self.lanes > 1 else ''}"
+
     def summary(self) -> str:
         reasons = ", ".join(f"{reason} {count}" for reason, count in self.skipped_by_reason().items())
         head = (f"Index {self.index_dir}: version {self.version} ({self.status}; previous {self.previous or 'none'}), "
@@ -61,8 +67,7 @@ class BuildReport:
             f"  added {self.added} · updated {self.updated} · removed {self.removed} · unchanged {self.unchanged} · "
             f"skipped {len(self.skipped)}" + (f" ({reasons})" if reasons else ""),
             f"  embedded {self.embedded} photos in {self.embed_s:.1f} s ({self.photos_per_s:.1f} photos/s"
-            + (f"; {self.precision}, {self.lanes} encoder lane{'s' if self.lanes > 1 else ''})" if self.precision
-               else ")")
+            + (f"; {self.precision}, {self._where()})" if self.precision else ")")
             + (f"; {self.resumed} resumed from an interrupted run" if self.resumed else "")
             + f" · total {self.elapsed_s:.1f} s",
         ]

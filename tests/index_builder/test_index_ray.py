@@ -124,7 +124,8 @@ def test_ray_actors_resolve_the_requested_precision_from_the_drivers_fp32_weight
     build(bf16, gallery=gallery, index_dir=tmp_path / "local")
     report = build(gallery=gallery, index_dir=tmp_path / "ray", distributor=ray_distributor(precision="bf16"))
 
-    assert report.precision == "bf16"
+    assert report.precision == "bf16" and report.distributor == "ray"
+    assert "bf16, on ray)" in report.summary()  # it said "1 encoder lane": the driver's, which embeds nothing
     with IndexReader.open(tmp_path / "ray") as reader:
         assert reader.manifest["encoder"]["precision"] == "bf16"
     assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
