@@ -373,6 +373,11 @@ def run_fine_grained(args: argparse.Namespace) -> int:
     options = FineGrainedOptions(categories_per_batch=args.batch_size // args.pairs_per_category,
                                  pairs_per_category=args.pairs_per_category, workers=args.workers, seed=args.seed,
                                  augment=args.augment and not args.no_augment, losses=losses)
+    if args.delta_weight > 0 and (options.categories_per_batch < 2 or options.pairs_per_category < 2):
+        # KL between the softmaxes of K deltas, over pairs of P categories: one category or one pair gives 0
+        log.warning("L_δ (--delta-weight %g) is 0 with batches of %d categories x %d pairs: it needs at least 2 of "
+                    "each (--batch_size = P x --pairs-per-category); the term has no effect", args.delta_weight,
+                    options.categories_per_batch, options.pairs_per_category)
 
     def make_task(split: ClassSplit, encoder):
         if not (encoder.config.prompts and encoder.config.prompts.shared):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -134,3 +135,20 @@ def test_a_grid_larger_than_the_model_input_is_refused_before_anything_runs(pair
                  "--out", str(run)]) == 2
     assert "does not fit the model's 64×64 input" in capsys.readouterr().err
     assert not (run / "run.json").exists() and not (run / "log.csv").exists()
+
+
+def test_batches_of_one_category_or_one_pair_warn_that_l_delta_does_nothing(pairs_root, tmp_path, one_thread, caplog):
+    # L_δ compares the softmaxes of K deltas between P categories: P = 1 or K = 1 made it 0 without a word
+    for size, pairs in (("4", "4"), ("4", "1")):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="training"):
+            main(["fine-grained", "--data", str(pairs_root), "--split", "random", "--n-unseen", "1", "--workers", "0",
+                  "--no-progress", "--batch_size", size, "--pairs-per-category", pairs, "--grid", "65",
+                  "--out", str(tmp_path / f"run{pairs}")])  # --grid 65 ends it before any step
+        assert any("L_δ (--delta-weight 0.1) is 0" in record.getMessage() for record in caplog.records), pairs
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training"):
+        main(["fine-grained", "--data", str(pairs_root), "--split", "random", "--n-unseen", "1", "--workers", "0",
+              "--no-progress", "--batch_size", "4", "--pairs-per-category", "2", "--grid", "65",
+              "--out", str(tmp_path / "run")])
+    assert not any("L_δ" in record.getMessage() for record in caplog.records)
