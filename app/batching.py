@@ -84,6 +84,7 @@ class MicroBatcher(Generic[T, R]):
         self._executor: ThreadPoolExecutor | None = None
         self._prepare_executor: ThreadPoolExecutor | None = None
         self._expected = 0  # items being prepared that will be submitted soon
+        self._forming: list[_Pending[T, R]] = []  # the batch being gathered: out of the queue, not yet encoding
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -97,12 +98,14 @@ class MicroBatcher(Generic[T, R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        waiting, self._forming = list(self._forming), []
         if self._queue is not None:
             while not self._queue.empty():
-                pending = self._queue.get_nowait()
-                if not pending.future.done():
-                    pending.future.set_exception(BatcherClosedError("The service is shutting down."))
+                waiting.append(self._queue.get_nowait())
             self._queue = None
+        for pending in waiting:  # queued, or gathered into a batch that never reached the encoder
+            if not pending.future.done():
+                pending.future.set_exception(BatcherClosedError("The service is shutting down."))
         for executor in (self._executor, self._prepare_executor):
             if executor is not None:
                 executor.shutdown(wait=True, cancel_futures=True)
@@ -130,7 +133,14 @@ class MicroBatcher(Generic[T, R]):
         """``fn(*args)`` in the preparation pool: other decoding (thumbnails) that must not crowd the encoder."""
         if self._prepare_executor is None:
             raise BatcherClosedError("The encoder is not running.")
-        return await asyncio.get_running_loop().run_in_executor(self._prepare_executor, functools.partial(fn, *args))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._prepare_executor,
+                                                                    functools.partial(fn, *args))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() == 0:  # not this request's: stop() dropped the queued work
+                raise BatcherClosedError("The service is shutting down.") from None
+            raise
 
     async def submit(self, item: T) -> Batched[R]:
         """Queue `item` and wait for its result (exceptions raised by `process` are re-raised here)."""
@@ -147,7 +157,7 @@ class MicroBatcher(Generic[T, R]):
 
     async def _gather(self) -> list[_Pending[T, R]]:
         assert self._queue is not None
-        batch = [await self._queue.get()]
+        self._forming = batch = [await self._queue.get()]
         deadline = time.perf_counter() + self.max_wait_s
         while len(batch) < self.max_batch:
             if not self._queue.empty():
@@ -161,6 +171,7 @@ class MicroBatcher(Generic[T, R]):
             except TimeoutError:
                 break
         self._report_depth()
+        self._forming = []
         # Requests whose client went away are not worth encoding.
         return [p for p in batch if not p.future.done()]
 

@@ -70,6 +70,7 @@ class IndexHolder:
         self._precision_notes: set[str] = set()
         self._lock = threading.Lock()
         self._reload_lock = threading.Lock()
+        self._closed = False  # set by close(): a refresh still running in a worker thread then serves nothing
         self._loaded: _Loaded | None = None
         self._refused: str | None = None  # a version already refused (not retried until `current` changes)
         self._pointer_problem: str | None = None  # why `current` cannot be read (logged once per problem)
@@ -138,6 +139,8 @@ class IndexHolder:
         happened (blocking). A bad pointer or version is logged once and not retried until `current` changes;
         while nothing is served, the newest version that passes the checks is served instead."""
         with self._reload_lock:
+            if self._closed:
+                return False
             try:
                 version = self.source.current()
             except EngineUnavailableError as error:
@@ -351,9 +354,13 @@ class IndexHolder:
                 last_failure = failure
 
     def close(self) -> None:
-        self._retire(None)
-        self.source.close()
-        self.problem = "The service is shutting down."
+        # After any refresh in flight (cancelling the poller does not stop its thread): one that swapped in a new
+        # reader after this would serve it, never closed, from a closed source.
+        with self._reload_lock:
+            self._closed = True
+            self._retire(None)
+            self.source.close()
+            self.problem = "The service is shutting down."
 
 
 def revision_of(reader: Reader) -> str:

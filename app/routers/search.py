@@ -7,9 +7,10 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..batching import BatcherClosedError
+from ..batching import Batched, BatcherClosedError
 from ..errors import APIError
-from ..inputs import QueryLimits, parse_search_request, to_tensor
+from ..hangup import ClientWatch
+from ..inputs import QueryLimits, SearchRequest, parse_search_request, to_tensor
 from ..key_roles import require_search_key
 from ..photos import PHOTO_TAG_LENGTH
 from ..query_fields import DEFAULT_TEXT_WEIGHT, MAX_TEXT_CHARS
@@ -25,7 +26,7 @@ from ..schemas import (
     SearchResponse,
     StrokesQuery,
 )
-from ..search import Query
+from ..search import Query, QueryResult
 from ..services import Services, get_access, get_services
 
 router = APIRouter(tags=["search"])
@@ -69,6 +70,26 @@ _QUERY_STRING = [
     )
 ]
 _ERRORS = {code: {"model": Error} for code in (401, 403, 413, 415, 422, 503)}
+
+
+async def _encode_and_search(query: SearchRequest, services: Services, watch: ClientWatch
+                             ) -> tuple[Batched[QueryResult], float]:
+    """The query prepared (decoded, or a liked photo's vector read) and run through the batcher; the decoding's ms."""
+    step = time.perf_counter()
+    fields, settings = query.fields, services.settings
+    job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight,
+                offset=fields.offset)
+    try:
+        if query.kind is not None:
+            job.tensor = await watch.unless_gone(services.batcher.prepare(
+                to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points))
+        elif fields.like is not None:
+            job.vector = await watch.unless_gone(run_in_threadpool(_stored_vector, services, fields.like))
+            job.exclude = fields.like
+        decode_ms = _ms(step)
+        return await watch.unless_gone(services.batcher.submit(job)), decode_ms
+    except BatcherClosedError as error:
+        raise APIError(503, "not_ready", str(error)) from None
 
 
 def _stored_vector(services: Services, photo_id: int):
@@ -116,25 +137,11 @@ async def search(request: Request, services: Services = Depends(get_services)) -
         query.category = category
     timings = {"read": _ms(started)}
 
-    step = time.perf_counter()
-    job = Query(query.k, query.category, modality=fields.upload_as, text=fields.text, text_weight=fields.text_weight,
-                offset=fields.offset)
-    if query.kind is not None:
-        try:
-            job.tensor = await services.batcher.prepare(
-                to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points
-            )
-        except BatcherClosedError as error:
-            raise APIError(503, "not_ready", str(error)) from None
-    elif fields.like is not None:
-        job.vector = await run_in_threadpool(_stored_vector, services, fields.like)
-        job.exclude = fields.like
-    timings["decode"] = _ms(step)
-
+    watch = ClientWatch(request)  # the body is read: from here on a hang-up stops the work
     try:
-        batched = await services.batcher.submit(job)
-    except BatcherClosedError as error:
-        raise APIError(503, "not_ready", str(error)) from None
+        batched, timings["decode"] = await _encode_and_search(query, services, watch)
+    finally:
+        watch.close()
     result = batched.value
     timings["queue"] = round(batched.queue_ms, 3)
     timings.update({name: round(ms, 3) for name, ms in result.timings_ms.items()})

@@ -176,3 +176,30 @@ def test_preparing_on_a_stopped_batcher_is_refused():
             await batcher.prepare(str, 1)
 
     run(main())
+
+
+def test_stop_fails_the_batch_still_forming_and_the_preparation_it_dropped():
+    # A request gathered into a batch that waited for another still decoding was lost by stop(): it waited for ever.
+    async def scenario():
+        batcher = MicroBatcher(lambda items: [i * 2 for i in items], max_batch=8, max_wait_ms=2000)
+        await batcher.start()
+        gate, decoding = threading.Event(), threading.Event()
+
+        def decode():
+            decoding.set()
+            gate.wait(10)
+            return 1
+
+        busy = asyncio.create_task(batcher.prepare(decode))  # the one preparation thread, busy
+        queued_decode = asyncio.create_task(batcher.prepare(lambda: 2))  # waits for that thread
+        await asyncio.to_thread(decoding.wait, 10)
+        gathered = asyncio.create_task(batcher.submit(21))
+        await asyncio.sleep(0.1)  # taken by the collector, which waits for the items being prepared
+        threading.Timer(0.2, gate.set).start()  # stop() waits for the running preparation, loop blocked
+        await batcher.stop()
+        for task in (gathered, queued_decode):
+            with pytest.raises(BatcherClosedError):
+                await asyncio.wait_for(task, 3)
+        assert await busy == 1  # a preparation already running finishes
+
+    run(scenario())
