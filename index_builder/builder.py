@@ -145,7 +145,7 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
                   photos: list[int]) -> BuildReport:
     """The build, under the build lock (``photos`` gets the scan's count)."""
     scanned_at_ns = time.clock_gettime_ns(SCAN_CLOCK)
-    scan = scan_step(options)
+    scan = scan_step(options, work_dir)
     photos[0] = len(scan.photos)
     previous = writer.previous(options.rebuild)
     check_fingerprint(previous, encoder, options.rebuild, writer.where)
@@ -220,12 +220,12 @@ def remember_failures(work_dir: Path, encoder: PromptedCLIP, scan: Scan, staging
     return notes
 
 
-def scan_step(options: BuildOptions) -> Scan:
-    """The photos to index: a gallery folder walk or a manifest file."""
+def scan_step(options: BuildOptions, work_dir: Path) -> Scan:
+    """The photos to index: a gallery folder walk (without the index folder ``work_dir``) or a manifest file."""
     if (options.gallery is None) == (options.manifest is None):
         raise BuildError("Give exactly one of --gallery DIR or --manifest FILE.")
     if options.gallery is not None:
-        return scan_folder(options.gallery, progress=options.progress, exclude=options.index_dir)
+        return scan_folder(options.gallery, progress=options.progress, exclude=work_dir)  # "~" expanded
     return read_manifest_file(options.manifest)
 
 

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from encoder import SBIRError, add_encoder_args, add_lanes_arg, add_precision_arg, load_encoder
 from encoder.config import env_number
 from photo_index import Location, Source, locate, open_source
-from photo_index.backends.folder.faiss_index import flat_max
+from photo_index.backends.folder.faiss_index import flat_max, new_index
 from photo_index.errors import BuildError, IndexCorruptError
 from photo_index.location import DEFAULT_MILVUS_TIMEOUT_S
 from photo_index.registry import ENGINES
@@ -233,6 +235,8 @@ def _build(args: argparse.Namespace) -> int:
                                                                args.precision)
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=encoder_device, precision=precision, lanes=lanes)
+    if not milvus and args.index_factory not in (None, "auto"):
+        new_index(args.index_factory, encoder.embed_dim)  # a typo is refused now, not after every photo is embedded
     options = BuildOptions(
         index_dir=out, gallery=args.gallery, manifest=args.manifest,
         index_factory=args.milvus_index if milvus else args.index_factory, recall_target=args.recall_target,
@@ -367,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
                 "verify": _verify}[args.command](args)
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except torch.OutOfMemoryError as error:  # the GPU's memory, at the encoder or FAISS: the settings', not a bug
+        print(f"error: out of GPU memory ({str(error).splitlines()[0]}); try a smaller --batch-size; the photos "
+              "embedded so far are staged and the next run resumes from them", file=sys.stderr)
         return 2
     except (Interrupted, KeyboardInterrupt) as stop:
         signum = getattr(stop, "signum", signal.SIGINT)

@@ -16,6 +16,7 @@ published index do not depend on it.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +31,8 @@ from .sources import UNREADABLE, Skipped
 from .staging import FileKey, Staging
 
 OUT_OF_MEMORY = "out-of-memory"  # decoding ran out of memory (read again next build)
+MAX_PHOTO_FILE_BYTES = 512 * 2**20  # at least: more than a photo of the default pixel limit takes, even uncompressed
+DECODER_CRASHED = "decoder-crashed"  # decoding it killed the process (a native decoder's crash): remembered
 
 
 def classify_decode_error(error: Exception) -> str:
@@ -61,10 +64,19 @@ class Decoded:
     problem: Skipped | None
 
 
+def max_file_bytes(preprocess: Preprocessor) -> int:
+    """The largest file read as a photo: 16-bit RGBA of the pixel limit (SBIR_MAX_IMAGE_PIXELS), uncompressed."""
+    return max(MAX_PHOTO_FILE_BYTES, 8 * preprocess.max_pixels)
+
+
 def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: str | None = None) -> Decoded:
     """The reader step: read, hash and decode one file (``known_sha256``: equal bytes are not decoded again)."""
     try:
         with open(path, "rb") as handle:
+            size, most = os.fstat(handle.fileno()).st_size, max_file_bytes(preprocess)
+            if size > most:  # read whole (to hash it) by every worker at once, it would fill the memory
+                return Decoded(index, None, "", Skipped(path, "too-large", f"the file is {size:,} bytes, more than the "
+                                                        f"{most:,} a photo of the pixel limit can take"))
             data = handle.read()
     except OSError as error:
         return Decoded(index, None, "", Skipped(path, UNREADABLE, f"{type(error).__name__}: {error.strerror}"))
@@ -150,6 +162,10 @@ class StagingWriter:
             self.staging.append([self.job.keys[item.index] for item in embedded], [item.sha256 for item in embedded],
                                 np.stack([item.vector for item in embedded]))
         self._bar.update(len(fresh))
+
+    def written(self, index: int) -> bool:
+        """Whether file ``index`` of the job has its outcome."""
+        return index in self._done
 
     @property
     def missing(self) -> int:

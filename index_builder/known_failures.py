@@ -27,7 +27,7 @@ from .staging import KEY_FIELDS, FileKey
 
 FAILED_FILE = "failed.json"
 # Skip reasons (index_builder.embedding.classify_decode_error) that belong to the file's bytes.
-REMEMBERED_REASONS = frozenset({"zero-byte", "not-an-image", "truncated", "corrupt", "too-large"})
+REMEMBERED_REASONS = frozenset({"zero-byte", "not-an-image", "truncated", "corrupt", "too-large", "decoder-crashed"})
 
 
 def decoding_identity(preprocess: Preprocessor) -> dict:

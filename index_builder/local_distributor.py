@@ -1,9 +1,17 @@
 """The default distributor: DataLoader worker processes run the reader, this process runs the model.
 
-Workers die with the build, even a SIGKILLed one (``encoder.workers.WorkerInit``)."""
+Workers die with the build, even a SIGKILLed one (``encoder.workers.WorkerInit``). A worker that dies itself (a
+native decoder crashing on a malformed file, the out-of-memory killer) stops its loader: the files that were in
+flight are then decoded one after another in a child process of their own, the one that kills it is skipped
+(``decoder-crashed``, remembered like a corrupt file; ``out-of-memory`` after a SIGKILL, read again next build), and
+the loader starts again on the files left. Before, every run died at the same batch."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import multiprocessing
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,22 +20,40 @@ from torch.utils.data import DataLoader, Dataset
 
 from encoder import Preprocessor, PromptedCLIP
 from encoder.workers import WorkerInit
+from photo_index.errors import BuildError
 
-from .embedding import Decoded, EmbedJob, Outcome, StagingWriter, embed_pixels, read_photo
+from .embedding import (
+    DECODER_CRASHED,
+    OUT_OF_MEMORY,
+    Decoded,
+    EmbedJob,
+    Outcome,
+    StagingWriter,
+    embed_pixels,
+    read_photo,
+)
+from .sources import Skipped
+
+PREFETCH_FACTOR = 4  # batches each worker decodes ahead
+MAX_WORKER_DEATHS = 20  # a run gives up after this many dead workers (each one's crasher found and skipped)
+log = logging.getLogger("index_builder")
 
 
 class PhotoFiles(Dataset):
     """The reader over a job's files; picklable for DataLoader workers."""
 
-    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None) -> None:
+    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None,
+                 indices: list[int] | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.known = known or {}  # path -> sha256 of the indexed content: equal bytes are not decoded again
+        self.indices = list(range(len(paths))) if indices is None else indices  # which of ``paths`` to read
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> Decoded:
+    def __getitem__(self, position: int) -> Decoded:
+        index = self.indices[position]
         path = self.paths[index]
         return read_photo(index, path, self.preprocess, self.known.get(path))
 
@@ -49,7 +75,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int) -> DataLoader:
         num_workers=workers,
         collate_fn=_collate,
         worker_init_fn=WorkerInit(_decoding_worker) if workers > 0 else None,  # a killed build leaves no worker
-        prefetch_factor=4 if workers > 0 else None,
+        prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
         persistent_workers=False,
     )
 
@@ -59,9 +85,26 @@ class LocalDistributor:
     name: str = "local"
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
-        """Embeds in this process, in ``encoder.precision``."""
-        batches = -(-len(job.paths) // job.batch_size)  # a worker per batch at most: more would only start and wait
-        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known), job.batch_size,
+        """Embeds in this process, in ``encoder.precision``; goes on past files that kill a decoding worker."""
+        left = list(range(len(job.keys)))
+        for _ in range(MAX_WORKER_DEATHS):
+            try:
+                return self._embed(encoder, job, writer, left)
+            except RuntimeError as error:
+                if "DataLoader worker" not in str(error):  # torch's words for a worker that died
+                    raise
+                log.warning("a decoding worker died (%s); decoding the files it may have held one by one", error)
+            left = [index for index in left if not writer.written(index)]
+            in_flight = left[:job.batch_size * max(job.workers, 1) * PREFETCH_FACTOR]
+            crashed = find_crashers(in_flight, job, encoder.preprocess)
+            writer.write([Outcome(index, "", problem) for index, problem in crashed.items()])
+            left = [index for index in left if index not in crashed]
+        raise BuildError(f"Decoding workers died {MAX_WORKER_DEATHS} times (killed from outside, or out of memory?); "
+                         "the photos embedded so far are staged and the next run resumes from them.")
+
+    def _embed(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter, indices: list[int]) -> None:
+        batches = -(-len(indices) // job.batch_size)  # a worker per batch at most: more would only start and wait
+        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known, indices), job.batch_size,
                              min(job.workers, batches))
         for batch in loader:
             good = [item for item in batch if item.pixels is not None]
@@ -71,3 +114,41 @@ class LocalDistributor:
             embedded = dict(zip((item.index for item in good), vectors, strict=True))
             writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
                           for item in batch])
+
+
+def find_crashers(indices: list[int], job: EmbedJob, preprocess: Preprocessor) -> dict[int, Skipped]:
+    """The files among ``indices`` whose decoding kills the process decoding it, each as a failure: they are decoded
+    in order in a forked child, started again after the file it died on."""
+    crashed: dict[int, Skipped] = {}
+    context = multiprocessing.get_context("fork")  # as the DataLoader's workers: the preprocessing as it is here
+    rest = list(indices)
+    while rest:
+        receiver, sender = context.Pipe(duplex=False)
+        child = context.Process(target=_decode_each, daemon=True,
+                                args=(WorkerInit(_decoding_worker), sender, rest, job.paths, preprocess))
+        child.start()
+        sender.close()
+        done = 0
+        with contextlib.suppress(EOFError):
+            while receiver.recv():
+                done += 1
+        receiver.close()
+        child.join()
+        if child.exitcode == 0 or done >= len(rest):
+            break
+        index = rest[done]
+        killed = child.exitcode == -signal.SIGKILL  # the out-of-memory killer's signal: the machine's state
+        how = signal.Signals(-child.exitcode).name if child.exitcode < 0 else f"exit {child.exitcode}"
+        crashed[index] = Skipped(job.paths[index], OUT_OF_MEMORY if killed else DECODER_CRASHED,
+                                 f"decoding it killed the decoding process ({how})")
+        log.warning("%s killed its decoding process (%s): skipped", job.paths[index], how)
+        rest = rest[done + 1:]
+    return crashed
+
+
+def _decode_each(init: WorkerInit, sender, indices: list[int], paths: list[str], preprocess: Preprocessor) -> None:
+    init(0)
+    for index in indices:
+        read_photo(index, paths[index], preprocess)
+        sender.send(True)
+    sender.send(False)

@@ -33,6 +33,7 @@ MAX_ID = MAX_PHOTO_ID  # 2^52 - 1 (photo_index.api says why)
 # (a Milvus text field keeps 65,535 bytes, its category field 1,024), and far more than captions or tags need. Every
 # search answer carries its photos' metadata: a megabyte cell would ride along with each result.
 MAX_METADATA_CHARS = 60_000
+MAX_CSV_FIELD_CHARS = 16 * 2**20  # a cell past this (a quote left open for megabytes) stops the manifest
 MAX_CATEGORY_BYTES = 1_024
 
 
@@ -188,8 +189,11 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
             skipped.append(problem)
             continue
         relative = os.path.relpath(path, root_path)
+        ctime_ns = entry_info.st_ctime_ns
+        if entry.is_symlink():  # a link pointed at another file of the same size and mtime is a change too
+            ctime_ns = max(ctime_ns, entry.stat(follow_symlinks=False).st_ctime_ns)
         photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
-                                  ctime_ns=entry_info.st_ctime_ns))
+                                  ctime_ns=ctime_ns))
         bar.update(1)
 
     bar.close()
@@ -201,6 +205,9 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict | None, str]]:
     suffix = path.suffix.lower()
     with open(path, newline="", encoding="utf-8-sig") as handle:
         if suffix == ".csv":
+            # csv's default limit (131,072 characters) refused the whole manifest over one long cell; a row whose
+            # fields are too large to keep is skipped alone, as in JSONL (_unstorable_row)
+            csv.field_size_limit(max(csv.field_size_limit(), MAX_CSV_FIELD_CHARS))
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise BuildError(f"Manifest {path} has no 'path' column (columns: {reader.fieldnames}).")

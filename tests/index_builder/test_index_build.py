@@ -321,3 +321,25 @@ def test_a_first_build_interrupted_before_staging_anything_leaves_no_index_folde
     with pytest.raises(KeyboardInterrupt):
         build(gallery=make_gallery({"cat": 2}), distributor=Interrupting())
     assert not (tmp_path / "index").exists()
+
+
+def test_one_long_csv_cell_skips_its_row_not_the_whole_manifest(make_gallery, build, tmp_path):
+    # csv refuses fields over 131,072 characters by default: the whole manifest was a BuildError
+    gallery = make_gallery({"cat": 2})
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text(f"path,caption\n{gallery / 'cat' / 'cat_0.jpg'},{'x' * 200_000}\n"
+                        f"{gallery / 'cat' / 'cat_1.png'},short\n")
+    report = build(manifest=manifest)
+    assert report.size == 1 and [item.reason for item in report.skipped] == ["bad-manifest-row"]
+
+
+def test_a_file_far_larger_than_any_photo_is_skipped_without_reading_it(make_gallery, build):
+    # It was read whole (to hash it) by every worker at once: a few mis-named videos filled the memory
+    from index_builder import embedding
+
+    gallery = make_gallery({"cat": 2})
+    with open(gallery / "cat" / "video.tif", "wb") as handle:  # sparse: large, no disk used
+        handle.truncate(embedding.MAX_PHOTO_FILE_BYTES + 1)
+    report = build(gallery=gallery)
+    assert report.size == 2 and [item.reason for item in report.skipped] == ["too-large"]
+    assert f"{embedding.MAX_PHOTO_FILE_BYTES + 1:,} bytes" in report.skipped[0].detail

@@ -155,3 +155,24 @@ def test_bad_arguments_exit_with_a_message(tmp_path, capsys):
     assert main(["build", "--gallery", str(tmp_path / "missing"), "--out", str(tmp_path / "i"), "--no-progress"]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert main(["build", "--gallery", str(tmp_path), "--out", str(tmp_path / "i"), "--batch-size", "0"]) == 2
+
+
+def test_an_index_inside_the_gallery_named_with_a_tilde_is_left_out_of_the_scan(make_gallery, tmp_path, monkeypatch,
+                                                                                capsys):
+    # The lock and staging expanded "~", the scan's exclusion did not: the second build listed the index's own
+    # files (segments, current) as skipped photos.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    make_gallery({"cat": 2}, root=tmp_path / "g")
+    for _ in range(2):
+        assert main(["build", "--gallery", "~/g", "--out", "~/g/idx", "--workers", "0", "--no-progress",
+                     "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["skipped"] == [] and report["size"] == 2
+
+
+def test_a_factory_faiss_cannot_read_is_refused_before_any_photo_is_embedded(make_gallery, tmp_path, capsys):
+    gallery = make_gallery({"cat": 3})
+    assert main(["build", "--gallery", str(gallery), "--out", str(tmp_path / "index"), "--workers", "0",
+                 "--no-progress", "--index-factory", "Bogus"]) == 2
+    assert "not a valid FAISS factory string" in capsys.readouterr().err
+    assert not (tmp_path / "index").exists()  # before: every photo embedded and staged first

@@ -362,3 +362,19 @@ def test_a_repeated_signal_while_unwinding_is_ignored_and_a_late_one_exits_at_on
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 130 and result.stdout == "unwinding\n", (result.stdout, result.stderr)
     assert "interrupted again" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_running_out_of_gpu_memory_is_a_message_and_exit_2_not_a_traceback(make_gallery, tmp_path, monkeypatch,
+                                                                           capsys):
+    import torch
+
+    from index_builder import local_distributor
+
+    def out_of_memory(encoder, pixels):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore details")
+
+    monkeypatch.setattr(local_distributor, "embed_pixels", out_of_memory)
+    assert main(["build", "--gallery", str(make_gallery({"cat": 2})), "--out", str(tmp_path / "index"),
+                 "--workers", "0", "--no-progress"]) == 2
+    error = capsys.readouterr().err
+    assert "out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB)" in error and "--batch-size" in error

@@ -6,6 +6,8 @@ import os
 
 from photo_index.backends.folder import IndexReader
 
+from .conftest import write_photo
+
 
 def test_links_outside_the_gallery_are_skipped_and_inside_ones_indexed(make_gallery, build, tmp_path):
     gallery = make_gallery({"cat": 2, "dog": 2})
@@ -45,3 +47,23 @@ def test_a_real_folder_keeps_its_category_when_a_link_to_it_sorts_first(make_gal
     os.remove(gallery / "Favorites")
     again = build(gallery=gallery)
     assert (again.added, again.removed, again.embedded, again.status) == (0, 0, 0, "unchanged")
+
+
+def test_a_link_pointed_at_another_file_of_the_same_size_and_mtime_is_embedded_again(build, tmp_path):
+    # The scan read the target's times only: the photo kept the first file's vector and hash.
+    gallery = tmp_path / "gallery"
+    first, second = (write_photo(gallery / "store" / f"{name}.bmp", seed) for name, seed in (("a", 1), ("b", 2)))
+    assert first.stat().st_size == second.stat().st_size  # BMPs of one size
+    for photo in (first, second):
+        os.utime(photo, ns=(10**18, 10**18))
+    link = gallery / "cat" / "x.bmp"
+    link.parent.mkdir()
+    link.symlink_to("../store/a.bmp")
+    build(gallery=gallery)
+    link.unlink()
+    link.symlink_to("../store/b.bmp")
+    report = build(gallery=gallery)
+    assert (report.updated, report.embedded) == (1, 1)
+    with IndexReader.open(tmp_path / "index") as reader:
+        records = {record.path: record for record in reader.records(range(100)) if record is not None}
+    assert records[str(link)].sha256 == records[str(second)].sha256

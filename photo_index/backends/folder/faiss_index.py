@@ -58,6 +58,15 @@ def choose_factory(size: int, dim: int) -> str:
     return f"IVF{nlist},SQ8" if size >= SQ8_MIN else f"IVF{nlist},Flat"
 
 
+def new_index(factory: str, dim: int) -> faiss.Index:
+    """An empty inner-product index of ``factory``; a string FAISS cannot read is a :class:`BuildError` (the build
+    asks before any photo is embedded)."""
+    try:
+        return faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise BuildError(f"--index-factory {factory!r} is not a valid FAISS factory string: {error}") from error
+
+
 def use_gpu(device: str) -> bool:
     """GPU FAISS when the build has GPUs, the faiss build supports them, and the device allows."""
     return device != "cpu" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
@@ -184,10 +193,7 @@ class FaissEngine:
     ) -> dict:
         size, dim = vectors.shape
         factory = self.resolve_factory(size, dim, factory)
-        try:
-            index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
-        except RuntimeError as error:
-            raise BuildError(f"--index-factory {factory!r} is not a valid FAISS factory string: {error}") from error
+        index = new_index(factory, dim)
         ivf = faiss.try_extract_index_ivf(index)
         if ivf is None and not isinstance(index, faiss.IndexIDMap):
             index = faiss.IndexIDMap2(index)  # Flat/HNSW/PQ need the id map; IVF stores ids itself

@@ -1,0 +1,45 @@
+"""A file whose decoding kills the decoding worker (a native decoder's crash) is skipped; the build goes on."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from encoder import Preprocessor
+from index_builder import known_failures
+
+CRASH = b"CRASH-ME"  # a file starting so makes the (patched) decoder die as libheif or libtiff might
+
+
+def crashing_decoder(monkeypatch, signum=signal.SIGSEGV):
+    real = Preprocessor.photo_file_pixels
+
+    def photo_file_pixels(self, data):
+        if data.startswith(CRASH):
+            os.kill(os.getpid(), signum)
+        return real(self, data)
+
+    monkeypatch.setattr(Preprocessor, "photo_file_pixels", photo_file_pixels)  # inherited by forked workers
+
+
+def test_a_file_that_kills_its_decoding_worker_is_skipped_and_remembered(make_gallery, build, tmp_path, monkeypatch):
+    # Before: RuntimeError "DataLoader worker exited unexpectedly", exit 1, and every resume died at the same batch
+    gallery = make_gallery({"cat": 6, "dog": 5})
+    (gallery / "cat" / "evil.jpg").write_bytes(CRASH + bytes(100))
+    crashing_decoder(monkeypatch)
+    report = build(gallery=gallery, workers=2, batch_size=2)
+    assert report.size == 11 and report.embedded == 11
+    assert [(os.path.basename(item.path), item.reason) for item in report.skipped] == [("evil.jpg", "decoder-crashed")]
+    assert "decoder-crashed" in known_failures.REMEMBERED_REASONS
+    again = build(gallery=gallery, workers=2, batch_size=2)  # not read again: remembered as the file's own fault
+    assert again.status == "unchanged" and [item.reason for item in again.skipped] == ["decoder-crashed"]
+
+
+def test_a_file_whose_decoding_is_killed_like_by_the_oom_killer_is_read_again_next_build(make_gallery, build,
+                                                                                      monkeypatch):
+    gallery = make_gallery({"cat": 3})
+    (gallery / "cat" / "huge.jpg").write_bytes(CRASH + bytes(100))
+    crashing_decoder(monkeypatch, signal.SIGKILL)
+    report = build(gallery=gallery, workers=1, batch_size=2)
+    assert report.size == 3 and [item.reason for item in report.skipped] == ["out-of-memory"]
+    assert "out-of-memory" not in known_failures.REMEMBERED_REASONS
