@@ -121,13 +121,14 @@ class SearchEngine:
             self.sample.add(vectors)
         with self.index.lease() as reader:
             started = time.perf_counter()
-            groups: dict[str | None, list[int]] = defaultdict(list)
+            # One search per category and depth: HNSW (FAISS or Milvus) searches deeper for a larger k, so a request
+            # searched beside a deeper one (a later page) could get other results than alone.
+            groups: dict[tuple[str | None, int], list[int]] = defaultdict(list)
             for position, query in enumerate(queries):
-                groups[query.category].append(position)
+                groups[query.category, query.depth].append(position)
             hits: list[list[tuple[int, float]]] = [[] for _ in queries]
             more = [False] * len(queries)
-            for category, positions in groups.items():
-                k = max(queries[p].depth for p in positions)
+            for (category, k), positions in groups.items():
                 scores, ids = reader.search(np.ascontiguousarray(vectors[positions]), k, category=category)
                 for row, position in enumerate(positions):
                     hits[position], more[position] = page(queries[position], scores[row], ids[row])

@@ -4,6 +4,7 @@ refusal, through the real app and a real index."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -316,3 +317,39 @@ def test_text_settings_come_from_env_and_flags_and_apply(app_index, app_encoder,
     with app_client(app_index[1], app_encoder, text_weight=0.6, max_text_chars=12) as configured:
         assert ok(configured.post("/search", json={**STROKES, "text": "apple"}))["text_weight"] == 0.6
         refused(configured.post("/search", json={"text": "a" * 13}), 422, "text_too_long", "12")
+
+
+def test_a_batch_searches_each_depth_on_its_own(app_index, app_encoder):
+    # One search at the batch's deepest k made a first page's results depend on a later page's request beside it
+    # (HNSW, in FAISS or Milvus, searches deeper for a larger k).
+    from app.index_holder import IndexHolder
+
+    index = IndexHolder(app_index[1], fingerprint=app_encoder.fingerprint(), dim=app_encoder.embed_dim)
+    assert index.refresh()
+    searched = []
+    real_lease = index.lease
+
+    class Recording:
+        def __init__(self, reader):
+            self._reader = reader
+
+        def __getattr__(self, name):
+            return getattr(self._reader, name)
+
+        def search(self, vectors, k, category=None):
+            searched.append((len(vectors), k))
+            return self._reader.search(vectors, k, category=category)
+
+    @contextlib.contextmanager
+    def lease():
+        with real_lease() as reader:
+            yield Recording(reader)
+
+    index.lease = lease
+    tensor = app_encoder.preprocess.sketch_strokes(STROKES)
+    try:
+        SearchEngine(app_encoder, index).run_batch([Query(3, None, tensor=tensor), Query(3, None, tensor=tensor),
+                                                    Query(3, None, tensor=tensor, offset=3)])
+    finally:
+        index.close()
+    assert sorted(searched) == [(1, 7), (2, 4)]
