@@ -101,6 +101,7 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     failed: list[Skipped] = []
     unread: list[PhotoRecord] = []  # previous photos listed but not read this time (an I/O error, a permission)
     added = updated = unchanged = filled = 0
+    previous_ids = {record.id for record in previous.by_path.values()} if previous else set()
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if photo.path in reused:
@@ -126,8 +127,9 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             photo_id, next_id = next_id, next_id + 1
         changed = old is None or (old.sha256, old.category, old.metadata, old.id) != (
             sha, photo.category, photo.metadata, photo_id)
-        if old is None:
-            added += 1
+        if old is None:  # a new path: a photo a manifest moved keeps its id, and is an update
+            added += photo_id not in previous_ids
+            updated += photo_id in previous_ids
         elif changed:
             updated += 1
         else:
@@ -147,7 +149,9 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     records += held
     sources += [(FROM_PREVIOUS, previous.row_of(old.id)) for old in held]
     kept |= {old.path for old in held}
-    removed = sum(path not in kept for path in previous.by_path) if previous else 0
+    live_ids = {record.id for record in records}
+    removed = sum(path not in kept and old.id not in live_ids for path, old in previous.by_path.items()) \
+        if previous else 0
     order = sorted(range(len(records)), key=lambda i: records[i].id)
     content = VersionContent([records[i] for i in order],
                              np.array([sources[i] for i in order], dtype=np.int64).reshape(-1, 2),

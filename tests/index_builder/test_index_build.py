@@ -343,3 +343,18 @@ def test_a_file_far_larger_than_any_photo_is_skipped_without_reading_it(make_gal
     report = build(gallery=gallery)
     assert report.size == 2 and [item.reason for item in report.skipped] == ["too-large"]
     assert f"{embedding.MAX_PHOTO_FILE_BYTES + 1:,} bytes" in report.skipped[0].detail
+
+
+def test_a_photo_a_manifest_moves_under_its_id_is_counted_as_updated(make_gallery, build, tmp_path):
+    # Counted by path it was "added 1, removed 1" while the index deleted nothing (the id stayed live).
+    gallery = make_gallery({"cat": 3})
+    photos = sorted((gallery / "cat").iterdir())
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text("path,id\n" + "".join(f"{photo},{10 + n}\n" for n, photo in enumerate(photos)))
+    build(manifest=manifest)
+    moved = gallery / "dog" / photos[1].name
+    moved.parent.mkdir()
+    photos[1].rename(moved)
+    manifest.write_text(f"path,id\n{photos[0]},10\n{moved},11\n{photos[2]},12\n")
+    report = build(manifest=manifest)
+    assert (report.added, report.updated, report.removed, report.unchanged) == (0, 1, 0, 2)
