@@ -118,7 +118,7 @@ def _lifespan(settings: Settings, encoder: PromptedCLIP | None):
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             await batcher.stop()
-            index.close()
+            await asyncio.to_thread(index.close)  # waits for a refresh still opening a version: not on the loop
             if sample is not None and len(sample):
                 _save_sample(sample, settings)
 

@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SBIRError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except torch.OutOfMemoryError as error:  # the GPU's memory, at the encoder or FAISS: the settings', not a bug
+    except torch.OutOfMemoryError as error:  # the encoder's GPU memory: the settings', not a bug
         print(f"error: out of GPU memory ({str(error).splitlines()[0]}); try a smaller --batch-size; the photos "
               "embedded so far are staged and the next run resumes from them", file=sys.stderr)
         return 2

@@ -144,10 +144,9 @@ class StagingWriter:
         self._bar = tqdm(total=len(job.keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1)
 
     def write(self, outcomes: list[Outcome]) -> None:
-        fresh = [item for item in outcomes if item.index not in self._done]
+        fresh = list({item.index: item for item in outcomes if item.index not in self._done}.values())
         embedded: list[Outcome] = []
-        for item in fresh:
-            self._done.add(item.index)
+        for item in fresh:  # counted written once staged (below): an interrupted write leaves them to do again
             key = self.job.keys[item.index]
             if item.problem is not None:
                 self.staging.append_failure(key, item.problem)
@@ -161,6 +160,7 @@ class StagingWriter:
             self.computed += len(embedded)
             self.staging.append([self.job.keys[item.index] for item in embedded], [item.sha256 for item in embedded],
                                 np.stack([item.vector for item in embedded]))
+        self._done.update(item.index for item in fresh)
         self._bar.update(len(fresh))
 
     def written(self, index: int) -> bool:

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import multiprocessing
 import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +37,7 @@ from .embedding import (
 from .sources import Skipped
 
 PREFETCH_FACTOR = 4  # batches each worker decodes ahead
-MAX_WORKER_DEATHS = 20  # a run gives up after this many dead workers (each one's crasher found and skipped)
+MAX_FRUITLESS_DEATHS = 3  # dead workers in a row whose files all decode alone: killed from outside, give up
 log = logging.getLogger("index_builder")
 
 
@@ -87,7 +89,11 @@ class LocalDistributor:
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> None:
         """Embeds in this process, in ``encoder.precision``; goes on past files that kill a decoding worker."""
         left = list(range(len(job.keys)))
-        for _ in range(MAX_WORKER_DEATHS):
+        # What the loader may hold undelivered when a worker dies: the batches its workers decode ahead, plus the
+        # one handed out while the batch before it is embedded
+        window = job.batch_size * (max(job.workers, 1) * PREFETCH_FACTOR + 1)
+        fruitless = 0
+        while True:
             try:
                 return self._embed(encoder, job, writer, left)
             except RuntimeError as error:
@@ -95,45 +101,70 @@ class LocalDistributor:
                     raise
                 log.warning("a decoding worker died (%s); decoding the files it may have held one by one", error)
             left = [index for index in left if not writer.written(index)]
-            in_flight = left[:job.batch_size * max(job.workers, 1) * PREFETCH_FACTOR]
-            crashed = find_crashers(in_flight, job, encoder.preprocess)
+            crashed = find_crashers(left[:window], job, encoder.preprocess)
             writer.write([Outcome(index, "", problem) for index, problem in crashed.items()])
             left = [index for index in left if index not in crashed]
-        raise BuildError(f"Decoding workers died {MAX_WORKER_DEATHS} times (killed from outside, or out of memory?); "
-                         "the photos embedded so far are staged and the next run resumes from them.")
+            fruitless = 0 if crashed else fruitless + 1
+            if fruitless >= MAX_FRUITLESS_DEATHS:
+                raise BuildError(f"Decoding workers died {fruitless} times in a row and no file among those they "
+                                 "held kills a decoder alone (killed from outside, or out of memory?); the photos "
+                                 "embedded so far are staged and the next run resumes from them.")
+            window *= 1 if crashed else 2  # found nothing: the culprit lay further on
 
     def _embed(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter, indices: list[int]) -> None:
         batches = -(-len(indices) // job.batch_size)  # a worker per batch at most: more would only start and wait
         loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known, indices), job.batch_size,
                              min(job.workers, batches))
         for batch in loader:
-            good = [item for item in batch if item.pixels is not None]
-            vectors: list[np.ndarray | None] = []
-            if good:
-                vectors = list(embed_pixels(encoder, np.stack([item.pixels for item in good])))
-            embedded = dict(zip((item.index for item in good), vectors, strict=True))
-            writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
-                          for item in batch])
+            # torch's SIGCHLD handler raises "DataLoader worker ... killed" wherever this thread is: held back while a
+            # batch is embedded and staged (a write cut in half would pair a photo with another's vector), it is
+            # raised between batches, where the recovery above can go on
+            with sigchld_held():
+                good = [item for item in batch if item.pixels is not None]
+                vectors: list[np.ndarray | None] = []
+                if good:
+                    vectors = list(embed_pixels(encoder, np.stack([item.pixels for item in good])))
+                embedded = dict(zip((item.index for item in good), vectors, strict=True))
+                writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
+                              for item in batch])
+
+
+@contextlib.contextmanager
+def sigchld_held() -> Iterator[None]:
+    """SIGCHLD held back for this thread (delivered, and its handler run, when the block ends)."""
+    if threading.current_thread() is not threading.main_thread():  # Python runs handlers in the main thread only
+        yield
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
 def find_crashers(indices: list[int], job: EmbedJob, preprocess: Preprocessor) -> dict[int, Skipped]:
-    """The files among ``indices`` whose decoding kills the process decoding it, each as a failure: they are decoded
-    in order in a forked child, started again after the file it died on."""
+    """The files among ``indices`` whose decoding kills the process decoding it, each as a failure: they are read as
+    the workers read them, in order, in a forked child, started again after the file it died on."""
     crashed: dict[int, Skipped] = {}
     context = multiprocessing.get_context("fork")  # as the DataLoader's workers: the preprocessing as it is here
     rest = list(indices)
     while rest:
         receiver, sender = context.Pipe(duplex=False)
         child = context.Process(target=_decode_each, daemon=True,
-                                args=(WorkerInit(_decoding_worker), sender, rest, job.paths, preprocess))
-        child.start()
-        sender.close()
-        done = 0
-        with contextlib.suppress(EOFError):
-            while receiver.recv():
-                done += 1
-        receiver.close()
-        child.join()
+                                args=(WorkerInit(_decoding_worker), sender, rest, job, preprocess))
+        try:
+            child.start()
+            sender.close()
+            done = 0
+            with contextlib.suppress(EOFError):
+                while receiver.recv():
+                    done += 1
+            child.join()
+        finally:  # interrupted: the child does not outlive this
+            receiver.close()
+            if child.is_alive():
+                child.kill()
+                child.join()
         if child.exitcode == 0 or done >= len(rest):
             break
         index = rest[done]
@@ -146,9 +177,10 @@ def find_crashers(indices: list[int], job: EmbedJob, preprocess: Preprocessor) -
     return crashed
 
 
-def _decode_each(init: WorkerInit, sender, indices: list[int], paths: list[str], preprocess: Preprocessor) -> None:
+def _decode_each(init: WorkerInit, sender, indices: list[int], job: EmbedJob, preprocess: Preprocessor) -> None:
     init(0)
     for index in indices:
-        read_photo(index, paths[index], preprocess)
+        path = job.paths[index]
+        read_photo(index, path, preprocess, job.known.get(path))
         sender.send(True)
     sender.send(False)

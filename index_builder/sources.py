@@ -9,6 +9,7 @@ unsupported type, broken symlinks, symlink loops, unreadable folders, bad manife
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import errno
 import json
@@ -191,7 +192,8 @@ def scan_folder(root: str | Path, *, progress: bool = False, exclude: str | Path
         relative = os.path.relpath(path, root_path)
         ctime_ns = entry_info.st_ctime_ns
         if entry.is_symlink():  # a link pointed at another file of the same size and mtime is a change too
-            ctime_ns = max(ctime_ns, entry.stat(follow_symlinks=False).st_ctime_ns)
+            with contextlib.suppress(OSError):  # the link removed since: its target's times, as before
+                ctime_ns = max(ctime_ns, entry.stat(follow_symlinks=False).st_ctime_ns)
         photos.append(SourcePhoto(path, _first_folder(relative), entry_info.st_size, entry_info.st_mtime_ns,
                                   ctime_ns=ctime_ns))
         bar.update(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -72,8 +73,7 @@ _QUERY_STRING = [
 _ERRORS = {code: {"model": Error} for code in (401, 403, 413, 415, 422, 503)}
 
 
-async def _encode_and_search(query: SearchRequest, services: Services, watch: ClientWatch
-                             ) -> tuple[Batched[QueryResult], float]:
+async def _encode_and_search(query: SearchRequest, services: Services) -> tuple[Batched[QueryResult], float]:
     """The query prepared (decoded, or a liked photo's vector read) and run through the batcher; the decoding's ms."""
     step = time.perf_counter()
     fields, settings = query.fields, services.settings
@@ -81,13 +81,13 @@ async def _encode_and_search(query: SearchRequest, services: Services, watch: Cl
                 offset=fields.offset)
     try:
         if query.kind is not None:
-            job.tensor = await watch.unless_gone(services.batcher.prepare(
-                to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points))
+            job.tensor = await services.batcher.prepare(
+                to_tensor, query, services.encoder.preprocess, settings.max_image_pixels, settings.max_stroke_points)
         elif fields.like is not None:
-            job.vector = await watch.unless_gone(run_in_threadpool(_stored_vector, services, fields.like))
+            job.vector = await run_in_threadpool(_stored_vector, services, fields.like)
             job.exclude = fields.like
         decode_ms = _ms(step)
-        return await watch.unless_gone(services.batcher.submit(job)), decode_ms
+        return await services.batcher.submit(job), decode_ms
     except BatcherClosedError as error:
         raise APIError(503, "not_ready", str(error)) from None
 
@@ -137,11 +137,12 @@ async def search(request: Request, services: Services = Depends(get_services)) -
         query.category = category
     timings = {"read": _ms(started)}
 
-    watch = ClientWatch(request)  # the body is read: from here on a hang-up stops the work
-    try:
-        batched, timings["decode"] = await _encode_and_search(query, services, watch)
-    finally:
-        watch.close()
+    with ClientWatch(request) as watch:  # the body is read: from here on a hang-up stops the work
+        try:
+            batched, timings["decode"] = await _encode_and_search(query, services)
+        except asyncio.CancelledError:
+            watch.raise_if_gone()
+            raise
     result = batched.value
     timings["queue"] = round(batched.queue_ms, 3)
     timings.update({name: round(ms, 3) for name, ms in result.timings_ms.items()})

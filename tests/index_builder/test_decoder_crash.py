@@ -43,3 +43,19 @@ def test_a_file_whose_decoding_is_killed_like_by_the_oom_killer_is_read_again_ne
     report = build(gallery=gallery, workers=1, batch_size=2)
     assert report.size == 3 and [item.reason for item in report.skipped] == ["out-of-memory"]
     assert "out-of-memory" not in known_failures.REMEMBERED_REASONS
+
+
+def test_the_crashing_file_is_found_when_the_encoder_is_slower_than_the_decoders(make_gallery, build, monkeypatch):
+    # The loader hands out one more batch while one is embedded: a window a batch short never held the crasher,
+    # and every retry died on it again.
+    import time
+
+    from index_builder import local_distributor
+
+    gallery = make_gallery({"cat": 11})
+    (gallery / "cat" / "cat_5b.jpg").write_bytes(CRASH + bytes(100))  # the 7th file in scan order
+    crashing_decoder(monkeypatch)
+    real_embed = local_distributor.embed_pixels
+    monkeypatch.setattr(local_distributor, "embed_pixels", lambda *args: time.sleep(0.2) or real_embed(*args))
+    report = build(gallery=gallery, workers=1, batch_size=1)
+    assert report.size == 11 and [item.reason for item in report.skipped] == ["decoder-crashed"]
