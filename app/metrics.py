@@ -49,9 +49,12 @@ class Metrics:
             self.stage_seconds.labels(stage).observe(ms / 1000.0)
 
     def set_index(self, version: str | None, size: int, segments: int = 1, deleted: int = 0) -> None:
-        self.index_version.clear()
+        # the new version first, then the others out: a scrape in between never finds no version (clear() did)
         if version is not None:
             self.index_version.labels(version).set(1)
+        for sample in self.index_version.collect()[0].samples:
+            if sample.labels["version"] != version:
+                self.index_version.remove(sample.labels["version"])
         self.index_size.set(size)
         self.index_segments.set(segments)
         self.index_deleted.set(deleted)
