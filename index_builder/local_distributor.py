@@ -99,6 +99,8 @@ class LocalDistributor:
             except RuntimeError as error:
                 if "DataLoader worker" not in str(error):  # torch's words for a worker that died
                     raise
+                if (stop := _interruption_behind(error)) is not None:  # SIGTERM came first: it is what ends the run
+                    raise stop from None
                 log.warning("a decoding worker died (%s); decoding the files it may have held one by one", error)
             left = [index for index in left if not writer.written(index)]
             crashed = find_crashers(left[:window], job, encoder.preprocess)
@@ -115,31 +117,73 @@ class LocalDistributor:
         batches = -(-len(indices) // job.batch_size)  # a worker per batch at most: more would only start and wait
         loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known, indices), job.batch_size,
                              min(job.workers, batches))
-        for batch in loader:
-            # torch's SIGCHLD handler raises "DataLoader worker ... killed" wherever this thread is: held back while a
-            # batch is embedded and staged (a write cut in half would pair a photo with another's vector), it is
-            # raised between batches, where the recovery above can go on
-            with sigchld_held():
-                good = [item for item in batch if item.pixels is not None]
-                vectors: list[np.ndarray | None] = []
-                if good:
-                    vectors = list(embed_pixels(encoder, np.stack([item.pixels for item in good])))
-                embedded = dict(zip((item.index for item in good), vectors, strict=True))
-                writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
-                              for item in batch])
+        batches_of = iter(loader)  # torch installs its SIGCHLD handler here (once, in the main thread)
+        held = HeldSigchld()
+        with held.installed(loader.num_workers > 0):
+            for batch in batches_of:
+                self._embed_batch(encoder, batch, writer, held)
+
+    @staticmethod
+    def _embed_batch(encoder: PromptedCLIP, batch: list[Decoded], writer: StagingWriter, held: HeldSigchld) -> None:
+        # torch's SIGCHLD handler raises "DataLoader worker ... killed" wherever the main thread is: held back while a
+        # batch is embedded and staged (a write cut in half would pair a photo with another's vector), it is raised
+        # once the batch is staged, where the recovery above can go on
+        with held.held():
+            good = [item for item in batch if item.pixels is not None]
+            vectors: list[np.ndarray | None] = []
+            if good:
+                vectors = list(embed_pixels(encoder, np.stack([item.pixels for item in good])))
+            embedded = dict(zip((item.index for item in good), vectors, strict=True))
+            writer.write([Outcome(item.index, item.sha256, item.problem, embedded.get(item.index))
+                          for item in batch])
 
 
-@contextlib.contextmanager
-def sigchld_held() -> Iterator[None]:
-    """SIGCHLD held back for this thread (delivered, and its handler run, when the block ends)."""
-    if threading.current_thread() is not threading.main_thread():  # Python runs handlers in the main thread only
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+class HeldSigchld:
+    """Wraps the SIGCHLD handler (torch's) so that, inside ``held()``, a signal only waits: the handler runs when the
+    block ends. (Masking the signal does not do it: the kernel hands it to another thread, and Python runs the handler
+    in the main thread all the same.) Off the main thread no handler is installed: torch polls its workers there."""
+
+    def __init__(self) -> None:
+        self.holding = self.pending = False
+        self.previous: object = None
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.holding:
+            self.pending = True
+        elif callable(self.previous):
+            self.previous(signum, frame)
+
+    @contextlib.contextmanager
+    def installed(self, workers: bool) -> Iterator[None]:
+        if not workers or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        self.previous = signal.signal(signal.SIGCHLD, self._handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGCHLD, self.previous if self.previous is not None else signal.SIG_DFL)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+            if self.pending:
+                self.pending = False
+                self._handler(signal.SIGCHLD, None)
+
+
+def _interruption_behind(error: BaseException) -> BaseException | None:
+    """An interruption (Ctrl-C, SIGTERM: not an Exception) the error was raised while handling, if any."""
+    seen = error.__context__
+    while seen is not None:
+        if not isinstance(seen, Exception):
+            return seen
+        seen = seen.__context__
+    return None
 
 
 def find_crashers(indices: list[int], job: EmbedJob, preprocess: Preprocessor) -> dict[int, Skipped]:

@@ -56,6 +56,35 @@ def test_the_crashing_file_is_found_when_the_encoder_is_slower_than_the_decoders
     (gallery / "cat" / "cat_5b.jpg").write_bytes(CRASH + bytes(100))  # the 7th file in scan order
     crashing_decoder(monkeypatch)
     real_embed = local_distributor.embed_pixels
-    monkeypatch.setattr(local_distributor, "embed_pixels", lambda *args: time.sleep(0.2) or real_embed(*args))
+    cut = []
+
+    def slow_embed(*args):  # the worker dies while a batch is embedded: torch's SIGCHLD handler must wait
+        try:
+            for _ in range(10):
+                time.sleep(0.02)
+        except RuntimeError as error:
+            cut.append(str(error))
+            raise
+        return real_embed(*args)
+
+    monkeypatch.setattr(local_distributor, "embed_pixels", slow_embed)
     report = build(gallery=gallery, workers=1, batch_size=1)
     assert report.size == 11 and [item.reason for item in report.skipped] == ["decoder-crashed"]
+    assert not cut  # raised inside the embedding (or a staging write), it could pair a photo with another's vector
+
+
+def test_a_worker_death_reported_while_a_sigterm_unwinds_does_not_swallow_the_sigterm():
+    # SIGTERM to the whole tree: the build's handler raises first, torch's SIGCHLD handler then raises "DataLoader
+    # worker ... killed" while that unwinds; taken for a crash, the build went on
+    from index_builder.cli import Interrupted
+    from index_builder.local_distributor import _interruption_behind
+
+    try:
+        try:
+            raise Interrupted(signal.SIGTERM)
+        except Interrupted:
+            raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.") from None
+    except RuntimeError as error:
+        found = _interruption_behind(error)
+    assert isinstance(found, Interrupted) and found.signum == signal.SIGTERM
+    assert _interruption_behind(RuntimeError("DataLoader worker (pid 1) exited unexpectedly")) is None
