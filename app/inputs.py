@@ -322,11 +322,12 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
         query_keys = ("k", "category", *FIELDS)
         params = {**request.query_params, **{key: obj[key] for key in query_keys if obj.get(key) is not None}}
         unknown = sorted(set(obj) - {*query_keys, *DRAWING_KEYS})
-        if unknown and _without_picture(params) and not any(obj.get(key) is not None for key in DRAWING_KEYS):
+        drawing = any(obj.get(key) is not None for key in DRAWING_KEYS)
+        if unknown and _without_picture(params) and not drawing:
             # a text or more-like-this query with a misspelt or foreign field: name it, not the strokes' format
             raise APIError(422, "unknown_field", f"Unknown field(s) {', '.join(repr(key[:40]) for key in unknown[:5])}"
                            f"; a JSON search takes {', '.join(query_keys)} and a drawing (\"strokes\" or \"drawing\").")
-        if any(obj.get(key) is not None for key in DRAWING_KEYS) or unknown:
+        if drawing or unknown:
             return _request("strokes", obj, params, limits)  # a drawing, or keys of some other strokes format
         return _request(None, None, params, limits)
     if content_type in XML_TYPES and looks_like_svg(body):  # an SVG drawing sent as XML

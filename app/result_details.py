@@ -31,7 +31,10 @@ def gallery_path(record: PhotoRecord, root: str | PurePath | None) -> str | None
         prefix = _root_prefix(candidate)
         if prefix is not None and path.startswith(prefix) and _plain(path):
             return path[len(prefix):]
-    return next((found for found in map(functools.partial(_relative, path), roots) if found is not None), None)
+    for candidate in roots:
+        if (relative := _relative(path, candidate)) is not None:
+            return relative
+    return None
 
 
 REAL_PATH_TTL_S = 30  # a root's symlink pointed elsewhere is followed within this time

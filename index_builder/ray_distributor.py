@@ -256,8 +256,8 @@ class RayDistributor:
             raise BuildError(f"Ray actors run on auto, cpu or cuda, not {self.actor_device!r}.")
         if self.precision is not None:
             self.precision = self.precision.strip().lower()  # as resolve_precision reads SBIR_PRECISION
-        if self.precision is not None and self.precision not in PRECISIONS:
-            raise BuildError(f"Ray actors compute in {', '.join(PRECISIONS)}, not {self.precision!r}.")
+            if self.precision not in PRECISIONS:
+                raise BuildError(f"Ray actors compute in {', '.join(PRECISIONS)}, not {self.precision!r}.")
 
     def run(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter) -> str | None:
         """Embeds on the cluster; returns the precision the actors computed in (``a+b`` where actors differed)."""

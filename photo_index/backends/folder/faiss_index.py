@@ -67,6 +67,13 @@ def new_index(factory: str, dim: int) -> faiss.Index:
         raise BuildError(f"--index-factory {factory!r} is not a valid FAISS factory string: {error}") from error
 
 
+def misses_as_minus_one(scores: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's results as searches return them: float32 scores, int64 ids, -inf / -1 where fewer than k were found
+    (FAISS pads with -1 and -inf or -3.4e38)."""
+    found = found.astype(np.int64, copy=False)
+    return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+
+
 def use_gpu(device: str) -> bool:
     """GPU FAISS when the build has GPUs, the faiss build supports them, and the device allows."""
     return device != "cpu" and hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
@@ -248,8 +255,8 @@ class FaissEngine:
             fix = (f"{FLAT_MAX_ENV}={flat_max()} chose it for {size} vectors: raise that (default {FLAT_MAX}), or give "
                    "another --index-factory." if factory == choose_factory(size, ivf.d)
                    else "Use a smaller nlist or leave --index-factory out.")
-            raise TrainingError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} lists; "
-                             f"the gallery has {size}. {fix}")
+            raise TrainingError(f"Index {factory!r} needs at least {ivf.nlist} vectors to train its {ivf.nlist} "
+                                f"lists; the gallery has {size}. {fix}")
         if gpu and ivf is not None:
             # The documented way to train IVF on GPU: k-means assignment on a GPU flat index.
             ivf.clustering_index = to_gpu(faiss.IndexFlatL2(ivf.d))
@@ -381,13 +388,17 @@ class FaissIndex:
         elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX or not self.takes_selectors:
             scores, found = exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
         else:
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids, dtype=np.int64))
-            scores, found = self.cpu_index.search(queries, k, params=self.params_with(selector))
-        found = found.astype(np.int64, copy=False)
-        scores = np.where(found < 0, -np.inf, scores).astype(np.float32)  # FAISS pads with -1 and -inf/-3.4e38
-        return scores, found
+            return self.search_selected(queries, k, faiss.IDSelectorBatch(np.ascontiguousarray(allowed_ids,
+                                                                                               dtype=np.int64)))
+        return misses_as_minus_one(scores, found)
 
-    def params_with(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
+    def search_selected(self, queries: np.ndarray, k: int, selector: faiss.IDSelector
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` among the ids ``selector`` admits, filtered inside FAISS (where ``takes_selectors``)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        return misses_as_minus_one(*self.cpu_index.search(queries, k, params=self._params_with(selector)))
+
+    def _params_with(self, selector: faiss.IDSelector) -> faiss.SearchParameters:
         """New search parameters restricted by ``selector``, for one search call: FAISS's IndexIDMap points the
         object's selector at a stack object while it searches, so parameters shared by two threads crash."""
         if self.knob is not None:
@@ -402,7 +413,7 @@ class FaissIndex:
         search parameters): asked once, with one empty query."""
         try:
             self.cpu_index.search(np.zeros((1, self.dim), np.float32), 1,
-                                  params=self.params_with(faiss.IDSelectorRange(0, 0)))
+                                  params=self._params_with(faiss.IDSelectorRange(0, 0)))
         except RuntimeError:
             return False
         return True

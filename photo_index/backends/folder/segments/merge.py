@@ -156,13 +156,12 @@ def apply_policy(store: SegmentStore, version: Version, policy: TieredMergePolic
     for names in merges:
         factory = merge_factory(store, version, names)
         try:
-            merged = merge(store, version, names, factory=factory, **options)
+            version = merge(store, version, names, factory=factory, **options)
         except TrainingError:
             if factory is None:
                 raise
             # too few live rows to train the explicit factory (its lists or codes): chosen by size, as before
-            merged = merge(store, version, names, **options)
-        version = merged
+            version = merge(store, version, names, **options)
     return version, merges
 
 

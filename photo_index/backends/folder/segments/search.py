@@ -14,7 +14,7 @@ import numpy as np
 
 from ....api import MAX_PHOTO_ID, PhotoRecord
 from ....errors import CountsMismatchError
-from ..faiss_index import exact_subset
+from ..faiss_index import exact_subset, misses_as_minus_one
 from .segment import Segment
 from .store import SegmentStore
 from .version import Version
@@ -51,7 +51,7 @@ class LiveSegment:
 
     def _exclusion_selector(self) -> faiss.IDSelector:
         """A selector of every id but the tombstones (made once; FAISS only reads it, so threads share it; the
-        search parameters around it are made per call: see ``FaissIndex.params_with``)."""
+        search parameters around it are made per call: see ``FaissIndex._params_with``)."""
         if self._exclusion is None:
             deleted = faiss.IDSelectorBatch(np.ascontiguousarray(self.tombstones, dtype=np.int64))
             selector = faiss.IDSelectorNot(deleted)
@@ -90,10 +90,7 @@ class LiveSegment:
                 if fetch >= min(k + len(self.tombstones), index.size) or (found >= 0).all():
                     return scores, found
                 fetch = min(4 * fetch, k + len(self.tombstones), index.size)  # deleted ones crowded the top
-        params = index.params_with(self._exclusion_selector())
-        scores, found = index.cpu_index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-        found = found.astype(np.int64, copy=False)
-        return np.where(found < 0, -np.inf, scores).astype(np.float32), found
+        return index.search_selected(queries, k, self._exclusion_selector())
 
 
 def without_ids(scores: np.ndarray, found: np.ndarray, dropped: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,7 +160,7 @@ class SmallRows:
             params = faiss.SearchParameters(sel=selector)
             params.keep_alive = selector  # the params object only holds a raw pointer
         scores, found = self.index.search(queries, k, params=params)
-        return np.where(found < 0, -np.inf, scores).astype(np.float32), found.astype(np.int64, copy=False)
+        return misses_as_minus_one(scores, found)
 
 
 def open_live_segments(store: SegmentStore, version: Version, device: str = "cpu") -> list[LiveSegment]:
