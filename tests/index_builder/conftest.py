@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,7 +121,10 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def ray_driver(ray_cluster):
     """This test process connected to the cluster, as a Ray driver (the Ray distributor reuses the connection)."""
-    os.environ.update(ray_cluster.driver_env)  # read when ray is imported
+    # Ray reads its token settings when it is imported: a driver imported before this fixture waits for the GCS
+    # ten minutes and fails. Say so at once (tests check "is ray connected" through sys.modules, not by importing).
+    assert "ray" not in sys.modules, "ray was imported before the cluster fixture set its token environment"
+    os.environ.update(ray_cluster.driver_env)
     import ray
 
     ray.init(address=ray_cluster.address, logging_level="warning")
