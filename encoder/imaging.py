@@ -8,6 +8,7 @@ input size: cropped to the ink (uploads) or keeping its whole canvas (dataset sk
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from pathlib import Path
@@ -74,9 +75,12 @@ def decode_image(
     else:
         stream = Path(source)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), contextlib.ExitStack() as files:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(stream)
+            # A path is opened here and handed over as a file: Pillow memory-maps an uncompressed file it opened
+            # by name with the tile's size, and a rotated TIFF's size is already the turned one (scrambled pixels).
+            opened = files.enter_context(open(stream, "rb")) if isinstance(stream, Path) else stream
+            image = Image.open(opened)
             width, height = image.size
             if width < 1 or height < 1:
                 raise ImageDecodeError(f"The image has no pixels ({width}x{height}).")

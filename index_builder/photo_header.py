@@ -45,6 +45,8 @@ def read_header(path: str | Path) -> PhotoHeader:
             warnings.simplefilter("ignore")  # a huge image only needs its header here
             with Image.open(path) as image:
                 width, height = image.size
+                # Pillow gives a TIFF's size already turned by its orientation; other formats' as stored.
+                stored_turned = image.format == "TIFF"
                 exif = image.getexif()
                 orientation = exif.get(ORIENTATION)
                 details = exif.get_ifd(EXIF_IFD)
@@ -52,6 +54,6 @@ def read_header(path: str | Path) -> PhotoHeader:
                     or capture_time(exif.get(DATETIME))
     except Exception:  # noqa: BLE001 - any unreadable header leaves the details unknown, never fails a build
         return PhotoHeader()
-    if orientation in ROTATED:
+    if orientation in ROTATED and not stored_turned:
         width, height = height, width
     return PhotoHeader(int(width), int(height), taken)

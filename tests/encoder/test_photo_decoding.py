@@ -209,3 +209,19 @@ def test_float_images_outside_zero_to_one_keep_their_picture():
     Image.fromarray(_ink_on(250.0) + 3.0, mode="F").save(buffer, "TIFF")  # 8-bit grey levels stored as floats
     grey = to_grayscale_on_white(decode_image(buffer.getvalue()))
     assert grey[0, 0] == 253 and grey[20, 5] == 3  # as they are, not stretched
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA"])  # modes Pillow memory-maps
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_a_turned_tiff_decodes_upright_from_a_path_as_from_its_bytes(tmp_path, compression, mode):
+    """Pillow memory-mapped an uncompressed TIFF opened by name with its turned size: scrambled pixels."""
+    stored = random_photo((30, 20), seed=5).resize((300, 200), Image.Resampling.NEAREST).convert(mode)
+    exif = Image.Exif()
+    exif[274] = 6  # turn 90° clockwise to show
+    path = tmp_path / "turned.tif"
+    stored.save(path, compression=compression, exif=exif.tobytes())
+    upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_270))
+    for source in (path, str(path), path.read_bytes()):
+        shown = decode_image(source)
+        assert shown.size == (200, 300)
+        assert np.array_equal(np.asarray(shown), upright)

@@ -69,6 +69,14 @@ def _records(index_dir: Path):
                 for r in reader.records(reader.stored().ids)}
 
 
+
+def test_a_turned_tiff_is_not_turned_twice(tmp_path):
+    """Pillow already gives a TIFF's size as shown; only other formats' stored size is swapped."""
+    random_photo((60, 40), seed=1).save(tmp_path / "turned.tif", exif=_exif(orientation=6).tobytes())
+    random_photo((60, 40), seed=1).save(tmp_path / "turned.png", exif=_exif(orientation=6).tobytes())
+    assert read_header(tmp_path / "turned.tif") == PhotoHeader(40, 60, None)
+    assert read_header(tmp_path / "turned.png") == PhotoHeader(40, 60, None)
+
 def test_a_build_stores_the_details_and_the_service_returns_them(tmp_path, tiny_baseline):
     gallery = _gallery(tmp_path / "gallery")
     _build(gallery, tmp_path / "index", tiny_baseline)
