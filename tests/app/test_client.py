@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 from sketch_search_client import AsyncClient, AuthError, Client, InputError, SearchPage, ServiceError
+from sketch_search_client.cli import _parser as cli_parser
 from sketch_search_client.protocol import build_status as build_status_call
 from sketch_search_client.protocol import photo as photo_call
 from sketch_search_client.protocol import search as search_call
@@ -113,12 +114,32 @@ def test_the_cli_prints_a_table_or_json_and_downloads_the_photos(service, tmp_pa
     ids = [line.split()[1] for line in lines[1:4]]
     assert not set(ids) & {str(r["id"]) for r in answer["results"]}  # the next page, not the same photos
 
+    # the README's order: the global options after the command
+    as_documented = _cli("query", str(sketch), "-k", "3", "--url", service, "--api-key", KEY, "--json")
+    assert as_documented.returncode == 0, as_documented.stderr
+    assert [r["id"] for r in json.loads(as_documented.stdout)["results"]] == [int(i) for i in ids[:3]]
+
     refused = _cli("--url", service, "--api-key", KEY, "query", str(sketch), "-k", "0")
     assert refused.returncode == 2 and "bad_k" in refused.stderr
     missing = _cli("--url", service, "query", str(tmp_path / "nothing.png"))
     assert missing.returncode == 2 and "cannot read the sketch" in missing.stderr
     unreachable = _cli("--url", "http://127.0.0.1:9", "--timeout", "5", "query", str(sketch))
     assert unreachable.returncode == 1 and "cannot reach" in unreachable.stderr
+
+
+@pytest.mark.parametrize("command", [["query", "cat.png", "-k", "10"], ["info"]], ids=["query", "info"])
+def test_the_cli_takes_its_global_options_before_or_after_the_command(command, monkeypatch):
+    monkeypatch.delenv("SKETCH_SEARCH_URL", raising=False)
+    monkeypatch.delenv("SKETCH_SEARCH_API_KEY", raising=False)
+    options = ["--url", "http://search.example:8000", "--api-key", "the-key", "--timeout", "7"]
+    before, after = cli_parser().parse_args(options + command), cli_parser().parse_args(command + options)
+    assert vars(before) == vars(after)
+    assert (after.url, after.api_key, after.timeout) == ("http://search.example:8000", "the-key", 7.0)
+    # left out after the command, an option keeps what was given before it; given after, it wins
+    mixed = cli_parser().parse_args(["--url", "http://a:1", "--timeout", "3", *command, "--url", "http://b:2"])
+    assert (mixed.url, mixed.api_key, mixed.timeout) == ("http://b:2", None, 3.0)
+    monkeypatch.setenv("SKETCH_SEARCH_URL", "http://from-env:9")
+    assert cli_parser().parse_args(command).url == "http://from-env:9"
 
 
 def test_the_client_package_installs_and_imports_without_torch():

@@ -22,16 +22,31 @@ _SNIFF = ((b"\x89PNG", ".png"), (b"\xff\xd8\xff", ".jpg"), (b"GIF8", ".gif"), (b
           (b"II*\x00", ".tif"), (b"MM\x00*", ".tif"))
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sketch-search", description=__doc__)
-    parser.add_argument("--url", default=os.environ.get(ENV_URL, DEFAULT_URL),
+def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The options of every command. The main parser holds the defaults; each command's parser takes the same
+    options with no default (SUPPRESS), so one given after the command overrides, and one left out keeps, what
+    was given before it (or the default)."""
+    def default(value):
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument("--url", default=default(os.environ.get(ENV_URL, DEFAULT_URL)),
                         help=f"the service (env {ENV_URL}, default {DEFAULT_URL})")
-    parser.add_argument("--api-key", default=os.environ.get(ENV_KEY),
+    parser.add_argument("--api-key", default=default(os.environ.get(ENV_KEY)),
                         help=f"X-API-Key, when the service needs one (env {ENV_KEY})")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="seconds a request may take, answer included (checked between the parts of the answer)")
+    parser.add_argument("--timeout", type=float, default=default(60.0),
+                        help="seconds a request may take, answer included (checked between the parts of the answer;"
+                             " default 60)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sketch-search", description=__doc__,
+                                     epilog="--url, --api-key and --timeout go before or after the command.")
+    _global_options(parser, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     commands = parser.add_subparsers(dest="command", required=True)
-    query = commands.add_parser("query", help="find the photos closest to a sketch, a photo or words")
+    query = commands.add_parser("query", parents=[common],
+                                help="find the photos closest to a sketch, a photo or words")
     query.add_argument("sketch", nargs="?", type=Path, help="an image, an SVG drawing, or JSON strokes (.json/.ndjson)")
     query.add_argument("-k", type=int, default=10, help="how many photos")
     query.add_argument("--offset", type=int, default=0, help="results to skip (paging)")
@@ -42,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--as-photo", action="store_true", help="the image is a photo, not a sketch")
     query.add_argument("--json", action="store_true", help="print the service's JSON answer")
     query.add_argument("--download", type=Path, metavar="DIR", help="save the result photos into DIR")
-    commands.add_parser("info", help="the service's index, categories and limits (JSON)")
+    commands.add_parser("info", parents=[common], help="the service's index, categories and limits (JSON)")
     return parser
 
 
