@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.fg_metrics import accuracy_at_k, fine_grained_accuracy, target_ranks
+from training.fg_metrics import GALLERIES, accuracy_at_k, fine_grained_accuracy, target_ranks
 
 
 def test_ranks_and_accuracy_on_a_constructed_ranking():
@@ -16,13 +16,39 @@ def test_ranks_and_accuracy_on_a_constructed_ranking():
             [0.9, 0.1, 0.2, 0.0, 0.0, 0.0],  # target 0: rank 1
             [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],  # target 3: rank 4
             [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],  # target 0: rank 6
-            [0.5, 0.5, 0.5, 0.5, 0.5, 0.5],  # target 2: ties broken by gallery order → rank 3
+            [0.9, 0.5, 0.5, 0.5, 0.1, 0.1],  # target 2: tied with 1 and 3 after one → expected rank 3
         ]
     )
     targets = torch.tensor([0, 3, 0, 2])
     ranks = target_ranks(scores, gallery, targets, memory_bytes=2 * 6 * 40)  # 2 queries per chunk
-    assert ranks.tolist() == [1, 4, 6, 3]
-    assert accuracy_at_k(ranks, (1, 3, 5, 10)) == {"acc_1": 0.25, "acc_3": 0.5, "acc_5": 0.75, "acc_10": 1.0}
+    assert ranks.expected.tolist() == [1, 4, 6, 3]
+    # the tied target is at place 2, 3 or 4 with chance 1/3 each: inside the top 3 with chance 2/3
+    acc = accuracy_at_k(ranks, (1, 3, 5, 10))
+    assert acc == pytest.approx({"acc_1": 0.25, "acc_3": (1 + 2 / 3) / 4, "acc_5": 0.75, "acc_10": 1.0})
+
+
+def test_a_collapsed_encoder_scores_chance_whatever_the_gallery_order():
+    # was: ties went to the photo earlier in the gallery, so constant embeddings scored acc@1 = 1.0 for a target
+    # listed first (and 0.0 listed last)
+    constant = torch.nn.functional.normalize(torch.ones(4, 2), dim=1)
+    groups = torch.zeros(4, dtype=torch.long)
+    for targets in (torch.tensor([0, 0, 0, 0]), torch.tensor([3, 3, 3, 3]), torch.tensor([0, 1, 2, 3])):
+        result = fine_grained_accuracy(constant, constant, targets, groups, groups, ks=(1, 2, 4))
+        for gallery in GALLERIES:
+            assert result[gallery] == pytest.approx({"acc_1": 0.25, "acc_2": 0.5, "acc_4": 1.0})
+
+
+def test_results_do_not_depend_on_gallery_order_when_photos_tie():
+    # photos 0 and 1 are copies (one embedding); the sketch was drawn from photo 0 (was: acc@1 1.0 with its photo
+    # listed first, 0.0 listed second)
+    photos = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), dim=1)
+    sketch = torch.nn.functional.normalize(torch.tensor([[1.0, 0.1]]), dim=1)
+    groups_s, groups_p = torch.zeros(1, dtype=torch.long), torch.zeros(4, dtype=torch.long)
+    as_listed = fine_grained_accuracy(sketch, photos, torch.tensor([0]), groups_s, groups_p, ks=(1, 2))
+    swapped = fine_grained_accuracy(sketch, photos[torch.tensor([1, 0, 2, 3])], torch.tensor([1]), groups_s,
+                                    groups_p, ks=(1, 2))
+    assert as_listed == swapped
+    assert as_listed["within_category"] == {"acc_1": 0.5, "acc_2": 1.0}
 
 
 def test_within_category_gallery_only_counts_photos_of_the_query_category():
@@ -42,12 +68,12 @@ def test_real_features_rank_the_identical_photo_first():
     photos = torch.nn.functional.normalize(torch.randn(50, 16), dim=1)
     targets = torch.randperm(50)[:20]
     ranks = target_ranks(photos[targets], photos, targets)
-    assert ranks.tolist() == [1] * 20
+    assert ranks.expected.tolist() == [1] * 20
 
 
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError):
-        accuracy_at_k(torch.tensor([], dtype=torch.long))
+        accuracy_at_k(target_ranks(torch.eye(2)[:0], torch.eye(2), torch.tensor([], dtype=torch.long)))
     with pytest.raises(ValueError):
         target_ranks(torch.eye(2), torch.eye(2), torch.tensor([0, 1]), query_groups=torch.tensor([0, 0]))
 
