@@ -21,7 +21,7 @@ from torchvision import transforms as T
 
 from .config import SKETCH_FRAMINGS
 from .imaging import decode_image, default_max_pixels, normalise_sketch, to_rgb
-from .strokes import DEFAULT_MAX_POINTS, parse_strokes, rasterize_strokes
+from .strokes import default_max_points, parse_strokes, rasterize_strokes
 
 # Bump whenever photo preprocessing changes the tensors it makes (decoding, colour handling, resizing, crop):
 # an index records the version it was embedded with, and one embedded with another is refused (rebuild it).
@@ -112,6 +112,7 @@ class Preprocessor:
     photo_eval: T.Compose
     photo_train: T.Compose
     max_pixels: int = field(default_factory=default_max_pixels)
+    max_stroke_points: int = field(default_factory=default_max_points)  # read here: a bad setting stops at start
     # How the encoder's training sketches were framed ("ink" | "canvas"): dataset sketches are framed the same way.
     sketch_framing: str = "ink"
 
@@ -174,8 +175,9 @@ class Preprocessor:
         return self.dataset_sketch(decode_image(source, max_pixels=self.max_pixels), train=train)
 
     def sketch_strokes(
-        self, data: bytes | str | dict, *, line_width: float = 3.0, max_points: int = DEFAULT_MAX_POINTS
+        self, data: bytes | str | dict, *, line_width: float = 3.0, max_points: int | None = None
     ) -> torch.Tensor:
         """Strokes in any supported format → sketch tensor (rasterised large, then normalised)."""
+        max_points = self.max_stroke_points if max_points is None else max_points
         raster = rasterize_strokes(parse_strokes(data, max_points=max_points), size=256, line_width=line_width)
         return self.sketch(raster)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,13 +25,22 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import StrokeFormatError, TooManyPointsError
+from .config import env_number
+from .errors import InputError, StrokeFormatError, TooManyPointsError
 from .svg_strokes import looks_like_svg, strokes_from_svg
 
-DEFAULT_MAX_POINTS = int(os.environ.get("SBIR_MAX_STROKE_POINTS", "20000"))
+DEFAULT_MAX_POINTS = 20_000  # unless SBIR_MAX_STROKE_POINTS says otherwise (default_max_points)
+ENV_MAX_POINTS = "SBIR_MAX_STROKE_POINTS"
 DEFAULT_MAX_STROKES = 2000
 SUPERSAMPLE = 4
 Strokes = list[np.ndarray]
+
+
+def default_max_points() -> int:
+    """The most points in a drawing: ``SBIR_MAX_STROKE_POINTS`` or 20,000. Read when used (a bad value was a
+    traceback at import that stopped every command)."""
+    return env_number(ENV_MAX_POINTS, DEFAULT_MAX_POINTS, minimum=1, what="a whole number of points",
+                      error=InputError)
 
 
 def _as_float_array(values: Any, what: str) -> np.ndarray:
@@ -106,8 +114,9 @@ def _offset_strokes(rows: list, max_points: int) -> Strokes:
     return strokes
 
 
-def strokes_from_object(obj: Any, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
+def strokes_from_object(obj: Any, *, max_points: int | None = None) -> Strokes:
     """Parse a decoded JSON object in any supported format into strokes; validate limits."""
+    max_points = default_max_points() if max_points is None else max_points
     if not isinstance(obj, dict):
         raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
     if "strokes" in obj and _is_offset_sequence(obj["strokes"]):
@@ -175,16 +184,18 @@ def load_drawing_json(data: bytes | str) -> Any:
         raise StrokeFormatError("The strokes JSON holds a number too long to read.") from None
 
 
-def parse_strokes(data: bytes | str | dict, *, max_points: int = DEFAULT_MAX_POINTS) -> Strokes:
+def parse_strokes(data: bytes | str | dict, *, max_points: int | None = None) -> Strokes:
     """Parse one drawing from JSON text/bytes (object or ndjson: first line), a decoded object, or an SVG document."""
+    max_points = default_max_points() if max_points is None else max_points
     if isinstance(data, bytes | bytearray | str) and looks_like_svg(data):
         return strokes_from_svg(data, max_points=max_points)
     obj = data if isinstance(data, dict) else load_drawing_json(data)
     return strokes_from_object(obj, max_points=max_points)
 
 
-def iter_ndjson_drawings(path: str | Path, *, max_points: int = DEFAULT_MAX_POINTS) -> Iterator[Strokes]:
+def iter_ndjson_drawings(path: str | Path, *, max_points: int | None = None) -> Iterator[Strokes]:
     """Every drawing of a QuickDraw ndjson file; unparsable lines raise with their line number."""
+    max_points = default_max_points() if max_points is None else max_points
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -15,6 +16,7 @@ from encoder import (
     parse_strokes,
     rasterize_strokes,
 )
+from encoder.errors import InputError
 from encoder.strokes import strokes_from_object
 
 # An "L": a vertical stroke down the left, then a horizontal stroke along the bottom.
@@ -174,3 +176,21 @@ def test_a_small_drawing_far_from_the_origin_draws_where_it_is(obj):
     """Scaling before moving to the origin overflowed to inf (a 500, or a blank canvas searched)."""
     mask = ink_mask(rasterize_strokes(parse_strokes(obj), size=64))
     assert mask.sum() > 100 and mask[:, 28:36].sum() > 0.9 * mask.sum()  # a vertical line in the middle
+
+
+def test_a_bad_max_points_setting_is_one_error_naming_it_not_an_import_failure():
+    """It was read at import: ``SBIR_MAX_STROKE_POINTS=abc`` stopped every command with a traceback."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SBIR_MAX_STROKE_POINTS": "abc"}
+    imported = subprocess.run([sys.executable, "-c", "import encoder.strokes, app.settings"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert imported.returncode == 0, imported.stderr
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SBIR_MAX_STROKE_POINTS", "abc")
+        with pytest.raises(InputError, match="SBIR_MAX_STROKE_POINTS must be a whole number"):
+            parse_strokes({"strokes": [[[0, 0], [1, 1]]]})
+        patch.setenv("SBIR_MAX_STROKE_POINTS", "3")
+        with pytest.raises(TooManyPointsError):
+            parse_strokes({"strokes": [[[0, 0], [1, 1], [2, 2], [3, 3]]]})
