@@ -93,6 +93,28 @@ learning_rate, non_negative_weight = float_in(0.0, 1.0, low_open=True), float_in
 unseen_count = float_in(0.0, 1e6, low_open=True)  # a count (>= 1) or a fraction (< 1) of the classes
 
 
+# The API, the indexer and training share the device setting (docs/deploy.md)
+ENV_DEVICE = "SBIR_DEVICE"
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``auto`` or a torch device (cpu, cuda, cuda:N). argparse converts a string default too, so a
+    bad SBIR_DEVICE is a usage error naming it; whether CUDA is there is checked when the device is taken."""
+    name = text.strip() or "auto"  # SBIR_DEVICE set but empty: auto
+    if name != "auto":
+        try:
+            torch.device(name)
+        except (RuntimeError, TypeError):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a device: use auto, cpu, cuda or cuda:N (the "
+                                             f"flag, or {ENV_DEVICE})") from None
+    return name
+
+
+def add_device_arg(group: argparse._ArgumentGroup, what: str) -> None:
+    group.add_argument("--device", type=device_name, default=os.environ.get(ENV_DEVICE, ""),
+                       help=f"auto | cpu | cuda | cuda:N{what} (env {ENV_DEVICE}; unset or empty: auto)")
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data and split")
     group.add_argument("--data", required=True, help="dataset root holding sketch/<category>/* and photo/<category>/*")
@@ -161,7 +183,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--log-every", "--log_every", type=positive_int, default=10, help="steps between CSV log rows")
     group.add_argument("--no-amp", "--no_amp", action="store_true", help="full precision on CUDA")
     group.add_argument("--no-augment", "--no_augment", action="store_true", help="no train-time augmentation")
-    group.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: this rank's GPU)")
+    add_device_arg(group, " (under torchrun: this rank's GPU)")
     group.add_argument("--no-progress", "--no_progress", action="store_true", help="no progress bars")
 
 
@@ -462,7 +484,7 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--workers", type=non_negative_int, default=available_cpus(),
                        help="DataLoader worker processes that decode the images (default: the CPUs this process may "
                        "use, %(default)s here)")
-    group.add_argument("--device", default="auto")
+    add_device_arg(group, "")
     group.add_argument("--amp", action="store_true",
                        help="embed under CUDA autocast (bf16) as indexing and serving do; default: full precision")
     add_precision_arg(group, default="fp32")  # scores are measured in fp32 unless asked
