@@ -115,6 +115,8 @@ def build_command(settings: Settings, gallery: Path, module: str = BUILDER_MODUL
     for flag, value in options.items():
         if value is not None:
             command += [flag, str(value)]
+    if settings.checkpoint is None:  # the baseline, said outright: the child would fall back to SBIR_CHECKPOINT
+        command += ["--checkpoint", ""]
     return command
 
 

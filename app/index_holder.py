@@ -49,6 +49,8 @@ class _Loaded:
         self.by_nfc = {}
         for name in self.sorted_categories:
             self.by_nfc.setdefault(unicodedata.normalize("NFC", name), name)
+        for name in self.sorted_categories:  # a folder named " cat " is asked for as "cat" (a query is trimmed)
+            self.by_nfc.setdefault(unicodedata.normalize("NFC", name).strip(), name)
 
 
 class IndexHolder:

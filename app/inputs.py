@@ -334,10 +334,8 @@ async def parse_search_request(request: Request, max_bytes: int, limits: QueryLi
         content_type = "image/svg+xml"
     if content_type.startswith("image/") or content_type in ("application/octet-stream", ""):
         params = request.query_params
-        if not body and _without_picture(params):
+        if not body:  # no drawing at all: a text or like query, or missing_sketch, not a broken image
             return _request(None, None, params, limits)
-        if not body:
-            raise APIError(422, "bad_image", "The request body is empty.")
         if sniff_image_type(body) is None and looks_like_svg(body):
             return _request("strokes", body, params, limits)
         if sniff_image_type(body) is None:

@@ -87,7 +87,7 @@ class ThumbnailCache:
             image = decode_image(path, max_pixels=self.max_pixels, reduce_to=size)
         except InputError:
             raise APIError(404, "not_found", "The photo cannot be shown (its file does not decode).") from None
-        if image.mode != "L":
+        if image.mode != "L" or "transparency" in image.info:  # a grey PNG's colour key goes on white too
             image = to_rgb(image)  # before resizing: Pillow cannot resize 16-bit images
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         out = io.BytesIO()

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BeforeValidator
 
+from encoder.model import class_text
+
 from .errors import APIError
 
 DEFAULT_TEXT_WEIGHT = 0.3
@@ -93,7 +95,8 @@ def parse_text(value: Any, max_chars: int) -> str | None:
     if control is not None:
         raise APIError(422, "bad_text", f"text holds a control character (U+{ord(control):04X}); send words only.")
     text = " ".join(unicodedata.normalize("NFC", value).split())
-    if all(char == " " or unicodedata.category(char) == "Cf" for char in text):  # nothing visible: U+200B, U+2060...
+    # Nothing visible (U+200B, U+2060...), or only what the prompt drops ("_" is a space in a class name)
+    if all(char == " " or unicodedata.category(char) == "Cf" for char in class_text(text)):
         raise APIError(422, "bad_text", "text is empty; type some words, or leave the field out.")
     if len(text) > max_chars:
         raise APIError(422, "text_too_long", f"text is longer than {max_chars} characters ({len(text)}).")

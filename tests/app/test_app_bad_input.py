@@ -137,6 +137,21 @@ def test_bad_k_is_422(strict_client, k):
     assert_refused(form, 422, "bad_k")
 
 
+def test_an_empty_body_is_a_missing_sketch_not_a_broken_image(client):
+    for headers in ({}, {"content-type": "image/png"}, {"content-type": "application/octet-stream"}):
+        assert_refused(client.post("/search", content=b"", headers=headers), 422, "missing_sketch")
+    assert client.post("/search?text=apple", content=b"").status_code == 200
+
+
+def test_a_category_whose_folder_name_has_outer_spaces_can_be_asked_for():
+    """A query's category is trimmed: a folder " cat " could never be chosen; an exact name still wins."""
+    from app.index_holder import _Loaded
+
+    loaded = _Loaded(reader=None, categories=frozenset({" leading space", "cat", " cat "}))
+    assert loaded.by_nfc["leading space"] == " leading space"
+    assert loaded.by_nfc["cat"] == "cat"
+
+
 @pytest.mark.parametrize("category", ["giraffe", "x" * 500, 7])
 def test_unknown_category_is_422(client, category):
     assert_refused(client.post("/search", json={**STROKES, "category": category}), 422, "unknown_category")

@@ -235,6 +235,8 @@ def test_compose_is_the_normalised_weighted_sum():
     ({"text": ""}, "bad_text", "empty"),
     ({"text": " \t\n "}, "bad_text", "empty"),
     ({"text": "\u200b \u2060\ufeff"}, "bad_text", "empty"),  # only invisible format characters
+    ({"text": "_"}, "bad_text", "empty"),  # searched the prompt with no words ("_" is a space in a class name)
+    ({"text": " __ _ "}, "bad_text", "empty"),
     ({"text": "x" * 301}, "text_too_long", "300"),
     ({"text": 42}, "bad_text", "string"),
     ({"text": "apple", "text_weight": 1.5}, "bad_text_weight", "between 0 and 1"),

@@ -32,3 +32,17 @@ def test_thumbnails_rendered_at_once_are_counted_once(tmp_path, monkeypatch):
     monkeypatch.setattr(cache, "_render", render)
     cache.get("other", photo, 32)  # before the fix the drifted count evicted every new thumbnail at once
     assert ("other", 32) in cache._items and cache._bytes == sum(map(len, cache._items.values()))
+
+
+def test_a_grey_photo_with_a_colour_key_is_shown_on_white_as_it_is_embedded(tmp_path):
+    """An L-mode PNG's transparent grey was left as it is: black where the embedding saw white."""
+    import io
+
+    import numpy as np
+
+    photo = tmp_path / "keyed.png"
+    grey = Image.new("L", (64, 48), 0)
+    grey.paste(200, (0, 20, 64, 28))
+    grey.save(photo, transparency=0)
+    shown = Image.open(io.BytesIO(ThumbnailCache(max_bytes=10**6, max_pixels=10**7).get("k", photo, 32)))
+    assert np.asarray(shown.convert("L")).mean() > 200
