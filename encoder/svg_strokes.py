@@ -38,6 +38,9 @@ SAMPLES_PER_SIDE = 256  # curve sampling step: the drawing's larger side / this 
 MAX_SAMPLES_PER_CURVE = 64
 ROUGH_SAMPLES = np.linspace(0, 1, 5)
 NEAR_WHITE = 235  # every channel at least this: invisible on white paper
+INK_CONTRAST = 255 - NEAR_WHITE  # a colour this close to the paper's in every channel does not show on it
+WHITE = (255, 255, 255)
+PAPER_COVER = 0.9  # a first filled shape over this share of the canvas's width and height is its paper
 _NUMBER = re.compile(rb"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _BRACES = re.compile(r"[{}]")
 _XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -114,7 +117,8 @@ def strokes_from_svg(data: bytes | str, *, max_points: int) -> list[np.ndarray]:
 
     try:
         document = SVG.parse(io.BytesIO(tostring(root)), reify=True)
-        shapes = [path for path in map(_visible_outline, document.elements()) if path is not None]
+        paper, elements = _paper(list(document.elements()), document)
+        shapes = [path for path in (_visible_outline(element, paper) for element in elements) if path is not None]
         if not shapes:
             raise StrokeFormatError("The SVG drawing has no visible lines (its text and embedded images are not "
                                     "read).")
@@ -356,15 +360,44 @@ def _number(value: object, default: float) -> float:
         return default
 
 
-def _visible(color: object) -> bool:
+def _visible(color: object, paper: tuple[int, int, int] = WHITE) -> bool:
     value = getattr(color, "value", None)
     if value is None or color.alpha == 0:
         return False
-    return min(color.red, color.green, color.blue) < NEAR_WHITE
+    return max(abs(channel - ground) for channel, ground in zip((color.red, color.green, color.blue), paper,
+                                                                strict=True)) > INK_CONTRAST
 
 
-def _visible_outline(element: object):
-    """The element's outline as an svgelements Path when it shows as lines, else None."""
+def _paper(elements: list, document: object) -> tuple[tuple[int, int, int], list]:
+    """The paper's colour, and the elements without it: a first painted shape that is an opaque fill over the whole
+    canvas is a background, not a drawn box (a coloured one became a frame round the drawing; a dark one hid its
+    white ink). Drawing tools and exports write such a rectangle first."""
+    from svgelements import Rect, Shape
+
+    width, height = _number(getattr(document, "width", None), 0.0), _number(getattr(document, "height", None), 0.0)
+    for position, element in enumerate(elements):
+        if not isinstance(element, Shape) or not (_painted(element.fill) or _painted(element.stroke)):
+            continue
+        fill = element.fill
+        values = getattr(element, "values", {}) or {}
+        # Only an unoutlined, opaque <rect>: a circle or path filled by default (black) is a drawn shape
+        if (not isinstance(element, Rect) or not _painted(fill) or fill.alpha < 255 or _painted(element.stroke)
+                or width <= 0 or height <= 0 or _number(values.get("opacity"), 1.0) < 1
+                or _number(values.get("fill-opacity"), 1.0) < 1):
+            break
+        box = element.bbox()
+        if box is None or (box[2] - box[0]) < PAPER_COVER * width or (box[3] - box[1]) < PAPER_COVER * height:
+            break
+        return (fill.red, fill.green, fill.blue), elements[:position] + elements[position + 1:]
+    return WHITE, elements
+
+
+def _painted(color: object) -> bool:
+    return getattr(color, "value", None) is not None and color.alpha > 0
+
+
+def _visible_outline(element: object, paper: tuple[int, int, int] = WHITE):
+    """The element's outline as an svgelements Path when it shows as lines on `paper`, else None."""
     from svgelements import Path, Shape, SimpleLine
 
     if not isinstance(element, Shape):
@@ -374,8 +407,8 @@ def _visible_outline(element: object):
         return None
     if _number(values.get("opacity"), 1.0) <= 0:  # the shape's or its group's (svgelements passes it down)
         return None
-    stroked = _visible(element.stroke) and _number(getattr(element, "stroke_width", 1.0), 1.0) > 0
-    filled = not isinstance(element, SimpleLine) and _visible(element.fill)
+    stroked = _visible(element.stroke, paper) and _number(getattr(element, "stroke_width", 1.0), 1.0) > 0
+    filled = not isinstance(element, SimpleLine) and _visible(element.fill, paper)
     if not (stroked or filled):
         return None
     return element if isinstance(element, Path) else Path(element)

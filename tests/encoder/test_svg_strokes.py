@@ -289,3 +289,26 @@ def test_a_used_symbol_is_fitted_into_the_uses_size(use, aspect, ends):
            f'<path d="M0 0 L10 10" stroke="black"/></symbol></defs><use xlink:href="#s" {use}/>'
            '<path d="M0 300 L300 0" stroke="black"/></svg>')
     assert parse_strokes(svg.encode())[0][[0, -1]].tolist() == ends
+
+
+LINE = '<path d="M30 30 L70 70 L30 70" stroke="{ink}" fill="none"/>'
+
+
+@pytest.mark.parametrize(("paper", "ink"), [("#e0e0e0", "black"), ("#fdf6e3", "#333"), ("#ffffcc", "black"),
+                                            ("black", "white"), ("#1e1e1e", "#e0e0e0")])
+def test_a_background_rectangle_is_paper_not_a_frame_and_ink_is_what_differs_from_it(paper, ink):
+    """A coloured background was drawn as a frame round a shrunken drawing; on a dark one the white ink vanished."""
+    svg = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100"><rect width="100%" height="100%" '
+           f'fill="{paper}"/>{LINE.format(ink=ink)}</svg>')
+    strokes = strokes_from_svg(svg, max_points=20_000)
+    assert [stroke.tolist() for stroke in strokes] == [[[30, 30], [70, 70], [30, 70]]]
+
+
+@pytest.mark.parametrize("first", [
+    '<rect x="20" y="20" width="60" height="60" fill="#e0e0e0"/>',  # a drawn box, not the whole canvas
+    '<rect width="100" height="100" fill="#e0e0e0" fill-opacity="0.5"/>',  # see-through: drawn over the paper
+    '<rect width="100" height="100" fill="#e0e0e0" stroke="black"/>',  # outlined: a drawn frame
+])
+def test_a_shape_that_is_not_the_whole_opaque_paper_stays_drawn(first):
+    svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 100 100">{first}{LINE.format(ink="black")}</svg>'
+    assert len(strokes_from_svg(svg, max_points=20_000)) == 2
