@@ -253,6 +253,14 @@ def _distributor(args: argparse.Namespace) -> Distributor:
     if args.distributor == "ray":
         return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
                                actor_device=args.device, precision=args.precision)
+    # Given to another distributor, Ray's flags were ignored: a build meant for a cluster ran here, in silence.
+    # (SBIR_RAY_ADDRESS in the environment is a deployment's setting, not a request: no refusal for it.)
+    given = [flag for flag, value, default in (("--ray-actors", args.ray_actors, None),
+                                               ("--ray-decoders", args.ray_decoders, None),
+                                               ("--ray-address", args.ray_address, os.environ.get("SBIR_RAY_ADDRESS")))
+             if value is not None and value != default]
+    if given:
+        raise SBIRError(f"{', '.join(given)} only apply with --distributor ray (this build's is {args.distributor}).")
     return get_distributor(args.distributor)
 
 

@@ -378,3 +378,23 @@ def test_running_out_of_gpu_memory_is_a_message_and_exit_2_not_a_traceback(make_
                  "--workers", "0", "--no-progress"]) == 2
     error = capsys.readouterr().err
     assert "out of GPU memory (CUDA out of memory. Tried to allocate 2.00 GiB)" in error and "--batch-size" in error
+
+
+@pytest.mark.parametrize("flags", [["--ray-actors", "4"], ["--ray-decoders", "2"], ["--ray-address", "10.0.0.5:6379"]])
+def test_ray_flags_without_the_ray_distributor_are_refused_not_ignored(tmp_path, capsys, monkeypatch, flags):
+    """A build meant for a cluster (``--distributor ray`` forgotten) ran on this machine, its flags unread."""
+    monkeypatch.delenv("SBIR_DISTRIBUTOR", raising=False)
+    monkeypatch.setenv("SBIR_RAY_ADDRESS", "10.0.0.9:6379")  # a deployment's setting: never refused by itself
+    assert main(["build", "--gallery", str(tmp_path), "--out", str(tmp_path / "index"), *flags]) == 2
+    assert f"{flags[0]} only apply with --distributor ray" in capsys.readouterr().err
+    assert not (tmp_path / "index").exists()
+
+
+def test_a_ray_address_in_the_environment_alone_leaves_a_local_build_alone(monkeypatch, tmp_path):
+    from index_builder.cli import _distributor
+    from index_builder.local_distributor import LocalDistributor
+
+    monkeypatch.setenv("SBIR_RAY_ADDRESS", "10.0.0.9:6379")
+    monkeypatch.delenv("SBIR_DISTRIBUTOR", raising=False)
+    args = _parser().parse_args(["build", "--gallery", str(tmp_path)])
+    assert isinstance(_distributor(args), LocalDistributor)
