@@ -216,36 +216,96 @@ def training_encoder(args: argparse.Namespace, device: torch.device, *, shared: 
     return build_encoder(config, device, prompt_init=args.prompt_init)
 
 
-# Flags that shape every batch, its size, its order or the files it reads: a resumed run must keep them (its saved
-# position counts batches of that size, in that order, over those files).
-BATCH_FLAGS = ("batch_size", "pairs_per_category", "seed", "sampler", "augmentation")
+# What a resumed run must keep, by what each flag defines (docs/training.md, "Resuming"). Every other flag (--epochs,
+# --max-steps, --workers, --device, --log-every, --no-progress, --data) says how long, where or how visibly the run
+# goes on, not what it learns, and may change; the split, the task and the encoder config are compared whole.
+RUN_DEFINING_FLAGS = (
+    # every batch, its size, its order or the files it reads: the saved position counts batches of that size, in
+    # that order, over those files (another seed would train some sketches of the epoch twice and others never)
+    "batch_size", "pairs_per_category", "seed", "sampler", "augmentation",
+    # the objective: a loss changed mid-run trains a model that no single setting describes
+    "margin", "cls_weight", "delta_weight", "ps_weight", "ps_margin", "grid", "delta_order", "no_augment", "augment",
+    # the optimisation: the saved optimiser state carries the old learning rates and weight decay (a new one would
+    # be ignored while run.json reported it)
+    "prompt_lr", "ln_lr", "weight_decay", "no_amp",
+    # where the run started and its recipe
+    "checkpoint", "prompt_init", "refit",
+)
+FLAG_NAMES = {"ln_lr": "clip_LN_lr"}  # dests whose flag is spelled otherwise
+NOT_A_CHANGE = ("resume",)  # --resume says how this process started, not what the run is
 
 
 def write_run_record(out: Path, args: argparse.Namespace, split: ClassSplit, encoder,
                      extra: dict | None = None) -> None:
-    """``run.json``: flags, class split and encoder (+ ``extra``); a resumed run must have the same split."""
+    """``run.json``: flags, class split and encoder (+ ``extra``); a resumed run must have the same split, task,
+    encoder and :data:`RUN_DEFINING_FLAGS`, and its record keeps every resume's changed flags (``resumes``)."""
     check_out_dir(out, args.resume)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "run.json"
-    record = {"args": {k: v for k, v in vars(args).items() if k != "func"}, "split": split.to_dict(),
-              "encoder": encoder.config.to_dict(), **(extra or {})}
+    record = {"args": {k: v for k, v in vars(args).items() if k != "func"},
+              "split": split.to_dict(), "encoder": encoder.config.to_dict(), **(extra or {})}
     if args.resume and path.is_file():  # refuse before writing: a refused resume leaves the run's record intact
         before = _run_record(path)
-        was_args = before.get("args") if isinstance(before.get("args"), dict) else {}
-        if before.get("split") != record["split"]:
-            raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
-        if was_args.get("command") != getattr(args, "command", None):
-            raise SBIRError(f"{path} is a {was_args.get('command')} run; "
-                            f"refusing to resume it as {getattr(args, 'command', None)}.")
-        for flag in BATCH_FLAGS:  # e.g. another seed would train some sketches of the epoch twice and others never
-            was, now = was_args.get(flag), getattr(args, flag, None)
-            if was is not None and was != now:
-                raise SBIRError(f"{path} was trained with --{flag} {was}; refusing to resume it with --{flag} {now} "
-                                f"(resume with --{flag} {was}, or start a new run in another --out).")
-        if before.get("encoder") != record["encoder"]:
-            raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
-                            f"{record['encoder']} (resume with the flags it was trained with).")
+        _check_resumable(path, before, record, args)
+        record["resumes"] = [*_list(before.get("resumes")), {"changed": _changed_flags(before, record)}]
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def check_resume_flags(out: Path, args: argparse.Namespace) -> None:
+    """Refuse at once (before any encoder is built or any selection run trained) a ``--resume`` of the run in
+    ``out`` as another task or under other :data:`RUN_DEFINING_FLAGS`."""
+    path = out / "run.json"
+    if args.resume and path.is_file():
+        _check_same_flags(path, _was_args(_run_record(path)), args)
+
+
+def _check_resumable(path: Path, before: dict, record: dict, args: argparse.Namespace) -> None:
+    """Refuse a resume under another split, task, encoder or run-defining flag."""
+    if before.get("split") != record["split"]:
+        raise SBIRError(f"{path} was trained on another class split; refusing to resume with this one.")
+    _check_same_flags(path, _was_args(before), args)
+    if before.get("encoder") != record["encoder"]:
+        raise SBIRError(f"{path} was trained with encoder {before.get('encoder')}; refusing to resume it with "
+                        f"{record['encoder']} (resume with the flags it was trained with).")
+
+
+def _check_same_flags(path: Path, was_args: dict, args: argparse.Namespace) -> None:
+    """The task and every run-defining flag as recorded, or one line naming each difference, old and new."""
+    if was_args.get("command") != getattr(args, "command", None):
+        raise SBIRError(f"{path} is a {was_args.get('command')} run; "
+                        f"refusing to resume it as {getattr(args, 'command', None)}.")
+    # a flag the old record lacks (a run started before it existed) cannot be compared
+    differing = [flag for flag in RUN_DEFINING_FLAGS
+                 if flag in was_args and was_args[flag] != getattr(args, flag, None)]
+    if differing:
+        was = ", ".join(_shown(flag, was_args[flag]) for flag in differing)
+        now = ", ".join(_shown(flag, getattr(args, flag, None)) for flag in differing)
+        raise SBIRError(f"{path} was trained with {was}; refusing to resume it with {now} (these define the run: "
+                        "resume with the values it was trained with, or start a new run in another --out).")
+
+
+def _changed_flags(before: dict, record: dict) -> dict:
+    """``{flag: {"was": ..., "now": ...}}`` for the flags a resume changed (those it may: --epochs, --workers, ...)."""
+    was_args, now_args = _was_args(before), record["args"]
+    return {flag: {"was": was_args.get(flag), "now": now_args.get(flag)}
+            for flag in sorted(set(was_args) | set(now_args))
+            if flag not in NOT_A_CHANGE and was_args.get(flag) != now_args.get(flag)}
+
+
+def _was_args(record: dict) -> dict:
+    return record.get("args") if isinstance(record.get("args"), dict) else {}
+
+
+def _list(value) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _shown(flag: str, value) -> str:
+    """A flag as a command line gives it: ``--margin 0.2``, ``--no_amp``, or ``no --checkpoint`` when unset."""
+    name = f"--{FLAG_NAMES.get(flag, flag)}"
+    if value is None or value is False:
+        return f"no {name}"
+    return name if value is True else f"{name} {value}"
 
 
 # ------------------------------------------------------------------------------ category
@@ -294,6 +354,7 @@ def train_recipe(args: argparse.Namespace, data, make_task, describe, device: to
     run on every seen class for that many epochs in ``OUT``."""
     rank = current_dist()
     split, out = split_from_args(args, data), Path(args.out)
+    check_resume_flags(out, args)
     if not args.refit:
         task, result = _train_run(args, split, make_task, describe, device, shared=shared, out=out,
                                   epochs=args.epochs)

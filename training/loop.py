@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 LAST, BEST, STATE, LOG, CURVES = "last.safetensors", "best.safetensors", "last_state.pt", "log.csv", "curves.png"
 LOG_FIELDS = ["step", "epoch", "phase", "metric", "value", "time"]
+# Options a resumed run must keep: the saved optimiser state carries the learning rates and weight decay (loading it
+# would silently undo new ones), the grad scaler's state belongs to one precision, and the seed orders the batches
+# whose position the state counts. The CLI refuses these (and the loss flags) earlier, naming its flags.
+RESUME_OPTIONS = ("prompt_lr", "ln_lr", "weight_decay", "amp", "seed")
 
 
 class TrainingDivergedError(SBIRError):
@@ -268,6 +272,7 @@ class _Run:
         try:  # a state of another shape (edited, or not this program's) stops the run before it trains on any of it
             if not isinstance(state, dict):
                 raise TypeError(f"it holds a {type(state).__name__}, not a training state")
+            self._check_same_options(state)
             # The state's own copy of the weights (one moment with its optimiser); a state saved before it had one
             # uses last.safetensors.
             apply_learned_state(encoder, state.get("learned") or tensors, source=str(out_dir / STATE))
@@ -293,6 +298,20 @@ class _Run:
         if self.rank.is_main:
             print(f"resuming {self.task.name} from epoch {self.epoch}, step {self.step} "
                   f"({self.skip_batches} batches into the epoch)")
+
+    def _check_same_options(self, state: dict) -> None:
+        """Refuse to resume under other :data:`RESUME_OPTIONS` than the state was saved with (a state saved before
+        it kept its options resumes unchecked)."""
+        saved = json.loads(state.get("options") or "{}")
+        if not isinstance(saved, dict):
+            raise TypeError(f"its options are a {type(saved).__name__}, not a record")
+        now = asdict(self.options)
+        differing = [name for name in RESUME_OPTIONS if name in saved and saved[name] != now[name]]
+        if differing:
+            raise CheckpointError(
+                f"{self.out_dir / STATE} was saved with {', '.join(f'{n}={saved[n]!r}' for n in differing)}; refusing "
+                f"to resume it with {', '.join(f'{n}={now[n]!r}' for n in differing)} (resume with the values it was "
+                "trained with, or start a new run in another folder).")
 
     # ---- files
     def save(self, epoch: int, batches_done: int, metrics: dict[str, float] | None,
