@@ -53,6 +53,17 @@ class _Loaded:
             self.by_nfc.setdefault(unicodedata.normalize("NFC", name).strip(), name)
 
 
+def _close_off_the_loop(reader: Reader) -> None:
+    """Close a retired reader; on the event loop's thread (the last lease was /readyz's, say) in a thread of its own:
+    freeing a large index's memory or closing a Milvus connection must not stall every request."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread: close here
+        reader.close()
+        return
+    threading.Thread(target=reader.close, name="close-retired-index", daemon=True).start()
+
+
 class IndexHolder:
     """Owns the open reader of `source`'s live version and swaps in new versions as they are published.
 
@@ -119,7 +130,7 @@ class IndexHolder:
                 loaded.leases -= 1
                 close = loaded.retired and loaded.leases == 0
             if close:
-                loaded.reader.close()
+                _close_off_the_loop(loaded.reader)
 
     def find_category(self, name: str) -> str | None:
         """The index's spelling of category `name`, also when the two differ only in Unicode normalisation
@@ -329,7 +340,7 @@ class IndexHolder:
                 old.retired = True
                 close_now = old.leases == 0
         if old is not None and close_now:
-            old.reader.close()
+            _close_off_the_loop(old.reader)
         if replacement is None and self.metrics is not None:  # nothing served: no version, no size
             self.metrics.set_index(None, 0, 0, 0)
 

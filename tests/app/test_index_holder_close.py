@@ -39,3 +39,28 @@ def test_a_poll_still_opening_a_version_at_shutdown_serves_nothing_after_close(t
     asyncio.run(shut_down_mid_poll())
     # before: ready again 1 s after close(), serving a reader opened from a closed source
     assert not holder.ready and holder.version is None and holder.reason == "The service is shutting down."
+
+
+def test_a_retired_reader_whose_last_lease_ends_on_the_event_loop_closes_in_another_thread(tmp_path, app_encoder):
+    """/readyz and /info lease on the loop: the last one closed the retired reader there, stalling every request."""
+    import threading
+
+    build_index(make_gallery(tmp_path / "gallery"), tmp_path / "index", app_encoder)
+    holder = IndexHolder(open_source(tmp_path / "index"), fingerprint=app_encoder.fingerprint(),
+                         dim=app_encoder.embed_dim)
+    assert holder.refresh()
+    closed_in = []
+
+    async def lease_across_a_swap():
+        with holder.lease() as reader:
+            real_close = reader.close
+            reader.close = lambda: (closed_in.append(threading.current_thread()), real_close())
+            await asyncio.to_thread(holder._retire, None)  # a swap while this request holds the reader
+            assert not closed_in
+        for _ in range(100):
+            if closed_in:
+                break
+            await asyncio.sleep(0.01)
+
+    asyncio.run(lease_across_a_swap())
+    assert closed_in and closed_in[0] is not threading.main_thread()
