@@ -46,7 +46,9 @@ class PhotoFileResponse(FileResponse):
 @router.head("/photos/{photo_id}", include_in_schema=False, response_class=Response)
 @router.get(
     "/photos/{photo_id}",
-    responses={200: {"content": {"image/*": {}}}, 304: {}, **{code: {"model": Error} for code in (401, 403, 404, 422)}},
+    responses={200: {"content": {"image/*": {}}}, 206: {"description": "the byte range asked with Range",
+                                                          "content": {"image/*": {}}},
+               304: {}, **{code: {"model": Error} for code in (401, 403, 404, 416, 422, 502, 503)}},
     response_class=Response,
     summary="A gallery photo, or its thumbnail with ?size=N",
 )

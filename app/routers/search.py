@@ -70,7 +70,7 @@ _QUERY_STRING = [
         ("as", {"type": "string", "enum": ["sketch", "photo"]}, AS_HELP),
     )
 ]
-_ERRORS = {code: {"model": Error} for code in (401, 403, 413, 415, 422, 503)}
+_ERRORS = {code: {"model": Error} for code in (400, 401, 403, 408, 413, 415, 422, 502, 503)}
 
 
 async def _encode_and_search(query: SearchRequest, services: Services) -> tuple[Batched[QueryResult], float]:
