@@ -230,3 +230,28 @@ def test_the_base_of_an_incremental_build_reads_no_faiss_index(tmp_path, monkeyp
     with SegmentedView(store, version) as view:  # a view still opens what it searches
         view.search(unit_vectors(1, seed=4), 5)
     assert opened
+
+
+def test_a_search_deeper_than_gpu_faiss_selects_runs_on_the_cpu_copy(tmp_path):
+    """GPU FAISS selects at most 2048 per query and failed the whole batch past it (a deep page, an over-fetch)."""
+    import numpy as np
+
+    from photo_index.backends.folder.faiss_index import GPU_MAX_K, FaissEngine
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = np.arange(50, dtype=np.int64)
+    engine = FaissEngine()
+    section = engine.build(vectors, ids, tmp_path, factory="Flat", device="cpu", progress=False)
+    index = engine.open(tmp_path, section, vectors, ids, device="cpu")
+
+    class GpuLike:  # what a GPU copy does past its limit
+        def search(self, queries, k):
+            if k > GPU_MAX_K:
+                raise RuntimeError("Error: 'k <= GPU_MAX_SELECTION_K' failed")
+            return index.cpu_index.search(queries, k)
+
+    index.search_index = GpuLike()
+    shallow, deep = index.search(vectors[:3], 5), index.search(vectors[:3], GPU_MAX_K + 1)
+    assert (deep[1][:, :5] == shallow[1]).all() and (deep[1][:, 50:] == -1).all()

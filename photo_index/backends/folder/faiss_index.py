@@ -37,6 +37,7 @@ SQ8_MIN = 4_000_000
 TRAIN_PER_LIST = 50
 RECALL_TARGET = 0.95
 CALIBRATION_QUERIES = 256
+GPU_MAX_K = 2048  # GPU FAISS's largest k (GPU_MAX_SELECTION_K): a deep page or an over-fetch can ask for more
 TUNE_QUERIES_MAX = 2048  # real query vectors used by `tune` (a sample when more are given)
 EXACT_FILTER_MAX = 50_000  # category filters on approximate indexes this small are searched exactly
 ADD_CHUNK = 65_536
@@ -384,7 +385,9 @@ class FaissIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if allowed_ids is None:
-            scores, found = self.search_index.search(queries, k)
+            # GPU FAISS selects at most GPU_MAX_K per query and fails the whole batch past it: deeper on the CPU copy
+            searched = self.search_index if k <= GPU_MAX_K else self.cpu_index
+            scores, found = searched.search(queries, k)
         elif not self.exact and len(allowed_ids) <= EXACT_FILTER_MAX or not self.takes_selectors:
             scores, found = exact_subset(queries, k, self.stored_ids, self.vectors, allowed_ids)
         else:
