@@ -33,6 +33,7 @@ from .data import (
     DEFAULT_VAL_FRACTION,
     CategoryDataset,
     ClassSplit,
+    class_key,
     known_splits,
     make_split,
 )
@@ -533,6 +534,9 @@ def add_evaluate_args(parser: argparse.ArgumentParser) -> None:
                        help="how test sketches are framed: auto (as the checkpoint was trained; canvas for the "
                        "frozen-CLIP baseline, as the official code), canvas (whole canvas padded square) or ink "
                        "(cropped to the ink)")
+    group.add_argument("--allow-seen", "--allow_seen", action="store_true",
+                       help="score classes the checkpoint was trained on (refused by default: not zero-shot); the "
+                       "overlap is recorded in the JSON (trained_class_overlap)")
     group.add_argument("--json", default=None, help="write the metrics here (map_all, map_200, p_100, p_200, ...)")
     group.add_argument("--per-class", "--per_class", default=None, help="per-class AP CSV")
     group.add_argument("--grid", default=None, help="PNG grid of sample queries and their top-k photos")
@@ -564,18 +568,46 @@ def _run_record(path: Path) -> dict:
     return record
 
 
+def checkpoint_extra(checkpoint: str | None) -> dict:
+    """What a checkpoint says of its training (task, position, metrics, split); ``{}`` for the baseline or a
+    checkpoint of another shape."""
+    extra = read_checkpoint(checkpoint)[2].get("extra") if checkpoint else None
+    return extra if isinstance(extra, dict) else {}
+
+
 def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     """The task a checkpoint was trained for (``None``: baseline or unknown); warns when it is not
     ``scored_as``: scoring across tasks is allowed, but a forgotten ``--fine-grained`` must not pass unnoticed."""
-    if not checkpoint:
-        return None
-    extra = read_checkpoint(checkpoint)[2].get("extra")
-    trained = extra.get("task") if isinstance(extra, dict) else None  # a checkpoint of another shape: task unknown
+    trained = checkpoint_extra(checkpoint).get("task")  # a checkpoint of another shape: task unknown
     if trained and trained != scored_as:
         other = "with --fine-grained" if trained == "fine-grained" else "without --fine-grained"
         print(f"warning: {checkpoint} was trained for the {trained} task but is scored with the {scored_as} "
               f"protocol here (evaluate it {other} for its own task's metrics)", file=sys.stderr)
     return trained
+
+
+def trained_class_overlap(args: argparse.Namespace, classes: Sequence[str]) -> dict:
+    """The scored classes the checkpoint was trained on (names matched as splits match them), for the report.
+
+    Refuses an overlap (its scores are not zero-shot) unless ``--allow-seen``. A checkpoint that records no split
+    (written before it was kept, or the frozen-CLIP baseline) is scored as before, saying once that it was not
+    checked."""
+    split = checkpoint_extra(args.checkpoint).get("split")
+    if not (isinstance(split, dict) and isinstance(split.get("train"), list)):
+        what = args.checkpoint or "the frozen-CLIP baseline"
+        print(f"note: {what} records no training classes: whether the scored classes are unseen cannot be checked")
+        return {"checked": False, "training_split": None, "classes": []}
+    trained = {class_key(str(name)) for name in split["train"]}
+    seen = [name for name in classes if class_key(name) in trained]
+    shown = f"{', '.join(seen[:10])}{' ...' if len(seen) > 10 else ''}"
+    if seen and not args.allow_seen:
+        raise SBIRError(f"{len(seen)} of the {len(classes)} scored classes were training classes of {args.checkpoint} "
+                        f"(split {split.get('source') or '?'}): {shown}; their scores are not zero-shot. Score its "
+                        "unseen classes (the split it was trained with), or pass --allow-seen to score them anyway.")
+    if seen:
+        log.warning("--allow-seen: %d of the %d scored classes were training classes of %s: %s", len(seen),
+                    len(classes), args.checkpoint, shown)
+    return {"checked": True, "training_split": split.get("source"), "classes": seen}
 
 
 def evaluation_framing(args: argparse.Namespace, encoder) -> str:
@@ -627,6 +659,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "category")
+    overlap = trained_class_overlap(args, classes)
     framing = evaluation_framing(args, encoder)
     sketches, found = data.subset(classes)
     gallery = choose_gallery(found, args.gallery)
@@ -647,7 +680,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
              "classes": classes, "split": split.source, "class_set": args.classes, "standard_test_set": standard,
              "precision": scored_precision(encoder, args.amp), "gallery": gallery.name, "photos_found": len(found),
-             "n_duplicates_dropped": len(gallery.duplicates), "sketch_framing": framing}
+             "n_duplicates_dropped": len(gallery.duplicates), "sketch_framing": framing,
+             "trained_class_overlap": overlap}
     write_category_report(evaluation, json_path=json_path,
                           per_class_csv=args.per_class or (out / "per_class_ap.csv" if out else None),
                           grid_png=args.grid or (out / "queries.png" if out else None),
@@ -672,6 +706,7 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.checkpoint, backbone=args.backbone, pretrained=args.pretrained,
                            activation=args.activation, device=args.device, precision=args.precision)
     trained_for = checkpoint_task(args.checkpoint, "fine-grained")
+    overlap = trained_class_overlap(args, classes)
     framing = evaluation_framing(args, encoder)
     pairs = data.subset(classes, gallery=args.fg_gallery)
     name = "frozen CLIP (baseline)" if encoder.config.is_baseline else Path(args.checkpoint).name
@@ -690,7 +725,8 @@ def run_evaluate_fine_grained(args: argparse.Namespace) -> int:
         extra = {"checkpoint": args.checkpoint, "checkpoint_task": trained_for, "encoder": encoder.describe(),
                  "classes": classes, "split": split.source, "class_set": args.classes, "pairs": data.summary(),
                  "gallery": args.fg_gallery, "photos_found": found, "standard_test_set": standard,
-                 "precision": scored_precision(encoder, args.amp), "sketch_framing": framing}
+                 "precision": scored_precision(encoder, args.amp), "sketch_framing": framing,
+                 "trained_class_overlap": overlap}
         write_fine_grained_json(evaluation, json_path, extra)
     print_fine_grained(name, evaluation.summary)
     print(f"unreadable files: {evaluation.bad.summary()}")

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from encoder import CheckpointError, PromptedCLIP, SBIRError, resolve_device, save_checkpoint
 from encoder.checkpoint import apply_learned_state, read_checkpoint
 
-from .data import BadFiles, DataError
+from .data import BadFiles, ClassSplit, DataError
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,9 @@ class Task(Protocol):
 
     name: str  # "category" | "fine-grained"
     selection_metric: str  # key of validate()'s dict, higher is better
+    # The classes it trains on, selects on and never sees: recorded in every checkpoint, so `evaluate` can tell
+    # whether it scores classes the checkpoint was trained on.
+    split: ClassSplit
     bad: BadFiles  # unreadable files met so far: shared by the DDP ranks after each epoch, kept in the state
     # Random draws the task makes in this process as it trains (fine-grained: the patch shuffles), or None; its state
     # is kept in the run's state, so a resumed run draws what an unbroken one would.
@@ -320,8 +323,7 @@ class _Run:
         ``draws``: the task generator's state to keep, when not its state now."""
         if draws is None and self.task.generator is not None:
             draws = self.task.generator.get_state()
-        extra = {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {}}
-        save_checkpoint(self.encoder, self.out_dir / LAST, extra=extra)
+        save_checkpoint(self.encoder, self.out_dir / LAST, extra=self._checkpoint_extra(epoch, metrics))
         # The learned tensors go into the state too: it is written whole or not at all (a rename), so --resume
         # restores weights and optimiser of one moment even if a kill fell between the two files.
         learned = {name: p.detach().cpu().clone() for name, p in self.encoder.trainable_parameters().items()}
@@ -334,6 +336,11 @@ class _Run:
         tmp = self.out_dir / (STATE + ".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.out_dir / STATE)
+
+    def _checkpoint_extra(self, epoch: int, metrics: dict[str, float] | None) -> dict:
+        """What a checkpoint says of its training: task, position, metrics and the class split it was trained on."""
+        return {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {},
+                "split": self.task.split.to_dict()}
 
     # ---- validation
     def validate(self, epoch: int) -> tuple[dict[str, float] | None, bool]:
@@ -465,8 +472,7 @@ class _Run:
         if self.rank.is_main:
             self.save(self.epoch, 0, metrics)
             if improved:
-                save_checkpoint(self.encoder, self.out_dir / BEST, extra={
-                    "task": self.task.name, "epoch": self.epoch, "step": self.step, "metrics": metrics})
+                save_checkpoint(self.encoder, self.out_dir / BEST, extra=self._checkpoint_extra(self.epoch, metrics))
             _plot(self.out_dir)
 
     # ---- the end
