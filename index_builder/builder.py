@@ -165,7 +165,8 @@ def _build_locked(encoder: PromptedCLIP, options: BuildOptions, writer: Writer, 
         embed_s = time.perf_counter() - embed_started
         same, precision = embedded.same, embedded_precision(embedded, encoder, previous, options.rebuild)
         note_precision(previous, precision, options.rebuild, writer.where)
-        reused = {**selection.reused, **{key[0]: previous.by_path[key[0]] for key in same}}
+        reused = {**selection.reused, **{key[0]: selection.kept_record(previous, key[0], sha)
+                                         for key, sha in same.items()}}
         planned = plan(scan, previous, reused, staging)
         report = BuildReport(
             index_dir=str(work_dir), source=scan.source,
@@ -268,7 +269,7 @@ def embed_step(encoder: PromptedCLIP, selection: Selection, staging: Staging, op
     """Embed the selected files into staging (what turned out unchanged, the precision the vectors are in)."""
     return embed_files(encoder, selection.wanted, staging, distributor=options.distributor or get_distributor("local"),
                        batch_size=options.batch_size, workers=options.workers, progress=options.progress,
-                       known=selection.known)
+                       known=selection.known, moved=frozenset(selection.moved))
 
 
 def nothing_to_index(scan: Scan, report: BuildReport, previous: Previous | None) -> BuildError:

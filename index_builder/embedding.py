@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -69,8 +70,10 @@ def max_file_bytes(preprocess: Preprocessor) -> int:
     return max(MAX_PHOTO_FILE_BYTES, 8 * preprocess.max_pixels)
 
 
-def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: str | None = None) -> Decoded:
-    """The reader step: read, hash and decode one file (``known_sha256``: equal bytes are not decoded again)."""
+def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: str | None = None,
+               moved: Collection[str] = ()) -> Decoded:
+    """The reader step: read, hash and decode one file (``known_sha256``, or one of ``moved``: equal bytes are not
+    decoded again)."""
     try:
         with open(path, "rb") as handle:
             size, most = os.fstat(handle.fileno()).st_size, max_file_bytes(preprocess)
@@ -83,8 +86,8 @@ def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: st
     sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
-    if known_sha256 == sha256:
-        return Decoded(index, None, sha256, None)  # same content as indexed: keep its vector
+    if known_sha256 == sha256 or sha256 in moved:
+        return Decoded(index, None, sha256, None)  # same content as indexed (here, or at a path now gone): keep it
     try:
         pixels = preprocess.photo_file_pixels(data)
     except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
@@ -117,12 +120,14 @@ class Outcome:
 
 @dataclass
 class EmbedJob:
-    """What to embed: ``keys[i]`` is the file of index ``i``; ``known[path]`` its indexed content hash."""
+    """What to embed: ``keys[i]`` is the file of index ``i``; ``known[path]`` its indexed content hash; ``moved``
+    the content hashes of indexed photos whose path is gone (a file holding one was moved or renamed)."""
 
     keys: list[FileKey]
     batch_size: int = 256
     workers: int = 4  # local distributor: DataLoader processes
     known: dict[str, str] = field(default_factory=dict)
+    moved: frozenset[str] = frozenset()
 
     @property
     def paths(self) -> list[str]:
@@ -138,7 +143,7 @@ class StagingWriter:
     def __init__(self, job: EmbedJob, staging: Staging, progress: bool) -> None:
         self.job = job
         self.staging = staging
-        self.same: set[FileKey] = set()
+        self.same: dict[FileKey, str] = {}  # files whose content is indexed already -> its hash
         self.computed = 0  # vectors staged from this run's encoder (not unchanged files, not failures)
         self._done: set[int] = set()
         self._bar = tqdm(total=len(job.keys), desc="embedding", unit="photo", disable=not progress, smoothing=0.1)
@@ -151,7 +156,7 @@ class StagingWriter:
             if item.problem is not None:
                 self.staging.append_failure(key, item.problem)
             elif item.vector is None:
-                self.same.add(key)
+                self.same[key] = item.sha256
             elif not np.isfinite(item.vector).all():
                 self.staging.append_failure(key, Skipped(key[0], "not-finite", "the encoder returned NaN/inf"))
             else:
@@ -191,7 +196,7 @@ class Distributor(Protocol):
 class Embedded:
     """What the embedding step did beyond staging: files found unchanged, and the precision it computed in."""
 
-    same: set[FileKey]
+    same: dict[FileKey, str]  # files whose content is indexed already (at their path or a gone one) -> its hash
     precision: str | None  # None: the encoder's own (or no vector was computed)
     computed: int = 0  # vectors this run computed (0: every file was unchanged, failed, or staged by an earlier run)
 
@@ -206,13 +211,15 @@ def embed_files(
     workers: int = 4,
     progress: bool = True,
     known: dict[str, str] | None = None,
+    moved: frozenset[str] = frozenset(),
 ) -> Embedded:
     """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
 
-    Files whose content hash equals ``known[path]`` are not embedded; their keys are returned in ``same``."""
+    Files whose content hash equals ``known[path]``, or is one of ``moved``, are not embedded; they are returned in
+    ``same`` with their hash."""
     if not keys:
-        return Embedded(set(), None)
-    job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
+        return Embedded({}, None)
+    job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {}, moved=moved)
     writer = StagingWriter(job, staging, progress)
     try:
         precision = distributor.run(encoder, job, writer)

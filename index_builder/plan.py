@@ -3,7 +3,9 @@ version's records with stable ids.
 
 Stable ids: a photo (its path, or the id its manifest row gives) keeps its id across runs; new photos get ids
 above every id ever handed out (``next_id`` in the manifest), so a deleted photo's id is never reused.
-Unchanged photos (same path, size and mtime, not written since the previous scan) are not read at all.
+Unchanged photos (same path, size and mtime, not written since the previous scan) are not read at all. A file whose
+content is that of a photo whose path is gone (a moved or renamed file, a renamed folder) is read and hashed, not
+embedded: it takes that photo's vector (and its details), under an id of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from .photo_header import PhotoHeader, read_header
 from .sources import UNREADABLE, Scan, Skipped
 from .staging import FileKey, Staging, file_key
 
+MAX_MOVED = 1_000_000  # gone photos whose content a moved file may match (~100 MB of hashes in every reader)
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -31,6 +35,15 @@ class Selection:
     wanted: list[FileKey]
     known: dict[str, str]
     resumed: int
+    # Content hash -> a previous photo whose path is gone: a wanted file of that content was moved or renamed, and
+    # takes that photo's vector instead of being embedded again.
+    moved: dict[str, PhotoRecord] = field(default_factory=dict)
+
+    def kept_record(self, previous: Previous, path: str, sha256: str) -> PhotoRecord:
+        """The previous photo whose vector a read file of content ``sha256`` keeps: its own path's when the content
+        is that one's, else the moved photo's."""
+        old = previous.by_path.get(path)
+        return old if old is not None and old.sha256 == sha256 else self.moved[sha256]
 
 
 def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: bool) -> Selection:
@@ -41,6 +54,7 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
     known: dict[str, str] = {}
     resumed = 0
     since = previous.manifest.get("scanned_at_ns") if previous else None
+    moved = gone_photos(scan, previous) if previous and not rebuild else {}
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if old and not rebuild:
@@ -54,7 +68,20 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
             resumed += key in staging.entries
         else:
             wanted.append(key)
-    return Selection(reused, wanted, known, resumed)
+    return Selection(reused, wanted, known, resumed, moved)
+
+
+def gone_photos(scan: Scan, previous: Previous) -> dict[str, PhotoRecord]:
+    """Previous photos whose path the scan no longer lists, by content hash (at most MAX_MOVED: every reader holds
+    the set; past it, moved files are embedded again)."""
+    listed = {photo.path for photo in scan.photos}
+    gone: dict[str, PhotoRecord] = {}
+    for path, record in previous.by_path.items():
+        if path not in listed and record.sha256:
+            gone.setdefault(record.sha256, record)
+            if len(gone) > MAX_MOVED:
+                return {}
+    return gone
 
 
 @dataclass(frozen=True)
@@ -104,8 +131,9 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     previous_ids = {record.id for record in previous.by_path.values()} if previous else set()
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
-        if photo.path in reused:
-            sha, source = old.sha256, (FROM_PREVIOUS, previous.row_of(old.id))
+        kept = reused.get(photo.path)  # its own previous record, or a moved photo's of the same content
+        if kept is not None:
+            sha, source = kept.sha256, (FROM_PREVIOUS, previous.row_of(kept.id))
         else:
             key = file_key(photo)
             if key in staging.failures:
@@ -134,8 +162,8 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             updated += 1
         else:
             unchanged += 1
-        shown = details(old, photo.path, photo.path in reused, header)
-        filled += photo.path in reused and old.width is None and shown.width is not None
+        shown = details(kept or old, photo.path, kept is not None, header)
+        filled += kept is old is not None and old.width is None and shown.width is not None
         records.append(PhotoRecord(
             id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
             added_at=old.added_at if old else now, metadata=photo.metadata,

@@ -137,9 +137,10 @@ def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
         channel.close()
 
 
-def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
+def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor, moved: frozenset[str] = frozenset()
+               ) -> dict[str, np.ndarray]:
     """The reader step over a Ray batch of (index, path, known) rows; pixels are zeros where nothing decoded."""
-    decoded = [read_photo(int(index), str(path), preprocess, str(known) or None)
+    decoded = [read_photo(int(index), str(path), preprocess, str(known) or None, moved)
                for index, path, known in zip(batch["index"], batch["path"], batch["known"], strict=True)]
     size = preprocess.image_size
     dtype = next((item.pixels.dtype for item in decoded if item.pixels is not None), np.uint8)
@@ -309,7 +310,7 @@ class RayDistributor:
             "known": [job.known.get(key[0], "") for key in job.keys[start:start + step]],
         }) for start in range(0, len(job.keys), step)]
         results = ray.data.from_arrow(blocks).map_batches(
-            read_batch, fn_kwargs={"preprocess": encoder.preprocess}, batch_size=job.batch_size,
+            read_batch, fn_kwargs={"preprocess": encoder.preprocess, "moved": job.moved}, batch_size=job.batch_size,
             batch_format="numpy", num_cpus=reader_cpus, compute=ray.data.TaskPoolStrategy(size=self.decoders),
         ).map_batches(
             EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once, "threads": threads},

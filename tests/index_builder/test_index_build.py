@@ -358,3 +358,57 @@ def test_a_photo_a_manifest_moves_under_its_id_is_counted_as_updated(make_galler
     manifest.write_text(f"path,id\n{photos[0]},10\n{moved},11\n{photos[2]},12\n")
     report = build(manifest=manifest)
     assert (report.added, report.updated, report.removed, report.unchanged) == (0, 1, 0, 2)
+
+
+def _vectors_by_path(index_dir) -> dict[str, np.ndarray]:
+    with IndexReader.open(index_dir) as reader:
+        ids, vectors = reader.vectors()
+        by_id = dict(zip(ids.tolist(), np.asarray(vectors), strict=True))
+        return {record.path: by_id[record.id] for record in reader.records(ids)}
+
+
+def test_a_renamed_folder_and_moved_files_keep_their_vectors_without_embedding(make_gallery, build, tmp_path):
+    """Identity is by path: renaming a folder embedded its photos again (minutes per thousand on a CPU)."""
+    gallery = make_gallery({"cat": 3, "dog": 3})
+    build(gallery=gallery)
+    before = _vectors_by_path(tmp_path / "index")
+    (gallery / "cat").rename(gallery / "kitten")
+    (gallery / "dog" / "dog_0.jpg").rename(gallery / "dog" / "puppy.jpg")
+    # Two files swap contents: each path is known, its new content is the other's (a gone path's? no: both stay)
+    first, second = gallery / "dog" / "dog_1.png", gallery / "dog" / "dog_2.webp"
+    first_bytes, second_bytes = first.read_bytes(), second.read_bytes()
+    first.write_bytes(second_bytes)
+    second.write_bytes(first_bytes)
+    write_photo(gallery / "owl" / "owl_0.jpg", 7001)
+
+    report = build(gallery=gallery)
+
+    assert report.embedded == 3  # the owl, and the swapped pair (neither content's path is gone)
+    assert (report.added, report.removed, report.size) == (5, 4, 7)
+    after = _vectors_by_path(tmp_path / "index")
+    for name in ("cat_0.jpg", "cat_1.png", "cat_2.webp"):
+        np.testing.assert_array_equal(after[str(gallery / "kitten" / name)], before[str(gallery / "cat" / name)])
+    np.testing.assert_array_equal(after[str(gallery / "dog" / "puppy.jpg")], before[str(gallery / "dog" / "dog_0.jpg")])
+    with IndexReader.open(tmp_path / "index") as reader:
+        kitten = [r for r in reader.records(reader.vectors()[0]) if r.path.startswith(str(gallery / "kitten"))]
+    assert {r.category for r in kitten} == {"kitten"} and all(r.width for r in kitten)
+
+
+def test_a_moved_file_whose_old_path_holds_other_content_is_embedded_as_it_is(make_gallery, build, tmp_path):
+    """A gone path's content reused for a file of that content only: a path whose own content changed to another
+    gone photo's takes that photo's vector, never its own old one."""
+    gallery = make_gallery({"cat": 3})
+    build(gallery=gallery)
+    before = _vectors_by_path(tmp_path / "index")
+    a, b, c = (gallery / "cat" / name for name in ("cat_0.jpg", "cat_1.png", "cat_2.webp"))
+    b_bytes = b.read_bytes()
+    b.unlink()
+    c.write_bytes(b_bytes)  # c now holds b's content (b is gone); c's own content is gone too
+    c_rename = gallery / "cat" / "renamed.png"
+    c_rename.write_bytes(a.read_bytes())  # a copy of a, whose path stays: not a gone photo's content
+    report = build(gallery=gallery)
+    after = _vectors_by_path(tmp_path / "index")
+    np.testing.assert_array_equal(after[str(c)], before[str(b)])
+    np.testing.assert_array_equal(after[str(a)], before[str(a)])
+    assert report.embedded == 1  # the copy of a: its content's path is not gone
+    np.testing.assert_allclose(after[str(c_rename)], before[str(a)], rtol=0, atol=f32_tol(1.0))
