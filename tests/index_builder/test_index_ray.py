@@ -153,7 +153,9 @@ def test_incremental_ray_build_equals_local_incremental_build(ray_driver, make_g
     gallery = make_gallery({"cat": 4, "dog": 4})
     build(gallery=gallery, index_dir=tmp_path / "local")
     shutil.copytree(tmp_path / "local", tmp_path / "ray", symlinks=True)
-    # Changes: new photos, a removed one, new content under an old name, a touched one (same bytes), a broken one.
+    # Changes: new photos, a removed one, new content under an old name, a touched one (same bytes), a broken one,
+    # a moved one (keeps its vector: read, not embedded).
+    (gallery / "cat" / "cat_0.jpg").rename(gallery / "dog" / "from_cat.jpg")
     write_photo(gallery / "bird" / "bird_0.jpg", 500)
     write_photo(gallery / "dog" / "dog_new.png", 501)
     (gallery / "cat" / "cat_3.jpg").unlink()
@@ -165,7 +167,7 @@ def test_incremental_ray_build_equals_local_incremental_build(ray_driver, make_g
     distributed = build(gallery=gallery, index_dir=tmp_path / "ray", distributor=ray_distributor())
 
     assert work(local) == work(distributed)
-    assert (local.added, local.updated, local.removed, local.embedded) == (2, 1, 1, 3)
+    assert (local.added, local.updated, local.removed, local.embedded) == (3, 1, 2, 3)
     assert skips(distributed) == skips(local) == [(str(gallery / "cat" / "zero.jpg"), "zero-byte")]
     assert_same_index(snapshot(tmp_path / "local"), snapshot(tmp_path / "ray"))
 

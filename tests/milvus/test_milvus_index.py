@@ -58,6 +58,12 @@ def test_build_then_incremental_update_in_place(milvus, milvus_build, collection
     info = json.loads(capsys.readouterr().out)
     assert info["size"] == 6 and info["index"]["engine"] == "milvus" and info["versions"] == [first.version]
 
+    (gallery / "boat" / "boat-0.jpg").rename(gallery / "apple" / "moved.jpg")  # keeps its vector under a new id
+    moved = milvus_build(gallery)
+    assert (moved.added, moved.removed, moved.embedded, moved.size) == (1, 1, 0, 6)
+    records = {r.path.rsplit("/", 1)[1]: r for r in source.open().records(range(10)) if r}
+    assert records["moved.jpg"].category == "apple" and "boat-0.jpg" not in records and source.verify() == []
+
 
 def test_rebuild_and_encoder_change_make_a_new_collection_and_switch_the_alias(
         milvus, milvus_build, collection, tmp_path, tiny_encoder):
