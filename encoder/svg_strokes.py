@@ -378,18 +378,31 @@ def _paper(elements: list, document: object) -> tuple[tuple[int, int, int], list
     for position, element in enumerate(elements):
         if not isinstance(element, Shape) or not (_painted(element.fill) or _painted(element.stroke)):
             continue
-        fill = element.fill
         values = getattr(element, "values", {}) or {}
-        # Only an unoutlined, opaque <rect>: a circle or path filled by default (black) is a drawn shape
-        if (not isinstance(element, Rect) or not _painted(fill) or fill.alpha < 255 or _painted(element.stroke)
-                or width <= 0 or height <= 0 or _number(values.get("opacity"), 1.0) < 1
-                or _number(values.get("fill-opacity"), 1.0) < 1):
-            break
+        if not isinstance(element, Rect) or width <= 0 or height <= 0 or not _opaque_fill(element, values):
+            break  # only an unoutlined, opaque, square-cornered <rect>: a shape filled by default (black) is drawn
         box = element.bbox()
-        if box is None or (box[2] - box[0]) < PAPER_COVER * width or (box[3] - box[1]) < PAPER_COVER * height:
+        # The share of the canvas [0, width] x [0, height] it covers (a rect moved half off the canvas is no paper)
+        if box is None or min(box[2], width) - max(box[0], 0.0) < PAPER_COVER * width \
+                or min(box[3], height) - max(box[1], 0.0) < PAPER_COVER * height:
             break
-        return (fill.red, fill.green, fill.blue), elements[:position] + elements[position + 1:]
+        return (element.fill.red, element.fill.green, element.fill.blue), elements[:position] + elements[position + 1:]
     return WHITE, elements
+
+
+def _opaque_fill(rect: object, values: dict) -> bool:
+    """Whether ``rect`` paints an opaque fill and nothing else: no outline, no transparency (an opacity svgelements
+    does not read, "50%", counts as transparent), shown, and corners no rounder than a card's."""
+    if not _painted(rect.fill) or rect.fill.alpha < 255 or _painted(rect.stroke):
+        return False
+    if str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse"):
+        return False
+    for name in ("opacity", "fill-opacity"):
+        if _number(values.get(name), 1.0 if values.get(name) is None else 0.0) < 1:
+            return False
+    box_w, box_h = _number(getattr(rect, "width", 0), 0.0), _number(getattr(rect, "height", 0), 0.0)
+    rounding = max(_number(getattr(rect, "rx", 0), 0.0), _number(getattr(rect, "ry", 0), 0.0))
+    return rounding <= 0.05 * max(1e-9, min(box_w, box_h))
 
 
 def _painted(color: object) -> bool:
