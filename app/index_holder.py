@@ -54,14 +54,21 @@ class _Loaded:
 
 
 def _close_off_the_loop(reader: Reader) -> None:
-    """Close a retired reader; on the event loop's thread (the last lease was /readyz's, say) in a thread of its own:
-    freeing a large index's memory or closing a Milvus connection must not stall every request."""
+    """Close a retired reader; on the event loop's thread (the last lease was /readyz's, say) in the loop's executor
+    (joined at shutdown): freeing a large index's memory (FAISS, its GPU copy, SQLite) must not stall every request."""
     try:
-        asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
     except RuntimeError:  # a worker thread: close here
         reader.close()
         return
-    threading.Thread(target=reader.close, name="close-retired-index", daemon=True).start()
+    loop.run_in_executor(None, _logged_close, reader)
+
+
+def _logged_close(reader: Reader) -> None:
+    try:
+        reader.close()
+    except Exception:  # noqa: BLE001 - a reader that fails to close is logged, never a lost exception in a thread
+        log.exception("closing a retired index version failed")
 
 
 class IndexHolder:
