@@ -153,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
                        default=os.environ.get("SBIR_DISTRIBUTOR", "local"),
                        help="where photos are decoded and embedded: this machine (local, the default) or a Ray "
                        "cluster (ray; needs the `distributed` extra) (env SBIR_DISTRIBUTOR)")
-    build.add_argument("--ray-address", default=os.environ.get("SBIR_RAY_ADDRESS"),
+    build.add_argument("--ray-address", default=None,
                        help="ray: the cluster to join, e.g. HOST:6379 or auto (env SBIR_RAY_ADDRESS; default: start "
                        "a local cluster for this run)")
     build.add_argument("--ray-actors", type=int, default=None,
@@ -254,11 +254,9 @@ def _distributor(args: argparse.Namespace) -> Distributor:
         return get_distributor("ray", address=args.ray_address, actors=args.ray_actors, decoders=args.ray_decoders,
                                actor_device=args.device, precision=args.precision)
     # Given to another distributor, Ray's flags were ignored: a build meant for a cluster ran here, in silence.
-    # (SBIR_RAY_ADDRESS in the environment is a deployment's setting, not a request: no refusal for it.)
-    given = [flag for flag, value, default in (("--ray-actors", args.ray_actors, None),
-                                               ("--ray-decoders", args.ray_decoders, None),
-                                               ("--ray-address", args.ray_address, os.environ.get("SBIR_RAY_ADDRESS")))
-             if value is not None and value != default]
+    # (SBIR_RAY_ADDRESS in the environment is a deployment's setting, read by the Ray distributor: not refused.)
+    given = [flag for flag, value in (("--ray-actors", args.ray_actors), ("--ray-decoders", args.ray_decoders),
+                                      ("--ray-address", args.ray_address)) if value is not None]
     if given:
         raise SBIRError(f"{', '.join(given)} only apply with --distributor ray (this build's is {args.distributor}).")
     return get_distributor(args.distributor)
