@@ -369,7 +369,8 @@ def load_sample(sample: Sample, preprocess: Preprocessor, modality: Modality, *,
                 data = handle.readline()
         else:
             data = Path(sample.path).read_bytes()
-        raster = rasterize_strokes(parse_strokes(data), size=256)
+        # The limit read once with the encoder: per file, a bad setting would skip every drawing as unreadable
+        raster = rasterize_strokes(parse_strokes(data, max_points=preprocess.max_stroke_points), size=256)
         return preprocess.dataset_sketch(raster, train=train)
     if modality == "sketch":
         return preprocess.sketch_file(sample.path, train=train)
