@@ -189,9 +189,11 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
 
 
 def train_options(args: argparse.Namespace) -> TrainOptions:
+    earlier = trained_classes_of(args.checkpoint) if args.checkpoint else []
     return TrainOptions(epochs=args.epochs, prompt_lr=args.prompt_lr, ln_lr=args.ln_lr,
                         weight_decay=args.weight_decay, amp=not args.no_amp, seed=args.seed, resume=args.resume,
-                        max_steps=args.max_steps, log_every=args.log_every, progress=not args.no_progress)
+                        max_steps=args.max_steps, log_every=args.log_every, progress=not args.no_progress,
+                        earlier_classes=None if earlier is None else tuple(earlier))
 
 
 def split_from_args(args: argparse.Namespace, data: CategoryDataset, *, for_training: bool = True) -> ClassSplit:
@@ -229,8 +231,9 @@ RUN_DEFINING_FLAGS = (
     # the optimisation: the saved optimiser state carries the old learning rates and weight decay (a new one would
     # be ignored while run.json reported it)
     "prompt_lr", "ln_lr", "weight_decay", "no_amp",
-    # where the run started and its recipe
-    "checkpoint", "prompt_init", "refit",
+    # its recipe (not --checkpoint: on resume it only names the config, which is compared whole, and a start file
+    # moved since, or named by another path, must not block the run)
+    "prompt_init", "refit",
 )
 FLAG_NAMES = {"ln_lr": "clip_LN_lr"}  # dests whose flag is spelled otherwise
 NOT_A_CHANGE = ("resume",)  # --resume says how this process started, not what the run is
@@ -575,6 +578,14 @@ def checkpoint_extra(checkpoint: str | None) -> dict:
     return extra if isinstance(extra, dict) else {}
 
 
+def trained_classes_of(checkpoint: str | None) -> list[str] | None:
+    """Every class a checkpoint was trained on, the runs it continued included; None when it records none."""
+    extra = checkpoint_extra(checkpoint)
+    split = extra.get("split") if isinstance(extra.get("split"), dict) else {}
+    trained = extra["trained_classes"] if "trained_classes" in extra else split.get("train")
+    return [str(name) for name in trained] if isinstance(trained, list) else None
+
+
 def checkpoint_task(checkpoint: str | None, scored_as: str) -> str | None:
     """The task a checkpoint was trained for (``None``: baseline or unknown); warns when it is not
     ``scored_as``: scoring across tasks is allowed, but a forgotten ``--fine-grained`` must not pass unnoticed."""
@@ -592,12 +603,15 @@ def trained_class_overlap(args: argparse.Namespace, classes: Sequence[str]) -> d
     Refuses an overlap (its scores are not zero-shot) unless ``--allow-seen``. A checkpoint that records no split
     (written before it was kept, or the frozen-CLIP baseline) is scored as before, saying once that it was not
     checked."""
-    split = checkpoint_extra(args.checkpoint).get("split")
-    if not (isinstance(split, dict) and isinstance(split.get("train"), list)):
+    trained_names = trained_classes_of(args.checkpoint)
+    if trained_names is None:
         what = args.checkpoint or "the frozen-CLIP baseline"
-        print(f"note: {what} records no training classes: whether the scored classes are unseen cannot be checked")
+        print(f"note: {what} records no training classes (or continued a checkpoint that recorded none): whether "
+              "the scored classes are unseen cannot be checked")
         return {"checked": False, "training_split": None, "classes": []}
-    trained = {class_key(str(name)) for name in split["train"]}
+    split = checkpoint_extra(args.checkpoint).get("split")
+    split = split if isinstance(split, dict) else {}
+    trained = {class_key(name) for name in trained_names}
     seen = [name for name in classes if class_key(name) in trained]
     shown = f"{', '.join(seen[:10])}{' ...' if len(seen) > 10 else ''}"
     if seen and not args.allow_seen:

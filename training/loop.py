@@ -86,6 +86,9 @@ class TrainOptions:
     log_every: int = 10
     validate_first: bool = True  # score the untrained encoder as epoch 0
     progress: bool = True
+    # Classes the starting checkpoint (--checkpoint) had been trained on: a continued run's checkpoints record them
+    # with its own, so `evaluate` still sees them as seen. None: it recorded none (then no checkpoint claims to know).
+    earlier_classes: tuple[str, ...] | None = ()
 
 
 @dataclass
@@ -339,8 +342,10 @@ class _Run:
 
     def _checkpoint_extra(self, epoch: int, metrics: dict[str, float] | None) -> dict:
         """What a checkpoint says of its training: task, position, metrics and the class split it was trained on."""
+        earlier = self.options.earlier_classes
+        trained = None if earlier is None else sorted({*self.task.split.train, *earlier})
         return {"task": self.task.name, "epoch": epoch, "step": self.step, "metrics": metrics or {},
-                "split": self.task.split.to_dict()}
+                "split": self.task.split.to_dict(), "trained_classes": trained}
 
     # ---- validation
     def validate(self, epoch: int) -> tuple[dict[str, float] | None, bool]:

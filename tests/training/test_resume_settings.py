@@ -118,3 +118,19 @@ def test_a_record_without_a_flag_resumes_unchecked_on_it(tmp_path):
     old = {k: v for k, v in vars(args).items() if k not in ("func", "weight_decay")}
     (tmp_path / "run.json").write_text(json.dumps({"args": old}))
     check_resume_flags(tmp_path, args)
+
+
+def test_a_run_started_from_a_checkpoint_resumes_when_the_start_file_is_named_by_another_path(category_run, tmp_path):
+    """--checkpoint on resume only names the encoder's config (compared whole): the same file by another spelling
+    was refused, and a start file moved since could never resume."""
+    flags, out = category_run
+    start = tmp_path / "start.safetensors"
+    start.write_bytes((out / "last.safetensors").read_bytes())
+    base = list(flags)
+    base[base.index("--out") + 1] = str(tmp_path / "continued")
+    assert main(["category", *base, "--checkpoint", str(start)]) == 0
+    moved = tmp_path / "moved" / "start.safetensors"
+    moved.parent.mkdir()
+    start.rename(moved)
+    resumed = [*base, "--checkpoint", str(moved), "--resume", "--max-steps", "2"]
+    assert main(["category", *resumed]) == 0

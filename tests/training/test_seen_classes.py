@@ -78,3 +78,17 @@ def test_a_checkpoint_without_a_recorded_split_and_the_baseline_evaluate_as_befo
         assert out.count("whether the scored classes are unseen cannot be checked") == 1, out
         overlap = json.loads((tmp_path / f"{name}.json").read_text())["trained_class_overlap"]
         assert overlap == {"checked": False, "training_split": None, "classes": []}
+
+
+def test_a_continued_run_still_counts_the_classes_its_start_was_trained_on(trained, tmp_path, capsys):
+    """Training on split A, then continuing it on split B recorded only B's: A's classes scored as "zero-shot"."""
+    data, _unseen, checkpoint = trained  # trained on h1 h2 h3 v1
+    (tmp_path / "unseen.txt").write_text("h1\n")
+    assert cli.main(["category", "--data", str(data), "--unseen-classes", str(tmp_path / "unseen.txt"), "--workers",
+                     "0", "--batch_size", "2", "--max-steps", "1", "--val-fraction", "0", "--no-progress",
+                     "--checkpoint", str(checkpoint), "--out", str(tmp_path / "run")]) == 0
+    continued = tmp_path / "run" / "last.safetensors"
+    assert read_checkpoint(continued)[2]["extra"]["trained_classes"] == ["h1", "h2", "h3", "v1", "v2"]
+    capsys.readouterr()
+    assert _evaluate(data, continued, tmp_path / "m.json", "--unseen-classes", str(tmp_path / "unseen.txt")) == 2
+    assert "h1" in capsys.readouterr().err
