@@ -207,13 +207,16 @@ def load_checkpoint(
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or None) → CUDA when present, else CPU; anything else as torch understands it."""
-    if device is None or str(device) == "auto":
+    """``auto`` (or None, or empty: an SBIR_DEVICE set blank) → CUDA when present, else CPU; else ``cpu``, ``cuda``
+    or ``cuda:N``."""
+    if device is None or str(device).strip() in ("auto", ""):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:  # "tpu", "gpu", "cuda:x": a usage error, not a traceback
         raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N.") from error
+    if resolved.type not in ("cpu", "cuda"):  # meta, mps, xla: torch names them, nothing here runs there
+        raise ValueError(f"--device {device!r} is not supported: use auto, cpu, cuda or cuda:N.")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available.")
     return resolved

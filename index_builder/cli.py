@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="ray: encoder actors (default one per GPU of the cluster, 1 without GPUs)")
     build.add_argument("--ray-decoders", type=int, default=None,
                        help="ray: most decoding tasks at once (default: as many as the cluster's CPUs allow)")
-    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE", "auto"), choices=DEVICES,
+    build.add_argument("--device", default=os.environ.get("SBIR_DEVICE") or "auto", choices=DEVICES,
                        type=choice_of(DEVICES, "SBIR_DEVICE"),
                        help="where photos are embedded (here, or on the Ray actors) and the FAISS index is built "
                        "(auto: a GPU if there is one; env SBIR_DEVICE)")

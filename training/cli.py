@@ -104,10 +104,12 @@ def device_name(text: str) -> str:
     name = text.strip() or "auto"  # SBIR_DEVICE set but empty: auto
     if name != "auto":
         try:
-            torch.device(name)
+            kind = torch.device(name).type
         except (RuntimeError, TypeError):
+            kind = None
+        if kind not in ("cpu", "cuda"):  # mps, meta, xla: torch names them, nothing here runs there
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a device: use auto, cpu, cuda or cuda:N (the "
-                                             f"flag, or {ENV_DEVICE})") from None
+                                             f"flag, or {ENV_DEVICE})")
     return name
 
 

@@ -130,7 +130,10 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     info = DistInfo(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
                     int(os.environ.get("LOCAL_RANK", 0)))
     chosen = resolve_device(device)
-    if chosen.type == "cuda" and chosen.index is None:
+    if chosen.type == "cuda" and (chosen.index is None or info.world_size > 1):
+        if chosen.index not in (None, info.local_rank):  # e.g. SBIR_DEVICE=cuda:0 meant for the service: every rank
+            log.warning("--device %s ignored under torchrun: rank %d takes its own GPU, cuda:%d", chosen, info.rank,
+                        info.local_rank)  # on one GPU, NCCL refuses
         chosen = torch.device("cuda", info.local_rank)
     if chosen.type == "cuda":
         torch.cuda.set_device(chosen)
