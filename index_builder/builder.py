@@ -269,7 +269,7 @@ def embed_step(encoder: PromptedCLIP, selection: Selection, staging: Staging, op
     """Embed the selected files into staging (what turned out unchanged, the precision the vectors are in)."""
     return embed_files(encoder, selection.wanted, staging, distributor=options.distributor or get_distributor("local"),
                        batch_size=options.batch_size, workers=options.workers, progress=options.progress,
-                       known=selection.known, moved=frozenset(selection.moved))
+                       known=selection.known)
 
 
 def nothing_to_index(scan: Scan, report: BuildReport, previous: Previous | None) -> BuildError:

@@ -70,10 +70,9 @@ def max_file_bytes(preprocess: Preprocessor) -> int:
     return max(MAX_PHOTO_FILE_BYTES, 8 * preprocess.max_pixels)
 
 
-def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: str | None = None,
-               moved: Collection[str] = ()) -> Decoded:
-    """The reader step: read, hash and decode one file (``known_sha256``, or one of ``moved``: equal bytes are not
-    decoded again)."""
+def read_photo(index: int, path: str, preprocess: Preprocessor, known: Collection[str] = ()) -> Decoded:
+    """The reader step: read, hash and decode one file (content hashing to one of ``known``, hashes of indexed
+    photos whose vectors can be kept, is not decoded again)."""
     try:
         with open(path, "rb") as handle:
             size, most = os.fstat(handle.fileno()).st_size, max_file_bytes(preprocess)
@@ -86,8 +85,8 @@ def read_photo(index: int, path: str, preprocess: Preprocessor, known_sha256: st
     sha256 = hashlib.sha256(data).hexdigest()
     if not data:
         return Decoded(index, None, sha256, Skipped(path, "zero-byte", "empty file"))
-    if known_sha256 == sha256 or sha256 in moved:
-        return Decoded(index, None, sha256, None)  # same content as indexed (here, or at a path now gone): keep it
+    if sha256 in known:
+        return Decoded(index, None, sha256, None)  # content indexed already (here, or moved from elsewhere): keep it
     try:
         pixels = preprocess.photo_file_pixels(data)
     except (ImageDecodeError, ImageTooLargeError) as error:  # siblings under encoder.errors.InputError
@@ -120,14 +119,13 @@ class Outcome:
 
 @dataclass
 class EmbedJob:
-    """What to embed: ``keys[i]`` is the file of index ``i``; ``known[path]`` its indexed content hash; ``moved``
-    the content hashes of indexed photos whose path is gone (a file holding one was moved or renamed)."""
+    """What to embed: ``keys[i]`` is the file of index ``i``; ``known[path]`` the content hashes of indexed photos
+    it may hold (its own previous content, a moved photo's of its byte size): a match keeps that vector."""
 
     keys: list[FileKey]
     batch_size: int = 256
     workers: int = 4  # local distributor: DataLoader processes
-    known: dict[str, str] = field(default_factory=dict)
-    moved: frozenset[str] = frozenset()
+    known: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def paths(self) -> list[str]:
@@ -210,16 +208,15 @@ def embed_files(
     batch_size: int = 256,
     workers: int = 4,
     progress: bool = True,
-    known: dict[str, str] | None = None,
-    moved: frozenset[str] = frozenset(),
+    known: dict[str, tuple[str, ...]] | None = None,
 ) -> Embedded:
     """Embed the files ``keys`` names and append every result (vector or failure) to ``staging``.
 
-    Files whose content hash equals ``known[path]``, or is one of ``moved``, are not embedded; they are returned in
-    ``same`` with their hash."""
+    Files whose content hash is one of ``known[path]`` are not embedded; they are returned in ``same`` with their
+    hash."""
     if not keys:
         return Embedded({}, None)
-    job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {}, moved=moved)
+    job = EmbedJob(keys, batch_size=batch_size, workers=workers, known=known or {})
     writer = StagingWriter(job, staging, progress)
     try:
         precision = distributor.run(encoder, job, writer)

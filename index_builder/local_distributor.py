@@ -44,12 +44,11 @@ log = logging.getLogger("index_builder")
 class PhotoFiles(Dataset):
     """The reader over a job's files; picklable for DataLoader workers."""
 
-    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, str] | None = None,
-                 indices: list[int] | None = None, moved: frozenset[str] = frozenset()) -> None:
+    def __init__(self, paths: list[str], preprocess: Preprocessor, known: dict[str, tuple[str, ...]] | None = None,
+                 indices: list[int] | None = None) -> None:
         self.paths = paths
         self.preprocess = preprocess
-        self.known = known or {}  # path -> sha256 of the indexed content: equal bytes are not decoded again
-        self.moved = moved  # content hashes of indexed photos whose path is gone: not decoded again either
+        self.known = known or {}  # path -> hashes of indexed contents it may hold: equal bytes are not decoded again
         self.indices = list(range(len(paths))) if indices is None else indices  # which of ``paths`` to read
 
     def __len__(self) -> int:
@@ -58,7 +57,7 @@ class PhotoFiles(Dataset):
     def __getitem__(self, position: int) -> Decoded:
         index = self.indices[position]
         path = self.paths[index]
-        return read_photo(index, path, self.preprocess, self.known.get(path), self.moved)
+        return read_photo(index, path, self.preprocess, self.known.get(path, ()))
 
 
 def _collate(items: list[Decoded]) -> list[Decoded]:
@@ -116,7 +115,7 @@ class LocalDistributor:
 
     def _embed(self, encoder: PromptedCLIP, job: EmbedJob, writer: StagingWriter, indices: list[int]) -> None:
         batches = -(-len(indices) // job.batch_size)  # a worker per batch at most: more would only start and wait
-        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known, indices, job.moved), job.batch_size,
+        loader = make_loader(PhotoFiles(job.paths, encoder.preprocess, job.known, indices), job.batch_size,
                              min(job.workers, batches))
         batches_of = iter(loader)  # torch installs its SIGCHLD handler here (once, in the main thread)
         held = HeldSigchld()
@@ -226,6 +225,6 @@ def _decode_each(init: WorkerInit, sender, indices: list[int], job: EmbedJob, pr
     init(0)
     for index in indices:
         path = job.paths[index]
-        read_photo(index, path, preprocess, job.known.get(path), job.moved)
+        read_photo(index, path, preprocess, job.known.get(path, ()))
         sender.send(True)
     sender.send(False)

@@ -4,8 +4,9 @@ version's records with stable ids.
 Stable ids: a photo (its path, or the id its manifest row gives) keeps its id across runs; new photos get ids
 above every id ever handed out (``next_id`` in the manifest), so a deleted photo's id is never reused.
 Unchanged photos (same path, size and mtime, not written since the previous scan) are not read at all. A file whose
-content is that of a photo whose path is gone (a moved or renamed file, a renamed folder) is read and hashed, not
-embedded: it takes that photo's vector (and its details), under an id of its own.
+content is that of a photo whose path is gone or was read again (a moved or renamed file, a renamed folder, two files
+swapped, a renumbered series) is read and hashed, not embedded: it takes that photo's vector (and its details), under
+its own path's id, or a new one.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .photo_header import PhotoHeader, read_header
 from .sources import UNREADABLE, Scan, Skipped
 from .staging import FileKey, Staging, file_key
 
-MAX_MOVED = 1_000_000  # gone photos whose content a moved file may match (~100 MB of hashes in every reader)
+MAX_CANDIDATES = 8  # moved photos' hashes a read file is compared with (those of its byte size; more: embedded)
 
 
 @dataclass(frozen=True)
@@ -33,17 +34,17 @@ class Selection:
 
     reused: dict[str, PhotoRecord]
     wanted: list[FileKey]
-    known: dict[str, str]
+    known: dict[str, tuple[str, ...]]  # path -> hashes of indexed contents it may hold (its own, a moved one's)
     resumed: int
-    # Content hash -> a previous photo whose path is gone: a wanted file of that content was moved or renamed, and
-    # takes that photo's vector instead of being embedded again.
-    moved: dict[str, PhotoRecord] = field(default_factory=dict)
+    # Content hash -> a previous photo not kept as it was (its path gone, or read again): a wanted file of that
+    # content was moved, renamed or swapped, and takes that photo's vector instead of being embedded again.
+    by_content: dict[str, PhotoRecord] = field(default_factory=dict)
 
     def kept_record(self, previous: Previous, path: str, sha256: str) -> PhotoRecord:
         """The previous photo whose vector a read file of content ``sha256`` keeps: its own path's when the content
         is that one's, else the moved photo's."""
         old = previous.by_path.get(path)
-        return old if old is not None and old.sha256 == sha256 else self.moved[sha256]
+        return old if old is not None and old.sha256 == sha256 else self.by_content[sha256]
 
 
 def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: bool) -> Selection:
@@ -51,10 +52,9 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
     since with their mtime set back, and not already staged by an interrupted run."""
     reused: dict[str, PhotoRecord] = {}
     wanted: list[FileKey] = []
-    known: dict[str, str] = {}
+    read_again: dict[str, PhotoRecord] = {}  # listed paths read again (touched or changed) -> their previous photo
     resumed = 0
     since = previous.manifest.get("scanned_at_ns") if previous else None
-    moved = gone_photos(scan, previous) if previous and not rebuild else {}
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
         if old and not rebuild:
@@ -62,26 +62,33 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
                     not isinstance(since, int) or photo.ctime_ns <= since):
                 reused[photo.path] = old
                 continue
-            known[photo.path] = old.sha256  # touched, or written since with its mtime set back: compare the bytes
+            read_again[photo.path] = old  # touched, or written since with its mtime set back: compare the bytes
         key = file_key(photo)
         if key in staging.entries or key in staging.failures:
             resumed += key in staging.entries
         else:
             wanted.append(key)
-    return Selection(reused, wanted, known, resumed, moved)
+    by_content = {} if previous is None or rebuild else movable_photos(scan, previous, read_again)
+    by_size: dict[int, list[str]] = {}
+    for sha, record in by_content.items():
+        by_size.setdefault(record.size, []).append(sha)
+    known = {}
+    for path, size, *_ in wanted:
+        own = [read_again[path].sha256] if path in read_again else []
+        if hashes := tuple(dict.fromkeys([*own, *by_size.get(size, ())[:MAX_CANDIDATES]])):
+            known[path] = hashes
+    return Selection(reused, wanted, known, resumed, by_content)
 
 
-def gone_photos(scan: Scan, previous: Previous) -> dict[str, PhotoRecord]:
-    """Previous photos whose path the scan no longer lists, by content hash (at most MAX_MOVED: every reader holds
-    the set; past it, moved files are embedded again)."""
+def movable_photos(scan: Scan, previous: Previous, read_again: dict[str, PhotoRecord]) -> dict[str, PhotoRecord]:
+    """Previous photos whose vector a moved file may take, by content hash: those whose path the scan no longer lists
+    (moved, renamed) and those read again (their content may have moved to another path: swaps, renumbering)."""
     listed = {photo.path for photo in scan.photos}
-    gone: dict[str, PhotoRecord] = {}
+    by_content: dict[str, PhotoRecord] = {}
     for path, record in previous.by_path.items():
-        if path not in listed and record.sha256:
-            gone.setdefault(record.sha256, record)
-            if len(gone) > MAX_MOVED:
-                return {}
-    return gone
+        if record.sha256 and (path not in listed or path in read_again):
+            by_content.setdefault(record.sha256, record)
+    return by_content
 
 
 @dataclass(frozen=True)

@@ -137,10 +137,10 @@ def _speaks_grpc(host: str, port: int, timeout_s: float) -> bool:
         channel.close()
 
 
-def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor, moved: frozenset[str] = frozenset()
-               ) -> dict[str, np.ndarray]:
-    """The reader step over a Ray batch of (index, path, known) rows; pixels are zeros where nothing decoded."""
-    decoded = [read_photo(int(index), str(path), preprocess, str(known) or None, moved)
+def read_batch(batch: dict[str, np.ndarray], preprocess: Preprocessor) -> dict[str, np.ndarray]:
+    """The reader step over a Ray batch of (index, path, known) rows (known: comma-separated hashes); pixels are
+    zeros where nothing decoded."""
+    decoded = [read_photo(int(index), str(path), preprocess, tuple(filter(None, str(known).split(","))))
                for index, path, known in zip(batch["index"], batch["path"], batch["known"], strict=True)]
     size = preprocess.image_size
     dtype = next((item.pixels.dtype for item in decoded if item.pixels is not None), np.uint8)
@@ -307,10 +307,10 @@ class RayDistributor:
         blocks = [pa.table({
             "index": pa.array(range(start, min(start + step, len(job.keys))), pa.int64()),
             "path": [key[0] for key in job.keys[start:start + step]],
-            "known": [job.known.get(key[0], "") for key in job.keys[start:start + step]],
+            "known": [",".join(job.known.get(key[0], ())) for key in job.keys[start:start + step]],
         }) for start in range(0, len(job.keys), step)]
         results = ray.data.from_arrow(blocks).map_batches(
-            read_batch, fn_kwargs={"preprocess": encoder.preprocess, "moved": job.moved}, batch_size=job.batch_size,
+            read_batch, fn_kwargs={"preprocess": encoder.preprocess}, batch_size=job.batch_size,
             batch_format="numpy", num_cpus=reader_cpus, compute=ray.data.TaskPoolStrategy(size=self.decoders),
         ).map_batches(
             EncoderActor, fn_constructor_kwargs={"payload": [payload], "fail_once": self.fail_once, "threads": threads},

@@ -374,7 +374,7 @@ def test_a_renamed_folder_and_moved_files_keep_their_vectors_without_embedding(m
     before = _vectors_by_path(tmp_path / "index")
     (gallery / "cat").rename(gallery / "kitten")
     (gallery / "dog" / "dog_0.jpg").rename(gallery / "dog" / "puppy.jpg")
-    # Two files swap contents: each path is known, its new content is the other's (a gone path's? no: both stay)
+    # Two files swap contents: each path stays, and each takes the other's vector
     first, second = gallery / "dog" / "dog_1.png", gallery / "dog" / "dog_2.webp"
     first_bytes, second_bytes = first.read_bytes(), second.read_bytes()
     first.write_bytes(second_bytes)
@@ -383,12 +383,14 @@ def test_a_renamed_folder_and_moved_files_keep_their_vectors_without_embedding(m
 
     report = build(gallery=gallery)
 
-    assert report.embedded == 3  # the owl, and the swapped pair (neither content's path is gone)
-    assert (report.added, report.removed, report.size) == (5, 4, 7)
+    assert report.embedded == 1  # the owl
+    assert (report.added, report.updated, report.removed, report.size) == (5, 2, 4, 7)
     after = _vectors_by_path(tmp_path / "index")
     for name in ("cat_0.jpg", "cat_1.png", "cat_2.webp"):
         np.testing.assert_array_equal(after[str(gallery / "kitten" / name)], before[str(gallery / "cat" / name)])
     np.testing.assert_array_equal(after[str(gallery / "dog" / "puppy.jpg")], before[str(gallery / "dog" / "dog_0.jpg")])
+    np.testing.assert_array_equal(after[str(first)], before[str(second)])
+    np.testing.assert_array_equal(after[str(second)], before[str(first)])
     with IndexReader.open(tmp_path / "index") as reader:
         kitten = [r for r in reader.records(reader.vectors()[0]) if r.path.startswith(str(gallery / "kitten"))]
     assert {r.category for r in kitten} == {"kitten"} and all(r.width for r in kitten)
@@ -412,3 +414,19 @@ def test_a_moved_file_whose_old_path_holds_other_content_is_embedded_as_it_is(ma
     np.testing.assert_array_equal(after[str(a)], before[str(a)])
     assert report.embedded == 1  # the copy of a: its content's path is not gone
     np.testing.assert_allclose(after[str(c_rename)], before[str(a)], rtol=0, atol=f32_tol(1.0))
+
+
+def test_a_renumbered_series_keeps_every_vector(make_gallery, build, tmp_path):
+    """IMG_1 deleted, IMG_2..4 renamed one down: only IMG_4's path is gone, the others' are read again."""
+    gallery = tmp_path / "gallery"
+    series = [write_photo(gallery / "cat" / f"IMG_{number}.png", 100 + number) for number in range(1, 5)]
+    build(gallery=gallery)
+    before = _vectors_by_path(tmp_path / "index")
+    series[0].unlink()
+    for older, newer in zip(series, series[1:], strict=False):
+        newer.rename(older)
+    report = build(gallery=gallery)
+    after = _vectors_by_path(tmp_path / "index")
+    assert report.embedded == 0 and (report.updated, report.removed, report.size) == (3, 1, 3)
+    for older, newer in zip(series, series[1:], strict=False):
+        np.testing.assert_array_equal(after[str(older)], before[str(newer)])

@@ -152,3 +152,26 @@ def test_unreachable_servers_bad_uris_and_missing_collections_are_clear_errors(m
     assert cli_main(["build", "--gallery", ".", "--engine", "milvus", "--milvus-uri", milvus.uri, "--collection",
                      "x", "--milvus-index-params", "[1]"]) == 2
     assert "JSON object" in capsys.readouterr().err
+
+
+def test_a_photo_taking_another_ids_vector_reads_it_before_any_upsert_overwrites_it(milvus, milvus_build, collection,
+                                                                                     tmp_path, monkeypatch):
+    """In-place builds upsert in chunks and read reused vectors per chunk: a photo given id 20 read its old id 10's
+    vector after an earlier chunk had written the new photo 10 there (verify saw nothing)."""
+    import photo_index.backends.milvus.writer as milvus_writer
+    from tests.index_builder.conftest import write_photo
+
+    gallery = tmp_path / "gallery"
+    first, second = (write_photo(gallery / "cat" / f"{name}.jpg", seed) for name, seed in (("a", 1), ("b", 2)))
+    manifest = tmp_path / "photos.csv"
+    manifest.write_text(f"path,id\n{first},10\n{second},11\n")
+    milvus_build(None, manifest=manifest)
+    source = open_source(locate("milvus", milvus_uri=milvus.uri, collection=collection))
+    before = source.open().vector(10)
+    newcomer = write_photo(gallery / "dog" / "new.jpg", 4242)
+    manifest.write_text(f"path,id\n{newcomer},10\n{second},11\n{first},20\n")
+    monkeypatch.setattr(milvus_writer, "CHUNK", 1)  # as past 1,000 changed photos between the two ids
+    milvus_build(None, manifest=manifest)
+    reader = source.open()
+    np.testing.assert_allclose(reader.vector(20), before, rtol=0, atol=1e-6)
+    assert not np.allclose(reader.vector(10), before, atol=1e-3)

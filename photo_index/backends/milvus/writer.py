@@ -206,9 +206,12 @@ class MilvusWriter:
 
     @staticmethod
     def _rows(records: list[PhotoRecord], sources: np.ndarray, previous: MilvusPrevious | None,
-              staged: np.ndarray) -> list[dict]:
-        """Milvus rows for ``records``: vectors from staging, or from the previous collection (row = old id)."""
-        reused = previous.vectors_of([int(row) for kind, row in sources if kind == FROM_PREVIOUS]) if previous else {}
+              staged: np.ndarray, read_before: dict[int, np.ndarray] | None = None) -> list[dict]:
+        """Milvus rows for ``records``: vectors from staging, or from the previous collection (row = old id), or
+        from ``read_before`` (old ids' vectors read before any upsert could overwrite them)."""
+        read_before = read_before or {}
+        wanted = [int(row) for kind, row in sources if kind == FROM_PREVIOUS and int(row) not in read_before]
+        reused = {**(previous.vectors_of(wanted) if previous and wanted else {}), **read_before}
         return [to_row(record, staged[row] if kind == FROM_STAGING else reused[int(row)])
                 for record, (kind, row) in zip(records, sources, strict=True)]
 
@@ -216,9 +219,15 @@ class MilvusWriter:
         client, timeout = self.connection.client, self.connection.timeout
         changed = [i for i, record in enumerate(plan.records)
                    if plan.sources[i][0] == FROM_STAGING or previous.by_path.get(record.path) != record]
+        # Vectors a photo takes from another id (a moved file's, a manifest that gave an id to another photo): read
+        # now, as an earlier chunk's upsert may write that id's new vector first. Bounded by the moves.
+        borrowed = [int(plan.sources[i][1]) for i in changed
+                    if plan.sources[i][0] == FROM_PREVIOUS and int(plan.sources[i][1]) != plan.records[i].id]
+        read_before = previous.vectors_of(borrowed) if borrowed else {}
         for start in range(0, len(changed), CHUNK):
             picked = changed[start : start + CHUNK]
-            rows = self._rows([plan.records[i] for i in picked], plan.sources[picked], previous, plan.staged)
+            rows = self._rows([plan.records[i] for i in picked], plan.sources[picked], previous, plan.staged,
+                              read_before)
             self.connection.call(lambda rows=rows: client.upsert(previous.name, rows, timeout=timeout),
                                  what="upsert photos")
         kept = {record.id for record in plan.records}
