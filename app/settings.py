@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticUseDefault
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoder.imaging import DEFAULT_MAX_PIXELS
@@ -111,6 +112,21 @@ class Settings(BaseSettings):
                                            "and by POST /admin/query-sample (default: INDEX_DIR/query_sample.npy)")
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
+
+    @field_validator(
+        "backbone", "pretrained", "activation", "engine", "milvus_timeout_s", "milvus_consistency", "device",
+        "precision", "encoder_lanes", "max_batch", "max_wait_ms", "decode_threads", "max_k", "max_results",
+        "hide_paths", "max_upload_bytes", "max_image_pixels", "max_stroke_points", "text_weight", "max_text_chars",
+        "photo_url_ttl_s", "metrics_require_key", "reload_interval_s", "thumbnail_cache_mb", "body_timeout_s",
+        "max_bodies_in_flight", "max_bodies_per_client", "drain_max_bytes", "drain_timeout_s", "header_timeout_s",
+        "http_parser", "limit_concurrency", "timeout_keep_alive_s", "query_sample", "host", "port", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: object) -> object:
+        # `SBIR_PRECISION=` in an .env (compose passes it as set but empty) means the default, as the indexer and
+        # training read it; keys are not here: a blank key stays refused (below)
+        if isinstance(value, str) and not value.strip():
+            raise PydanticUseDefault()
+        return value
 
     @field_validator("checkpoint", "gallery_root", "query_sample_path", "admin_keys", "milvus_uri", "collection",
                      mode="before")

@@ -107,3 +107,22 @@ def test_milvus_refuses_results_deeper_than_it_searches_and_never_shows_its_toke
     settings = Settings(index_dir=tmp_path, max_results=16_384, **milvus)
     assert "s3cret" not in repr(settings.location) and settings.location.token == "alice:s3cret"
     Settings(index_dir=tmp_path, max_results=100_000)  # FAISS ranks as deep as asked
+
+
+def test_a_setting_present_but_empty_is_its_default_and_a_blank_key_is_still_refused(monkeypatch, tmp_path):
+    """Compose passes `KEY=` from an .env as set but empty: the API refused to start on SBIR_PRECISION= where the
+    indexer and training took the default."""
+    from app.settings import Settings
+
+    for name in ("SBIR_PRECISION", "SBIR_ENCODER_LANES", "SBIR_DECODE_THREADS", "SBIR_QUERY_SAMPLE",
+                 "SBIR_MAX_IMAGE_PIXELS", "SBIR_MAX_STROKE_POINTS", "SBIR_MILVUS_CONSISTENCY", "SBIR_DEVICE",
+                 "SBIR_MAX_K", "SBIR_HIDE_PATHS", "SBIR_PORT"):
+        monkeypatch.setenv(name, " ")
+    settings = Settings(index_dir=tmp_path)
+    default = Settings.model_fields
+    for field in ("precision", "encoder_lanes", "decode_threads", "query_sample", "max_image_pixels",
+                  "max_stroke_points", "milvus_consistency", "device", "max_k", "hide_paths", "port"):
+        assert getattr(settings, field) == default[field].default, field
+    monkeypatch.setenv("SBIR_API_KEY", " ")
+    with pytest.raises(ValueError, match="SBIR_API_KEY"):
+        Settings(index_dir=tmp_path)
