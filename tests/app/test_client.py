@@ -11,6 +11,7 @@ import tomllib
 
 import pytest
 from sketch_search_client import AsyncClient, AuthError, Client, InputError, SearchPage, ServiceError
+from sketch_search_client.cli import DEFAULT_URL
 from sketch_search_client.cli import _parser as cli_parser
 from sketch_search_client.protocol import build_status as build_status_call
 from sketch_search_client.protocol import photo as photo_call
@@ -140,6 +141,8 @@ def test_the_cli_takes_its_global_options_before_or_after_the_command(command, m
     assert (mixed.url, mixed.api_key, mixed.timeout) == ("http://b:2", None, 3.0)
     monkeypatch.setenv("SKETCH_SEARCH_URL", "http://from-env:9")
     assert cli_parser().parse_args(command).url == "http://from-env:9"
+    monkeypatch.setenv("SKETCH_SEARCH_URL", "")  # set but empty: the default (was "cannot reach the service at :")
+    assert cli_parser().parse_args(command).url == DEFAULT_URL
 
 
 def test_the_client_package_installs_and_imports_without_torch():

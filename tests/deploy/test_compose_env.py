@@ -34,8 +34,9 @@ def readme_variables() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for line in table.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) != 4 or not cells[0].startswith("`"):
-            continue
+        if not line.lstrip().startswith("|") or not cells[0].startswith("`"):
+            continue  # prose, the header and its rule
+        assert len(cells) == 4, f"README's table row is not 4 cells (a | inside backticks?): {line}"
         users = {part.strip() for part in cells[2].split(",")}
         if users & {"`make serve`"}:
             continue  # make's own variables

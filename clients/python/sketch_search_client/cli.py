@@ -29,7 +29,7 @@ def _global_options(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     def default(value):
         return value if defaults else argparse.SUPPRESS
 
-    parser.add_argument("--url", default=default(os.environ.get(ENV_URL, DEFAULT_URL)),
+    parser.add_argument("--url", default=default(os.environ.get(ENV_URL) or DEFAULT_URL),  # set but empty: the default
                         help=f"the service (env {ENV_URL}, default {DEFAULT_URL})")
     parser.add_argument("--api-key", default=default(os.environ.get(ENV_KEY)),
                         help=f"X-API-Key, when the service needs one (env {ENV_KEY})")
