@@ -14,7 +14,7 @@ from encoder.errors import SBIRError
 
 from .main import check_encoder, create_app, load_configured_encoder
 from .server import server_options
-from .settings import Settings, describe_settings_error
+from .settings import EMPTY_IS_DEFAULT, Settings, describe_settings_error
 
 # flag → settings field, for the options that are plain values
 FLAGS = {
@@ -54,10 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_overrides(args: argparse.Namespace) -> dict:
+    """The settings the command line gives; a flag given empty (`--precision "$UNSET"`) leaves the setting to the
+    environment, as if not given."""
+    return {name: value for name, value in vars(args).items()
+            if name in Settings.model_fields and value is not None
+            and not (name in EMPTY_IS_DEFAULT and isinstance(value, str) and not value.strip())}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    overrides = {name: value for name, value in vars(args).items()
-                 if name in Settings.model_fields and value is not None}
+    overrides = settings_overrides(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings(**overrides)

@@ -32,6 +32,18 @@ def _check_header_safe(which: str, key: str) -> None:
                          "as written; use letters, digits and punctuation (e.g. secrets.token_urlsafe(32))")
 
 
+# Settings whose value set but empty means their default (an .env's `KEY=`). Not the keys (a blank one is refused),
+# not host and port (pydantic takes the first alias present, so an empty PORT would hide SBIR_PORT).
+EMPTY_IS_DEFAULT = (
+    "backbone", "pretrained", "activation", "index_dir", "engine", "milvus_timeout_s", "milvus_consistency", "device",
+    "precision", "encoder_lanes", "max_batch", "max_wait_ms", "decode_threads", "max_k", "max_results", "hide_paths",
+    "max_upload_bytes", "max_image_pixels", "max_stroke_points", "text_weight", "max_text_chars", "photo_url_ttl_s",
+    "metrics_require_key", "reload_interval_s", "thumbnail_cache_mb", "body_timeout_s", "max_bodies_in_flight",
+    "max_bodies_per_client", "drain_max_bytes", "drain_timeout_s", "header_timeout_s", "http_parser",
+    "limit_concurrency", "timeout_keep_alive_s", "query_sample",
+)
+
+
 class Settings(BaseSettings):
     """Everything the service can be told; unknown environment variables are ignored."""
 
@@ -113,13 +125,7 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "HOST", "SBIR_HOST"))
     port: int = Field(8000, ge=0, le=65535, validation_alias=AliasChoices("port", "PORT", "SBIR_PORT"))
 
-    @field_validator(
-        "backbone", "pretrained", "activation", "engine", "milvus_timeout_s", "milvus_consistency", "device",
-        "precision", "encoder_lanes", "max_batch", "max_wait_ms", "decode_threads", "max_k", "max_results",
-        "hide_paths", "max_upload_bytes", "max_image_pixels", "max_stroke_points", "text_weight", "max_text_chars",
-        "photo_url_ttl_s", "metrics_require_key", "reload_interval_s", "thumbnail_cache_mb", "body_timeout_s",
-        "max_bodies_in_flight", "max_bodies_per_client", "drain_max_bytes", "drain_timeout_s", "header_timeout_s",
-        "http_parser", "limit_concurrency", "timeout_keep_alive_s", "query_sample", "host", "port", mode="before")
+    @field_validator(*EMPTY_IS_DEFAULT, mode="before")
     @classmethod
     def _empty_is_default(cls, value: object) -> object:
         # `SBIR_PRECISION=` in an .env (compose passes it as set but empty) means the default, as the indexer and

@@ -70,7 +70,9 @@ def select(scan: Scan, previous: Previous | None, staging: Staging, rebuild: boo
             wanted.append(key)
     by_content = {} if previous is None or rebuild else movable_photos(scan, previous, read_again)
     by_size: dict[int, list[str]] = {}
-    for sha, record in by_content.items():
+    # Gone photos first: a photo read again mostly still holds its own content (touched, chmod -R), which reaches
+    # its own path anyway, and must not crowd a moved file's real source out of its few candidates.
+    for sha, record in sorted(by_content.items(), key=lambda item: item[1].path in read_again):
         by_size.setdefault(record.size, []).append(sha)
     known = {}
     for path, size, *_ in wanted:

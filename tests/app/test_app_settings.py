@@ -116,13 +116,17 @@ def test_a_setting_present_but_empty_is_its_default_and_a_blank_key_is_still_ref
 
     for name in ("SBIR_PRECISION", "SBIR_ENCODER_LANES", "SBIR_DECODE_THREADS", "SBIR_QUERY_SAMPLE",
                  "SBIR_MAX_IMAGE_PIXELS", "SBIR_MAX_STROKE_POINTS", "SBIR_MILVUS_CONSISTENCY", "SBIR_DEVICE",
-                 "SBIR_MAX_K", "SBIR_HIDE_PATHS", "SBIR_PORT"):
+                 "SBIR_MAX_K", "SBIR_HIDE_PATHS", "SBIR_INDEX_DIR"):
         monkeypatch.setenv(name, " ")
-    settings = Settings(index_dir=tmp_path)
+    settings = Settings()
     default = Settings.model_fields
     for field in ("precision", "encoder_lanes", "decode_threads", "query_sample", "max_image_pixels",
-                  "max_stroke_points", "milvus_consistency", "device", "max_k", "hide_paths", "port"):
+                  "max_stroke_points", "milvus_consistency", "device", "max_k", "hide_paths", "index_dir"):
         assert getattr(settings, field) == default[field].default, field
+    monkeypatch.setenv("SBIR_PRECISION", "fp32")  # a flag given empty leaves the environment's value
+    from app.__main__ import settings_overrides
+
+    assert Settings(**settings_overrides(build_parser().parse_args(["--precision", " "]))).precision == "fp32"
     monkeypatch.setenv("SBIR_API_KEY", " ")
     with pytest.raises(ValueError, match="SBIR_API_KEY"):
         Settings(index_dir=tmp_path)

@@ -430,3 +430,17 @@ def test_a_renumbered_series_keeps_every_vector(make_gallery, build, tmp_path):
     assert report.embedded == 0 and (report.updated, report.removed, report.size) == (3, 1, 3)
     for older, newer in zip(series, series[1:], strict=False):
         np.testing.assert_array_equal(after[str(older)], before[str(newer)])
+
+
+def test_touched_photos_do_not_crowd_out_the_gone_photo_a_moved_file_came_from(build, tmp_path):
+    gallery = tmp_path / "gallery"
+    same_size = [write_photo(gallery / "a" / f"{number:02d}.bmp", number) for number in range(12)]  # one byte size
+    build(gallery=gallery)
+    before = _vectors_by_path(tmp_path / "index")
+    for photo in same_size[:-1]:
+        os.utime(photo, ns=(time.time_ns(), time.time_ns() + 10**9))  # touched: read again, content unchanged
+    (gallery / "b").mkdir()
+    moved = same_size[-1].rename(gallery / "b" / "moved.bmp")  # the last of its size in the index's order
+    report = build(gallery=gallery)
+    assert report.embedded == 0
+    np.testing.assert_array_equal(_vectors_by_path(tmp_path / "index")[str(moved)], before[str(same_size[-1])])

@@ -219,10 +219,13 @@ class MilvusWriter:
         client, timeout = self.connection.client, self.connection.timeout
         changed = [i for i, record in enumerate(plan.records)
                    if plan.sources[i][0] == FROM_STAGING or previous.by_path.get(record.path) != record]
-        # Vectors a photo takes from another id (a moved file's, a manifest that gave an id to another photo): read
-        # now, as an earlier chunk's upsert may write that id's new vector first. Bounded by the moves.
+        # Vectors a photo takes from another id that this build also writes (swapped files, a manifest that gave an
+        # id to another photo): read now, as an earlier chunk's upsert may write that id's new vector first. Ids only
+        # deleted (a renamed folder's) stay readable until the end: read chunk by chunk, as the rest.
+        upserted = {plan.records[i].id for i in changed}
         borrowed = [int(plan.sources[i][1]) for i in changed
-                    if plan.sources[i][0] == FROM_PREVIOUS and int(plan.sources[i][1]) != plan.records[i].id]
+                    if plan.sources[i][0] == FROM_PREVIOUS and int(plan.sources[i][1]) != plan.records[i].id
+                    and int(plan.sources[i][1]) in upserted]
         read_before = previous.vectors_of(borrowed) if borrowed else {}
         for start in range(0, len(changed), CHUNK):
             picked = changed[start : start + CHUNK]
