@@ -10,7 +10,7 @@ import numpy as np
 from index_builder.cli import main
 from index_builder.distributors import DISTRIBUTORS, EMBED_IN_PROCESS, build_encoder_placement
 from photo_index.backends.folder import IndexReader
-from tests.index_builder.conftest import live_manifest
+from tests.index_builder.conftest import live_manifest, write_photo
 
 
 def build(gallery, index_dir, *extra: str) -> int:
@@ -25,11 +25,11 @@ def test_manifest_and_report_record_the_precision_and_mixing_is_logged(make_gall
     assert json.loads(capsys.readouterr().out)["precision"] == "fp32"
     assert live_manifest(index_dir)["encoder"]["precision"] == "fp32"
 
-    (gallery / "cat" / "cat_0.jpg").rename(gallery / "dog" / "moved.jpg")  # something to embed again
+    write_photo(gallery / "dog" / "new.jpg", 4242)  # something to embed (a moved photo would keep its vector)
     with caplog.at_level(logging.INFO, logger="encoder.precision"):
         assert build(gallery, index_dir, "--precision", "bf16") == 0  # the same encoder: incremental mode is fine
     report = json.loads(capsys.readouterr().out)
-    assert report["precision"] == "bf16" and report["embedded"] == 1 and report["unchanged"] == 4
+    assert report["precision"] == "bf16" and report["embedded"] == 1 and report["unchanged"] == 5
     manifest = live_manifest(index_dir)
     assert manifest["encoder"]["precision"] == "bf16" and manifest["build"]["precision"] == "bf16"
     assert json.loads((index_dir / manifest["report"]).read_text())["precision"] == "bf16"
