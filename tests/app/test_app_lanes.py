@@ -21,10 +21,12 @@ def test_lanes_setting_flag_and_environment(monkeypatch):
     assert build_parser().parse_args(["--encoder-lanes", "2"]).encoder_lanes == "2"
     monkeypatch.setenv("SBIR_ENCODER_LANES", "1")
     assert Settings().encoder_lanes == "1"
-    for bad in ("0", "-2", "two", "1.5", ""):
+    for bad in ("0", "-2", "two", "1.5"):
         monkeypatch.setenv("SBIR_ENCODER_LANES", bad)
         with pytest.raises(ValidationError, match="encoder_lanes"):
             Settings()
+    monkeypatch.setenv("SBIR_ENCODER_LANES", "")  # set but empty (an .env's `KEY=`): the default
+    assert Settings().encoder_lanes == "auto"
 
 
 def test_the_configured_encoder_runs_in_the_lanes_asked_for(two_threads):
