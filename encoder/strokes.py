@@ -43,6 +43,10 @@ def default_max_points() -> int:
                       error=InputError)
 
 
+def _points_limit(max_points: int | None) -> int:
+    return default_max_points() if max_points is None else max_points
+
+
 def _as_float_array(values: Any, what: str) -> np.ndarray:
     # numpy would read true/false and numeric strings as numbers: a coordinate must be a JSON number
     if any(isinstance(v, bool) or not isinstance(v, int | float | np.number) for row in values for v in row):
@@ -116,7 +120,7 @@ def _offset_strokes(rows: list, max_points: int) -> Strokes:
 
 def strokes_from_object(obj: Any, *, max_points: int | None = None) -> Strokes:
     """Parse a decoded JSON object in any supported format into strokes; validate limits."""
-    max_points = default_max_points() if max_points is None else max_points
+    max_points = _points_limit(max_points)
     if not isinstance(obj, dict):
         raise StrokeFormatError('Strokes must be a JSON object with a "strokes" or "drawing" field.')
     if "strokes" in obj and _is_offset_sequence(obj["strokes"]):
@@ -186,7 +190,7 @@ def load_drawing_json(data: bytes | str) -> Any:
 
 def parse_strokes(data: bytes | str | dict, *, max_points: int | None = None) -> Strokes:
     """Parse one drawing from JSON text/bytes (object or ndjson: first line), a decoded object, or an SVG document."""
-    max_points = default_max_points() if max_points is None else max_points
+    max_points = _points_limit(max_points)
     if isinstance(data, bytes | bytearray | str) and looks_like_svg(data):
         return strokes_from_svg(data, max_points=max_points)
     obj = data if isinstance(data, dict) else load_drawing_json(data)
@@ -195,7 +199,7 @@ def parse_strokes(data: bytes | str | dict, *, max_points: int | None = None) ->
 
 def iter_ndjson_drawings(path: str | Path, *, max_points: int | None = None) -> Iterator[Strokes]:
     """Every drawing of a QuickDraw ndjson file; unparsable lines raise with their line number."""
-    max_points = default_max_points() if max_points is None else max_points
+    max_points = _points_limit(max_points)
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():

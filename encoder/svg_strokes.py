@@ -361,8 +361,7 @@ def _number(value: object, default: float) -> float:
 
 
 def _visible(color: object, paper: tuple[int, int, int] = WHITE) -> bool:
-    value = getattr(color, "value", None)
-    if value is None or color.alpha == 0:
+    if not _painted(color):
         return False
     return max(abs(channel - ground) for channel, ground in zip((color.red, color.green, color.blue), paper,
                                                                 strict=True)) > INK_CONTRAST
@@ -395,7 +394,7 @@ def _opaque_fill(rect: object, values: dict) -> bool:
     does not read, "50%", counts as transparent), shown, and corners no rounder than a card's."""
     if not _painted(rect.fill) or rect.fill.alpha < 255 or _painted(rect.stroke):
         return False
-    if str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse"):
+    if _hidden(values):
         return False
     for name in ("opacity", "fill-opacity"):
         if _number(values.get(name), 1.0 if values.get(name) is None else 0.0) < 1:
@@ -409,6 +408,11 @@ def _painted(color: object) -> bool:
     return getattr(color, "value", None) is not None and color.alpha > 0
 
 
+def _hidden(values: dict) -> bool:
+    """``visibility`` hides the shape (svgelements passes a group's down)."""
+    return str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse")
+
+
 def _visible_outline(element: object, paper: tuple[int, int, int] = WHITE):
     """The element's outline as an svgelements Path when it shows as lines on `paper`, else None."""
     from svgelements import Path, Shape, SimpleLine
@@ -416,7 +420,7 @@ def _visible_outline(element: object, paper: tuple[int, int, int] = WHITE):
     if not isinstance(element, Shape):
         return None
     values = getattr(element, "values", {}) or {}
-    if str(values.get("visibility", "")).strip().lower() in ("hidden", "collapse"):
+    if _hidden(values):
         return None
     if _number(values.get("opacity"), 1.0) <= 0:  # the shape's or its group's (svgelements passes it down)
         return None
