@@ -223,8 +223,8 @@ def find_crashers(indices: list[int], job: EmbedJob, preprocess: Preprocessor) -
 
 def _decode_each(init: WorkerInit, sender, indices: list[int], job: EmbedJob, preprocess: Preprocessor) -> None:
     init(0)
-    for index in indices:
-        path = job.paths[index]
-        read_photo(index, path, preprocess, job.known.get(path, ()))
+    files = PhotoFiles(job.paths, preprocess, job.known, indices)  # read as a loader's worker reads them
+    for position in range(len(files)):
+        files[position]  # decoded only to see whether it kills this process
         sender.send(True)
     sender.send(False)

@@ -140,9 +140,9 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
     previous_ids = {record.id for record in previous.by_path.values()} if previous else set()
     for photo in scan.photos:
         old = previous.by_path.get(photo.path) if previous else None
-        kept = reused.get(photo.path)  # its own previous record, or a moved photo's of the same content
-        if kept is not None:
-            sha, source = kept.sha256, (FROM_PREVIOUS, previous.row_of(kept.id))
+        reused_from = reused.get(photo.path)  # its own previous record, or a moved photo's of the same content
+        if reused_from is not None:
+            sha, source = reused_from.sha256, (FROM_PREVIOUS, previous.row_of(reused_from.id))
         else:
             key = file_key(photo)
             if key in staging.failures:
@@ -171,8 +171,8 @@ def plan(scan: Scan, previous: Previous | None, reused: dict[str, PhotoRecord], 
             updated += 1
         else:
             unchanged += 1
-        shown = details(kept or old, photo.path, kept is not None, header)
-        filled += kept is old is not None and old.width is None and shown.width is not None
+        shown = details(reused_from or old, photo.path, reused_from is not None, header)
+        filled += reused_from is old is not None and old.width is None and shown.width is not None
         records.append(PhotoRecord(
             id=photo_id, path=photo.path, category=photo.category, sha256=sha, size=photo.size,
             added_at=old.added_at if old else now, metadata=photo.metadata,

@@ -211,9 +211,14 @@ class MilvusWriter:
         from ``read_before`` (old ids' vectors read before any upsert could overwrite them)."""
         read_before = read_before or {}
         wanted = [int(row) for kind, row in sources if kind == FROM_PREVIOUS and int(row) not in read_before]
-        reused = {**(previous.vectors_of(wanted) if previous and wanted else {}), **read_before}
-        return [to_row(record, staged[row] if kind == FROM_STAGING else reused[int(row)])
-                for record, (kind, row) in zip(records, sources, strict=True)]
+        reused = previous.vectors_of(wanted) if previous and wanted else {}
+
+        def vector(kind: int, row: int) -> np.ndarray:
+            if kind == FROM_STAGING:
+                return staged[row]
+            return read_before[row] if row in read_before else reused[row]
+
+        return [to_row(record, vector(kind, int(row))) for record, (kind, row) in zip(records, sources, strict=True)]
 
     def _update_in_place(self, plan: VersionContent, previous: MilvusPrevious) -> None:
         client, timeout = self.connection.client, self.connection.timeout
