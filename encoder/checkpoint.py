@@ -206,17 +206,25 @@ def load_checkpoint(
     return encoder
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or None, or empty: an SBIR_DEVICE set blank) → CUDA when present, else CPU; else ``cpu``, ``cuda``
-    or ``cuda:N``."""
+def named_device(device: str | torch.device | None) -> torch.device | None:
+    """The device ``device`` names (``cpu``, ``cuda``, ``cuda:N``), or None for ``auto`` (also None or empty: an
+    SBIR_DEVICE set blank); a ValueError for anything else. Whether CUDA is there is not asked."""
     if device is None or str(device).strip() in ("auto", ""):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
-        resolved = torch.device(device)
+        named = torch.device(device)
     except (RuntimeError, TypeError) as error:  # "tpu", "gpu", "cuda:x": a usage error, not a traceback
         raise ValueError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N.") from error
-    if resolved.type not in ("cpu", "cuda"):  # meta, mps, xla: torch names them, nothing here runs there
+    if named.type not in ("cpu", "cuda"):  # meta, mps, xla: torch names them, nothing here runs there
         raise ValueError(f"--device {device!r} is not supported: use auto, cpu, cuda or cuda:N.")
+    return named
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None, or empty) → CUDA when present, else CPU; else the device named (:func:`named_device`)."""
+    resolved = named_device(device)
+    if resolved is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was requested but no CUDA device is available.")
     return resolved

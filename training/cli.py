@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from encoder import EncoderConfig, PromptConfig, SBIRError, add_encoder_args, build_encoder, load_encoder
-from encoder.checkpoint import read_checkpoint
+from encoder.checkpoint import named_device, read_checkpoint
 from encoder.config import SKETCH_FRAMINGS, TRAINABLE_SETS, env_activation, env_backbone, env_pretrained
 from encoder.folder_lock import FolderBusyError, folder_lock
 from encoder.model import PROMPT_INITS
@@ -101,16 +101,12 @@ ENV_DEVICE = "SBIR_DEVICE"
 def device_name(text: str) -> str:
     """argparse type: ``auto`` or a torch device (cpu, cuda, cuda:N). argparse converts a string default too, so a
     bad SBIR_DEVICE is a usage error naming it; whether CUDA is there is checked when the device is taken."""
-    name = text.strip() or "auto"  # SBIR_DEVICE set but empty: auto
-    if name != "auto":
-        try:
-            kind = torch.device(name).type
-        except (RuntimeError, TypeError):
-            kind = None
-        if kind not in ("cpu", "cuda"):  # mps, meta, xla: torch names them, nothing here runs there
-            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a device: use auto, cpu, cuda or cuda:N (the "
-                                             f"flag, or {ENV_DEVICE})")
-    return name
+    try:
+        named = named_device(text)  # the encoder's rule, as the API's: empty is auto; only cpu and cuda
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a device: use auto, cpu, cuda or cuda:N (the flag, or "
+                                         f"{ENV_DEVICE})") from None
+    return "auto" if named is None else text.strip()
 
 
 def add_device_arg(group: argparse._ArgumentGroup, what: str) -> None:
@@ -582,9 +578,15 @@ def checkpoint_extra(checkpoint: str | None) -> dict:
 
 def trained_classes_of(checkpoint: str | None) -> list[str] | None:
     """Every class a checkpoint was trained on, the runs it continued included; None when it records none."""
-    extra = checkpoint_extra(checkpoint)
-    split = extra.get("split") if isinstance(extra.get("split"), dict) else {}
-    trained = extra["trained_classes"] if "trained_classes" in extra else split.get("train")
+    return _trained_classes_in(checkpoint_extra(checkpoint))
+
+
+def _recorded_split(extra: dict) -> dict:
+    return extra["split"] if isinstance(extra.get("split"), dict) else {}
+
+
+def _trained_classes_in(extra: dict) -> list[str] | None:
+    trained = extra["trained_classes"] if "trained_classes" in extra else _recorded_split(extra).get("train")
     return [str(name) for name in trained] if isinstance(trained, list) else None
 
 
@@ -605,14 +607,14 @@ def trained_class_overlap(args: argparse.Namespace, classes: Sequence[str]) -> d
     Refuses an overlap (its scores are not zero-shot) unless ``--allow-seen``. A checkpoint that records no split
     (written before it was kept, or the frozen-CLIP baseline) is scored as before, saying once that it was not
     checked."""
-    trained_names = trained_classes_of(args.checkpoint)
+    extra = checkpoint_extra(args.checkpoint)
+    trained_names = _trained_classes_in(extra)
     if trained_names is None:
         what = args.checkpoint or "the frozen-CLIP baseline"
         print(f"note: {what} records no training classes (or continued a checkpoint that recorded none): whether "
               "the scored classes are unseen cannot be checked")
         return {"checked": False, "training_split": None, "classes": []}
-    split = checkpoint_extra(args.checkpoint).get("split")
-    split = split if isinstance(split, dict) else {}
+    split = _recorded_split(extra)
     trained = {class_key(name) for name in trained_names}
     seen = [name for name in classes if class_key(name) in trained]
     shown = f"{', '.join(seen[:10])}{' ...' if len(seen) > 10 else ''}"
